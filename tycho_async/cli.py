@@ -1,0 +1,396 @@
+"""The command line: parse, load settings, run one coroutine on one event loop, render,
+and turn errors into messages and exit codes. Nothing else lives here.
+
+Heavy imports (aioboto3, rich progress, the engine) happen inside the commands that
+need them, so ``tychoreg --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import typer
+
+from . import __version__
+from .config import DEFAULT_CONFIG, Settings, default_local_root, load_settings
+from .errors import Interrupted, PartialFailure, TychoError, UsageError
+
+if TYPE_CHECKING:
+    from .registry import Registry
+    from .transfer import ProgressSink
+
+T = TypeVar("T")
+
+HELP = f"""Versioned packages and archives on S3 (or any S3-compatible store) or in a local
+directory: push, promote and pull them, many at once.
+
+With no config file ({DEFAULT_CONFIG}) and no --registry, the registry is a local
+directory ({default_local_root()}), so it works on a fresh machine with nothing set up.
+
+Exit codes: 0 done (exists: yes), 1 the answer is no (not found, already exists,
+nothing to pull), 2 bad usage or config, 3 transfer failed, 130 interrupted."""
+
+app = typer.Typer(
+    help=HELP,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+ConfigOpt = Annotated[str | None, typer.Option(
+    "--config", "-c", metavar="PATH", envvar="TYCHOREG_CONFIG", show_default=False,
+    help=f"Config file (default: {DEFAULT_CONFIG} if it exists).")]
+RegistryOpt = Annotated[str | None, typer.Option(
+    "--registry", "-r", metavar="URL", envvar="TYCHOREG_REGISTRY", show_default=False,
+    help="Registry to use instead of the config's: s3://BUCKET/PREFIX or a directory path.")]
+ConcurrencyOpt = Annotated[int | None, typer.Option(
+    "--concurrency", "-j", min=1, max=256, envvar="TYCHOREG_CONCURRENCY", show_default=False,
+    help="Requests in flight at once, shared by every file of the command (default 16; "
+         "config key tycho.concurrency).")]
+PartSizeOpt = Annotated[str | None, typer.Option(
+    "--part-size", metavar="SIZE", envvar="TYCHOREG_PART_SIZE", show_default=False,
+    help="Part size for multipart uploads and ranged downloads, e.g. 8MiB (5MiB to 5GiB; "
+         "default 8MiB; config key tycho.part_size). Upload memory is about "
+         "concurrency x part size.")]
+QuietOpt = Annotated[bool, typer.Option(
+    "--quiet", "-q", help="Print nothing but errors.")]
+ProgressOpt = Annotated[bool | None, typer.Option(
+    "--progress/--no-progress", show_default=False,
+    help="Force progress bars on or off (default: bars on a terminal, a plain log elsewhere).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def _fail(exc: TychoError) -> typer.Exit:
+    if isinstance(exc, PartialFailure):
+        for item, err in exc.failures:
+            typer.echo(f"tychoreg: {item}: {err.message}", err=True)
+    typer.echo(f"tychoreg: {exc.message}", err=True)
+    return typer.Exit(exc.exit_code)
+
+
+def _settings(config: str | None, registry: str | None, **overrides: Any) -> Settings:
+    settings = load_settings(config, registry, {k: v for k, v in overrides.items()
+                                                if v is not None})
+    for warning in settings.warnings:
+        typer.echo(f"tychoreg: warning: {warning}", err=True)
+    return settings
+
+
+def _run(settings: Settings, work: Callable[[Registry], Awaitable[T]],
+         progress: ProgressSink | None = None) -> T:
+    """Run ``work`` on one event loop; Ctrl-C or SIGTERM cancel it, and every transfer
+    cleans up (aborts uploads, removes temp files) before the command exits 130."""
+    import signal
+
+    import anyio
+
+    from .registry import Registry
+    from .storage import open_store
+    from .transfer import Engine
+    from .transfer.groups import task_group
+
+    interrupted = False
+    result: list[T] = []
+
+    async def main() -> None:
+        nonlocal interrupted
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with task_group() as tg:
+                async def watch() -> None:
+                    nonlocal interrupted
+                    async for _ in signals:
+                        interrupted = True
+                        tg.cancel_scope.cancel()
+                        return
+
+                tg.start_soon(watch)
+                store = await open_store(settings)
+                try:
+                    registry = Registry(Engine(store, settings.transfer, progress),
+                                        settings.outdir)
+                    result.append(await work(registry))
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await store.aclose()
+                tg.cancel_scope.cancel()
+
+    anyio.run(main)
+    if interrupted or not result:
+        raise Interrupted("interrupted; nothing half-written was left behind")
+    return result[0]
+
+
+def _command(fn: Callable[..., None]) -> Callable[..., None]:
+    """Every command's errors become one line on stderr and an exit code."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            fn(*args, **kwargs)
+        except TychoError as exc:
+            raise _fail(exc) from None
+        except KeyboardInterrupt:
+            raise _fail(Interrupted("interrupted")) from None
+
+    return wrapper
+
+
+def _echo_json(data: object) -> None:
+    typer.echo(json.dumps(data, indent=2))
+
+
+@app.command()
+@_command
+def init(
+    package: Annotated[str, typer.Argument(help="Package name.")],
+    filename: Annotated[str, typer.Argument(help="File name pulls are saved as (localname).")],
+    config: ConfigOpt = None, registry: RegistryOpt = None,
+) -> None:
+    """Create a package: PKG/tycho.json with its local file name and no latest version."""
+    settings = _settings(config, registry)
+    _run(settings, lambda reg: reg.init(package, filename))
+    typer.echo(f"initialized {package} (pulls save as {filename})")
+
+
+@app.command()
+@_command
+def push(
+    package: Annotated[str, typer.Argument(help="Package name.")],
+    version: Annotated[str, typer.Argument(help="New version; published versions never change.")],
+    file: Annotated[Path, typer.Argument(help="File to upload.", show_default=False)],
+    promote_latest: Annotated[bool, typer.Option(
+        "--promote-latest", help="Make this version the latest once the upload completes.")]
+        = False,
+    config: ConfigOpt = None, registry: RegistryOpt = None,
+    concurrency: ConcurrencyOpt = None, part_size: PartSizeOpt = None,
+    quiet: QuietOpt = False, progress: ProgressOpt = None,
+) -> None:
+    """Upload FILE as a new VERSION of PACKAGE (a new package takes FILE's name)."""
+    from .progress import make_progress
+
+    settings = _settings(config, registry, concurrency=concurrency, part_size=part_size)
+    sink = make_progress(progress, quiet, "pushed", files=1)
+    with sink:  # type: ignore[attr-defined]
+        result = _run(settings, lambda reg: reg.push(package, version, file,
+                                                     promote=promote_latest), sink)
+    if quiet:
+        return
+    if result.initialized:
+        typer.echo(f"initialized {package} (pulls save as {file.name})")
+    typer.echo(f"pushed {package} {version} ({result.size} bytes, sha256 {result.sha256})")
+    if result.promoted:
+        typer.echo(f"promoted {package} {version} to latest")
+
+
+@app.command()
+@_command
+def promote(
+    package: Annotated[str, typer.Argument(help="Package name.")],
+    version: Annotated[str, typer.Argument(help="Existing version to make the latest.")],
+    config: ConfigOpt = None, registry: RegistryOpt = None,
+) -> None:
+    """Make an existing VERSION the latest of PACKAGE."""
+    settings = _settings(config, registry)
+    _run(settings, lambda reg: reg.promote(package, version))
+    typer.echo(f"promoted {package} {version} to latest")
+
+
+@app.command()
+@_command
+def pull(
+    package: Annotated[str, typer.Argument(help="Package name.")],
+    version: Annotated[str | None, typer.Option(
+        "--version", "-v", show_default=False, help="Version to pull (default: the latest).")]
+        = None,
+    force: Annotated[bool, typer.Option(
+        "--force", "-f", help="Download even when the local copy is current.")] = False,
+    outfile: Annotated[Path | None, typer.Option(
+        "--outfile", "-o", show_default=False,
+        help="Save here instead of OUTDIR/localname.")] = None,
+    outdir: Annotated[str | None, typer.Option(
+        "--outdir", metavar="DIR", envvar="TYCHOREG_OUTDIR", show_default=False,
+        help="Directory for pulls (default: tycho.outdir, else tycho_packages).")] = None,
+    config: ConfigOpt = None, registry: RegistryOpt = None,
+    concurrency: ConcurrencyOpt = None, part_size: PartSizeOpt = None,
+    quiet: QuietOpt = False, progress: ProgressOpt = None,
+) -> None:
+    """Download a version of PACKAGE, unless the local copy is already current."""
+    from .names import check_version
+    from .progress import make_progress
+    from .registry import PullRequest
+
+    if version is not None:
+        check_version(version)
+    request = PullRequest.parse(package) if version is None else PullRequest(package, version)
+    settings = _settings(config, registry, concurrency=concurrency, part_size=part_size,
+                         outdir=outdir)
+    sink = make_progress(progress, quiet, "pulled", files=1)
+    with sink:  # type: ignore[attr-defined]
+        result = _run(settings, lambda reg: reg.pull(request, force=force, outfile=outfile),
+                      sink)
+    if not quiet:
+        _echo_pull(result)
+
+
+def _echo_pull(result: Any) -> None:
+    if result.skipped:
+        typer.echo(f"{result.package} {result.version} is up to date: {result.path}")
+    else:
+        typer.echo(f"pulled {result.package} {result.version} -> {result.path}")
+
+
+@app.command("pull-list")
+@_command
+def pull_list(
+    packages: Annotated[list[str] | None, typer.Argument(
+        help="Packages to pull: PKG (its latest) or PKG==VERSION.", show_default=False)] = None,
+    from_file: Annotated[Path | None, typer.Option(
+        "--from-file", metavar="FILE", show_default=False,
+        help="Read more items from FILE, one a line ('#' starts a comment).")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", "-f", help="Download even when local copies are current.")] = False,
+    outdir: Annotated[str | None, typer.Option(
+        "--outdir", metavar="DIR", envvar="TYCHOREG_OUTDIR", show_default=False,
+        help="Directory for pulls (default: tycho.outdir, else tycho_packages).")] = None,
+    config: ConfigOpt = None, registry: RegistryOpt = None,
+    concurrency: ConcurrencyOpt = None, part_size: PartSizeOpt = None,
+    quiet: QuietOpt = False, progress: ProgressOpt = None,
+) -> None:
+    """Pull many packages at once; every failure is reported at the end."""
+    from .progress import make_progress
+    from .registry import PullRequest
+
+    items = list(packages or [])
+    if from_file is not None:
+        try:
+            lines = from_file.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise UsageError(f"cannot read {from_file}: {exc.strerror or exc}") from exc
+        items += [line.split("#", 1)[0].strip() for line in lines]
+        items = [item for item in items if item]
+    if not items:
+        raise UsageError("name at least one package (or --from-file FILE)")
+    requests = [PullRequest.parse(item) for item in items]
+    settings = _settings(config, registry, concurrency=concurrency, part_size=part_size,
+                         outdir=outdir)
+    sink = make_progress(progress, quiet, "pulled", files=len(requests))
+    with sink:  # type: ignore[attr-defined]
+        results = _run(settings, lambda reg: reg.pull_many(requests, force=force), sink)
+    if not quiet:
+        for result in results:
+            _echo_pull(result)
+
+
+@app.command("list")
+@_command
+def list_(
+    as_json: JsonOpt = False, config: ConfigOpt = None, registry: RegistryOpt = None,
+) -> None:
+    """Every package with its latest version."""
+    settings = _settings(config, registry)
+    packages = _run(settings, lambda reg: reg.list_packages())
+    if as_json:
+        _echo_json([{"package": p.name, "latest": p.latest, "localname": p.localname,
+                     "problem": p.problem} for p in packages])
+        return
+    rows = [(p.name, p.latest or "-", p.localname or "-", p.problem or "") for p in packages]
+    _table(("PACKAGE", "LATEST", "LOCALNAME", "NOTE"), rows)
+
+
+@app.command("list-versions")
+@_command
+def list_versions(
+    package: Annotated[str, typer.Argument(help="Package name.")],
+    as_json: JsonOpt = False, config: ConfigOpt = None, registry: RegistryOpt = None,
+) -> None:
+    """Every version of PACKAGE, oldest to newest (natural order: 1.9 < 1.10)."""
+    settings = _settings(config, registry)
+    versions = _run(settings, lambda reg: reg.list_versions(package))
+    if as_json:
+        _echo_json([{"version": v.version, "size": v.size} for v in versions])
+        return
+    for v in versions:
+        typer.echo(v.version)
+
+
+@app.command()
+@_command
+def exists(
+    package: Annotated[str, typer.Argument(help="Package name.")],
+    version: Annotated[str, typer.Argument(help="Version.")],
+    as_json: JsonOpt = False, config: ConfigOpt = None, registry: RegistryOpt = None,
+) -> None:
+    """Say whether VERSION of PACKAGE exists; exit 0 if it does, 1 if not."""
+    settings = _settings(config, registry)
+    found = _run(settings, lambda reg: reg.exists(package, version))
+    if as_json:
+        _echo_json({"package": package, "version": version, "exists": found})
+    else:
+        typer.echo(f"{package} {version} {'exists' if found else 'does not exist'}")
+    if not found:
+        raise typer.Exit(1)
+
+
+@app.command()
+@_command
+def info(config: ConfigOpt = None, registry: RegistryOpt = None, as_json: JsonOpt = False) -> None:
+    """Where the registry is and which settings apply (no network)."""
+    settings = _settings(config, registry)
+    data = {
+        "version": __version__,
+        "config": str(settings.config_path) if settings.config_path else None,
+        "backend": settings.backend,
+        "registry": settings.location,
+        "outdir": str(settings.outdir),
+        "concurrency": settings.transfer.concurrency,
+        "part_size": settings.transfer.part_size,
+    }
+    if as_json:
+        _echo_json(data)
+        return
+    _table(("SETTING", "VALUE"), [(k, "-" if v is None else str(v)) for k, v in data.items()])
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """A rich table on a terminal; tab-separated lines for scripts."""
+    if sys.stdout.isatty():
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(*header, box=None, highlight=False)
+        for row in rows:
+            table.add_row(*row)
+        Console().print(table)
+        return
+    for row in rows:
+        typer.echo("\t".join(row).rstrip())
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"tychoreg {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option(
+        "--version", callback=version_callback, is_eager=True,
+        help="Print the version and exit.")] = False,
+) -> None:
+    pass
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.stderr.write("tychoreg: interrupted\n")
+        sys.exit(130)

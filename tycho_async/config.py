@@ -1,0 +1,287 @@
+"""Config file, env indirection, dotenv and defaults, resolved once into frozen Settings.
+
+Precedence, highest first: command-line options, ``TYCHOREG_*`` environment variables,
+the config file, built-in defaults. With no config file and no registry URL, the registry
+is a local directory in the user's data directory, so a fresh machine needs no setup.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from .errors import ConfigError
+from .transfer.plan import MAX_PART, MIN_PART, TransferSettings
+
+DEFAULT_CONFIG = ".tychoreg.json"
+DEFAULT_OUTDIR = "tycho_packages"
+REGISTRY_ENV = "TYCHOREG_REGISTRY"
+SECRET_KEYS = ("aws_secret_access_key", "aws_session_token", "aws_access_key_id")
+# Keys of the s3 section that are ours; every other key goes to the S3 client as is.
+S3_OWN_KEYS = ("bucket", "prefix", "checksums", "addressing_style")
+
+_SIZE = re.compile(r"\s*(\d+)\s*([kmg]?)(i?b?)\s*", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Settings:
+    backend: str  # "s3" or "local"
+    outdir: Path
+    bucket: str | None = None
+    prefix: str = ""  # "" or ending in "/"
+    local_root: Path | None = None
+    client_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    checksums: bool = True
+    addressing_style: str | None = None
+    transfer: TransferSettings = field(default_factory=TransferSettings)
+    config_path: Path | None = None
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def location(self) -> str:
+        if self.backend == "s3":
+            return f"s3://{self.bucket}/{self.prefix}"
+        return str(self.local_root)
+
+
+def default_local_root() -> Path:
+    from platformdirs import user_data_path
+
+    return user_data_path("tychoreg", appauthor=False) / "registry"
+
+
+def parse_size(value: object, what: str) -> int:
+    """Accept 8388608, "8388608", "8MiB", "8M", "512k"."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{what} must be a size such as 8MiB, not {value!r}")
+    if isinstance(value, int):
+        return value
+    match = _SIZE.fullmatch(str(value))
+    if not match:
+        raise ConfigError(f"{what} must be a size such as 8MiB, not {value!r}")
+    number, unit = int(match.group(1)), match.group(2).lower()
+    return number * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[unit]
+
+
+def _positive_int(value: object, what: str) -> int:
+    try:
+        number = int(str(value))
+    except ValueError:
+        raise ConfigError(f"{what} must be a whole number, not {value!r}") from None
+    if number < 1:
+        raise ConfigError(f"{what} must be at least 1, not {number}")
+    return number
+
+
+def resolve_env(value: Any, where: str) -> Any:
+    """Replace every ``{"env": NAME, "default": VALUE}`` with the variable or the default."""
+    if isinstance(value, dict):
+        if "env" in value and set(value) <= {"env", "default"}:
+            name = value["env"]
+            if not isinstance(name, str):
+                raise ConfigError(f"{where}: 'env' must name a variable")
+            if name in os.environ:
+                return os.environ[name]
+            if "default" in value:
+                return value["default"]
+            raise ConfigError(f"{where}: variable {name} is not set and has no default")
+        return {key: resolve_env(item, f"{where}.{key}") for key, item in value.items()}
+    if isinstance(value, list):
+        return [resolve_env(item, f"{where}[{i}]") for i, item in enumerate(value)]
+    return value
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"config {path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} must be a JSON object")
+    return data
+
+
+def _section(data: Mapping[str, Any], name: str, path: Path) -> dict[str, Any]:
+    section = data.get(name, {})
+    if not isinstance(section, dict):
+        raise ConfigError(f"config {path}: section {name!r} must be an object")
+    return section
+
+
+def _secret_warning(path: Path, raw_section: Mapping[str, Any]) -> str | None:
+    """A literal secret in a file others can read deserves a warning."""
+    literal = [k for k in SECRET_KEYS[:2] if isinstance(raw_section.get(k), str)]
+    if not literal:
+        return None
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        return (
+            f"config {path} holds {literal[0]} and is readable by other users; "
+            f"run: chmod 600 {path}"
+        )
+    return None
+
+
+def parse_registry_url(url: str) -> dict[str, Any]:
+    """``s3://bucket/prefix``, ``file:///path`` or a plain path."""
+    parsed = urlparse(url)
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise ConfigError(f"registry URL {url!r} names no bucket (s3://BUCKET/PREFIX)")
+        return {"backend": "s3", "bucket": parsed.netloc, "prefix": parsed.path}
+    if parsed.scheme == "file":
+        return {"backend": "local", "path": parsed.path}
+    if parsed.scheme and len(parsed.scheme) > 1:
+        raise ConfigError(f"registry URL {url!r}: use s3://BUCKET/PREFIX or a directory path")
+    return {"backend": "local", "path": url}
+
+
+def _normalize_prefix(prefix: object) -> str:
+    if prefix is None:
+        return ""
+    if not isinstance(prefix, str):
+        raise ConfigError(f"prefix must be a string, not {prefix!r}")
+    parts = [p for p in prefix.split("/") if p]
+    if any(p in {".", ".."} for p in parts):
+        raise ConfigError(f"prefix {prefix!r} must not contain . or .. segments")
+    return "".join(f"{p}/" for p in parts)
+
+
+def _as_bool(value: object, what: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{what} must be true or false, not {value!r}")
+
+
+def _transfer_settings(tycho: Mapping[str, Any], overrides: Mapping[str, Any]) -> TransferSettings:
+    env = os.environ
+    chosen: dict[str, Any] = {}
+    for key, env_name in (("concurrency", "TYCHOREG_CONCURRENCY"),
+                          ("part_size", "TYCHOREG_PART_SIZE")):
+        for source, value in (("option", overrides.get(key)), (env_name, env.get(env_name)),
+                              (f"tycho.{key}", tycho.get(key))):
+            if value is not None:
+                chosen[key] = (source, value)
+                break
+    base = TransferSettings()
+    concurrency = base.concurrency
+    part_size = base.part_size
+    if "concurrency" in chosen:
+        source, value = chosen["concurrency"]
+        concurrency = _positive_int(value, f"concurrency ({source})")
+        if concurrency > 256:
+            raise ConfigError(f"concurrency ({source}) must be at most 256, not {concurrency}")
+    if "part_size" in chosen:
+        source, value = chosen["part_size"]
+        part_size = parse_size(value, f"part size ({source})")
+        if not MIN_PART <= part_size <= MAX_PART:
+            raise ConfigError(f"part size ({source}) must be between 5MiB and 5GiB")
+    return replace(base, concurrency=concurrency, part_size=part_size,
+                   multipart_threshold=part_size)
+
+
+def load_settings(
+    config: str | None = None,
+    registry: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Read the config (``config`` None means the default file, optional), apply the
+    registry URL and overrides, and resolve env indirection."""
+    overrides = overrides or {}
+    explicit = config is not None
+    path = Path(config if explicit else DEFAULT_CONFIG)
+    data: dict[str, Any] = {}
+    if explicit or path.exists():
+        data = _read_config(path)
+        config_path: Path | None = path
+    else:
+        config_path = None
+
+    tycho_raw = _section(data, "tycho", path)
+    dotenv = tycho_raw.get("dotenv")
+    if dotenv is not None:
+        if not isinstance(dotenv, str):
+            raise ConfigError(f"config {path}: tycho.dotenv must be a file name")
+        from dotenv import load_dotenv
+
+        load_dotenv(Path(dotenv).expanduser(), override=False)
+    tycho = resolve_env(tycho_raw, "tycho")
+
+    registry = registry or os.environ.get(REGISTRY_ENV) or None
+    backend_name = tycho.get("backend")
+    section_raw: dict[str, Any] = {}
+    if backend_name is not None:
+        if not isinstance(backend_name, str) or backend_name not in data:
+            raise ConfigError(
+                f"config {path}: tycho.backend is {backend_name!r} but there is no such section"
+            )
+        section_raw = _section(data, backend_name, path)
+    section = resolve_env(section_raw, backend_name or "backend")
+    kind = backend_name or "local"
+    if registry:
+        url = parse_registry_url(registry)
+        if url.pop("backend") != kind:
+            kind, section = ("s3" if "bucket" in url else "local"), {}
+        section.update(url)
+
+    outdir = overrides.get("outdir") or os.environ.get("TYCHOREG_OUTDIR") or tycho.get(
+        "outdir", DEFAULT_OUTDIR
+    )
+    if not isinstance(outdir, str) or not outdir:
+        raise ConfigError(f"config {path}: tycho.outdir must be a directory name")
+
+    warnings: list[str] = []
+    if config_path is not None:
+        warning = _secret_warning(config_path, section_raw)
+        if warning:
+            warnings.append(warning)
+
+    common = {
+        "outdir": Path(outdir).expanduser(),
+        "transfer": _transfer_settings(tycho, overrides),
+        "config_path": config_path,
+        "warnings": tuple(warnings),
+    }
+    if kind == "local":
+        root = section.get("path")
+        if root is not None and not isinstance(root, str):
+            raise ConfigError("local registry path must be a string")
+        return Settings(
+            backend="local",
+            local_root=Path(root).expanduser() if root else default_local_root(),
+            **common,
+        )
+    if kind != "s3":
+        raise ConfigError(f"unknown backend {kind!r}: use 's3' or 'local'")
+    bucket = section.get("bucket")
+    if not isinstance(bucket, str) or not bucket:
+        raise ConfigError(f"config {path}: the s3 section needs a 'bucket'")
+    client_kwargs = {k: v for k, v in section.items() if k not in S3_OWN_KEYS}
+    return Settings(
+        backend="s3",
+        bucket=bucket,
+        prefix=_normalize_prefix(section.get("prefix")),
+        client_kwargs=client_kwargs,
+        checksums=_as_bool(section.get("checksums", True), "s3.checksums"),
+        addressing_style=section.get("addressing_style"),
+        **common,
+    )

@@ -1,0 +1,90 @@
+"""The exception tree: every error a user can meet knows its exit code and its message.
+
+    TychoError                      exit 1 unless a subclass says otherwise
+    ├── NotFound                    1  package, version, or tycho.json missing
+    ├── AlreadyExists               1  a version or package that must not exist yet
+    ├── NothingToPull               1
+    ├── UsageError                  2  bad name, bad option value
+    │   └── ConfigError             2  unreadable or invalid config
+    ├── TransferError               3  the bytes did not arrive (network, permission, disk)
+    │   ├── StoreError              3  a backend call failed; ``transient`` says if a retry may help
+    │   │   └── PreconditionFailed  3  a conditional write lost a race (callers translate it)
+    │   ├── IntegrityError          3  bytes arrived but do not match what was pushed
+    │   └── UnsafeRemoteData        3  the bucket holds data we refuse to act on
+    ├── PartialFailure              3 or 1: some items of a batch failed
+    └── Interrupted                 130
+
+Foreign errors (botocore, aiohttp, OSError) are translated where they enter, in the
+stores and the engine, and chained with ``from exc``. Only the CLI turns these into
+messages and exit codes.
+"""
+
+from __future__ import annotations
+
+
+class TychoError(Exception):
+    exit_code: int = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class NotFound(TychoError):
+    exit_code = 1
+
+
+class AlreadyExists(TychoError):
+    exit_code = 1
+
+
+class NothingToPull(TychoError):
+    exit_code = 1
+
+
+class UsageError(TychoError):
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    exit_code = 2
+
+
+class TransferError(TychoError):
+    exit_code = 3
+
+
+class StoreError(TransferError):
+    """A backend call failed; ``transient`` errors are worth a retry."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+class PreconditionFailed(StoreError):
+    """A conditional write found the object in a state other than the one expected."""
+
+
+class IntegrityError(TransferError):
+    pass
+
+
+class UnsafeRemoteData(TransferError):
+    pass
+
+
+class PartialFailure(TychoError):
+    """Some items of a batch failed; the exit code is the worst of theirs."""
+
+    def __init__(self, message: str, failures: list[tuple[str, TychoError]]) -> None:
+        super().__init__(message)
+        self.failures = failures
+        self.exit_code = max(err.exit_code for _, err in failures)
+
+
+class Interrupted(TychoError):
+    exit_code = 130

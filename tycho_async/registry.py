@@ -1,0 +1,383 @@
+"""The registry rules: packages, versions, tycho.json, latest, and what to move where.
+
+Layout (shared with tycho-station, which must keep working on the same bucket)::
+
+    PKG/tycho.json                {"localname": ..., "latest": ...}, written with indent=2
+    PKG/tycho_VERSION.pkg         the bytes, exactly as pushed
+    PKG/tycho_VERSION.meta.json   ours: {"sha256", "size", "pushed_at", "tool"}; it does
+                                  not end in .pkg, so tycho-station never sees it
+
+Published versions are immutable: they are created with If-None-Match. tycho.json is
+rewritten with If-Match on the ETag read, and re-read and retried when another client
+won the race, so no update is lost and every key we do not own survives.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from . import __version__
+from .errors import (
+    AlreadyExists,
+    NotFound,
+    NothingToPull,
+    PartialFailure,
+    PreconditionFailed,
+    TransferError,
+    TychoError,
+    UnsafeRemoteData,
+    UsageError,
+)
+from .names import (
+    check_localname_arg,
+    check_package,
+    check_remote_localname,
+    check_version,
+    is_valid_segment,
+    sort_versions,
+)
+from .storage import ObjectInfo
+from .transfer import Engine, Expected
+from .transfer.groups import task_group
+
+META_ATTEMPTS = 20
+_MD5_ETAG = re.compile(r'"?([0-9a-fA-F]{32})"?')
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def meta_key(package: str) -> str:
+    return f"{package}/tycho.json"
+
+
+def version_key(package: str, version: str) -> str:
+    return f"{package}/tycho_{version}.pkg"
+
+
+def record_key(package: str, version: str) -> str:
+    return f"{package}/tycho_{version}.meta.json"
+
+
+def etag_sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".etag")
+
+
+@dataclass(frozen=True)
+class PackageSummary:
+    name: str
+    latest: str | None
+    localname: str | None
+    problem: str | None = None  # why tycho.json could not be used, if it could not
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    version: str
+    size: int
+
+
+@dataclass(frozen=True)
+class PushResult:
+    package: str
+    version: str
+    size: int
+    sha256: str
+    initialized: bool
+    promoted: bool
+
+
+@dataclass(frozen=True)
+class PullResult:
+    package: str
+    version: str
+    path: Path
+    size: int
+    skipped: bool
+
+
+@dataclass(frozen=True)
+class PullRequest:
+    package: str
+    version: str | None = None  # None: latest
+
+    @classmethod
+    def parse(cls, item: str) -> PullRequest:
+        """``PKG`` or ``PKG==VERSION``."""
+        package, sep, version = item.strip().partition("==")
+        check_package(package)
+        if sep:
+            check_version(version)
+            return cls(package, version)
+        return cls(package)
+
+    def __str__(self) -> str:
+        return f"{self.package}=={self.version}" if self.version else self.package
+
+
+def _parse_meta(package: str, data: bytes) -> dict[str, Any]:
+    try:
+        meta = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UnsafeRemoteData(f"package {package!r}: tycho.json is not valid JSON") from None
+    if not isinstance(meta, dict):
+        raise UnsafeRemoteData(f"package {package!r}: tycho.json is not a JSON object")
+    latest = meta.get("latest")
+    if latest is not None and not isinstance(latest, str):
+        raise UnsafeRemoteData(f"package {package!r}: tycho.json 'latest' is not a string")
+    if "localname" in meta and not isinstance(meta["localname"], str):
+        raise UnsafeRemoteData(f"package {package!r}: tycho.json 'localname' is not a string")
+    return meta
+
+
+def _dump_meta(meta: dict[str, Any]) -> bytes:
+    return json.dumps(meta, indent=2).encode("utf-8")
+
+
+def _write_sidecar(path: Path, etag: str) -> None:
+    """Write FILE.etag atomically, in tycho-station's format (the ETag, no newline)."""
+    sidecar = etag_sidecar(path)
+    temp = sidecar.with_name(f".{sidecar.name}.{os.getpid()}.tmp")
+    temp.write_text(etag, encoding="utf-8")
+    os.replace(temp, sidecar)
+
+
+def _is_current(path: Path, info: ObjectInfo) -> bool:
+    """tycho-station's rule: the sidecar holds the remote ETag and the size matches."""
+    try:
+        return (etag_sidecar(path).read_text(encoding="utf-8") == info.etag
+                and path.stat().st_size == info.size)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+class Registry:
+    def __init__(self, engine: Engine, outdir: Path) -> None:
+        self.engine = engine
+        self.outdir = outdir
+
+    # -- tycho.json ---------------------------------------------------------------------------
+
+    async def read_meta(self, package: str) -> tuple[dict[str, Any], str]:
+        try:
+            data, etag = await self.engine.get_bytes(meta_key(package))
+        except NotFound:
+            raise NotFound(f"package {package!r} does not exist (no tycho.json)") from None
+        return _parse_meta(package, data), etag
+
+    async def _update_meta(
+        self, package: str, change: Callable[[dict[str, Any]], None]
+    ) -> dict[str, Any]:
+        """Apply ``change`` to tycho.json with optimistic concurrency, keeping foreign keys."""
+        for attempt in range(META_ATTEMPTS):
+            meta, etag = await self.read_meta(package)
+            change(meta)
+            try:
+                await self.engine.put_bytes(meta_key(package), _dump_meta(meta), if_match=etag)
+                return meta
+            except (PreconditionFailed, NotFound):
+                await anyio.sleep(min(0.5, 0.01 * 2 ** attempt) * (0.5 + os.urandom(1)[0] / 512))
+        raise TychoError(f"package {package!r}: tycho.json kept changing; try again")
+
+    async def _create_meta(self, package: str, localname: str, latest: str | None) -> bool:
+        """Create tycho.json; False when it exists already."""
+        try:
+            await self.engine.put_bytes(
+                meta_key(package), _dump_meta({"localname": localname, "latest": latest}),
+                if_none_match=True,
+            )
+        except PreconditionFailed:
+            return False
+        return True
+
+    # -- commands -------------------------------------------------------------------------------
+
+    async def init(self, package: str, filename: str) -> None:
+        check_package(package)
+        check_localname_arg(filename)
+        if not await self._create_meta(package, filename, None):
+            raise AlreadyExists(f"package {package!r} already exists")
+
+    async def exists(self, package: str, version: str) -> bool:
+        check_package(package)
+        check_version(version)
+        return await self.engine.head(version_key(package, version)) is not None
+
+    async def push(self, package: str, version: str, path: Path, *, promote: bool) -> PushResult:
+        check_package(package)
+        check_version(version)
+        if not path.is_file():
+            raise UsageError(f"{path} is not a readable file")
+        check_localname_arg(path.name)
+        key = version_key(package, version)
+        if await self.engine.head(key) is not None:
+            raise AlreadyExists(f"{package} {version} already exists; published versions "
+                                "are immutable, push a new version")
+        try:
+            await self.read_meta(package)
+            has_meta = True
+        except NotFound:
+            has_meta = False
+        try:
+            result = await self.engine.upload_file(path, key, label=f"{package} {version}")
+        except PreconditionFailed:
+            raise AlreadyExists(f"{package} {version} already exists (pushed by another "
+                                "client meanwhile)") from None
+        record = {"sha256": result.sha256, "size": result.size, "tool": f"tychoreg {__version__}",
+                  "pushed_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        await self.engine.put_bytes(record_key(package, version),
+                                    json.dumps(record, indent=2).encode())
+        initialized = promoted = False
+        if not has_meta:
+            initialized = await self._create_meta(package, path.name,
+                                                  version if promote else None)
+            promoted = promote and initialized
+        if promote and not promoted:
+            await self.promote(package, version)
+            promoted = True
+        return PushResult(package, version, result.size, result.sha256, initialized, promoted)
+
+    async def promote(self, package: str, version: str) -> None:
+        check_package(package)
+        check_version(version)
+        if await self.engine.head(version_key(package, version)) is None:
+            raise NotFound(f"{package} {version} does not exist; nothing to promote")
+
+        def set_latest(meta: dict[str, Any]) -> None:
+            meta["latest"] = version
+
+        await self._update_meta(package, set_latest)
+
+    async def list_packages(self) -> list[PackageSummary]:
+        names = [n for n in await self.engine.list_dirs("") if is_valid_segment(n)]
+        summaries: dict[str, PackageSummary] = {}
+
+        async def summarize(name: str) -> None:
+            try:
+                meta, _ = await self.read_meta(name)
+            except NotFound:
+                summaries[name] = PackageSummary(name, None, None, "no tycho.json")
+                return
+            except UnsafeRemoteData as exc:
+                summaries[name] = PackageSummary(name, None, None, exc.message)
+                return
+            summaries[name] = PackageSummary(name, meta.get("latest"), meta.get("localname"))
+
+        async with task_group() as tg:
+            for name in names:
+                tg.start_soon(summarize, name)
+        return [summaries[name] for name in sorted(names)]
+
+    async def list_versions(self, package: str) -> list[VersionInfo]:
+        check_package(package)
+        head = f"{package}/tycho_"
+        found: dict[str, int] = {}
+        for info in await self.engine.list_keys(head):
+            if info.key.endswith(".pkg"):
+                version = info.key[len(head):-len(".pkg")]
+                if is_valid_segment(version):
+                    found[version] = info.size
+        if not found:
+            await self.read_meta(package)  # NotFound for an unknown package
+        return [VersionInfo(v, found[v]) for v in sort_versions(list(found))]
+
+    async def _record(self, package: str, version: str, info: ObjectInfo) -> Expected:
+        """What the pushed bytes were: our record, else (tycho-station) size and MD5."""
+        try:
+            data, _ = await self.engine.get_bytes(record_key(package, version))
+        except NotFound:
+            plain_md5 = _MD5_ETAG.fullmatch(info.etag)
+            return Expected(info.size, md5=plain_md5.group(1).lower() if plain_md5 else None)
+        try:
+            record = json.loads(data)
+            sha256, size = record["sha256"], record["size"]
+        except (ValueError, TypeError, KeyError):
+            raise UnsafeRemoteData(f"{package} {version}: its checksum record is unreadable") \
+                from None
+        if not (isinstance(sha256, str) and _SHA256.fullmatch(sha256) and isinstance(size, int)):
+            raise UnsafeRemoteData(f"{package} {version}: its checksum record is malformed")
+        return Expected(size, sha256=sha256)
+
+    async def pull(
+        self, request: PullRequest, *, force: bool = False, outfile: Path | None = None,
+        claim: Callable[[Path], None] | None = None,
+    ) -> PullResult:
+        """Download one version; ``claim`` lets a batch refuse two items with one target."""
+        package = check_package(request.package)
+        meta, _ = await self.read_meta(package)
+        version = request.version or meta.get("latest")
+        if version is None:
+            raise NothingToPull(f"package {package!r} has no latest version; promote one "
+                                "or pass --version")
+        if not is_valid_segment(version):
+            raise UnsafeRemoteData(f"package {package!r}: tycho.json names an invalid latest "
+                                   f"version {version!r}")
+        info = await self.engine.head(version_key(package, version))
+        if info is None:
+            raise NotFound(f"{package} {version} does not exist")
+        dest = outfile if outfile is not None else \
+            self.outdir / check_remote_localname(package, meta.get("localname"))
+        if claim is not None:
+            claim(dest)
+        if not force and _is_current(dest, info):
+            return PullResult(package, version, dest, info.size, skipped=True)
+        expected = await self._record(package, version, info)
+        try:
+            await anyio.to_thread.run_sync(self._prepare_destination, dest)
+        except OSError as exc:
+            raise TransferError(f"cannot write {dest}: {exc.strerror or exc}") from exc
+        await self.engine.download(info, dest, expected=expected, label=f"{package} {version}")
+        try:
+            await anyio.to_thread.run_sync(_write_sidecar, dest, info.etag)
+        except OSError as exc:
+            raise TransferError(f"cannot write {etag_sidecar(dest)}: {exc.strerror or exc}") \
+                from exc
+        return PullResult(package, version, dest, info.size, skipped=False)
+
+    @staticmethod
+    def _prepare_destination(dest: Path) -> None:
+        """Drop the old sidecar first: a file whose sidecar is gone is never taken as current,
+        whatever happens to this process before the new one is written."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.is_dir():
+            raise IsADirectoryError(21, "it is a directory", str(dest))
+        etag_sidecar(dest).unlink(missing_ok=True)
+
+    async def pull_many(
+        self, requests: Sequence[PullRequest], *, force: bool = False
+    ) -> list[PullResult]:
+        """Pull every item concurrently; report every failure together at the end."""
+        results: dict[int, PullResult] = {}
+        failures: list[tuple[str, TychoError]] = []
+        claimed: dict[Path, str] = {}
+
+        async def one(index: int, request: PullRequest) -> None:
+            def claim(dest: Path) -> None:
+                key = dest.absolute()
+                if key in claimed:
+                    raise UsageError(f"{request} and {claimed[key]} both write {dest}")
+                claimed[key] = str(request)
+
+            try:
+                results[index] = await self.pull(request, force=force, claim=claim)
+            except TychoError as exc:
+                failures.append((str(request), exc))
+
+        async with task_group() as tg:
+            for index, request in enumerate(requests):
+                tg.start_soon(one, index, request)
+        if failures:
+            done = len(results)
+            raise PartialFailure(
+                f"{len(failures)} of {len(requests)} packages failed ({done} pulled)", failures
+            )
+        return [results[i] for i in range(len(requests))]
+

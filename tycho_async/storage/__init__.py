@@ -1,0 +1,80 @@
+"""The Store protocol: the few object operations the registry and the engine need.
+
+A store knows one backend and nothing of packages. Keys are "/"-separated strings
+relative to the registry root. Every failure leaves a store as a TychoError: NotFound
+for a missing object, PreconditionFailed for a lost conditional write, StoreError
+(with ``transient`` set where a retry may help) for the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..transfer.plan import Part
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    etag: str  # exactly as the backend reports it, quotes included
+
+
+class Store(Protocol):
+    async def head(self, key: str) -> ObjectInfo | None: ...
+
+    async def get_bytes(self, key: str) -> tuple[bytes, str]:
+        """The whole (small) object and its ETag."""
+        ...
+
+    async def put_bytes(
+        self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None
+    ) -> str:
+        """Write a whole object; with ``if_none_match`` only if absent, with ``if_match``
+        only if its ETag is still that one. Returns the new ETag."""
+        ...
+
+    def open_range(
+        self, key: str, start: int, end: int, *, if_match: str | None = None
+    ) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
+        """Stream bytes ``start`` to ``end`` (exclusive) of an object, in chunks."""
+        ...
+
+    def list_keys(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        """Every object whose key starts with ``prefix``, all pages."""
+        ...
+
+    async def list_dirs(self, prefix: str) -> list[str]:
+        """The names of the "directories" directly under ``prefix``."""
+        ...
+
+    async def delete(self, key: str) -> None: ...
+
+    async def create_multipart(self, key: str, size: int) -> str: ...
+
+    async def upload_part(self, key: str, upload_id: str, part: Part, data: bytes) -> str: ...
+
+    async def complete_multipart(
+        self, key: str, upload_id: str, part_etags: Sequence[str], *, if_none_match: bool
+    ) -> str: ...
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+async def open_store(settings: Settings) -> Store:
+    """The store the settings name; backends are imported only when used."""
+    if settings.backend == "s3":
+        from .s3 import S3Store
+
+        return await S3Store.open(settings)
+    from .local import LocalStore
+
+    assert settings.local_root is not None
+    return LocalStore(settings.local_root)

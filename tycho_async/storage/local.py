@@ -1,0 +1,236 @@
+"""A registry in a local directory, in the bucket's layout.
+
+Every write goes to a hidden temporary file beside its target and is renamed into place,
+so readers never see half an object. Conditional writes take an exclusive lock on
+``ROOT/.tychoreg.lock`` for the check and the rename, which serializes them across
+processes. ETags are derived from the file's identity (inode, size, mtime), so they
+change whenever the file is replaced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+
+from ..errors import NotFound, PreconditionFailed, StoreError
+from ..transfer.plan import Part
+from . import ObjectInfo
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows has no flock; writes are then unserialized
+    fcntl = None  # type: ignore[assignment]
+
+CHUNK = 1 << 20
+LOCK_NAME = ".tychoreg.lock"
+
+
+def _etag(st: os.stat_result) -> str:
+    return f'"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}"'
+
+
+def _oserror(exc: OSError, what: str) -> StoreError:
+    return StoreError(f"local registry: cannot {what}: {exc.strerror or exc}")
+
+
+class LocalStore:
+    def __init__(self, root: Path, chunk_size: int = CHUNK) -> None:
+        self.root = root
+        self.chunk_size = chunk_size
+
+    def _path(self, key: str) -> Path:
+        parts = key.split("/")
+        if any(p in {"", ".", ".."} for p in parts):
+            raise StoreError(f"local registry: refusing key {key!r}")
+        return self.root.joinpath(*parts)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _temp_beside(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+
+    def _head(self, key: str) -> ObjectInfo | None:
+        try:
+            st = self._path(key).stat()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise _oserror(exc, f"read {key}") from exc
+        return ObjectInfo(key, st.st_size, _etag(st))
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        return await anyio.to_thread.run_sync(self._head, key)
+
+    def _get_bytes(self, key: str) -> tuple[bytes, str]:
+        path = self._path(key)
+        try:
+            with path.open("rb") as f:
+                return f.read(), _etag(os.fstat(f.fileno()))
+        except FileNotFoundError:
+            raise NotFound(f"{key} does not exist") from None
+        except OSError as exc:
+            raise _oserror(exc, f"read {key}") from exc
+
+    async def get_bytes(self, key: str) -> tuple[bytes, str]:
+        return await anyio.to_thread.run_sync(self._get_bytes, key)
+
+    def _commit(self, temp: Path, key: str, *, if_none_match: bool, if_match: str | None) -> str:
+        """Rename ``temp`` onto ``key`` if the conditions hold; remove it otherwise."""
+        path = self._path(key)
+        try:
+            with self._locked():
+                current = self._head(key)
+                if if_none_match and current is not None:
+                    raise PreconditionFailed(f"{key} already exists")
+                if if_match is not None and (current is None or current.etag != if_match):
+                    raise PreconditionFailed(f"{key} changed since it was read")
+                os.replace(temp, path)
+                return _etag(path.stat())
+        except OSError as exc:
+            raise _oserror(exc, f"write {key}") from exc
+        finally:
+            temp.unlink(missing_ok=True)
+
+    def _put_bytes(self, key: str, data: bytes, if_none_match: bool, if_match: str | None) -> str:
+        path = self._path(key)
+        try:
+            temp = self._temp_beside(path)
+            with temp.open("xb") as f:
+                f.write(data)
+        except OSError as exc:
+            raise _oserror(exc, f"write {key}") from exc
+        return self._commit(temp, key, if_none_match=if_none_match, if_match=if_match)
+
+    async def put_bytes(
+        self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None
+    ) -> str:
+        return await anyio.to_thread.run_sync(self._put_bytes, key, data, if_none_match, if_match)
+
+    @contextlib.asynccontextmanager
+    async def open_range(
+        self, key: str, start: int, end: int, *, if_match: str | None = None
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
+        path = self._path(key)
+        try:
+            fd = await anyio.to_thread.run_sync(os.open, path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise NotFound(f"{key} does not exist") from None
+        except OSError as exc:
+            raise _oserror(exc, f"read {key}") from exc
+        try:
+            if if_match is not None and _etag(os.fstat(fd)) != if_match:
+                raise PreconditionFailed(f"{key} changed since it was read")
+            yield self._chunks(fd, key, start, end)
+        finally:
+            os.close(fd)
+
+    async def _chunks(self, fd: int, key: str, start: int, end: int) -> AsyncIterator[bytes]:
+        offset = start
+        while offset < end:
+            try:
+                chunk = await anyio.to_thread.run_sync(
+                    os.pread, fd, min(self.chunk_size, end - offset), offset
+                )
+            except OSError as exc:
+                raise _oserror(exc, f"read {key}") from exc
+            if not chunk:
+                return
+            offset += len(chunk)
+            yield chunk
+
+    def _walk(self, prefix: str) -> list[ObjectInfo]:
+        directory, _, _ = prefix.rpartition("/")
+        base = self._path(directory) if directory else self.root
+        found: list[ObjectInfo] = []
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            rel = Path(dirpath).relative_to(self.root).as_posix()
+            for name in sorted(filenames):
+                key = name if rel == "." else f"{rel}/{name}"
+                if name.startswith(".") or not key.startswith(prefix):
+                    continue
+                info = self._head(key)
+                if info is not None:
+                    found.append(info)
+        return found
+
+    async def list_keys(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        for info in await anyio.to_thread.run_sync(self._walk, prefix):
+            yield info
+
+    def _list_dirs(self, prefix: str) -> list[str]:
+        base = self._path(prefix.rstrip("/")) if prefix else self.root
+        try:
+            return sorted(
+                entry.name for entry in os.scandir(base)
+                if entry.is_dir() and not entry.name.startswith(".")
+            )
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise _oserror(exc, "list the registry") from exc
+
+    async def list_dirs(self, prefix: str) -> list[str]:
+        return await anyio.to_thread.run_sync(self._list_dirs, prefix)
+
+    async def delete(self, key: str) -> None:
+        await anyio.to_thread.run_sync(lambda: self._path(key).unlink(missing_ok=True))
+
+    def _create_multipart(self, key: str, size: int) -> str:
+        path = self._path(key)
+        try:
+            temp = self._temp_beside(path)
+            with temp.open("xb") as f:
+                f.truncate(size)
+        except OSError as exc:
+            raise _oserror(exc, f"write {key}") from exc
+        return temp.name
+
+    async def create_multipart(self, key: str, size: int) -> str:
+        return await anyio.to_thread.run_sync(self._create_multipart, key, size)
+
+    def _upload_part(self, key: str, upload_id: str, part: Part, data: bytes) -> str:
+        temp = self._path(key).with_name(upload_id)
+        try:
+            fd = os.open(temp, os.O_WRONLY)
+            try:
+                os.pwrite(fd, data, part.offset)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise _oserror(exc, f"write {key}") from exc
+        return f'"{part.number}"'
+
+    async def upload_part(self, key: str, upload_id: str, part: Part, data: bytes) -> str:
+        return await anyio.to_thread.run_sync(self._upload_part, key, upload_id, part, data)
+
+    async def complete_multipart(
+        self, key: str, upload_id: str, part_etags: Sequence[str], *, if_none_match: bool
+    ) -> str:
+        temp = self._path(key).with_name(upload_id)
+        return await anyio.to_thread.run_sync(
+            lambda: self._commit(temp, key, if_none_match=if_none_match, if_match=None)
+        )
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        temp = self._path(key).with_name(upload_id)
+        await anyio.to_thread.run_sync(lambda: temp.unlink(missing_ok=True))
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,239 @@
+"""A registry in an S3 bucket (or any S3-compatible store) through aioboto3.
+
+botocore's own retries are off: the engine retries every request itself, per part and
+with one backoff policy, so a throttled part never doubles its wait. The connection pool
+is sized to the engine's concurrency, since botocore's default of 10 would silently queue
+requests beyond it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING, Any
+
+import aioboto3
+import aiohttp
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    HTTPClientError,
+    IncompleteReadError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    ResponseStreamingError,
+)
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
+)
+
+from ..errors import ConfigError, NotFound, PreconditionFailed, StoreError, TychoError
+from ..transfer.plan import Part
+from . import ObjectInfo
+
+if TYPE_CHECKING:
+    from ..config import Settings
+
+_TRANSIENT_CODES = {
+    "SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
+    "InternalError", "ServiceUnavailable", "503", "500", "502", "504",
+    "ConditionalRequestConflict", "OperationAborted",
+}
+_NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchUpload"}
+
+
+def translate(exc: BaseException, what: str) -> TychoError:
+    """One place that turns botocore and aiohttp failures into our errors."""
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if code in _NOT_FOUND_CODES:
+            return NotFound(f"{what}: not found")
+        if code == "PreconditionFailed" or status == 412:
+            return PreconditionFailed(f"{what}: precondition failed")
+        if code == "NoSuchBucket":
+            return StoreError(f"{what}: the bucket does not exist")
+        if code in {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId",
+                    "SignatureDoesNotMatch"}:
+            return StoreError(f"{what}: access denied ({code})")
+        transient = code in _TRANSIENT_CODES or status >= 500 or status == 429
+        message = error.get("Message") or code or f"HTTP {status}"
+        return StoreError(f"{what}: {message}", transient=transient)
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+        return StoreError(
+            f"{what}: no usable AWS credentials (set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY, a profile, or keys in the config)"
+        )
+    if isinstance(exc, (BotoConnectionError, HTTPClientError, IncompleteReadError,
+                        ResponseStreamingError, aiohttp.ClientError, asyncio.TimeoutError,
+                        ConnectionError)):
+        return StoreError(f"{what}: connection failed ({type(exc).__name__})", transient=True)
+    if isinstance(exc, BotoCoreError):
+        return StoreError(f"{what}: {exc}")
+    return StoreError(f"{what}: {type(exc).__name__}: {exc}")
+
+
+_FOREIGN = (BotoCoreError, ClientError, aiohttp.ClientError, asyncio.TimeoutError, OSError)
+
+
+@contextlib.contextmanager
+def _translated(what: str) -> Any:
+    try:
+        yield
+    except _FOREIGN as exc:
+        raise translate(exc, what) from exc
+
+
+class S3Store:
+    def __init__(self, client: Any, stack: AsyncExitStack, bucket: str, prefix: str,
+                 chunk_size: int) -> None:
+        self._client = client
+        self._stack = stack
+        self.bucket = bucket
+        self.prefix = prefix
+        self.chunk_size = chunk_size
+
+    @classmethod
+    async def open(cls, settings: Settings) -> S3Store:
+        assert settings.bucket is not None
+        checksum_mode = "when_supported" if settings.checksums else "when_required"
+        s3_options = {"addressing_style": settings.addressing_style} \
+            if settings.addressing_style else None
+        config = Config(
+            max_pool_connections=settings.transfer.concurrency + 2,
+            retries={"max_attempts": 1, "mode": "standard"},
+            connect_timeout=10,
+            read_timeout=60,
+            request_checksum_calculation=checksum_mode,
+            response_checksum_validation=checksum_mode,
+            s3=s3_options,
+        )
+        stack = AsyncExitStack()
+        try:
+            client = await stack.enter_async_context(
+                aioboto3.Session().client("s3", config=config, **settings.client_kwargs)
+            )
+        except TypeError as exc:
+            await stack.aclose()
+            raise ConfigError(f"invalid key in the s3 section of the config: {exc}") from exc
+        except (BotoCoreError, ValueError) as exc:
+            await stack.aclose()
+            raise ConfigError(f"cannot set up the S3 client: {exc}") from exc
+        return cls(client, stack, settings.bucket, settings.prefix,
+                   settings.transfer.chunk_size)
+
+    def _key(self, key: str) -> str:
+        return self.prefix + key
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        try:
+            with _translated(f"head {key}"):
+                resp = await self._client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except NotFound:
+            return None
+        return ObjectInfo(key, int(resp["ContentLength"]), resp["ETag"])
+
+    async def get_bytes(self, key: str) -> tuple[bytes, str]:
+        with _translated(f"read {key}"):
+            resp = await self._client.get_object(Bucket=self.bucket, Key=self._key(key))
+            async with resp["Body"] as body:
+                return await body.read(), resp["ETag"]
+
+    async def put_bytes(
+        self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None
+    ) -> str:
+        extra: dict[str, str] = {}
+        if if_none_match:
+            extra["IfNoneMatch"] = "*"
+        if if_match is not None:
+            extra["IfMatch"] = if_match
+        with _translated(f"write {key}"):
+            resp = await self._client.put_object(
+                Bucket=self.bucket, Key=self._key(key), Body=data, **extra
+            )
+        return str(resp["ETag"])
+
+    @contextlib.asynccontextmanager
+    async def open_range(
+        self, key: str, start: int, end: int, *, if_match: str | None = None
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
+        extra = {"IfMatch": if_match} if if_match is not None else {}
+        with _translated(f"read {key}"):
+            resp = await self._client.get_object(
+                Bucket=self.bucket, Key=self._key(key), Range=f"bytes={start}-{end - 1}", **extra
+            )
+        body = resp["Body"]
+        try:
+            yield self._chunks(body, key)
+        finally:
+            body.close()
+
+    async def _chunks(self, body: Any, key: str) -> AsyncIterator[bytes]:
+        with _translated(f"read {key}"):
+            while chunk := await body.read(self.chunk_size):
+                yield chunk
+
+    async def list_keys(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        paginator = self._client.get_paginator("list_objects_v2")
+        cut = len(self.prefix)
+        with _translated("list the bucket"):
+            async for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+                for item in page.get("Contents", []):
+                    yield ObjectInfo(item["Key"][cut:], int(item["Size"]), item["ETag"])
+
+    async def list_dirs(self, prefix: str) -> list[str]:
+        paginator = self._client.get_paginator("list_objects_v2")
+        full = self._key(prefix)
+        names: list[str] = []
+        with _translated("list the bucket"):
+            async for page in paginator.paginate(Bucket=self.bucket, Prefix=full, Delimiter="/"):
+                for item in page.get("CommonPrefixes", []):
+                    names.append(item["Prefix"][len(full):].rstrip("/"))
+        return names
+
+    async def delete(self, key: str) -> None:
+        with _translated(f"delete {key}"):
+            await self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    async def create_multipart(self, key: str, size: int) -> str:
+        with _translated(f"start upload of {key}"):
+            resp = await self._client.create_multipart_upload(
+                Bucket=self.bucket, Key=self._key(key)
+            )
+        return str(resp["UploadId"])
+
+    async def upload_part(self, key: str, upload_id: str, part: Part, data: bytes) -> str:
+        with _translated(f"upload part {part.number} of {key}"):
+            resp = await self._client.upload_part(
+                Bucket=self.bucket, Key=self._key(key), UploadId=upload_id,
+                PartNumber=part.number, Body=data,
+            )
+        return str(resp["ETag"])
+
+    async def complete_multipart(
+        self, key: str, upload_id: str, part_etags: Sequence[str], *, if_none_match: bool
+    ) -> str:
+        parts = [{"PartNumber": n, "ETag": etag} for n, etag in enumerate(part_etags, start=1)]
+        extra = {"IfNoneMatch": "*"} if if_none_match else {}
+        with _translated(f"finish upload of {key}"):
+            resp = await self._client.complete_multipart_upload(
+                Bucket=self.bucket, Key=self._key(key), UploadId=upload_id,
+                MultipartUpload={"Parts": parts}, **extra,
+            )
+        return str(resp["ETag"])
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        try:
+            with _translated(f"abort upload of {key}"):
+                await self._client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=self._key(key), UploadId=upload_id
+                )
+        except NotFound:
+            return
+
+    async def aclose(self) -> None:
+        await self._stack.aclose()

@@ -1,0 +1,475 @@
+"""The engine: moves bytes between files and a Store, every request within one Budget.
+
+- Uploads above the threshold are multipart: one reader goes through the file in order
+  (hashing as it reads, so the SHA-256 costs no second pass) and hands each part to its
+  own sender; a part's budget slot is taken before it is read, so at most
+  ``concurrency`` parts are in memory.
+- Downloads are ranged GETs written at their offsets into a temporary file beside the
+  destination; a hasher follows the parts in order, re-reading them from the page cache,
+  and the file is renamed into place only once size and digests check out.
+- Every request is retried on transient errors with exponential backoff and full jitter;
+  an interrupted ranged GET resumes where its body stopped.
+- One owner per failure cleanup: the upload aborts its multipart upload, the download
+  removes its temporary file, whatever the failure or cancellation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import anyio
+import anyio.to_thread
+
+from ..errors import IntegrityError, PreconditionFailed, StoreError, TransferError
+from ..storage import ObjectInfo, Store
+from .budget import Budget
+from .groups import task_group
+from .plan import Part, TransferSettings, plan_parts
+
+T = TypeVar("T")
+TEMP_MARK = ".tychoreg-"
+TEMP_SUFFIX = ".part"
+
+
+class TaskProgress(Protocol):
+    def advance(self, nbytes: int) -> None:
+        """Bytes moved; negative when a retry takes back bytes already counted."""
+
+    def end(self, ok: bool) -> None: ...
+
+
+class ProgressSink(Protocol):
+    def begin(self, label: str, total: int) -> TaskProgress: ...
+
+
+class _NoTask:
+    def advance(self, nbytes: int) -> None:
+        return None
+
+    def end(self, ok: bool) -> None:
+        return None
+
+
+class NoProgress:
+    def begin(self, label: str, total: int) -> TaskProgress:
+        return _NoTask()
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    size: int
+    sha256: str
+    etag: str
+    parts: int
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a download must match before it may become the destination."""
+
+    size: int
+    sha256: str | None = None
+    md5: str | None = None
+
+
+@dataclass
+class EngineStatistics:
+    requests: int = 0
+    retries: int = 0
+    bytes_up: int = 0
+    bytes_down: int = 0
+    ranged_gets: int = 0
+    multipart_uploads: int = 0
+    retried_errors: list[str] = field(default_factory=list)
+
+
+def temp_path_for(dest: Path) -> Path:
+    return dest.with_name(f".{dest.name}{TEMP_MARK}{os.getpid()}-{os.urandom(4).hex()}"
+                          f"{TEMP_SUFFIX}")
+
+
+def remove_stale_temps(dest: Path) -> None:
+    """Remove temporary files of ``dest`` left by processes that no longer run (SIGKILL)."""
+    head = f".{dest.name}{TEMP_MARK}"
+    try:
+        entries = list(os.scandir(dest.parent))
+    except OSError:
+        return
+    for entry in entries:
+        if not (entry.name.startswith(head) and entry.name.endswith(TEMP_SUFFIX)):
+            continue
+        pid_text = entry.name[len(head):].split("-", 1)[0]
+        if pid_text.isdigit() and not _pid_alive(int(pid_text)):
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _read_and_hash(fd: int, offset: int, size: int, hasher: Any) -> bytes:
+    data = os.pread(fd, size, offset)
+    if len(data) != size:
+        raise TransferError("the file changed size while it was being uploaded")
+    hasher.update(data)
+    return data
+
+
+def _hash_range(fd: int, offset: int, size: int, hashers: list[Any], chunk: int) -> None:
+    end = offset + size
+    while offset < end:
+        data = os.pread(fd, min(chunk, end - offset), offset)
+        if not data:
+            raise TransferError("the temporary file is shorter than the download")
+        for hasher in hashers:
+            hasher.update(data)
+        offset += len(data)
+
+
+def _os_failure(exc: OSError, what: str) -> TransferError:
+    return TransferError(f"cannot {what}: {exc.strerror or exc}")
+
+
+class Engine:
+    def __init__(
+        self,
+        store: Store,
+        settings: TransferSettings | None = None,
+        progress: ProgressSink | None = None,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> None:
+        self.store = store
+        self.settings = settings or TransferSettings()
+        self.progress: ProgressSink = progress or NoProgress()
+        self.budget = Budget(self.settings.concurrency)
+        self.stats = EngineStatistics()
+        self._sleep = sleep
+
+    # -- one request: a budget slot, retries with backoff ---------------------------------
+
+    async def _backoff(self, attempt: int, error: StoreError) -> None:
+        self.stats.retries += 1
+        self.stats.retried_errors.append(error.message)
+        cap = min(self.settings.backoff_max, self.settings.backoff_base * 2 ** attempt)
+        await self._sleep(random.uniform(0, cap))
+
+    async def call(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run one request within the budget, retrying transient failures."""
+        for attempt in range(self.settings.max_attempts):
+            try:
+                async with await self.budget.acquire():
+                    self.stats.requests += 1
+                    return await fn()
+            except StoreError as exc:
+                if not exc.transient or attempt + 1 == self.settings.max_attempts:
+                    raise
+                await self._backoff(attempt, exc)
+        raise AssertionError("unreachable")
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        return await self.call(lambda: self.store.head(key))
+
+    async def get_bytes(self, key: str) -> tuple[bytes, str]:
+        return await self.call(lambda: self.store.get_bytes(key))
+
+    async def put_bytes(
+        self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None
+    ) -> str:
+        return await self.call(
+            lambda: self.store.put_bytes(key, data, if_none_match=if_none_match,
+                                         if_match=if_match)
+        )
+
+    async def list_keys(self, prefix: str) -> list[ObjectInfo]:
+        async def collect() -> list[ObjectInfo]:
+            return [info async for info in self.store.list_keys(prefix)]
+
+        return await self.call(collect)
+
+    async def list_dirs(self, prefix: str) -> list[str]:
+        return await self.call(lambda: self.store.list_dirs(prefix))
+
+    async def delete(self, key: str) -> None:
+        await self.call(lambda: self.store.delete(key))
+
+    # -- upload ------------------------------------------------------------------------------
+
+    async def upload_file(self, path: Path, key: str, *, label: str) -> UploadResult:
+        """Upload ``path`` to ``key`` unless ``key`` exists (PreconditionFailed then)."""
+        try:
+            fd = await anyio.to_thread.run_sync(os.open, path, os.O_RDONLY)
+        except OSError as exc:
+            raise _os_failure(exc, f"read {path}") from exc
+        try:
+            size = os.fstat(fd).st_size
+            task = self.progress.begin(label, size)
+            hasher = hashlib.sha256()
+            try:
+                if size <= self.settings.multipart_threshold:
+                    result = await self._upload_single(fd, size, key, hasher, task)
+                else:
+                    result = await self._upload_multipart(fd, size, key, hasher, task)
+            except BaseException:
+                task.end(False)
+                raise
+        finally:
+            os.close(fd)
+        task.end(True)
+        self.stats.bytes_up += size
+        return result
+
+    async def _upload_single(
+        self, fd: int, size: int, key: str, hasher: Any, task: TaskProgress
+    ) -> UploadResult:
+        try:
+            data = await anyio.to_thread.run_sync(_read_and_hash, fd, 0, size, hasher)
+        except OSError as exc:
+            raise _os_failure(exc, "read the file") from exc
+        attempts = 0
+
+        async def put() -> str:
+            nonlocal attempts
+            attempts += 1
+            try:
+                return await self.store.put_bytes(key, data, if_none_match=True)
+            except PreconditionFailed:
+                # A retried PUT whose first attempt did land finds its own object.
+                if attempts > 1 and await self._is_own_object(key, data):
+                    info = await self.store.head(key)
+                    assert info is not None
+                    return info.etag
+                raise
+
+        etag = await self.call(put)
+        task.advance(size)
+        return UploadResult(size, hasher.hexdigest(), etag, 1)
+
+    async def _is_own_object(self, key: str, data: bytes) -> bool:
+        info = await self.store.head(key)
+        return (info is not None and info.size == len(data)
+                and info.etag.strip('"') == hashlib.md5(data).hexdigest())
+
+    async def _upload_multipart(
+        self, fd: int, size: int, key: str, hasher: Any, task: TaskProgress
+    ) -> UploadResult:
+        parts = plan_parts(size, self.settings.part_size, min_part=self.settings.min_part_size)
+        upload_id = await self.call(lambda: self.store.create_multipart(key, size))
+        self.stats.multipart_uploads += 1
+        etags: list[str] = [""] * len(parts)
+        try:
+            async with task_group() as tg:
+                for part in parts:
+                    lease = await self.budget.acquire()
+                    try:
+                        data = await anyio.to_thread.run_sync(
+                            _read_and_hash, fd, part.offset, part.size, hasher
+                        )
+                    except BaseException:
+                        lease.release()
+                        raise
+                    tg.start_soon(self._send_part, key, upload_id, part, data, lease, etags, task)
+            etag = await self.call(
+                lambda: self.store.complete_multipart(key, upload_id, etags, if_none_match=True)
+            )
+        except BaseException:
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                await self.store.abort_multipart(key, upload_id)
+            raise
+        return UploadResult(size, hasher.hexdigest(), etag, len(parts))
+
+    async def _send_part(
+        self, key: str, upload_id: str, part: Part, data: bytes, lease: Any,
+        etags: list[str], task: TaskProgress,
+    ) -> None:
+        """Send one part; the first attempt uses the slot taken before the part was read."""
+        for attempt in range(self.settings.max_attempts):
+            if attempt:
+                lease = await self.budget.acquire()
+            try:
+                async with lease:
+                    self.stats.requests += 1
+                    etags[part.number - 1] = await self.store.upload_part(
+                        key, upload_id, part, data
+                    )
+                    task.advance(part.size)
+                    return
+            except StoreError as exc:
+                if not exc.transient or attempt + 1 == self.settings.max_attempts:
+                    raise
+                await self._backoff(attempt, exc)
+
+    # -- download ----------------------------------------------------------------------------
+
+    async def download(
+        self, info: ObjectInfo, dest: Path, *, expected: Expected, label: str
+    ) -> str:
+        """Fetch ``info`` into ``dest`` (atomically, by rename) and return its SHA-256.
+
+        The ETag read before is required of every ranged GET, so an object replaced
+        in the middle of a download fails it rather than mixing two versions."""
+        await anyio.to_thread.run_sync(remove_stale_temps, dest)
+        temp = temp_path_for(dest)
+        try:
+            fd = await anyio.to_thread.run_sync(
+                lambda: os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            )
+        except OSError as exc:
+            raise _os_failure(exc, f"write to {dest.parent}") from exc
+        task = self.progress.begin(label, info.size)
+        try:
+            try:
+                await anyio.to_thread.run_sync(_reserve, fd, info.size)
+            except OSError as exc:
+                raise _os_failure(exc, f"write {dest}") from exc
+            sha256 = await self._fetch_all(info, fd, expected, task)
+            try:
+                await anyio.to_thread.run_sync(os.replace, temp, dest)
+            except OSError as exc:
+                raise _os_failure(exc, f"write {dest}") from exc
+        except BaseException:
+            task.end(False)
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
+        finally:
+            os.close(fd)
+        task.end(True)
+        self.stats.bytes_down += info.size
+        return sha256
+
+    async def _fetch_all(
+        self, info: ObjectInfo, fd: int, expected: Expected, task: TaskProgress
+    ) -> str:
+        if info.size <= self.settings.multipart_threshold:
+            parts = [Part(1, 0, info.size)]
+        else:
+            parts = plan_parts(info.size, self.settings.part_size, min_part=1)
+        sha256 = hashlib.sha256()
+        hashers: list[Any] = [sha256]
+        md5 = hashlib.md5() if expected.md5 else None
+        if md5 is not None:
+            hashers.append(md5)
+        done = [anyio.Event() for _ in parts]
+        async with task_group() as tg:
+            tg.start_soon(self._hash_in_order, fd, parts, done, hashers)
+            for part, event in zip(parts, done):
+                tg.start_soon(self._fetch_part, info, part, fd, event, task, len(parts) > 1)
+        if info.size != expected.size:
+            raise IntegrityError(
+                f"{info.key}: the object is {info.size} bytes, {expected.size} expected"
+            )
+        if expected.sha256 and sha256.hexdigest() != expected.sha256:
+            raise IntegrityError(
+                f"{info.key}: SHA-256 mismatch: pushed {expected.sha256}, "
+                f"received {sha256.hexdigest()}"
+            )
+        if md5 is not None and md5.hexdigest() != expected.md5:
+            raise IntegrityError(
+                f"{info.key}: MD5 mismatch: the ETag says {expected.md5}, "
+                f"received {md5.hexdigest()}"
+            )
+        return sha256.hexdigest()
+
+    async def _hash_in_order(
+        self, fd: int, parts: list[Part], done: list[anyio.Event], hashers: list[Any]
+    ) -> None:
+        for part, event in zip(parts, done):
+            await event.wait()
+            await anyio.to_thread.run_sync(
+                _hash_range, fd, part.offset, part.size, hashers, 1 << 20
+            )
+
+    async def _fetch_part(
+        self, info: ObjectInfo, part: Part, fd: int, done: anyio.Event, task: TaskProgress,
+        ranged: bool,
+    ) -> None:
+        cursor = _Cursor(part)
+        for attempt in range(self.settings.max_attempts):
+            try:
+                if cursor.remaining:
+                    async with await self.budget.acquire():
+                        self.stats.requests += 1
+                        self.stats.ranged_gets += ranged
+                        await self._stream_range(info, cursor, fd, task)
+                done.set()
+                return
+            except StoreError as exc:
+                if not exc.transient or attempt + 1 == self.settings.max_attempts:
+                    raise
+                await self._backoff(attempt, exc)
+
+    async def _stream_range(
+        self, info: ObjectInfo, cursor: _Cursor, fd: int, task: TaskProgress
+    ) -> None:
+        """Write the rest of a part at its offset; a body that ends early raises a
+        transient StoreError with the cursor past every byte kept, so a retry resumes."""
+        buffer = bytearray()
+
+        async def flush() -> None:
+            if buffer:
+                try:
+                    await anyio.to_thread.run_sync(os.pwrite, fd, bytes(buffer), cursor.offset)
+                except OSError as exc:
+                    raise _os_failure(exc, "write the download") from exc
+                cursor.received += len(buffer)
+                buffer.clear()
+
+        try:
+            async with self.store.open_range(info.key, cursor.offset, cursor.part.end,
+                                             if_match=info.etag) as chunks:
+                async for chunk in chunks:
+                    if len(buffer) + len(chunk) > cursor.remaining:
+                        raise StoreError("the server sent more bytes than asked for",
+                                         transient=True)
+                    buffer += chunk
+                    task.advance(len(chunk))
+                    if len(buffer) >= self.settings.chunk_size:
+                        await flush()
+        finally:
+            await flush()
+        if cursor.remaining:
+            raise StoreError(f"{info.key}: the body ended early", transient=True)
+
+
+class _Cursor:
+    """How far one part has been written; survives the retries of that part."""
+
+    def __init__(self, part: Part) -> None:
+        self.part = part
+        self.received = 0
+
+    @property
+    def offset(self) -> int:
+        return self.part.offset + self.received
+
+    @property
+    def remaining(self) -> int:
+        return self.part.size - self.received
+
+
+def _reserve(fd: int, size: int) -> None:
+    """Claim the space up front, so a full disk fails at once rather than mid-download."""
+    if size == 0:
+        return
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except (AttributeError, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno not in {errno.EOPNOTSUPP, errno.EINVAL}:
+            raise
+        os.ftruncate(fd, size)

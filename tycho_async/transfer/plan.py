@@ -1,0 +1,56 @@
+"""Part planning: a pure function from a size to the parts that move it, with S3's limits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+
+MIN_PART = 5 * MiB  # S3: every part but the last
+MAX_PART = 5 * GiB
+MAX_PARTS = 10_000
+
+
+@dataclass(frozen=True)
+class Part:
+    number: int  # 1-based, as S3 numbers parts
+    offset: int
+    size: int
+
+    @property
+    def end(self) -> int:
+        """Offset one past the last byte."""
+        return self.offset + self.size
+
+
+@dataclass(frozen=True)
+class TransferSettings:
+    """Engine tunables. Memory in flight is at most ``concurrency * part_size`` for an
+    upload and ``concurrency * chunk_size`` for downloads, whatever the number of files."""
+
+    concurrency: int = 16
+    part_size: int = 8 * MiB
+    multipart_threshold: int = 8 * MiB
+    chunk_size: int = 256 * KiB
+    max_attempts: int = 5
+    backoff_base: float = 0.2
+    backoff_max: float = 5.0
+    min_part_size: int = MIN_PART  # lowered only by tests, to keep them small
+
+
+def plan_parts(size: int, part_size: int, *, min_part: int = MIN_PART) -> list[Part]:
+    """Split ``size`` bytes into parts of ``part_size``, grown where needed so that
+    there are at most 10,000 of them and none is below ``min_part`` (the last aside)."""
+    if size < 0:
+        raise ValueError("size must not be negative")
+    if size == 0:
+        return [Part(1, 0, 0)]
+    part_size = max(part_size, min_part, -(-size // MAX_PARTS))
+    if part_size > MAX_PART:
+        raise ValueError(f"{size} bytes cannot be split into {MAX_PARTS} parts of at most 5 GiB")
+    return [
+        Part(number, offset, min(part_size, size - offset))
+        for number, offset in enumerate(range(0, size, part_size), start=1)
+    ]
