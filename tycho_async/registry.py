@@ -214,7 +214,7 @@ class Registry:
     async def push(self, package: str, version: str, path: Path, *, promote: bool) -> PushResult:
         check_package(package)
         check_version(version)
-        if not path.is_file():
+        if not await anyio.Path(path).is_file():
             raise UsageError(f"{path} is not a readable file")
         check_localname_arg(path.name)
         key = version_key(package, version)

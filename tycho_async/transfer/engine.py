@@ -368,7 +368,7 @@ class Engine:
         done = [anyio.Event() for _ in parts]
         async with task_group() as tg:
             tg.start_soon(self._hash_in_order, fd, parts, done, hashers)
-            for part, event in zip(parts, done):
+            for part, event in zip(parts, done, strict=True):
                 tg.start_soon(self._fetch_part, info, part, fd, event, task, len(parts) > 1)
         if info.size != expected.size:
             raise IntegrityError(
@@ -389,7 +389,7 @@ class Engine:
     async def _hash_in_order(
         self, fd: int, parts: list[Part], done: list[anyio.Event], hashers: list[Any]
     ) -> None:
-        for part, event in zip(parts, done):
+        for part, event in zip(parts, done, strict=True):
             await event.wait()
             await anyio.to_thread.run_sync(
                 _hash_range, fd, part.offset, part.size, hashers, 1 << 20
