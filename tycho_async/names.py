@@ -77,7 +77,7 @@ def check_remote_localname(package: str, name: object) -> str:
 
 
 def version_key(version: str) -> tuple[object, ...]:
-    """Natural order: 1.9 < 1.10 < 2.0, 1.0rc1 < 1.0 < 1.0.1 < 1.0.post1.
+    """Natural order: 1.9 < 1.10 < 2.0, 1.0rc1 < 1.0 < 1.0.post1 < 1.0.1 (as PEP 440).
 
     Numbers compare as numbers; pre-release words sort before the end of a version,
     other words after it; the raw string breaks remaining ties so the order is total.

@@ -1,0 +1,138 @@
+"""Config file, env indirection, dotenv, registry URLs, defaults, and their errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tycho_async.cli import app
+from tycho_async.config import load_settings, parse_size
+from tycho_async.errors import ConfigError
+
+from .conftest import REGION, Registry, make_bucket, write_file
+
+
+def _cli(*args: str) -> object:
+    return CliRunner().invoke(app, list(args), catch_exceptions=False)
+
+
+def test_no_config_means_a_local_registry_in_the_data_dir(isolated_env: Path,
+                                                          tmp_path: Path) -> None:
+    write_file(Path("f.bin"), 10)
+    assert _cli("push", "pkg", "1.0", "f.bin", "--promote-latest").exit_code == 0
+    root = tmp_path / "xdg-data" / "tychoreg" / "registry"
+    assert (root / "pkg" / "tycho_1.0.pkg").read_bytes() == Path("f.bin").read_bytes()
+    info = json.loads(_cli("info", "--json").stdout)
+    assert info["backend"] == "local" and info["registry"] == str(root)
+    assert info["config"] is None
+
+
+def test_env_indirection_and_dotenv(s3_endpoint: str, isolated_env: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    bucket = make_bucket(s3_endpoint)
+    Path("secrets.env").write_text(
+        f"REG_KEY=testing\nREG_SECRET=testing\nREG_BUCKET={bucket}\n")
+    config = {
+        "tycho": {"backend": "s3", "dotenv": "secrets.env", "outdir": "pkgs"},
+        "s3": {"bucket": {"env": "REG_BUCKET", "default": "wrong-bucket"},
+               "endpoint_url": {"env": "REG_ENDPOINT", "default": s3_endpoint},
+               "region_name": REGION,
+               "aws_access_key_id": {"env": "REG_KEY", "default": "bad"},
+               "aws_secret_access_key": {"env": "REG_SECRET"}},
+    }
+    Path(".tychoreg.json").write_text(json.dumps(config))
+    blob = write_file(Path("f.bin"), 321)
+    assert _cli("push", "pkg", "1", "f.bin", "--promote-latest").exit_code == 0
+    assert _cli("pull", "pkg").exit_code == 0
+    assert Path("pkgs/f.bin").read_bytes() == blob
+
+
+def test_registry_url_and_the_aws_chain(s3_endpoint: str, isolated_env: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    bucket = make_bucket(s3_endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    monkeypatch.setenv("TYCHOREG_REGISTRY", f"s3://{bucket}/team/artifacts")
+    blob = write_file(Path("f.bin"), 99)
+    assert _cli("push", "pkg", "1", "f.bin", "--promote-latest").exit_code == 0
+    assert _cli("pull", "pkg").exit_code == 0
+    assert Path("tycho_packages/f.bin").read_bytes() == blob
+    reg = Registry("s3", bucket, s3_endpoint, isolated_env, CliRunner())
+    assert "team/artifacts/pkg/tycho_1.pkg" in reg.keys()
+
+
+def test_registry_option_with_a_directory(isolated_env: Path, tmp_path: Path) -> None:
+    write_file(Path("f.bin"), 5)
+    target = tmp_path / "elsewhere"
+    assert _cli("push", "pkg", "1", "f.bin", "--registry", str(target)).exit_code == 0
+    assert (target / "pkg" / "tycho_1.pkg").exists()
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("{not json", "not valid JSON"),
+    ("[1, 2]", "must be a JSON object"),
+    ('{"tycho": {"backend": "s3"}}', "no such section"),
+    ('{"tycho": {"backend": "s3"}, "s3": {}}', "needs a 'bucket'"),
+    ('{"tycho": {"backend": "gcs"}, "gcs": {}}', "unknown backend"),
+    ('{"tycho": {"concurrency": 0}}', "at least 1"),
+    ('{"tycho": {"part_size": "1MiB"}}', "between 5MiB and 5GiB"),
+    ('{"tycho": {"backend": "s3"}, "s3": {"bucket": {"env": "NOPE_X"}}}', "NOPE_X is not set"),
+    ('{"tycho": {"backend": "s3"}, "s3": {"bucket": "b", "bogus_key": 1}}', "invalid key"),
+])
+def test_bad_config_is_a_one_line_usage_error(isolated_env: Path, content: str,
+                                              message: str) -> None:
+    Path(".tychoreg.json").write_text(content)
+    result = _cli("list")
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.output
+
+
+def test_missing_explicit_config(isolated_env: Path) -> None:
+    result = _cli("list", "--config", "nowhere.json")
+    assert result.exit_code == 2 and "cannot read config" in result.stderr
+
+
+def test_secrets_never_printed_and_world_readable_config_warned(
+        s3_endpoint: str, isolated_env: Path) -> None:
+    bucket = make_bucket(s3_endpoint)
+    secret = "SuperSecretValue123"
+    config = {"tycho": {"backend": "s3"},
+              "s3": {"bucket": bucket, "endpoint_url": s3_endpoint, "region_name": REGION,
+                     "aws_access_key_id": "AKIAEXAMPLE", "aws_secret_access_key": secret}}
+    path = Path(".tychoreg.json")
+    path.write_text(json.dumps(config))
+    path.chmod(0o644)
+    result = _cli("pull", "ghost")
+    assert "readable by other users" in result.stderr
+    assert secret not in result.output
+    info = _cli("info")
+    assert secret not in info.output and "AKIAEXAMPLE" not in info.output
+
+
+def test_precedence_option_over_env_over_file(isolated_env: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    Path(".tychoreg.json").write_text('{"tycho": {"concurrency": 3, "part_size": "6MiB"}}')
+    assert load_settings().transfer.concurrency == 3
+    monkeypatch.setenv("TYCHOREG_CONCURRENCY", "5")
+    assert load_settings().transfer.concurrency == 5
+    assert load_settings(overrides={"concurrency": 7}).transfer.concurrency == 7
+    assert load_settings().transfer.part_size == 6 * 1024 * 1024
+
+
+@pytest.mark.parametrize(("text", "size"), [("8MiB", 8 << 20), ("512k", 512 << 10),
+                                            ("1G", 1 << 30), ("123", 123), (64, 64)])
+def test_parse_size(text: object, size: int) -> None:
+    assert parse_size(text, "x") == size
+
+
+@pytest.mark.parametrize("text", ["", "eight", "8 parsecs", "-1", True])
+def test_parse_size_rejects(text: object) -> None:
+    with pytest.raises(ConfigError):
+        parse_size(text, "x")
