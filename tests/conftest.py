@@ -76,7 +76,7 @@ class Registry:
         return self.runner.invoke(app, list(args), catch_exceptions=False)
 
     # raw access, as another client (or tycho-station) would see the store
-    def keys(self) -> list[str]:
+    def object_keys(self) -> list[str]:
         if self.kind == "s3":
             paginator = s3_client(self.endpoint or "").get_paginator("list_objects_v2")
             return sorted(o["Key"] for page in paginator.paginate(Bucket=self.root)

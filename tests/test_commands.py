@@ -187,13 +187,13 @@ def test_invalid_names_are_usage_errors(registry: Registry, args: list[str]) -> 
     result = registry.cli(*args)
     assert result.exit_code == 2, result.output
     assert "invalid" in result.stderr
-    assert registry.keys() == []
+    assert registry.object_keys() == []
 
 
 def test_push_of_a_missing_file(registry: Registry) -> None:
     result = registry.cli("push", "pkg", "1.0", "nope.bin")
     assert result.exit_code == 2 and "not a readable file" in result.stderr
-    assert registry.keys() == []
+    assert registry.object_keys() == []
 
 
 def test_pull_list_pulls_everything_and_reports_every_failure(registry: Registry) -> None:

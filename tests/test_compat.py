@@ -58,7 +58,7 @@ def test_what_we_write_reads_like_tycho_station(s3_registry: Registry) -> None:
     blob = write_file(Path("f.bin"), 7 * MiB, seed=3)
     assert s3_registry.cli("push", "pkg", "1.0", "f.bin", "--promote-latest",
                            "--part-size", "5MiB").exit_code == 0
-    keys = s3_registry.keys()
+    keys = s3_registry.object_keys()
     station_versions = [k for k in keys if k.startswith("pkg/tycho_") and k.endswith(".pkg")]
     assert station_versions == ["pkg/tycho_1.0.pkg"]
     assert s3_registry.meta("pkg") == {"localname": "f.bin", "latest": "1.0"}

@@ -63,7 +63,7 @@ def test_registry_url_and_the_aws_chain(s3_endpoint: str, isolated_env: Path,
     assert _cli("pull", "pkg").exit_code == 0
     assert Path("tycho_packages/f.bin").read_bytes() == blob
     reg = Registry("s3", bucket, s3_endpoint, isolated_env, CliRunner())
-    assert "team/artifacts/pkg/tycho_1.pkg" in reg.keys()
+    assert "team/artifacts/pkg/tycho_1.pkg" in reg.object_keys()
 
 
 def test_registry_option_with_a_directory(isolated_env: Path, tmp_path: Path) -> None:
