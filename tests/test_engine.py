@@ -1,0 +1,301 @@
+"""The transfer engine against both stores, with parts far below S3's minimum to stay fast."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import anyio
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tycho_async.config import Settings
+from tycho_async.errors import IntegrityError, PreconditionFailed, StoreError
+from tycho_async.storage import Store, open_store
+from tycho_async.transfer import Engine, Expected, TransferSettings, plan_parts
+from tycho_async.transfer.plan import MAX_PART, MAX_PARTS, MIN_PART, GiB
+
+from .conftest import CREDS, REGION, make_bucket, s3_client, write_file
+from .faults import FaultyStore
+
+pytestmark = pytest.mark.anyio
+PART = 64 * 1024
+SMALL = TransferSettings(concurrency=4, part_size=PART, multipart_threshold=PART,
+                         chunk_size=16 * 1024, min_part_size=1, backoff_base=0.001,
+                         backoff_max=0.002)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(params=["local", "s3"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@contextlib.asynccontextmanager
+async def opened(kind: str, tmp_path: Path, request: pytest.FixtureRequest,
+                 settings: TransferSettings = SMALL) -> AsyncIterator[tuple[Store, str]]:
+    """A store of ``kind`` and the bucket (or root) behind it."""
+    if kind == "s3":
+        endpoint = request.getfixturevalue("s3_endpoint")
+        bucket = make_bucket(endpoint)
+        config = Settings(backend="s3", outdir=tmp_path, bucket=bucket, transfer=settings,
+                          client_kwargs={"endpoint_url": endpoint, "region_name": REGION,
+                                         **CREDS})
+        where = bucket
+    else:
+        where = str(tmp_path / "registry")
+        config = Settings(backend="local", outdir=tmp_path, local_root=Path(where),
+                          transfer=settings)
+    store = await open_store(config)
+    try:
+        yield store, where
+    finally:
+        await store.aclose()
+
+
+def leftovers(kind: str, store: Store, request: pytest.FixtureRequest, where: str,
+                    tmp_path: Path) -> list[str]:
+    """Multipart uploads in progress (S3) or temporary files (local) left behind."""
+    if kind == "s3":
+        client = s3_client(request.getfixturevalue("s3_endpoint"))
+        return [u["Key"] for u in client.list_multipart_uploads(Bucket=where).get("Uploads", [])]
+    return sorted(p.name for p in Path(where).rglob(".*") if p.name != ".tychoreg.lock")
+
+
+@pytest.mark.parametrize("size", [0, 1, PART - 1, PART, PART + 1, 3 * PART + 5])
+async def test_round_trip_across_part_boundaries(kind: str, tmp_path: Path,
+                                                 request: pytest.FixtureRequest,
+                                                 size: int) -> None:
+    blob = write_file(tmp_path / "src.bin", size, seed=size)
+    async with opened(kind, tmp_path, request) as (store, _):
+        engine = Engine(store, SMALL)
+        result = await engine.upload_file(tmp_path / "src.bin", "p/tycho_1.pkg", label="p 1")
+        assert result.sha256 == hashlib.sha256(blob).hexdigest()
+        assert result.parts == (-(-size // PART) if size > PART else 1)
+        info = await engine.head("p/tycho_1.pkg")
+        assert info is not None and info.size == size
+        dest = tmp_path / "out" / "dst.bin"
+        dest.parent.mkdir()
+        digest = await engine.download(info, dest, expected=Expected(size, sha256=result.sha256),
+                                       label="p 1")
+        assert dest.read_bytes() == blob and digest == result.sha256
+        parts = len(plan_parts(size, PART, min_part=1))
+        assert engine.stats.ranged_gets == (parts if size > PART else 0)
+        assert [p.name for p in dest.parent.iterdir()] == ["dst.bin"]
+
+
+async def test_multipart_upload_is_really_multipart_on_s3(tmp_path: Path,
+                                                          request: pytest.FixtureRequest) -> None:
+    write_file(tmp_path / "src.bin", 5 * PART + 3)
+    async with opened("s3", tmp_path, request) as (store, bucket):
+        engine = Engine(store, SMALL)
+        await engine.upload_file(tmp_path / "src.bin", "k", label="k")
+        head = s3_client(request.getfixturevalue("s3_endpoint")).head_object(Bucket=bucket,
+                                                                             Key="k")
+        assert head["ETag"].endswith('-6"')  # S3's multipart ETag: MD5 of MD5s, "-" parts
+        assert engine.stats.multipart_uploads == 1
+
+
+async def test_budget_is_never_exceeded_and_is_used(kind: str, tmp_path: Path,
+                                                    request: pytest.FixtureRequest) -> None:
+    write_file(tmp_path / "src.bin", 12 * PART)
+    settings = replace(SMALL, concurrency=3)
+    async with opened(kind, tmp_path, request, settings) as (inner, _):
+        store = FaultyStore(inner, delay=0.02)
+        engine = Engine(store, settings)
+        await engine.upload_file(tmp_path / "src.bin", "k", label="k")
+        info = await engine.head("k")
+        assert info is not None
+        await engine.download(info, tmp_path / "dst.bin", expected=Expected(info.size),
+                              label="k")
+        stats = engine.budget.statistics()
+        assert stats.limit == 3 and stats.in_flight == 0
+        assert stats.peak == 3 and store.peak == 3
+
+
+async def test_pull_many_shares_one_budget(kind: str, tmp_path: Path,
+                                           request: pytest.FixtureRequest) -> None:
+    from tycho_async.registry import PullRequest, Registry
+
+    settings = replace(SMALL, concurrency=5)
+    async with opened(kind, tmp_path, request, settings) as (inner, _):
+        store = FaultyStore(inner, delay=0.01)
+        registry = Registry(Engine(store, settings), tmp_path / "out")
+        for i in range(12):
+            write_file(tmp_path / f"f{i}.bin", PART * 2 + i, seed=i)
+            await registry.push(f"p{i}", "1", tmp_path / f"f{i}.bin", promote=True)
+        results = await registry.pull_many([PullRequest(f"p{i}") for i in range(12)])
+        assert [r.path.read_bytes() for r in results] == [
+            (tmp_path / f"f{i}.bin").read_bytes() for i in range(12)]
+        assert registry.engine.budget.statistics().peak == 5 and store.peak == 5
+
+
+async def test_a_failed_part_aborts_the_upload(kind: str, tmp_path: Path,
+                                               request: pytest.FixtureRequest) -> None:
+    write_file(tmp_path / "src.bin", 8 * PART)
+    async with opened(kind, tmp_path, request) as (inner, where):
+        store = FaultyStore(inner)
+        store.inject("upload_part", None, None, StoreError("access denied"))
+        engine = Engine(store, SMALL)
+        with pytest.raises(StoreError, match="access denied"):
+            await engine.upload_file(tmp_path / "src.bin", "k", label="k")
+        assert store.calls["abort_multipart"] == 1
+        assert await engine.head("k") is None
+        assert leftovers(kind, inner, request, where, tmp_path) == []
+
+
+async def test_transient_errors_are_retried(kind: str, tmp_path: Path,
+                                            request: pytest.FixtureRequest) -> None:
+    blob = write_file(tmp_path / "src.bin", 4 * PART + 9)
+    async with opened(kind, tmp_path, request) as (inner, _):
+        store = FaultyStore(inner)
+        slow_down = StoreError("SlowDown", transient=True)
+        store.inject("upload_part", slow_down, None, slow_down)
+        store.inject("complete_multipart", StoreError("503", transient=True))
+        store.inject("open_range", StoreError("reset", transient=True), "truncate")
+        store.inject("head", StoreError("500", transient=True))
+        engine = Engine(store, SMALL)
+        await engine.upload_file(tmp_path / "src.bin", "k", label="k")
+        info = await engine.head("k")
+        assert info is not None
+        dest = tmp_path / "dst.bin"
+        await engine.download(info, dest, expected=Expected(info.size,
+                              sha256=hashlib.sha256(blob).hexdigest()), label="k")
+        assert dest.read_bytes() == blob
+        assert engine.stats.retries == 6
+
+
+async def test_a_truncated_body_resumes_where_it_stopped(kind: str, tmp_path: Path,
+                                                         request: pytest.FixtureRequest) -> None:
+    blob = write_file(tmp_path / "src.bin", PART + 1000)
+    async with opened(kind, tmp_path, request, replace(SMALL, multipart_threshold=10 * PART)) \
+            as (inner, _):
+        store = FaultyStore(inner)
+        engine = Engine(store, replace(SMALL, multipart_threshold=10 * PART))
+        await engine.upload_file(tmp_path / "src.bin", "k", label="k")
+        info = await engine.head("k")
+        assert info is not None
+        store.inject("open_range", "truncate")
+        await engine.download(info, tmp_path / "dst.bin", expected=Expected(info.size),
+                              label="k")
+        assert (tmp_path / "dst.bin").read_bytes() == blob
+        first, second = store.ranges
+        assert first == (0, len(blob)) and 0 < second[0] <= len(blob) // 2 + 1
+        assert second[1] == len(blob)
+
+
+async def test_permanent_download_failure_leaves_nothing(kind: str, tmp_path: Path,
+                                                         request: pytest.FixtureRequest) -> None:
+    write_file(tmp_path / "src.bin", 3 * PART)
+    async with opened(kind, tmp_path, request) as (inner, _):
+        store = FaultyStore(inner)
+        engine = Engine(store, SMALL)
+        await engine.upload_file(tmp_path / "src.bin", "k", label="k")
+        info = await engine.head("k")
+        assert info is not None
+        store.inject("open_range", None, StoreError("access denied"))
+        out = tmp_path / "out"
+        out.mkdir()
+        with pytest.raises(StoreError, match="access denied"):
+            await engine.download(info, out / "dst.bin", expected=Expected(info.size),
+                                  label="k")
+        assert list(out.iterdir()) == []
+
+
+async def test_transient_errors_give_up_after_max_attempts(kind: str, tmp_path: Path,
+                                                           request: pytest.FixtureRequest) -> None:
+    async with opened(kind, tmp_path, request) as (inner, _):
+        store = FaultyStore(inner)
+        store.inject("put_bytes", *[StoreError("SlowDown", transient=True)] * 10)
+        engine = Engine(store, SMALL)
+        with pytest.raises(StoreError, match="SlowDown"):
+            await engine.put_bytes("k", b"x")
+        assert store.calls["put_bytes"] == SMALL.max_attempts
+
+
+async def test_corruption_in_flight_is_caught(kind: str, tmp_path: Path,
+                                              request: pytest.FixtureRequest) -> None:
+    blob = write_file(tmp_path / "src.bin", 2 * PART + 1)
+    async with opened(kind, tmp_path, request) as (inner, _):
+        store = FaultyStore(inner)
+        engine = Engine(store, SMALL)
+        await engine.upload_file(tmp_path / "src.bin", "k", label="k")
+        info = await engine.head("k")
+        assert info is not None
+        store.inject("open_range", None, "corrupt")
+        good = hashlib.sha256(blob).hexdigest()
+        out = tmp_path / "out"
+        out.mkdir()
+        with pytest.raises(IntegrityError, match=f"pushed {good}"):
+            await engine.download(info, out / "dst.bin",
+                                  expected=Expected(info.size, sha256=good), label="k")
+        assert list(out.iterdir()) == []
+        store.inject("open_range", "corrupt")
+        with pytest.raises(IntegrityError, match="MD5 mismatch"):
+            await engine.download(info, out / "dst.bin", label="k", expected=Expected(
+                info.size, md5=hashlib.md5(blob).hexdigest()))
+        assert list(out.iterdir()) == []
+
+
+async def test_cancellation_cleans_up(kind: str, tmp_path: Path,
+                                      request: pytest.FixtureRequest) -> None:
+    write_file(tmp_path / "src.bin", 10 * PART)
+    async with opened(kind, tmp_path, request) as (inner, where):
+        engine = Engine(inner, SMALL)
+        await engine.upload_file(tmp_path / "src.bin", "done", label="k")
+        info = await engine.head("done")
+        assert info is not None
+        slow = Engine(FaultyStore(inner, delay=0.05), SMALL)
+        out = tmp_path / "out"
+        out.mkdir()
+        with anyio.move_on_after(0.12):
+            await slow.upload_file(tmp_path / "src.bin", "k", label="k")
+        with anyio.move_on_after(0.12):
+            await slow.download(info, out / "dst.bin", expected=Expected(info.size), label="k")
+        assert await engine.head("k") is None
+        assert leftovers(kind, inner, request, where, tmp_path) == []
+        assert list(out.iterdir()) == []
+
+
+async def test_conditional_writes_refuse_to_overwrite(kind: str, tmp_path: Path,
+                                                      request: pytest.FixtureRequest) -> None:
+    write_file(tmp_path / "a.bin", 3 * PART, seed=1)
+    b = write_file(tmp_path / "b.bin", 3 * PART, seed=2)
+    async with opened(kind, tmp_path, request) as (store, _):
+        engine = Engine(store, SMALL)
+        await engine.upload_file(tmp_path / "b.bin", "k", label="k")
+        with pytest.raises(PreconditionFailed):
+            await engine.upload_file(tmp_path / "a.bin", "k", label="k")
+        etag = await engine.put_bytes("meta", b"1", if_none_match=True)
+        with pytest.raises(PreconditionFailed):
+            await engine.put_bytes("meta", b"2", if_none_match=True)
+        await engine.put_bytes("meta", b"3", if_match=etag)
+        with pytest.raises(PreconditionFailed):
+            await engine.put_bytes("meta", b"4", if_match=etag)
+        assert (await engine.get_bytes("meta"))[0] == b"3"
+        assert (await engine.get_bytes("k"))[0] == b
+
+
+@given(st.integers(0, 300 * GiB), st.sampled_from([5 * 1024**2, 8 * 1024**2, 64 * 1024**2]))
+def test_plan_covers_the_file_within_s3_limits(size: int, part_size: int) -> None:
+    parts = plan_parts(size, part_size)
+    assert len(parts) <= MAX_PARTS
+    assert parts[0].offset == 0 and parts[-1].end == size
+    for before, after in itertools.pairwise(parts):
+        assert before.end == after.offset and after.number == before.number + 1
+    assert all(MIN_PART <= p.size <= MAX_PART for p in parts[:-1])
+    assert parts[-1].size <= MAX_PART
+
+
+def test_plan_of_a_200_gb_file() -> None:
+    parts = plan_parts(200 * 1000**3, 8 * 1024**2)
+    assert len(parts) <= MAX_PARTS and parts[0].size > 8 * 1024**2
