@@ -1,0 +1,117 @@
+"""The real `tychoreg` executable, as a user or a CI job runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import REGION, make_bucket, s3_client, write_file
+
+MiB = 1024 * 1024
+TYCHOREG = str(Path(sys.executable).with_name("tychoreg"))
+
+
+def _env(endpoint: str, bucket: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"TYCHOREG_REGISTRY": f"s3://{bucket}", "AWS_ENDPOINT_URL": endpoint,
+                "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_DEFAULT_REGION": REGION})
+    return env
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([TYCHOREG, *args], capture_output=True, text=True, env=env,
+                          timeout=60, check=False)
+
+
+def test_help_version_and_module_entry() -> None:
+    assert "pull-list" in _run("--help").stdout
+    assert _run("--version").stdout.startswith("tychoreg ")
+    module = subprocess.run([sys.executable, "-m", "tycho_async", "push", "--help"],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert module.returncode == 0 and "--promote-latest" in module.stdout
+    bad = _run("push", "--no-such-option")
+    assert bad.returncode == 2
+
+
+def test_round_trip_through_the_executable(s3_endpoint: str) -> None:
+    env = _env(s3_endpoint, make_bucket(s3_endpoint))
+    blob = write_file(Path("model.bin"), 11 * MiB + 3)
+    push = _run("push", "model", "1.0", "model.bin", "--promote-latest", "--part-size", "5MiB",
+                env=env)
+    assert push.returncode == 0, push.stderr
+    pull = _run("pull", "model", env=env)
+    assert pull.returncode == 0, pull.stderr
+    assert Path("tycho_packages/model.bin").read_bytes() == blob
+    listed = json.loads(_run("list", "--json", env=env).stdout)
+    assert listed == [{"package": "model", "latest": "1.0", "localname": "model.bin",
+                       "problem": None}]
+    assert _run("exists", "model", "1.0", env=env).returncode == 0
+    assert _run("exists", "model", "2.0", env=env).returncode == 1
+
+
+def test_unreachable_endpoint_is_exit_3_without_traceback(isolated_env: Path) -> None:
+    env = _env("http://127.0.0.1:9", "bucket")  # the discard port: nothing listens
+    write_file(Path("f.bin"), 10)
+    result = _run("push", "pkg", "1", "f.bin", env=env)
+    assert result.returncode == 3
+    assert "connection failed" in result.stderr and "Traceback" not in result.stderr
+
+
+def _wait_for(condition: object, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return
+        time.sleep(0.02)
+    pytest.fail("condition not reached in time")
+
+
+def test_ctrl_c_during_push_aborts_the_upload(s3_endpoint: str) -> None:
+    bucket = make_bucket(s3_endpoint)
+    write_file(Path("big.bin"), 120 * MiB)
+    client = s3_client(s3_endpoint)
+    proc = subprocess.Popen([TYCHOREG, "push", "big", "1.0", "big.bin", "--concurrency", "1",
+                             "--part-size", "5MiB"], env=_env(s3_endpoint, bucket),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: client.list_multipart_uploads(Bucket=bucket).get("Uploads"))
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert client.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+
+
+def test_ctrl_c_during_pull_list_leaves_no_partial_file(s3_endpoint: str) -> None:
+    bucket = make_bucket(s3_endpoint)
+    client = s3_client(s3_endpoint)
+    names = [f"p{i}" for i in range(150)]
+    for name in names:
+        client.put_object(Bucket=bucket, Key=f"{name}/tycho.json",
+                          Body=json.dumps({"localname": f"{name}.bin", "latest": "1"}))
+        client.put_object(Bucket=bucket, Key=f"{name}/tycho_1.pkg", Body=name.encode() * 5000)
+    out = Path("tycho_packages")
+    proc = subprocess.Popen([TYCHOREG, "pull-list", *names, "--concurrency", "1"],
+                            env=_env(s3_endpoint, bucket), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: out.exists() and any(out.glob("*.etag")))
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    for path in out.glob("*.bin"):
+        assert path.read_bytes() == path.stem.encode() * 5000
