@@ -19,9 +19,11 @@ from tycho_async.transfer.plan import Part
 
 
 class FaultyStore:
-    def __init__(self, inner: Store, *, delay: float = 0.0) -> None:
+    def __init__(self, inner: Store, *, delay: float = 0.0,
+                 slow: frozenset[str] | None = None) -> None:
         self.inner = inner
         self.delay = delay
+        self.slow = slow  # the methods that get the delay; None: all
         self.faults: dict[str, list[Any]] = defaultdict(list)
         self.calls: dict[str, int] = defaultdict(int)
         self.ranges: list[tuple[int, int]] = []
@@ -34,7 +36,7 @@ class FaultyStore:
     async def _enter(self, method: str) -> Any:
         self.calls[method] += 1
         outcome = self.faults[method].pop(0) if self.faults[method] else None
-        if self.delay:
+        if self.delay and (self.slow is None or method in self.slow):
             await anyio.sleep(self.delay)
         if isinstance(outcome, BaseException):
             raise outcome

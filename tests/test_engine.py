@@ -18,7 +18,7 @@ from tycho_async.config import Settings
 from tycho_async.errors import IntegrityError, PreconditionFailed, StoreError
 from tycho_async.storage import Store, open_store
 from tycho_async.transfer import Engine, Expected, TransferSettings, plan_parts
-from tycho_async.transfer.plan import MAX_PART, MAX_PARTS, MIN_PART, GiB
+from tycho_async.transfer.plan import MAX_PART, MAX_PARTS, MIN_PART, GiB, plan_ranges
 
 from .conftest import CREDS, REGION, make_bucket, s3_client, write_file
 from .faults import FaultyStore
@@ -88,8 +88,8 @@ async def test_round_trip_across_part_boundaries(kind: str, tmp_path: Path,
         digest = await engine.download(info, dest, expected=Expected(size, sha256=result.sha256),
                                        label="p 1")
         assert dest.read_bytes() == blob and digest == result.sha256
-        parts = len(plan_parts(size, PART, min_part=1))
-        assert engine.stats.ranged_gets == (parts if size > PART else 0)
+        ranges = len(plan_ranges(size, SMALL))
+        assert engine.stats.ranged_gets == (ranges if size > PART else 0)
         assert [p.name for p in dest.parent.iterdir()] == ["dst.bin"]
 
 
@@ -254,13 +254,15 @@ async def test_cancellation_cleans_up(kind: str, tmp_path: Path,
         await engine.upload_file(tmp_path / "src.bin", "done", label="k")
         info = await engine.head("done")
         assert info is not None
-        slow = Engine(FaultyStore(inner, delay=0.05), SMALL)
+        faulty = FaultyStore(inner, delay=1.0, slow=frozenset({"upload_part", "open_range"}))
+        slow = Engine(faulty, SMALL)
         out = tmp_path / "out"
         out.mkdir()
-        with anyio.move_on_after(0.12):
+        with anyio.move_on_after(0.3):
             await slow.upload_file(tmp_path / "src.bin", "k", label="k")
-        with anyio.move_on_after(0.12):
+        with anyio.move_on_after(0.3):
             await slow.download(info, out / "dst.bin", expected=Expected(info.size), label="k")
+        assert faulty.calls["upload_part"] and faulty.calls["open_range"]  # cut mid-transfer
         assert await engine.head("k") is None
         assert leftovers(kind, inner, request, where, tmp_path) == []
         assert list(out.iterdir()) == []
@@ -299,3 +301,14 @@ def test_plan_covers_the_file_within_s3_limits(size: int, part_size: int) -> Non
 def test_plan_of_a_200_gb_file() -> None:
     parts = plan_parts(200 * 1000**3, 8 * 1024**2)
     assert len(parts) <= MAX_PARTS and parts[0].size > 8 * 1024**2
+
+
+@given(st.integers(0, 300 * GiB), st.integers(1, 64))
+def test_download_ranges_cover_the_object(size: int, concurrency: int) -> None:
+    settings = TransferSettings(concurrency=concurrency)
+    ranges = plan_ranges(size, settings)
+    assert ranges[0].offset == 0 and ranges[-1].end == size
+    assert all(a.end == b.offset for a, b in itertools.pairwise(ranges))
+    assert all(r.size <= GiB for r in ranges)
+    if size > settings.multipart_threshold and size <= concurrency * GiB:
+        assert len(ranges) <= concurrency

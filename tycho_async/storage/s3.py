@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
@@ -75,6 +76,39 @@ def translate(exc: BaseException, what: str) -> TychoError:
     if isinstance(exc, BotoCoreError):
         return StoreError(f"{what}: {exc}")
     return StoreError(f"{what}: {type(exc).__name__}: {exc}")
+
+
+class _PartReader(io.RawIOBase):
+    """A seekable reader over bytes already in memory. aiohttp copies a bytes or BytesIO
+    body whole (and Python 3.11's transport copies what the socket does not take at once),
+    but streams any other file object in small chunks: this keeps one copy of each part."""
+
+    def __init__(self, data: bytes) -> None:
+        self._view = memoryview(data)
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        chunk = self._view[self._pos:self._pos + len(buffer)]
+        buffer[:len(chunk)] = chunk
+        self._pos += len(chunk)
+        return len(chunk)
+
+    def __len__(self) -> int:
+        return len(self._view)
 
 
 _FOREIGN = (BotoCoreError, ClientError, aiohttp.ClientError, asyncio.TimeoutError, OSError)
@@ -210,7 +244,7 @@ class S3Store:
         with _translated(f"upload part {part.number} of {key}"):
             resp = await self._client.upload_part(
                 Bucket=self.bucket, Key=self._key(key), UploadId=upload_id,
-                PartNumber=part.number, Body=data,
+                PartNumber=part.number, Body=_PartReader(data),
             )
         return str(resp["ETag"])
 

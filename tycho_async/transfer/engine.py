@@ -32,7 +32,7 @@ from ..errors import IntegrityError, PreconditionFailed, StoreError, TransferErr
 from ..storage import ObjectInfo, Store
 from .budget import Budget
 from .groups import task_group
-from .plan import Part, TransferSettings, plan_parts
+from .plan import Part, TransferSettings, parts_in_memory, plan_parts, plan_ranges
 
 T = TypeVar("T")
 TEMP_MARK = ".tychoreg-"
@@ -272,9 +272,11 @@ class Engine:
         upload_id = await self.call(lambda: self.store.create_multipart(key, size))
         self.stats.multipart_uploads += 1
         etags: list[str] = [""] * len(parts)
+        memory = anyio.Semaphore(parts_in_memory(self.settings, parts[0].size))
         try:
             async with task_group() as tg:
                 for part in parts:
+                    await memory.acquire()
                     lease = await self.budget.acquire()
                     try:
                         data = await anyio.to_thread.run_sync(
@@ -282,8 +284,10 @@ class Engine:
                         )
                     except BaseException:
                         lease.release()
+                        memory.release()
                         raise
-                    tg.start_soon(self._send_part, key, upload_id, part, data, lease, etags, task)
+                    tg.start_soon(self._send_part, key, upload_id, part, data, lease, etags,
+                                  task, memory)
             etag = await self.call(
                 lambda: self.store.complete_multipart(key, upload_id, etags, if_none_match=True)
             )
@@ -295,9 +299,18 @@ class Engine:
 
     async def _send_part(
         self, key: str, upload_id: str, part: Part, data: bytes, lease: Any,
-        etags: list[str], task: TaskProgress,
+        etags: list[str], task: TaskProgress, memory: anyio.Semaphore,
     ) -> None:
         """Send one part; the first attempt uses the slot taken before the part was read."""
+        try:
+            await self._send_part_attempts(key, upload_id, part, data, lease, etags, task)
+        finally:
+            memory.release()
+
+    async def _send_part_attempts(
+        self, key: str, upload_id: str, part: Part, data: bytes, lease: Any,
+        etags: list[str], task: TaskProgress,
+    ) -> None:
         for attempt in range(self.settings.max_attempts):
             if attempt:
                 lease = await self.budget.acquire()
@@ -356,10 +369,7 @@ class Engine:
     async def _fetch_all(
         self, info: ObjectInfo, fd: int, expected: Expected, task: TaskProgress
     ) -> str:
-        if info.size <= self.settings.multipart_threshold:
-            parts = [Part(1, 0, info.size)]
-        else:
-            parts = plan_parts(info.size, self.settings.part_size, min_part=1)
+        parts = plan_ranges(info.size, self.settings)
         sha256 = hashlib.sha256()
         hashers: list[Any] = [sha256]
         md5 = hashlib.md5() if expected.md5 else None

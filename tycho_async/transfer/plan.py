@@ -27,13 +27,15 @@ class Part:
 
 @dataclass(frozen=True)
 class TransferSettings:
-    """Engine tunables. Memory in flight is at most ``concurrency * part_size`` for an
-    upload and ``concurrency * chunk_size`` for downloads, whatever the number of files."""
+    """Engine tunables. Part bytes held in memory are at most
+    ``max(part_size, min(concurrency * part_size, upload_buffer))`` for an upload and
+    ``concurrency * chunk_size`` for downloads, whatever the size or number of files."""
 
     concurrency: int = 16
     part_size: int = 8 * MiB
     multipart_threshold: int = 8 * MiB
     chunk_size: int = 256 * KiB
+    upload_buffer: int = 48 * MiB
     max_attempts: int = 5
     backoff_base: float = 0.2
     backoff_max: float = 5.0
@@ -54,3 +56,18 @@ def plan_parts(size: int, part_size: int, *, min_part: int = MIN_PART) -> list[P
         Part(number, offset, min(part_size, size - offset))
         for number, offset in enumerate(range(0, size, part_size), start=1)
     ]
+
+
+def parts_in_memory(settings: TransferSettings, part_size: int) -> int:
+    """How many parts of an upload may be read ahead of their sending."""
+    return max(1, min(settings.concurrency, settings.upload_buffer // part_size))
+
+
+def plan_ranges(size: int, settings: TransferSettings) -> list[Part]:
+    """Ranges for a download: one GET below the threshold, else at most ``concurrency``
+    ranges of at least ``part_size`` (at most 1 GiB each). Fewer, larger ranges cost fewer
+    round trips, and lose nothing on failure since an interrupted range resumes."""
+    if size <= settings.multipart_threshold:
+        return [Part(1, 0, size)]
+    per_range = min(max(settings.part_size, -(-size // settings.concurrency)), GiB)
+    return plan_parts(size, per_range, min_part=1)
