@@ -222,13 +222,9 @@ def pull(
     quiet: QuietOpt = False, progress: ProgressOpt = None,
 ) -> None:
     """Download a version of PACKAGE, unless the local copy is already current."""
-    from .names import check_version
     from .progress import make_progress
-    from .registry import PullRequest
 
-    if version is not None:
-        check_version(version)
-    request = PullRequest.parse(package) if version is None else PullRequest(package, version)
+    request = _pull_request(package, version)
     settings = _settings(config, registry, concurrency=concurrency, part_size=part_size,
                          outdir=outdir)
     sink = make_progress(progress, quiet, "pulled", files=1)
@@ -237,6 +233,15 @@ def pull(
                       sink)
     if not quiet:
         _echo_pull(result)
+
+
+def _pull_request(package: str, version: str | None) -> Any:
+    from .names import check_package, check_version
+    from .registry import PullRequest
+
+    if version is None:
+        return PullRequest.parse(package)
+    return PullRequest(check_package(package), check_version(version))
 
 
 def _echo_pull(result: Any) -> None:
@@ -286,6 +291,31 @@ def pull_list(
     if not quiet:
         for result in results:
             _echo_pull(result)
+
+
+@app.command()
+@_command
+def verify(
+    package: Annotated[str, typer.Argument(help="Package name.")],
+    version: Annotated[str | None, typer.Option(
+        "--version", "-v", show_default=False, help="Version to check (default: the latest).")]
+        = None,
+    config: ConfigOpt = None, registry: RegistryOpt = None,
+    concurrency: ConcurrencyOpt = None, part_size: PartSizeOpt = None,
+    quiet: QuietOpt = False, progress: ProgressOpt = None,
+) -> None:
+    """Re-check a stored version against its SHA-256 record (size and MD5 for versions
+    pushed by tycho-station) without keeping a file; exit 3 if it does not match."""
+    from .progress import make_progress
+
+    request = _pull_request(package, version)
+    settings = _settings(config, registry, concurrency=concurrency, part_size=part_size)
+    sink = make_progress(progress, quiet, "verified", files=1)
+    with sink:  # type: ignore[attr-defined]
+        result = _run(settings, lambda reg: reg.verify(request), sink)
+    if not quiet:
+        typer.echo(f"{result.package} {result.version} is intact ({result.size} bytes, "
+                   f"sha256 {result.sha256}; checked {result.checked})")
 
 
 @app.command("list")

@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -102,6 +104,15 @@ class PullResult:
     path: Path
     size: int
     skipped: bool
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    package: str
+    version: str
+    size: int
+    sha256: str
+    checked: str  # what the bytes were checked against
 
 
 @dataclass(frozen=True)
@@ -306,11 +317,9 @@ class Registry:
             raise UnsafeRemoteData(f"{package} {version}: its checksum record is malformed")
         return Expected(size, sha256=sha256)
 
-    async def pull(
-        self, request: PullRequest, *, force: bool = False, outfile: Path | None = None,
-        claim: Callable[[Path], None] | None = None,
-    ) -> PullResult:
-        """Download one version; ``claim`` lets a batch refuse two items with one target."""
+    async def _resolve(self, request: PullRequest) -> tuple[str, dict[str, Any], ObjectInfo]:
+        """The version a request names (its latest when it names none), its tycho.json and
+        its object."""
         package = check_package(request.package)
         meta, _ = await self.read_meta(package)
         version = request.version or meta.get("latest")
@@ -323,6 +332,30 @@ class Registry:
         info = await self.engine.head(version_key(package, version))
         if info is None:
             raise NotFound(f"{package} {version} does not exist")
+        return version, meta, info
+
+    async def verify(self, request: PullRequest) -> VerifyResult:
+        """Download a version into a scratch directory, check it, and delete it."""
+        version, _, info = await self._resolve(request)
+        expected = await self._record(request.package, version, info)
+        scratch = await anyio.to_thread.run_sync(
+            lambda: tempfile.mkdtemp(prefix="tychoreg-verify-"))
+        try:
+            sha256 = await self.engine.download(info, Path(scratch) / "object",
+                                                expected=expected,
+                                                label=f"{request.package} {version}")
+        finally:
+            await anyio.to_thread.run_sync(shutil.rmtree, scratch, True)
+        checked = "sha256" if expected.sha256 else "size and md5" if expected.md5 else "size"
+        return VerifyResult(request.package, version, info.size, sha256, checked)
+
+    async def pull(
+        self, request: PullRequest, *, force: bool = False, outfile: Path | None = None,
+        claim: Callable[[Path], None] | None = None,
+    ) -> PullResult:
+        """Download one version; ``claim`` lets a batch refuse two items with one target."""
+        package = request.package
+        version, meta, info = await self._resolve(request)
         dest = outfile if outfile is not None else \
             self.outdir / check_remote_localname(package, meta.get("localname"))
         if claim is not None:

@@ -1,0 +1,189 @@
+"""Verified bytes, immutable versions under races, hostile buckets, faults that lose nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import anyio
+import pytest
+
+from tycho_async.config import load_settings
+from tycho_async.errors import AlreadyExists
+from tycho_async.registry import Registry as Reg
+from tycho_async.storage import open_store
+from tycho_async.transfer import Engine
+
+from .conftest import Registry, s3_client, write_file
+from .test_subprocess import TYCHOREG, _env, _wait_for
+
+MiB = 1024 * 1024
+
+
+def test_push_records_the_sha256_and_pull_checks_it(registry: Registry) -> None:
+    blob = write_file(Path("f.bin"), 3000)
+    assert registry.cli("push", "pkg", "1.0", "f.bin", "--promote-latest").exit_code == 0
+    record = json.loads(registry.get("pkg/tycho_1.0.meta.json") or b"")
+    assert record["sha256"] == hashlib.sha256(blob).hexdigest() and record["size"] == 3000
+
+    ok = registry.cli("verify", "pkg")
+    assert ok.exit_code == 0 and "intact" in ok.stdout and "checked sha256" in ok.stdout
+
+    tampered = bytearray(blob)
+    tampered[1234] ^= 0xFF
+    registry.put("pkg/tycho_1.0.pkg", bytes(tampered))  # same size, other bytes
+    pulled = registry.cli("pull", "pkg")
+    assert pulled.exit_code == 3
+    assert "SHA-256 mismatch" in pulled.stderr and record["sha256"] in pulled.stderr
+    assert "pkg/tycho_1.0.pkg" in pulled.stderr
+    assert not Path("tycho_packages/f.bin").exists()
+    assert not Path("tycho_packages/f.bin.etag").exists()
+    assert registry.cli("verify", "pkg", "--version", "1.0").exit_code == 3
+
+
+def test_tycho_station_versions_are_checked_by_size_and_md5(s3_registry: Registry) -> None:
+    blob = write_file(Path("f.bin"), 500)
+    client = s3_client(s3_registry.endpoint or "")
+    client.put_object(Bucket=s3_registry.root, Key="old/tycho.json",
+                      Body=json.dumps({"localname": "f.bin", "latest": "1"}, indent=2))
+    client.put_object(Bucket=s3_registry.root, Key="old/tycho_1.pkg", Body=blob)
+    result = s3_registry.cli("verify", "old")
+    assert result.exit_code == 0 and "checked size and md5" in result.stdout
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("size", [1000, 3 * MiB])
+async def test_concurrent_pushes_of_one_version_one_wins(registry: Registry, size: int,
+                                                         tmp_path: Path) -> None:
+    blobs = [write_file(tmp_path / f"c{i}.bin", size, seed=i) for i in range(4)]
+    settings = load_settings(overrides={"part_size": "5MiB"})
+    outcomes: list[object] = [None] * 4
+
+    async def push(i: int) -> None:
+        store = await open_store(settings)
+        try:
+            reg = Reg(Engine(store, settings.transfer), tmp_path / "out")
+            try:
+                outcomes[i] = await reg.push("pkg", "1.0", tmp_path / f"c{i}.bin", promote=False)
+            except AlreadyExists as exc:
+                outcomes[i] = exc
+        finally:
+            await store.aclose()
+
+    async with anyio.create_task_group() as tg:
+        for i in range(4):
+            tg.start_soon(push, i)
+    winners = [i for i, o in enumerate(outcomes) if not isinstance(o, AlreadyExists)]
+    assert len(winners) == 1, outcomes
+    stored = registry.get("pkg/tycho_1.0.pkg")
+    assert stored == blobs[winners[0]]
+    record = json.loads(registry.get("pkg/tycho_1.0.meta.json") or b"")
+    assert record["sha256"] == hashlib.sha256(stored).hexdigest()
+    assert registry.multipart_uploads() == []
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_concurrent_promotes_lose_no_update(registry: Registry, tmp_path: Path) -> None:
+    write_file(tmp_path / "f.bin", 10)
+    registry.put("pkg/tycho.json", json.dumps(
+        {"localname": "f.bin", "latest": None, "owner": "team-x"}, indent=2).encode())
+    settings = load_settings()
+    store = await open_store(settings)
+    try:
+        reg = Reg(Engine(store, settings.transfer), tmp_path / "out")
+        versions = [f"1.{i}" for i in range(20)]
+        for version in versions:
+            await reg.push("pkg", version, tmp_path / "f.bin", promote=False)
+
+        def add_key(i: int) -> object:
+            return lambda meta: meta.__setitem__(f"k{i}", i)
+
+        async with anyio.create_task_group() as tg:
+            for i, version in enumerate(versions):
+                tg.start_soon(reg.promote, "pkg", version)
+                tg.start_soon(reg._update_meta, "pkg", add_key(i))
+    finally:
+        await store.aclose()
+    final = registry.meta("pkg")
+    assert final["latest"] in versions
+    assert final["owner"] == "team-x" and final["localname"] == "f.bin"
+    assert {f"k{i}": i for i in range(20)}.items() <= final.items()  # no update was lost
+
+
+@pytest.mark.parametrize("localname", ["../escape.bin", "/etc/owned", "", "a/b", "nul\u0000",
+                                       7, None])
+def test_hostile_localname_is_refused(registry: Registry, localname: object,
+                                      tmp_path: Path) -> None:
+    registry.put("evil/tycho.json", json.dumps({"localname": localname, "latest": "1"}).encode())
+    registry.put("evil/tycho_1.pkg", b"payload")
+    before = sorted(p for p in tmp_path.rglob("*"))
+    result = registry.cli("pull", "evil")
+    assert result.exit_code == 3, result.output
+    assert "evil" in result.stderr and "Traceback" not in result.output
+    assert sorted(p for p in tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"{broken", "not valid JSON"),
+    (b"[1]", "not a JSON object"),
+    (b'{"localname": "f", "latest": 3}', "'latest' is not a string"),
+    (b'{"localname": "f", "latest": "../../x"}', "invalid latest version"),
+])
+def test_broken_tycho_json_is_a_one_line_error(registry: Registry, content: bytes,
+                                               message: str) -> None:
+    registry.put("bad/tycho.json", content)
+    result = registry.cli("pull", "bad")
+    assert result.exit_code == 3
+    assert message in result.stderr and "'bad'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 2
+
+
+def test_odd_version_keys_are_ignored(registry: Registry) -> None:
+    assert registry.cli("init", "pkg", "f.bin").exit_code == 0
+    registry.put("pkg/tycho_1.0.pkg", b"ok")
+    registry.put("pkg/tycho_..%2F..%2Fx.pkg", b"odd")
+    registry.put("pkg/tycho_a b.pkg", b"odd")
+    result = registry.cli("list-versions", "pkg")
+    assert result.stdout.split() == ["1.0"]
+
+
+def test_unwritable_outdir_is_exit_3(registry: Registry) -> None:
+    write_file(Path("f.bin"), 10)
+    assert registry.cli("push", "pkg", "1", "f.bin", "--promote-latest").exit_code == 0
+    Path("blocker").write_text("a file, not a directory")
+    result = registry.cli("pull", "pkg", "--outdir", "blocker/sub")
+    assert result.exit_code == 3 and "cannot write" in result.stderr
+    assert Path("blocker").read_text() == "a file, not a directory"
+
+
+def test_sigkill_mid_pull_leaves_nothing_taken_as_current(s3_endpoint: str,
+                                                          s3_registry: Registry) -> None:
+    blob = write_file(Path("big.bin"), 96 * MiB)
+    env = _env(s3_endpoint, s3_registry.root)
+    push = subprocess.run([TYCHOREG, "push", "big", "1", "big.bin", "--promote-latest", "-q"],
+                          env=env, timeout=120, check=False, capture_output=True, text=True)
+    assert push.returncode == 0, push.stderr
+    out = Path("tycho_packages")
+    proc = subprocess.Popen([TYCHOREG, "pull", "big", "--concurrency", "1", "--part-size",
+                             "5MiB"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait_for(lambda: out.exists() and any(p.name.endswith(".part") for p in out.iterdir()))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    assert not (out / "big.bin").exists() and not (out / "big.bin.etag").exists()
+    again = subprocess.run([TYCHOREG, "pull", "big", "-q"], env=env, timeout=120,
+                           check=False, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert (out / "big.bin").read_bytes() == blob
+    assert sorted(p.name for p in out.iterdir()) == ["big.bin", "big.bin.etag"]
