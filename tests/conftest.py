@@ -7,6 +7,7 @@ import json
 import os
 import random
 import socket
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,6 +41,24 @@ def s3_endpoint() -> Iterator[str]:
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def serial_s3_endpoint() -> Iterator[str]:
+    """moto's app served one request at a time, for race tests: moto's threaded server
+    checks If-Match/If-None-Match and then writes without a lock, so two racing writes
+    can both pass, which S3 itself never allows. Requests from many clients still
+    interleave here, so the race between our read-modify-write cycles is real."""
+    from moto.server import DomainDispatcherApplication, create_backend_app
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, DomainDispatcherApplication(create_backend_app),
+                         threaded=False)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.port}"
+    server.shutdown()
+    thread.join(timeout=10)
 
 
 @pytest.fixture(autouse=True)
@@ -147,6 +166,19 @@ def make_bucket(endpoint: str) -> str:
 def registry(request: pytest.FixtureRequest, isolated_env: Path, tmp_path: Path) -> Registry:
     if request.param == "s3":
         endpoint = request.getfixturevalue("s3_endpoint")
+        reg = Registry("s3", make_bucket(endpoint), endpoint, isolated_env, CliRunner())
+    else:
+        reg = Registry("local", str(tmp_path / "registry"), None, isolated_env, CliRunner())
+    reg.write_config()
+    return reg
+
+
+@pytest.fixture(params=["local", "s3"])
+def race_registry(request: pytest.FixtureRequest, isolated_env: Path,
+                  tmp_path: Path) -> Registry:
+    """A registry whose store makes each conditional write atomic, as S3 does."""
+    if request.param == "s3":
+        endpoint = request.getfixturevalue("serial_s3_endpoint")
         reg = Registry("s3", make_bucket(endpoint), endpoint, isolated_env, CliRunner())
     else:
         reg = Registry("local", str(tmp_path / "registry"), None, isolated_env, CliRunner())

@@ -242,3 +242,13 @@ def test_plain_progress_is_short(registry: Registry) -> None:
     assert lines[-1].startswith("pulled 5 files")
     quiet = registry.cli("pull-list", "p0", "p1", "--force", "-q")
     assert quiet.exit_code == 0 and quiet.stdout == "" and quiet.stderr == ""
+
+
+def test_forced_progress_bars_render_and_sum_up(registry: Registry) -> None:
+    blob = write_file(Path("f.bin"), 6 * MiB)
+    pushed = registry.cli("push", "pkg", "1", "f.bin", "--promote-latest", "--progress")
+    assert pushed.exit_code == 0, pushed.output
+    assert "pushed 1 file, 6.0 MiB" in pushed.stderr
+    pulled = registry.cli("pull", "pkg", "--progress")
+    assert pulled.exit_code == 0 and "pulled 1 file" in pulled.stderr
+    assert Path("tycho_packages/f.bin").read_bytes() == blob

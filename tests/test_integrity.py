@@ -57,8 +57,9 @@ def test_tycho_station_versions_are_checked_by_size_and_md5(s3_registry: Registr
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("size", [1000, 3 * MiB])
-async def test_concurrent_pushes_of_one_version_one_wins(registry: Registry, size: int,
+async def test_concurrent_pushes_of_one_version_one_wins(race_registry: Registry, size: int,
                                                          tmp_path: Path) -> None:
+    registry = race_registry
     blobs = [write_file(tmp_path / f"c{i}.bin", size, seed=i) for i in range(4)]
     settings = load_settings(overrides={"part_size": "5MiB"})
     outcomes: list[object] = [None] * 4
@@ -92,7 +93,9 @@ def anyio_backend() -> str:
 
 
 @pytest.mark.anyio
-async def test_concurrent_promotes_lose_no_update(registry: Registry, tmp_path: Path) -> None:
+async def test_concurrent_promotes_lose_no_update(race_registry: Registry,
+                                                  tmp_path: Path) -> None:
+    registry = race_registry
     write_file(tmp_path / "f.bin", 10)
     registry.put("pkg/tycho.json", json.dumps(
         {"localname": "f.bin", "latest": None, "owner": "team-x"}, indent=2).encode())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -177,7 +177,7 @@ def push(
 
     settings = _settings(config, registry, concurrency=concurrency, part_size=part_size)
     sink = make_progress(progress, quiet, "pushed", files=1)
-    with sink:  # type: ignore[attr-defined]
+    with sink:
         result = _run(settings, lambda reg: reg.push(package, version, file,
                                                      promote=promote_latest), sink)
     if quiet:
@@ -228,7 +228,7 @@ def pull(
     settings = _settings(config, registry, concurrency=concurrency, part_size=part_size,
                          outdir=outdir)
     sink = make_progress(progress, quiet, "pulled", files=1)
-    with sink:  # type: ignore[attr-defined]
+    with sink:
         result = _run(settings, lambda reg: reg.pull(request, force=force, outfile=outfile),
                       sink)
     if not quiet:
@@ -286,7 +286,7 @@ def pull_list(
     settings = _settings(config, registry, concurrency=concurrency, part_size=part_size,
                          outdir=outdir)
     sink = make_progress(progress, quiet, "pulled", files=len(requests))
-    with sink:  # type: ignore[attr-defined]
+    with sink:
         results = _run(settings, lambda reg: reg.pull_many(requests, force=force), sink)
     if not quiet:
         for result in results:
@@ -311,7 +311,7 @@ def verify(
     request = _pull_request(package, version)
     settings = _settings(config, registry, concurrency=concurrency, part_size=part_size)
     sink = make_progress(progress, quiet, "verified", files=1)
-    with sink:  # type: ignore[attr-defined]
+    with sink:
         result = _run(settings, lambda reg: reg.verify(request), sink)
     if not quiet:
         typer.echo(f"{result.package} {result.version} is intact ({result.size} bytes, "
@@ -388,7 +388,7 @@ def info(config: ConfigOpt = None, registry: RegistryOpt = None, as_json: JsonOp
     _table(("SETTING", "VALUE"), [(k, "-" if v is None else str(v)) for k, v in data.items()])
 
 
-def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     """A rich table on a terminal; tab-separated lines for scripts."""
     if sys.stdout.isatty():
         from rich.console import Console

@@ -208,7 +208,7 @@ def load_settings(
     registry URL and overrides, and resolve env indirection."""
     overrides = overrides or {}
     explicit = config is not None
-    path = Path(config if explicit else DEFAULT_CONFIG)
+    path = Path(config) if config is not None else Path(DEFAULT_CONFIG)
     data: dict[str, Any] = {}
     if explicit or path.exists():
         data = _read_config(path)
@@ -255,20 +255,19 @@ def load_settings(
         if warning:
             warnings.append(warning)
 
-    common = {
-        "outdir": Path(outdir).expanduser(),
-        "transfer": _transfer_settings(tycho, overrides),
-        "config_path": config_path,
-        "warnings": tuple(warnings),
-    }
+    outdir_path = Path(outdir).expanduser()
+    transfer = _transfer_settings(tycho, overrides)
     if kind == "local":
         root = section.get("path")
         if root is not None and not isinstance(root, str):
             raise ConfigError("local registry path must be a string")
         return Settings(
             backend="local",
+            outdir=outdir_path,
             local_root=Path(root).expanduser() if root else default_local_root(),
-            **common,
+            transfer=transfer,
+            config_path=config_path,
+            warnings=tuple(warnings),
         )
     if kind != "s3":
         raise ConfigError(f"unknown backend {kind!r}: use 's3' or 'local'")
@@ -283,5 +282,8 @@ def load_settings(
         client_kwargs=client_kwargs,
         checksums=_as_bool(section.get("checksums", True), "s3.checksums"),
         addressing_style=section.get("addressing_style"),
-        **common,
+        outdir=outdir_path,
+        transfer=transfer,
+        config_path=config_path,
+        warnings=tuple(warnings),
     )

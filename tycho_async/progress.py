@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import IO
+from typing import IO, Any, Protocol
 
 from rich.console import Console
 from rich.progress import (
@@ -101,7 +102,7 @@ class _RichTask:
         self.sink, self.total = sink, total
         self.own: TaskID | None = None
         if total >= LARGE:
-            self.own = sink.progress.add_task(label, total=total)
+            self.own = sink.progress.add_task(label, total=total, files="")
 
     def advance(self, nbytes: int) -> None:
         self.sink.progress.advance(self.sink.overall, nbytes)
@@ -172,8 +173,12 @@ class Silent(NoProgress):
         return None
 
 
+class ProgressDisplay(ProgressSink, AbstractContextManager[Any], Protocol):
+    """A sink the CLI opens around a command: it may draw while open and sum up on close."""
+
+
 def make_progress(mode: bool | None, quiet: bool, verb: str, files: int | None = None,
-                  stream: IO[str] | None = None) -> ProgressSink:
+                  stream: IO[str] | None = None) -> ProgressDisplay:
     """``mode`` None: bars on a terminal, plain lines elsewhere; True/False force it."""
     import sys
 
