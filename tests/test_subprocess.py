@@ -115,3 +115,23 @@ def test_ctrl_c_during_pull_list_leaves_no_partial_file(s3_endpoint: str) -> Non
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
     for path in out.glob("*.bin"):
         assert path.read_bytes() == path.stem.encode() * 5000
+
+
+def test_debug_log_redacts_every_secret(s3_endpoint: str) -> None:
+    bucket = make_bucket(s3_endpoint)
+    secret, key_id = "Sup3rSecretValue/with+chars", "AKIAEXAMPLEKEYID"
+    Path(".tychoreg.json").write_text(json.dumps({
+        "tycho": {"backend": "s3"},
+        "s3": {"bucket": bucket, "endpoint_url": s3_endpoint, "region_name": REGION,
+               "aws_access_key_id": key_id, "aws_secret_access_key": secret,
+               "aws_session_token": "SessionTokenValue123"}}))
+    Path(".tychoreg.json").chmod(0o600)
+    write_file(Path("f.bin"), 100)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ACCESS")}
+    result = subprocess.run([TYCHOREG, "--debug", "push", "pkg", "1", "f.bin"],
+                            capture_output=True, text=True, timeout=60, check=False, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    log = result.stderr
+    assert "Credential=***" in log and "Signature=***" in log  # botocore's lines, redacted
+    for leaked in (secret, key_id, "SessionTokenValue123"):
+        assert leaked not in log and leaked not in result.stdout

@@ -66,17 +66,30 @@ ProgressOpt = Annotated[bool | None, typer.Option(
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 
+_debug = False
+
+
+def _say(message: str) -> None:
+    from .logs import redact
+
+    typer.echo(f"tychoreg: {redact(message)}", err=True)
+
+
 def _fail(exc: TychoError) -> typer.Exit:
     if isinstance(exc, PartialFailure):
         for item, err in exc.failures:
-            typer.echo(f"tychoreg: {item}: {err.message}", err=True)
-    typer.echo(f"tychoreg: {exc.message}", err=True)
+            _say(f"{item}: {err.message}")
+    _say(exc.message)
     return typer.Exit(exc.exit_code)
 
 
 def _settings(config: str | None, registry: str | None, **overrides: Any) -> Settings:
+    from .config import SECRET_KEYS
+    from .logs import register_secrets
+
     settings = load_settings(config, registry, {k: v for k, v in overrides.items()
                                                 if v is not None})
+    register_secrets(settings.client_kwargs.get(key) for key in SECRET_KEYS)
     for warning in settings.warnings:
         typer.echo(f"tychoreg: warning: {warning}", err=True)
     return settings
@@ -127,7 +140,8 @@ def _run(settings: Settings, work: Callable[[Registry], Awaitable[T]],
 
 
 def _command(fn: Callable[..., None]) -> Callable[..., None]:
-    """Every command's errors become one line on stderr and an exit code."""
+    """Every command's errors become one line on stderr and an exit code; an unexpected
+    one too (exit 3), with its traceback, redacted, only under --debug."""
     import functools
 
     @functools.wraps(fn)
@@ -138,6 +152,13 @@ def _command(fn: Callable[..., None]) -> Callable[..., None]:
             raise _fail(exc) from None
         except KeyboardInterrupt:
             raise _fail(Interrupted("interrupted")) from None
+        except Exception as exc:
+            if _debug:
+                import traceback
+
+                _say("".join(traceback.format_exception(exc)))
+            _say(f"internal error: {type(exc).__name__}: {exc} (run with --debug for details)")
+            raise typer.Exit(3) from None
 
     return wrapper
 
@@ -414,8 +435,17 @@ def _root(
     version: Annotated[bool, typer.Option(
         "--version", callback=version_callback, is_eager=True,
         help="Print the version and exit.")] = False,
+    debug: Annotated[bool, typer.Option(
+        "--debug", envvar="TYCHOREG_DEBUG",
+        help="Log every request and retry (ours and botocore's) to stderr, secrets "
+             "redacted; show tracebacks of internal errors.")] = False,
 ) -> None:
-    pass
+    global _debug
+    if debug:
+        from .logs import enable_debug
+
+        _debug = True
+        enable_debug()
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import logging
 import os
 import random
 from collections.abc import Awaitable, Callable
@@ -35,6 +36,7 @@ from .groups import task_group
 from .plan import Part, TransferSettings, parts_in_memory, plan_parts, plan_ranges
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 TEMP_MARK = ".tychoreg-"
 TEMP_SUFFIX = ".part"
 
@@ -167,7 +169,9 @@ class Engine:
         self.stats.retries += 1
         self.stats.retried_errors.append(error.message)
         cap = min(self.settings.backoff_max, self.settings.backoff_base * 2 ** attempt)
-        await self._sleep(random.uniform(0, cap))
+        delay = random.uniform(0, cap)
+        log.debug("retry %d in %.2f s after: %s", attempt + 1, delay, error.message)
+        await self._sleep(delay)
 
     async def call(self, fn: Callable[[], Awaitable[T]]) -> T:
         """Run one request within the budget, retrying transient failures."""
@@ -271,6 +275,7 @@ class Engine:
         parts = plan_parts(size, self.settings.part_size, min_part=self.settings.min_part_size)
         upload_id = await self.call(lambda: self.store.create_multipart(key, size))
         self.stats.multipart_uploads += 1
+        log.debug("multipart upload of %s: %d bytes in %d parts", key, size, len(parts))
         etags: list[str] = [""] * len(parts)
         memory = anyio.Semaphore(parts_in_memory(self.settings, parts[0].size))
         try:
@@ -370,6 +375,7 @@ class Engine:
         self, info: ObjectInfo, fd: int, expected: Expected, task: TaskProgress
     ) -> str:
         parts = plan_ranges(info.size, self.settings)
+        log.debug("download of %s: %d bytes in %d ranges", info.key, info.size, len(parts))
         sha256 = hashlib.sha256()
         hashers: list[Any] = [sha256]
         md5 = hashlib.md5() if expected.md5 else None
