@@ -152,6 +152,8 @@ def _command(fn: Callable[..., None]) -> Callable[..., None]:
             raise _fail(exc) from None
         except KeyboardInterrupt:
             raise _fail(Interrupted("interrupted")) from None
+        except (typer.Exit, typer.Abort):
+            raise
         except Exception as exc:
             if _debug:
                 import traceback
