@@ -101,7 +101,7 @@ class _RichTask:
     def __init__(self, sink: RichProgress, label: str, total: int) -> None:
         self.sink, self.total = sink, total
         self.own: TaskID | None = None
-        if total >= LARGE:
+        if total >= LARGE and sink.expected_files != 1:
             self.own = sink.progress.add_task(label, total=total, files="")
 
     def advance(self, nbytes: int) -> None:
@@ -116,7 +116,8 @@ class _RichTask:
 
 
 class RichProgress:
-    """An overall bar (bytes, speed, ETA, files) and a bar per large active transfer."""
+    """An overall bar (bytes, speed, ETA, files) and, when several files move, a bar per
+    large active transfer."""
 
     def __init__(self, console: Console, verb: str, files: int | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -135,7 +136,8 @@ class RichProgress:
             transient=True,
             get_time=clock,
         )
-        self.overall = self.progress.add_task(verb, total=None, files=self._files_text())
+        title = {"pushed": "pushing", "pulled": "pulling", "verified": "verifying"}.get(verb, verb)
+        self.overall = self.progress.add_task(title, total=None, files=self._files_text())
 
     def _files_text(self) -> str:
         expected = self.expected_files if self.expected_files is not None else "?"
