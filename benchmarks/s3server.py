@@ -30,6 +30,7 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import make_server
 
+KEY_BUFFER = 16 << 30  # bytes an object may have before moto writes it to disk
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
@@ -57,6 +58,9 @@ def _exit_when_orphaned(parent: int) -> None:
 
 
 def main() -> None:
+    # moto spills every object above 5 MiB to a temporary file; the page cache writeback
+    # of those files made the large-file runs vary by a second. Keep objects in memory.
+    os.environ.setdefault("MOTO_S3_DEFAULT_KEY_BUFFER_SIZE", str(KEY_BUFFER))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0: any free port")

@@ -18,7 +18,14 @@ from tycho_async.config import Settings
 from tycho_async.errors import IntegrityError, PreconditionFailed, StoreError
 from tycho_async.storage import Store, open_store
 from tycho_async.transfer import Engine, Expected, TransferSettings, plan_parts
-from tycho_async.transfer.plan import MAX_PART, MAX_PARTS, MIN_PART, GiB, plan_ranges
+from tycho_async.transfer.plan import (
+    MAX_PART,
+    MAX_PARTS,
+    MIN_PART,
+    GiB,
+    parts_in_memory,
+    plan_ranges,
+)
 
 from .conftest import CREDS, REGION, make_bucket, s3_client, write_file
 from .faults import FaultyStore
@@ -312,3 +319,12 @@ def test_download_ranges_cover_the_object(size: int, concurrency: int) -> None:
     assert all(r.size <= GiB for r in ranges)
     if size > settings.multipart_threshold and size <= concurrency * GiB:
         assert len(ranges) <= concurrency
+
+
+@pytest.mark.parametrize(("concurrency", "part_size", "expected"), [
+    (16, 8 * 1024**2, 6), (16, 5 * 1024**2, 9), (16, 64 * 1024**2, 4), (2, 64 * 1024**2, 2),
+    (1, 5 * 1024**2, 1)])
+def test_upload_parts_in_memory_are_bounded(concurrency: int, part_size: int,
+                                            expected: int) -> None:
+    settings = TransferSettings(concurrency=concurrency, part_size=part_size)
+    assert parts_in_memory(settings, part_size) == expected

@@ -28,7 +28,7 @@ class Part:
 @dataclass(frozen=True)
 class TransferSettings:
     """Engine tunables. Part bytes held in memory are at most
-    ``max(part_size, min(concurrency * part_size, upload_buffer))`` for an upload and
+    ``part_size * parts_in_memory()`` for an upload (48 MiB at the defaults) and
     ``concurrency * chunk_size`` for downloads, whatever the size or number of files."""
 
     concurrency: int = 16
@@ -58,9 +58,15 @@ def plan_parts(size: int, part_size: int, *, min_part: int = MIN_PART) -> list[P
     ]
 
 
+MIN_PARTS_IN_FLIGHT = 4
+
+
 def parts_in_memory(settings: TransferSettings, part_size: int) -> int:
-    """How many parts of an upload may be read ahead of their sending."""
-    return max(1, min(settings.concurrency, settings.upload_buffer // part_size))
+    """How many parts of an upload may be read ahead of their sending: as many as fit in
+    ``upload_buffer``, but never fewer than 4 (files over ~80 GB have parts over 8 MiB,
+    and two parts in flight would starve the link) nor more than ``concurrency``."""
+    return min(settings.concurrency,
+               max(MIN_PARTS_IN_FLIGHT, settings.upload_buffer // part_size))
 
 
 def plan_ranges(size: int, settings: TransferSettings) -> list[Part]:
