@@ -162,28 +162,27 @@ def make_bucket(endpoint: str) -> str:
     return bucket
 
 
-@pytest.fixture(params=["local", "s3"])
-def registry(request: pytest.FixtureRequest, isolated_env: Path, tmp_path: Path) -> Registry:
+def _registry_on(request: pytest.FixtureRequest, endpoint_fixture: str, workdir: Path,
+                 tmp_path: Path) -> Registry:
     if request.param == "s3":
-        endpoint = request.getfixturevalue("s3_endpoint")
-        reg = Registry("s3", make_bucket(endpoint), endpoint, isolated_env, CliRunner())
+        endpoint = request.getfixturevalue(endpoint_fixture)
+        reg = Registry("s3", make_bucket(endpoint), endpoint, workdir, CliRunner())
     else:
-        reg = Registry("local", str(tmp_path / "registry"), None, isolated_env, CliRunner())
+        reg = Registry("local", str(tmp_path / "registry"), None, workdir, CliRunner())
     reg.write_config()
     return reg
+
+
+@pytest.fixture(params=["local", "s3"])
+def registry(request: pytest.FixtureRequest, isolated_env: Path, tmp_path: Path) -> Registry:
+    return _registry_on(request, "s3_endpoint", isolated_env, tmp_path)
 
 
 @pytest.fixture(params=["local", "s3"])
 def race_registry(request: pytest.FixtureRequest, isolated_env: Path,
                   tmp_path: Path) -> Registry:
     """A registry whose store makes each conditional write atomic, as S3 does."""
-    if request.param == "s3":
-        endpoint = request.getfixturevalue("serial_s3_endpoint")
-        reg = Registry("s3", make_bucket(endpoint), endpoint, isolated_env, CliRunner())
-    else:
-        reg = Registry("local", str(tmp_path / "registry"), None, isolated_env, CliRunner())
-    reg.write_config()
-    return reg
+    return _registry_on(request, "serial_s3_endpoint", isolated_env, tmp_path)
 
 
 @pytest.fixture

@@ -139,6 +139,15 @@ def _run(settings: Settings, work: Callable[[Registry], Awaitable[T]],
     return result[0]
 
 
+def _transfer(settings: Settings, work: Callable[[Registry], Awaitable[T]], *, verb: str,
+              files: int, quiet: bool, progress: bool | None) -> T:
+    """Run a command that moves bytes, with its progress display open around it."""
+    from .progress import make_progress
+
+    with make_progress(progress, quiet, verb, files=files) as sink:
+        return _run(settings, work, sink)
+
+
 def _command(fn: Callable[..., None]) -> Callable[..., None]:
     """Every command's errors become one line on stderr and an exit code; an unexpected
     one too (exit 3), with its traceback, redacted, only under --debug."""
@@ -196,13 +205,10 @@ def push(
     quiet: QuietOpt = False, progress: ProgressOpt = None,
 ) -> None:
     """Upload FILE as a new VERSION of PACKAGE (a new package takes FILE's name)."""
-    from .progress import make_progress
-
     settings = _settings(config, registry, concurrency=concurrency, part_size=part_size)
-    sink = make_progress(progress, quiet, "pushed", files=1)
-    with sink:
-        result = _run(settings, lambda reg: reg.push(package, version, file,
-                                                     promote=promote_latest), sink)
+    result = _transfer(settings, lambda reg: reg.push(package, version, file,
+                                                      promote=promote_latest),
+                       verb="pushed", files=1, quiet=quiet, progress=progress)
     if quiet:
         return
     if result.initialized:
@@ -245,15 +251,11 @@ def pull(
     quiet: QuietOpt = False, progress: ProgressOpt = None,
 ) -> None:
     """Download a version of PACKAGE, unless the local copy is already current."""
-    from .progress import make_progress
-
     request = _pull_request(package, version)
     settings = _settings(config, registry, concurrency=concurrency, part_size=part_size,
                          outdir=outdir)
-    sink = make_progress(progress, quiet, "pulled", files=1)
-    with sink:
-        result = _run(settings, lambda reg: reg.pull(request, force=force, outfile=outfile),
-                      sink)
+    result = _transfer(settings, lambda reg: reg.pull(request, force=force, outfile=outfile),
+                       verb="pulled", files=1, quiet=quiet, progress=progress)
     if not quiet:
         _echo_pull(result)
 
@@ -292,7 +294,6 @@ def pull_list(
     quiet: QuietOpt = False, progress: ProgressOpt = None,
 ) -> None:
     """Pull many packages at once; every failure is reported at the end."""
-    from .progress import make_progress
     from .registry import PullRequest
 
     items = list(packages or [])
@@ -308,9 +309,8 @@ def pull_list(
     requests = [PullRequest.parse(item) for item in items]
     settings = _settings(config, registry, concurrency=concurrency, part_size=part_size,
                          outdir=outdir)
-    sink = make_progress(progress, quiet, "pulled", files=len(requests))
-    with sink:
-        results = _run(settings, lambda reg: reg.pull_many(requests, force=force), sink)
+    results = _transfer(settings, lambda reg: reg.pull_many(requests, force=force),
+                        verb="pulled", files=len(requests), quiet=quiet, progress=progress)
     if not quiet:
         for result in results:
             _echo_pull(result)

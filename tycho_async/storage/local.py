@@ -12,8 +12,9 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import anyio
 import anyio.to_thread
@@ -107,14 +108,18 @@ class LocalStore:
         finally:
             temp.unlink(missing_ok=True)
 
-    def _put_bytes(self, key: str, data: bytes, if_none_match: bool, if_match: str | None) -> str:
-        path = self._path(key)
+    def _new_temp(self, key: str, fill: Callable[[BinaryIO], object]) -> Path:
+        """A hidden file beside ``key``'s path, filled by ``fill``."""
         try:
-            temp = self._temp_beside(path)
+            temp = self._temp_beside(self._path(key))
             with temp.open("xb") as f:
-                f.write(data)
+                fill(f)
         except OSError as exc:
             raise _oserror(exc, f"write {key}") from exc
+        return temp
+
+    def _put_bytes(self, key: str, data: bytes, if_none_match: bool, if_match: str | None) -> str:
+        temp = self._new_temp(key, lambda f: f.write(data))
         return self._commit(temp, key, if_none_match=if_none_match, if_match=if_match)
 
     async def put_bytes(
@@ -193,14 +198,7 @@ class LocalStore:
         await anyio.to_thread.run_sync(lambda: self._path(key).unlink(missing_ok=True))
 
     def _create_multipart(self, key: str, size: int) -> str:
-        path = self._path(key)
-        try:
-            temp = self._temp_beside(path)
-            with temp.open("xb") as f:
-                f.truncate(size)
-        except OSError as exc:
-            raise _oserror(exc, f"write {key}") from exc
-        return temp.name
+        return self._new_temp(key, lambda f: f.truncate(size)).name
 
     async def create_multipart(self, key: str, size: int) -> str:
         return await anyio.to_thread.run_sync(self._create_multipart, key, size)
