@@ -329,13 +329,10 @@ def verify(
 ) -> None:
     """Re-check a stored version against its SHA-256 record (size and MD5 for versions
     pushed by tycho-station) without keeping a file; exit 3 if it does not match."""
-    from .progress import make_progress
-
     request = _pull_request(package, version)
     settings = _settings(config, registry, concurrency=concurrency, part_size=part_size)
-    sink = make_progress(progress, quiet, "verified", files=1)
-    with sink:
-        result = _run(settings, lambda reg: reg.verify(request), sink)
+    result = _transfer(settings, lambda reg: reg.verify(request), verb="verified", files=1,
+                       quiet=quiet, progress=progress)
     if not quiet:
         typer.echo(f"{result.package} {result.version} is intact ({result.size} bytes, "
                    f"sha256 {result.sha256}; checked {result.checked})")
