@@ -50,10 +50,10 @@ from .names import (
 )
 from .storage import ObjectInfo
 from .transfer import Engine, Expected
+from .transfer.engine import plain_md5
 from .transfer.groups import task_group
 
 META_ATTEMPTS = 20
-_MD5_ETAG = re.compile(r'"?([0-9a-fA-F]{32})"?')
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -305,8 +305,7 @@ class Registry:
         try:
             data, _ = await self.engine.get_bytes(record_key(package, version))
         except NotFound:
-            plain_md5 = _MD5_ETAG.fullmatch(info.etag)
-            return Expected(info.size, md5=plain_md5.group(1).lower() if plain_md5 else None)
+            return Expected(info.size, md5=plain_md5(info.etag))
         try:
             record = json.loads(data)
             sha256, size = record["sha256"], record["size"]
@@ -337,7 +336,7 @@ class Registry:
     async def verify(self, request: PullRequest) -> VerifyResult:
         """Download a version into a scratch directory, check it, and delete it."""
         version, _, info = await self._resolve(request)
-        expected = await self._record(request.package, version, info)
+        expected = await self._record(request.package, version, info)  # says what was checked
         scratch = await anyio.to_thread.run_sync(
             lambda: tempfile.mkdtemp(prefix="tychoreg-verify-"))
         try:
@@ -362,12 +361,12 @@ class Registry:
             claim(dest)
         if not force and _is_current(dest, info):
             return PullResult(package, version, dest, info.size, skipped=True)
-        expected = await self._record(package, version, info)
         try:
             await anyio.to_thread.run_sync(self._prepare_destination, dest)
         except OSError as exc:
             raise TransferError(f"cannot write {dest}: {exc.strerror or exc}") from exc
-        await self.engine.download(info, dest, expected=expected, label=f"{package} {version}")
+        await self.engine.download(info, dest, label=f"{package} {version}",
+                                   expected=lambda: self._record(package, version, info))
         try:
             await anyio.to_thread.run_sync(_write_sidecar, dest, info.etag)
         except OSError as exc:

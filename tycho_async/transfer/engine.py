@@ -21,6 +21,7 @@ import hashlib
 import logging
 import os
 import random
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,6 +92,16 @@ class EngineStatistics:
     ranged_gets: int = 0
     multipart_uploads: int = 0
     retried_errors: list[str] = field(default_factory=list)
+
+
+_MD5_ETAG = re.compile(r'"?([0-9a-fA-F]{32})"?')
+
+
+def plain_md5(etag: str) -> str | None:
+    """The MD5 an ETag is, for objects written in one PUT; None for multipart ETags
+    ("...-N") and for stores whose ETags are not digests."""
+    match = _MD5_ETAG.fullmatch(etag)
+    return match.group(1).lower() if match else None
 
 
 def temp_path_for(dest: Path) -> Path:
@@ -335,12 +346,15 @@ class Engine:
     # -- download ----------------------------------------------------------------------------
 
     async def download(
-        self, info: ObjectInfo, dest: Path, *, expected: Expected, label: str
+        self, info: ObjectInfo, dest: Path, *,
+        expected: Expected | Callable[[], Awaitable[Expected]], label: str,
     ) -> str:
         """Fetch ``info`` into ``dest`` (atomically, by rename) and return its SHA-256.
 
-        The ETag read before is required of every ranged GET, so an object replaced
-        in the middle of a download fails it rather than mixing two versions."""
+        ``expected`` may be a coroutine function: it then runs beside the transfer (a
+        round trip saved per file) and is awaited before the file may appear. The ETag
+        read before is required of every ranged GET, so an object replaced in the middle
+        of a download fails it rather than mixing two versions."""
         await anyio.to_thread.run_sync(remove_stale_temps, dest)
         temp = temp_path_for(dest)
         try:
@@ -372,33 +386,41 @@ class Engine:
         return sha256
 
     async def _fetch_all(
-        self, info: ObjectInfo, fd: int, expected: Expected, task: TaskProgress
+        self, info: ObjectInfo, fd: int,
+        expected: Expected | Callable[[], Awaitable[Expected]], task: TaskProgress,
     ) -> str:
         parts = plan_ranges(info.size, self.settings)
         log.debug("download of %s: %d bytes in %d ranges", info.key, info.size, len(parts))
         sha256 = hashlib.sha256()
         hashers: list[Any] = [sha256]
-        md5 = hashlib.md5() if expected.md5 else None
+        md5 = hashlib.md5() if plain_md5(info.etag) else None
         if md5 is not None:
             hashers.append(md5)
+        learned: list[Expected] = []
+
+        async def learn() -> None:
+            learned.append(expected if isinstance(expected, Expected) else await expected())
+
         done = [anyio.Event() for _ in parts]
         async with task_group() as tg:
+            tg.start_soon(learn)
             tg.start_soon(self._hash_in_order, fd, parts, done, hashers)
             for part, event in zip(parts, done, strict=True):
                 tg.start_soon(self._fetch_part, info, part, fd, event, task, len(parts) > 1)
-        if info.size != expected.size:
+        want = learned[0]
+        if info.size != want.size:
             raise IntegrityError(
-                f"{info.key}: the object is {info.size} bytes, {expected.size} expected"
+                f"{info.key}: the object is {info.size} bytes, {want.size} expected"
             )
-        if expected.sha256 and sha256.hexdigest() != expected.sha256:
+        if want.sha256 and sha256.hexdigest() != want.sha256:
             raise IntegrityError(
-                f"{info.key}: SHA-256 mismatch: pushed {expected.sha256}, "
+                f"{info.key}: SHA-256 mismatch: pushed {want.sha256}, "
                 f"received {sha256.hexdigest()}"
             )
-        if md5 is not None and md5.hexdigest() != expected.md5:
+        if want.md5 and (md5 is None or md5.hexdigest() != want.md5):
             raise IntegrityError(
-                f"{info.key}: MD5 mismatch: the ETag says {expected.md5}, "
-                f"received {md5.hexdigest()}"
+                f"{info.key}: MD5 mismatch: the ETag says {want.md5}, "
+                f"received {md5.hexdigest() if md5 else 'an object with another ETag'}"
             )
         return sha256.hexdigest()
 

@@ -31,7 +31,8 @@ class TransferSettings:
     ``part_size * parts_in_memory()`` for an upload (48 MiB at the defaults) and
     ``concurrency * chunk_size`` for downloads, whatever the size or number of files."""
 
-    concurrency: int = 16
+    concurrency: int = 64
+    max_ranges: int = 16  # ranged GETs of one object at once; the rest of the budget serves others
     part_size: int = 8 * MiB
     multipart_threshold: int = 8 * MiB
     chunk_size: int = 256 * KiB
@@ -70,10 +71,12 @@ def parts_in_memory(settings: TransferSettings, part_size: int) -> int:
 
 
 def plan_ranges(size: int, settings: TransferSettings) -> list[Part]:
-    """Ranges for a download: one GET below the threshold, else at most ``concurrency``
-    ranges of at least ``part_size`` (at most 1 GiB each). Fewer, larger ranges cost fewer
-    round trips, and lose nothing on failure since an interrupted range resumes."""
+    """Ranges for a download: one GET below the threshold, else at most
+    ``min(concurrency, max_ranges)`` ranges of at least ``part_size`` (at most 1 GiB
+    each). Fewer, larger ranges cost fewer requests, and lose nothing on failure since an
+    interrupted range resumes."""
     if size <= settings.multipart_threshold:
         return [Part(1, 0, size)]
-    per_range = min(max(settings.part_size, -(-size // settings.concurrency)), GiB)
+    ranges = min(settings.concurrency, settings.max_ranges)
+    per_range = min(max(settings.part_size, -(-size // ranges)), GiB)
     return plan_parts(size, per_range, min_part=1)
