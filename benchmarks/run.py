@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import importlib.util
 import json
 import os
 import platform
@@ -29,6 +30,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 from typing import Any
@@ -48,7 +50,7 @@ VERSION = "1.0"
 # Server CPU seconds per wall second from which moto is taken to be the bottleneck. Not 1.0:
 # one GIL and a lock per object let it use about one core at most, minus the time its
 # threads wait on one another; raw-http, which does nothing but move bytes, drives it to
-# about 0.75 here (its load is printed with each run, to calibrate on other machines).
+# 0.7-0.9 here with a large object (its load is printed, to calibrate on other machines).
 SATURATED = 0.7
 STARTUP_REPEAT = 5  # start-up runs are short and noisy: at least this many
 MOTO_ENV = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
@@ -76,6 +78,7 @@ class Plan:
     scenarios: frozenset[str]
     clients: tuple[str, ...]
     timeout: float
+    budget: float
     endpoint: str | None
     json: Path | None
 
@@ -302,11 +305,11 @@ class MotoServer:
     """benchmarks/s3server.py as a child process; its CPU time is read from its pid."""
 
     def __init__(self, latency_ms: int, log: Path) -> None:
-        self.latency_ms = latency_ms
         self._log = log.open("wb")
         self.proc = subprocess.Popen(
             [PYTHON, str(HERE / "s3server.py"), "--latency-ms", str(latency_ms)],
             stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C reaches the harness, which then stops it
         )
         self.url = f"http://127.0.0.1:{self._read_port(log)}"
         self._process = psutil.Process(self.proc.pid)
@@ -531,10 +534,23 @@ class Bench:
         shutil.rmtree(cwd, ignore_errors=True)
         return run
 
+    def due(self, row: Row, count: int | None = None) -> bool:
+        """Whether ``row`` gets another run: fewer than ``count`` (default --repeat) so far,
+        and less than --budget seconds spent on it, so that a slow baseline (tycho-station
+        at 20 ms takes a minute a run) does not make the whole benchmark drag on."""
+        return (len(row.runs) < (count or self.plan.repeat)
+                and sum(r.wall for r in row.runs) < self.plan.budget)
+
     def row(self, key: str, title: str, client: str, work: str, amount: int) -> Row:
         row = Row(key, title, client, work, amount)
         self.rows.append(row)
         return row
+
+
+def object_of_size(admin: Admin, bucket: str, size: int) -> str:
+    """'' when the pushed object is there with ``size`` bytes."""
+    found = admin.object_size(bucket, pkg_key(PACKAGE))
+    return "" if found == size else f"the object is {found} bytes, {size} expected"
 
 
 def files_of_size(outdir: Path, size: int, count: int) -> str:
@@ -553,9 +569,11 @@ def run_startup(bench: Bench, clients: Sequence[Client]) -> None:
     env = {k: v for k, v in bench.env.items() if k != "TYCHOREG_REGISTRY"}
     rows = [(bench.row("e", "e start-up", label, "", 0), argv)
             for client in clients for label, argv in client.startup()]
-    for _ in range(max(bench.plan.repeat, STARTUP_REPEAT)):
+    count = max(bench.plan.repeat, STARTUP_REPEAT)
+    for _ in range(count):
         for row, argv in rows:
-            bench.measure(row, argv, bench.workdir(), env=env, server=None)
+            if bench.due(row, count):
+                bench.measure(row, argv, bench.workdir(), env=env, server=None)
 
 
 def client_env(bench: Bench, endpoint: str, bucket: str) -> dict[str, str]:
@@ -571,17 +589,14 @@ def run_push(bench: Bench, clients: Sequence[Client], admin: Admin, server: Moto
             if "push" in c.supports]
     for _ in range(bench.plan.repeat):
         for row, client in rows:
+            if not bench.due(row):
+                continue
             bucket = admin.new_bucket()
             job = Job(admin.endpoint, bucket, bench.workdir(), file,
                       presign=admin.presigner(bucket))
             argv = client.push(job)
-
-            def check(bucket: str = bucket) -> str:
-                found = admin.object_size(bucket, pkg_key(PACKAGE))
-                return "" if found == size else f"object is {found} bytes, {size} expected"
-
             bench.measure(row, argv, job.workdir, env=client_env(bench, admin.endpoint, bucket),
-                          server=server, check=check)
+                          server=server, check=partial(object_of_size, admin, bucket, size))
             admin.drop_bucket(bucket)
 
 
@@ -599,10 +614,11 @@ def run_pull(bench: Bench, clients: Sequence[Client], admin: Admin, server: Moto
         setups.append((bench.row("b", title, client.name, "bytes", size), client, bucket))
     for _ in range(bench.plan.repeat):
         for row, client, bucket in setups:
+            if not bench.due(row):
+                continue
             job = Job(admin.endpoint, bucket, bench.workdir(), presign=admin.presigner(bucket))
             argv = client.pull(job)
-            check = (lambda job=job: files_of_size(job.outdir, size, 1)) \
-                if client.writes_files else None
+            check = partial(files_of_size, job.outdir, size, 1) if client.writes_files else None
             bench.measure(row, argv, job.workdir, env=client_env(bench, admin.endpoint, bucket),
                           server=server, check=check)
     for _, _, bucket in setups:
@@ -624,11 +640,13 @@ def run_many(bench: Bench, clients: Sequence[Client], admin: Admin, server: Moto
                                  many.count), client, bucket))
     for _ in range(bench.plan.repeat):
         for row, client, bucket in setups:
+            if not bench.due(row):
+                continue
             job = Job(admin.endpoint, bucket, bench.workdir(), packages=packages)
             argv = client.pull_many(job)
             bench.measure(row, argv, job.workdir, env=client_env(bench, admin.endpoint, bucket),
                           server=server,
-                          check=lambda job=job: files_of_size(job.outdir, many.size, many.count))
+                          check=partial(files_of_size, job.outdir, many.size, many.count))
     for _, _, bucket in setups:
         admin.drop_bucket(bucket)
 
@@ -643,17 +661,17 @@ def make_file(path: Path, size: int) -> Path:
 @contextlib.contextmanager
 def endpoint_at(plan: Plan, latency: int, tmp: Path,
                 env: dict[str, str]) -> Iterator[tuple[Admin, MotoServer | None]]:
-    """moto's server with this latency (stopped on the way out), or the user's endpoint."""
+    """moto's server with this latency (stopped on the way out, which frees all it holds),
+    or the user's endpoint (where the buckets left by an interrupted run are deleted)."""
     server = None if plan.endpoint else MotoServer(latency, tmp / f"server-{latency}ms.log")
     admin = Admin(plan.endpoint or (server.url if server else ""), env)
     try:
         yield admin, server
     finally:
-        try:
+        if server is None:
             admin.drop_all()
-        finally:
-            if server is not None:
-                server.stop()
+        else:
+            server.stop()
 
 
 def run_all(plan: Plan, bench: Bench, clients: Sequence[Client]) -> None:
@@ -690,7 +708,7 @@ def num(value: float | None, spec: str, missing: str = "-") -> str:
 
 
 def table(rows: Sequence[Row]) -> str:
-    header = ("scenario", "client", "median s", "min-max s", "rate", "x tychoreg",
+    header = ("scenario", "client", "runs", "median s", "min-max s", "rate", "x tychoreg",
               "peak RSS", "client CPU", "server CPU/wall")
     lines: list[tuple[str, ...]] = [header]
     for row in rows:
@@ -702,7 +720,7 @@ def table(rows: Sequence[Row]) -> str:
         load = row.server_load()
         cpu = statistics.median(r.cpu for r in row.good) if row.good else None
         lines.append((
-            row.title, row.client,
+            row.title, row.client, str(len(row.runs)),
             num(row.median(), ".3f", "FAILED"),
             f"{min(walls):.3f}-{max(walls):.3f}" if walls else "-",
             f"{rate:.1f}{unit}" if rate is not None else "",
@@ -712,7 +730,7 @@ def table(rows: Sequence[Row]) -> str:
             "" if load is None else f"{load:.2f}" + (" SAT" if load >= SATURATED else ""),
         ))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    right = {2, 3, 4, 5, 6, 7}
+    right = {2, 3, 4, 5, 6, 7, 8}
     out = []
     for n, line in enumerate(lines):
         cells = [cell.rjust(w) if i in right else cell.ljust(w)
@@ -776,6 +794,27 @@ def targets(plan: Plan, rows: Sequence[Row]) -> list[Target]:
     return out
 
 
+def tychoreg_source() -> str:
+    """Which tychoreg ran: the commit of an editable install from a git checkout, since
+    the code changes between runs and the results should say what they measured."""
+    spec = importlib.util.find_spec("tycho_async")
+    if spec is None or spec.origin is None:
+        return "unknown"
+    root = Path(spec.origin).parent.parent
+    git = ["git", "--no-optional-locks", "-C", str(root)]  # never takes the repo's locks
+    try:
+        head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=30)
+        changed = subprocess.run([*git, "status", "--porcelain", "--", "tycho_async"],
+                                 capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return str(root)
+    if head.returncode != 0:
+        return str(root)
+    dirty = " + uncommitted changes" if changed.stdout.strip() else ""
+    return f"{root} at {head.stdout.strip()}{dirty}"
+
+
 def machine() -> dict[str, Any]:
     """What the numbers were measured on, for the README and the JSON."""
     def version(argv: list[str | None]) -> str:
@@ -801,6 +840,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "tychoreg": dist("tychoreg"),
+        "tychoreg_source": tychoreg_source(),
         "moto": dist("moto"),
         "boto3": dist("boto3"),
         "aws": version([find_tool("aws"), "--version"]),
@@ -815,22 +855,23 @@ def report(plan: Plan, bench: Bench, info: dict[str, Any]) -> dict[str, Any]:
           f"Python {info['python']}")
     print(f"server: {server}; repeat {plan.repeat} (start-up "
           f"{max(plan.repeat, STARTUP_REPEAT)}); latencies {plan.latencies} ms")
-    print(f"tools: tychoreg {info['tychoreg']}, {info['aws']}, s5cmd {info['s5cmd']}")
+    print(f"tychoreg {info['tychoreg']} from {info['tychoreg_source']}")
+    print(f"tools: {info['aws']}, s5cmd {info['s5cmd']}, boto3 {info['boto3']}")
     print()
     print(table(bench.rows))
     print()
     print("x tychoreg: the client's median time / tychoreg's (above 1: tychoreg is faster). "
           "Start-up rows compare with tychoreg --help.")
-    print("server CPU/wall: the server's CPU seconds per second of the run. SAT (>= "
-          f"{SATURATED}): moto, one Python process, was busy the whole run, so the server was "
-          "the bottleneck and the result understates the client.")
+    print("server CPU/wall: the server's CPU seconds per second of the run (median). SAT (>= "
+          f"{SATURATED}): moto, one Python process that gets about one core's work done at "
+          "most, was the bottleneck, so the time understates what the client can do.")
     print("raw-http: one plain HTTP request of the object with no SDK, the loopback ceiling "
           "for a single stream.")
     raw = [f"({r.key}) {num(r.server_load(), '.2f')}" for r in bench.rows
            if r.client == "raw-http" and r.good]
     if raw:
-        print(f"calibration: raw-http, which only moves bytes, drove the server to "
-              f"{', '.join(raw)} CPU/wall: that is what a saturated server looks like here.")
+        print(f"for reference, raw-http (one stream, no work in the client) drove the server "
+              f"to {', '.join(raw)} CPU/wall.")
     found = targets(plan, bench.rows)
     print()
     print("targets (shown, not asserted):")
@@ -874,6 +915,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Plan:
                         help=f"subset of {','.join(CLIENTS)} (default all)")
     parser.add_argument("--timeout", type=float, default=600,
                         help="seconds one run may take before it is killed (default 600)")
+    parser.add_argument("--budget", type=float, default=45,
+                        help="seconds after which a client is not run again in a scenario "
+                             "(it runs at least once; default 45)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write all results here")
     args = parser.parse_args(argv)
     quick = args.quick
@@ -893,7 +937,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Plan:
         parser.error(f"bad --clients, --scenarios, --repeat, --size or --latencies "
                      f"{unknown or ''}")
     return Plan(size, repeat, many, latencies, frozenset(args.scenarios), clients,
-                args.timeout, args.endpoint, args.json)
+                args.timeout, args.budget, args.endpoint, args.json)
 
 
 def base_env(plan: Plan, tmp: Path) -> dict[str, str]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import anyio
 
-from tycho_async.storage import ObjectInfo, Store
+from tycho_async.storage import ObjectInfo, RangeBody, Store
 from tycho_async.transfer.plan import Part
 
 
@@ -67,12 +67,13 @@ class FaultyStore:
 
     @contextlib.asynccontextmanager
     async def open_range(self, key: str, start: int, end: int, *,
-                         if_match: str | None = None) -> AsyncIterator[AsyncIterator[bytes]]:
+                         if_match: str | None = None) -> AsyncIterator[RangeBody]:
         async with self._tracked():
             outcome = await self._enter("open_range")
             self.ranges.append((start, end))
-            async with self.inner.open_range(key, start, end, if_match=if_match) as chunks:
-                yield self._altered(chunks, outcome, end - start)
+            async with self.inner.open_range(key, start, end, if_match=if_match) as body:
+                size = min(end, body.info.size) - start
+                yield RangeBody(body.info, self._altered(body.chunks, outcome, size))
 
     async def _altered(self, chunks: AsyncIterator[bytes], outcome: Any,
                        size: int) -> AsyncIterator[bytes]:

@@ -33,7 +33,10 @@ def test_push_initializes_a_new_package_with_the_file_name(registry: Registry) -
     result = registry.cli("push", "narf", "1.0", "narf.tar.gz")
     assert result.exit_code == 0, result.output
     assert "initialized narf" in result.stdout
-    assert registry.meta("narf") == {"localname": "narf.tar.gz", "latest": None}
+    meta = registry.meta("narf")
+    assert {k: meta[k] for k in ("localname", "latest")} == {"localname": "narf.tar.gz",
+                                                             "latest": None}
+    assert meta["tychoreg"]["records"]["1.0"]["size"] == 10
 
 
 def test_init_writes_tycho_station_format_and_refuses_twice(registry: Registry) -> None:
@@ -84,8 +87,10 @@ def test_promote_keeps_foreign_keys(registry: Registry) -> None:
     meta["nested"] = {"a": [1, 2]}
     registry.put("pkg/tycho.json", json.dumps(meta, indent=2).encode())
     assert registry.cli("promote", "pkg", "1.0").exit_code == 0
-    assert registry.meta("pkg") == {"localname": "f.bin", "latest": "1.0", "owner": "team-x",
-                                    "nested": {"a": [1, 2]}}
+    meta = registry.meta("pkg")
+    assert meta.pop("tychoreg")["records"].keys() == {"1.0"}
+    assert meta == {"localname": "f.bin", "latest": "1.0", "owner": "team-x",
+                    "nested": {"a": [1, 2]}}
 
 
 def test_promote_of_a_missing_version_is_refused(registry: Registry) -> None:

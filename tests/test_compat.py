@@ -61,7 +61,9 @@ def test_what_we_write_reads_like_tycho_station(s3_registry: Registry) -> None:
     keys = s3_registry.object_keys()
     station_versions = [k for k in keys if k.startswith("pkg/tycho_") and k.endswith(".pkg")]
     assert station_versions == ["pkg/tycho_1.0.pkg"]
-    assert s3_registry.meta("pkg") == {"localname": "f.bin", "latest": "1.0"}
+    meta = s3_registry.meta("pkg")
+    assert meta["localname"] == "f.bin" and meta["latest"] == "1.0"
+    assert set(meta) == {"localname", "latest", "tychoreg"}  # one new key, ours
     body = s3_client(s3_registry.endpoint or "").get_object(
         Bucket=s3_registry.root, Key="pkg/tycho_1.0.pkg")["Body"].read()
     assert body == blob

@@ -15,8 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tycho_async.config import Settings
-from tycho_async.errors import IntegrityError, PreconditionFailed, StoreError
-from tycho_async.storage import Store, open_store
+from tycho_async.errors import IntegrityError, NotFound, PreconditionFailed, StoreError
+from tycho_async.storage import ObjectInfo, Store, open_store
 from tycho_async.transfer import Engine, Expected, TransferSettings, plan_parts
 from tycho_async.transfer.plan import (
     MAX_PART,
@@ -69,6 +69,12 @@ async def opened(kind: str, tmp_path: Path, request: pytest.FixtureRequest,
         await store.aclose()
 
 
+async def fetch(engine: Engine, info: ObjectInfo, dest: Path, expected: Expected) -> str:
+    """Download a known object; its SHA-256."""
+    return (await engine.download(info.key, dest, known=info, expected=expected,
+                                  label="k"))[1]
+
+
 def leftovers(kind: str, store: Store, request: pytest.FixtureRequest, where: str,
                     tmp_path: Path) -> list[str]:
     """Multipart uploads in progress (S3) or temporary files (local) left behind."""
@@ -92,8 +98,7 @@ async def test_round_trip_across_part_boundaries(kind: str, tmp_path: Path,
         assert info is not None and info.size == size
         dest = tmp_path / "out" / "dst.bin"
         dest.parent.mkdir()
-        digest = await engine.download(info, dest, expected=Expected(size, sha256=result.sha256),
-                                       label="p 1")
+        digest = await fetch(engine, info, dest, Expected(size, sha256=result.sha256))
         assert dest.read_bytes() == blob and digest == result.sha256
         ranges = len(plan_ranges(size, SMALL))
         assert engine.stats.ranged_gets == (ranges if size > PART else 0)
@@ -122,8 +127,7 @@ async def test_budget_is_never_exceeded_and_is_used(kind: str, tmp_path: Path,
         await engine.upload_file(tmp_path / "src.bin", "k", label="k")
         info = await engine.head("k")
         assert info is not None
-        await engine.download(info, tmp_path / "dst.bin", expected=Expected(info.size),
-                              label="k")
+        await fetch(engine, info, tmp_path / "dst.bin", Expected(info.size))
         stats = engine.budget.statistics()
         assert stats.limit == 3 and stats.in_flight == 0
         assert stats.peak == 3 and store.peak == 3
@@ -175,8 +179,8 @@ async def test_transient_errors_are_retried(kind: str, tmp_path: Path,
         info = await engine.head("k")
         assert info is not None
         dest = tmp_path / "dst.bin"
-        await engine.download(info, dest, expected=Expected(info.size,
-                              sha256=hashlib.sha256(blob).hexdigest()), label="k")
+        await fetch(engine, info, dest,
+                    Expected(info.size, sha256=hashlib.sha256(blob).hexdigest()))
         assert dest.read_bytes() == blob
         assert engine.stats.retries == 6
 
@@ -192,8 +196,7 @@ async def test_a_truncated_body_resumes_where_it_stopped(kind: str, tmp_path: Pa
         info = await engine.head("k")
         assert info is not None
         store.inject("open_range", "truncate")
-        await engine.download(info, tmp_path / "dst.bin", expected=Expected(info.size),
-                              label="k")
+        await fetch(engine, info, tmp_path / "dst.bin", Expected(info.size))
         assert (tmp_path / "dst.bin").read_bytes() == blob
         first, second = store.ranges
         assert first == (0, len(blob)) and 0 < second[0] <= len(blob) // 2 + 1
@@ -213,8 +216,7 @@ async def test_permanent_download_failure_leaves_nothing(kind: str, tmp_path: Pa
         out = tmp_path / "out"
         out.mkdir()
         with pytest.raises(StoreError, match="access denied"):
-            await engine.download(info, out / "dst.bin", expected=Expected(info.size),
-                                  label="k")
+            await fetch(engine, info, out / "dst.bin", Expected(info.size))
         assert list(out.iterdir()) == []
 
 
@@ -243,13 +245,12 @@ async def test_corruption_in_flight_is_caught(kind: str, tmp_path: Path,
         out = tmp_path / "out"
         out.mkdir()
         with pytest.raises(IntegrityError, match=f"pushed {good}"):
-            await engine.download(info, out / "dst.bin",
-                                  expected=Expected(info.size, sha256=good), label="k")
+            await fetch(engine, info, out / "dst.bin", Expected(info.size, sha256=good))
         assert list(out.iterdir()) == []
         store.inject("open_range", "corrupt")
         with pytest.raises(IntegrityError, match="MD5 mismatch"):
-            await engine.download(info, out / "dst.bin", label="k", expected=Expected(
-                info.size, md5=hashlib.md5(blob).hexdigest()))
+            await fetch(engine, info, out / "dst.bin",
+                        Expected(info.size, md5=hashlib.md5(blob).hexdigest()))
         assert list(out.iterdir()) == []
 
 
@@ -268,7 +269,7 @@ async def test_cancellation_cleans_up(kind: str, tmp_path: Path,
         with anyio.move_on_after(0.3):
             await slow.upload_file(tmp_path / "src.bin", "k", label="k")
         with anyio.move_on_after(0.3):
-            await slow.download(info, out / "dst.bin", expected=Expected(info.size), label="k")
+            await fetch(slow, info, out / "dst.bin", Expected(info.size))
         assert faulty.calls["upload_part"] and faulty.calls["open_range"]  # cut mid-transfer
         assert await engine.head("k") is None
         assert leftovers(kind, inner, request, where, tmp_path) == []
@@ -310,15 +311,17 @@ def test_plan_of_a_200_gb_file() -> None:
     assert len(parts) <= MAX_PARTS and parts[0].size > 8 * 1024**2
 
 
-@given(st.integers(0, 300 * GiB), st.integers(1, 64))
-def test_download_ranges_cover_the_object(size: int, concurrency: int) -> None:
+@given(st.integers(0, 300 * GiB), st.integers(1, 64), st.sampled_from([0, 1, 8 * 1024**2]))
+def test_download_ranges_cover_the_object(size: int, concurrency: int, head: int) -> None:
     settings = TransferSettings(concurrency=concurrency)
-    ranges = plan_ranges(size, settings)
+    ranges = plan_ranges(size, settings, head=head)
+    if head and size > settings.multipart_threshold:
+        assert ranges[0].size == head
     assert ranges[0].offset == 0 and ranges[-1].end == size
     assert all(a.end == b.offset for a, b in itertools.pairwise(ranges))
     assert all(r.size <= GiB for r in ranges)
-    if size > settings.multipart_threshold and size <= concurrency * GiB:
-        assert len(ranges) <= concurrency
+    if settings.multipart_threshold < size <= min(concurrency, settings.max_ranges) * GiB:
+        assert len(ranges) <= min(concurrency, settings.max_ranges) + (1 if head else 0)
 
 
 @pytest.mark.parametrize(("concurrency", "part_size", "expected"), [
@@ -328,3 +331,59 @@ def test_upload_parts_in_memory_are_bounded(concurrency: int, part_size: int,
                                             expected: int) -> None:
     settings = TransferSettings(concurrency=concurrency, part_size=part_size)
     assert parts_in_memory(settings, part_size) == expected
+
+
+@pytest.mark.parametrize("size", [0, 1, PART - 1, PART + 1, 5 * PART + 7])
+async def test_download_of_unknown_size_starts_with_a_get(kind: str, tmp_path: Path,
+                                                          request: pytest.FixtureRequest,
+                                                          size: int) -> None:
+    blob = write_file(tmp_path / "src.bin", size, seed=size)
+    async with opened(kind, tmp_path, request) as (inner, _):
+        await Engine(inner, SMALL).upload_file(tmp_path / "src.bin", "k", label="k")
+        store = FaultyStore(inner)
+        engine = Engine(store, SMALL)
+        info, digest = await engine.download("k", tmp_path / "dst.bin", label="k")
+        assert (tmp_path / "dst.bin").read_bytes() == blob
+        assert info.size == size and digest == hashlib.sha256(blob).hexdigest()
+        assert store.calls["head"] == 0
+        assert store.calls["open_range"] == len(plan_ranges(size, SMALL, head=PART))
+        assert store.ranges[0][0] == 0
+
+
+async def test_a_cut_first_get_is_resumed(kind: str, tmp_path: Path,
+                                          request: pytest.FixtureRequest) -> None:
+    blob = write_file(tmp_path / "src.bin", PART - 10)
+    async with opened(kind, tmp_path, request) as (inner, _):
+        await Engine(inner, SMALL).upload_file(tmp_path / "src.bin", "k", label="k")
+        store = FaultyStore(inner)
+        store.inject("open_range", "truncate")
+        await Engine(store, SMALL).download("k", tmp_path / "dst.bin", label="k")
+        assert (tmp_path / "dst.bin").read_bytes() == blob
+        assert store.ranges[1] == ((PART - 10) // 2, PART - 10)
+
+
+async def test_download_of_a_missing_object(kind: str, tmp_path: Path,
+                                            request: pytest.FixtureRequest) -> None:
+    async with opened(kind, tmp_path, request) as (store, _):
+        out = tmp_path / "out"
+        out.mkdir()
+        with pytest.raises(NotFound):
+            await Engine(store, SMALL).download("nope", out / "dst.bin", label="k")
+        assert list(out.iterdir()) == []
+
+
+async def test_a_pull_of_our_push_costs_two_requests(kind: str, tmp_path: Path,
+                                                     request: pytest.FixtureRequest) -> None:
+    from tycho_async.registry import PullRequest, Registry
+
+    blob = write_file(tmp_path / "f.bin", 1000)
+    async with opened(kind, tmp_path, request) as (inner, _):
+        await Registry(Engine(inner, SMALL), tmp_path).push("p", "1", tmp_path / "f.bin",
+                                                             promote=True)
+        store = FaultyStore(inner)
+        registry = Registry(Engine(store, SMALL), tmp_path / "out")
+        result = await registry.pull(PullRequest("p"))
+        assert result.path.read_bytes() == blob
+        assert registry.engine.stats.requests == 2  # tycho.json, then the object
+        again = await registry.pull(PullRequest("p"))
+        assert again.skipped and store.calls["head"] == 1

@@ -58,11 +58,14 @@ class TransferError(TychoError):
 
 
 class StoreError(TransferError):
-    """A backend call failed; ``transient`` errors are worth a retry."""
+    """A backend call failed; ``transient`` errors are worth a retry; ``code`` is the
+    backend's own name for the error, where it has one."""
 
-    def __init__(self, message: str, *, transient: bool = False) -> None:
+    def __init__(self, message: str, *, transient: bool = False, code: str | None = None
+                 ) -> None:
         super().__init__(message)
         self.transient = transient
+        self.code = code
 
 
 class PreconditionFailed(StoreError):

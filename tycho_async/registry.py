@@ -19,7 +19,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -54,6 +54,7 @@ from .transfer.engine import plain_md5
 from .transfer.groups import task_group
 
 META_ATTEMPTS = 20
+RECORDS_KEY = "tychoreg"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -149,6 +150,31 @@ def _parse_meta(package: str, data: bytes) -> dict[str, Any]:
     return meta
 
 
+def _records_in(meta: dict[str, Any], *, create: bool = False) -> dict[str, Any]:
+    """tycho.json's copy of the checksum records: {"tychoreg": {"records": {VERSION: ...}}}.
+    A value of the wrong type reads as no records (and is replaced when writing)."""
+    section = meta.get(RECORDS_KEY)
+    if not isinstance(section, dict):
+        section = {}
+        if create:
+            meta[RECORDS_KEY] = section
+    records = section.get("records")
+    if not isinstance(records, dict):
+        records = {}
+        if create:
+            section["records"] = records
+    return records
+
+
+def _parse_record(package: str, version: str, record: object) -> Expected:
+    sha256 = record.get("sha256") if isinstance(record, dict) else None
+    size = record.get("size") if isinstance(record, dict) else None
+    if not (isinstance(sha256, str) and _SHA256.fullmatch(sha256) and isinstance(size, int)
+            and not isinstance(size, bool)):
+        raise UnsafeRemoteData(f"{package} {version}: its checksum record is malformed")
+    return Expected(size, sha256=sha256)
+
+
 def _dump_meta(meta: dict[str, Any]) -> bytes:
     return json.dumps(meta, indent=2).encode("utf-8")
 
@@ -198,13 +224,10 @@ class Registry:
                 await anyio.sleep(min(0.5, 0.01 * 2 ** attempt) * (0.5 + os.urandom(1)[0] / 512))
         raise TychoError(f"package {package!r}: tycho.json kept changing; try again")
 
-    async def _create_meta(self, package: str, localname: str, latest: str | None) -> bool:
+    async def _create_meta(self, package: str, meta: dict[str, Any]) -> bool:
         """Create tycho.json; False when it exists already."""
         try:
-            await self.engine.put_bytes(
-                meta_key(package), _dump_meta({"localname": localname, "latest": latest}),
-                if_none_match=True,
-            )
+            await self.engine.put_bytes(meta_key(package), _dump_meta(meta), if_none_match=True)
         except PreconditionFailed:
             return False
         return True
@@ -214,7 +237,7 @@ class Registry:
     async def init(self, package: str, filename: str) -> None:
         check_package(package)
         check_localname_arg(filename)
-        if not await self._create_meta(package, filename, None):
+        if not await self._create_meta(package, {"localname": filename, "latest": None}):
             raise AlreadyExists(f"package {package!r} already exists")
 
     async def exists(self, package: str, version: str) -> bool:
@@ -242,19 +265,26 @@ class Registry:
         except PreconditionFailed:
             raise AlreadyExists(f"{package} {version} already exists (pushed by another "
                                 "client meanwhile)") from None
-        record = {"sha256": result.sha256, "size": result.size, "tool": f"tychoreg {__version__}",
+        entry = {"sha256": result.sha256, "size": result.size}
+        record = {**entry, "tool": f"tychoreg {__version__}",
                   "pushed_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         await self.engine.put_bytes(record_key(package, version),
                                     json.dumps(record, indent=2).encode())
-        initialized = promoted = False
+
+        def publish(meta: dict[str, Any]) -> None:
+            """Copy the record where every pull reads anyway; promote if asked."""
+            _records_in(meta, create=True)[version] = entry
+            if promote:
+                meta["latest"] = version
+
+        initialized = False
         if not has_meta:
-            initialized = await self._create_meta(package, path.name,
-                                                  version if promote else None)
-            promoted = promote and initialized
-        if promote and not promoted:
-            await self.promote(package, version)
-            promoted = True
-        return PushResult(package, version, result.size, result.sha256, initialized, promoted)
+            fresh: dict[str, Any] = {"localname": path.name, "latest": None}
+            publish(fresh)
+            initialized = await self._create_meta(package, fresh)
+        if not initialized:
+            await self._update_meta(package, publish)
+        return PushResult(package, version, result.size, result.sha256, initialized, promote)
 
     async def promote(self, package: str, version: str) -> None:
         check_package(package)
@@ -300,25 +330,32 @@ class Registry:
             await self.read_meta(package)  # NotFound for an unknown package
         return [VersionInfo(v, found[v]) for v in sort_versions(list(found))]
 
-    async def _record(self, package: str, version: str, info: ObjectInfo) -> Expected:
-        """What the pushed bytes were: our record, else (tycho-station) size and MD5."""
+    async def _record(self, package: str, version: str, meta: dict[str, Any], *,
+                      authoritative: bool = False) -> Expected | None:
+        """What the pushed bytes were: the copy of the record in tycho.json (no request),
+        else the record object, else None (a version pushed by tycho-station).
+
+        A package whose tycho.json has no section of ours was never pushed to by tychoreg,
+        so a pull does not look for a record object (one request a package saved); only
+        ``authoritative`` lookups (verify) always do."""
+        copy = _records_in(meta).get(version)
+        if copy is not None:
+            return _parse_record(package, version, copy)
+        if RECORDS_KEY not in meta and not authoritative:
+            return None
         try:
             data, _ = await self.engine.get_bytes(record_key(package, version))
         except NotFound:
-            return Expected(info.size, md5=plain_md5(info.etag))
+            return None
         try:
             record = json.loads(data)
-            sha256, size = record["sha256"], record["size"]
-        except (ValueError, TypeError, KeyError):
+        except ValueError:
             raise UnsafeRemoteData(f"{package} {version}: its checksum record is unreadable") \
                 from None
-        if not (isinstance(sha256, str) and _SHA256.fullmatch(sha256) and isinstance(size, int)):
-            raise UnsafeRemoteData(f"{package} {version}: its checksum record is malformed")
-        return Expected(size, sha256=sha256)
+        return _parse_record(package, version, record)
 
-    async def _resolve(self, request: PullRequest) -> tuple[str, dict[str, Any], ObjectInfo]:
-        """The version a request names (its latest when it names none), its tycho.json and
-        its object."""
+    async def _version(self, request: PullRequest) -> tuple[str, dict[str, Any]]:
+        """The version a request names (its latest when it names none) and tycho.json."""
         package = check_package(request.package)
         meta, _ = await self.read_meta(package)
         version = request.version or meta.get("latest")
@@ -328,45 +365,61 @@ class Registry:
         if not is_valid_segment(version):
             raise UnsafeRemoteData(f"package {package!r}: tycho.json names an invalid latest "
                                    f"version {version!r}")
-        info = await self.engine.head(version_key(package, version))
-        if info is None:
-            raise NotFound(f"{package} {version} does not exist")
-        return version, meta, info
+        return version, meta
 
     async def verify(self, request: PullRequest) -> VerifyResult:
         """Download a version into a scratch directory, check it, and delete it."""
-        version, _, info = await self._resolve(request)
-        expected = await self._record(request.package, version, info)  # says what was checked
+        version, meta = await self._version(request)
+        expected = await self._record(request.package, version, meta, authoritative=True)
         scratch = await anyio.to_thread.run_sync(
             lambda: tempfile.mkdtemp(prefix="tychoreg-verify-"))
         try:
-            sha256 = await self.engine.download(info, Path(scratch) / "object",
-                                                expected=expected,
-                                                label=f"{request.package} {version}")
+            info, sha256 = await self._download(request.package, version, Path(scratch) / "o",
+                                                known=None, expected=expected)
         finally:
             await anyio.to_thread.run_sync(shutil.rmtree, scratch, True)
-        checked = "sha256" if expected.sha256 else "size and md5" if expected.md5 else "size"
+        checked = ("sha256" if expected else
+                   "size and md5" if plain_md5(info.etag) else "size")
         return VerifyResult(request.package, version, info.size, sha256, checked)
+
+    async def _download(
+        self, package: str, version: str, dest: Path, *, known: ObjectInfo | None,
+        expected: Expected | Callable[[], Awaitable[Expected | None]] | None,
+    ) -> tuple[ObjectInfo, str]:
+        try:
+            return await self.engine.download(version_key(package, version), dest,
+                                              known=known, expected=expected,
+                                              label=f"{package} {version}")
+        except NotFound:
+            raise NotFound(f"{package} {version} does not exist") from None
 
     async def pull(
         self, request: PullRequest, *, force: bool = False, outfile: Path | None = None,
         claim: Callable[[Path], None] | None = None,
     ) -> PullResult:
-        """Download one version; ``claim`` lets a batch refuse two items with one target."""
+        """Download one version; ``claim`` lets a batch refuse two items with one target.
+
+        Only where a local copy with its sidecar may already be current is the object
+        asked for with a HEAD first; otherwise its first GET tells size and ETag."""
         package = request.package
-        version, meta, info = await self._resolve(request)
+        version, meta = await self._version(request)
         dest = outfile if outfile is not None else \
             self.outdir / check_remote_localname(package, meta.get("localname"))
         if claim is not None:
             claim(dest)
-        if not force and _is_current(dest, info):
-            return PullResult(package, version, dest, info.size, skipped=True)
+        known = None
+        if not force and await anyio.Path(etag_sidecar(dest)).exists():
+            known = await self.engine.head(version_key(package, version))
+            if known is None:
+                raise NotFound(f"{package} {version} does not exist")
+            if _is_current(dest, known):
+                return PullResult(package, version, dest, known.size, skipped=True)
         try:
             await anyio.to_thread.run_sync(self._prepare_destination, dest)
         except OSError as exc:
             raise TransferError(f"cannot write {dest}: {exc.strerror or exc}") from exc
-        await self.engine.download(info, dest, label=f"{package} {version}",
-                                   expected=lambda: self._record(package, version, info))
+        info, _ = await self._download(package, version, dest, known=known,
+                                       expected=lambda: self._record(package, version, meta))
         try:
             await anyio.to_thread.run_sync(_write_sidecar, dest, info.etag)
         except OSError as exc:

@@ -25,6 +25,15 @@ class ObjectInfo:
     etag: str  # exactly as the backend reports it, quotes included
 
 
+@dataclass(frozen=True)
+class RangeBody:
+    """An open ranged GET: the whole object's size and ETag (from the response headers,
+    so a first GET can replace a HEAD) and the requested bytes, in chunks."""
+
+    info: ObjectInfo
+    chunks: AsyncIterator[bytes]
+
+
 class Store(Protocol):
     async def head(self, key: str) -> ObjectInfo | None: ...
 
@@ -41,8 +50,10 @@ class Store(Protocol):
 
     def open_range(
         self, key: str, start: int, end: int, *, if_match: str | None = None
-    ) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
-        """Stream bytes ``start`` to ``end`` (exclusive) of an object, in chunks."""
+    ) -> AbstractAsyncContextManager[RangeBody]:
+        """Stream bytes ``start`` to ``end`` (exclusive; clipped to the object's size) of
+        an object. NotFound if it does not exist, PreconditionFailed if its ETag is not
+        ``if_match``."""
         ...
 
     def list_keys(self, prefix: str) -> AsyncIterator[ObjectInfo]:

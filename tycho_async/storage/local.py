@@ -21,7 +21,7 @@ import anyio.to_thread
 
 from ..errors import NotFound, PreconditionFailed, StoreError
 from ..transfer.plan import Part
-from . import ObjectInfo
+from . import ObjectInfo, RangeBody
 
 try:
     import fcntl
@@ -130,7 +130,7 @@ class LocalStore:
     @contextlib.asynccontextmanager
     async def open_range(
         self, key: str, start: int, end: int, *, if_match: str | None = None
-    ) -> AsyncIterator[AsyncIterator[bytes]]:
+    ) -> AsyncIterator[RangeBody]:
         path = self._path(key)
         try:
             fd = await anyio.to_thread.run_sync(os.open, path, os.O_RDONLY)
@@ -139,9 +139,11 @@ class LocalStore:
         except OSError as exc:
             raise _oserror(exc, f"read {key}") from exc
         try:
-            if if_match is not None and _etag(os.fstat(fd)) != if_match:
+            st = os.fstat(fd)
+            info = ObjectInfo(key, st.st_size, _etag(st))
+            if if_match is not None and info.etag != if_match:
                 raise PreconditionFailed(f"{key} changed since it was read")
-            yield self._chunks(fd, key, start, end)
+            yield RangeBody(info, self._chunks(fd, key, start, min(end, st.st_size)))
         finally:
             os.close(fd)
 

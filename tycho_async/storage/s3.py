@@ -33,7 +33,7 @@ from botocore.exceptions import (
 
 from ..errors import ConfigError, NotFound, PreconditionFailed, StoreError, TychoError
 from ..transfer.plan import Part
-from . import ObjectInfo
+from . import ObjectInfo, RangeBody
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -63,7 +63,7 @@ def translate(exc: BaseException, what: str) -> TychoError:
             return StoreError(f"{what}: access denied ({code})")
         transient = code in _TRANSIENT_CODES or status >= 500 or status == 429
         message = error.get("Message") or code or f"HTTP {status}"
-        return StoreError(f"{what}: {message}", transient=transient)
+        return StoreError(f"{what}: {message}", transient=transient, code=code)
     if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
         return StoreError(
             f"{what}: no usable AWS credentials (set AWS_ACCESS_KEY_ID and "
@@ -120,6 +120,11 @@ def _translated(what: str) -> Any:
         yield
     except _FOREIGN as exc:
         raise translate(exc, what) from exc
+
+
+async def _nothing() -> AsyncIterator[bytes]:
+    return
+    yield
 
 
 class S3Store:
@@ -194,15 +199,26 @@ class S3Store:
     @contextlib.asynccontextmanager
     async def open_range(
         self, key: str, start: int, end: int, *, if_match: str | None = None
-    ) -> AsyncIterator[AsyncIterator[bytes]]:
+    ) -> AsyncIterator[RangeBody]:
         extra = {"IfMatch": if_match} if if_match is not None else {}
-        with _translated(f"read {key}"):
-            resp = await self._client.get_object(
-                Bucket=self.bucket, Key=self._key(key), Range=f"bytes={start}-{end - 1}", **extra
-            )
+        try:
+            with _translated(f"read {key}"):
+                resp = await self._client.get_object(
+                    Bucket=self.bucket, Key=self._key(key), Range=f"bytes={start}-{end - 1}",
+                    **extra,
+                )
+        except StoreError as exc:
+            if exc.code != "InvalidRange":
+                raise
+            info = await self.head(key)  # S3 answers 416 to any range of an empty object
+            if info is None or info.size != 0 or (if_match and info.etag != if_match):
+                raise
+            yield RangeBody(info, _nothing())
+            return
+        total = int(str(resp.get("ContentRange", "")).rpartition("/")[2] or resp["ContentLength"])
         body = resp["Body"]
         try:
-            yield self._chunks(body, key)
+            yield RangeBody(ObjectInfo(key, total, resp["ETag"]), self._chunks(body, key))
         finally:
             body.close()
 

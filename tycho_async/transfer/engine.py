@@ -22,7 +22,7 @@ import logging
 import os
 import random
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -346,15 +346,19 @@ class Engine:
     # -- download ----------------------------------------------------------------------------
 
     async def download(
-        self, info: ObjectInfo, dest: Path, *,
-        expected: Expected | Callable[[], Awaitable[Expected]], label: str,
-    ) -> str:
-        """Fetch ``info`` into ``dest`` (atomically, by rename) and return its SHA-256.
+        self, key: str, dest: Path, *, label: str, known: ObjectInfo | None = None,
+        expected: Expected | Callable[[], Awaitable[Expected | None]] | None = None,
+    ) -> tuple[ObjectInfo, str]:
+        """Fetch ``key`` into ``dest`` (atomically, by rename); return what was fetched
+        and its SHA-256.
 
-        ``expected`` may be a coroutine function: it then runs beside the transfer (a
-        round trip saved per file) and is awaited before the file may appear. The ETag
-        read before is required of every ranged GET, so an object replaced in the middle
-        of a download fails it rather than mixing two versions."""
+        Without ``known`` (a HEAD's answer), the first GET learns the object's size and
+        ETag from its headers, and brings a small object whole: one request, not two.
+        ``expected`` may be a coroutine function, run beside the transfer; it is awaited
+        before the file may appear. None (or a None answer) means no record: the size
+        and, where the ETag is a plain MD5, the MD5 are checked. Every later range
+        requires the ETag of the first answer, so an object replaced mid-download fails
+        it rather than mixing two versions."""
         await anyio.to_thread.run_sync(remove_stale_temps, dest)
         temp = temp_path_for(dest)
         try:
@@ -363,19 +367,27 @@ class Engine:
             )
         except OSError as exc:
             raise _os_failure(exc, f"write to {dest.parent}") from exc
-        task = self.progress.begin(label, info.size)
+        task: TaskProgress | None = None
         try:
-            try:
-                await anyio.to_thread.run_sync(_reserve, fd, info.size)
-            except OSError as exc:
-                raise _os_failure(exc, f"write {dest}") from exc
-            sha256 = await self._fetch_all(info, fd, expected, task)
+            learned: list[Expected | None] = []
+            async with task_group() as tg:
+                tg.start_soon(_learn, expected, learned)
+                info, first = known, None
+                if info is None:
+                    info, first = await self._probe(key, fd)
+                else:
+                    await self._reserve(fd, info.size)
+                task = self.progress.begin(label, info.size)
+                task.advance(first.received if first else 0)
+                digests = await self._fetch_all(info, fd, first, task)
+            _check(info, learned[0], *digests)
             try:
                 await anyio.to_thread.run_sync(os.replace, temp, dest)
             except OSError as exc:
                 raise _os_failure(exc, f"write {dest}") from exc
         except BaseException:
-            task.end(False)
+            if task is not None:
+                task.end(False)
             with contextlib.suppress(OSError):
                 os.unlink(temp)
             raise
@@ -383,46 +395,55 @@ class Engine:
             os.close(fd)
         task.end(True)
         self.stats.bytes_down += info.size
-        return sha256
+        return info, digests[0]
+
+    async def _reserve(self, fd: int, size: int) -> None:
+        try:
+            await anyio.to_thread.run_sync(_reserve, fd, size)
+        except OSError as exc:
+            raise _os_failure(exc, "write the download") from exc
+
+    async def _probe(self, key: str, fd: int) -> tuple[ObjectInfo, _Cursor]:
+        """The first GET of an object of unknown size: up to the multipart threshold from
+        offset 0. What it brings fills the first planned range; a body cut short is
+        resumed like any other range."""
+        for attempt in range(self.settings.max_attempts):
+            try:
+                async with await self.budget.acquire():
+                    self.stats.requests += 1
+                    head = max(1, self.settings.multipart_threshold)
+                    async with self.store.open_range(key, 0, head) as body:
+                        await self._reserve(fd, body.info.size)
+                        cursor = _Cursor(plan_ranges(body.info.size, self.settings,
+                                                     head=head)[0])
+                        with contextlib.suppress(_TransientCut):
+                            await self._write_chunks(body.chunks, cursor, fd, _NoTask())
+                return body.info, cursor
+            except StoreError as exc:
+                if not exc.transient or attempt + 1 == self.settings.max_attempts:
+                    raise
+                await self._backoff(attempt, exc)
+        raise AssertionError("unreachable")
 
     async def _fetch_all(
-        self, info: ObjectInfo, fd: int,
-        expected: Expected | Callable[[], Awaitable[Expected]], task: TaskProgress,
-    ) -> str:
-        parts = plan_ranges(info.size, self.settings)
+        self, info: ObjectInfo, fd: int, first: _Cursor | None, task: TaskProgress
+    ) -> tuple[str, str | None]:
+        """Fetch every range not yet written; return the SHA-256 and, where the ETag is a
+        plain MD5, the MD5 of the whole file."""
+        parts = plan_ranges(info.size, self.settings, head=first.part.size if first else 0)
         log.debug("download of %s: %d bytes in %d ranges", info.key, info.size, len(parts))
+        cursors = [_Cursor(part) for part in parts]
+        if first is not None:
+            cursors[0] = first
         sha256 = hashlib.sha256()
-        hashers: list[Any] = [sha256]
         md5 = hashlib.md5() if plain_md5(info.etag) else None
-        if md5 is not None:
-            hashers.append(md5)
-        learned: list[Expected] = []
-
-        async def learn() -> None:
-            learned.append(expected if isinstance(expected, Expected) else await expected())
-
+        hashers: list[Any] = [sha256] if md5 is None else [sha256, md5]
         done = [anyio.Event() for _ in parts]
         async with task_group() as tg:
-            tg.start_soon(learn)
             tg.start_soon(self._hash_in_order, fd, parts, done, hashers)
-            for part, event in zip(parts, done, strict=True):
-                tg.start_soon(self._fetch_part, info, part, fd, event, task, len(parts) > 1)
-        want = learned[0]
-        if info.size != want.size:
-            raise IntegrityError(
-                f"{info.key}: the object is {info.size} bytes, {want.size} expected"
-            )
-        if want.sha256 and sha256.hexdigest() != want.sha256:
-            raise IntegrityError(
-                f"{info.key}: SHA-256 mismatch: pushed {want.sha256}, "
-                f"received {sha256.hexdigest()}"
-            )
-        if want.md5 and (md5 is None or md5.hexdigest() != want.md5):
-            raise IntegrityError(
-                f"{info.key}: MD5 mismatch: the ETag says {want.md5}, "
-                f"received {md5.hexdigest() if md5 else 'an object with another ETag'}"
-            )
-        return sha256.hexdigest()
+            for cursor, event in zip(cursors, done, strict=True):
+                tg.start_soon(self._fetch_part, info, cursor, fd, event, task, len(parts) > 1)
+        return sha256.hexdigest(), md5.hexdigest() if md5 else None
 
     async def _hash_in_order(
         self, fd: int, parts: list[Part], done: list[anyio.Event], hashers: list[Any]
@@ -434,17 +455,19 @@ class Engine:
             )
 
     async def _fetch_part(
-        self, info: ObjectInfo, part: Part, fd: int, done: anyio.Event, task: TaskProgress,
-        ranged: bool,
+        self, info: ObjectInfo, cursor: _Cursor, fd: int, done: anyio.Event,
+        task: TaskProgress, ranged: bool,
     ) -> None:
-        cursor = _Cursor(part)
         for attempt in range(self.settings.max_attempts):
             try:
                 if cursor.remaining:
                     async with await self.budget.acquire():
                         self.stats.requests += 1
                         self.stats.ranged_gets += ranged
-                        await self._stream_range(info, cursor, fd, task)
+                        async with self.store.open_range(
+                                info.key, cursor.offset, cursor.part.end,
+                                if_match=info.etag) as body:
+                            await self._write_chunks(body.chunks, cursor, fd, task)
                 done.set()
                 return
             except StoreError as exc:
@@ -452,11 +475,12 @@ class Engine:
                     raise
                 await self._backoff(attempt, exc)
 
-    async def _stream_range(
-        self, info: ObjectInfo, cursor: _Cursor, fd: int, task: TaskProgress
+    async def _write_chunks(
+        self, chunks: AsyncIterator[bytes], cursor: _Cursor, fd: int, task: TaskProgress
     ) -> None:
-        """Write the rest of a part at its offset; a body that ends early raises a
-        transient StoreError with the cursor past every byte kept, so a retry resumes."""
+        """Write a body at the cursor until the cursor's range is full; bytes past it are
+        left unread. A body that ends early raises a transient error with the cursor past
+        every byte kept, so a retry resumes there."""
         buffer = bytearray()
 
         async def flush() -> None:
@@ -469,20 +493,46 @@ class Engine:
                 buffer.clear()
 
         try:
-            async with self.store.open_range(info.key, cursor.offset, cursor.part.end,
-                                             if_match=info.etag) as chunks:
-                async for chunk in chunks:
-                    if len(buffer) + len(chunk) > cursor.remaining:
-                        raise StoreError("the server sent more bytes than asked for",
-                                         transient=True)
-                    buffer += chunk
-                    task.advance(len(chunk))
-                    if len(buffer) >= self.settings.chunk_size:
-                        await flush()
+            async for chunk in chunks:
+                take = chunk[: cursor.remaining - len(buffer)]
+                buffer += take
+                task.advance(len(take))
+                if len(buffer) >= min(self.settings.chunk_size, cursor.remaining):
+                    await flush()
+                    if not cursor.remaining:
+                        return
         finally:
             await flush()
         if cursor.remaining:
-            raise StoreError(f"{info.key}: the body ended early", transient=True)
+            raise _TransientCut(f"{cursor.part}: the body ended early")
+
+
+class _TransientCut(StoreError):
+    """A body that ended before its range did: worth a retry, which resumes."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, transient=True)
+
+
+async def _learn(expected: Expected | Callable[[], Awaitable[Expected | None]] | None,
+                 out: list[Expected | None]) -> None:
+    out.append(await expected() if callable(expected) else expected)
+
+
+def _check(info: ObjectInfo, want: Expected | None, sha256: str, md5: str | None) -> None:
+    """Refuse bytes that are not what was pushed: by the record when there is one, else
+    (a version pushed by tycho-station) by size and, for a plain-MD5 ETag, by MD5."""
+    if want is None:
+        want = Expected(info.size, md5=plain_md5(info.etag))
+    if info.size != want.size:
+        raise IntegrityError(f"{info.key}: the object is {info.size} bytes, "
+                             f"{want.size} were pushed")
+    if want.sha256 and sha256 != want.sha256:
+        raise IntegrityError(f"{info.key}: SHA-256 mismatch: pushed {want.sha256}, "
+                             f"received {sha256}")
+    if want.md5 and md5 != want.md5:
+        raise IntegrityError(f"{info.key}: MD5 mismatch: the ETag says {want.md5}, "
+                             f"received {md5 or 'an object with another ETag'}")
 
 
 class _Cursor:

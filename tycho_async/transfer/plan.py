@@ -70,13 +70,18 @@ def parts_in_memory(settings: TransferSettings, part_size: int) -> int:
                max(MIN_PARTS_IN_FLIGHT, settings.upload_buffer // part_size))
 
 
-def plan_ranges(size: int, settings: TransferSettings) -> list[Part]:
+def plan_ranges(size: int, settings: TransferSettings, *, head: int = 0) -> list[Part]:
     """Ranges for a download: one GET below the threshold, else at most
     ``min(concurrency, max_ranges)`` ranges of at least ``part_size`` (at most 1 GiB
     each). Fewer, larger ranges cost fewer requests, and lose nothing on failure since an
-    interrupted range resumes."""
+    interrupted range resumes. ``head``: bytes at the start that a first GET (sent before
+    the size was known) asked for; they are the first range, the rest is split after."""
     if size <= settings.multipart_threshold:
         return [Part(1, 0, size)]
+    head = min(head, size - 1)
+    rest = size - head
     ranges = min(settings.concurrency, settings.max_ranges)
-    per_range = min(max(settings.part_size, -(-size // ranges)), GiB)
-    return plan_parts(size, per_range, min_part=1)
+    per_range = min(max(settings.part_size, -(-rest // ranges)), GiB)
+    parts = [Part(1, 0, head)] if head else []
+    return parts + [Part(len(parts) + p.number, head + p.offset, p.size)
+                    for p in plan_parts(rest, per_range, min_part=1)]
