@@ -387,3 +387,16 @@ async def test_a_pull_of_our_push_costs_two_requests(kind: str, tmp_path: Path,
         assert registry.engine.stats.requests == 2  # tycho.json, then the object
         again = await registry.pull(PullRequest("p"))
         assert again.skipped and store.calls["head"] == 1
+
+
+async def test_a_pull_of_a_tycho_station_package_costs_two_requests(
+        kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    from tycho_async.registry import PullRequest, Registry
+
+    async with opened(kind, tmp_path, request) as (inner, _):
+        await inner.put_bytes("old/tycho.json", b'{"localname": "o.bin", "latest": "1"}')
+        await inner.put_bytes("old/tycho_1.pkg", b"station bytes")
+        registry = Registry(Engine(FaultyStore(inner), SMALL), tmp_path / "out")
+        result = await registry.pull(PullRequest("old"))
+        assert result.path.read_bytes() == b"station bytes"
+        assert registry.engine.stats.requests == 2

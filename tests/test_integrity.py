@@ -190,3 +190,21 @@ def test_sigkill_mid_pull_leaves_nothing_taken_as_current(s3_endpoint: str,
     assert again.returncode == 0, again.stderr
     assert (out / "big.bin").read_bytes() == blob
     assert sorted(p.name for p in out.iterdir()) == ["big.bin", "big.bin.etag"]
+
+
+def test_the_record_object_backs_a_lost_tycho_json_copy(registry: Registry) -> None:
+    blob = write_file(Path("f.bin"), 2000)
+    assert registry.cli("push", "pkg", "1", "f.bin", "--promote-latest").exit_code == 0
+    assert registry.cli("push", "pkg", "2", "f.bin").exit_code == 0
+    meta = registry.meta("pkg")
+    del meta["tychoreg"]["records"]["1"]  # as a racing tycho-station rewrite might lose it
+    registry.put("pkg/tycho.json", json.dumps(meta, indent=2).encode())
+    tampered = bytes([blob[0] ^ 1]) + blob[1:]
+    registry.put("pkg/tycho_1.pkg", tampered)
+    result = registry.cli("pull", "pkg")
+    assert result.exit_code == 3 and "SHA-256 mismatch" in result.stderr
+
+    del meta["tychoreg"]  # no section at all: pull trusts size (and MD5), verify does not
+    registry.put("pkg/tycho.json", json.dumps(meta, indent=2).encode())
+    checked = registry.cli("verify", "pkg")
+    assert checked.exit_code == 3 and "SHA-256 mismatch" in checked.stderr

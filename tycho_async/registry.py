@@ -2,14 +2,18 @@
 
 Layout (shared with tycho-station, which must keep working on the same bucket)::
 
-    PKG/tycho.json                {"localname": ..., "latest": ...}, written with indent=2
+    PKG/tycho.json                {"localname": ..., "latest": ...,
+                                   "tychoreg": {"records": {VERSION: {"sha256", "size"}}}}
+                                  written with indent=2; tycho-station keeps unknown keys
     PKG/tycho_VERSION.pkg         the bytes, exactly as pushed
-    PKG/tycho_VERSION.meta.json   ours: {"sha256", "size", "pushed_at", "tool"}; it does
-                                  not end in .pkg, so tycho-station never sees it
+    PKG/tycho_VERSION.meta.json   ours: the authoritative record {"sha256", "size",
+                                  "pushed_at", "tool"}; it does not end in .pkg, so
+                                  tycho-station never sees it
 
 Published versions are immutable: they are created with If-None-Match. tycho.json is
 rewritten with If-Match on the ETag read, and re-read and retried when another client
-won the race, so no update is lost and every key we do not own survives.
+won the race, so no update is lost and every key we do not own survives. The copy of the
+record in tycho.json saves every pull a request.
 """
 
 from __future__ import annotations
