@@ -95,9 +95,6 @@ class FaultyStore:
     async def list_dirs(self, prefix: str) -> list[str]:
         return await self.inner.list_dirs(prefix)
 
-    async def delete(self, key: str) -> None:
-        await self.inner.delete(key)
-
     async def create_multipart(self, key: str, size: int) -> str:
         await self._enter("create_multipart")
         return await self.inner.create_multipart(key, size)

@@ -196,9 +196,6 @@ class LocalStore:
     async def list_dirs(self, prefix: str) -> list[str]:
         return await anyio.to_thread.run_sync(self._list_dirs, prefix)
 
-    async def delete(self, key: str) -> None:
-        await anyio.to_thread.run_sync(lambda: self._path(key).unlink(missing_ok=True))
-
     def _create_multipart(self, key: str, size: int) -> str:
         return self._new_temp(key, lambda f: f.truncate(size)).name
 

@@ -245,10 +245,6 @@ class S3Store:
                     names.append(item["Prefix"][len(full):].rstrip("/"))
         return names
 
-    async def delete(self, key: str) -> None:
-        with _translated(f"delete {key}"):
-            await self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
-
     async def create_multipart(self, key: str, size: int) -> str:
         with _translated(f"start upload of {key}"):
             resp = await self._client.create_multipart_upload(

@@ -2,11 +2,12 @@
 
 - Uploads above the threshold are multipart: one reader goes through the file in order
   (hashing as it reads, so the SHA-256 costs no second pass) and hands each part to its
-  own sender; a part's budget slot is taken before it is read, so at most
-  ``concurrency`` parts are in memory.
+  own sender; a part's budget slot is taken before it is read, and at most
+  ``parts_in_memory`` parts are held at once.
 - Downloads are ranged GETs written at their offsets into a temporary file beside the
-  destination; a hasher follows the parts in order, re-reading them from the page cache,
-  and the file is renamed into place only once size and digests check out.
+  destination. When the size is not known yet, the first GET learns it (and brings a
+  small object whole). A hasher follows the ranges in order, re-reading them from the
+  page cache, and the file is renamed into place only once size and digests check out.
 - Every request is retried on transient errors with exponential backoff and full jitter;
   an interrupted ranged GET resumes where its body stopped.
 - One owner per failure cleanup: the upload aborts its multipart upload, the download
@@ -23,7 +24,7 @@ import os
 import random
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -32,7 +33,7 @@ import anyio.to_thread
 
 from ..errors import IntegrityError, PreconditionFailed, StoreError, TransferError
 from ..storage import ObjectInfo, Store
-from .budget import Budget
+from .budget import Budget, Lease
 from .groups import task_group
 from .plan import Part, TransferSettings, parts_in_memory, plan_parts, plan_ranges
 
@@ -44,7 +45,7 @@ TEMP_SUFFIX = ".part"
 
 class TaskProgress(Protocol):
     def advance(self, nbytes: int) -> None:
-        """Bytes moved; negative when a retry takes back bytes already counted."""
+        """Bytes moved (kept: a retry resumes after them)."""
 
     def end(self, ok: bool) -> None: ...
 
@@ -87,11 +88,8 @@ class Expected:
 class EngineStatistics:
     requests: int = 0
     retries: int = 0
-    bytes_up: int = 0
-    bytes_down: int = 0
-    ranged_gets: int = 0
+    ranged_gets: int = 0  # GETs of one range among several of an object
     multipart_uploads: int = 0
-    retried_errors: list[str] = field(default_factory=list)
 
 
 _MD5_ETAG = re.compile(r'"?([0-9a-fA-F]{32})"?')
@@ -136,7 +134,10 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _read_and_hash(fd: int, offset: int, size: int, hasher: Any) -> bytes:
-    data = os.pread(fd, size, offset)
+    try:
+        data = os.pread(fd, size, offset)
+    except OSError as exc:
+        raise _os_failure(exc, "read the file") from exc
     if len(data) != size:
         raise TransferError("the file changed size while it was being uploaded")
     hasher.update(data)
@@ -178,17 +179,18 @@ class Engine:
 
     async def _backoff(self, attempt: int, error: StoreError) -> None:
         self.stats.retries += 1
-        self.stats.retried_errors.append(error.message)
         cap = min(self.settings.backoff_max, self.settings.backoff_base * 2 ** attempt)
         delay = random.uniform(0, cap)
         log.debug("retry %d in %.2f s after: %s", attempt + 1, delay, error.message)
         await self._sleep(delay)
 
-    async def call(self, fn: Callable[[], Awaitable[T]]) -> T:
-        """Run one request within the budget, retrying transient failures."""
+    async def call(self, fn: Callable[[], Awaitable[T]], lease: Lease | None = None) -> T:
+        """Run one request within the budget, retrying transient failures with backoff.
+        ``lease``: a slot already taken, for the first attempt."""
         for attempt in range(self.settings.max_attempts):
+            slot = lease if attempt == 0 and lease is not None else await self.budget.acquire()
             try:
-                async with await self.budget.acquire():
+                async with slot:
                     self.stats.requests += 1
                     return await fn()
             except StoreError as exc:
@@ -220,9 +222,6 @@ class Engine:
     async def list_dirs(self, prefix: str) -> list[str]:
         return await self.call(lambda: self.store.list_dirs(prefix))
 
-    async def delete(self, key: str) -> None:
-        await self.call(lambda: self.store.delete(key))
-
     # -- upload ------------------------------------------------------------------------------
 
     async def upload_file(self, path: Path, key: str, *, label: str) -> UploadResult:
@@ -246,16 +245,12 @@ class Engine:
         finally:
             os.close(fd)
         task.end(True)
-        self.stats.bytes_up += size
         return result
 
     async def _upload_single(
         self, fd: int, size: int, key: str, hasher: Any, task: TaskProgress
     ) -> UploadResult:
-        try:
-            data = await anyio.to_thread.run_sync(_read_and_hash, fd, 0, size, hasher)
-        except OSError as exc:
-            raise _os_failure(exc, "read the file") from exc
+        data = await anyio.to_thread.run_sync(_read_and_hash, fd, 0, size, hasher)
         attempts = 0
 
         async def put() -> str:
@@ -314,34 +309,16 @@ class Engine:
         return UploadResult(size, hasher.hexdigest(), etag, len(parts))
 
     async def _send_part(
-        self, key: str, upload_id: str, part: Part, data: bytes, lease: Any,
+        self, key: str, upload_id: str, part: Part, data: bytes, lease: Lease,
         etags: list[str], task: TaskProgress, memory: anyio.Semaphore,
     ) -> None:
-        """Send one part; the first attempt uses the slot taken before the part was read."""
+        """Send one part; its first attempt uses the slot taken before the part was read."""
         try:
-            await self._send_part_attempts(key, upload_id, part, data, lease, etags, task)
+            etags[part.number - 1] = await self.call(
+                lambda: self.store.upload_part(key, upload_id, part, data), lease)
+            task.advance(part.size)
         finally:
             memory.release()
-
-    async def _send_part_attempts(
-        self, key: str, upload_id: str, part: Part, data: bytes, lease: Any,
-        etags: list[str], task: TaskProgress,
-    ) -> None:
-        for attempt in range(self.settings.max_attempts):
-            if attempt:
-                lease = await self.budget.acquire()
-            try:
-                async with lease:
-                    self.stats.requests += 1
-                    etags[part.number - 1] = await self.store.upload_part(
-                        key, upload_id, part, data
-                    )
-                    task.advance(part.size)
-                    return
-            except StoreError as exc:
-                if not exc.transient or attempt + 1 == self.settings.max_attempts:
-                    raise
-                await self._backoff(attempt, exc)
 
     # -- download ----------------------------------------------------------------------------
 
@@ -394,7 +371,6 @@ class Engine:
         finally:
             os.close(fd)
         task.end(True)
-        self.stats.bytes_down += info.size
         return info, digests[0]
 
     async def _reserve(self, fd: int, size: int) -> None:
@@ -405,25 +381,19 @@ class Engine:
 
     async def _probe(self, key: str, fd: int) -> tuple[ObjectInfo, _Cursor]:
         """The first GET of an object of unknown size: up to the multipart threshold from
-        offset 0. What it brings fills the first planned range; a body cut short is
-        resumed like any other range."""
-        for attempt in range(self.settings.max_attempts):
-            try:
-                async with await self.budget.acquire():
-                    self.stats.requests += 1
-                    head = max(1, self.settings.multipart_threshold)
-                    async with self.store.open_range(key, 0, head) as body:
-                        await self._reserve(fd, body.info.size)
-                        cursor = _Cursor(plan_ranges(body.info.size, self.settings,
-                                                     head=head)[0])
-                        with contextlib.suppress(_TransientCut):
-                            await self._write_chunks(body.chunks, cursor, fd, _NoTask())
-                return body.info, cursor
-            except StoreError as exc:
-                if not exc.transient or attempt + 1 == self.settings.max_attempts:
-                    raise
-                await self._backoff(attempt, exc)
-        raise AssertionError("unreachable")
+        offset 0. What it brings is the first range; a body cut short is resumed like any
+        other range."""
+        head = max(1, self.settings.multipart_threshold)
+
+        async def once() -> tuple[ObjectInfo, _Cursor]:
+            async with self.store.open_range(key, 0, head) as body:
+                await self._reserve(fd, body.info.size)
+                cursor = _Cursor(plan_ranges(body.info.size, self.settings, head=head)[0])
+                with contextlib.suppress(_TransientCut):
+                    await self._write_chunks(body.chunks, cursor, fd, _NoTask())
+            return body.info, cursor
+
+        return await self.call(once)
 
     async def _fetch_all(
         self, info: ObjectInfo, fd: int, first: _Cursor | None, task: TaskProgress
@@ -458,22 +428,17 @@ class Engine:
         self, info: ObjectInfo, cursor: _Cursor, fd: int, done: anyio.Event,
         task: TaskProgress, ranged: bool,
     ) -> None:
-        for attempt in range(self.settings.max_attempts):
-            try:
-                if cursor.remaining:
-                    async with await self.budget.acquire():
-                        self.stats.requests += 1
-                        self.stats.ranged_gets += ranged
-                        async with self.store.open_range(
-                                info.key, cursor.offset, cursor.part.end,
-                                if_match=info.etag) as body:
-                            await self._write_chunks(body.chunks, cursor, fd, task)
-                done.set()
+        async def rest() -> None:
+            if not cursor.remaining:
                 return
-            except StoreError as exc:
-                if not exc.transient or attempt + 1 == self.settings.max_attempts:
-                    raise
-                await self._backoff(attempt, exc)
+            self.stats.ranged_gets += ranged
+            async with self.store.open_range(info.key, cursor.offset, cursor.part.end,
+                                             if_match=info.etag) as body:
+                await self._write_chunks(body.chunks, cursor, fd, task)
+
+        if cursor.remaining:
+            await self.call(rest)
+        done.set()
 
     async def _write_chunks(
         self, chunks: AsyncIterator[bytes], cursor: _Cursor, fd: int, task: TaskProgress
