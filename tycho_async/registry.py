@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import shutil
 import tempfile
@@ -225,7 +226,7 @@ class Registry:
                 await self.engine.put_bytes(meta_key(package), _dump_meta(meta), if_match=etag)
                 return meta
             except (PreconditionFailed, NotFound):
-                await anyio.sleep(min(0.5, 0.01 * 2 ** attempt) * (0.5 + os.urandom(1)[0] / 512))
+                await anyio.sleep(random.uniform(0, min(0.5, 0.01 * 2 ** attempt)))
         raise TychoError(f"package {package!r}: tycho.json kept changing; try again")
 
     async def _create_meta(self, package: str, meta: dict[str, Any]) -> bool:
