@@ -112,7 +112,6 @@ def _run(settings: Settings, work: Callable[[Registry], Awaitable[T]],
     result: list[T] = []
 
     async def main() -> None:
-        nonlocal interrupted
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with task_group() as tg:
                 async def watch() -> None:
