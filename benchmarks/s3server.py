@@ -58,8 +58,8 @@ def _exit_when_orphaned(parent: int) -> None:
 
 
 def main() -> None:
-    # moto spills every object above 5 MiB to a temporary file; the page cache writeback
-    # of those files made the large-file runs vary by a second. Keep objects in memory.
+    # moto spills every object above 5 MiB to a temporary file: keep them in memory, so
+    # that the disk does not enter the numbers (and --full does not fill /tmp).
     os.environ.setdefault("MOTO_S3_DEFAULT_KEY_BUFFER_SIZE", str(KEY_BUFFER))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")

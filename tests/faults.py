@@ -14,7 +14,7 @@ from typing import Any
 
 import anyio
 
-from tycho_async.storage import ObjectInfo, RangeBody, Store
+from tycho_async.storage import ObjectInfo, PartReceipt, RangeBody, Store
 from tycho_async.transfer.plan import Part
 
 
@@ -99,15 +99,16 @@ class FaultyStore:
         await self._enter("create_multipart")
         return await self.inner.create_multipart(key, size)
 
-    async def upload_part(self, key: str, upload_id: str, part: Part, data: bytes) -> str:
+    async def upload_part(self, key: str, upload_id: str, part: Part, data: bytes
+                          ) -> PartReceipt:
         async with self._tracked():
             await self._enter("upload_part")
             return await self.inner.upload_part(key, upload_id, part, data)
 
-    async def complete_multipart(self, key: str, upload_id: str, part_etags: Sequence[str], *,
-                                 if_none_match: bool) -> str:
+    async def complete_multipart(self, key: str, upload_id: str,
+                                 receipts: Sequence[PartReceipt], *, if_none_match: bool) -> str:
         await self._enter("complete_multipart")
-        return await self.inner.complete_multipart(key, upload_id, part_etags,
+        return await self.inner.complete_multipart(key, upload_id, receipts,
                                                    if_none_match=if_none_match)
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:

@@ -400,3 +400,25 @@ async def test_a_pull_of_a_tycho_station_package_costs_two_requests(
         result = await registry.pull(PullRequest("old"))
         assert result.path.read_bytes() == b"station bytes"
         assert registry.engine.stats.requests == 2
+
+
+@pytest.mark.parametrize("checksums", [True, False])
+async def test_multipart_parts_carry_crc32_checksums_on_s3(
+        tmp_path: Path, request: pytest.FixtureRequest, checksums: bool) -> None:
+    """As s3transfer: the upload is created with CRC32 and completed with each part's;
+    ``checksums: false`` (stores that refuse them) sends none."""
+    blob = write_file(tmp_path / "src.bin", 3 * PART + 1)
+    endpoint = request.getfixturevalue("s3_endpoint")
+    bucket = make_bucket(endpoint)
+    settings = Settings(backend="s3", outdir=tmp_path, bucket=bucket, transfer=SMALL,
+                        checksums=checksums, client_kwargs={
+                            "endpoint_url": endpoint, "region_name": REGION, **CREDS})
+    store = await open_store(settings)
+    try:
+        await Engine(store, SMALL).upload_file(tmp_path / "src.bin", "k", label="k")
+    finally:
+        await store.aclose()
+    client = s3_client(endpoint)
+    head = client.head_object(Bucket=bucket, Key="k", ChecksumMode="ENABLED")
+    assert bool(head.get("ChecksumCRC32")) is checksums
+    assert client.get_object(Bucket=bucket, Key="k")["Body"].read() == blob

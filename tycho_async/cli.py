@@ -51,7 +51,7 @@ RegistryOpt = Annotated[str | None, typer.Option(
     help="Registry to use instead of the config's: s3://BUCKET/PREFIX or a directory path.")]
 ConcurrencyOpt = Annotated[int | None, typer.Option(
     "--concurrency", "-j", min=1, max=256, envvar="TYCHOREG_CONCURRENCY", show_default=False,
-    help="Requests in flight at once, shared by every file of the command (default 64; "
+    help="Requests in flight at once, shared by every file of the command (default 32; "
          "config key tycho.concurrency).")]
 PartSizeOpt = Annotated[str | None, typer.Option(
     "--part-size", metavar="SIZE", envvar="TYCHOREG_PART_SIZE", show_default=False,

@@ -8,7 +8,7 @@ for a missing object, PreconditionFailed for a lost conditional write, StoreErro
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -23,6 +23,10 @@ class ObjectInfo:
     key: str
     size: int
     etag: str  # exactly as the backend reports it, quotes included
+
+
+PartReceipt = Mapping[str, str]
+"""What a store returns for an uploaded part and needs again to complete the upload."""
 
 
 @dataclass(frozen=True)
@@ -66,10 +70,14 @@ class Store(Protocol):
 
     async def create_multipart(self, key: str, size: int) -> str: ...
 
-    async def upload_part(self, key: str, upload_id: str, part: Part, data: bytes) -> str: ...
+    async def upload_part(self, key: str, upload_id: str, part: Part, data: bytes
+                          ) -> PartReceipt:
+        """Send one part; the receipt (its ETag, its checksum) goes back to complete."""
+        ...
 
     async def complete_multipart(
-        self, key: str, upload_id: str, part_etags: Sequence[str], *, if_none_match: bool
+        self, key: str, upload_id: str, receipts: Sequence[PartReceipt], *,
+        if_none_match: bool,
     ) -> str: ...
 
     async def abort_multipart(self, key: str, upload_id: str) -> None: ...

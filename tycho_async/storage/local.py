@@ -21,7 +21,7 @@ import anyio.to_thread
 
 from ..errors import NotFound, PreconditionFailed, StoreError
 from ..transfer.plan import Part
-from . import ObjectInfo, RangeBody
+from . import ObjectInfo, PartReceipt, RangeBody
 
 try:
     import fcntl
@@ -202,7 +202,7 @@ class LocalStore:
     async def create_multipart(self, key: str, size: int) -> str:
         return await anyio.to_thread.run_sync(self._create_multipart, key, size)
 
-    def _upload_part(self, key: str, upload_id: str, part: Part, data: bytes) -> str:
+    def _upload_part(self, key: str, upload_id: str, part: Part, data: bytes) -> PartReceipt:
         temp = self._path(key).with_name(upload_id)
         try:
             fd = os.open(temp, os.O_WRONLY)
@@ -212,13 +212,15 @@ class LocalStore:
                 os.close(fd)
         except OSError as exc:
             raise _oserror(exc, f"write {key}") from exc
-        return f'"{part.number}"'
+        return {"ETag": f'"{part.number}"'}
 
-    async def upload_part(self, key: str, upload_id: str, part: Part, data: bytes) -> str:
+    async def upload_part(self, key: str, upload_id: str, part: Part, data: bytes
+                          ) -> PartReceipt:
         return await anyio.to_thread.run_sync(self._upload_part, key, upload_id, part, data)
 
     async def complete_multipart(
-        self, key: str, upload_id: str, part_etags: Sequence[str], *, if_none_match: bool
+        self, key: str, upload_id: str, receipts: Sequence[PartReceipt], *,
+        if_none_match: bool,
     ) -> str:
         temp = self._path(key).with_name(upload_id)
         return await anyio.to_thread.run_sync(

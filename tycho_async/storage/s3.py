@@ -33,7 +33,7 @@ from botocore.exceptions import (
 
 from ..errors import ConfigError, NotFound, PreconditionFailed, StoreError, TychoError
 from ..transfer.plan import Part
-from . import ObjectInfo, RangeBody
+from . import ObjectInfo, PartReceipt, RangeBody
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -129,12 +129,16 @@ async def _nothing() -> AsyncIterator[bytes]:
 
 class S3Store:
     def __init__(self, client: Any, stack: AsyncExitStack, bucket: str, prefix: str,
-                 chunk_size: int) -> None:
+                 chunk_size: int, checksums: bool) -> None:
         self._client = client
         self._stack = stack
         self.bucket = bucket
         self.prefix = prefix
         self.chunk_size = chunk_size
+        # As s3transfer does: botocore adds a CRC32 to every part, so the upload must be
+        # created with that algorithm and completed with each part's checksum, or
+        # stricter stores refuse the parts ("checksum type mismatch").
+        self._part_checksum = {"ChecksumAlgorithm": "CRC32"} if checksums else {}
 
     @classmethod
     async def open(cls, settings: Settings) -> S3Store:
@@ -163,7 +167,7 @@ class S3Store:
             await stack.aclose()
             raise ConfigError(f"cannot set up the S3 client: {exc}") from exc
         return cls(client, stack, settings.bucket, settings.prefix,
-                   settings.transfer.chunk_size)
+                   settings.transfer.chunk_size, settings.checksums)
 
     def _key(self, key: str) -> str:
         return self.prefix + key
@@ -248,22 +252,24 @@ class S3Store:
     async def create_multipart(self, key: str, size: int) -> str:
         with _translated(f"start upload of {key}"):
             resp = await self._client.create_multipart_upload(
-                Bucket=self.bucket, Key=self._key(key)
+                Bucket=self.bucket, Key=self._key(key), **self._part_checksum
             )
         return str(resp["UploadId"])
 
-    async def upload_part(self, key: str, upload_id: str, part: Part, data: bytes) -> str:
+    async def upload_part(self, key: str, upload_id: str, part: Part, data: bytes
+                          ) -> PartReceipt:
         with _translated(f"upload part {part.number} of {key}"):
             resp = await self._client.upload_part(
                 Bucket=self.bucket, Key=self._key(key), UploadId=upload_id,
-                PartNumber=part.number, Body=_PartReader(data),
+                PartNumber=part.number, Body=_PartReader(data), **self._part_checksum,
             )
-        return str(resp["ETag"])
+        return {name: str(resp[name]) for name in ("ETag", "ChecksumCRC32") if name in resp}
 
     async def complete_multipart(
-        self, key: str, upload_id: str, part_etags: Sequence[str], *, if_none_match: bool
+        self, key: str, upload_id: str, receipts: Sequence[PartReceipt], *,
+        if_none_match: bool,
     ) -> str:
-        parts = [{"PartNumber": n, "ETag": etag} for n, etag in enumerate(part_etags, start=1)]
+        parts = [{"PartNumber": n, **receipt} for n, receipt in enumerate(receipts, start=1)]
         extra = {"IfNoneMatch": "*"} if if_none_match else {}
         with _translated(f"finish upload of {key}"):
             resp = await self._client.complete_multipart_upload(

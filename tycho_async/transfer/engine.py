@@ -32,7 +32,7 @@ import anyio
 import anyio.to_thread
 
 from ..errors import IntegrityError, PreconditionFailed, StoreError, TransferError
-from ..storage import ObjectInfo, Store
+from ..storage import ObjectInfo, PartReceipt, Store
 from .budget import Budget, Lease
 from .groups import task_group
 from .plan import Part, TransferSettings, parts_in_memory, plan_parts, plan_ranges
@@ -282,7 +282,7 @@ class Engine:
         upload_id = await self.call(lambda: self.store.create_multipart(key, size))
         self.stats.multipart_uploads += 1
         log.debug("multipart upload of %s: %d bytes in %d parts", key, size, len(parts))
-        etags: list[str] = [""] * len(parts)
+        receipts: list[PartReceipt] = [{}] * len(parts)
         memory = anyio.Semaphore(parts_in_memory(self.settings, parts[0].size))
         try:
             async with task_group() as tg:
@@ -297,10 +297,11 @@ class Engine:
                         lease.release()
                         memory.release()
                         raise
-                    tg.start_soon(self._send_part, key, upload_id, part, data, lease, etags,
-                                  task, memory)
+                    tg.start_soon(self._send_part, key, upload_id, part, data, lease,
+                                  receipts, task, memory)
             etag = await self.call(
-                lambda: self.store.complete_multipart(key, upload_id, etags, if_none_match=True)
+                lambda: self.store.complete_multipart(key, upload_id, receipts,
+                                                      if_none_match=True)
             )
         except BaseException:
             with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
@@ -310,11 +311,11 @@ class Engine:
 
     async def _send_part(
         self, key: str, upload_id: str, part: Part, data: bytes, lease: Lease,
-        etags: list[str], task: TaskProgress, memory: anyio.Semaphore,
+        receipts: list[PartReceipt], task: TaskProgress, memory: anyio.Semaphore,
     ) -> None:
         """Send one part; its first attempt uses the slot taken before the part was read."""
         try:
-            etags[part.number - 1] = await self.call(
+            receipts[part.number - 1] = await self.call(
                 lambda: self.store.upload_part(key, upload_id, part, data), lease)
             task.advance(part.size)
         finally:

@@ -31,8 +31,8 @@ class TransferSettings:
     ``part_size * parts_in_memory()`` for an upload (48 MiB at the defaults) and
     ``concurrency * chunk_size`` for downloads, whatever the size or number of files."""
 
-    concurrency: int = 64
-    max_ranges: int = 16  # ranged GETs of one object at once; the rest of the budget serves others
+    concurrency: int = 32
+    max_ranges: int = 8  # ranged GETs of one object at once; the rest of the budget serves others
     part_size: int = 8 * MiB
     multipart_threshold: int = 8 * MiB
     chunk_size: int = 256 * KiB
