@@ -6,10 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from tycho_async.cli import app
-from tycho_async.config import load_settings, parse_size
+from tycho_async.config import load_settings, parse_size, resolve_env
 from tycho_async.errors import ConfigError
 
 from .conftest import REGION, Registry, make_bucket, write_file
@@ -136,3 +138,20 @@ def test_parse_size(text: object, size: int) -> None:
 def test_parse_size_rejects(text: object) -> None:
     with pytest.raises(ConfigError):
         parse_size(text, "x")
+
+
+@given(st.integers(0, 10**6), st.sampled_from(["", "k", "K", "KiB", "m", "MB", "MiB", "g", "GiB"]))
+def test_sizes_parse_with_any_unit(number: int, unit: str) -> None:
+    factor = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[unit[:1].lower()]
+    assert parse_size(f"{number}{unit}", "x") == number * factor
+
+
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+                    lambda inner: st.lists(inner, max_size=3)
+                    | st.dictionaries(st.text(max_size=3).filter(lambda k: k != "env"), inner,
+                                      max_size=3), max_leaves=10),
+       st.text(min_size=1, max_size=8))
+def test_env_indirection_replaces_only_env_objects(value: object, default: str) -> None:
+    assert resolve_env(value, "x") == value  # nothing to replace: unchanged
+    wrapped = {"key": {"env": "TYCHOREG_TEST_SURELY_UNSET", "default": default}, "keep": value}
+    assert resolve_env(wrapped, "x") == {"key": default, "keep": value}

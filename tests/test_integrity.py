@@ -208,3 +208,26 @@ def test_the_record_object_backs_a_lost_tycho_json_copy(registry: Registry) -> N
     registry.put("pkg/tycho.json", json.dumps(meta, indent=2).encode())
     checked = registry.cli("verify", "pkg")
     assert checked.exit_code == 3 and "SHA-256 mismatch" in checked.stderr
+
+
+def _limit_file_size() -> None:
+    """In the child: files may not grow past 1 MiB, as on a full disk (EFBIG, not ENOSPC,
+    but the same failed write)."""
+    import resource
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (MiB, MiB))
+
+
+def test_a_disk_that_refuses_writes_fails_cleanly(s3_endpoint: str,
+                                                  s3_registry: Registry) -> None:
+    write_file(Path("big.bin"), 6 * MiB)
+    env = _env(s3_endpoint, s3_registry.root)
+    assert subprocess.run([TYCHOREG, "push", "big", "1", "big.bin", "--promote-latest", "-q"],
+                          env=env, timeout=120, check=False).returncode == 0
+    result = subprocess.run([TYCHOREG, "pull", "big"], env=env, timeout=120, check=False,
+                            capture_output=True, text=True, preexec_fn=_limit_file_size)
+    assert result.returncode == 3, result.stderr
+    assert "cannot write" in result.stderr and "File too large" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(Path("tycho_packages").iterdir()) == []
