@@ -64,6 +64,8 @@ ProgressOpt = Annotated[bool | None, typer.Option(
     "--progress/--no-progress", show_default=False,
     help="Force progress bars on or off (default: bars on a terminal, a plain log elsewhere).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+VersionOpt = Annotated[str | None, typer.Option(
+    "--version", "-v", show_default=False, help="Version (default: the latest).")]
 
 
 _debug = False
@@ -234,9 +236,7 @@ def promote(
 @_command
 def pull(
     package: Annotated[str, typer.Argument(help="Package name.")],
-    version: Annotated[str | None, typer.Option(
-        "--version", "-v", show_default=False, help="Version to pull (default: the latest).")]
-        = None,
+    version: VersionOpt = None,
     force: Annotated[bool, typer.Option(
         "--force", "-f", help="Download even when the local copy is current.")] = False,
     outfile: Annotated[Path | None, typer.Option(
@@ -319,9 +319,7 @@ def pull_list(
 @_command
 def verify(
     package: Annotated[str, typer.Argument(help="Package name.")],
-    version: Annotated[str | None, typer.Option(
-        "--version", "-v", show_default=False, help="Version to check (default: the latest).")]
-        = None,
+    version: VersionOpt = None,
     config: ConfigOpt = None, registry: RegistryOpt = None,
     concurrency: ConcurrencyOpt = None, part_size: PartSizeOpt = None,
     quiet: QuietOpt = False, progress: ProgressOpt = None,

@@ -28,7 +28,7 @@ class Part:
 @dataclass(frozen=True)
 class TransferSettings:
     """Engine tunables. Part bytes held in memory are at most
-    ``part_size * parts_in_memory()`` for an upload (48 MiB at the defaults) and
+    ``part_size * parts_in_memory()`` for an upload (40 MiB at the defaults) and
     ``concurrency * chunk_size`` for downloads, whatever the size or number of files."""
 
     concurrency: int = 32
@@ -36,7 +36,7 @@ class TransferSettings:
     part_size: int = 8 * MiB
     multipart_threshold: int = 8 * MiB
     chunk_size: int = 256 * KiB
-    upload_buffer: int = 48 * MiB
+    upload_buffer: int = 40 * MiB
     max_attempts: int = 5
     backoff_base: float = 0.2
     backoff_max: float = 5.0
