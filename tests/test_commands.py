@@ -257,3 +257,14 @@ def test_forced_progress_bars_render_and_sum_up(registry: Registry) -> None:
     pulled = registry.cli("pull", "pkg", "--progress")
     assert pulled.exit_code == 0 and "pulled 1 file" in pulled.stderr
     assert Path("tycho_packages/f.bin").read_bytes() == blob
+
+
+def test_pull_list_pulls_an_item_listed_twice_once(registry: Registry) -> None:
+    blob = write_file(Path("f.bin"), 10)
+    assert registry.cli("push", "a", "1.0", "f.bin", "--promote-latest").exit_code == 0
+    twice = registry.cli("pull-list", "a", "a")
+    assert twice.exit_code == 0 and twice.stdout.splitlines() == [
+        "pulled a 1.0 -> tycho_packages/f.bin"]
+    assert Path("tycho_packages/f.bin").read_bytes() == blob
+    both = registry.cli("pull-list", "a", "a==1.0")  # two items, one file
+    assert both.exit_code == 2 and "both write" in both.stderr

@@ -444,7 +444,9 @@ class Registry:
     async def pull_many(
         self, requests: Sequence[PullRequest], *, force: bool = False
     ) -> list[PullResult]:
-        """Pull every item concurrently; report every failure together at the end."""
+        """Pull every item concurrently (an item listed twice, once); report every failure
+        together at the end."""
+        requests = list(dict.fromkeys(requests))
         results: dict[int, PullResult] = {}
         failures: list[tuple[str, TychoError]] = []
         claimed: dict[Path, str] = {}
