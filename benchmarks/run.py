@@ -600,29 +600,39 @@ def run_push(bench: Bench, clients: Sequence[Client], admin: Admin, server: Moto
             admin.drop_bucket(bucket)
 
 
+def due_runs(bench: Bench, clients: Sequence[Client], admin: Admin, capability: str,
+             fill: Callable[[str], None], row_of: Callable[[Client], Row],
+             ) -> Iterator[tuple[Row, Client, str]]:
+    """For download scenarios: a bucket filled once per client, then every run still due,
+    as (row, client, bucket); the buckets are dropped at the end, also on errors."""
+    setups = []
+    try:
+        for client in clients:
+            if capability in client.supports:
+                bucket = admin.new_bucket()
+                setups.append((row_of(client), client, bucket))
+                fill(bucket)
+        for _ in range(bench.plan.repeat):
+            for row, client, bucket in setups:
+                if bench.due(row):
+                    yield row, client, bucket
+    finally:
+        for _, _, bucket in setups:
+            admin.drop_bucket(bucket)
+
+
 def run_pull(bench: Bench, clients: Sequence[Client], admin: Admin, server: MotoServer | None,
              file: Path) -> None:
     """(b) The large file down, into an empty directory each time."""
     size = file.stat().st_size
     title = f"b pull {fmt_size(size)}"
-    setups = []
-    for client in clients:
-        if "pull" not in client.supports:
-            continue
-        bucket = admin.new_bucket()
-        admin.put_large(bucket, file)
-        setups.append((bench.row("b", title, client.name, "bytes", size), client, bucket))
-    for _ in range(bench.plan.repeat):
-        for row, client, bucket in setups:
-            if not bench.due(row):
-                continue
-            job = Job(admin.endpoint, bucket, bench.workdir(), presign=admin.presigner(bucket))
-            argv = client.pull(job)
-            check = partial(files_of_size, job.outdir, size, 1) if client.writes_files else None
-            bench.measure(row, argv, job.workdir, env=client_env(bench, admin.endpoint, bucket),
-                          server=server, check=check)
-    for _, _, bucket in setups:
-        admin.drop_bucket(bucket)
+    for row, client, bucket in due_runs(
+            bench, clients, admin, "pull", partial(admin.put_large, file=file),
+            lambda client: bench.row("b", title, client.name, "bytes", size)):
+        job = Job(admin.endpoint, bucket, bench.workdir(), presign=admin.presigner(bucket))
+        check = partial(files_of_size, job.outdir, size, 1) if client.writes_files else None
+        bench.measure(row, client.pull(job), job.workdir,
+                      env=client_env(bench, admin.endpoint, bucket), server=server, check=check)
 
 
 def run_many(bench: Bench, clients: Sequence[Client], admin: Admin, server: MotoServer | None,
@@ -630,25 +640,15 @@ def run_many(bench: Bench, clients: Sequence[Client], admin: Admin, server: Moto
     """(c), (d) Many small packages down: tychoreg's pull-list, the others' best way."""
     packages = tuple(f"p{i:04d}" for i in range(many.count))
     title = f"{many.label} pull-list {many.count} x {fmt_size(many.size)} @{latency}ms"
-    setups = []
-    for client in clients:
-        if "pull_many" not in client.supports:
-            continue
-        bucket = admin.new_bucket()
-        admin.put_many(bucket, packages, many.size)
-        setups.append((bench.row(f"{many.label}@{latency}", title, client.name, "items",
-                                 many.count), client, bucket))
-    for _ in range(bench.plan.repeat):
-        for row, client, bucket in setups:
-            if not bench.due(row):
-                continue
-            job = Job(admin.endpoint, bucket, bench.workdir(), packages=packages)
-            argv = client.pull_many(job)
-            bench.measure(row, argv, job.workdir, env=client_env(bench, admin.endpoint, bucket),
-                          server=server,
-                          check=partial(files_of_size, job.outdir, many.size, many.count))
-    for _, _, bucket in setups:
-        admin.drop_bucket(bucket)
+    for row, client, bucket in due_runs(
+            bench, clients, admin, "pull_many",
+            partial(admin.put_many, packages=packages, size=many.size),
+            lambda client: bench.row(f"{many.label}@{latency}", title, client.name, "items",
+                                     many.count)):
+        job = Job(admin.endpoint, bucket, bench.workdir(), packages=packages)
+        bench.measure(row, client.pull_many(job), job.workdir,
+                      env=client_env(bench, admin.endpoint, bucket), server=server,
+                      check=partial(files_of_size, job.outdir, many.size, many.count))
 
 
 def make_file(path: Path, size: int) -> Path:
