@@ -56,8 +56,8 @@ ConcurrencyOpt = Annotated[int | None, typer.Option(
 PartSizeOpt = Annotated[str | None, typer.Option(
     "--part-size", metavar="SIZE", envvar="TYCHOREG_PART_SIZE", show_default=False,
     help="Part size for multipart uploads and ranged downloads, e.g. 8MiB (5MiB to 5GiB; "
-         "default 8MiB; config key tycho.part_size). Upload memory is about "
-         "concurrency x part size.")]
+         "default 8MiB; config key tycho.part_size). An upload keeps at most 40 MiB of "
+         "parts in memory (at least 4 parts).")]
 QuietOpt = Annotated[bool, typer.Option(
     "--quiet", "-q", help="Print nothing but errors.")]
 ProgressOpt = Annotated[bool | None, typer.Option(
