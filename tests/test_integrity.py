@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import anyio
@@ -18,7 +19,7 @@ from tycho_async.registry import Registry as Reg
 from tycho_async.storage import open_store
 from tycho_async.transfer import Engine
 
-from .conftest import Registry, s3_client, write_file
+from .conftest import Registry, free_port, make_bucket, s3_client, write_file
 from .test_subprocess import TYCHOREG, _env, _wait_for
 
 MiB = 1024 * 1024
@@ -231,3 +232,31 @@ def test_a_disk_that_refuses_writes_fails_cleanly(s3_endpoint: str,
     assert "cannot write" in result.stderr and "File too large" in result.stderr
     assert "Traceback" not in result.stderr
     assert list(Path("tycho_packages").iterdir()) == []
+
+
+def test_the_server_dying_mid_pull_fails_cleanly(isolated_env: Path) -> None:
+    """A moto server in a process of its own, killed while a real pull runs."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom moto.server import ThreadedMotoServer\n"
+         f"ThreadedMotoServer(ip_address='127.0.0.1', port={port}, verbose=False).start()\n"
+         "print('up', flush=True)\ntime.sleep(120)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == "up"
+        endpoint = f"http://127.0.0.1:{port}"
+        bucket = make_bucket(endpoint)
+        env = _env(endpoint, bucket)
+        write_file(Path("big.bin"), 48 * MiB)
+        assert subprocess.run([TYCHOREG, "push", "big", "1", "big.bin", "--promote-latest",
+                               "-q"], env=env, timeout=120, check=False).returncode == 0
+        out = Path("tycho_packages")
+        pull = subprocess.Popen([TYCHOREG, "pull", "big", "--concurrency", "1"], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        _wait_for(lambda: out.exists() and any(p.name.endswith(".part") for p in out.iterdir()))
+        server.kill()
+        _, err = pull.communicate(timeout=60)
+    finally:
+        server.kill()
+    assert pull.returncode == 3, err
+    assert "connection failed" in err and "Traceback" not in err
+    assert list(out.iterdir()) == []
