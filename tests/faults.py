@@ -1,8 +1,9 @@
 """A Store wrapper that injects faults and delays, and records what was asked of it.
 
 Each method takes its next outcome from a queue: None (behave), an exception (raise it
-before calling through), or for ``open_range`` the strings "truncate" (end the body
-halfway) and "corrupt" (flip a bit of the first chunk).
+before calling through), for ``open_range`` the strings "truncate" (end the body
+halfway) and "corrupt" (flip a bit of the first chunk), for ``put_bytes`` "landed" (write,
+then lose the answer).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import anyio
 
+from tycho_async.errors import StoreError
 from tycho_async.storage import ObjectInfo, PartReceipt, RangeBody, Store
 from tycho_async.transfer.plan import Part
 
@@ -61,9 +63,12 @@ class FaultyStore:
 
     async def put_bytes(self, key: str, data: bytes, *, if_none_match: bool = False,
                         if_match: str | None = None) -> str:
-        await self._enter("put_bytes")
-        return await self.inner.put_bytes(key, data, if_none_match=if_none_match,
+        outcome = await self._enter("put_bytes")
+        etag = await self.inner.put_bytes(key, data, if_none_match=if_none_match,
                                           if_match=if_match)
+        if outcome == "landed":  # the write happened, but its answer was lost
+            raise StoreError("connection reset after the write", transient=True)
+        return etag
 
     @contextlib.asynccontextmanager
     async def open_range(self, key: str, start: int, end: int, *,

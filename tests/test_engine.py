@@ -424,3 +424,19 @@ async def test_multipart_parts_carry_crc32_checksums_on_s3(
     head = client.head_object(Bucket=bucket, Key="k", ChecksumMode="ENABLED")
     assert bool(head.get("ChecksumCRC32")) is checksums
     assert client.get_object(Bucket=bucket, Key="k")["Body"].read() == blob
+
+
+async def test_a_put_whose_answer_was_lost_is_recognised_on_retry(
+        tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """The retry's If-None-Match finds the object the first attempt wrote: ours, by size
+    and MD5, so the upload succeeds instead of reporting "already exists"."""
+    blob = write_file(tmp_path / "src.bin", 1000)
+    async with opened("s3", tmp_path, request) as (inner, _):
+        store = FaultyStore(inner)
+        store.inject("put_bytes", "landed")
+        result = await Engine(store, SMALL).upload_file(tmp_path / "src.bin", "k", label="k")
+        assert store.calls["put_bytes"] == 2
+        assert result.etag.strip('"') == hashlib.md5(blob).hexdigest()
+        write_file(tmp_path / "other.bin", 1000, seed=9)
+        with pytest.raises(PreconditionFailed):  # someone else's object is still refused
+            await Engine(store, SMALL).upload_file(tmp_path / "other.bin", "k", label="k")

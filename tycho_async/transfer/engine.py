@@ -259,21 +259,18 @@ class Engine:
             try:
                 return await self.store.put_bytes(key, data, if_none_match=True)
             except PreconditionFailed:
-                # A retried PUT whose first attempt did land finds its own object.
-                if attempts > 1 and await self._is_own_object(key, data):
+                # A retried PUT whose first attempt did land finds its own object: same
+                # size, and an ETag that is the MD5 of these bytes.
+                if attempts > 1:
                     info = await self.store.head(key)
-                    assert info is not None
-                    return info.etag
+                    if (info is not None and info.size == size
+                            and plain_md5(info.etag) == hashlib.md5(data).hexdigest()):
+                        return info.etag
                 raise
 
         etag = await self.call(put)
         task.advance(size)
         return UploadResult(size, hasher.hexdigest(), etag, 1)
-
-    async def _is_own_object(self, key: str, data: bytes) -> bool:
-        info = await self.store.head(key)
-        return (info is not None and info.size == len(data)
-                and info.etag.strip('"') == hashlib.md5(data).hexdigest())
 
     async def _upload_multipart(
         self, fd: int, size: int, key: str, hasher: Any, task: TaskProgress
