@@ -373,7 +373,7 @@ class Engine:
 
     async def _reserve(self, fd: int, size: int) -> None:
         try:
-            await anyio.to_thread.run_sync(_reserve, fd, size)
+            await anyio.to_thread.run_sync(_preallocate, fd, size)
         except OSError as exc:
             raise _os_failure(exc, "write the download") from exc
 
@@ -514,7 +514,7 @@ class _Cursor:
         return self.part.size - self.received
 
 
-def _reserve(fd: int, size: int) -> None:
+def _preallocate(fd: int, size: int) -> None:
     """Claim the space up front, so a full disk fails at once rather than mid-download."""
     if size == 0:
         return
