@@ -168,6 +168,7 @@ def _registry_on(request: pytest.FixtureRequest, endpoint_fixture: str, workdir:
         endpoint = request.getfixturevalue(endpoint_fixture)
         reg = Registry("s3", make_bucket(endpoint), endpoint, workdir, CliRunner())
     else:
+        (tmp_path / "registry").mkdir()
         reg = Registry("local", str(tmp_path / "registry"), None, workdir, CliRunner())
     reg.write_config()
     return reg

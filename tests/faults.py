@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 
 from tycho_async.errors import StoreError
-from tycho_async.storage import ObjectInfo, PartReceipt, RangeBody, Store
+from tycho_async.storage import ObjectInfo, PartReceipt, RangeBody, Store, UploadInfo
 from tycho_async.transfer.plan import Part
 
 
@@ -53,6 +53,20 @@ class FaultyStore:
         finally:
             self.in_flight -= 1
 
+    @property
+    def location(self) -> str:
+        return self.inner.location
+
+    async def root_exists(self) -> bool:
+        return await self.inner.root_exists()
+
+    async def delete(self, key: str) -> None:
+        await self._enter("delete")
+        await self.inner.delete(key)
+
+    async def list_uploads(self, key: str) -> list[UploadInfo]:
+        return await self.inner.list_uploads(key)
+
     async def head(self, key: str) -> ObjectInfo | None:
         await self._enter("head")
         return await self.inner.head(key)
@@ -71,13 +85,13 @@ class FaultyStore:
         return etag
 
     @contextlib.asynccontextmanager
-    async def open_range(self, key: str, start: int, end: int, *,
+    async def open_range(self, key: str, start: int, end: int | None, *,
                          if_match: str | None = None) -> AsyncIterator[RangeBody]:
         async with self._tracked():
             outcome = await self._enter("open_range")
             self.ranges.append((start, end))
             async with self.inner.open_range(key, start, end, if_match=if_match) as body:
-                size = min(end, body.info.size) - start
+                size = (body.info.size if end is None else min(end, body.info.size)) - start
                 yield RangeBody(body.info, self._altered(body.chunks, outcome, size))
 
     async def _altered(self, chunks: AsyncIterator[bytes], outcome: Any,

@@ -242,9 +242,9 @@ def test_plain_progress_is_short(registry: Registry) -> None:
         assert registry.cli("push", f"p{i}", "1", f"f{i}.bin", "--promote-latest",
                             "-q").exit_code == 0
     result = registry.cli("pull-list", "p0", "p1", "p2", "p3", "p4", "--no-progress")
+    assert result.stdout.count("pulled") == 5  # the results, on stdout only
     lines = result.stderr.splitlines()
-    assert len(lines) == 6  # one a file and a summary
-    assert lines[-1].startswith("pulled 5 files")
+    assert len(lines) == 1 and lines[0].startswith("pulled 5 files, 50 B in ")  # a summary
     quiet = registry.cli("pull-list", "p0", "p1", "--force", "-q")
     assert quiet.exit_code == 0 and quiet.stdout == "" and quiet.stderr == ""
 
@@ -264,7 +264,7 @@ def test_pull_list_pulls_an_item_listed_twice_once(registry: Registry) -> None:
     assert registry.cli("push", "a", "1.0", "f.bin", "--promote-latest").exit_code == 0
     twice = registry.cli("pull-list", "a", "a")
     assert twice.exit_code == 0 and twice.stdout.splitlines() == [
-        "pulled a 1.0 -> tycho_packages/f.bin"]
+        "pulled a 1.0 -> tycho_packages/f.bin (10 B)"]
     assert Path("tycho_packages/f.bin").read_bytes() == blob
     both = registry.cli("pull-list", "a", "a==1.0")  # two items, one file
     assert both.exit_code == 2 and "both write" in both.stderr

@@ -62,7 +62,8 @@ def test_unreachable_endpoint_is_exit_3_without_traceback(isolated_env: Path) ->
     write_file(Path("f.bin"), 10)
     result = _run("push", "pkg", "1", "f.bin", env=env)
     assert result.returncode == 3
-    assert "connection failed" in result.stderr and "Traceback" not in result.stderr
+    assert "connection to http://127.0.0.1:9 failed" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def _wait_for(condition: object, seconds: float = 30) -> None:

@@ -17,7 +17,8 @@ import typer
 
 from . import __version__
 from .config import DEFAULT_CONFIG, Settings, default_local_root, load_settings
-from .errors import Interrupted, PartialFailure, TychoError, UsageError
+from .errors import Interrupted, OutputClosed, PartialFailure, TychoError, UsageError
+from .units import human_size
 
 if TYPE_CHECKING:
     from .registry import Registry
@@ -32,7 +33,9 @@ With no config file ({DEFAULT_CONFIG}) and no --registry, the registry is a loca
 directory ({default_local_root()}), so it works on a fresh machine with nothing set up.
 
 Exit codes: 0 done (exists: yes), 1 the answer is no (not found, already exists,
-nothing to pull), 2 bad usage or config, 3 transfer failed, 130 interrupted."""
+nothing to pull), 2 bad usage or config, 3 transfer failed, 128+N ended by signal N
+(130 Ctrl-C, 143 SIGTERM, 129 SIGHUP: uploads aborted, temp files removed), 141
+standard output closed."""
 
 app = typer.Typer(
     help=HELP,
@@ -71,13 +74,69 @@ VersionOpt = Annotated[str | None, typer.Option(
 _debug = False
 
 
+class SafeStream:
+    """Standard error that never aborts work: progress and logs written to a closed
+    terminal or pipe (SSH dropped, ``2>&1 | head``) are dropped, and the descriptor is
+    pointed at /dev/null so that nothing fails at exit either."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def _broken(self) -> None:
+        import os
+
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    def write(self, text: str) -> int:
+        try:
+            return int(self._stream.write(text))
+        except (OSError, ValueError):
+            self._broken()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except (OSError, ValueError):
+            self._broken()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _out(text: str) -> None:
+    """Write to standard output; a closed one (``tychoreg list | head``) ends the command
+    quietly with exit 141, with no process-wide SIGPIPE (that would also kill uploads
+    whose server resets a socket)."""
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except (BrokenPipeError, ValueError) as exc:
+        import os
+
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass
+        raise OutputClosed("standard output was closed") from exc
+
+
 def _say(message: str) -> None:
     from .logs import redact
 
-    typer.echo(f"tychoreg: {redact(message)}", err=True)
+    SafeStream(sys.stderr).write(f"tychoreg: {redact(message)}\n")
 
 
 def _fail(exc: TychoError) -> typer.Exit:
+    if isinstance(exc, OutputClosed):
+        return typer.Exit(exc.exit_code)
     if isinstance(exc, PartialFailure):
         for item, err in exc.failures:
             _say(f"{item}: {err.message}")
@@ -85,22 +144,24 @@ def _fail(exc: TychoError) -> typer.Exit:
     return typer.Exit(exc.exit_code)
 
 
-def _settings(config: str | None, registry: str | None, **overrides: Any) -> Settings:
+def _settings(config: str | None, registry: str | None, *, strict: bool = True,
+              **overrides: Any) -> Settings:
     from .config import SECRET_KEYS
     from .logs import register_secrets
 
     settings = load_settings(config, registry, {k: v for k, v in overrides.items()
-                                                if v is not None})
+                                                if v is not None}, strict=strict)
     register_secrets(settings.client_kwargs.get(key) for key in SECRET_KEYS)
     for warning in settings.warnings:
-        typer.echo(f"tychoreg: warning: {warning}", err=True)
+        _say(f"warning: {warning}")
     return settings
 
 
 def _run(settings: Settings, work: Callable[[Registry], Awaitable[T]],
          progress: ProgressSink | None = None) -> T:
-    """Run ``work`` on one event loop; Ctrl-C or SIGTERM cancel it, and every transfer
-    cleans up (aborts uploads, removes temp files) before the command exits 130."""
+    """Run ``work`` on one event loop; SIGINT, SIGTERM or SIGHUP cancel it, and every
+    transfer cleans up (aborts uploads, removes temp files) before the command exits
+    128+N. A version whose object is published is recorded first (shielded)."""
     import signal
 
     import anyio
@@ -110,16 +171,16 @@ def _run(settings: Settings, work: Callable[[Registry], Awaitable[T]],
     from .transfer import Engine
     from .transfer.groups import task_group
 
-    interrupted = False
+    received: list[int] = []
     result: list[T] = []
 
     async def main() -> None:
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM,
+                                        signal.SIGHUP) as signals:
             async with task_group() as tg:
                 async def watch() -> None:
-                    nonlocal interrupted
-                    async for _ in signals:
-                        interrupted = True
+                    async for signum in signals:
+                        received.append(signum)
                         tg.cancel_scope.cancel()
                         return
 
@@ -127,7 +188,8 @@ def _run(settings: Settings, work: Callable[[Registry], Awaitable[T]],
                 store = await open_store(settings)
                 try:
                     registry = Registry(Engine(store, settings.transfer, progress),
-                                        settings.outdir)
+                                        settings.outdir,
+                                        missing_root_ok=settings.default_registry)
                     result.append(await work(registry))
                 finally:
                     with anyio.CancelScope(shield=True):
@@ -135,8 +197,11 @@ def _run(settings: Settings, work: Callable[[Registry], Awaitable[T]],
                 tg.cancel_scope.cancel()
 
     anyio.run(main)
-    if interrupted or not result:
-        raise Interrupted("interrupted; nothing half-written was left behind")
+    if received or not result:
+        signum = received[0] if received else signal.SIGINT
+        name = signal.Signals(signum).name
+        raise Interrupted(f"interrupted by {name}; nothing half-written was left behind",
+                          signum)
     return result[0]
 
 
@@ -176,7 +241,7 @@ def _command(fn: Callable[..., None]) -> Callable[..., None]:
 
 
 def _echo_json(data: object) -> None:
-    typer.echo(json.dumps(data, indent=2))
+    _out(json.dumps(data, indent=2))
 
 
 @app.command()
@@ -189,7 +254,7 @@ def init(
     """Create a package: PKG/tycho.json with its local file name and no latest version."""
     settings = _settings(config, registry)
     _run(settings, lambda reg: reg.init(package, filename))
-    typer.echo(f"initialized {package} (pulls save as {filename})")
+    _out(f"initialized {package} (pulls save as {filename})")
 
 
 @app.command()
@@ -210,13 +275,15 @@ def push(
     result = _transfer(settings, lambda reg: reg.push(package, version, file,
                                                       promote=promote_latest),
                        verb="pushed", files=1, quiet=quiet, progress=progress)
+    if result.created_registry:
+        _say(f"created a new local registry at {result.created_registry}")
     if quiet:
         return
     if result.initialized:
-        typer.echo(f"initialized {package} (pulls save as {file.name})")
-    typer.echo(f"pushed {package} {version} ({result.size} bytes, sha256 {result.sha256})")
+        _out(f"initialized {package} (pulls save as {file.name})")
+    _out(f"pushed {package} {version} ({human_size(result.size)}, sha256 {result.sha256})")
     if result.promoted:
-        typer.echo(f"promoted {package} {version} to latest")
+        _out(f"promoted {package} {version} to latest")
 
 
 @app.command()
@@ -229,7 +296,7 @@ def promote(
     """Make an existing VERSION the latest of PACKAGE."""
     settings = _settings(config, registry)
     _run(settings, lambda reg: reg.promote(package, version))
-    typer.echo(f"promoted {package} {version} to latest")
+    _out(f"promoted {package} {version} to latest")
 
 
 @app.command()
@@ -270,9 +337,10 @@ def _pull_request(package: str, version: str | None) -> Any:
 
 def _echo_pull(result: Any) -> None:
     if result.skipped:
-        typer.echo(f"{result.package} {result.version} is up to date: {result.path}")
+        _out(f"{result.package} {result.version} is up to date: {result.path}")
     else:
-        typer.echo(f"pulled {result.package} {result.version} -> {result.path}")
+        _out(f"pulled {result.package} {result.version} -> {result.path} "
+             f"({human_size(result.size)})")
 
 
 @app.command("pull-list")
@@ -320,6 +388,10 @@ def pull_list(
 def verify(
     package: Annotated[str, typer.Argument(help="Package name.")],
     version: VersionOpt = None,
+    repair: Annotated[bool, typer.Option(
+        "--repair", help="Finish what an interrupted push left: record a version whose "
+        "upload completed (from the stored bytes' SHA-256), clear one whose upload did "
+        "not, restore a lost copy of the record in tycho.json.")] = False,
     config: ConfigOpt = None, registry: RegistryOpt = None,
     concurrency: ConcurrencyOpt = None, part_size: PartSizeOpt = None,
     quiet: QuietOpt = False, progress: ProgressOpt = None,
@@ -328,11 +400,13 @@ def verify(
     pushed by tycho-station) without keeping a file; exit 3 if it does not match."""
     request = _pull_request(package, version)
     settings = _settings(config, registry, concurrency=concurrency, part_size=part_size)
-    result = _transfer(settings, lambda reg: reg.verify(request), verb="verified", files=1,
-                       quiet=quiet, progress=progress)
+    result = _transfer(settings, lambda reg: reg.verify(request, repair=repair),
+                       verb="verified", files=1, quiet=quiet, progress=progress)
+    if result.repaired:
+        _out(f"{result.package} {result.version}: {result.repaired}")
     if not quiet:
-        typer.echo(f"{result.package} {result.version} is intact ({result.size} bytes, "
-                   f"sha256 {result.sha256}; checked {result.checked})")
+        _out(f"{result.package} {result.version} is intact ({human_size(result.size)}, "
+             f"sha256 {result.sha256}; checked {result.checked})")
 
 
 @app.command("list")
@@ -364,7 +438,7 @@ def list_versions(
         _echo_json([{"version": v.version, "size": v.size} for v in versions])
         return
     for v in versions:
-        typer.echo(v.version)
+        _out(v.version)
 
 
 @app.command()
@@ -380,29 +454,52 @@ def exists(
     if as_json:
         _echo_json({"package": package, "version": version, "exists": found})
     else:
-        typer.echo(f"{package} {version} {'exists' if found else 'does not exist'}")
+        _out(f"{package} {version} {'exists' if found else 'does not exist'}")
     if not found:
         raise typer.Exit(1)
 
 
 @app.command()
 @_command
-def info(config: ConfigOpt = None, registry: RegistryOpt = None, as_json: JsonOpt = False) -> None:
-    """Where the registry is and which settings apply (no network)."""
-    settings = _settings(config, registry)
-    data = {
+def info(
+    config: ConfigOpt = None, registry: RegistryOpt = None, as_json: JsonOpt = False,
+    probe: Annotated[bool, typer.Option(
+        "--probe", help="Also ask the store whether it honours conditional writes, by "
+        "writing and removing a probe object under the registry root.")] = False,
+) -> None:
+    """Where the registry is and which settings apply (no network unless --probe)."""
+    from .config import SECRET_KEYS
+
+    settings = _settings(config, registry, strict=False)
+    data: dict[str, Any] = {
         "version": __version__,
         "config": str(settings.config_path) if settings.config_path else None,
         "backend": settings.backend,
         "registry": settings.location,
         "outdir": str(settings.outdir),
         "concurrency": settings.transfer.concurrency,
-        "part_size": settings.transfer.part_size,
+        "part_size": human_size(settings.transfer.part_size),
     }
+    if settings.backend == "s3":
+        kwargs = settings.client_kwargs
+        data["endpoint_url"] = kwargs.get("endpoint_url")
+        data["region"] = kwargs.get("region_name")
+        data["credentials"] = ("from the config" if kwargs.get(SECRET_KEYS[0])
+                               else "the AWS credential chain")
+        for unset in settings.unset:
+            data.setdefault("unset", []).append(unset)
+    if probe:
+        found = _run(settings, lambda reg: reg.probe())
+        data["conditional_writes"] = ("honoured" if found.if_none_match and found.if_match
+                                      else "IGNORED (If-None-Match: "
+                                      f"{'ok' if found.if_none_match else 'ignored'}, If-Match: "
+                                      f"{'ok' if found.if_match else 'ignored'})")
     if as_json:
         _echo_json(data)
         return
-    _table(("SETTING", "VALUE"), [(k, "-" if v is None else str(v)) for k, v in data.items()])
+    _table(("SETTING", "VALUE"), [(k, "-" if v is None else
+                                   "; ".join(v) if isinstance(v, list) else str(v))
+                                  for k, v in data.items()])
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
@@ -417,7 +514,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         Console().print(table)
         return
     for row in rows:
-        typer.echo("\t".join(row).rstrip())
+        _out("\t".join(row).rstrip())
 
 
 def version_callback(value: bool) -> None:
@@ -445,6 +542,7 @@ def _root(
 
 
 def main() -> None:
+    sys.stderr = SafeStream(sys.stderr)
     try:
         app()
     except KeyboardInterrupt:

@@ -26,6 +26,7 @@ REGISTRY_ENV = "TYCHOREG_REGISTRY"
 SECRET_KEYS = ("aws_secret_access_key", "aws_session_token", "aws_access_key_id")
 # Keys of the s3 section that are ours; every other key goes to the S3 client as is.
 S3_OWN_KEYS = ("bucket", "prefix", "checksums", "addressing_style")
+TYCHO_KEYS = ("backend", "outdir", "dotenv", "concurrency", "part_size")
 
 _SIZE = re.compile(r"\s*(\d+)\s*([kmg]?)(i?b?)\s*", re.IGNORECASE)
 
@@ -43,6 +44,8 @@ class Settings:
     transfer: TransferSettings = field(default_factory=TransferSettings)
     config_path: Path | None = None
     warnings: tuple[str, ...] = ()
+    default_registry: bool = False  # the local registry in the data folder, none chosen
+    unset: tuple[str, ...] = ()  # env-indirected values left unresolved (info only)
 
     @property
     def location(self) -> str:
@@ -80,7 +83,12 @@ def _positive_int(value: object, what: str) -> int:
     return number
 
 
-def resolve_env(value: Any, where: str) -> Any:
+class Unset(str):
+    """An env-indirected value whose variable is unset and has no default: an error for
+    every command but ``info``, which shows it as such."""
+
+
+def resolve_env(value: Any, where: str, *, strict: bool = True) -> Any:
     """Replace every ``{"env": NAME, "default": VALUE}`` with the variable or the default."""
     if isinstance(value, dict):
         if "env" in value and set(value) <= {"env", "default"}:
@@ -91,11 +99,28 @@ def resolve_env(value: Any, where: str) -> Any:
                 return os.environ[name]
             if "default" in value:
                 return value["default"]
+            if not strict:
+                return Unset(name)
             raise ConfigError(f"{where}: variable {name} is not set and has no default")
-        return {key: resolve_env(item, f"{where}.{key}") for key, item in value.items()}
+        return {key: resolve_env(item, f"{where}.{key}", strict=strict)
+                for key, item in value.items()}
     if isinstance(value, list):
-        return [resolve_env(item, f"{where}[{i}]") for i, item in enumerate(value)]
+        return [resolve_env(item, f"{where}[{i}]", strict=strict)
+                for i, item in enumerate(value)]
     return value
+
+
+def _unknown_keys(section: Mapping[str, Any], known: tuple[str, ...], where: str) -> list[str]:
+    """A warning for every key nobody reads: a typo ("outdri") must not pass silently."""
+    import difflib
+
+    warnings = []
+    for key in section:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            warnings.append(f"{where}: unknown key {key!r} ignored{hint}")
+    return warnings
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -203,9 +228,12 @@ def load_settings(
     config: str | None = None,
     registry: str | None = None,
     overrides: Mapping[str, Any] | None = None,
+    *,
+    strict: bool = True,
 ) -> Settings:
     """Read the config (``config`` None means the default file, optional), apply the
-    registry URL and overrides, and resolve env indirection."""
+    registry URL and overrides, and resolve env indirection (``strict`` False: leave an
+    unset variable without default as an ``Unset`` value instead of failing)."""
     overrides = overrides or {}
     explicit = config is not None
     path = Path(config) if config is not None else Path(DEFAULT_CONFIG)
@@ -225,6 +253,7 @@ def load_settings(
 
         load_dotenv(Path(dotenv).expanduser(), override=False)
     tycho = resolve_env(tycho_raw, "tycho")
+    warnings: list[str] = _unknown_keys(tycho_raw, TYCHO_KEYS, f"config {path}: tycho")
 
     registry = registry or os.environ.get(REGISTRY_ENV) or None
     backend_name = tycho.get("backend")
@@ -235,7 +264,7 @@ def load_settings(
                 f"config {path}: tycho.backend is {backend_name!r} but there is no such section"
             )
         section_raw = _section(data, backend_name, path)
-    section = resolve_env(section_raw, backend_name or "backend")
+    section = resolve_env(section_raw, backend_name or "backend", strict=strict)
     kind = backend_name or "local"
     if registry:
         url = parse_registry_url(registry)
@@ -249,7 +278,6 @@ def load_settings(
     if not isinstance(outdir, str) or not outdir:
         raise ConfigError(f"config {path}: tycho.outdir must be a directory name")
 
-    warnings: list[str] = []
     if config_path is not None:
         warning = _secret_warning(config_path, section_raw)
         if warning:
@@ -268,6 +296,7 @@ def load_settings(
             transfer=transfer,
             config_path=config_path,
             warnings=tuple(warnings),
+            default_registry=not root,
         )
     if kind != "s3":
         raise ConfigError(f"unknown backend {kind!r}: use 's3' or 'local'")
@@ -275,6 +304,9 @@ def load_settings(
     if not isinstance(bucket, str) or not bucket:
         raise ConfigError(f"config {path}: the s3 section needs a 'bucket'")
     client_kwargs = {k: v for k, v in section.items() if k not in S3_OWN_KEYS}
+    unset = tuple(f"{k} (variable {v} is not set)" for k, v in client_kwargs.items()
+                  if isinstance(v, Unset))
+    client_kwargs = {k: v for k, v in client_kwargs.items() if not isinstance(v, Unset)}
     return Settings(
         backend="s3",
         bucket=bucket,
@@ -286,4 +318,5 @@ def load_settings(
         transfer=transfer,
         config_path=config_path,
         warnings=tuple(warnings),
+        unset=unset,
     )

@@ -4,15 +4,18 @@
     ├── NotFound                    1  package, version, or tycho.json missing
     ├── AlreadyExists               1  a version or package that must not exist yet
     ├── NothingToPull               1
-    ├── UsageError                  2  bad name, bad option value
-    │   └── ConfigError             2  unreadable or invalid config
+    ├── UsageError                  2  bad name, bad option value, special file in the way
+    │   ├── ConfigError             2  unreadable or invalid config
+    │   └── MissingRegistry         2  the bucket or registry directory does not exist
     ├── TransferError               3  the bytes did not arrive (network, permission, disk)
     │   ├── StoreError              3  a backend call failed; ``transient`` says if a retry may help
     │   │   └── PreconditionFailed  3  a conditional write lost a race (callers translate it)
     │   ├── IntegrityError          3  bytes arrived but do not match what was pushed
+    │   ├── IncompleteVersion       3  a push or deletion of it was cut short
     │   └── UnsafeRemoteData        3  the bucket holds data we refuse to act on
     ├── PartialFailure              3 or 1: some items of a batch failed
-    └── Interrupted                 130
+    ├── Interrupted                 128+N: ended by signal N (130 SIGINT, 143 SIGTERM, 129 SIGHUP)
+    └── OutputClosed                141: standard output was closed (``tychoreg list | head``)
 
 Foreign errors (botocore, aiohttp, OSError) are translated where they enter, in the
 stores and the engine, and chained with ``from exc``. Only the CLI turns these into
@@ -53,6 +56,12 @@ class ConfigError(UsageError):
     exit_code = 2
 
 
+class MissingRegistry(UsageError):
+    """A typo'd bucket or path must not read as an empty registry (``exists || push``)."""
+
+    exit_code = 2
+
+
 class TransferError(TychoError):
     exit_code = 3
 
@@ -80,6 +89,10 @@ class UnsafeRemoteData(TransferError):
     pass
 
 
+class IncompleteVersion(TransferError):
+    """A version whose push (or deletion) was cut short: never trusted by a pull."""
+
+
 class PartialFailure(TychoError):
     """Some items of a batch failed; the exit code is the worst of theirs."""
 
@@ -90,4 +103,10 @@ class PartialFailure(TychoError):
 
 
 class Interrupted(TychoError):
-    exit_code = 130
+    def __init__(self, message: str, signum: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+class OutputClosed(TychoError):
+    exit_code = 141

@@ -16,23 +16,20 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TaskID,
     TextColumn,
     TimeRemainingColumn,
-    TransferSpeedColumn,
 )
+from rich.text import Text
 
 from .transfer import NoProgress, ProgressSink, TaskProgress
+from .units import human_rate, human_size
 
 LARGE = 4 * 1024 * 1024  # transfers from this size get a bar of their own
-
-
-def human_size(size: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
+FIRST_LINE = 10.0  # plain mode: a transfer that has run this long prints a line ...
+EVERY = 10.0  # ... and then at most one this often
 
 
 class _Tally:
@@ -44,37 +41,73 @@ class _Tally:
         self.files = 0
         self.bytes = 0
         self.failed = 0
+        self.moved = 0  # bytes so far, finished files or not
+        self.total = 0  # bytes of every file begun
 
     def summary(self, verb: str) -> str:
-        elapsed = max(self.clock() - self.started, 1e-9)
-        rate = self.bytes / elapsed / 1e6
+        elapsed = self.clock() - self.started
         failed = f", {self.failed} failed" if self.failed else ""
         return (f"{verb} {self.files} file{'s' if self.files != 1 else ''}, "
-                f"{human_size(self.bytes)} in {elapsed:.1f} s ({rate:.1f} MB/s){failed}")
+                f"{human_size(self.bytes)} in {elapsed:.1f} s "
+                f"({human_rate(self.bytes, elapsed)}){failed}")
 
 
 class _PlainTask:
-    def __init__(self, sink: PlainProgress, label: str, total: int) -> None:
-        self.sink, self.label, self.total = sink, label, total
-        self.started = sink.tally.clock()
+    def __init__(self, sink: PlainProgress, total: int) -> None:
+        self.sink, self.total = sink, total
 
     def advance(self, nbytes: int) -> None:
-        return None
+        self.sink.advance(nbytes)
 
     def end(self, ok: bool) -> None:
         self.sink.finished(self, ok)
 
 
 class PlainProgress:
-    """A line per finished file and a summary: readable in a CI log, never redrawn."""
+    """For logs (CI): nothing for a short transfer; one line once a transfer has run for
+    10 s, then at most one every 10 s (bytes, percent, rate, ETA); a summary when
+    several files moved. Never redrawn, never a line per file (stdout lists them)."""
 
-    def __init__(self, stream: IO[str], verb: str, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, stream: IO[str], verb: str, clock: Callable[[], float] = time.monotonic,
+                 files: int | None = None) -> None:
         self.stream = stream
         self.verb = verb
         self.tally = _Tally(clock)
+        self.expected_files = files
+        self.begun = 0
+        self.next_line = self.tally.started + FIRST_LINE
 
     def begin(self, label: str, total: int) -> TaskProgress:
-        return _PlainTask(self, label, total)
+        self.begun += 1
+        self.tally.total += total
+        return _PlainTask(self, total)
+
+    def advance(self, nbytes: int) -> None:
+        self.tally.moved += nbytes
+        now = self.tally.clock()
+        if now >= self.next_line:
+            self.next_line = now + EVERY
+            self._line(now)
+
+    def _line(self, now: float) -> None:
+        tally = self.tally
+        elapsed = now - tally.started
+        rate = tally.moved / max(elapsed, 1e-9)
+        text = f"{TITLES.get(self.verb, self.verb)}: {human_size(tally.moved)}"
+        if self.expected_files in (None, self.begun):  # every size known: a true total
+            percent = 100 * tally.moved / tally.total if tally.total else 100.0
+            eta = (tally.total - tally.moved) / rate if rate else 0.0
+            text += (f" of {human_size(tally.total)} ({percent:.0f}%), "
+                     f"{human_size(rate)}/s, ETA {_clock(eta)}")
+        else:
+            text += f", {human_size(rate)}/s"
+        if self.expected_files and self.expected_files > 1:
+            text += f", {tally.files}/{self.expected_files} files"
+        self._write(text)
+
+    def _write(self, text: str) -> None:
+        self.stream.write(text + "\n")
+        self.stream.flush()
 
     def finished(self, task: _PlainTask, ok: bool) -> None:
         if not ok:
@@ -82,10 +115,6 @@ class PlainProgress:
             return
         self.tally.files += 1
         self.tally.bytes += task.total
-        elapsed = max(self.tally.clock() - task.started, 1e-9)
-        self.stream.write(f"{self.verb} {task.label} ({human_size(task.total)}, "
-                          f"{task.total / elapsed / 1e6:.1f} MB/s)\n")
-        self.stream.flush()
 
     def __enter__(self) -> PlainProgress:
         return self
@@ -93,8 +122,24 @@ class PlainProgress:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         if self.tally.files > 1 or self.tally.failed:
-            self.stream.write(self.tally.summary(self.verb) + "\n")
-            self.stream.flush()
+            self._write(self.tally.summary(self.verb))
+
+
+TITLES = {"pushed": "pushing", "pulled": "pulling", "verified": "verifying"}
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class _SpeedColumn(ProgressColumn):
+    """Transfer speed in IEC units (rich's own column is decimal)."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("?" if speed is None else f"{human_size(speed)}/s",
+                    style="progress.data.speed")
 
 
 class _RichTask:
@@ -128,15 +173,15 @@ class RichProgress:
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
+            DownloadColumn(binary_units=True),
+            _SpeedColumn(),
             TimeRemainingColumn(),
             TextColumn("{task.fields[files]}"),
             console=console,
             transient=True,
             get_time=clock,
         )
-        title = {"pushed": "pushing", "pulled": "pulling", "verified": "verifying"}.get(verb, verb)
+        title = TITLES.get(verb, verb)
         self.overall = self.progress.add_task(title, total=None, files=self._files_text())
 
     def _files_text(self) -> str:
@@ -144,8 +189,11 @@ class RichProgress:
         return f"{self.tally.files}/{expected} files"
 
     def begin(self, label: str, total: int) -> TaskProgress:
+        """The overall bar gets a total only while one file moves: a total that grows as
+        files are discovered would claim completion while a large file still moves."""
         self.total += total
-        self.progress.update(self.overall, total=self.total)
+        if self.expected_files == 1:
+            self.progress.update(self.overall, total=self.total)
         return _RichTask(self, f"  {label}", total)
 
     def finished(self, task: _RichTask, ok: bool) -> None:
@@ -192,4 +240,4 @@ def make_progress(mode: bool | None, quiet: bool, verb: str, files: int | None =
         mode = console.is_terminal
     if mode:
         return RichProgress(console, verb, files)
-    return PlainProgress(stream, verb)
+    return PlainProgress(stream, verb, files=files)

@@ -18,12 +18,14 @@ record in tycho.json saves every pull a request.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import random
 import re
 import shutil
 import tempfile
+import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -36,15 +38,19 @@ import anyio.to_thread
 from . import __version__
 from .errors import (
     AlreadyExists,
+    IncompleteVersion,
+    MissingRegistry,
     NotFound,
     NothingToPull,
     PartialFailure,
     PreconditionFailed,
+    StoreError,
     TransferError,
     TychoError,
     UnsafeRemoteData,
     UsageError,
 )
+from .localfs import LocalFS, Target
 from .names import (
     check_localname_arg,
     check_package,
@@ -55,11 +61,18 @@ from .names import (
 )
 from .storage import ObjectInfo
 from .transfer import Engine, Expected
-from .transfer.engine import plain_md5
+from .transfer.engine import UploadResult, plain_md5
 from .transfer.groups import task_group
 
 META_ATTEMPTS = 20
 RECORDS_KEY = "tychoreg"
+LATEST = "latest"  # tycho-station's word for "the latest version", never a version name
+PENDING = "pending"
+# A pending record (a push under way) is taken over by a later push, or cleared by
+# verify --repair, once it is older than QUIET_SECONDS with no multipart upload of the
+# version in flight, or older than STALE_SECONDS whatever is in flight.
+QUIET_SECONDS = 60
+STALE_SECONDS = 600
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -101,6 +114,7 @@ class PushResult:
     sha256: str
     initialized: bool
     promoted: bool
+    created_registry: str | None = None  # the new local registry this push created
 
 
 @dataclass(frozen=True)
@@ -119,6 +133,13 @@ class VerifyResult:
     size: int
     sha256: str
     checked: str  # what the bytes were checked against
+    repaired: str | None = None  # what --repair did, if anything
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    if_none_match: bool
+    if_match: bool
 
 
 @dataclass(frozen=True)
@@ -128,10 +149,10 @@ class PullRequest:
 
     @classmethod
     def parse(cls, item: str) -> PullRequest:
-        """``PKG`` or ``PKG==VERSION``."""
+        """``PKG`` or ``PKG==VERSION`` (``PKG==latest``: its latest, as tycho-station)."""
         package, sep, version = item.strip().partition("==")
         check_package(package)
-        if sep:
+        if sep and version != LATEST:
             check_version(version)
             return cls(package, version)
         return cls(package)
@@ -171,7 +192,16 @@ def _records_in(meta: dict[str, Any], *, create: bool = False) -> dict[str, Any]
     return records
 
 
+def _is_pending(record: object) -> bool:
+    return isinstance(record, dict) and record.get("state") == PENDING
+
+
 def _parse_record(package: str, version: str, record: object) -> Expected:
+    if _is_pending(record):
+        raise IncompleteVersion(
+            f"{package} {version}: its push was cut short after it started and the version "
+            f"is not trusted; run 'tychoreg verify {package} --version {version} --repair' "
+            "to complete or clear it")
     sha256 = record.get("sha256") if isinstance(record, dict) else None
     size = record.get("size") if isinstance(record, dict) else None
     if not (isinstance(sha256, str) and _SHA256.fullmatch(sha256) and isinstance(size, int)
@@ -180,16 +210,38 @@ def _parse_record(package: str, version: str, record: object) -> Expected:
     return Expected(size, sha256=sha256)
 
 
-def _dump_meta(meta: dict[str, Any]) -> bytes:
-    return json.dumps(meta, indent=2).encode("utf-8")
+def _load_record(package: str, version: str, data: bytes) -> dict[str, Any]:
+    try:
+        record = json.loads(data)
+    except ValueError:
+        raise UnsafeRemoteData(f"{package} {version}: its checksum record is unreadable") \
+            from None
+    if not isinstance(record, dict):
+        raise UnsafeRemoteData(f"{package} {version}: its checksum record is malformed")
+    return record
 
 
-def _write_sidecar(path: Path, etag: str) -> None:
-    """Write FILE.etag atomically, in tycho-station's format (the ETag, no newline)."""
-    sidecar = etag_sidecar(path)
-    temp = sidecar.with_name(f".{sidecar.name}.{os.getpid()}.tmp")
-    temp.write_text(etag, encoding="utf-8")
-    os.replace(temp, sidecar)
+def _mark(meta: dict[str, Any]) -> None:
+    _records_in(meta, create=True)
+
+
+def _dump(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, indent=2).encode("utf-8")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _age(record: dict[str, Any]) -> float:
+    """Seconds since a pending record's push started (by the pusher's clock)."""
+    try:
+        started = datetime.fromisoformat(str(record.get("started_at")))
+    except ValueError:
+        return float("inf")
+    if started.tzinfo is None:
+        started = started.replace(tzinfo=timezone.utc)
+    return time.time() - started.timestamp()
 
 
 def _is_current(path: Path, info: ObjectInfo) -> bool:
@@ -202,9 +254,24 @@ def _is_current(path: Path, info: ObjectInfo) -> bool:
 
 
 class Registry:
-    def __init__(self, engine: Engine, outdir: Path) -> None:
+    def __init__(self, engine: Engine, outdir: Path, *, missing_root_ok: bool = False,
+                 fs: LocalFS | None = None) -> None:
         self.engine = engine
         self.outdir = outdir
+        self.fs = fs or engine.fs
+        # The default local registry is simply empty before its first push; any other
+        # registry that does not exist is a typo, and says so (exit 2).
+        self.missing_root_ok = missing_root_ok
+        self._root_seen = False
+
+    async def _require_root(self) -> None:
+        """Before reporting that something is missing, make sure the registry itself
+        exists: ``exists || push`` must not create a typo'd registry."""
+        if self.missing_root_ok or self._root_seen:
+            return
+        if not await self.engine.call(self.engine.store.root_exists):
+            raise MissingRegistry(f"registry {self.engine.store.location} does not exist")
+        self._root_seen = True
 
     # -- tycho.json ---------------------------------------------------------------------------
 
@@ -212,8 +279,15 @@ class Registry:
         try:
             data, etag = await self.engine.get_bytes(meta_key(package))
         except NotFound:
+            await self._require_root()
             raise NotFound(f"package {package!r} does not exist (no tycho.json)") from None
         return _parse_meta(package, data), etag
+
+    async def _read_meta_or_none(self, package: str) -> dict[str, Any] | None:
+        try:
+            return (await self.read_meta(package))[0]
+        except NotFound:
+            return None
 
     async def _update_meta(
         self, package: str, change: Callable[[dict[str, Any]], None]
@@ -223,79 +297,210 @@ class Registry:
             meta, etag = await self.read_meta(package)
             change(meta)
             try:
-                await self.engine.put_bytes(meta_key(package), _dump_meta(meta), if_match=etag)
+                await self.engine.put_bytes(meta_key(package), _dump(meta), if_match=etag)
                 return meta
             except (PreconditionFailed, NotFound):
                 await anyio.sleep(random.uniform(0, min(0.5, 0.01 * 2 ** attempt)))
-        raise TychoError(f"package {package!r}: tycho.json kept changing; try again")
+        raise TransferError(f"package {package!r}: tycho.json kept changing under "
+                            f"{META_ATTEMPTS} attempts to update it; try again")
 
-    async def _create_meta(self, package: str, meta: dict[str, Any]) -> bool:
-        """Create tycho.json; False when it exists already."""
+    async def _create(self, key: str, data: bytes) -> str | None:
+        """Create an object that must not exist yet; its ETag, or None when it exists.
+        Looks before it leaps (HEAD, then If-None-Match), so that the single-client case
+        is right even on stores that ignore conditional writes."""
+        if await self.engine.head(key) is not None:
+            return None
         try:
-            await self.engine.put_bytes(meta_key(package), _dump_meta(meta), if_none_match=True)
+            return await self.engine.put_bytes(key, data, if_none_match=True)
         except PreconditionFailed:
-            return False
-        return True
+            return None
 
     # -- commands -------------------------------------------------------------------------------
 
     async def init(self, package: str, filename: str) -> None:
         check_package(package)
         check_localname_arg(filename)
-        if not await self._create_meta(package, {"localname": filename, "latest": None}):
+        if await self._create(meta_key(package), _dump({"localname": filename,
+                                                        "latest": None})) is None:
             raise AlreadyExists(f"package {package!r} already exists")
+
+    async def _state(self, package: str, version: str) -> str:
+        """"missing", "pending" (a push or deletion cut short) or "ok"; one round trip."""
+        found: dict[str, Any] = {}
+
+        async def head() -> None:
+            found["pkg"] = await self.engine.head(version_key(package, version))
+
+        async def record() -> None:
+            try:
+                found["record"] = (await self.engine.get_bytes(record_key(package, version)))[0]
+            except NotFound:
+                found["record"] = None
+
+        async with task_group() as tg:
+            tg.start_soon(head)
+            tg.start_soon(record)
+        if found["pkg"] is None:
+            await self._require_root()
+            return "missing"
+        if found["record"] is not None and _is_pending(
+                _load_record(package, version, found["record"])):
+            return "pending"
+        return "ok"
 
     async def exists(self, package: str, version: str) -> bool:
         check_package(package)
         check_version(version)
-        return await self.engine.head(version_key(package, version)) is not None
+        return await self._state(package, version) == "ok"
 
     async def push(self, package: str, version: str, path: Path, *, promote: bool) -> PushResult:
+        """Publish a version in steps that a crash can interrupt anywhere without leaving
+        anything a pull would trust: a pending record (created only if absent, so a
+        second pusher is refused right there), the object (If-None-Match), then the full
+        record and tycho.json, shielded from signals once the object is published."""
         check_package(package)
         check_version(version)
+        if version == LATEST:
+            raise UsageError(f"{LATEST!r} means the latest version to tycho-station; it "
+                             "cannot name a version")
         if not await anyio.Path(path).is_file():
             raise UsageError(f"{path} is not a readable file")
         check_localname_arg(path.name)
-        key = version_key(package, version)
-        if await self.engine.head(key) is not None:
+        store = self.engine.store
+        created_registry = None
+        if not await self.engine.call(store.root_exists):
+            created_registry = store.location
+        pending_etag = await self._reserve(package, version, path.name)
+        published: list[UploadResult] = []
+        initialized: list[bool] = []
+
+        async def record(result: UploadResult) -> None:
+            published.append(result)
+            try:
+                initialized.append(await self._publish(package, version, result, path.name,
+                                                       promote=promote))
+            except TychoError as exc:
+                raise TransferError(
+                    f"{package} {version} was uploaded, but recording it failed ({exc}); "
+                    f"run 'tychoreg verify {package} --version {version} --repair'") from exc
+
+        try:
+            meta = await self._read_meta_or_none(package)
+            if meta is not None and RECORDS_KEY not in meta:
+                # Mark the package as one tychoreg pushes to: a pull of any of its versions
+                # without a copy of the record then looks for the record object.
+                await self._update_meta(package, _mark)
+            await self.engine.upload_file(path, version_key(package, version),
+                                          label=f"{package} {version}", then=record)
+        except BaseException as exc:
+            if not published:  # nothing was published: the version is free again
+                with anyio.CancelScope(shield=True):
+                    await self._release(package, version, pending_etag)
+            if isinstance(exc, PreconditionFailed):
+                raise AlreadyExists(f"{package} {version} already exists (pushed by another "
+                                    "client meanwhile)") from None
+            raise
+        result = published[0]
+        return PushResult(package, version, result.size, result.sha256, initialized[0],
+                          promote, created_registry)
+
+    async def _reserve(self, package: str, version: str, localname: str) -> str:
+        """Create the version's pending record; return its ETag. Refused while the
+        version exists or another push of it is alive; a dead push's record is taken
+        over (see QUIET_SECONDS)."""
+        rkey = record_key(package, version)
+        found: dict[str, Any] = {}
+
+        async def head() -> None:
+            found["pkg"] = await self.engine.head(version_key(package, version))
+
+        async def read() -> None:
+            try:
+                found["record"] = await self.engine.get_bytes(rkey)
+            except NotFound:
+                found["record"] = None
+
+        async with task_group() as tg:
+            tg.start_soon(head)
+            tg.start_soon(read)
+        old = found["record"]
+        if found["pkg"] is not None:
+            if old is not None and _is_pending(_load_record(package, version, old[0])):
+                raise AlreadyExists(
+                    f"{package} {version} exists, but the push that uploaded it was cut "
+                    f"short; run 'tychoreg verify {package} --version {version} --repair'")
             raise AlreadyExists(f"{package} {version} already exists; published versions "
                                 "are immutable, push a new version")
+        pending = _dump({"state": PENDING, "tool": f"tychoreg {__version__}",
+                         "started_at": _now(), "localname": localname})
+        busy = AlreadyExists(f"{package} {version} is being pushed by another client right "
+                             "now; published versions are immutable, push a new version")
+        if old is None:
+            try:
+                return await self.engine.put_bytes(rkey, pending, if_none_match=True)
+            except PreconditionFailed:
+                raise busy from None
+        record = _load_record(package, version, old[0])
+        if not await self._abandoned(package, version, record):
+            raise busy
         try:
-            await self.read_meta(package)
-            has_meta = True
-        except NotFound:
-            has_meta = False
-        try:
-            result = await self.engine.upload_file(path, key, label=f"{package} {version}")
+            return await self.engine.put_bytes(rkey, pending, if_match=old[1])
         except PreconditionFailed:
-            raise AlreadyExists(f"{package} {version} already exists (pushed by another "
-                                "client meanwhile)") from None
-        entry = {"sha256": result.sha256, "size": result.size}
-        record = {**entry, "tool": f"tychoreg {__version__}",
-                  "pushed_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        await self.engine.put_bytes(record_key(package, version),
-                                    json.dumps(record, indent=2).encode())
+            raise busy from None
+
+    async def _abandoned(self, package: str, version: str, record: dict[str, Any]) -> bool:
+        """Whether a record without its object belongs to a push that died."""
+        age = _age(record)
+        if age > STALE_SECONDS:
+            return True
+        if age < QUIET_SECONDS:
+            return False
+        store = self.engine.store
+        return not await self.engine.call(
+            lambda: store.list_uploads(version_key(package, version)))
+
+    async def _release(self, package: str, version: str, etag: str) -> None:
+        """Remove our pending record, unless another push took it over meanwhile."""
+        rkey = record_key(package, version)
+        try:
+            info = await self.engine.head(rkey)
+            if info is not None and info.etag == etag:
+                await self.engine.call(lambda: self.engine.store.delete(rkey))
+        except TychoError:
+            return  # a pending record left behind is taken over later, never trusted
+
+    async def _publish(self, package: str, version: str, result: UploadResult,
+                       localname: str, *, promote: bool) -> bool:
+        """Write the full record and its copy in tycho.json (creating tycho.json for a
+        new package); True when tycho.json was created."""
+        record = {"sha256": result.sha256, "size": result.size, "pushed_at": _now(),
+                  "tool": f"tychoreg {__version__}"}
+        await self.engine.put_bytes(record_key(package, version), _dump(record))
 
         def publish(meta: dict[str, Any]) -> None:
-            """Copy the record where every pull reads anyway; promote if asked."""
-            _records_in(meta, create=True)[version] = entry
+            _records_in(meta, create=True)[version] = record
             if promote:
                 meta["latest"] = version
 
-        initialized = False
-        if not has_meta:
-            fresh: dict[str, Any] = {"localname": path.name, "latest": None}
-            publish(fresh)
-            initialized = await self._create_meta(package, fresh)
-        if not initialized:
+        try:
             await self._update_meta(package, publish)
-        return PushResult(package, version, result.size, result.sha256, initialized, promote)
+            return False
+        except NotFound:
+            fresh: dict[str, Any] = {"localname": localname, "latest": None}
+            publish(fresh)
+            if await self._create(meta_key(package), _dump(fresh)) is not None:
+                return True
+        await self._update_meta(package, publish)
+        return False
 
     async def promote(self, package: str, version: str) -> None:
         check_package(package)
         check_version(version)
-        if await self.engine.head(version_key(package, version)) is None:
+        state = await self._state(package, version)
+        if state == "missing":
             raise NotFound(f"{package} {version} does not exist; nothing to promote")
+        if state == "pending":
+            _parse_record(package, version, {"state": PENDING})
 
         def set_latest(meta: dict[str, Any]) -> None:
             meta["latest"] = version
@@ -304,6 +509,8 @@ class Registry:
 
     async def list_packages(self) -> list[PackageSummary]:
         names = [n for n in await self.engine.list_dirs("") if is_valid_segment(n)]
+        if not names:
+            await self._require_root()
         summaries: dict[str, PackageSummary] = {}
 
         async def summarize(name: str) -> None:
@@ -335,57 +542,109 @@ class Registry:
             await self.read_meta(package)  # NotFound for an unknown package
         return [VersionInfo(v, found[v]) for v in sort_versions(list(found))]
 
-    async def _record(self, package: str, version: str, meta: dict[str, Any], *,
+    async def _record(self, package: str, version: str, meta: dict[str, Any] | None, *,
                       authoritative: bool = False) -> Expected | None:
         """What the pushed bytes were: the copy of the record in tycho.json (no request),
-        else the record object, else None (a version pushed by tycho-station).
+        else the record object, else None (a version pushed by tycho-station). A pending
+        record (a push cut short) raises IncompleteVersion: it is never trusted.
 
-        A package whose tycho.json has no section of ours was never pushed to by tychoreg,
-        so a pull does not look for a record object (one request a package saved); only
-        ``authoritative`` lookups (verify) always do."""
-        copy = _records_in(meta).get(version)
+        A package whose tycho.json has no section of ours was never pushed to by tychoreg
+        (a push marks it before it uploads), so a pull does not look for a record object
+        there (one request a package saved); ``authoritative`` lookups (verify) always do."""
+        copy = _records_in(meta).get(version) if meta is not None else None
         if copy is not None:
             return _parse_record(package, version, copy)
-        if RECORDS_KEY not in meta and not authoritative:
+        if meta is not None and RECORDS_KEY not in meta and not authoritative:
             return None
         try:
             data, _ = await self.engine.get_bytes(record_key(package, version))
         except NotFound:
             return None
-        try:
-            record = json.loads(data)
-        except ValueError:
-            raise UnsafeRemoteData(f"{package} {version}: its checksum record is unreadable") \
-                from None
-        return _parse_record(package, version, record)
+        return _parse_record(package, version, _load_record(package, version, data))
 
     async def _version(self, request: PullRequest) -> tuple[str, dict[str, Any]]:
         """The version a request names (its latest when it names none) and tycho.json."""
         package = check_package(request.package)
         meta, _ = await self.read_meta(package)
-        version = request.version or meta.get("latest")
+        return self._resolve(request, meta), meta
+
+    @staticmethod
+    def _resolve(request: PullRequest, meta: dict[str, Any]) -> str:
+        package = request.package
+        version = request.version if request.version not in (None, LATEST) \
+            else meta.get("latest")
         if version is None:
             raise NothingToPull(f"package {package!r} has no latest version; promote one "
                                 "or pass --version")
         if not is_valid_segment(version):
             raise UnsafeRemoteData(f"package {package!r}: tycho.json names an invalid latest "
                                    f"version {version!r}")
-        return version, meta
+        return version
 
-    async def verify(self, request: PullRequest) -> VerifyResult:
-        """Download a version into a scratch directory, check it, and delete it."""
-        version, meta = await self._version(request)
-        expected = await self._record(request.package, version, meta, authoritative=True)
+    async def verify(self, request: PullRequest, *, repair: bool = False) -> VerifyResult:
+        """Download a version into a scratch directory, check it, and delete it. With
+        ``repair``, an interrupted push is completed (its object is there: its SHA-256
+        is recorded) or cleared (it is not), and a lost copy in tycho.json restored."""
+        package = check_package(request.package)
+        meta = await self._read_meta_or_none(package) if repair and request.version \
+            else (await self.read_meta(package))[0]
+        version = request.version if meta is None and request.version else \
+            self._resolve(request, meta or {})
+        if repair:
+            return await self._repair(package, version, meta)
+        expected = await self._record(package, version, meta, authoritative=True)
+        info, sha256 = await self._scratch_download(package, version, expected)
+        checked = ("sha256" if expected else
+                   "size and md5" if plain_md5(info.etag) else "size")
+        return VerifyResult(package, version, info.size, sha256, checked)
+
+    async def _scratch_download(self, package: str, version: str,
+                                expected: Expected | None) -> tuple[ObjectInfo, str]:
         scratch = await anyio.to_thread.run_sync(
             lambda: tempfile.mkdtemp(prefix="tychoreg-verify-"))
         try:
-            info, sha256 = await self._download(request.package, version, Path(scratch) / "o",
-                                                known=None, expected=expected)
+            return await self._download(package, version, Path(scratch) / "o", known=None,
+                                        expected=expected)
         finally:
             await anyio.to_thread.run_sync(shutil.rmtree, scratch, True)
-        checked = ("sha256" if expected else
-                   "size and md5" if plain_md5(info.etag) else "size")
-        return VerifyResult(request.package, version, info.size, sha256, checked)
+
+    async def _repair(self, package: str, version: str,
+                      meta: dict[str, Any] | None) -> VerifyResult:
+        rkey = record_key(package, version)
+        try:
+            record: dict[str, Any] | None = _load_record(
+                package, version, (await self.engine.get_bytes(rkey))[0])
+        except NotFound:
+            record = None
+        if record is None or not _is_pending(record):
+            expected = await self._record(package, version, meta, authoritative=True)
+            info, sha256 = await self._scratch_download(package, version, expected)
+            repaired = None
+            if record is not None and meta is not None and version not in _records_in(meta):
+                def restore(m: dict[str, Any]) -> None:
+                    _records_in(m, create=True)[version] = record
+
+                await self._update_meta(package, restore)
+                repaired = "restored the copy of its record in tycho.json"
+            checked = "sha256" if expected else "size and md5" if plain_md5(info.etag) \
+                else "size"
+            return VerifyResult(package, version, info.size, sha256, checked, repaired)
+        if not await self._abandoned(package, version, record):
+            raise AlreadyExists(f"{package} {version} is being pushed right now (started "
+                                f"{record.get('started_at')}); try again later")
+        if await self.engine.head(version_key(package, version)) is None:
+            await self.engine.call(lambda: self.engine.store.delete(rkey))
+            raise NotFound(f"{package} {version} does not exist: cleared the record of a "
+                           "push that was cut short before its upload finished")
+        info, sha256 = await self._scratch_download(package, version, None)
+        localname = record.get("localname")
+        result = UploadResult(info.size, sha256, info.etag, 0)
+        await self._publish(package, version, result,
+                            check_remote_localname(package, localname), promote=False)
+        return VerifyResult(package, version, info.size, sha256,
+                            "size and md5" if plain_md5(info.etag) else "size",
+                            "completed a push that was cut short after its upload "
+                            "(recorded the SHA-256 of the stored bytes)")
 
     async def _download(
         self, package: str, version: str, dest: Path, *, known: ObjectInfo | None,
@@ -405,41 +664,61 @@ class Registry:
         """Download one version; ``claim`` lets a batch refuse two items with one target.
 
         Only where a local copy with its sidecar may already be current is the object
-        asked for with a HEAD first; otherwise its first GET tells size and ETag."""
+        asked for with a HEAD first; otherwise its first GET tells size and ETag. A FIFO
+        or character device is written in place, in order; anything else that is not a
+        regular file is refused before a byte moves."""
         package = request.package
+        if outfile is not None and str(outfile) == "-":
+            raise UsageError("--outfile - (standard output) is not supported yet; name a file")
         version, meta = await self._version(request)
-        dest = outfile if outfile is not None else \
-            self.outdir / check_remote_localname(package, meta.get("localname"))
+        if outfile is None:
+            named = self.outdir / check_remote_localname(package, meta.get("localname"))
+            target = await anyio.to_thread.run_sync(
+                lambda: self.fs.target(named, within=self.outdir))
+        else:
+            target = await anyio.to_thread.run_sync(self.fs.target, outfile)
         if claim is not None:
-            claim(dest)
+            claim(target.real)
+        created = await anyio.to_thread.run_sync(self.fs.make_dirs, target.real.parent)
+        try:
+            return await self._pull_to(package, version, meta, target, force=force)
+        except BaseException:
+            self.fs.remove_empty_dirs(created)
+            raise
+
+    async def _pull_to(self, package: str, version: str, meta: dict[str, Any],
+                       target: Target, *, force: bool) -> PullResult:
+        def expected() -> Awaitable[Expected | None]:
+            return self._record(package, version, meta)
+
+        if target.is_stream:
+            fd = await anyio.to_thread.run_sync(self.fs.open_stream, target.real,
+                                                abandon_on_cancel=True)
+            try:
+                info, _ = await self.engine.download_stream(
+                    version_key(package, version), fd, label=f"{package} {version}",
+                    expected=expected)
+            except NotFound:
+                raise NotFound(f"{package} {version} does not exist") from None
+            finally:
+                self.fs.close(fd)
+            return PullResult(package, version, target.named, info.size, skipped=False)
         known = None
-        if not force and await anyio.Path(etag_sidecar(dest)).exists():
+        sidecar = etag_sidecar(target.named)
+        if not force and await anyio.Path(sidecar).exists():
             known = await self.engine.head(version_key(package, version))
             if known is None:
                 raise NotFound(f"{package} {version} does not exist")
-            if _is_current(dest, known):
-                return PullResult(package, version, dest, known.size, skipped=True)
-        try:
-            await anyio.to_thread.run_sync(self._prepare_destination, dest)
-        except OSError as exc:
-            raise TransferError(f"cannot write {dest}: {exc.strerror or exc}") from exc
-        info, _ = await self._download(package, version, dest, known=known,
-                                       expected=lambda: self._record(package, version, meta))
-        try:
-            await anyio.to_thread.run_sync(_write_sidecar, dest, info.etag)
-        except OSError as exc:
-            raise TransferError(f"cannot write {etag_sidecar(dest)}: {exc.strerror or exc}") \
-                from exc
-        return PullResult(package, version, dest, info.size, skipped=False)
-
-    @staticmethod
-    def _prepare_destination(dest: Path) -> None:
-        """Drop the old sidecar first: a file whose sidecar is gone is never taken as current,
-        whatever happens to this process before the new one is written."""
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if dest.is_dir():
-            raise IsADirectoryError(21, "it is a directory", str(dest))
-        etag_sidecar(dest).unlink(missing_ok=True)
+            if _is_current(target.named, known):
+                await self._record(package, version, meta)  # never skip to a pending one
+                return PullResult(package, version, target.named, known.size, skipped=True)
+        # Drop the old sidecar first: a file whose sidecar is gone is never taken as
+        # current, whatever happens to this process before the new one is written.
+        await anyio.to_thread.run_sync(self.fs.unlink, sidecar)
+        info, _ = await self._download(package, version, target.real, known=known,
+                                       expected=expected)
+        await anyio.to_thread.run_sync(self.fs.write_atomic, sidecar, info.etag.encode())
+        return PullResult(package, version, target.named, info.size, skipped=False)
 
     async def pull_many(
         self, requests: Sequence[PullRequest], *, force: bool = False
@@ -450,6 +729,7 @@ class Registry:
         results: dict[int, PullResult] = {}
         failures: list[tuple[str, TychoError]] = []
         claimed: dict[Path, str] = {}
+        created = await anyio.to_thread.run_sync(self.fs.make_dirs, self.outdir)
 
         async def one(index: int, request: PullRequest) -> None:
             def claim(dest: Path) -> None:
@@ -463,9 +743,13 @@ class Registry:
             except TychoError as exc:
                 failures.append((str(request), exc))
 
-        async with task_group() as tg:
-            for index, request in enumerate(requests):
-                tg.start_soon(one, index, request)
+        try:
+            async with task_group() as tg:
+                for index, request in enumerate(requests):
+                    tg.start_soon(one, index, request)
+        finally:
+            if not results:
+                self.fs.remove_empty_dirs(created)
         if failures:
             done = len(results)
             raise PartialFailure(
@@ -473,3 +757,24 @@ class Registry:
             )
         return [results[i] for i in range(len(requests))]
 
+    async def probe(self) -> ProbeResult:
+        """Whether the store honours conditional writes: write a probe object under the
+        registry root, try to overwrite it against If-None-Match and a wrong If-Match,
+        and remove it whatever happens."""
+        key = f".tychoreg-probe-{uuid.uuid4().hex}"
+        store = self.engine.store
+        await self._require_root()
+        await self.engine.put_bytes(key, b"probe", if_none_match=True)
+        try:
+            outcomes = []
+            kwargs: dict[str, Any]
+            for kwargs in ({"if_none_match": True}, {"if_match": '"0000"'}):
+                try:
+                    await self.engine.put_bytes(key, b"probe again", **kwargs)
+                    outcomes.append(False)
+                except PreconditionFailed:
+                    outcomes.append(True)
+        finally:
+            with anyio.CancelScope(shield=True), contextlib.suppress(StoreError):
+                await self.engine.call(lambda: store.delete(key))
+        return ProbeResult(*outcomes)

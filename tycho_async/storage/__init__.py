@@ -23,6 +23,16 @@ class ObjectInfo:
     key: str
     size: int
     etag: str  # exactly as the backend reports it, quotes included
+    modified: float | None = None  # seconds since the epoch, where the answer says
+
+
+@dataclass(frozen=True)
+class UploadInfo:
+    """A multipart upload in progress."""
+
+    key: str
+    upload_id: str
+    initiated: float  # seconds since the epoch
 
 
 PartReceipt = Mapping[str, str]
@@ -39,7 +49,24 @@ class RangeBody:
 
 
 class Store(Protocol):
+    @property
+    def location(self) -> str:
+        """Where the store is, for messages: a bucket URL with its endpoint, or a path."""
+        ...
+
     async def head(self, key: str) -> ObjectInfo | None: ...
+
+    async def root_exists(self) -> bool:
+        """Whether the bucket (or directory) exists at all."""
+        ...
+
+    async def delete(self, key: str) -> None:
+        """Remove an object; a missing one is not an error."""
+        ...
+
+    async def list_uploads(self, key: str) -> list[UploadInfo]:
+        """Multipart uploads of ``key`` in progress."""
+        ...
 
     async def get_bytes(self, key: str) -> tuple[bytes, str]:
         """The whole (small) object and its ETag."""
@@ -53,10 +80,11 @@ class Store(Protocol):
         ...
 
     def open_range(
-        self, key: str, start: int, end: int, *, if_match: str | None = None
+        self, key: str, start: int, end: int | None, *, if_match: str | None = None
     ) -> AbstractAsyncContextManager[RangeBody]:
-        """Stream bytes ``start`` to ``end`` (exclusive; clipped to the object's size) of
-        an object. NotFound if it does not exist, PreconditionFailed if its ETag is not
+        """Stream bytes ``start`` to ``end`` (exclusive; clipped to the object's size;
+        None with ``start`` 0: the whole object, asked without a range) of an object.
+        NotFound if it does not exist, PreconditionFailed if its ETag is not
         ``if_match``."""
         ...
 

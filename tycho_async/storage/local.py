@@ -21,7 +21,7 @@ import anyio.to_thread
 
 from ..errors import NotFound, PreconditionFailed, StoreError
 from ..transfer.plan import Part
-from . import ObjectInfo, PartReceipt, RangeBody
+from . import ObjectInfo, PartReceipt, RangeBody, UploadInfo
 
 try:
     import fcntl
@@ -36,6 +36,10 @@ def _etag(st: os.stat_result) -> str:
     return f'"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}"'
 
 
+def _info(key: str, st: os.stat_result) -> ObjectInfo:
+    return ObjectInfo(key, st.st_size, _etag(st), st.st_mtime)
+
+
 def _oserror(exc: OSError, what: str) -> StoreError:
     return StoreError(f"local registry: cannot {what}: {exc.strerror or exc}")
 
@@ -44,6 +48,13 @@ class LocalStore:
     def __init__(self, root: Path, chunk_size: int = CHUNK) -> None:
         self.root = root
         self.chunk_size = chunk_size
+
+    @property
+    def location(self) -> str:
+        return str(self.root)
+
+    async def root_exists(self) -> bool:
+        return await anyio.Path(self.root).is_dir()
 
     def _path(self, key: str) -> Path:
         parts = key.split("/")
@@ -73,7 +84,7 @@ class LocalStore:
             return None
         except OSError as exc:
             raise _oserror(exc, f"read {key}") from exc
-        return ObjectInfo(key, st.st_size, _etag(st))
+        return _info(key, st)
 
     async def head(self, key: str) -> ObjectInfo | None:
         return await anyio.to_thread.run_sync(self._head, key)
@@ -129,7 +140,7 @@ class LocalStore:
 
     @contextlib.asynccontextmanager
     async def open_range(
-        self, key: str, start: int, end: int, *, if_match: str | None = None
+        self, key: str, start: int, end: int | None, *, if_match: str | None = None
     ) -> AsyncIterator[RangeBody]:
         path = self._path(key)
         try:
@@ -140,10 +151,11 @@ class LocalStore:
             raise _oserror(exc, f"read {key}") from exc
         try:
             st = os.fstat(fd)
-            info = ObjectInfo(key, st.st_size, _etag(st))
+            info = _info(key, st)
             if if_match is not None and info.etag != if_match:
                 raise PreconditionFailed(f"{key} changed since it was read")
-            yield RangeBody(info, self._chunks(fd, key, start, min(end, st.st_size)))
+            stop = st.st_size if end is None else min(end, st.st_size)
+            yield RangeBody(info, self._chunks(fd, key, start, stop))
         finally:
             os.close(fd)
 
@@ -207,7 +219,12 @@ class LocalStore:
         try:
             fd = os.open(temp, os.O_WRONLY)
             try:
-                os.pwrite(fd, data, part.offset)
+                view, offset = memoryview(data), part.offset
+                while view:  # a short write continues where it stopped
+                    written = os.pwrite(fd, view, offset)
+                    if written <= 0:
+                        raise OSError(5, "the disk accepted no bytes")
+                    view, offset = view[written:], offset + written
             finally:
                 os.close(fd)
         except OSError as exc:
@@ -230,6 +247,33 @@ class LocalStore:
     async def abort_multipart(self, key: str, upload_id: str) -> None:
         temp = self._path(key).with_name(upload_id)
         await anyio.to_thread.run_sync(lambda: temp.unlink(missing_ok=True))
+
+    def _delete(self, key: str) -> None:
+        try:
+            with self._locked():
+                self._path(key).unlink(missing_ok=True)
+        except OSError as exc:
+            raise _oserror(exc, f"delete {key}") from exc
+
+    async def delete(self, key: str) -> None:
+        await anyio.to_thread.run_sync(self._delete, key)
+
+    def _list_uploads(self, key: str) -> list[UploadInfo]:
+        path = self._path(key)
+        head = f".{path.name}."
+        try:
+            entries = list(os.scandir(path.parent))
+        except OSError:
+            return []
+        found = []
+        for entry in entries:
+            if entry.name.startswith(head) and entry.name.endswith(".tmp"):
+                with contextlib.suppress(OSError):
+                    found.append(UploadInfo(key, entry.name, entry.stat().st_mtime))
+        return found
+
+    async def list_uploads(self, key: str) -> list[UploadInfo]:
+        return await anyio.to_thread.run_sync(self._list_uploads, key)
 
     async def aclose(self) -> None:
         return None

@@ -31,9 +31,16 @@ from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 
-from ..errors import ConfigError, NotFound, PreconditionFailed, StoreError, TychoError
+from ..errors import (
+    ConfigError,
+    MissingRegistry,
+    NotFound,
+    PreconditionFailed,
+    StoreError,
+    TychoError,
+)
 from ..transfer.plan import Part
-from . import ObjectInfo, PartReceipt, RangeBody
+from . import ObjectInfo, PartReceipt, RangeBody, UploadInfo
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -46,7 +53,7 @@ _TRANSIENT_CODES = {
 _NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchUpload"}
 
 
-def translate(exc: BaseException, what: str) -> TychoError:
+def translate(exc: BaseException, what: str, endpoint: str = "S3") -> TychoError:
     """One place that turns botocore and aiohttp failures into our errors."""
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
@@ -57,7 +64,7 @@ def translate(exc: BaseException, what: str) -> TychoError:
         if code == "PreconditionFailed" or status == 412:
             return PreconditionFailed(f"{what}: precondition failed")
         if code == "NoSuchBucket":
-            return StoreError(f"{what}: the bucket does not exist")
+            return MissingRegistry(f"{what}: no such bucket at {endpoint}")
         if code in {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId",
                     "SignatureDoesNotMatch"}:
             return StoreError(f"{what}: access denied ({code})")
@@ -72,7 +79,8 @@ def translate(exc: BaseException, what: str) -> TychoError:
     if isinstance(exc, (BotoConnectionError, HTTPClientError, IncompleteReadError,
                         ResponseStreamingError, aiohttp.ClientError, asyncio.TimeoutError,
                         ConnectionError)):
-        return StoreError(f"{what}: connection failed ({type(exc).__name__})", transient=True)
+        return StoreError(f"{what}: connection to {endpoint} failed ({type(exc).__name__})",
+                          transient=True)
     if isinstance(exc, BotoCoreError):
         return StoreError(f"{what}: {exc}")
     return StoreError(f"{what}: {type(exc).__name__}: {exc}")
@@ -114,17 +122,13 @@ class _PartReader(io.RawIOBase):
 _FOREIGN = (BotoCoreError, ClientError, aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
 
-@contextlib.contextmanager
-def _translated(what: str) -> Any:
-    try:
-        yield
-    except _FOREIGN as exc:
-        raise translate(exc, what) from exc
-
-
 async def _nothing() -> AsyncIterator[bytes]:
     return
     yield
+
+
+def _epoch(value: Any) -> float | None:
+    return value.timestamp() if hasattr(value, "timestamp") else None
 
 
 class S3Store:
@@ -175,16 +179,64 @@ class S3Store:
     def _key(self, key: str) -> str:
         return self.prefix + key
 
+    @property
+    def endpoint(self) -> str:
+        return str(self._client.meta.endpoint_url)
+
+    @property
+    def location(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix} at {self.endpoint}"
+
+    @contextlib.contextmanager
+    def _translated(self, what: str) -> Any:
+        try:
+            yield
+        except _FOREIGN as exc:
+            error = translate(exc, what, self.endpoint)
+            if isinstance(error, MissingRegistry):
+                error = MissingRegistry(f"bucket {self.bucket!r} does not exist at "
+                                        f"{self.endpoint}")
+            raise error from exc
+
     async def head(self, key: str) -> ObjectInfo | None:
         try:
-            with _translated(f"head {key}"):
+            with self._translated(f"head {key}"):
                 resp = await self._client.head_object(Bucket=self.bucket, Key=self._key(key))
         except NotFound:
             return None
-        return ObjectInfo(key, int(resp["ContentLength"]), resp["ETag"])
+        return ObjectInfo(key, int(resp["ContentLength"]), resp["ETag"],
+                          _epoch(resp.get("LastModified")))
+
+    async def root_exists(self) -> bool:
+        try:
+            with self._translated(f"look up the bucket {self.bucket}"):
+                await self._client.head_bucket(Bucket=self.bucket)
+        except NotFound:
+            return False
+        except StoreError as exc:
+            if exc.code in {"403", "AccessDenied"}:
+                return True  # it exists, we may not look at it: the real call will say
+            raise
+        return True
+
+    async def delete(self, key: str) -> None:
+        with self._translated(f"delete {key}"):
+            await self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    async def list_uploads(self, key: str) -> list[UploadInfo]:
+        found: list[UploadInfo] = []
+        full = self._key(key)
+        paginator = self._client.get_paginator("list_multipart_uploads")
+        with self._translated("list uploads in progress"):
+            async for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+                for item in page.get("Uploads", []):
+                    if item["Key"] == full:
+                        found.append(UploadInfo(key, item["UploadId"],
+                                                _epoch(item.get("Initiated")) or 0.0))
+        return found
 
     async def get_bytes(self, key: str) -> tuple[bytes, str]:
-        with _translated(f"read {key}"):
+        with self._translated(f"read {key}"):
             resp = await self._client.get_object(Bucket=self.bucket, Key=self._key(key))
             async with resp["Body"] as body:
                 return await body.read(), resp["ETag"]
@@ -197,7 +249,7 @@ class S3Store:
             extra["IfNoneMatch"] = "*"
         if if_match is not None:
             extra["IfMatch"] = if_match
-        with _translated(f"write {key}"):
+        with self._translated(f"write {key}"):
             resp = await self._client.put_object(
                 Bucket=self.bucket, Key=self._key(key), Body=data, **extra
             )
@@ -205,55 +257,60 @@ class S3Store:
 
     @contextlib.asynccontextmanager
     async def open_range(
-        self, key: str, start: int, end: int, *, if_match: str | None = None
+        self, key: str, start: int, end: int | None, *, if_match: str | None = None
     ) -> AsyncIterator[RangeBody]:
         extra = {"IfMatch": if_match} if if_match is not None else {}
+        if end is not None:
+            extra["Range"] = f"bytes={start}-{end - 1}"
+        resp: Any = None
+        empty: ObjectInfo | None = None
         try:
-            with _translated(f"read {key}"):
+            with self._translated(f"read {key}"):
                 resp = await self._client.get_object(
-                    Bucket=self.bucket, Key=self._key(key), Range=f"bytes={start}-{end - 1}",
-                    **extra,
-                )
+                    Bucket=self.bucket, Key=self._key(key), **extra)
         except StoreError as exc:
             if exc.code != "InvalidRange":
                 raise
-            info = await self.head(key)  # S3 answers 416 to any range of an empty object
-            if info is None or info.size != 0 or (if_match and info.etag != if_match):
+            empty = await self.head(key)  # S3 answers 416 to any range of an empty object
+            if empty is None or empty.size != 0 or (if_match and empty.etag != if_match):
                 raise
-            yield RangeBody(info, _nothing())
+        if empty is not None:
+            yield RangeBody(empty, _nothing())
             return
         total = int(str(resp.get("ContentRange", "")).rpartition("/")[2] or resp["ContentLength"])
         body = resp["Body"]
+        info = ObjectInfo(key, total, resp["ETag"], _epoch(resp.get("LastModified")))
         try:
-            yield RangeBody(ObjectInfo(key, total, resp["ETag"]), self._chunks(body, key))
+            yield RangeBody(info, self._chunks(body, key))
         finally:
             body.close()
 
     async def _chunks(self, body: Any, key: str) -> AsyncIterator[bytes]:
-        with _translated(f"read {key}"):
+        with self._translated(f"read {key}"):
             while chunk := await body.read(self.chunk_size):
                 yield chunk
 
     async def list_keys(self, prefix: str) -> AsyncIterator[ObjectInfo]:
         paginator = self._client.get_paginator("list_objects_v2")
         cut = len(self.prefix)
-        with _translated("list the bucket"):
+        with self._translated("list the bucket"):
             async for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
                 for item in page.get("Contents", []):
-                    yield ObjectInfo(item["Key"][cut:], int(item["Size"]), item["ETag"])
+                    yield ObjectInfo(item["Key"][cut:], int(item["Size"]), item["ETag"],
+                                     _epoch(item.get("LastModified")))
 
     async def list_dirs(self, prefix: str) -> list[str]:
         paginator = self._client.get_paginator("list_objects_v2")
         full = self._key(prefix)
         names: list[str] = []
-        with _translated("list the bucket"):
+        with self._translated("list the bucket"):
             async for page in paginator.paginate(Bucket=self.bucket, Prefix=full, Delimiter="/"):
                 for item in page.get("CommonPrefixes", []):
                     names.append(item["Prefix"][len(full):].rstrip("/"))
         return names
 
     async def create_multipart(self, key: str, size: int) -> str:
-        with _translated(f"start upload of {key}"):
+        with self._translated(f"start upload of {key}"):
             resp = await self._client.create_multipart_upload(
                 Bucket=self.bucket, Key=self._key(key), **self._part_checksum
             )
@@ -261,7 +318,7 @@ class S3Store:
 
     async def upload_part(self, key: str, upload_id: str, part: Part, data: bytes
                           ) -> PartReceipt:
-        with _translated(f"upload part {part.number} of {key}"):
+        with self._translated(f"upload part {part.number} of {key}"):
             resp = await self._client.upload_part(
                 Bucket=self.bucket, Key=self._key(key), UploadId=upload_id,
                 PartNumber=part.number, Body=_PartReader(data), **self._part_checksum,
@@ -274,7 +331,7 @@ class S3Store:
     ) -> str:
         parts = [{"PartNumber": n, **receipt} for n, receipt in enumerate(receipts, start=1)]
         extra = {"IfNoneMatch": "*"} if if_none_match else {}
-        with _translated(f"finish upload of {key}"):
+        with self._translated(f"finish upload of {key}"):
             resp = await self._client.complete_multipart_upload(
                 Bucket=self.bucket, Key=self._key(key), UploadId=upload_id,
                 MultipartUpload={"Parts": parts}, **extra,
@@ -283,7 +340,7 @@ class S3Store:
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
         try:
-            with _translated(f"abort upload of {key}"):
+            with self._translated(f"abort upload of {key}"):
                 await self._client.abort_multipart_upload(
                     Bucket=self.bucket, Key=self._key(key), UploadId=upload_id
                 )

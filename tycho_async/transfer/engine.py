@@ -17,13 +17,12 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import logging
 import os
 import random
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -32,6 +31,7 @@ import anyio
 import anyio.to_thread
 
 from ..errors import IntegrityError, PreconditionFailed, StoreError, TransferError
+from ..localfs import LocalFS
 from ..storage import ObjectInfo, PartReceipt, Store
 from .budget import Budget, Lease
 from .groups import task_group
@@ -39,8 +39,6 @@ from .plan import Part, TransferSettings, parts_in_memory, plan_parts, plan_rang
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-TEMP_MARK = ".tychoreg-"
-TEMP_SUFFIX = ".part"
 
 
 class TaskProgress(Protocol):
@@ -92,6 +90,7 @@ class EngineStatistics:
     multipart_uploads: int = 0
 
 
+SHIELD_SECONDS = 120  # the longest a signal waits for a version's publication to be recorded
 _MD5_ETAG = re.compile(r'"?([0-9a-fA-F]{32})"?')
 
 
@@ -102,63 +101,6 @@ def plain_md5(etag: str) -> str | None:
     return match.group(1).lower() if match else None
 
 
-def temp_path_for(dest: Path) -> Path:
-    return dest.with_name(f".{dest.name}{TEMP_MARK}{os.getpid()}-{os.urandom(4).hex()}"
-                          f"{TEMP_SUFFIX}")
-
-
-def remove_stale_temps(dest: Path) -> None:
-    """Remove temporary files of ``dest`` left by processes that no longer run (SIGKILL)."""
-    head = f".{dest.name}{TEMP_MARK}"
-    try:
-        entries = list(os.scandir(dest.parent))
-    except OSError:
-        return
-    for entry in entries:
-        if not (entry.name.startswith(head) and entry.name.endswith(TEMP_SUFFIX)):
-            continue
-        pid_text = entry.name[len(head):].split("-", 1)[0]
-        if pid_text.isdigit() and not _pid_alive(int(pid_text)):
-            with contextlib.suppress(OSError):
-                os.unlink(entry.path)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _read_and_hash(fd: int, offset: int, size: int, hasher: Any) -> bytes:
-    try:
-        data = os.pread(fd, size, offset)
-    except OSError as exc:
-        raise _os_failure(exc, "read the file") from exc
-    if len(data) != size:
-        raise TransferError("the file changed size while it was being uploaded")
-    hasher.update(data)
-    return data
-
-
-def _hash_range(fd: int, offset: int, size: int, hashers: list[Any], chunk: int) -> None:
-    end = offset + size
-    while offset < end:
-        data = os.pread(fd, min(chunk, end - offset), offset)
-        if not data:
-            raise TransferError("the temporary file is shorter than the download")
-        for hasher in hashers:
-            hasher.update(data)
-        offset += len(data)
-
-
-def _os_failure(exc: OSError, what: str) -> TransferError:
-    return TransferError(f"cannot {what}: {exc.strerror or exc}")
-
-
 class Engine:
     def __init__(
         self,
@@ -167,8 +109,10 @@ class Engine:
         progress: ProgressSink | None = None,
         *,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        fs: LocalFS | None = None,
     ) -> None:
         self.store = store
+        self.fs = fs or LocalFS()
         self.settings = settings or TransferSettings()
         self.progress: ProgressSink = progress or NoProgress()
         self.budget = Budget(self.settings.concurrency)
@@ -224,33 +168,43 @@ class Engine:
 
     # -- upload ------------------------------------------------------------------------------
 
-    async def upload_file(self, path: Path, key: str, *, label: str) -> UploadResult:
-        """Upload ``path`` to ``key`` unless ``key`` exists (PreconditionFailed then)."""
-        try:
-            fd = await anyio.to_thread.run_sync(os.open, path, os.O_RDONLY)
-        except OSError as exc:
-            raise _os_failure(exc, f"read {path}") from exc
+    async def upload_file(self, path: Path, key: str, *, label: str,
+                          then: Published | None = None) -> UploadResult:
+        """Upload ``path`` to ``key`` unless ``key`` exists (PreconditionFailed then).
+
+        ``then`` runs right after the object is published, in the same shielded scope
+        as the request that publishes it: a signal waits (bounded) until the caller has
+        recorded what it published, so no version is left published but unrecorded."""
+        fd = await anyio.to_thread.run_sync(self.fs.open_read, path)
+        then = then or _nothing_then
         try:
             size = os.fstat(fd).st_size
             task = self.progress.begin(label, size)
             hasher = hashlib.sha256()
             try:
                 if size <= self.settings.multipart_threshold:
-                    result = await self._upload_single(fd, size, key, hasher, task)
+                    result = await self._upload_single(fd, size, key, hasher, task, then)
                 else:
-                    result = await self._upload_multipart(fd, size, key, hasher, task)
+                    result = await self._upload_multipart(fd, size, key, hasher, task, then)
             except BaseException:
                 task.end(False)
                 raise
         finally:
-            os.close(fd)
+            self.fs.close(fd)
         task.end(True)
         return result
 
+    def _read_and_hash(self, fd: int, offset: int, size: int, hasher: Any) -> bytes:
+        data = self.fs.pread(fd, size, offset, "read the file")
+        if len(data) != size:
+            raise TransferError("the file changed size while it was being uploaded")
+        hasher.update(data)
+        return data
+
     async def _upload_single(
-        self, fd: int, size: int, key: str, hasher: Any, task: TaskProgress
+        self, fd: int, size: int, key: str, hasher: Any, task: TaskProgress, then: Published,
     ) -> UploadResult:
-        data = await anyio.to_thread.run_sync(_read_and_hash, fd, 0, size, hasher)
+        data = await anyio.to_thread.run_sync(self._read_and_hash, fd, 0, size, hasher)
         attempts = 0
 
         async def put() -> str:
@@ -268,12 +222,15 @@ class Engine:
                         return info.etag
                 raise
 
-        etag = await self.call(put)
-        task.advance(size)
-        return UploadResult(size, hasher.hexdigest(), etag, 1)
+        with _shielded(f"upload of {key}"):
+            etag = await self.call(put)
+            task.advance(size)
+            result = UploadResult(size, hasher.hexdigest(), etag, 1)
+            await then(result)
+        return result
 
     async def _upload_multipart(
-        self, fd: int, size: int, key: str, hasher: Any, task: TaskProgress
+        self, fd: int, size: int, key: str, hasher: Any, task: TaskProgress, then: Published,
     ) -> UploadResult:
         parts = plan_parts(size, self.settings.part_size, min_part=self.settings.min_part_size)
         upload_id = await self.call(lambda: self.store.create_multipart(key, size))
@@ -288,7 +245,7 @@ class Engine:
                     lease = await self.budget.acquire()
                     try:
                         data = await anyio.to_thread.run_sync(
-                            _read_and_hash, fd, part.offset, part.size, hasher
+                            self._read_and_hash, fd, part.offset, part.size, hasher
                         )
                     except BaseException:
                         lease.release()
@@ -296,15 +253,18 @@ class Engine:
                         raise
                     tg.start_soon(self._send_part, key, upload_id, part, data, lease,
                                   receipts, task, memory)
-            etag = await self.call(
-                lambda: self.store.complete_multipart(key, upload_id, receipts,
-                                                      if_none_match=True)
-            )
+            with _shielded(f"upload of {key}"):
+                etag = await self.call(
+                    lambda: self.store.complete_multipart(key, upload_id, receipts,
+                                                          if_none_match=True)
+                )
+                result = UploadResult(size, hasher.hexdigest(), etag, len(parts))
+                await then(result)
         except BaseException:
             with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                 await self.store.abort_multipart(key, upload_id)
             raise
-        return UploadResult(size, hasher.hexdigest(), etag, len(parts))
+        return result
 
     async def _send_part(
         self, key: str, upload_id: str, part: Part, data: bytes, lease: Lease,
@@ -322,96 +282,139 @@ class Engine:
 
     async def download(
         self, key: str, dest: Path, *, label: str, known: ObjectInfo | None = None,
-        expected: Expected | Callable[[], Awaitable[Expected | None]] | None = None,
+        expected: ExpectedSource = None,
     ) -> tuple[ObjectInfo, str]:
-        """Fetch ``key`` into ``dest`` (atomically, by rename); return what was fetched
-        and its SHA-256.
+        """Fetch ``key`` into the regular file ``dest`` (atomically, by rename); return
+        what was fetched and its SHA-256.
 
         Without ``known`` (a HEAD's answer), the first GET learns the object's size and
         ETag from its headers, and brings a small object whole: one request, not two.
-        ``expected`` may be a coroutine function, run beside the transfer; it is awaited
-        before the file may appear. None (or a None answer) means no record: the size
-        and, where the ETag is a plain MD5, the MD5 are checked. Every later range
-        requires the ETag of the first answer, so an object replaced mid-download fails
-        it rather than mixing two versions."""
-        await anyio.to_thread.run_sync(remove_stale_temps, dest)
-        temp = temp_path_for(dest)
-        try:
-            fd = await anyio.to_thread.run_sync(
-                lambda: os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-            )
-        except OSError as exc:
-            raise _os_failure(exc, f"write to {dest.parent}") from exc
-        task: TaskProgress | None = None
+        The other ranges start as soon as its first bytes arrive. ``expected`` may be a
+        coroutine function, run beside the transfer; it is awaited before the file may
+        appear. None (or a None answer) means no record: the size and, where the ETag is
+        a plain MD5, the MD5 are checked. Every later range requires the ETag of the
+        first answer, so an object replaced mid-download fails it rather than mixing two
+        versions."""
+        temp, fd = await anyio.to_thread.run_sync(self.fs.create_temp, dest)
+        fetch = _Fetch(key, label, known)
         try:
             learned: list[Expected | None] = []
             async with task_group() as tg:
                 tg.start_soon(_learn, expected, learned)
-                info, first = known, None
-                if info is None:
-                    info, first = await self._probe(key, fd)
-                else:
-                    await self._reserve(fd, info.size)
-                task = self.progress.begin(label, info.size)
-                task.advance(first.received if first else 0)
-                digests = await self._fetch_all(info, fd, first, task)
-            _check(info, learned[0], *digests)
-            try:
-                await anyio.to_thread.run_sync(os.replace, temp, dest)
-            except OSError as exc:
-                raise _os_failure(exc, f"write {dest}") from exc
+                digests = await self._fetch_file(fetch, fd)
+            _check(fetch.known, learned[0], *digests)
+            await anyio.to_thread.run_sync(self.fs.replace, temp, dest)
         except BaseException:
-            if task is not None:
-                task.end(False)
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
+            fetch.end(False)
+            self.fs.unlink(temp)
             raise
         finally:
-            os.close(fd)
-        task.end(True)
-        return info, digests[0]
+            self.fs.close(fd)
+        fetch.end(True)
+        return fetch.known, digests[0]
 
-    async def _reserve(self, fd: int, size: int) -> None:
+    async def download_stream(
+        self, key: str, fd: int, *, label: str, expected: ExpectedSource = None,
+    ) -> tuple[ObjectInfo, str]:
+        """Fetch ``key`` in order into ``fd`` (a pipe or device written in place), hashing
+        as it goes; the check comes after the last byte, so the reader has seen the bytes
+        by then (IntegrityError all the same)."""
+        fetch = _Fetch(key, label, None)
+        sha256 = hashlib.sha256()
+        md5: list[Any] = []  # decided by the first answer's ETag, before its first byte
+
+        def write(offset: int, data: bytes) -> None:
+            if offset == 0 and not md5:
+                md5.append(hashlib.md5() if plain_md5(fetch.known.etag) else None)
+            self.fs.write(fd, data, "write the download")
+            sha256.update(data)
+            if md5[0] is not None:
+                md5[0].update(data)
+
         try:
-            await anyio.to_thread.run_sync(_preallocate, fd, size)
-        except OSError as exc:
-            raise _os_failure(exc, "write the download") from exc
+            learned: list[Expected | None] = []
+            async with task_group() as tg:
+                tg.start_soon(_learn, expected, learned)
+                await self._first(fetch, write, plain=True)
+            digest = md5[0] if md5 else (hashlib.md5() if plain_md5(fetch.known.etag) else None)
+            _check(fetch.known, learned[0], sha256.hexdigest(),
+                   digest.hexdigest() if digest else None)
+        except BaseException:
+            fetch.end(False)
+            raise
+        fetch.end(True)
+        return fetch.known, sha256.hexdigest()
 
-    async def _probe(self, key: str, fd: int) -> tuple[ObjectInfo, _Cursor]:
+    async def _fetch_file(self, fetch: _Fetch, fd: int) -> tuple[str, str | None]:
+        """Fetch every range into ``fd`` at its offset; return the SHA-256 and, where the
+        ETag is a plain MD5, the MD5 of the whole file."""
+
+        def write(offset: int, data: bytes) -> None:
+            self.fs.pwrite(fd, data, offset, "write the download")
+
+        async def reserve(size: int) -> None:
+            await anyio.to_thread.run_sync(self.fs.preallocate, fd, size)
+
+        fetch.reserve = reserve
+        async with task_group() as tg:
+            if fetch.info is None:
+                tg.start_soon(self._first, fetch, write)
+                await fetch.ready.wait()
+            else:
+                await reserve(fetch.info.size)
+                fetch.plan(self.settings, head=0)
+                fetch.begin(self.progress)
+            info = fetch.known
+            parts = [c.part for c in fetch.cursors]
+            log.debug("download of %s: %d bytes in %d ranges", info.key, info.size, len(parts))
+            sha256 = hashlib.sha256()
+            md5 = hashlib.md5() if plain_md5(info.etag) else None
+            hashers: list[Any] = [sha256] if md5 is None else [sha256, md5]
+            tg.start_soon(self._hash_in_order, fd, parts, fetch.done, hashers)
+            for index, cursor in enumerate(fetch.cursors):
+                if index == 0 and fetch.started_first:
+                    continue  # the first GET fetches its own range
+                tg.start_soon(self._fetch_part, fetch, cursor, write, fetch.done[index],
+                              len(parts) > 1)
+        return sha256.hexdigest(), md5.hexdigest() if md5 else None
+
+    async def _first(self, fetch: _Fetch, write: _Writer, *, plain: bool = False) -> None:
         """The first GET of an object of unknown size: up to the multipart threshold from
-        offset 0. What it brings is the first range; a body cut short is resumed like any
-        other range."""
+        offset 0 (``plain``: the whole object, for in-order writes). Its first bytes tell
+        the size; what it brings is the first range. A body cut short is resumed like any
+        other range; one that fails after its headers but before any byte is asked again
+        as a plain GET, since some stores answer a ranged GET of an empty object with a
+        malformed body."""
+        fetch.started_first = True
         head = max(1, self.settings.multipart_threshold)
 
-        async def once() -> tuple[ObjectInfo, _Cursor]:
-            async with self.store.open_range(key, 0, head) as body:
-                await self._reserve(fd, body.info.size)
-                cursor = _Cursor(plan_ranges(body.info.size, self.settings, head=head)[0])
-                with contextlib.suppress(_TransientCut):
-                    await self._write_chunks(body.chunks, cursor, fd, _NoTask())
-            return body.info, cursor
+        async def once() -> None:
+            if fetch.ready.is_set():
+                await self._resume(fetch, fetch.cursors[0], write)
+                return
+            whole = plain or fetch.malformed
+            async with self.store.open_range(fetch.key, 0, None if whole else head) as body:
+                chunks = body.chunks
+                try:
+                    first = await anext(chunks, b"")
+                except StoreError:
+                    fetch.malformed = True
+                    raise
+                fetch.info = body.info
+                if fetch.reserve is not None:
+                    await fetch.reserve(body.info.size)
+                if plain:
+                    fetch.cursors = [_Cursor(Part(1, 0, body.info.size))]
+                    fetch.done = [anyio.Event()]
+                else:
+                    fetch.plan(self.settings, head=head)
+                fetch.begin(self.progress)
+                fetch.ready.set()
+                await self._write_chunks(_prepend(first, chunks), fetch.cursors[0], write,
+                                         fetch.task)
 
-        return await self.call(once)
-
-    async def _fetch_all(
-        self, info: ObjectInfo, fd: int, first: _Cursor | None, task: TaskProgress
-    ) -> tuple[str, str | None]:
-        """Fetch every range not yet written; return the SHA-256 and, where the ETag is a
-        plain MD5, the MD5 of the whole file."""
-        parts = plan_ranges(info.size, self.settings, head=first.part.size if first else 0)
-        log.debug("download of %s: %d bytes in %d ranges", info.key, info.size, len(parts))
-        cursors = [_Cursor(part) for part in parts]
-        if first is not None:
-            cursors[0] = first
-        sha256 = hashlib.sha256()
-        md5 = hashlib.md5() if plain_md5(info.etag) else None
-        hashers: list[Any] = [sha256] if md5 is None else [sha256, md5]
-        done = [anyio.Event() for _ in parts]
-        async with task_group() as tg:
-            tg.start_soon(self._hash_in_order, fd, parts, done, hashers)
-            for cursor, event in zip(cursors, done, strict=True):
-                tg.start_soon(self._fetch_part, info, cursor, fd, event, task, len(parts) > 1)
-        return sha256.hexdigest(), md5.hexdigest() if md5 else None
+        await self.call(once)
+        fetch.done[0].set()
 
     async def _hash_in_order(
         self, fd: int, parts: list[Part], done: list[anyio.Event], hashers: list[Any]
@@ -419,27 +422,39 @@ class Engine:
         for part, event in zip(parts, done, strict=True):
             await event.wait()
             await anyio.to_thread.run_sync(
-                _hash_range, fd, part.offset, part.size, hashers, 1 << 20
+                self._hash_range, fd, part.offset, part.size, hashers, 1 << 20
             )
 
-    async def _fetch_part(
-        self, info: ObjectInfo, cursor: _Cursor, fd: int, done: anyio.Event,
-        task: TaskProgress, ranged: bool,
-    ) -> None:
-        async def rest() -> None:
-            if not cursor.remaining:
-                return
-            self.stats.ranged_gets += ranged
-            async with self.store.open_range(info.key, cursor.offset, cursor.part.end,
-                                             if_match=info.etag) as body:
-                await self._write_chunks(body.chunks, cursor, fd, task)
+    def _hash_range(self, fd: int, offset: int, size: int, hashers: list[Any],
+                    chunk: int) -> None:
+        end = offset + size
+        while offset < end:
+            data = self.fs.pread(fd, min(chunk, end - offset), offset, "read the download")
+            if not data:
+                raise TransferError("the temporary file is shorter than the download")
+            for hasher in hashers:
+                hasher.update(data)
+            offset += len(data)
 
+    async def _resume(self, fetch: _Fetch, cursor: _Cursor, write: _Writer) -> None:
+        if not cursor.remaining:
+            return
+        async with self.store.open_range(fetch.key, cursor.offset, cursor.part.end,
+                                         if_match=fetch.known.etag) as body:
+            await self._write_chunks(body.chunks, cursor, write, fetch.task)
+
+    async def _fetch_part(
+        self, fetch: _Fetch, cursor: _Cursor, write: _Writer, done: anyio.Event,
+        ranged: bool,
+    ) -> None:
         if cursor.remaining:
-            await self.call(rest)
+            self.stats.ranged_gets += ranged
+            await self.call(lambda: self._resume(fetch, cursor, write))
         done.set()
 
     async def _write_chunks(
-        self, chunks: AsyncIterator[bytes], cursor: _Cursor, fd: int, task: TaskProgress
+        self, chunks: AsyncIterator[bytes], cursor: _Cursor, write: _Writer,
+        task: TaskProgress,
     ) -> None:
         """Write a body at the cursor until the cursor's range is full; bytes past it are
         left unread. A body that ends early raises a transient error with the cursor past
@@ -448,10 +463,7 @@ class Engine:
 
         async def flush() -> None:
             if buffer:
-                try:
-                    await anyio.to_thread.run_sync(os.pwrite, fd, bytes(buffer), cursor.offset)
-                except OSError as exc:
-                    raise _os_failure(exc, "write the download") from exc
+                await anyio.to_thread.run_sync(write, cursor.offset, bytes(buffer))
                 cursor.received += len(buffer)
                 buffer.clear()
 
@@ -468,6 +480,70 @@ class Engine:
             await flush()
         if cursor.remaining:
             raise _TransientCut(f"{cursor.part}: the body ended early")
+
+
+_Writer = Callable[[int, bytes], None]
+Published = Callable[[UploadResult], Awaitable[None]]
+
+
+async def _nothing_then(result: UploadResult) -> None:
+    return None
+
+
+@contextlib.contextmanager
+def _shielded(what: str) -> Iterator[None]:
+    """Publishing a version and recording it run shielded from cancellation, within a
+    time bound, so a signal or a closed stream never leaves one without the other."""
+    try:
+        with anyio.CancelScope(shield=True), anyio.fail_after(SHIELD_SECONDS):
+            yield
+    except TimeoutError as exc:
+        raise TransferError(f"{what}: no answer within {SHIELD_SECONDS} s") from exc
+ExpectedSource = Expected | Callable[[], Awaitable[Expected | None]] | None
+
+
+class _Fetch:
+    """One download's state, shared by its ranges and their retries: what the object is
+    (once known), the ranges and how far each got, the progress task."""
+
+    def __init__(self, key: str, label: str, info: ObjectInfo | None) -> None:
+        self.key = key
+        self.label = label
+        self.info = info
+        self.cursors: list[_Cursor] = []
+        self.done: list[anyio.Event] = []
+        self.ready = anyio.Event()
+        self.task: TaskProgress = _NoTask()
+        self.began = False
+        self.started_first = False
+        self.malformed = False
+        self.reserve: Callable[[int], Awaitable[None]] | None = None
+
+    @property
+    def known(self) -> ObjectInfo:
+        assert self.info is not None
+        return self.info
+
+    def plan(self, settings: TransferSettings, *, head: int) -> None:
+        self.cursors = [_Cursor(p) for p in plan_ranges(self.known.size, settings, head=head)]
+        self.done = [anyio.Event() for _ in self.cursors]
+
+    def begin(self, progress: ProgressSink) -> None:
+        if not self.began:
+            self.began = True
+            self.task = progress.begin(self.label, self.known.size)
+
+    def end(self, ok: bool) -> None:
+        if self.began:
+            self.began = False
+            self.task.end(ok)
+
+
+async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    if first:
+        yield first
+    async for chunk in rest:
+        yield chunk
 
 
 class _TransientCut(StoreError):
@@ -512,15 +588,3 @@ class _Cursor:
     @property
     def remaining(self) -> int:
         return self.part.size - self.received
-
-
-def _preallocate(fd: int, size: int) -> None:
-    """Claim the space up front, so a full disk fails at once rather than mid-download."""
-    if size == 0:
-        return
-    try:
-        os.posix_fallocate(fd, 0, size)
-    except (AttributeError, OSError) as exc:
-        if isinstance(exc, OSError) and exc.errno not in {errno.EOPNOTSUPP, errno.EINVAL}:
-            raise
-        os.ftruncate(fd, size)

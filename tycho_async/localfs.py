@@ -1,0 +1,243 @@
+"""Local file mechanics: temp names, atomic replacement, stale-temp sweeps, special-file
+checks and OSError translation. One object owns them so the engine and the registry
+never call ``os`` for file I/O themselves, and tests inject a subclass that fails the
+way disks do (short writes, read errors) without touching the process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import TransferError, UsageError
+
+TEMP_MARK = ".tychoreg-"
+TEMP_SUFFIX = ".part"
+
+
+def failure(exc: OSError, what: str) -> TransferError:
+    """The one wording of a local I/O failure: exit 3, naming what could not be done."""
+    return TransferError(f"cannot {what}: {exc.strerror or exc}")
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a download goes, once the path has been looked at.
+
+    ``kind`` is "file" (a regular file or nothing yet: written to a temp file beside
+    ``real`` and renamed onto it) or "stream" (a FIFO or character device: written in
+    place, in order, with no sidecar). ``named`` is the path as given, beside which the
+    sidecar sits; ``real`` is the path with symlinks resolved."""
+
+    named: Path
+    real: Path
+    kind: str
+
+    @property
+    def is_stream(self) -> bool:
+        return self.kind == "stream"
+
+
+class LocalFS:
+    """File operations the transfer engine and the registry need, with errors translated."""
+
+    def __init__(self) -> None:
+        self._swept: set[Path] = set()
+
+    # -- reading --------------------------------------------------------------------------
+
+    def open_read(self, path: Path) -> int:
+        try:
+            return os.open(path, os.O_RDONLY)
+        except OSError as exc:
+            raise failure(exc, f"read {path}") from exc
+
+    def pread(self, fd: int, size: int, offset: int, what: str) -> bytes:
+        try:
+            return os.pread(fd, size, offset)
+        except OSError as exc:
+            raise failure(exc, what) from exc
+
+    # -- writing --------------------------------------------------------------------------
+
+    def pwrite(self, fd: int, data: bytes | memoryview, offset: int, what: str) -> None:
+        """Write all of ``data`` at ``offset``: a short write is continued, and a write
+        that makes no progress is an error (never a cursor moved past unwritten bytes)."""
+        view = memoryview(data)
+        while view:
+            try:
+                written = os.pwrite(fd, view, offset)
+            except OSError as exc:
+                raise failure(exc, what) from exc
+            if written <= 0:
+                raise failure(OSError(errno.EIO, "the disk accepted no bytes"), what)
+            view = view[written:]
+            offset += written
+
+    def write(self, fd: int, data: bytes | memoryview, what: str) -> None:
+        """Write all of ``data`` at the current position (pipes and devices)."""
+        view = memoryview(data)
+        while view:
+            try:
+                written = os.write(fd, view)
+            except OSError as exc:
+                raise failure(exc, what) from exc
+            if written <= 0:
+                raise failure(OSError(errno.EIO, "the device accepted no bytes"), what)
+            view = view[written:]
+
+    def preallocate(self, fd: int, size: int) -> None:
+        """Claim the space up front, so a full disk fails at once rather than midway."""
+        if size == 0:
+            return
+        try:
+            try:
+                os.posix_fallocate(fd, 0, size)
+            except OSError as exc:
+                if exc.errno not in {errno.EOPNOTSUPP, errno.EINVAL}:
+                    raise
+                os.ftruncate(fd, size)
+        except OSError as exc:
+            raise failure(exc, "write the download") from exc
+
+    def create_temp(self, dest: Path) -> tuple[Path, int]:
+        """A new hidden temp file beside ``dest``, named so that a later sweep can tell a
+        dead process's leftovers from a live one's."""
+        self.sweep_stale(dest.parent)
+        temp = dest.with_name(f".{dest.name}{TEMP_MARK}{os.getpid()}-{os.urandom(4).hex()}"
+                              f"{TEMP_SUFFIX}")
+        try:
+            return temp, os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        except OSError as exc:
+            raise failure(exc, f"write to {dest.parent}") from exc
+
+    def open_stream(self, path: Path) -> int:
+        """Open a FIFO or character device for writing, in place (may block on a FIFO
+        until a reader opens it)."""
+        try:
+            return os.open(path, os.O_WRONLY)
+        except OSError as exc:
+            raise failure(exc, f"write {path}") from exc
+
+    def replace(self, src: Path, dst: Path) -> None:
+        try:
+            os.replace(src, dst)
+        except OSError as exc:
+            raise failure(exc, f"write {dst}") from exc
+
+    def write_atomic(self, path: Path, data: bytes) -> None:
+        """Write a small file by temp file and rename (sidecars, records)."""
+        temp, fd = self.create_temp(path)
+        try:
+            try:
+                self.pwrite(fd, data, 0, f"write {path}")
+            finally:
+                os.close(fd)
+            self.replace(temp, path)
+        except BaseException:
+            self.unlink(temp)
+            raise
+
+    def unlink(self, path: Path) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+    def close(self, fd: int) -> None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+    # -- directories ----------------------------------------------------------------------
+
+    def make_dirs(self, path: Path) -> list[Path]:
+        """Create ``path`` and its missing parents; return those created (deepest last),
+        so a failed command can take them back."""
+        created: list[Path] = []
+        for parent in [*reversed(path.parents), path]:
+            if parent.is_dir():
+                continue
+            try:
+                parent.mkdir()
+            except FileExistsError:
+                if not parent.is_dir():
+                    raise UsageError(f"{parent} is not a directory") from None
+                continue
+            except NotADirectoryError:
+                raise UsageError(f"{parent.parent} is not a directory") from None
+            except OSError as exc:
+                raise failure(exc, f"create {parent}") from exc
+            created.append(parent)
+        return created
+
+    def remove_empty_dirs(self, created: list[Path]) -> None:
+        for path in reversed(created):
+            try:
+                path.rmdir()
+            except OSError:
+                return
+
+    def sweep_stale(self, directory: Path) -> None:
+        """Remove temp files that processes no longer running left in ``directory``
+        (SIGKILL). Once per directory and process: a sweep reads the whole directory,
+        and a pull-list of thousands of files must not read it thousands of times."""
+        if directory in self._swept:
+            return
+        self._swept.add(directory)
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            return
+        for entry in entries:
+            name = entry.name
+            if not (name.startswith(".") and TEMP_MARK in name and name.endswith(TEMP_SUFFIX)):
+                continue
+            pid_text = name.rpartition(TEMP_MARK)[2].split("-", 1)[0]
+            if pid_text.isdigit() and not _pid_alive(int(pid_text)):
+                self.unlink(Path(entry.path))
+
+    # -- destinations ---------------------------------------------------------------------
+
+    def target(self, named: Path, *, within: Path | None = None) -> Target:
+        """Look at a download destination before anything is written.
+
+        A symlink is followed (the resolved file is replaced, the link stays); with
+        ``within``, a link that resolves outside that directory is refused. FIFOs and
+        character devices are written in place; sockets, directories and block devices
+        are refused: a pull replaces regular files only."""
+        real = Path(os.path.realpath(named))
+        if within is not None and named.is_symlink():
+            root = Path(os.path.realpath(within))
+            if real != root and root not in real.parents:
+                raise UsageError(f"{named} is a symlink to {real}, outside {within}; "
+                                 "refusing to write there")
+        try:
+            mode = os.stat(real).st_mode
+        except FileNotFoundError:
+            return Target(named, real, "file")
+        except NotADirectoryError:
+            blocker = next((p for p in named.parents if p.exists() and not p.is_dir()),
+                           named.parent)
+            raise UsageError(f"cannot write {named}: {blocker} is not a directory") from None
+        except OSError as exc:
+            raise failure(exc, f"write {named}") from exc
+        if stat.S_ISREG(mode):
+            return Target(named, real, "file")
+        if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
+            return Target(named, real, "stream")
+        what = ("a directory" if stat.S_ISDIR(mode) else "a socket" if stat.S_ISSOCK(mode)
+                else "a block device" if stat.S_ISBLK(mode) else "not a regular file")
+        raise UsageError(f"{named} is {what}; pull writes regular files, FIFOs and "
+                         "character devices only")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
