@@ -197,6 +197,8 @@ def _run(settings: Settings, work: Callable[[Registry], Awaitable[T]],
                 tg.cancel_scope.cancel()
 
     anyio.run(main)
+    if result:  # the work finished: a signal during a shielded publication waited for it
+        return result[0]
     if received or not result:
         signum = received[0] if received else signal.SIGINT
         name = signal.Signals(signum).name

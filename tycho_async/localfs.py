@@ -43,10 +43,15 @@ class Target:
 
 
 class LocalFS:
-    """File operations the transfer engine and the registry need, with errors translated."""
+    """File operations the transfer engine and the registry need, with errors translated.
+
+    The two system calls on the hot path are attributes, so a test can put a disk that
+    writes short or fails to read under the policy (continue, translate) that uses them."""
 
     def __init__(self) -> None:
         self._swept: set[Path] = set()
+        self.sys_pread = os.pread
+        self.sys_pwrite = os.pwrite
 
     # -- reading --------------------------------------------------------------------------
 
@@ -58,7 +63,7 @@ class LocalFS:
 
     def pread(self, fd: int, size: int, offset: int, what: str) -> bytes:
         try:
-            return os.pread(fd, size, offset)
+            return self.sys_pread(fd, size, offset)
         except OSError as exc:
             raise failure(exc, what) from exc
 
@@ -70,7 +75,7 @@ class LocalFS:
         view = memoryview(data)
         while view:
             try:
-                written = os.pwrite(fd, view, offset)
+                written = self.sys_pwrite(fd, view, offset)
             except OSError as exc:
                 raise failure(exc, what) from exc
             if written <= 0:
