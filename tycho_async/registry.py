@@ -3,13 +3,17 @@
 Layout (shared with tycho-station, which must keep working on the same bucket)::
 
     PKG/tycho.json                {"localname": ..., "latest": ...,
-                                   "tychoreg": {"records": {VERSION: {"sha256", "size"}}}}
+                                   "tychoreg": {"records": {VERSION: {whole record}}}}
                                   written with indent=2; tycho-station keeps unknown keys
     PKG/tycho_VERSION.pkg         the bytes, exactly as pushed
     PKG/tycho_VERSION.meta.json   ours: the authoritative record {"sha256", "size",
-                                  "pushed_at", "tool"}; it does not end in .pkg, so
+                                  "pushed_at", "tool"}, or {"state": "pending", ...}
+                                  while a push is under way; it does not end in .pkg, so
                                   tycho-station never sees it
 
+A push goes pending record -> object -> full record and tycho.json copy, the last two
+shielded from signals: a crash anywhere leaves either no version, a version a later
+push takes over, or a pending one that pulls refuse and ``verify --repair`` completes.
 Published versions are immutable: they are created with If-None-Match. tycho.json is
 rewritten with If-Match on the ETag read, and re-read and retried when another client
 won the race, so no update is lost and every key we do not own survives. The copy of the
