@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 # moto reads this when imported: tests use parts far below S3's 5 MiB minimum.
 os.environ["S3_UPLOAD_PART_MIN_SIZE"] = "1"
@@ -23,6 +24,8 @@ from moto.server import ThreadedMotoServer
 from typer.testing import CliRunner
 
 from tycho_async.cli import app
+
+from .httpproxy import FaultProxy
 
 REGION = "us-east-1"
 CREDS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
@@ -59,6 +62,16 @@ def serial_s3_endpoint() -> Iterator[str]:
     yield f"http://127.0.0.1:{server.port}"
     server.shutdown()
     thread.join(timeout=10)
+
+
+@pytest.fixture
+def proxy(s3_endpoint: str) -> Iterator[FaultProxy]:
+    """A fault-injecting HTTP proxy on loopback in front of moto's server."""
+    upstream = urlsplit(s3_endpoint)
+    with FaultProxy(upstream.hostname or "", upstream.port or 0) as running:
+        yield running
+    assert not [t for t in threading.enumerate() if t.name == "FaultProxy"]
+    assert running.errors == []
 
 
 @pytest.fixture(autouse=True)
