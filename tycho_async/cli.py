@@ -199,12 +199,9 @@ def _run(settings: Settings, work: Callable[[Registry], Awaitable[T]],
     anyio.run(main)
     if result:  # the work finished: a signal during a shielded publication waited for it
         return result[0]
-    if received or not result:
-        signum = received[0] if received else signal.SIGINT
-        name = signal.Signals(signum).name
-        raise Interrupted(f"interrupted by {name}; nothing half-written was left behind",
-                          signum)
-    return result[0]
+    signum = received[0] if received else signal.SIGINT
+    raise Interrupted(f"interrupted by {signal.Signals(signum).name}; nothing half-written "
+                      "was left behind", signum)
 
 
 def _transfer(settings: Settings, work: Callable[[Registry], Awaitable[T]], *, verb: str,
