@@ -467,6 +467,8 @@ def info(
         "writing and removing a probe object under the registry root.")] = False,
 ) -> None:
     """Where the registry is and which settings apply (no network unless --probe)."""
+    import os
+
     from .config import SECRET_KEYS
 
     settings = _settings(config, registry, strict=False)
@@ -481,8 +483,11 @@ def info(
     }
     if settings.backend == "s3":
         kwargs = settings.client_kwargs
-        data["endpoint_url"] = kwargs.get("endpoint_url")
-        data["region"] = kwargs.get("region_name")
+        env = os.environ
+        data["endpoint_url"] = (kwargs.get("endpoint_url") or env.get("AWS_ENDPOINT_URL_S3")
+                                or env.get("AWS_ENDPOINT_URL"))
+        data["region"] = (kwargs.get("region_name") or env.get("AWS_REGION")
+                          or env.get("AWS_DEFAULT_REGION"))
         data["credentials"] = ("from the config" if kwargs.get(SECRET_KEYS[0])
                                else "the AWS credential chain")
         for unset in settings.unset:
