@@ -16,8 +16,7 @@ from typing import Any
 import anyio
 
 from tycho_async.errors import StoreError
-from tycho_async.storage import ObjectInfo, PartReceipt, RangeBody, Store, UploadInfo
-from tycho_async.transfer.plan import Part
+from tycho_async.storage import ObjectInfo, Part, PartReceipt, RangeBody, Store, UploadInfo
 
 
 class FaultyStore:

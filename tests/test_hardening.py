@@ -584,7 +584,7 @@ def test_plain_progress_prints_a_line_after_10_s_then_every_10_s() -> None:
 def test_the_overall_bar_of_a_pull_list_never_claims_completion_early() -> None:
     from rich.console import Console
 
-    from tycho_async.progress import RichProgress
+    from tycho_async.bars import RichProgress
 
     progress = RichProgress(Console(file=open(os.devnull, "w")), "pulled", files=3)  # noqa: SIM115
     small = progress.begin("a", 1000)

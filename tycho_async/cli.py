@@ -1,7 +1,7 @@
 """The command line: parse, load settings, run one coroutine on one event loop, render,
 and turn errors into messages and exit codes. Nothing else lives here.
 
-Heavy imports (aioboto3, rich progress, the engine) happen inside the commands that
+Heavy imports (aiobotocore, rich progress, the engine) happen inside the commands that
 need them, so ``tychoreg --help`` stays fast.
 """
 

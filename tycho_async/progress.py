@@ -1,4 +1,5 @@
-"""Progress on stderr: rich bars on a terminal, a short plain log elsewhere (CI).
+"""Progress on stderr: rich bars on a terminal (``bars.py``, imported only then), a short
+plain log elsewhere (CI).
 
 The engine only calls ``begin``/``advance``/``end``; everything visible is decided here.
 """
@@ -11,20 +12,7 @@ from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import IO, Any, Protocol
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
-
-from .transfer import NoProgress, ProgressSink, TaskProgress
+from .transfer.engine import NoProgress, ProgressSink, TaskProgress
 from .units import human_rate, human_size
 
 LARGE = 4 * 1024 * 1024  # transfers from this size get a bar of their own
@@ -32,7 +20,7 @@ FIRST_LINE = 10.0  # plain mode: a transfer that has run this long prints a line
 EVERY = 10.0  # ... and then at most one this often
 
 
-class _Tally:
+class Tally:
     """Counts shared by both renderers."""
 
     def __init__(self, clock: Callable[[], float]) -> None:
@@ -72,7 +60,7 @@ class PlainProgress:
                  files: int | None = None) -> None:
         self.stream = stream
         self.verb = verb
-        self.tally = _Tally(clock)
+        self.tally = Tally(clock)
         self.expected_files = files
         self.begun = 0
         self.next_line = self.tally.started + FIRST_LINE
@@ -133,88 +121,6 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-class _SpeedColumn(ProgressColumn):
-    """Transfer speed in IEC units (rich's own column is decimal)."""
-
-    def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text("?" if speed is None else f"{human_size(speed)}/s",
-                    style="progress.data.speed")
-
-
-class _RichTask:
-    def __init__(self, sink: RichProgress, label: str, total: int) -> None:
-        self.sink, self.total = sink, total
-        self.own: TaskID | None = None
-        if total >= LARGE and sink.expected_files != 1:
-            self.own = sink.progress.add_task(label, total=total, files="")
-
-    def advance(self, nbytes: int) -> None:
-        self.sink.progress.advance(self.sink.overall, nbytes)
-        if self.own is not None:
-            self.sink.progress.advance(self.own, nbytes)
-
-    def end(self, ok: bool) -> None:
-        if self.own is not None:
-            self.sink.progress.remove_task(self.own)
-        self.sink.finished(self, ok)
-
-
-class RichProgress:
-    """An overall bar (bytes, speed, ETA, files) and, when several files move, a bar per
-    large active transfer."""
-
-    def __init__(self, console: Console, verb: str, files: int | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.verb = verb
-        self.tally = _Tally(clock)
-        self.expected_files = files
-        self.total = 0
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            DownloadColumn(binary_units=True),
-            _SpeedColumn(),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[files]}"),
-            console=console,
-            transient=True,
-            get_time=clock,
-        )
-        title = TITLES.get(verb, verb)
-        self.overall = self.progress.add_task(title, total=None, files=self._files_text())
-
-    def _files_text(self) -> str:
-        expected = self.expected_files if self.expected_files is not None else "?"
-        return f"{self.tally.files}/{expected} files"
-
-    def begin(self, label: str, total: int) -> TaskProgress:
-        """The overall bar gets a total only while one file moves: a total that grows as
-        files are discovered would claim completion while a large file still moves."""
-        self.total += total
-        if self.expected_files == 1:
-            self.progress.update(self.overall, total=self.total)
-        return _RichTask(self, f"  {label}", total)
-
-    def finished(self, task: _RichTask, ok: bool) -> None:
-        if ok:
-            self.tally.files += 1
-            self.tally.bytes += task.total
-        else:
-            self.tally.failed += 1
-        self.progress.update(self.overall, files=self._files_text())
-
-    def __enter__(self) -> RichProgress:
-        self.progress.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.progress.stop()
-        if self.tally.files or self.tally.failed:
-            self.progress.console.print(self.tally.summary(self.verb), highlight=False)
-
-
 class Silent(NoProgress):
     def __enter__(self) -> Silent:
         return self
@@ -235,9 +141,12 @@ def make_progress(mode: bool | None, quiet: bool, verb: str, files: int | None =
     stream = stream or sys.stderr
     if quiet:
         return Silent()
-    console = Console(file=stream, stderr=stream is sys.stderr)
     if mode is None:
-        mode = console.is_terminal
+        mode = stream.isatty()
     if mode:
-        return RichProgress(console, verb, files)
+        from rich.console import Console
+
+        from .bars import RichProgress
+
+        return RichProgress(Console(file=stream, stderr=stream is sys.stderr), verb, files)
     return PlainProgress(stream, verb, files=files)

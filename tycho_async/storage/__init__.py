@@ -15,7 +15,21 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from ..config import Settings
-    from ..transfer.plan import Part
+
+
+@dataclass(frozen=True)
+class Part:
+    """A byte range of an object: a part of a multipart upload (``number`` is 1-based,
+    as S3 numbers parts) or a range of a download."""
+
+    number: int
+    offset: int
+    size: int
+
+    @property
+    def end(self) -> int:
+        """Offset one past the last byte."""
+        return self.offset + self.size
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,7 @@ import anyio
 import anyio.to_thread
 
 from ..errors import NotFound, PreconditionFailed, StoreError
-from ..transfer.plan import Part
-from . import ObjectInfo, PartReceipt, RangeBody, UploadInfo
+from . import ObjectInfo, Part, PartReceipt, RangeBody, UploadInfo
 
 try:
     import fcntl

@@ -1,4 +1,4 @@
-"""A registry in an S3 bucket (or any S3-compatible store) through aioboto3.
+"""A registry in an S3 bucket (or any S3-compatible store) through aiobotocore.
 
 botocore's own retries are off: the engine retries every request itself, per part and
 with one backoff policy, so a throttled part never doubles its wait. The connection pool
@@ -20,10 +20,10 @@ from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import aioboto3
 import aiohttp
 import anyio
 import anyio.to_thread
+from aiobotocore.session import get_session
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -46,8 +46,7 @@ from ..errors import (
     StoreError,
     TychoError,
 )
-from ..transfer.plan import Part
-from . import ObjectInfo, PartReceipt, RangeBody, UploadInfo
+from . import ObjectInfo, Part, PartReceipt, RangeBody, UploadInfo
 from .s3lean import LeanS3, Redirected
 
 if TYPE_CHECKING:
@@ -186,7 +185,7 @@ class S3Store:
         stack = AsyncExitStack()
         try:
             client = await stack.enter_async_context(
-                aioboto3.Session().client("s3", config=config, **settings.client_kwargs)
+                get_session().create_client("s3", config=config, **settings.client_kwargs)
             )
         except TypeError as exc:
             await stack.aclose()

@@ -1,20 +1,40 @@
 """The transfer engine: part planning, parallel multipart upload, parallel ranged download,
-retries, and one concurrency budget shared by every transfer of a command."""
+retries, and one concurrency budget shared by every transfer of a command.
 
-from .budget import Budget, BudgetStatistics
-from .engine import Engine, EngineStatistics, Expected, NoProgress, ProgressSink, TaskProgress
-from .plan import Part, TransferSettings, plan_parts
+Names are loaded on first use (PEP 562), so that importing the planner (the config needs
+its limits) does not load the engine: ``tychoreg --help`` stays fast.
+"""
 
-__all__ = [
-    "Budget",
-    "BudgetStatistics",
-    "Engine",
-    "EngineStatistics",
-    "Expected",
-    "NoProgress",
-    "Part",
-    "ProgressSink",
-    "TaskProgress",
-    "TransferSettings",
-    "plan_parts",
-]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .budget import Budget, BudgetStatistics
+    from .engine import (
+        Engine,
+        EngineStatistics,
+        Expected,
+        NoProgress,
+        ProgressSink,
+        TaskProgress,
+    )
+    from .plan import Part, TransferSettings, plan_parts
+
+_WHERE = {
+    "Budget": "budget", "BudgetStatistics": "budget",
+    "Engine": "engine", "EngineStatistics": "engine", "Expected": "engine",
+    "NoProgress": "engine", "ProgressSink": "engine", "TaskProgress": "engine",
+    "Part": "plan", "TransferSettings": "plan", "plan_parts": "plan",
+}
+
+__all__ = ["Budget", "BudgetStatistics", "Engine", "EngineStatistics", "Expected",
+           "NoProgress", "Part", "ProgressSink", "TaskProgress", "TransferSettings",
+           "plan_parts"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..storage import Part
+
 KiB = 1024
 MiB = 1024 * KiB
 GiB = 1024 * MiB
@@ -11,18 +13,6 @@ GiB = 1024 * MiB
 MIN_PART = 5 * MiB  # S3: every part but the last
 MAX_PART = 5 * GiB
 MAX_PARTS = 10_000
-
-
-@dataclass(frozen=True)
-class Part:
-    number: int  # 1-based, as S3 numbers parts
-    offset: int
-    size: int
-
-    @property
-    def end(self) -> int:
-        """Offset one past the last byte."""
-        return self.offset + self.size
 
 
 @dataclass(frozen=True)
