@@ -34,7 +34,7 @@ pytestmark = pytest.mark.anyio
 PART = 64 * 1024
 SMALL = TransferSettings(concurrency=4, part_size=PART, multipart_threshold=PART,
                          chunk_size=16 * 1024, min_part_size=1, backoff_base=0.001,
-                         backoff_max=0.002)
+                         backoff_max=0.002, small_object=1024)
 
 
 @pytest.fixture
@@ -156,6 +156,34 @@ async def test_pull_many_shares_one_budget(kind: str, tmp_path: Path,
         assert [r.path.read_bytes() for r in results] == [
             (tmp_path / f"f{i}.bin").read_bytes() for i in range(12)]
         assert registry.engine.budget.statistics().peak == 5 and store.peak == 5
+
+
+async def test_pull_many_keeps_a_bounded_number_of_items_in_progress(
+        tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """Memory flat in the length of the list: at most twice the request budget of items
+    are being pulled at any time, whatever the number of items."""
+    from tycho_async.registry import PullRequest, PullResult, Registry
+
+    class Counting(Registry):
+        active = peak = 0
+
+        async def pull(self, request: PullRequest, **kwargs: object) -> PullResult:
+            Counting.active += 1
+            Counting.peak = max(Counting.peak, Counting.active)
+            try:
+                return await super().pull(request, **kwargs)  # type: ignore[arg-type]
+            finally:
+                Counting.active -= 1
+
+    settings = replace(SMALL, concurrency=3)
+    async with opened("local", tmp_path, request, settings) as (store, _):
+        registry = Counting(Engine(FaultyStore(store, delay=0.002), settings), tmp_path / "out")
+        for i in range(40):
+            await store.put_bytes(f"p{i}/tycho.json", b'{"localname": "f%d", "latest": "1"}' % i)
+            await store.put_bytes(f"p{i}/tycho_1.pkg", b"x" * i)
+        results = await registry.pull_many([PullRequest(f"p{i}") for i in range(40)])
+        assert [r.path.read_bytes() for r in results] == [b"x" * i for i in range(40)]
+        assert Counting.peak == 6
 
 
 async def test_a_failed_part_aborts_the_upload(kind: str, tmp_path: Path,
@@ -362,6 +390,32 @@ async def test_a_cut_first_get_is_resumed(kind: str, tmp_path: Path,
         await Engine(store, SMALL).download("k", tmp_path / "dst.bin", label="k")
         assert (tmp_path / "dst.bin").read_bytes() == blob
         assert store.ranges[1] == ((PART - 10) // 2, PART - 10)
+
+
+@pytest.mark.parametrize("size", [0, 1, 1000])
+async def test_a_small_object_is_written_once_and_refetched_whole_when_cut(
+        kind: str, tmp_path: Path, request: pytest.FixtureRequest, size: int) -> None:
+    """Up to ``small_object`` bytes stay in memory: no temp file is written piecewise,
+    and a cut body is simply asked again from the start."""
+    blob = write_file(tmp_path / "src.bin", size)
+    async with opened(kind, tmp_path, request) as (inner, _):
+        await Engine(inner, SMALL).upload_file(tmp_path / "src.bin", "k", label="k")
+        store = FaultyStore(inner)
+        store.inject("open_range", "truncate")
+        out = tmp_path / "out"
+        out.mkdir()
+        engine = Engine(store, SMALL)
+        writes: list[int] = []
+        real = engine.fs.sys_pwrite
+        engine.fs.sys_pwrite = lambda fd, data, offset: writes.append(len(data)) or real(
+            fd, data, offset)
+        info, sha = await engine.download("k", out / "dst.bin", label="k")
+        assert (out / "dst.bin").read_bytes() == blob and info.size == size
+        assert sha == hashlib.sha256(blob).hexdigest()
+        assert writes == ([size] if size else [])  # one write of the whole object
+        cut = 1 if size else 0  # an empty body cannot be cut short
+        assert store.ranges == [(0, PART)] * (1 + cut)
+        assert [p.name for p in out.iterdir()] == ["dst.bin"]
 
 
 async def test_download_of_a_missing_object(kind: str, tmp_path: Path,

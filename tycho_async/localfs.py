@@ -109,16 +109,23 @@ class LocalFS:
         except OSError as exc:
             raise failure(exc, "write the download") from exc
 
-    def create_temp(self, dest: Path) -> tuple[Path, int]:
-        """A new hidden temp file beside ``dest``, named so that a later sweep can tell a
-        dead process's leftovers from a live one's."""
+    def create_temp(self, dest: Path, size: int = 0) -> tuple[Path, int]:
+        """A new hidden temp file beside ``dest`` with ``size`` bytes claimed, named so
+        that a later sweep can tell a dead process's leftovers from a live one's."""
         self.sweep_stale(dest.parent)
         temp = dest.with_name(f".{dest.name}{TEMP_MARK}{os.getpid()}-{os.urandom(4).hex()}"
                               f"{TEMP_SUFFIX}")
         try:
-            return temp, os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         except OSError as exc:
             raise failure(exc, f"write to {dest.parent}") from exc
+        try:
+            self.preallocate(fd, size)
+        except BaseException:
+            self.close(fd)
+            self.unlink(temp)
+            raise
+        return temp, fd
 
     def open_stream(self, path: Path) -> int:
         """Open a FIFO or character device for writing, in place (may block on a FIFO

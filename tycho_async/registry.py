@@ -747,10 +747,19 @@ class Registry:
             except TychoError as exc:
                 failures.append((str(request), exc))
 
+        # A fixed pool of workers, not a task per item: memory stays flat in the length of
+        # the list, and twice the request budget keeps every slot busy (an item waits on
+        # tycho.json before its object).
+        queue = iter(enumerate(requests))
+
+        async def worker() -> None:
+            for index, request in queue:
+                await one(index, request)
+
         try:
             async with task_group() as tg:
-                for index, request in enumerate(requests):
-                    tg.start_soon(one, index, request)
+                for _ in range(min(len(requests), 2 * self.engine.settings.concurrency)):
+                    tg.start_soon(worker)
         finally:
             if not results:
                 self.fs.remove_empty_dirs(created)

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -289,29 +290,56 @@ class Engine:
 
         Without ``known`` (a HEAD's answer), the first GET learns the object's size and
         ETag from its headers, and brings a small object whole: one request, not two.
-        The other ranges start as soon as its first bytes arrive. ``expected`` may be a
+        The other ranges start as soon as its first bytes arrive. A small object stays in
+        memory and is checked, written and renamed in one step. ``expected`` may be a
         coroutine function, run beside the transfer; it is awaited before the file may
         appear. None (or a None answer) means no record: the size and, where the ETag is
         a plain MD5, the MD5 are checked. Every later range requires the ETag of the
         first answer, so an object replaced mid-download fails it rather than mixing two
         versions."""
-        temp, fd = await anyio.to_thread.run_sync(self.fs.create_temp, dest)
         fetch = _Fetch(key, label, known)
+        temps: list[tuple[Path, int]] = []
+
+        async def open_temp(size: int) -> _Writer:
+            temp, fd = await anyio.to_thread.run_sync(self.fs.create_temp, dest, size)
+            temps.append((temp, fd))
+            fetch.fd = fd
+            return functools.partial(self._pwrite, fd)
+
+        learned = _Learned(expected)
         try:
-            learned: list[Expected | None] = []
             async with task_group() as tg:
-                tg.start_soon(_learn, expected, learned)
-                digests = await self._fetch_file(fetch, fd)
-            _check(fetch.known, learned[0], *digests)
-            await anyio.to_thread.run_sync(self.fs.replace, temp, dest)
+                tg.start_soon(learned.run)
+                await self._fetch_file(fetch, open_temp, learned)
+            if fetch.small is not None:
+                sha256 = await anyio.to_thread.run_sync(
+                    self._finish_small, fetch.known, fetch.small, learned.value, dest)
+            else:
+                sha256, md5 = fetch.digests
+                _check(fetch.known, learned.value, sha256, md5)
+                await anyio.to_thread.run_sync(self.fs.replace, temps[0][0], dest)
         except BaseException:
             fetch.end(False)
-            self.fs.unlink(temp)
+            for temp, _ in temps:
+                self.fs.unlink(temp)
             raise
         finally:
-            self.fs.close(fd)
+            for _, fd in temps:
+                self.fs.close(fd)
         fetch.end(True)
-        return fetch.known, digests[0]
+        return fetch.known, sha256
+
+    def _pwrite(self, fd: int, offset: int, data: bytes) -> None:
+        self.fs.pwrite(fd, data, offset, "write the download")
+
+    def _finish_small(self, info: ObjectInfo, data: bytes, want: Expected | None,
+                      dest: Path) -> str:
+        """Check a small object held in memory and write it in place: one thread hop."""
+        sha256 = hashlib.sha256(data).hexdigest()
+        md5 = hashlib.md5(data).hexdigest() if _needs_md5(info, want) else None
+        _check(info, want, sha256, md5)
+        self.fs.write_atomic(dest, data)
+        return sha256
 
     async def download_stream(
         self, key: str, fd: int, *, label: str, expected: ExpectedSource = None,
@@ -331,13 +359,16 @@ class Engine:
             if md5[0] is not None:
                 md5[0].update(data)
 
+        async def open_stream(size: int) -> _Writer:
+            return write
+
+        learned = _Learned(expected)
         try:
-            learned: list[Expected | None] = []
             async with task_group() as tg:
-                tg.start_soon(_learn, expected, learned)
-                await self._first(fetch, write, plain=True)
+                tg.start_soon(learned.run)
+                await self._first(fetch, open_stream, plain=True)
             digest = md5[0] if md5 else (hashlib.md5() if plain_md5(fetch.known.etag) else None)
-            _check(fetch.known, learned[0], sha256.hexdigest(),
+            _check(fetch.known, learned.value, sha256.hexdigest(),
                    digest.hexdigest() if digest else None)
         except BaseException:
             fetch.end(False)
@@ -345,52 +376,43 @@ class Engine:
         fetch.end(True)
         return fetch.known, sha256.hexdigest()
 
-    async def _fetch_file(self, fetch: _Fetch, fd: int) -> tuple[str, str | None]:
-        """Fetch every range into ``fd`` at its offset; return the SHA-256 and, where the
-        ETag is a plain MD5, the MD5 of the whole file."""
-
-        def write(offset: int, data: bytes) -> None:
-            self.fs.pwrite(fd, data, offset, "write the download")
-
-        async def reserve(size: int) -> None:
-            await anyio.to_thread.run_sync(self.fs.preallocate, fd, size)
-
-        fetch.reserve = reserve
+    async def _fetch_file(self, fetch: _Fetch, open_temp: _Opener, learned: _Learned) -> None:
+        """Fetch every range at its offset (or, for a small object, into memory); the
+        digests of the whole file end up in ``fetch.digests``."""
         async with task_group() as tg:
             if fetch.info is None:
-                tg.start_soon(self._first, fetch, write)
+                tg.start_soon(self._first, fetch, open_temp)
                 await fetch.ready.wait()
+                if fetch.small is not None:
+                    return
             else:
-                await reserve(fetch.info.size)
+                fetch.write = await open_temp(fetch.info.size)
                 fetch.plan(self.settings, head=0)
                 fetch.begin(self.progress)
             info = fetch.known
             parts = [c.part for c in fetch.cursors]
             log.debug("download of %s: %d bytes in %d ranges", info.key, info.size, len(parts))
-            sha256 = hashlib.sha256()
-            md5 = hashlib.md5() if plain_md5(info.etag) else None
-            hashers: list[Any] = [sha256] if md5 is None else [sha256, md5]
-            tg.start_soon(self._hash_in_order, fd, parts, fetch.done, hashers)
+            tg.start_soon(self._hash_in_order, fetch, parts, learned)
             for index, cursor in enumerate(fetch.cursors):
                 if index == 0 and fetch.started_first:
                     continue  # the first GET fetches its own range
-                tg.start_soon(self._fetch_part, fetch, cursor, write, fetch.done[index],
+                tg.start_soon(self._fetch_part, fetch, cursor, fetch.done[index],
                               len(parts) > 1)
-        return sha256.hexdigest(), md5.hexdigest() if md5 else None
 
-    async def _first(self, fetch: _Fetch, write: _Writer, *, plain: bool = False) -> None:
+    async def _first(self, fetch: _Fetch, open_sink: _Opener, *, plain: bool = False) -> None:
         """The first GET of an object of unknown size: up to the multipart threshold from
         offset 0 (``plain``: the whole object, for in-order writes). Its first bytes tell
-        the size; what it brings is the first range. A body cut short is resumed like any
-        other range; one that fails after its headers but before any byte is asked again
-        as a plain GET, since some stores answer a ranged GET of an empty object with a
-        malformed body."""
+        the size; what it brings is the first range, or (up to ``small_object`` bytes,
+        not ``plain``) the whole object, kept in memory. A body cut short is resumed like
+        any other range; one that fails after its headers but before any byte is asked
+        again as a plain GET, since some stores answer a ranged GET of an empty object
+        with a malformed body."""
         fetch.started_first = True
         head = max(1, self.settings.multipart_threshold)
 
         async def once() -> None:
             if fetch.ready.is_set():
-                await self._resume(fetch, fetch.cursors[0], write)
+                await self._resume(fetch, fetch.cursors[0])
                 return
             whole = plain or fetch.malformed
             async with self.store.open_range(fetch.key, 0, None if whole else head) as body:
@@ -400,30 +422,49 @@ class Engine:
                 except StoreError:
                     fetch.malformed = True
                     raise
+                size = body.info.size
+                if not plain and size <= min(head, self.settings.small_object):
+                    data = first + b"".join([chunk async for chunk in chunks])
+                    if len(data) < size:
+                        raise _TransientCut(f"{fetch.key}: the body ended early")
+                    fetch.info, fetch.small = body.info, data[:size]
+                    fetch.begin(self.progress)
+                    fetch.task.advance(size)
+                    fetch.ready.set()
+                    return
                 fetch.info = body.info
-                if fetch.reserve is not None:
-                    await fetch.reserve(body.info.size)
+                if fetch.write is None:
+                    fetch.write = await open_sink(size)
                 if plain:
-                    fetch.cursors = [_Cursor(Part(1, 0, body.info.size))]
+                    fetch.cursors = [_Cursor(Part(1, 0, size))]
                     fetch.done = [anyio.Event()]
                 else:
                     fetch.plan(self.settings, head=head)
                 fetch.begin(self.progress)
                 fetch.ready.set()
-                await self._write_chunks(_prepend(first, chunks), fetch.cursors[0], write,
-                                         fetch.task)
+                await self._write_chunks(_prepend(first, chunks), fetch.cursors[0],
+                                         fetch.write, fetch.task)
 
         await self.call(once)
-        fetch.done[0].set()
+        if fetch.small is None:
+            fetch.done[0].set()
 
-    async def _hash_in_order(
-        self, fd: int, parts: list[Part], done: list[anyio.Event], hashers: list[Any]
-    ) -> None:
-        for part, event in zip(parts, done, strict=True):
+    async def _hash_in_order(self, fetch: _Fetch, parts: list[Part],
+                             learned: _Learned) -> None:
+        """Hash the file as its ranges complete, in order, from the page cache. MD5 only
+        where it is what will be checked: a plain-MD5 ETag and no SHA-256 record."""
+        await fetch.done[0].wait()
+        want = await learned.get()
+        sha256 = hashlib.sha256()
+        md5 = hashlib.md5() if _needs_md5(fetch.known, want) else None
+        hashers: list[Any] = [sha256] if md5 is None else [sha256, md5]
+        fd = fetch.fd
+        for part, event in zip(parts, fetch.done, strict=True):
             await event.wait()
             await anyio.to_thread.run_sync(
                 self._hash_range, fd, part.offset, part.size, hashers, 1 << 20
             )
+        fetch.digests = (sha256.hexdigest(), md5.hexdigest() if md5 else None)
 
     def _hash_range(self, fd: int, offset: int, size: int, hashers: list[Any],
                     chunk: int) -> None:
@@ -436,20 +477,20 @@ class Engine:
                 hasher.update(data)
             offset += len(data)
 
-    async def _resume(self, fetch: _Fetch, cursor: _Cursor, write: _Writer) -> None:
+    async def _resume(self, fetch: _Fetch, cursor: _Cursor) -> None:
         if not cursor.remaining:
             return
+        assert fetch.write is not None
         async with self.store.open_range(fetch.key, cursor.offset, cursor.part.end,
                                          if_match=fetch.known.etag) as body:
-            await self._write_chunks(body.chunks, cursor, write, fetch.task)
+            await self._write_chunks(body.chunks, cursor, fetch.write, fetch.task)
 
     async def _fetch_part(
-        self, fetch: _Fetch, cursor: _Cursor, write: _Writer, done: anyio.Event,
-        ranged: bool,
+        self, fetch: _Fetch, cursor: _Cursor, done: anyio.Event, ranged: bool,
     ) -> None:
         if cursor.remaining:
             self.stats.ranged_gets += ranged
-            await self.call(lambda: self._resume(fetch, cursor, write))
+            await self.call(lambda: self._resume(fetch, cursor))
         done.set()
 
     async def _write_chunks(
@@ -483,6 +524,7 @@ class Engine:
 
 
 _Writer = Callable[[int, bytes], None]
+_Opener = Callable[[int], Awaitable[_Writer]]
 Published = Callable[[UploadResult], Awaitable[None]]
 
 
@@ -517,7 +559,10 @@ class _Fetch:
         self.began = False
         self.started_first = False
         self.malformed = False
-        self.reserve: Callable[[int], Awaitable[None]] | None = None
+        self.write: _Writer | None = None
+        self.small: bytes | None = None  # a small object, whole, in memory
+        self.digests: tuple[str, str | None] = ("", None)
+        self.fd = -1  # the temp file, once there is one (hashed from the page cache)
 
     @property
     def known(self) -> ObjectInfo:
@@ -553,9 +598,27 @@ class _TransientCut(StoreError):
         super().__init__(message, transient=True)
 
 
-async def _learn(expected: Expected | Callable[[], Awaitable[Expected | None]] | None,
-                 out: list[Expected | None]) -> None:
-    out.append(await expected() if callable(expected) else expected)
+class _Learned:
+    """What the bytes must match, learned beside the transfer (a record may need a GET)."""
+
+    def __init__(self, source: ExpectedSource) -> None:
+        self._source = source
+        self._event = anyio.Event()
+        self.value: Expected | None = None
+
+    async def run(self) -> None:
+        source = self._source
+        self.value = await source() if callable(source) else source
+        self._event.set()
+
+    async def get(self) -> Expected | None:
+        await self._event.wait()
+        return self.value
+
+
+def _needs_md5(info: ObjectInfo, want: Expected | None) -> bool:
+    """One check is enough: the SHA-256 record when there is one, else a plain-MD5 ETag."""
+    return not (want is not None and want.sha256) and plain_md5(info.etag) is not None
 
 
 def _check(info: ObjectInfo, want: Expected | None, sha256: str, md5: str | None) -> None:

@@ -26,6 +26,7 @@ class TransferSettings:
     part_size: int = 8 * MiB
     multipart_threshold: int = 8 * MiB
     chunk_size: int = 256 * KiB
+    small_object: int = 1 * MiB  # fetched whole into memory: one write, no temp-file hops
     upload_buffer: int = 40 * MiB
     max_attempts: int = 5
     backoff_base: float = 0.2
