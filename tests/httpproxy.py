@@ -8,8 +8,10 @@ checks), and answers reach the client byte for byte but for one hop-by-hop heade
 connection is served by one upstream connection at a time, reopened when the server closes it
 between answers, so a server that closes after every answer (moto's werkzeug) has its
 ``Connection: close`` dropped and the client keeps its connection. Upgrades (101) are not
-tunnelled. Pure standard library: an asyncio loop in a background thread, so sync and async
-clients alike can use it.
+tunnelled. Optionally the listener speaks TLS (``ssl_context``: a TLS terminator in front of
+a plain server), and a CONNECT request opens a raw tunnel to the server (whatever host it
+names), so the proxy also serves as a client's HTTPS_PROXY. Pure standard library: an
+asyncio loop in a background thread, so sync and async clients alike can use it.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import struct
 import threading
 from collections import deque
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Coroutine
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -39,6 +42,7 @@ _CONDITIONALS = frozenset({
 _EMPTY_ETAG = '"d41d8cd98f00b204e9800998ecf8427e"'
 _BAD_GATEWAY = b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_ESTABLISHED = b"HTTP/1.1 200 Connection Established\r\n\r\n"
 
 
 @dataclass(frozen=True)
@@ -307,6 +311,9 @@ class _Connection:
             method, _, rest = head.first.decode("latin-1").partition(" ")
             path = rest.rpartition(" ")[0]
             self.proxy._record(RequestRecord(method, path, dict(head.headers), self.number))
+            if method == "CONNECT":
+                await self._tunnel()
+                return
             framing = _request_framing(head)
             after = self.proxy._take_reset(method, path)
             if after is not None:
@@ -327,7 +334,9 @@ class _Connection:
             if framing.kind == "close":
                 return
 
-    async def _connect(self) -> _Upstream | None:
+    async def _connect(
+        self, relay: Callable[[_Upstream], Coroutine[None, None, None]] | None = None,
+    ) -> _Upstream | None:
         try:
             reader, writer = await asyncio.open_connection(
                 self.proxy.upstream_host, self.proxy.upstream_port, limit=_LIMIT)
@@ -337,10 +346,34 @@ class _Connection:
             return None
         self.proxy._count_upstream()
         upstream = _Upstream(_Line(self.proxy, writer, self.kill), reader)
-        upstream.task = asyncio.get_running_loop().create_task(self._responses(upstream))
+        upstream.task = asyncio.get_running_loop().create_task(
+            (relay or self._responses)(upstream))
         self.upstream = upstream
         self.upstreams.add(upstream)
         return upstream
+
+    async def _tunnel(self) -> None:
+        """CONNECT: after a 200, bytes go both ways unread until either side closes. The
+        tunnel leads to the upstream server whatever the request names; no knob applies but
+        ``delay``."""
+        upstream = await self._connect(relay=self._pipe_back)
+        if upstream is None:
+            return
+        await self.to_client.send(_ESTABLISHED)
+        while data := await self.reader.read(_CHUNK):
+            await upstream.line.send(data)
+        await upstream.line.close()
+
+    async def _pipe_back(self, upstream: _Upstream) -> None:
+        try:
+            while data := await upstream.reader.read(_CHUNK):
+                await self.to_client.send(data)
+            await self.to_client.close()
+        except (OSError, _Broken):
+            pass
+        except Exception as exc:
+            self.proxy._note(exc)
+        self.kill()
 
     async def _reset(self, head: _Head, framing: _Framing, after: int) -> None:
         """Take ``after`` bytes of the body (fewer if it is shorter), then reset the client."""
@@ -496,11 +529,16 @@ class FaultProxy:
 
     ``delay``: seconds added to every piece of bytes in either direction, pipelined, so a
     round trip grows by twice ``delay`` while throughput stays (0: none).
+
+    ``ssl_context`` (a server-side context, given at construction): the listener speaks TLS
+    and ``url`` starts with https; upstream stays plain.
     """
 
-    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+    def __init__(self, upstream_host: str, upstream_port: int, *,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.upstream_host = upstream_host
         self.upstream_port = upstream_port
+        self._ssl_context = ssl_context
         self._lock = threading.Lock()
         self._strip_conditionals = False
         self._malformed_empty_range = False
@@ -631,7 +669,8 @@ class FaultProxy:
         except BaseException:
             self.stop()
             raise
-        self._url = f"http://127.0.0.1:{port}"
+        scheme = "http" if self._ssl_context is None else "https"
+        self._url = f"{scheme}://127.0.0.1:{port}"
         return self._url
 
     def stop(self) -> None:
@@ -671,7 +710,8 @@ class FaultProxy:
             loop.close()
 
     async def _listen(self) -> int:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0, limit=_LIMIT)
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0, limit=_LIMIT,
+                                                  ssl=self._ssl_context)
         return int(self._server.sockets[0].getsockname()[1])
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

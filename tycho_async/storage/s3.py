@@ -12,6 +12,7 @@ import asyncio
 import base64
 import contextlib
 import email.utils
+import hashlib
 import io
 import logging
 import zlib
@@ -33,6 +34,7 @@ from botocore.exceptions import (
     NoCredentialsError,
     PartialCredentialsError,
     ResponseStreamingError,
+    SSLError,
 )
 from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
@@ -84,6 +86,11 @@ def translate(exc: BaseException, what: str, endpoint: str = "S3") -> TychoError
             f"{what}: no usable AWS credentials (set AWS_ACCESS_KEY_ID and "
             "AWS_SECRET_ACCESS_KEY, a profile, or keys in the config)"
         )
+    if isinstance(exc, SSLError):
+        return StoreError(
+            f"{what}: the TLS connection to {endpoint} failed ({exc.kwargs.get('error', exc)});"
+            " for a private CA, set AWS_CA_BUNDLE or the s3 section's \"verify\" to its "
+            "certificate bundle")
     if isinstance(exc, (BotoConnectionError, HTTPClientError, IncompleteReadError,
                         ResponseStreamingError, aiohttp.ClientError, asyncio.TimeoutError,
                         ConnectionError)):
@@ -319,9 +326,11 @@ class S3Store:
 
     def _checksum(self, data: bytes | memoryview) -> dict[str, str]:
         """The CRC32 header botocore would add (the store verifies it): in-flight damage
-        is refused at a fraction of the cost of signing the payload."""
+        is refused at a fraction of the cost of signing the payload. Stores that refuse
+        CRC32 headers (``"checksums": false``) get Content-MD5, which every store takes."""
         if not self._checksums:
-            return {}
+            digest = hashlib.md5(data).digest()
+            return {"Content-MD5": base64.b64encode(digest).decode()}
         crc = zlib.crc32(data).to_bytes(4, "big")
         return {"x-amz-checksum-crc32": base64.b64encode(crc).decode()}
 

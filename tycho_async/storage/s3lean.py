@@ -38,6 +38,9 @@ _SENTINEL = "tychoreg-lean-probe"
 _REGION = re.compile(r"Credential=[^/]+/\d{8}/([^/]+)/s3/aws4_request")
 _CODE = re.compile(rb"<Code>([^<]*)</Code>")
 _MESSAGE = re.compile(rb"<Message>([^<]*)</Message>")
+_BODY_REGION = re.compile(rb"<Region>([^<]*)</Region>")
+_REDIRECT_CODES = {"PermanentRedirect", "AuthorizationHeaderMalformed",
+                   "IllegalLocationConstraintException"}
 
 
 class _Captured(Exception):
@@ -61,8 +64,10 @@ _CONTEXT = {"client_config": _Unsigned({"payload_signing_enabled": False})}
 class LeanS3:
     """Builds, signs and sends one request; returns aiobotocore's response object."""
 
-    def __init__(self, client: Any, bucket: str, base: str, region: str) -> None:
+    def __init__(self, client: Any, bucket: str, base: str, region: str,
+                 user_agent: str = "") -> None:
         self._client = client
+        self._user_agent = user_agent
         self._http = client._endpoint.http_session
         self._credentials = client._request_signer._credentials
         self._bucket = bucket
@@ -96,8 +101,10 @@ class LeanS3:
         if match is None or client._request_signer._credentials is None:
             return None
         base = captured[0].url[: -len(_SENTINEL)]
+        agent = captured[0].headers.get("User-Agent") or b""
         log.debug("lean request path: %s..., region %s", base, match.group(1))
-        return cls(client, bucket, base, match.group(1))
+        return cls(client, bucket, base, match.group(1),
+                   agent.decode() if isinstance(agent, bytes) else str(agent))
 
     def url(self, key: str, query: str = "") -> str:
         return self._base + quote(key, safe="/~") + (f"?{query}" if query else "")
@@ -111,7 +118,10 @@ class LeanS3:
         frozen = self._credentials.get_frozen_credentials()
         if inspect.isawaitable(frozen):
             frozen = await frozen
-        request = AWSRequest(method=method, url=self.url(key, query), headers=headers or {},
+        headers = dict(headers or {})
+        if self._user_agent:
+            headers["User-Agent"] = self._user_agent
+        request = AWSRequest(method=method, url=self.url(key, query), headers=headers,
                              data=body)
         request.context = _CONTEXT
         S3SigV4Auth(frozen, "s3", self._region).add_auth(request)
@@ -129,10 +139,13 @@ class LeanS3:
         if status in (301, 307) or (region and region != self._region):
             response.raw.release()
             raise Redirected(region)
-        content = await response.content
-        code = _CODE.search(content or b"")
-        message = _MESSAGE.search(content or b"")
-        error = {"Code": code.group(1).decode() if code else str(status),
-                 "Message": message.group(1).decode() if message else ""}
+        content = await response.content or b""
+        code = _CODE.search(content)
+        name = code.group(1).decode() if code else str(status)
+        in_body = _BODY_REGION.search(content)
+        if name in _REDIRECT_CODES and in_body and in_body.group(1).decode() != self._region:
+            raise Redirected(in_body.group(1).decode())  # the region named in the body only
+        message = _MESSAGE.search(content)
+        error = {"Code": name, "Message": message.group(1).decode() if message else ""}
         raise ClientError({"Error": error, "ResponseMetadata": {"HTTPStatusCode": status}},
                           operation)
