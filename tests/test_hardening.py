@@ -381,6 +381,8 @@ def short_writes() -> LocalFS:
     """A disk that takes at most 1000 bytes a write, as pwrite may."""
     fs = LocalFS()
     fs.sys_pwrite = lambda fd, data, offset: os.pwrite(fd, memoryview(data)[:1000], offset)
+    fs.sys_pwritev = lambda fd, chunks, offset: os.pwrite(fd, memoryview(chunks[0])[:1000],
+                                                          offset)
     return fs
 
 
@@ -393,6 +395,7 @@ def failing_disk(*, write: bool = False, read: bool = False) -> LocalFS:
 
     if write:
         fs.sys_pwrite = lambda fd, data, offset: 0
+        fs.sys_pwritev = lambda fd, chunks, offset: 0
     if read:
         fs.sys_pread = no_read
     return fs

@@ -52,6 +52,7 @@ class LocalFS:
         self._swept: set[Path] = set()
         self.sys_pread = os.pread
         self.sys_pwrite = os.pwrite
+        self.sys_pwritev = os.pwritev
 
     # -- reading --------------------------------------------------------------------------
 
@@ -82,6 +83,27 @@ class LocalFS:
                 raise failure(OSError(errno.EIO, "the disk accepted no bytes"), what)
             view = view[written:]
             offset += written
+
+    def pwritev(self, fd: int, chunks: list[bytes], offset: int, what: str) -> None:
+        """Write ``chunks`` back to back at ``offset`` in one system call, without joining
+        them first; a short write is continued from the byte where it stopped."""
+        try:
+            written = self.sys_pwritev(fd, chunks, offset)
+        except OSError as exc:
+            raise failure(exc, what) from exc
+        total = sum(len(chunk) for chunk in chunks)
+        if written >= total:
+            return
+        if written <= 0:
+            raise failure(OSError(errno.EIO, "the disk accepted no bytes"), what)
+        for chunk in chunks:  # continue past the bytes that were written
+            if written >= len(chunk):
+                written -= len(chunk)
+                offset += len(chunk)
+                continue
+            self.pwrite(fd, memoryview(chunk)[written:], offset + written, what)
+            offset += len(chunk)
+            written = 0
 
     def write(self, fd: int, data: bytes | memoryview, what: str) -> None:
         """Write all of ``data`` at the current position (pipes and devices)."""

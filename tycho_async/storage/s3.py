@@ -397,7 +397,7 @@ class S3Store:
 
     async def _lean_chunks(self, raw: Any, key: str) -> AsyncIterator[bytes]:
         with self._translated(f"read {key}"):
-            async for chunk in raw.content.iter_chunked(self.chunk_size):
+            async for chunk in raw.content.iter_any():  # as received: no joining copy
                 yield chunk
 
     async def list_keys(self, prefix: str) -> AsyncIterator[ObjectInfo]:

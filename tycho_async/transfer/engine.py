@@ -329,8 +329,8 @@ class Engine:
         fetch.end(True)
         return fetch.known, sha256
 
-    def _pwrite(self, fd: int, offset: int, data: bytes) -> None:
-        self.fs.pwrite(fd, data, offset, "write the download")
+    def _pwrite(self, fd: int, offset: int, chunks: list[bytes]) -> None:
+        self.fs.pwritev(fd, chunks, offset, "write the download")
 
     def _finish_small(self, info: ObjectInfo, data: bytes, want: Expected | None,
                       dest: Path) -> str:
@@ -351,13 +351,14 @@ class Engine:
         sha256 = hashlib.sha256()
         md5: list[Any] = []  # decided by the first answer's ETag, before its first byte
 
-        def write(offset: int, data: bytes) -> None:
+        def write(offset: int, chunks: list[bytes]) -> None:
             if offset == 0 and not md5:
                 md5.append(hashlib.md5() if plain_md5(fetch.known.etag) else None)
-            self.fs.write(fd, data, "write the download")
-            sha256.update(data)
-            if md5[0] is not None:
-                md5[0].update(data)
+            for data in chunks:
+                self.fs.write(fd, data, "write the download")
+                sha256.update(data)
+                if md5[0] is not None:
+                    md5[0].update(data)
 
         async def open_stream(size: int) -> _Writer:
             return write
@@ -500,20 +501,24 @@ class Engine:
         """Write a body at the cursor until the cursor's range is full; bytes past it are
         left unread. A body that ends early raises a transient error with the cursor past
         every byte kept, so a retry resumes there."""
-        buffer = bytearray()
+        pending: list[bytes] = []  # chunks as they came: written together, never joined
+        held = 0
 
         async def flush() -> None:
-            if buffer:
-                await anyio.to_thread.run_sync(write, cursor.offset, bytes(buffer))
-                cursor.received += len(buffer)
-                buffer.clear()
+            nonlocal held
+            if pending:
+                await anyio.to_thread.run_sync(write, cursor.offset, pending)
+                cursor.received += held
+                pending.clear()
+                held = 0
 
         try:
             async for chunk in chunks:
-                take = chunk[: cursor.remaining - len(buffer)]
-                buffer += take
+                take = chunk[: cursor.remaining - held]
+                pending.append(take)
+                held += len(take)
                 task.advance(len(take))
-                if len(buffer) >= min(self.settings.chunk_size, cursor.remaining):
+                if held >= min(self.settings.chunk_size, cursor.remaining):
                     await flush()
                     if not cursor.remaining:
                         return
@@ -523,7 +528,7 @@ class Engine:
             raise _TransientCut(f"{cursor.part}: the body ended early")
 
 
-_Writer = Callable[[int, bytes], None]
+_Writer = Callable[[int, list[bytes]], None]
 _Opener = Callable[[int], Awaitable[_Writer]]
 Published = Callable[[UploadResult], Awaitable[None]]
 
