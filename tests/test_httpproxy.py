@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
-import aioboto3
 import aiohttp
 import boto3
 import pytest
@@ -130,8 +129,10 @@ def test_malformed_empty_range(proxy: FaultProxy, bucket: str) -> None:
 async def test_malformed_empty_range_through_aiohttp(proxy: FaultProxy, bucket: str) -> None:
     s3_client(proxy.url).put_object(Bucket=bucket, Key="empty", Body=b"")
     proxy.malformed_empty_range = True
-    async with aioboto3.Session().client("s3", endpoint_url=proxy.url, region_name=REGION,
-                                         **CREDS) as s3:
+    from aiobotocore.session import get_session
+
+    async with get_session().create_client("s3", endpoint_url=proxy.url, region_name=REGION,
+                                           **CREDS) as s3:
         resp = await s3.get_object(Bucket=bucket, Key="empty", Range="bytes=0-9")
         assert resp["ETag"] == '"d41d8cd98f00b204e9800998ecf8427e"'
         async with resp["Body"] as body:
