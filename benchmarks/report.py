@@ -1,0 +1,463 @@
+"""The report: the table, the ratios, the marginal cost per package, issue 9's targets.
+
+All pure functions of the rows (and of the options that made them), so they are unit-tested
+without a server; ``machine_info`` is the one part that asks the system.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.util
+import itertools
+import os
+import platform
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, distribution
+from pathlib import Path
+from typing import Any
+
+from benchmarks.measure import Row, is_transfer, rate_mib_s
+from benchmarks.scenarios import Action, ClientName, Group, Layout, Options, Scenario
+from benchmarks.units import GiB, fmt_count, fmt_size
+
+# issue 9's targets
+PULL_LIST_VS_S5CMD_AT_LATENCY = 1.0  # tychoreg's time / s5cmd's, with latency
+PULL_LIST_VS_S5CMD_AT_0 = 1.3
+PULL_LIST_SPEEDUP_VS_STATION = 10.0  # tycho-station's time / tychoreg's, with latency
+TRANSFER_WALL_VS_S5CMD = 1.3
+STARTUP_PULL_SECONDS = 0.4
+HELP_SECONDS = 0.15
+PEAK_RSS_MIB = 150.0
+MARGINAL_GROWTH = 1.2  # late marginal cost per package / early one
+# A net rate needs the bytes to take a visible part of the run: below this share of the
+# run's time, the difference of two medians is noise (a 16 MiB pull in a 0.5 s command).
+NET_MIN_SHARE = 0.1
+
+
+def ratio(mine: float | None, theirs: float | None) -> float | None:
+    """mine / theirs, or None when either is missing or theirs is not positive."""
+    if mine is None or theirs is None or theirs <= 0:
+        return None
+    return mine / theirs
+
+
+def num(value: float | None, spec: str, missing: str = "-") -> str:
+    return missing if value is None else format(value, spec)
+
+
+def net_rate(size: int, wall: float | None, base_size: int, base_wall: float | None,
+             ) -> float | None:
+    """MiB/s excluding start-up: the extra bytes over the extra time, against the same
+    command on a tiny object (which pays the start-up and the fixed requests). None when
+    the extra time is under ``NET_MIN_SHARE`` of the run: then it is noise."""
+    if wall is None or base_wall is None or wall - base_wall < NET_MIN_SHARE * wall:
+        return None
+    return rate_mib_s(size - base_size, wall - base_wall)
+
+
+def marginal_cost(t_small: float, t_large: float, n_small: int, n_large: int) -> float:
+    """Seconds per extra package between two list lengths: (T(b) - T(a)) / (b - a)."""
+    if n_large <= n_small:
+        raise ValueError(f"list lengths must grow: {n_small} then {n_large}")
+    return (t_large - t_small) / (n_large - n_small)
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    measured: str
+    passed: bool | None  # None: not measured in this run
+
+    @property
+    def state(self) -> str:
+        return {True: "PASS", False: "MISS", None: "n/a "}[self.passed]
+
+
+class Results:
+    """The rows of a run, with the look-ups the table and the targets need."""
+
+    def __init__(self, rows: Sequence[Row], options: Options) -> None:
+        self.rows = list(rows)
+        self.options = options
+
+    def find(self, scenario: Scenario, client: ClientName,
+             layout: Layout | None = None) -> Row | None:
+        """The row of ``client`` in ``scenario`` (on ``layout``, else its first) that has
+        at least one good run."""
+        for row in self.rows:
+            if row.scenario == scenario and row.client is client and row.good and (
+                    layout is None or row.layout is layout):
+                return row
+        return None
+
+    def median(self, scenario: Scenario, client: ClientName,
+               layout: Layout | None = None) -> float | None:
+        row = self.find(scenario, client, layout)
+        return row.median() if row else None
+
+    def scenarios(self) -> list[Scenario]:
+        return list(dict.fromkeys(row.scenario for row in self.rows))
+
+    def startup_of(self, scenario: Scenario) -> Scenario | None:
+        """The start-up scenario that pays ``scenario``'s start-up: the same action on the
+        tiny object."""
+        for other in self.scenarios():
+            if other.group is Group.STARTUP and other.action is scenario.action:
+                return other
+        return None
+
+    def row_net_rate(self, row: Row) -> float | None:
+        if not is_transfer(row.scenario) or row.scenario.group is Group.STARTUP:
+            return None
+        base = self.startup_of(row.scenario)
+        if base is None:
+            return None
+        base_row = self.find(base, row.client)
+        return net_rate(row.scenario.total_bytes, row.median(), base.total_bytes,
+                        base_row.median() if base_row else None)
+
+
+# -- the table ---------------------------------------------------------------------------
+
+HEADER = ("scenario", "client", "data", "runs", "median s", "min-max s", "rate", "net MiB/s",
+          "t/s5cmd", "t/station", "peak RSS", "client CPU", "server CPU", "proxy CPU")
+RIGHT = frozenset(range(3, len(HEADER)))
+
+
+def rate_cell(row: Row) -> str:
+    median = row.median()
+    if median is None or row.scenario.group is Group.STARTUP:
+        return ""
+    if is_transfer(row.scenario) and row.scenario.group is not Group.STARTUP:
+        return f"{num(rate_mib_s(row.scenario.total_bytes, median), '.1f')} MiB/s"
+    return f"{row.scenario.count / median:.1f} pkg/s"
+
+
+def cells(results: Results, row: Row, saturates_at: float | None) -> tuple[str, ...]:
+    walls = row.walls()
+    scenario = row.scenario
+    load = row.server_load()
+    sat = " SAT" if saturates_at is not None and load is not None and load >= saturates_at \
+        else ""
+    rss = row.peak_rss()
+    return (
+        scenario.name, row.label, row.layout.value if row.layout else "",
+        f"{len(row.good)}/{len(row.runs)}" if len(row.good) < len(row.runs) else
+        str(len(row.runs)),
+        num(row.median(), ".3f", "FAILED"),
+        f"{min(walls):.3f}-{max(walls):.3f}" if walls else "-",
+        rate_cell(row),
+        num(results.row_net_rate(row), ".0f", ""),
+        num(ratio(row.median(), results.median(scenario, ClientName.S5CMD)), ".2f"),
+        num(ratio(row.median(), results.median(scenario, ClientName.STATION)), ".2f"),
+        f"{rss:.0f} MiB" if rss is not None else "-",
+        f"{num(row.cpu(), '.2f')} s" if row.cpu() is not None else "-",
+        f"{num(load, '.2f', '')}{sat}",
+        num(row.proxy_load(), ".2f", ""),
+    )
+
+
+def render(lines: Sequence[Sequence[str]], right: frozenset[int] = RIGHT) -> str:
+    """Aligned columns, a rule under the first line; trailing spaces stripped."""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    out = []
+    for n, line in enumerate(lines):
+        out.append("  ".join(cell.rjust(w) if i in right else cell.ljust(w)
+                             for i, (cell, w) in enumerate(zip(line, widths, strict=True)))
+                   .rstrip())
+        if n == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def table(results: Results, saturates_at: float | None = None) -> str:
+    lines: list[tuple[str, ...]] = [HEADER]
+    lines += [cells(results, row, saturates_at) for row in results.rows]
+    return render(lines)
+
+
+LEGEND = """\
+data: how the packages read were written: tycho-station's layout (tychoreg checks size and
+  MD5, or size alone for a multipart object) or tychoreg's (it checks its SHA-256 record).
+  tychoreg runs on both; the other clients read the first (the bytes are the same).
+rate: MiB/s for push and pull, packages/s for pull-list. net MiB/s: throughput excluding
+  start-up, (size - 1 KiB) / (median time - the same client's median start-up push or pull
+  of 1 KiB), which also takes out the fixed requests of one command; blank when that
+  difference is under a tenth of the run (noise: use a larger --size).
+t/s5cmd, t/station: the row's median time / s5cmd's or tycho-station's in the same scenario
+  (below 1: faster than it). peak RSS: of the largest process of the command (kernel's
+  ru_maxrss, not sampled). client CPU: user + system seconds of the command (median).
+server CPU, proxy CPU: the server's / the delay proxy's CPU seconds per second of the run."""
+
+
+# -- list-length scaling -----------------------------------------------------------------
+
+
+def scaling_points(results: Results, client: ClientName) -> dict[int, float]:
+    """List length -> median time of ``client`` in the scaling scenarios."""
+    points: dict[int, float] = {}
+    for scenario in results.scenarios():
+        if scenario.group is Group.SCALING:
+            median = results.median(scenario, client)
+            if median is not None:
+                points[scenario.count] = median
+    return points
+
+
+def marginal_lines(results: Results) -> list[str]:
+    """Per client: milliseconds per extra package between consecutive list lengths."""
+    out = []
+    for client in (ClientName.TYCHOREG, ClientName.S5CMD):
+        points = scaling_points(results, client)
+        lengths = sorted(points)
+        steps = [f"{fmt_count(a)}->{fmt_count(b)}: "
+                 f"{marginal_cost(points[a], points[b], a, b) * 1000:.2f} ms"
+                 for a, b in itertools.pairwise(lengths)]
+        if steps:
+            out.append(f"{client.value}: {', '.join(steps)} per package")
+    return out
+
+
+# -- the targets of issue 9 ----------------------------------------------------------------
+
+
+def _vs(tycho: float | None, other: float | None, other_name: str) -> str:
+    if tycho is None or other is None:
+        return "n/a"
+    return f"tychoreg {tycho:.3f} s, {other_name} {other:.3f} s"
+
+
+def _tycho_layouts(scenario: Scenario) -> tuple[Layout | None, ...]:
+    return scenario.layouts or (None,)
+
+
+def pull_list_targets(results: Results) -> list[Target]:
+    out: list[Target] = []
+    for scenario in results.scenarios():
+        if scenario.group is not Group.PULL_LIST:
+            continue
+        s5 = results.median(scenario, ClientName.S5CMD)
+        station = results.median(scenario, ClientName.STATION)
+        for layout in _tycho_layouts(scenario):
+            tycho = results.median(scenario, ClientName.TYCHOREG, layout)
+            what = f"{scenario.name} [{layout.value if layout else '-'}]"
+            vs_s5 = ratio(tycho, s5)
+            if scenario.latency_ms > 0:
+                out.append(Target(f"{what}: tychoreg <= s5cmd", _vs(tycho, s5, "s5cmd"),
+                                  None if vs_s5 is None else
+                                  vs_s5 <= PULL_LIST_VS_S5CMD_AT_LATENCY))
+                speedup = ratio(station, tycho)
+                out.append(Target(
+                    f"{what}: tychoreg >= {PULL_LIST_SPEEDUP_VS_STATION:.0f}x faster than "
+                    "tycho-station",
+                    "n/a" if speedup is None else f"{speedup:.1f}x",
+                    None if speedup is None else speedup >= PULL_LIST_SPEEDUP_VS_STATION))
+            else:
+                out.append(Target(
+                    f"{what}: tychoreg <= {PULL_LIST_VS_S5CMD_AT_0}x s5cmd",
+                    "n/a" if vs_s5 is None else f"{vs_s5:.2f}x ({_vs(tycho, s5, 's5cmd')})",
+                    None if vs_s5 is None else vs_s5 <= PULL_LIST_VS_S5CMD_AT_0))
+    return out
+
+
+def transfer_targets(results: Results) -> list[Target]:
+    out: list[Target] = []
+    for scenario in results.scenarios():
+        if scenario.group not in (Group.PUSH, Group.PULL):
+            continue
+        s5_row = results.find(scenario, ClientName.S5CMD)
+        s5_rate = results.row_net_rate(s5_row) if s5_row else None
+        s5 = s5_row.median() if s5_row else None
+        for layout in _tycho_layouts(scenario):
+            row = results.find(scenario, ClientName.TYCHOREG, layout)
+            what = f"{scenario.name}" + (f" [{layout.value}]" if layout else "")
+            rate = results.row_net_rate(row) if row else None
+            out.append(Target(
+                f"{what}: throughput excluding start-up >= s5cmd's",
+                "n/a" if rate is None or s5_rate is None else
+                f"tychoreg {rate:.0f} MiB/s, s5cmd {s5_rate:.0f} MiB/s",
+                None if rate is None or s5_rate is None else rate >= s5_rate))
+            tycho = row.median() if row else None
+            vs = ratio(tycho, s5)
+            out.append(Target(
+                f"{what}: wall time <= {TRANSFER_WALL_VS_S5CMD}x s5cmd's",
+                "n/a" if vs is None else f"{vs:.2f}x ({_vs(tycho, s5, 's5cmd')})",
+                None if vs is None else vs <= TRANSFER_WALL_VS_S5CMD))
+    return out
+
+
+def startup_targets(results: Results) -> list[Target]:
+    out: list[Target] = []
+    for scenario in results.scenarios():
+        if scenario.group is not Group.STARTUP or scenario.action is Action.PUSH:
+            continue
+        median = results.median(scenario, ClientName.TYCHOREG)
+        if scenario.action is Action.HELP:
+            name, limit = "tychoreg --help", HELP_SECONDS
+        else:
+            name, limit = f"one tychoreg pull of {fmt_size(scenario.size)}", STARTUP_PULL_SECONDS
+        out.append(Target(f"{name} <= {limit} s (start-up included)",
+                          num(median, ".3f", "n/a") + (" s" if median is not None else ""),
+                          None if median is None else median <= limit))
+    return out
+
+
+def memory_and_scaling_targets(results: Results) -> list[Target]:
+    out: list[Target] = []
+    mine = [row for row in results.rows if row.client is ClientName.TYCHOREG
+            and row.peak_rss() is not None]
+    worst = max(mine, key=lambda row: row.peak_rss() or 0.0, default=None)
+    worst_rss = worst.peak_rss() if worst else None
+    out.append(Target(
+        f"tychoreg's peak RSS <= {PEAK_RSS_MIB:.0f} MiB in every scenario",
+        "n/a" if worst is None or worst_rss is None else
+        f"worst {worst_rss:.0f} MiB in {worst.scenario.name}"
+        + (f" [{worst.layout.value}]" if worst.layout else ""),
+        None if worst_rss is None else worst_rss <= PEAK_RSS_MIB))
+    options = results.options
+    scaling = [s for s in results.scenarios() if s.group is Group.SCALING]
+    longest = max(scaling, key=lambda s: s.count, default=None)
+    if longest is not None:
+        row = results.find(longest, ClientName.TYCHOREG)
+        rss = row.peak_rss() if row else None
+        out.append(Target(
+            f"pull-list of {fmt_count(longest.count)} packages: peak RSS <= "
+            f"{PEAK_RSS_MIB:.0f} MiB", "n/a" if rss is None else f"{rss:.0f} MiB",
+            None if rss is None else rss <= PEAK_RSS_MIB))
+    points = scaling_points(results, ClientName.TYCHOREG)
+    lengths = sorted(options.list_lengths)
+    if len(lengths) >= 3 and scaling:
+        a, b, c = lengths[0], lengths[-2], lengths[-1]
+        name = (f"marginal cost per package flat: (T({fmt_count(c)}) - T({fmt_count(b)})) / "
+                f"{fmt_count(c - b)} <= {MARGINAL_GROWTH}x (T({fmt_count(b)}) - "
+                f"T({fmt_count(a)})) / {fmt_count(b - a)}")
+        if all(n in points for n in (a, b, c)):
+            early = marginal_cost(points[a], points[b], a, b)
+            late = marginal_cost(points[b], points[c], b, c)
+            growth = ratio(late, early)
+            out.append(Target(name, f"{late * 1000:.2f} ms vs {early * 1000:.2f} ms"
+                              + (f" ({growth:.2f}x)" if growth is not None else ""),
+                              late <= MARGINAL_GROWTH * early))
+        else:
+            out.append(Target(name, "n/a", None))
+    compared = next((s for s in scaling if s.count == options.s5cmd_length), None)
+    if compared is not None:
+        tycho = results.median(compared, ClientName.TYCHOREG)
+        s5 = results.median(compared, ClientName.S5CMD)
+        vs = ratio(tycho, s5)
+        out.append(Target(f"pull-list of {fmt_count(compared.count)} packages: tychoreg <= "
+                          "s5cmd", _vs(tycho, s5, "s5cmd"),
+                          None if vs is None else vs <= 1.0))
+    return out
+
+
+def targets(results: Results) -> list[Target]:
+    """Issue 9's targets with what was measured; shown, never asserted. A target whose
+    tychoreg runs all failed is a miss, not "n/a"."""
+    found = [*pull_list_targets(results), *transfer_targets(results),
+             *startup_targets(results), *memory_and_scaling_targets(results)]
+    failed = [f"{row.scenario.name}" + (f" [{row.layout.value}]" if row.layout else "")
+              for row in results.rows
+              if row.client is ClientName.TYCHOREG and row.runs and not row.good]
+    if failed:
+        found.append(Target("every tychoreg run succeeds", f"all runs failed in "
+                            f"{', '.join(failed)} (see the notes)", False))
+    return found
+
+
+# -- what it ran on ------------------------------------------------------------------------
+
+
+def _dist(name: str) -> str:
+    try:
+        return distribution(name).version
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def _first_line(argv: Sequence[str | None]) -> str:
+    if argv[0] is None:
+        return "not installed"
+    try:
+        done = subprocess.run([str(a) for a in argv], capture_output=True, text=True,
+                              timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"unknown ({exc})"
+    lines = (done.stdout or done.stderr).strip().splitlines()
+    return lines[0] if lines else "unknown"
+
+
+def tychoreg_source() -> str:
+    """Which tychoreg ran: the commit of an editable install from a git checkout, since
+    the code changes between runs and the results should say what they measured."""
+    spec = importlib.util.find_spec("tycho_async")
+    if spec is None or spec.origin is None:
+        return "unknown"
+    root = Path(spec.origin).parent.parent
+    git = ["git", "--no-optional-locks", "-C", str(root)]  # never takes the repo's locks
+    try:
+        head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=30)
+        changed = subprocess.run([*git, "status", "--porcelain", "--", "tycho_async"],
+                                 capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return str(root)
+    if head.returncode != 0:
+        return str(root)
+    dirty = " + uncommitted changes" if changed.stdout.strip() else ""
+    return f"{root} at {head.stdout.strip()}{dirty}"
+
+
+def machine_info(aws: str | None, s5cmd: str | None, server: str) -> dict[str, Any]:
+    """What the numbers were measured on, for the report and the JSON."""
+    import psutil  # here: the pure parts above must import with the test extra alone
+
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "cpus": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / GiB, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "server": server,
+        "tychoreg": _dist("tychoreg"),
+        "tychoreg_source": tychoreg_source(),
+        "boto3": _dist("boto3"),
+        "aws": _first_line([aws, "--version"]),
+        "s5cmd": _first_line([s5cmd, "version"]),
+    }
+
+
+def header(info: dict[str, Any], options: Options, latencies: Sequence[int]) -> str:
+    return "\n".join([
+        f"tychoreg benchmark  {info['date']}  {info['cpus']} CPUs, {info['memory_gib']} GiB, "
+        f"Python {info['python']}",
+        f"server: {info['server']}; latencies {', '.join(f'{ms} ms' for ms in latencies)} "
+        f"(a delay proxy on loopback above 0); repeat {options.repeat} (start-up "
+        f"{max(options.repeat, options.startup_repeat)}), medians",
+        f"tychoreg {info['tychoreg']} from {info['tychoreg_source']}",
+        f"tools: {info['aws']}, s5cmd {info['s5cmd']}, boto3 {info['boto3']}",
+    ])
+
+
+def summary(results: Results, info: dict[str, Any], found: Sequence[Target],
+            notes: Sequence[str]) -> dict[str, Any]:
+    """Everything, as JSON-ready data."""
+    options = results.options
+    return {
+        "machine": info,
+        "options": {"size": options.size, "tiny": options.tiny,
+                    "lists": [list(pair) for pair in options.lists],
+                    "latencies": list(options.latencies),
+                    "list_lengths": list(options.list_lengths),
+                    "s5cmd_length": options.s5cmd_length, "scaling_size": options.scaling_size,
+                    "repeat": options.repeat, "startup_repeat": options.startup_repeat,
+                    "groups": sorted(g.value for g in options.groups)},
+        "rows": [{**row.summary(), "net_rate_mib_s": results.row_net_rate(row)}
+                 for row in results.rows],
+        "marginal": marginal_lines(results),
+        "targets": [{"name": t.name, "measured": t.measured, "passed": t.passed}
+                    for t in found],
+        "notes": list(notes),
+    }
