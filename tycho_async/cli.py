@@ -74,23 +74,28 @@ VersionOpt = Annotated[str | None, typer.Option(
 _debug = False
 
 
+def _to_devnull(stream: Any) -> None:
+    """Point a closed stream's descriptor at /dev/null, so that what is still buffered
+    (and Python's flush at exit) goes nowhere instead of failing."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 class SafeStream:
     """Standard error that never aborts work: progress and logs written to a closed
-    terminal or pipe (SSH dropped, ``2>&1 | head``) are dropped, and the descriptor is
-    pointed at /dev/null so that nothing fails at exit either."""
+    terminal or pipe (SSH dropped, ``2>&1 | head``) are dropped."""
 
     def __init__(self, stream: Any) -> None:
         self._stream = stream
 
     def _broken(self) -> None:
-        import os
-
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, self._stream.fileno())
-            os.close(devnull)
-        except (OSError, ValueError, AttributeError):
-            pass
+        _to_devnull(self._stream)
 
     def write(self, text: str) -> int:
         try:
@@ -117,14 +122,7 @@ def _out(text: str) -> None:
         sys.stdout.write(text + "\n")
         sys.stdout.flush()
     except (BrokenPipeError, ValueError) as exc:
-        import os
-
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            os.close(devnull)
-        except (OSError, ValueError):
-            pass
+        _to_devnull(sys.stdout)
         raise OutputClosed("standard output was closed") from exc
 
 

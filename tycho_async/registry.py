@@ -328,27 +328,31 @@ class Registry:
                                                         "latest": None})) is None:
             raise AlreadyExists(f"package {package!r} already exists")
 
-    async def _state(self, package: str, version: str) -> str:
-        """"missing", "pending" (a push or deletion cut short) or "ok"; one round trip."""
-        found: dict[str, Any] = {}
+    async def _look(self, package: str, version: str
+                    ) -> tuple[ObjectInfo | None, tuple[bytes, str] | None]:
+        """The version's object (HEAD) and its record object (bytes, ETag), asked at
+        once: one round trip."""
+        found: dict[str, Any] = {"record": None}
 
         async def head() -> None:
             found["pkg"] = await self.engine.head(version_key(package, version))
 
-        async def record() -> None:
-            try:
-                found["record"] = (await self.engine.get_bytes(record_key(package, version)))[0]
-            except NotFound:
-                found["record"] = None
+        async def read() -> None:
+            with contextlib.suppress(NotFound):
+                found["record"] = await self.engine.get_bytes(record_key(package, version))
 
         async with task_group() as tg:
             tg.start_soon(head)
-            tg.start_soon(record)
-        if found["pkg"] is None:
+            tg.start_soon(read)
+        return found["pkg"], found["record"]
+
+    async def _state(self, package: str, version: str) -> str:
+        """"missing", "pending" (a push cut short) or "ok"."""
+        pkg, record = await self._look(package, version)
+        if pkg is None:
             await self._require_root()
             return "missing"
-        if found["record"] is not None and _is_pending(
-                _load_record(package, version, found["record"])):
+        if record is not None and _is_pending(_load_record(package, version, record[0])):
             return "pending"
         return "ok"
 
@@ -413,22 +417,8 @@ class Registry:
         version exists or another push of it is alive; a dead push's record is taken
         over (see QUIET_SECONDS)."""
         rkey = record_key(package, version)
-        found: dict[str, Any] = {}
-
-        async def head() -> None:
-            found["pkg"] = await self.engine.head(version_key(package, version))
-
-        async def read() -> None:
-            try:
-                found["record"] = await self.engine.get_bytes(rkey)
-            except NotFound:
-                found["record"] = None
-
-        async with task_group() as tg:
-            tg.start_soon(head)
-            tg.start_soon(read)
-        old = found["record"]
-        if found["pkg"] is not None:
+        pkg, old = await self._look(package, version)
+        if pkg is not None:
             if old is not None and _is_pending(_load_record(package, version, old[0])):
                 raise AlreadyExists(
                     f"{package} {version} exists, but the push that uploaded it was cut "
@@ -653,11 +643,12 @@ class Registry:
     async def _download(
         self, package: str, version: str, dest: Path, *, known: ObjectInfo | None,
         expected: Expected | Callable[[], Awaitable[Expected | None]] | None,
+        finish: Callable[[ObjectInfo], None] | None = None,
     ) -> tuple[ObjectInfo, str]:
         try:
             return await self.engine.download(version_key(package, version), dest,
                                               known=known, expected=expected,
-                                              label=f"{package} {version}")
+                                              label=f"{package} {version}", finish=finish)
         except NotFound:
             raise NotFound(f"{package} {version} does not exist") from None
 
@@ -677,21 +668,30 @@ class Registry:
         version, meta = await self._version(request)
         if outfile is None:
             named = self.outdir / check_remote_localname(package, meta.get("localname"))
-            target = await anyio.to_thread.run_sync(
-                lambda: self.fs.target(named, within=self.outdir))
-        else:
-            target = await anyio.to_thread.run_sync(self.fs.target, outfile)
-        if claim is not None:
-            claim(target.real)
-        created = await anyio.to_thread.run_sync(self.fs.make_dirs, target.real.parent)
+        # A few stats and mkdirs: faster on the event loop than through a worker thread
+        # (measured: a thread hop per file cost more CPU in GIL hand-offs than it saved).
+        target, created, has_sidecar = self._prepare(
+            named if outfile is None else outfile,
+            self.outdir if outfile is None else None)
         try:
-            return await self._pull_to(package, version, meta, target, force=force)
+            if claim is not None:
+                claim(target.real)
+            return await self._pull_to(package, version, meta, target, force=force,
+                                       has_sidecar=has_sidecar)
         except BaseException:
             self.fs.remove_empty_dirs(created)
             raise
 
+    def _prepare(self, named: Path, within: Path | None) -> tuple[Target, list[Path], bool]:
+        """Everything a pull looks at on disk before it moves a byte: what the
+        destination is, the folders it needs (created, to be taken back on failure),
+        whether a sidecar may make it current."""
+        target = self.fs.target(named, within=within)
+        created = self.fs.make_dirs(target.real.parent)
+        return target, created, etag_sidecar(target.named).exists()
+
     async def _pull_to(self, package: str, version: str, meta: dict[str, Any],
-                       target: Target, *, force: bool) -> PullResult:
+                       target: Target, *, force: bool, has_sidecar: bool) -> PullResult:
         def expected() -> Awaitable[Expected | None]:
             return self._record(package, version, meta)
 
@@ -709,19 +709,24 @@ class Registry:
             return PullResult(package, version, target.named, info.size, skipped=False)
         known = None
         sidecar = etag_sidecar(target.named)
-        if not force and await anyio.Path(sidecar).exists():
-            known = await self.engine.head(version_key(package, version))
-            if known is None:
-                raise NotFound(f"{package} {version} does not exist")
-            if _is_current(target.named, known):
-                await self._record(package, version, meta)  # never skip to a pending one
-                return PullResult(package, version, target.named, known.size, skipped=True)
-        # Drop the old sidecar first: a file whose sidecar is gone is never taken as
-        # current, whatever happens to this process before the new one is written.
-        await anyio.to_thread.run_sync(self.fs.unlink, sidecar)
+        if has_sidecar:
+            if not force:
+                known = await self.engine.head(version_key(package, version))
+                if known is None:
+                    raise NotFound(f"{package} {version} does not exist")
+                if _is_current(target.named, known):
+                    await self._record(package, version, meta)  # never skip to a pending one
+                    return PullResult(package, version, target.named, known.size,
+                                      skipped=True)
+            # Drop the old sidecar first: a file whose sidecar is gone is never taken as
+            # current, whatever happens to this process before the new one is written.
+            await anyio.to_thread.run_sync(self.fs.unlink, sidecar)
+
+        def write_sidecar(info: ObjectInfo) -> None:
+            self.fs.write_in_place(sidecar, info.etag.encode())
+
         info, _ = await self._download(package, version, target.real, known=known,
-                                       expected=expected)
-        await anyio.to_thread.run_sync(self.fs.write_atomic, sidecar, info.etag.encode())
+                                       expected=expected, finish=write_sidecar)
         return PullResult(package, version, target.named, info.size, skipped=False)
 
     async def pull_many(
