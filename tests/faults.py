@@ -53,6 +53,10 @@ class FaultyStore:
             self.in_flight -= 1
 
     @property
+    def creates_root(self) -> bool:  # type: ignore[override]
+        return self.inner.creates_root
+
+    @property
     def location(self) -> str:
         return self.inner.location
 

@@ -630,3 +630,37 @@ def test_a_size_learned_from_the_first_bytes_starts_the_bar(tmp_path: Path) -> N
 
 def test_pull_request_latest_parses_to_no_version() -> None:
     assert PullRequest.parse("pkg==latest") == PullRequest("pkg")
+
+
+def test_outfile_dev_stdout_into_a_pipe(s3_endpoint: str) -> None:
+    """`pull -o /dev/stdout | tar x`: the bytes go down the pipe, /dev/stdout stays."""
+    bucket = make_bucket(s3_endpoint)
+    env = _env(s3_endpoint, bucket)
+    blob = write_file(Path("f.bin"), 3 * MiB + 7)
+    assert subprocess.run([TYCHOREG, "push", "pkg", "1", "f.bin", "--promote-latest", "-q"],
+                          env=env, timeout=60, check=False).returncode == 0
+    result = subprocess.run([TYCHOREG, "pull", "pkg", "-o", "/dev/stdout", "-q"], env=env,
+                            capture_output=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == blob
+    assert Path("/dev/stdout").is_symlink() and not Path("/dev/stdout.etag").exists()
+
+
+def test_unset_bucket_and_outdir_variables_are_shown_not_used(isolated_env: Path) -> None:
+    from typer.testing import CliRunner
+
+    from tycho_async.cli import app
+
+    Path(".tychoreg.json").write_text(json.dumps({
+        "tycho": {"backend": "s3", "outdir": {"env": "REG_OUTDIR"}},
+        "s3": {"bucket": {"env": "REG_BUCKET"}}}))
+    runner = CliRunner()
+    shown = runner.invoke(app, ["info", "--json"])
+    assert shown.exit_code == 0, shown.output
+    info = json.loads(shown.stdout)
+    assert info["registry"] == "s3://(unset)/" and info["outdir"] == "tycho_packages"
+    assert any("REG_BUCKET is not set" in u for u in info["unset"])
+    assert any("REG_OUTDIR is not set" in u for u in info["unset"])
+    probe = runner.invoke(app, ["info", "--probe"])
+    assert probe.exit_code == 2 and "REG_BUCKET" in probe.stderr
+    assert runner.invoke(app, ["list"]).exit_code == 2

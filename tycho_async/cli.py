@@ -160,6 +160,7 @@ def _run(settings: Settings, work: Callable[[Registry], Awaitable[T]],
     """Run ``work`` on one event loop; SIGINT, SIGTERM or SIGHUP cancel it, and every
     transfer cleans up (aborts uploads, removes temp files) before the command exits
     128+N. A version whose object is published is recorded first (shielded)."""
+    import os
     import signal
 
     import anyio
@@ -176,22 +177,28 @@ def _run(settings: Settings, work: Callable[[Registry], Awaitable[T]],
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM,
                                         signal.SIGHUP) as signals:
             async with task_group() as tg:
+                work_scope = anyio.CancelScope()
+
                 async def watch() -> None:
                     async for signum in signals:
+                        if received:  # a second signal: the user will not wait for cleanup
+                            _say(f"{signal.Signals(signum).name} again: leaving without "
+                                 "cleanup (the next run removes temporary files)")
+                            os._exit(128 + signum)
                         received.append(signum)
-                        tg.cancel_scope.cancel()
-                        return
+                        work_scope.cancel()
 
                 tg.start_soon(watch)
-                store = await open_store(settings)
-                try:
-                    registry = Registry(Engine(store, settings.transfer, progress),
-                                        settings.outdir,
-                                        missing_root_ok=settings.default_registry)
-                    result.append(await work(registry))
-                finally:
-                    with anyio.CancelScope(shield=True):
-                        await store.aclose()
+                with work_scope:
+                    store = await open_store(settings)
+                    try:
+                        registry = Registry(Engine(store, settings.transfer, progress),
+                                            settings.outdir,
+                                            missing_root_ok=settings.default_registry)
+                        result.append(await work(registry))
+                    finally:
+                        with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+                            await store.aclose()
                 tg.cancel_scope.cancel()
 
     anyio.run(main)
@@ -479,6 +486,8 @@ def info(
         "concurrency": settings.transfer.concurrency,
         "part_size": human_size(settings.transfer.part_size),
     }
+    for unset in settings.unset:
+        data.setdefault("unset", []).append(unset)
     if settings.backend == "s3":
         kwargs = settings.client_kwargs
         env = os.environ
@@ -488,9 +497,10 @@ def info(
                           or env.get("AWS_DEFAULT_REGION"))
         data["credentials"] = ("from the config" if kwargs.get(SECRET_KEYS[0])
                                else "the AWS credential chain")
-        for unset in settings.unset:
-            data.setdefault("unset", []).append(unset)
     if probe:
+        if settings.unset:
+            raise UsageError("cannot --probe while a config value is unset: "
+                             + "; ".join(settings.unset))
         found = _run(settings, lambda reg: reg.probe())
         data["conditional_writes"] = ("honoured" if found.if_none_match and found.if_match
                                       else "IGNORED (If-None-Match: "

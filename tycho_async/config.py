@@ -110,6 +110,14 @@ def resolve_env(value: Any, where: str, *, strict: bool = True) -> Any:
     return value
 
 
+def _set_only(section: dict[str, Any], where: str, unset: list[str]) -> dict[str, Any]:
+    """Drop the ``Unset`` values of a section, noting each: the defaults then apply."""
+    for key, value in section.items():
+        if isinstance(value, Unset):
+            unset.append(f"{where}.{key} (variable {value} is not set)")
+    return {k: v for k, v in section.items() if not isinstance(v, Unset)}
+
+
 def _unknown_keys(section: Mapping[str, Any], known: tuple[str, ...], where: str) -> list[str]:
     """A warning for every key nobody reads: a typo ("outdri") must not pass silently."""
     import difflib
@@ -252,7 +260,8 @@ def load_settings(
         from dotenv import load_dotenv
 
         load_dotenv(Path(dotenv).expanduser(), override=False)
-    tycho = resolve_env(tycho_raw, "tycho")
+    unset: list[str] = []
+    tycho = _set_only(resolve_env(tycho_raw, "tycho", strict=strict), "tycho", unset)
     warnings: list[str] = _unknown_keys(tycho_raw, TYCHO_KEYS, f"config {path}: tycho")
 
     registry = registry or os.environ.get(REGISTRY_ENV) or None
@@ -264,7 +273,8 @@ def load_settings(
                 f"config {path}: tycho.backend is {backend_name!r} but there is no such section"
             )
         section_raw = _section(data, backend_name, path)
-    section = resolve_env(section_raw, backend_name or "backend", strict=strict)
+    section = _set_only(resolve_env(section_raw, backend_name or "backend", strict=strict),
+                        backend_name or "backend", unset)
     kind = backend_name or "local"
     if registry:
         url = parse_registry_url(registry)
@@ -297,16 +307,16 @@ def load_settings(
             config_path=config_path,
             warnings=tuple(warnings),
             default_registry=not root,
+            unset=tuple(unset),
         )
     if kind != "s3":
         raise ConfigError(f"unknown backend {kind!r}: use 's3' or 'local'")
     bucket = section.get("bucket")
+    if bucket is None and unset and not strict:
+        bucket = "(unset)"  # shown by info, which refuses to --probe it
     if not isinstance(bucket, str) or not bucket:
         raise ConfigError(f"config {path}: the s3 section needs a 'bucket'")
     client_kwargs = {k: v for k, v in section.items() if k not in S3_OWN_KEYS}
-    unset = tuple(f"{k} (variable {v} is not set)" for k, v in client_kwargs.items()
-                  if isinstance(v, Unset))
-    client_kwargs = {k: v for k, v in client_kwargs.items() if not isinstance(v, Unset)}
     return Settings(
         backend="s3",
         bucket=bucket,
@@ -318,5 +328,5 @@ def load_settings(
         transfer=transfer,
         config_path=config_path,
         warnings=tuple(warnings),
-        unset=unset,
+        unset=tuple(unset),
     )

@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import socket
 import stat
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +19,8 @@ from .errors import TransferError, UsageError
 
 TEMP_MARK = ".tychoreg-"
 TEMP_SUFFIX = ".part"
+# Which machine a temp file's process id belongs to: a short tag of the host name.
+_HOST = f"h{zlib.crc32(socket.gethostname().encode()):08x}"
 
 
 def failure(exc: OSError, what: str) -> TransferError:
@@ -135,8 +139,8 @@ class LocalFS:
         """A new hidden temp file beside ``dest`` with ``size`` bytes claimed, named so
         that a later sweep can tell a dead process's leftovers from a live one's."""
         self.sweep_stale(dest.parent)
-        temp = dest.with_name(f".{dest.name}{TEMP_MARK}{os.getpid()}-{os.urandom(4).hex()}"
-                              f"{TEMP_SUFFIX}")
+        temp = dest.with_name(f".{dest.name}{TEMP_MARK}{_HOST}-{os.getpid()}-"
+                              f"{os.urandom(4).hex()}{TEMP_SUFFIX}")
         try:
             fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         except OSError as exc:
@@ -241,8 +245,11 @@ class LocalFS:
             name = entry.name
             if not (name.startswith(".") and TEMP_MARK in name and name.endswith(TEMP_SUFFIX)):
                 continue
-            pid_text = name.rpartition(TEMP_MARK)[2].split("-", 1)[0]
-            if pid_text.isdigit() and not _pid_alive(int(pid_text)):
+            fields = name.rpartition(TEMP_MARK)[2].split("-")
+            host, pid_text = (fields[0], fields[1]) if len(fields) == 3 else (_HOST, fields[0])
+            # Another machine's (or container's) temp file: its process ids are not ours
+            # to judge, in a folder shared over NFS or a CI cache volume.
+            if host == _HOST and pid_text.isdigit() and not _pid_alive(int(pid_text)):
                 self.unlink(Path(entry.path))
 
     # -- destinations ---------------------------------------------------------------------
@@ -254,26 +261,27 @@ class LocalFS:
         ``within``, a link that resolves outside that directory is refused. FIFOs and
         character devices are written in place; sockets, directories and block devices
         are refused: a pull replaces regular files only."""
-        real = Path(os.path.realpath(named))
         if within is not None and named.is_symlink():
+            real = Path(os.path.realpath(named))
             root = Path(os.path.realpath(within))
             if real != root and root not in real.parents:
                 raise UsageError(f"{named} is a symlink to {real}, outside {within}; "
                                  "refusing to write there")
         try:
-            mode = os.stat(real).st_mode
+            mode = os.stat(named).st_mode  # follows links, /proc's fd links included
         except FileNotFoundError:
-            return Target(named, real, "file")
+            mode = None
         except NotADirectoryError:
             blocker = next((p for p in named.parents if p.exists() and not p.is_dir()),
                            named.parent)
             raise UsageError(f"cannot write {named}: {blocker} is not a directory") from None
         except OSError as exc:
             raise failure(exc, f"write {named}") from exc
-        if stat.S_ISREG(mode):
-            return Target(named, real, "file")
+        if mode is None or stat.S_ISREG(mode):
+            return Target(named, Path(os.path.realpath(named)), "file")
         if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
-            return Target(named, real, "stream")
+            # opened by the name given: /dev/stdout resolves to a pipe's /proc name
+            return Target(named, named, "stream")
         what = ("a directory" if stat.S_ISDIR(mode) else "a socket" if stat.S_ISSOCK(mode)
                 else "a block device" if stat.S_ISBLK(mode) else "not a regular file")
         raise UsageError(f"{named} is {what}; pull writes regular files, FIFOs and "

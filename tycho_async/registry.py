@@ -77,6 +77,7 @@ PENDING = "pending"
 # version in flight, or older than STALE_SECONDS whatever is in flight.
 QUIET_SECONDS = 60
 STALE_SECONDS = 600
+CLEANUP_SECONDS = 15  # the longest an interrupted push spends removing its pending record
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -200,12 +201,16 @@ def _is_pending(record: object) -> bool:
     return isinstance(record, dict) and record.get("state") == PENDING
 
 
+def _cut_short(package: str, version: str) -> IncompleteVersion:
+    return IncompleteVersion(
+        f"{package} {version}: its push was cut short after it started and the version "
+        f"is not trusted; run 'tychoreg verify {package} --version {version} --repair' "
+        "to complete or clear it")
+
+
 def _parse_record(package: str, version: str, record: object) -> Expected:
     if _is_pending(record):
-        raise IncompleteVersion(
-            f"{package} {version}: its push was cut short after it started and the version "
-            f"is not trusted; run 'tychoreg verify {package} --version {version} --repair' "
-            "to complete or clear it")
+        raise _cut_short(package, version)
     sha256 = record.get("sha256") if isinstance(record, dict) else None
     size = record.get("size") if isinstance(record, dict) else None
     if not (isinstance(sha256, str) and _SHA256.fullmatch(sha256) and isinstance(size, int)
@@ -273,7 +278,7 @@ class Registry:
         exists: ``exists || push`` must not create a typo'd registry."""
         if self.missing_root_ok or self._root_seen:
             return
-        if not await self.engine.call(self.engine.store.root_exists):
+        if not await self.engine.root_exists():
             raise MissingRegistry(f"registry {self.engine.store.location} does not exist")
         self._root_seen = True
 
@@ -376,7 +381,7 @@ class Registry:
         check_localname_arg(path.name)
         store = self.engine.store
         created_registry = None
-        if not await self.engine.call(store.root_exists):
+        if store.creates_root and not await self.engine.root_exists():
             created_registry = store.location
         pending_etag = await self._reserve(package, version, path.name)
         published: list[UploadResult] = []
@@ -449,27 +454,33 @@ class Registry:
             return True
         if age < QUIET_SECONDS:
             return False
-        store = self.engine.store
-        return not await self.engine.call(
-            lambda: store.list_uploads(version_key(package, version)))
+        return not await self.engine.list_uploads(version_key(package, version))
 
     async def _release(self, package: str, version: str, etag: str) -> None:
-        """Remove our pending record, unless another push took it over meanwhile."""
+        """Remove our pending record after a push that published nothing, unless another
+        push took it over meanwhile, or the object is there after all (an answer lost to
+        a signal or a timeout): then the record stays pending, so no pull trusts the
+        object until ``verify --repair`` records it. Bounded: it runs while a signal
+        waits."""
         rkey = record_key(package, version)
-        try:
-            info = await self.engine.head(rkey)
-            if info is not None and info.etag == etag:
-                await self.engine.call(lambda: self.engine.store.delete(rkey))
-        except TychoError:
-            return  # a pending record left behind is taken over later, never trusted
+        with anyio.move_on_after(CLEANUP_SECONDS):
+            try:
+                pkg, record = await self._look(package, version)
+                if pkg is None and record is not None and record[1] == etag:
+                    await self.engine.delete(rkey)
+            except TychoError:
+                return  # a pending record left behind is taken over later, never trusted
 
     async def _publish(self, package: str, version: str, result: UploadResult,
-                       localname: str, *, promote: bool) -> bool:
-        """Write the full record and its copy in tycho.json (creating tycho.json for a
-        new package); True when tycho.json was created."""
-        record = {"sha256": result.sha256, "size": result.size, "pushed_at": _now(),
-                  "tool": f"tychoreg {__version__}"}
-        await self.engine.put_bytes(record_key(package, version), _dump(record))
+                       localname: str, *, promote: bool,
+                       record: dict[str, Any] | None = None) -> bool:
+        """Write the full record (unless ``record`` is the one already written) and its
+        copy in tycho.json (creating tycho.json for a new package); True when tycho.json
+        was created."""
+        if record is None:
+            record = {"sha256": result.sha256, "size": result.size, "pushed_at": _now(),
+                      "tool": f"tychoreg {__version__}", "localname": localname}
+            await self.engine.put_bytes(record_key(package, version), _dump(record))
 
         def publish(meta: dict[str, Any]) -> None:
             _records_in(meta, create=True)[version] = record
@@ -494,7 +505,7 @@ class Registry:
         if state == "missing":
             raise NotFound(f"{package} {version} does not exist; nothing to promote")
         if state == "pending":
-            _parse_record(package, version, {"state": PENDING})
+            raise _cut_short(package, version)
 
         def set_latest(meta: dict[str, Any]) -> None:
             meta["latest"] = version
@@ -614,11 +625,13 @@ class Registry:
             expected = await self._record(package, version, meta, authoritative=True)
             info, sha256 = await self._scratch_download(package, version, expected)
             repaired = None
-            if record is not None and meta is not None and version not in _records_in(meta):
-                def restore(m: dict[str, Any]) -> None:
-                    _records_in(m, create=True)[version] = record
-
-                await self._update_meta(package, restore)
+            if record is not None and (meta is None or version not in _records_in(meta)):
+                # a push cut short after its record: copy it where pulls look (and create
+                # tycho.json for a new package, named by the record's localname)
+                result = UploadResult(info.size, sha256, info.etag, 0)
+                await self._publish(package, version, result,
+                                    check_remote_localname(package, record.get("localname")),
+                                    promote=False, record=record)
                 repaired = "restored the copy of its record in tycho.json"
             checked = "sha256" if expected else "size and md5" if plain_md5(info.etag) \
                 else "size"
@@ -627,7 +640,7 @@ class Registry:
             raise AlreadyExists(f"{package} {version} is being pushed right now (started "
                                 f"{record.get('started_at')}); try again later")
         if await self.engine.head(version_key(package, version)) is None:
-            await self.engine.call(lambda: self.engine.store.delete(rkey))
+            await self.engine.delete(rkey)
             raise NotFound(f"{package} {version} does not exist: cleared the record of a "
                            "push that was cut short before its upload finished")
         info, sha256 = await self._scratch_download(package, version, None)
@@ -780,7 +793,6 @@ class Registry:
         registry root, try to overwrite it against If-None-Match and a wrong If-Match,
         and remove it whatever happens."""
         key = f".tychoreg-probe-{uuid.uuid4().hex}"
-        store = self.engine.store
         await self._require_root()
         await self.engine.put_bytes(key, b"probe", if_none_match=True)
         try:
@@ -794,5 +806,5 @@ class Registry:
                     outcomes.append(True)
         finally:
             with anyio.CancelScope(shield=True), contextlib.suppress(StoreError):
-                await self.engine.call(lambda: store.delete(key))
+                await self.engine.delete(key)
         return ProbeResult(*outcomes)

@@ -63,6 +63,8 @@ class RangeBody:
 
 
 class Store(Protocol):
+    creates_root: bool  # a local directory appears on the first write; a bucket does not
+
     @property
     def location(self) -> str:
         """Where the store is, for messages: a bucket URL with its endpoint, or a path."""

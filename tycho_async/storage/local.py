@@ -48,6 +48,8 @@ class LocalStore:
         self.root = root
         self.chunk_size = chunk_size
 
+    creates_root = True  # whether a first write creates the registry itself
+
     @property
     def location(self) -> str:
         return str(self.root)

@@ -78,7 +78,9 @@ def translate(exc: BaseException, what: str, endpoint: str = "S3") -> TychoError
         if code in {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId",
                     "SignatureDoesNotMatch"}:
             return StoreError(f"{what}: access denied ({code})")
-        transient = code in _TRANSIENT_CODES or status >= 500 or status == 429
+        # 501 Not Implemented is a store's final word (no If-Match, no multipart listing)
+        transient = code in _TRANSIENT_CODES or (status >= 500 and status != 501) \
+            or status == 429
         message = error.get("Message") or code or f"HTTP {status}"
         return StoreError(f"{what}: {message}", transient=transient, code=code)
     if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
@@ -209,6 +211,8 @@ class S3Store:
     @property
     def endpoint(self) -> str:
         return str(self._client.meta.endpoint_url)
+
+    creates_root = False  # whether a first write creates the registry itself
 
     @property
     def location(self) -> str:
@@ -364,8 +368,12 @@ class S3Store:
             yield RangeBody(empty, _nothing())
             return
         if isinstance(resp, dict):
-            total = int(str(resp.get("ContentRange", "")).rpartition("/")[2]
-                        or resp["ContentLength"])
+            span = str(resp.get("ContentRange", ""))
+            if start and not span.startswith(f"bytes {start}-"):
+                resp["Body"].close()
+                raise StoreError(f"read {key}: asked for bytes from {start}, the store "
+                                 f"answered {span or 'the whole object'}")
+            total = int(span.rpartition("/")[2] or resp["ContentLength"])
             body = resp["Body"]
             info = ObjectInfo(key, total, resp["ETag"], _epoch(resp.get("LastModified")))
             try:
@@ -374,8 +382,12 @@ class S3Store:
                 body.close()
             return
         headers = resp.headers
-        total = int(str(headers.get("content-range", "")).rpartition("/")[2]
-                    or headers["content-length"])
+        span = str(headers.get("content-range", ""))
+        if start and not span.startswith(f"bytes {start}-"):
+            resp.raw.release()  # a store that ignored Range would put byte 0 at ``start``
+            raise StoreError(f"read {key}: asked for bytes from {start}, the store answered "
+                             f"{span or 'the whole object'}")
+        total = int(span.rpartition("/")[2] or headers["content-length"])
         info = ObjectInfo(key, total, headers["etag"], _http_date(headers.get("last-modified")))
         try:
             yield RangeBody(info, self._lean_chunks(resp.raw, key))

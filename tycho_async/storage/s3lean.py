@@ -58,7 +58,7 @@ class _Unsigned:
     s3: Mapping[str, Any]
 
 
-_CONTEXT = {"client_config": _Unsigned({"payload_signing_enabled": False})}
+_UNSIGNED = _Unsigned({"payload_signing_enabled": False})
 
 
 class LeanS3:
@@ -123,7 +123,7 @@ class LeanS3:
             headers["User-Agent"] = self._user_agent
         request = AWSRequest(method=method, url=self.url(key, query), headers=headers,
                              data=body)
-        request.context = _CONTEXT
+        request.context = {"client_config": _UNSIGNED}  # the signer writes into it
         S3SigV4Auth(frozen, "s3", self._region).add_auth(request)
         prepared = request.prepare()
         prepared.stream_output = stream

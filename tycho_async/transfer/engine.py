@@ -33,7 +33,7 @@ import anyio.to_thread
 
 from ..errors import IntegrityError, PreconditionFailed, StoreError, TransferError
 from ..localfs import LocalFS
-from ..storage import ObjectInfo, PartReceipt, Store
+from ..storage import ObjectInfo, PartReceipt, Store, UploadInfo
 from .budget import Budget, Lease
 from .groups import task_group
 from .plan import Part, TransferSettings, parts_in_memory, plan_parts, plan_ranges
@@ -92,6 +92,8 @@ class EngineStatistics:
 
 
 SHIELD_SECONDS = 120  # the longest a signal waits for a version's publication to be recorded
+CLEANUP_SECONDS = 15  # the longest an interrupted upload spends aborting itself
+MAX_IOV = 512  # chunks written by one pwritev (the system's limit is 1024)
 _MD5_ETAG = re.compile(r'"?([0-9a-fA-F]{32})"?')
 
 
@@ -167,6 +169,15 @@ class Engine:
     async def list_dirs(self, prefix: str) -> list[str]:
         return await self.call(lambda: self.store.list_dirs(prefix))
 
+    async def delete(self, key: str) -> None:
+        await self.call(lambda: self.store.delete(key))
+
+    async def list_uploads(self, key: str) -> list[UploadInfo]:
+        return await self.call(lambda: self.store.list_uploads(key))
+
+    async def root_exists(self) -> bool:
+        return await self.call(self.store.root_exists)
+
     # -- upload ------------------------------------------------------------------------------
 
     async def upload_file(self, path: Path, key: str, *, label: str,
@@ -223,8 +234,18 @@ class Engine:
                         return info.etag
                 raise
 
-        with _shielded(f"upload of {key}"):
+        try:
             etag = await self.call(put)
+        except BaseException:
+            # A PUT cut short by a signal or a lost answer may have landed all the same:
+            # if the object is these bytes, it is recorded before the error goes on.
+            with anyio.CancelScope(shield=True), anyio.move_on_after(SHIELD_SECONDS):
+                info = await _quietly(self.store.head(key))
+                if (info is not None and info.size == size
+                        and plain_md5(info.etag) == hashlib.md5(data).hexdigest()):
+                    await then(UploadResult(size, hasher.hexdigest(), info.etag, 1))
+            raise
+        with _shielded(f"upload of {key}"):
             task.advance(size)
             result = UploadResult(size, hasher.hexdigest(), etag, 1)
             await then(result)
@@ -262,7 +283,8 @@ class Engine:
                 result = UploadResult(size, hasher.hexdigest(), etag, len(parts))
                 await then(result)
         except BaseException:
-            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+            with (anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_SECONDS),
+                  contextlib.suppress(Exception)):
                 await self.store.abort_multipart(key, upload_id)
             raise
         return result
@@ -530,7 +552,8 @@ class Engine:
                 pending.append(take)
                 held += len(take)
                 task.advance(len(take))
-                if held >= min(self.settings.chunk_size, cursor.remaining):
+                if (held >= min(self.settings.chunk_size, cursor.remaining)
+                        or len(pending) >= MAX_IOV):
                     await flush()
                     if not cursor.remaining:
                         return
@@ -551,6 +574,14 @@ async def _nothing_then(result: UploadResult) -> None:
 
 def _nothing_finish(info: ObjectInfo) -> None:
     return None
+
+
+async def _quietly(head: Awaitable[ObjectInfo | None]) -> ObjectInfo | None:
+    """A HEAD whose failure only means "cannot tell"."""
+    try:
+        return await head
+    except TransferError:
+        return None
 
 
 @contextlib.contextmanager

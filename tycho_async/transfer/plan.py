@@ -18,8 +18,12 @@ MAX_PARTS = 10_000
 @dataclass(frozen=True)
 class TransferSettings:
     """Engine tunables. Part bytes held in memory are at most
-    ``part_size * parts_in_memory()`` for an upload (40 MiB at the defaults) and
-    ``concurrency * chunk_size`` for downloads, whatever the size or number of files."""
+    ``part_size * parts_in_memory()`` for an upload (40 MiB at the defaults) and, for
+    downloads, ``concurrency * chunk_size`` of bodies being written plus
+    ``2 * concurrency * small_object`` of small objects held whole (a pull-list works on
+    at most twice the budget of items; 64 MiB at the defaults, reached only when every
+    item is a 1 MiB object waiting on its record), whatever the size or number of
+    files."""
 
     concurrency: int = 32
     max_ranges: int = 8  # ranged GETs of one object at once; the rest of the budget serves others
