@@ -87,8 +87,11 @@ def proxy(s3_endpoint: str) -> Iterator[FaultProxy]:
 
 
 @pytest.fixture(autouse=True)
-def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """No real AWS settings, no user data dir, no TYCHOREG_* from outside; cwd is a tmp dir."""
+def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
+    """No real AWS settings, no user data dir, no TYCHOREG_* from outside; cwd is a tmp dir.
+    Whatever a test puts in the environment (a dotenv file the CLI loads writes it
+    directly) is gone after it."""
+    saved = dict(os.environ)
     for name in list(os.environ):
         if name.startswith(("AWS_", "TYCHOREG_")):
             monkeypatch.delenv(name)
@@ -99,7 +102,9 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
-    return work
+    yield work
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 def s3_client(endpoint: str) -> Any:
