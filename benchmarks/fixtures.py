@@ -5,8 +5,9 @@ Two layouts (``scenarios.Layout``):
 - tycho-station's: ``PKG/tycho.json`` (``{"localname", "latest"}``, ``indent=2``) and
   ``PKG/tycho_1.0.pkg``. tychoreg checks such a version by size and MD5 (the ETag of a
   single-part upload), or by size alone when the ETag is a multipart one.
-- tychoreg's: as a ``tychoreg push`` leaves it, with ``PKG/tycho_1.0.meta.json`` (the record
-  ``{"sha256", "size", "pushed_at", "tool"}``) and the same record in ``tycho.json`` under
+- tychoreg's: as a ``tychoreg push`` leaves it, with ``PKG/tycho_1.0.meta.json`` (the
+  record ``{"sha256", "size", "pushed_at", "tool", "localname"}``) and the same record in
+  ``tycho.json`` under
   ``"tychoreg": {"records": {"1.0": ...}}``, so tychoreg checks SHA-256.
 
 A handful of packages are pushed with tychoreg itself; hundreds or thousands are written
@@ -88,15 +89,15 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def tychoreg_record(data: bytes, tool: str, pushed_at: str) -> dict[str, Any]:
+def tychoreg_record(package: str, data: bytes, tool: str, pushed_at: str) -> dict[str, Any]:
     return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
-            "pushed_at": pushed_at, "tool": tool}
+            "pushed_at": pushed_at, "tool": tool, "localname": localname(package)}
 
 
 def tychoreg_objects(package: str, data: bytes, tool: str, pushed_at: str) -> dict[str, bytes]:
     """A version as ``tychoreg push --promote-latest`` leaves it, in the order it writes them
     (the bytes, the record, tycho.json with the record's copy)."""
-    record = tychoreg_record(data, tool, pushed_at)
+    record = tychoreg_record(package, data, tool, pushed_at)
     meta = {"localname": localname(package), "latest": PACKAGE_VERSION,
             "tychoreg": {"records": {PACKAGE_VERSION: record}}}
     return {pkg_key(package): data, record_key(package): _dump(record),

@@ -227,11 +227,12 @@ def test_tychoreg_objects_carry_the_record_twice() -> None:
     assert list(objects) == ["p1/tycho_1.0.pkg", "p1/tycho_1.0.meta.json", "p1/tycho.json"]
     record = json.loads(objects["p1/tycho_1.0.meta.json"])
     assert record == {"sha256": hashlib.sha256(data).hexdigest(), "size": 1000,
-                      "pushed_at": "2026-01-01T00:00:00+00:00", "tool": "tychoreg 0.1.0"}
+                      "pushed_at": "2026-01-01T00:00:00+00:00", "tool": "tychoreg 0.1.0",
+                      "localname": "p1.bin"}
     meta = json.loads(objects["p1/tycho.json"])
     assert meta == {"localname": "p1.bin", "latest": "1.0",
                     "tychoreg": {"records": {"1.0": record}}}
-    assert tychoreg_record(data, "t", "when")["sha256"] == record["sha256"]
+    assert tychoreg_record("p1", data, "t", "when")["sha256"] == record["sha256"]
 
 
 def test_layout_differences() -> None:

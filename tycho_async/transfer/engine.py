@@ -94,6 +94,7 @@ class EngineStatistics:
 SHIELD_SECONDS = 120  # the longest a signal waits for a version's publication to be recorded
 CLEANUP_SECONDS = 15  # the longest an interrupted upload spends aborting itself
 MAX_IOV = 512  # chunks written by one pwritev (the system's limit is 1024)
+INLINE = 64 * 1024  # small objects up to this size are written without a thread hop
 _MD5_ETAG = re.compile(r'"?([0-9a-fA-F]{32})"?')
 
 
@@ -335,11 +336,14 @@ class Engine:
             async with task_group() as tg:
                 tg.start_soon(learned.run)
                 await self._fetch_file(fetch, open_temp, learned)
-            if fetch.small is not None:
-                # Up to small_object bytes: checked and written on the event loop, which
-                # measured faster than a thread hop (GIL hand-offs) for a pull-list.
+            if fetch.small is not None and len(fetch.small) <= INLINE:
+                # A few KiB: checked and written on the event loop, measured faster than a
+                # thread hop (GIL hand-offs) for a pull-list of small packages.
                 sha256 = self._finish_small(fetch.known, fetch.small, learned.value, dest,
                                             finish)
+            elif fetch.small is not None:  # hashing a MiB is better done off the loop
+                sha256 = await anyio.to_thread.run_sync(
+                    self._finish_small, fetch.known, fetch.small, learned.value, dest, finish)
             else:
                 sha256, md5 = fetch.digests
                 _check(fetch.known, learned.value, sha256, md5)
