@@ -175,7 +175,8 @@ def test_a_signal_during_pull_cleans_up(s3_endpoint: str, signum: int, code: int
     assert not out.exists() or list(out.iterdir()) == []
 
 
-@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129),
+                                              (signal.SIGINT, 130)])
 def test_a_signal_during_push_aborts_the_upload(s3_endpoint: str, signum: int,
                                                 code: int) -> None:
     bucket = make_bucket(s3_endpoint)
@@ -191,6 +192,7 @@ def test_a_signal_during_push_aborts_the_upload(s3_endpoint: str, signum: int,
     finally:
         proc.kill()
     assert proc.returncode == code, err
+    assert f"interrupted by {signal.Signals(signum).name}" in err
     assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
     assert client.list_objects_v2(Bucket=bucket).get("KeyCount") == 0  # no pending record
 

@@ -82,6 +82,17 @@ def _base_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in _PROXY_VARS}
 
 
+def _config_env(endpoint: str, bucket: str, **s3: str) -> dict[str, str]:
+    """The environment of a command whose registry comes from ./.tychoreg.json, with
+    ``s3`` added to the config's s3 section."""
+    Path(".tychoreg.json").write_text(json.dumps({
+        "tycho": {"backend": "s3"},
+        "s3": {"bucket": bucket, "endpoint_url": endpoint, "region_name": REGION, **CREDS,
+               **s3}}))
+    Path(".tychoreg.json").chmod(0o600)
+    return _base_env()
+
+
 def _s3_env(endpoint: str, bucket: str) -> dict[str, str]:
     env = _env(endpoint, bucket)
     for name in _PROXY_VARS:
@@ -346,12 +357,7 @@ def test_session_token_signs_every_request(proxy: FaultProxy, s3_endpoint: str,
         env = _s3_env(proxy.url, bucket)
         env["AWS_SESSION_TOKEN"] = TOKEN
     else:
-        env = _base_env()
-        Path(".tychoreg.json").write_text(json.dumps({
-            "tycho": {"backend": "s3"},
-            "s3": {"bucket": bucket, "endpoint_url": proxy.url, "region_name": REGION,
-                   **CREDS, "aws_session_token": TOKEN}}))
-        Path(".tychoreg.json").chmod(0o600)
+        env = _config_env(proxy.url, bucket, aws_session_token=TOKEN)
 
     _round_trip(env)
 
@@ -442,12 +448,7 @@ def test_tls_with_a_private_ca(tls_proxy: FaultProxy, s3_endpoint: str,
         env = _s3_env(tls_proxy.url, bucket)
         env["AWS_CA_BUNDLE"] = str(private_ca.ca_pem)
     else:
-        env = _base_env()
-        Path(".tychoreg.json").write_text(json.dumps({
-            "tycho": {"backend": "s3"},
-            "s3": {"bucket": bucket, "endpoint_url": tls_proxy.url, "region_name": REGION,
-                   **CREDS, "verify": str(private_ca.ca_pem)}}))
-        Path(".tychoreg.json").chmod(0o600)
+        env = _config_env(tls_proxy.url, bucket, verify=str(private_ca.ca_pem))
 
     _round_trip(env)
 

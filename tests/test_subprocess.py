@@ -75,25 +75,6 @@ def _wait_for(condition: object, seconds: float = 30) -> None:
     pytest.fail("condition not reached in time")
 
 
-def test_ctrl_c_during_push_aborts_the_upload(s3_endpoint: str) -> None:
-    bucket = make_bucket(s3_endpoint)
-    write_file(Path("big.bin"), 120 * MiB)
-    client = s3_client(s3_endpoint)
-    proc = subprocess.Popen([TYCHOREG, "push", "big", "1.0", "big.bin", "--concurrency", "1",
-                             "--part-size", "5MiB"], env=_env(s3_endpoint, bucket),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        _wait_for(lambda: client.list_multipart_uploads(Bucket=bucket).get("Uploads"))
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
-    finally:
-        proc.kill()
-    assert proc.returncode == 130, err
-    assert "interrupted" in err
-    assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
-    assert client.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
-
-
 def test_ctrl_c_during_pull_list_leaves_no_partial_file(s3_endpoint: str) -> None:
     bucket = make_bucket(s3_endpoint)
     client = s3_client(s3_endpoint)
