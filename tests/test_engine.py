@@ -494,3 +494,33 @@ async def test_a_put_whose_answer_was_lost_is_recognised_on_retry(
         write_file(tmp_path / "other.bin", 1000, seed=9)
         with pytest.raises(PreconditionFailed):  # someone else's object is still refused
             await Engine(store, SMALL).upload_file(tmp_path / "other.bin", "k", label="k")
+
+
+async def test_a_range_cut_more_often_than_the_attempts_still_completes_while_it_moves(
+        kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """Seven cuts in a row (more than the five attempts a request has), each after half
+    of what was left: every cut moves the cursor, so the download goes on and completes."""
+    blob = write_file(tmp_path / "src.bin", 4 * PART)
+    async with opened(kind, tmp_path, request) as (inner, _):
+        info = await stored(Engine(inner, SMALL), tmp_path / "src.bin")
+        store = FaultyStore(inner)
+        store.inject("open_range", *["truncate"] * 7)
+        settings = replace(SMALL, concurrency=1, max_ranges=1, part_size=4 * PART)
+        await Engine(store, settings).download("k", tmp_path / "dst.bin", known=info,
+                                               label="k")
+        assert (tmp_path / "dst.bin").read_bytes() == blob
+        assert store.calls["open_range"] == 8
+
+
+async def test_a_pending_record_whose_answer_was_lost_is_recognised_as_ours(
+        tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    from tycho_async.registry import Registry
+
+    blob = write_file(tmp_path / "f.bin", 1000)
+    async with opened("s3", tmp_path, request) as (inner, _):
+        store = FaultyStore(inner)
+        registry = Registry(Engine(store, SMALL), tmp_path / "out")
+        store.inject("put_bytes", "landed")  # the pending record lands, its answer is lost
+        result = await registry.push("pkg", "1.0", tmp_path / "f.bin", promote=True)
+        assert result.sha256 == hashlib.sha256(blob).hexdigest()
+        assert store.calls["put_bytes"] >= 4  # pending twice, record, tycho.json

@@ -430,21 +430,25 @@ class Registry:
                     f"short; run 'tychoreg verify {package} --version {version} --repair'")
             raise AlreadyExists(f"{package} {version} already exists; published versions "
                                 "are immutable, push a new version")
+        push_id = uuid.uuid4().hex
         pending = _dump({"state": PENDING, "tool": f"tychoreg {__version__}",
-                         "started_at": _now(), "localname": localname})
+                         "started_at": _now(), "localname": localname, "push_id": push_id})
         busy = AlreadyExists(f"{package} {version} is being pushed by another client right "
                              "now; published versions are immutable, push a new version")
-        if old is None:
-            try:
-                return await self.engine.put_bytes(rkey, pending, if_none_match=True)
-            except PreconditionFailed:
-                raise busy from None
-        record = _load_record(package, version, old[0])
-        if not await self._abandoned(package, version, record):
+        conditions: dict[str, Any] = {"if_none_match": True} if old is None else \
+            {"if_match": old[1]}
+        if old is not None and not await self._abandoned(
+                package, version, _load_record(package, version, old[0])):
             raise busy
         try:
-            return await self.engine.put_bytes(rkey, pending, if_match=old[1])
+            return await self.engine.put_bytes(rkey, pending, **conditions)
         except PreconditionFailed:
+            # A retried write whose first answer was lost finds its own record: ours if
+            # it carries our push id.
+            with contextlib.suppress(NotFound, UnsafeRemoteData):
+                data, etag = await self.engine.get_bytes(rkey)
+                if _load_record(package, version, data).get("push_id") == push_id:
+                    return etag
             raise busy from None
 
     async def _abandoned(self, package: str, version: str, record: dict[str, Any]) -> bool:

@@ -484,7 +484,13 @@ class Engine:
                 await self._write_chunks(_prepend(first, chunks), fetch.cursors[0],
                                          fetch.write, fetch.task)
 
-        await self.call(once)
+        try:
+            await self.call(once)
+        except StoreError as exc:
+            moved = fetch.ready.is_set() and fetch.small is None and fetch.cursors[0].received
+            if not (exc.transient and moved):
+                raise
+            await self._moving(fetch.cursors[0], once)  # it moved: a fresh round
         if fetch.small is None:
             fetch.done[0].set()
 
@@ -529,8 +535,21 @@ class Engine:
     ) -> None:
         if cursor.remaining:
             self.stats.ranged_gets += ranged
-            await self.call(lambda: self._resume(fetch, cursor))
+            await self._moving(cursor, lambda: self._resume(fetch, cursor))
         done.set()
+
+    async def _moving(self, cursor: _Cursor, fetch: Callable[[], Awaitable[None]]) -> None:
+        """Retry a range's requests: a round of attempts that moved the cursor forward
+        starts a fresh round, so a link that cuts long bodies every few minutes cannot
+        fail a large download that keeps advancing (bounded: each round moves on)."""
+        while True:
+            before = cursor.received
+            try:
+                await self.call(fetch)
+                return
+            except StoreError as exc:
+                if not exc.transient or cursor.received == before:
+                    raise
 
     async def _write_chunks(
         self, chunks: AsyncIterator[bytes], cursor: _Cursor, write: _Writer,
