@@ -321,6 +321,8 @@ class _Connection:
                 return
             if self.proxy.strip_conditionals:
                 head = head.without(_CONDITIONALS)
+            if self.proxy.ignore_range:
+                head = head.without(frozenset({"range"}))
             upstream = self.upstream or await self._connect()
             if upstream is None:
                 return
@@ -513,6 +515,9 @@ class FaultProxy:
     SigV4 usually signs these headers, so only a store that does not check signatures (moto)
     accepts the stripped request; SeaweedFS would answer 403.
 
+    ``ignore_range``: drop the Range header from every request, as a store or proxy that
+    answers every ranged GET with the whole object (200) does (moto only, as above).
+
     ``malformed_empty_range``: when a GET with a Range header is answered as if the object
     were empty (416, or a 2xx with Content-Length 0 or a Content-Range of ``*/0``), the client
     gets a 206 with ``Content-Length: 1`` and no Content-Range instead, then the connection
@@ -541,6 +546,7 @@ class FaultProxy:
         self._ssl_context = ssl_context
         self._lock = threading.Lock()
         self._strip_conditionals = False
+        self._ignore_range = False
         self._malformed_empty_range = False
         self._rate: int | None = None
         self._delay = 0.0
@@ -567,6 +573,17 @@ class FaultProxy:
     def strip_conditionals(self, value: bool) -> None:
         with self._lock:
             self._strip_conditionals = bool(value)
+
+    @property
+    def ignore_range(self) -> bool:
+        """Drop Range headers from requests (see the class docstring)."""
+        with self._lock:
+            return self._ignore_range
+
+    @ignore_range.setter
+    def ignore_range(self, value: bool) -> None:
+        with self._lock:
+            self._ignore_range = bool(value)
 
     @property
     def malformed_empty_range(self) -> bool:

@@ -102,3 +102,23 @@ def test_a_slow_transfer_prints_plain_progress_lines(proxy: FaultProxy,
     assert lines[0].startswith("pulling: ") and " of 12.0 MiB (" in lines[0]
     assert "iB/s, ETA 0:00:0" in lines[0]
     assert result.stdout.startswith("pulled big 1 -> tycho_packages/big.bin (12.0 MiB)")
+
+
+def test_a_store_that_ignores_range_never_corrupts_a_pull(proxy: FaultProxy,
+                                                          s3_registry: Registry) -> None:
+    """Ranged GETs answered with the whole object (200): bytes from offset 0 must never be
+    written at a later range's offset. A size-only version (a tycho-station multipart
+    upload) would not catch it at the end, so the answer is refused as it comes."""
+    blob = write_file(Path("big.bin"), 20 * MiB)
+    reg = s3_registry
+    reg.put("old/tycho.json", b'{"localname": "big.bin", "latest": "1"}')
+    reg.put("old/tycho_1.pkg", blob)  # single-part: size and MD5 would still catch it
+    through = _through(proxy, reg)
+    proxy.ignore_range = True
+    result = through.cli("pull", "old", "--part-size", "5MiB")
+    assert result.exit_code == 3, result.output
+    assert "asked for bytes from" in result.stderr
+    assert not Path("tycho_packages").exists()
+    proxy.ignore_range = False
+    assert through.cli("pull", "old", "--part-size", "5MiB").exit_code == 0
+    assert Path("tycho_packages/big.bin").read_bytes() == blob
