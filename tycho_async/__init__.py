@@ -1,3 +1,55 @@
-"""tychoreg: a registry for versioned packages on S3 or a local directory."""
+"""tychoreg: a registry for versioned packages on S3 or a local directory.
+
+The public API (loaded on first use, so that importing the package stays cheap)::
+
+    with tycho_async.Client(registry="s3://bucket/prefix") as client:
+        client.push("pkg", "1.0", "build/out.tar.gz", promote=True)
+        client.pull("pkg", outdir="deps")
+
+    async with tycho_async.open_registry(registry="s3://bucket/prefix") as reg:
+        await reg.push("pkg", "1.1", "file.bin")
+
+Errors are ``TychoError`` and its subclasses, each with an ``exit_code``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    AlreadyExists,
+    ConfigError,
+    IncompleteVersion,
+    IntegrityError,
+    Interrupted,
+    MissingRegistry,
+    NotFound,
+    NothingToPull,
+    PartialFailure,
+    TransferError,
+    TychoError,
+    UsageError,
+)
+
+if TYPE_CHECKING:
+    from .api import AsyncRegistry, Client, open_registry
+    from .registry import PackageSummary, PullResult, PushResult, VerifyResult, VersionInfo
 
 __version__ = "0.1.0"
+
+_LAZY = {"Client": "api", "open_registry": "api", "AsyncRegistry": "api",
+         "PushResult": "registry", "PullResult": "registry", "VersionInfo": "registry",
+         "PackageSummary": "registry", "VerifyResult": "registry"}
+
+__all__ = ["AlreadyExists", "AsyncRegistry", "Client", "ConfigError", "IncompleteVersion",
+           "IntegrityError", "Interrupted", "MissingRegistry", "NotFound", "NothingToPull",
+           "PackageSummary", "PartialFailure", "PullResult", "PushResult", "TransferError",
+           "TychoError", "UsageError", "VerifyResult", "VersionInfo", "__version__",
+           "open_registry"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)

@@ -165,9 +165,7 @@ def _run(settings: Settings, work: Callable[[Registry], Awaitable[T]],
 
     import anyio
 
-    from .registry import Registry
-    from .storage import open_store
-    from .transfer import Engine
+    from .api import open_settings
     from .transfer.groups import task_group
 
     received: list[int] = []
@@ -190,15 +188,8 @@ def _run(settings: Settings, work: Callable[[Registry], Awaitable[T]],
 
                 tg.start_soon(watch)
                 with work_scope:
-                    store = await open_store(settings)
-                    try:
-                        registry = Registry(Engine(store, settings.transfer, progress),
-                                            settings.outdir,
-                                            missing_root_ok=settings.default_registry)
+                    async with open_settings(settings, progress) as registry:
                         result.append(await work(registry))
-                    finally:
-                        with anyio.CancelScope(shield=True), anyio.move_on_after(10):
-                            await store.aclose()
                 tg.cancel_scope.cancel()
 
     anyio.run(main)

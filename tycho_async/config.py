@@ -205,8 +205,8 @@ def _as_bool(value: object, what: str) -> bool:
     raise ConfigError(f"{what} must be true or false, not {value!r}")
 
 
-def _transfer_settings(tycho: Mapping[str, Any], overrides: Mapping[str, Any]) -> TransferSettings:
-    env = os.environ
+def _transfer_settings(tycho: Mapping[str, Any], overrides: Mapping[str, Any],
+                       env: Mapping[str, str]) -> TransferSettings:
     chosen: dict[str, Any] = {}
     for key, env_name in (("concurrency", "TYCHOREG_CONCURRENCY"),
                           ("part_size", "TYCHOREG_PART_SIZE")):
@@ -238,15 +238,19 @@ def load_settings(
     overrides: Mapping[str, Any] | None = None,
     *,
     strict: bool = True,
+    environment: bool = True,
 ) -> Settings:
     """Read the config (``config`` None means the default file, optional), apply the
     registry URL and overrides, and resolve env indirection (``strict`` False: leave an
-    unset variable without default as an ``Unset`` value instead of failing)."""
+    unset variable without default as an ``Unset`` value instead of failing).
+    ``environment`` False (the Python API's default): no ``TYCHOREG_*`` variable and no
+    ``./.tychoreg.json`` unless ``config`` names it; the AWS chain still applies."""
+    env: Mapping[str, str] = os.environ if environment else {}
     overrides = overrides or {}
     explicit = config is not None
     path = Path(config) if config is not None else Path(DEFAULT_CONFIG)
     data: dict[str, Any] = {}
-    if explicit or path.exists():
+    if explicit or (environment and path.exists()):
         data = _read_config(path)
         config_path: Path | None = path
     else:
@@ -264,7 +268,7 @@ def load_settings(
     tycho = _set_only(resolve_env(tycho_raw, "tycho", strict=strict), "tycho", unset)
     warnings: list[str] = _unknown_keys(tycho_raw, TYCHO_KEYS, f"config {path}: tycho")
 
-    registry = registry or os.environ.get(REGISTRY_ENV) or None
+    registry = registry or env.get(REGISTRY_ENV) or None
     backend_name = tycho.get("backend")
     section_raw: dict[str, Any] = {}
     if backend_name is not None:
@@ -282,7 +286,7 @@ def load_settings(
             kind, section = ("s3" if "bucket" in url else "local"), {}
         section.update(url)
 
-    outdir = overrides.get("outdir") or os.environ.get("TYCHOREG_OUTDIR") or tycho.get(
+    outdir = overrides.get("outdir") or env.get("TYCHOREG_OUTDIR") or tycho.get(
         "outdir", DEFAULT_OUTDIR
     )
     if not isinstance(outdir, str) or not outdir:
@@ -294,7 +298,7 @@ def load_settings(
             warnings.append(warning)
 
     outdir_path = Path(outdir).expanduser()
-    transfer = _transfer_settings(tycho, overrides)
+    transfer = _transfer_settings(tycho, overrides, env)
     if kind == "local":
         root = section.get("path")
         if root is not None and not isinstance(root, str):

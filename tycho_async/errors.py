@@ -24,6 +24,8 @@ messages and exit codes.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class TychoError(Exception):
     exit_code: int = 1
@@ -96,9 +98,11 @@ class IncompleteVersion(TransferError):
 class PartialFailure(TychoError):
     """Some items of a batch failed; the exit code is the worst of theirs."""
 
-    def __init__(self, message: str, failures: list[tuple[str, TychoError]]) -> None:
+    def __init__(self, message: str, failures: list[tuple[str, TychoError]],
+                 results: list[Any] | None = None) -> None:
         super().__init__(message)
         self.failures = failures
+        self.results = results or []  # what succeeded, in the order asked
         self.exit_code = max(err.exit_code for _, err in failures)
 
 

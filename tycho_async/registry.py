@@ -788,8 +788,8 @@ class Registry:
         if failures:
             done = len(results)
             raise PartialFailure(
-                f"{len(failures)} of {len(requests)} packages failed ({done} pulled)", failures
-            )
+                f"{len(failures)} of {len(requests)} packages failed ({done} pulled)", failures,
+                [results[i] for i in sorted(results)])
         return [results[i] for i in range(len(requests))]
 
     async def probe(self) -> ProbeResult:

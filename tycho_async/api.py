@@ -1,0 +1,238 @@
+"""The public Python API: ``open_registry`` (async) and ``Client`` (sync), the one
+composition of settings -> store -> engine -> registry that the CLI uses too.
+
+The API reads no config file and no ``TYCHOREG_*`` variable unless asked: ``config=PATH``
+reads that file, ``from_environment=True`` (``Client.from_environment()``) resolves
+exactly as the CLI does. The AWS credential chain applies in every case.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Iterable
+from contextlib import AbstractContextManager, asynccontextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from .config import Settings, load_settings
+
+if TYPE_CHECKING:
+    from anyio.from_thread import BlockingPortal
+
+    from .registry import (
+        PackageSummary,
+        PullResult,
+        PushResult,
+        Registry,
+        VerifyResult,
+        VersionInfo,
+    )
+    from .transfer.engine import ProgressSink
+
+
+def resolve_settings(*, registry: str | None = None, config: str | None = None,
+                     endpoint_url: str | None = None, outdir: str | Path | None = None,
+                     concurrency: int | None = None, part_size: int | str | None = None,
+                     from_environment: bool = False) -> Settings:
+    """Settings from keyword arguments, with the CLI's precedence when
+    ``from_environment``: arguments, ``TYCHOREG_*`` variables, the config file
+    (``./.tychoreg.json`` if none is named), the defaults."""
+    overrides = {k: v for k, v in (("outdir", None if outdir is None else str(outdir)),
+                                   ("concurrency", concurrency), ("part_size", part_size))
+                 if v is not None}
+    settings = load_settings(config, registry, overrides, environment=from_environment)
+    if endpoint_url is not None:
+        settings = dataclasses.replace(
+            settings, client_kwargs={**settings.client_kwargs, "endpoint_url": endpoint_url})
+    return settings
+
+
+@asynccontextmanager
+async def open_settings(settings: Settings, progress: ProgressSink | None = None
+                        ) -> AsyncIterator[Registry]:
+    """The registry the settings name, with its store open for the block's lifetime."""
+    import anyio
+
+    from .registry import Registry
+    from .storage import open_store
+    from .transfer.engine import Engine
+
+    store = await open_store(settings)
+    try:
+        yield Registry(Engine(store, settings.transfer, progress), settings.outdir,
+                       missing_root_ok=settings.default_registry)
+    finally:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+            await store.aclose()
+
+
+class AsyncRegistry:
+    """What ``open_registry`` yields: every operation, awaitable. One event loop; the
+    requests of concurrent calls share one budget and one connection pool."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+
+    @property
+    def registry(self) -> Registry:
+        """The registry underneath (the CLI's)."""
+        return self._registry
+
+    async def push(self, package: str, version: str, path: str | Path, *,
+                   promote: bool = False) -> PushResult:
+        return await self._registry.push(package, version, Path(path), promote=promote)
+
+    async def pull(self, package: str, version: str | None = None, *,
+                   outdir: str | Path | None = None, outfile: str | Path | None = None,
+                   force: bool = False) -> PullResult:
+        """``version`` None (or "latest"): the latest."""
+        from .names import check_version
+        from .registry import PullRequest
+
+        request = PullRequest(package, None if version in (None, "latest")
+                              else check_version(version))
+        return await self._at(outdir).pull(
+            request, force=force, outfile=None if outfile is None else Path(outfile))
+
+    async def pull_many(self, items: Iterable[str], *, outdir: str | Path | None = None,
+                        force: bool = False) -> list[PullResult]:
+        """Items are ``PKG`` or ``PKG==VERSION``. A partial failure raises
+        ``PartialFailure``, whose ``results`` hold what was pulled."""
+        from .registry import PullRequest
+
+        requests = [PullRequest.parse(item) for item in items]
+        return await self._at(outdir).pull_many(requests, force=force)
+
+    async def versions(self, package: str) -> list[VersionInfo]:
+        return await self._registry.list_versions(package)
+
+    async def packages(self) -> list[PackageSummary]:
+        return await self._registry.list_packages()
+
+    async def exists(self, package: str, version: str) -> bool:
+        return await self._registry.exists(package, version)
+
+    async def promote(self, package: str, version: str) -> None:
+        await self._registry.promote(package, version)
+
+    async def verify(self, package: str, version: str | None = None, *,
+                     repair: bool = False) -> VerifyResult:
+        from .registry import PullRequest
+
+        request = PullRequest(package, None if version in (None, "latest") else version)
+        return await self._registry.verify(request, repair=repair)
+
+    def _at(self, outdir: str | Path | None) -> Registry:
+        if outdir is None:
+            return self._registry
+        from .registry import Registry
+
+        return Registry(self._registry.engine, Path(outdir),
+                        missing_root_ok=self._registry.missing_root_ok)
+
+
+@asynccontextmanager
+async def open_registry(*, registry: str | None = None, config: str | None = None,
+                        endpoint_url: str | None = None, outdir: str | Path | None = None,
+                        concurrency: int | None = None, part_size: int | str | None = None,
+                        progress: bool | ProgressSink = False,
+                        from_environment: bool = False) -> AsyncIterator[AsyncRegistry]:
+    """``async with open_registry(registry="s3://bucket/prefix") as reg: await reg.push(...)``.
+    Unknown keywords are a TypeError; settings errors are ``ConfigError``."""
+    settings = resolve_settings(registry=registry, config=config, endpoint_url=endpoint_url,
+                                outdir=outdir, concurrency=concurrency, part_size=part_size,
+                                from_environment=from_environment)
+    if progress is True:  # bars on stderr (a plain log when it is not a terminal)
+        from .progress import make_progress
+
+        with make_progress(None, False, "moved") as sink:
+            async with open_settings(settings, sink) as reg:
+                yield AsyncRegistry(reg)
+        return
+    async with open_settings(settings, None if progress is False else progress) as reg:
+        yield AsyncRegistry(reg)
+
+
+class Client:
+    """The same operations, blocking. It keeps one event loop (on a thread of its own)
+    and one connection pool for its lifetime, so many calls reuse connections, and it
+    works from code that already runs an event loop (a notebook). A Client may be shared
+    between threads: every call runs on its loop, and concurrent calls share its budget.
+    Close it (``with Client(...) as client:`` or ``client.close()``)."""
+
+    def __init__(self, *, registry: str | None = None, config: str | None = None,
+                 endpoint_url: str | None = None, outdir: str | Path | None = None,
+                 concurrency: int | None = None, part_size: int | str | None = None,
+                 progress: bool | ProgressSink = False,
+                 from_environment: bool = False) -> None:
+        from anyio.from_thread import start_blocking_portal
+
+        self._portal_cm: AbstractContextManager[BlockingPortal] = start_blocking_portal()
+        self._portal = self._portal_cm.__enter__()
+        try:
+            cm = open_registry(registry=registry, config=config, endpoint_url=endpoint_url,
+                               outdir=outdir, concurrency=concurrency, part_size=part_size,
+                               progress=progress, from_environment=from_environment)
+            self._registry_cm = self._portal.wrap_async_context_manager(cm)
+            self._registry = self._registry_cm.__enter__()
+        except BaseException:
+            self._portal_cm.__exit__(None, None, None)
+            raise
+        self._closed = False
+
+    @classmethod
+    def from_environment(cls, **settings: Any) -> Client:
+        """Resolve as the CLI does: options, ``TYCHOREG_*``, ./.tychoreg.json, defaults."""
+        return cls(from_environment=True, **settings)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            try:
+                self._registry_cm.__exit__(None, None, None)
+            finally:
+                self._portal_cm.__exit__(None, None, None)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        if self._closed:
+            raise RuntimeError("the Client is closed")
+        method = getattr(self._registry, name)
+        return self._portal.call(lambda: method(*args, **kwargs))
+
+    def push(self, package: str, version: str, path: str | Path, *,
+             promote: bool = False) -> PushResult:
+        return self._call("push", package, version, path, promote=promote)
+
+    def pull(self, package: str, version: str | None = None, *,
+             outdir: str | Path | None = None, outfile: str | Path | None = None,
+             force: bool = False) -> PullResult:
+        return self._call("pull", package, version, outdir=outdir,
+                          outfile=outfile, force=force)
+
+    def pull_many(self, items: Iterable[str], *, outdir: str | Path | None = None,
+                  force: bool = False) -> list[PullResult]:
+        return self._call("pull_many", list(items), outdir=outdir, force=force)
+
+    def versions(self, package: str) -> list[VersionInfo]:
+        return self._call("versions", package)
+
+    def packages(self) -> list[PackageSummary]:
+        return self._call("packages")
+
+    def exists(self, package: str, version: str) -> bool:
+        return bool(self._call("exists", package, version))
+
+    def promote(self, package: str, version: str) -> None:
+        self._call("promote", package, version)
+
+    def verify(self, package: str, version: str | None = None, *,
+               repair: bool = False) -> VerifyResult:
+        return self._call("verify", package, version, repair=repair)
