@@ -7,6 +7,8 @@ need them, so ``tychoreg --help`` stays fast.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
+from typer.core import TyperCommand
 
 from . import __version__
 from .config import DEFAULT_CONFIG, Settings, default_local_root, load_settings
@@ -32,6 +35,11 @@ directory: push, promote and pull them, many at once.
 With no config file ({DEFAULT_CONFIG}) and no --registry, the registry is a local
 directory ({default_local_root()}), so it works on a fresh machine with nothing set up.
 
+--registry, --config and --debug go before or after the command name (if given
+in both places, the one after it wins).
+--version (-V) before the command prints tychoreg's version; after pull or verify,
+--version (-v) VERSION names the package version to use: tychoreg pull PKG -v 1.0.
+
 Exit codes: 0 done (exists: yes), 1 the answer is no (not found, already exists,
 nothing to pull), 2 bad usage or config, 3 transfer failed, 128+N ended by signal N
 (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP: uploads aborted, temp files removed), 141
@@ -40,7 +48,7 @@ standard output closed."""
 app = typer.Typer(
     help=HELP,
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -53,7 +61,8 @@ RegistryOpt = Annotated[str | None, typer.Option(
     "--registry", "-r", metavar="URL", envvar="TYCHOREG_REGISTRY", show_default=False,
     help="Registry to use instead of the config's: s3://BUCKET/PREFIX or a directory path.")]
 ConcurrencyOpt = Annotated[int | None, typer.Option(
-    "--concurrency", "-j", min=1, max=256, envvar="TYCHOREG_CONCURRENCY", show_default=False,
+    "--concurrency", "-j", min=1, max=256, metavar="N", envvar="TYCHOREG_CONCURRENCY",
+    show_default=False,
     help="Requests in flight at once, shared by every file of the command (default 32; "
          "config key tycho.concurrency).")]
 PartSizeOpt = Annotated[str | None, typer.Option(
@@ -68,10 +77,44 @@ ProgressOpt = Annotated[bool | None, typer.Option(
     help="Force progress bars on or off (default: bars on a terminal, a plain log elsewhere).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 VersionOpt = Annotated[str | None, typer.Option(
-    "--version", "-v", show_default=False, help="Version (default: the latest).")]
+    "--version", "-v", metavar="VERSION", show_default=False,
+    help="Package version (default: the latest). tychoreg's own version: tychoreg -V.")]
+DebugOpt = Annotated[bool, typer.Option(
+    "--debug", envvar="TYCHOREG_DEBUG",
+    help="Log every request and retry (ours and botocore's) to stderr, secrets "
+         "redacted; show tracebacks of internal errors.")]
+PackageArg = Annotated[str, typer.Argument(metavar="PACKAGE", help="Package name.")]
+
+
+class Command(TyperCommand):
+    """A command whose usage line names its arguments as users know them:
+    ``tychoreg push [OPTIONS] PACKAGE VERSION FILE`` (typer writes ``{PACKAGE}``)."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:  # a click Context
+        return [piece[1:-1] if piece.startswith("{") and piece.endswith("}") else piece
+                for piece in super().collect_usage_pieces(ctx)]
+
+
+_ROOT = "tychoreg.root"  # ctx.meta key: --config/--registry given before the command
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether option ``name`` of this context was typed on the command line (not taken
+    from an environment variable or the default)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"
 
 
 _debug = False
+
+
+def _enable_debug() -> None:
+    global _debug
+    if not _debug:
+        from .logs import enable_debug
+
+        _debug = True
+        enable_debug()
 
 
 def _to_devnull(stream: Any) -> None:
@@ -211,11 +254,21 @@ def _transfer(settings: Settings, work: Callable[[Registry], Awaitable[T]], *, v
 
 def _command(fn: Callable[..., None]) -> Callable[..., None]:
     """Every command's errors become one line on stderr and an exit code; an unexpected
-    one too (exit 3), with its traceback, redacted, only under --debug."""
-    import functools
+    one too (exit 3), with its traceback, redacted, only under --debug.
+
+    Every command also takes --debug, and its --config and --registry fall back to the
+    ones given before the command name (``tychoreg --registry URL list``)."""
+    signature = inspect.signature(fn, eval_str=True)
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> None:
+        ctx: typer.Context = kwargs.pop("ctx")
+        if kwargs.pop("debug"):
+            _enable_debug()
+        root = ctx.meta.get(_ROOT, {})
+        for name in ("config", "registry"):
+            if name in kwargs and name in root and not _given(ctx, name):
+                kwargs[name] = root[name]
         try:
             fn(*args, **kwargs)
         except TychoError as exc:
@@ -232,6 +285,11 @@ def _command(fn: Callable[..., None]) -> Callable[..., None]:
             _say(f"internal error: {type(exc).__name__}: {exc} (run with --debug for details)")
             raise typer.Exit(3) from None
 
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[*signature.parameters.values(),
+                    inspect.Parameter("debug", keyword, default=False, annotation=DebugOpt),
+                    inspect.Parameter("ctx", keyword, annotation=typer.Context)])
     return wrapper
 
 
@@ -239,11 +297,12 @@ def _echo_json(data: object) -> None:
     _out(json.dumps(data, indent=2))
 
 
-@app.command()
+@app.command(cls=Command, short_help="Create PACKAGE and the file name pulls save it as.")
 @_command
 def init(
-    package: Annotated[str, typer.Argument(help="Package name.")],
-    filename: Annotated[str, typer.Argument(help="File name pulls are saved as (localname).")],
+    package: PackageArg,
+    filename: Annotated[str, typer.Argument(
+        metavar="FILENAME", help="File name pulls are saved as (localname).")],
     config: ConfigOpt = None, registry: RegistryOpt = None,
 ) -> None:
     """Create a package: PKG/tycho.json with its local file name and no latest version."""
@@ -252,12 +311,14 @@ def init(
     _out(f"initialized {package} (pulls save as {filename})")
 
 
-@app.command()
+@app.command(cls=Command, short_help="Upload FILE as a new VERSION of PACKAGE.")
 @_command
 def push(
-    package: Annotated[str, typer.Argument(help="Package name.")],
-    version: Annotated[str, typer.Argument(help="New version; published versions never change.")],
-    file: Annotated[Path, typer.Argument(help="File to upload.", show_default=False)],
+    package: PackageArg,
+    version: Annotated[str, typer.Argument(
+        metavar="VERSION", help="New version; published versions never change.")],
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="File to upload.",
+                                         show_default=False)],
     promote_latest: Annotated[bool, typer.Option(
         "--promote-latest", help="Make this version the latest once the upload completes.")]
         = False,
@@ -281,11 +342,12 @@ def push(
         _out(f"promoted {package} {version} to latest")
 
 
-@app.command()
+@app.command(cls=Command, short_help="Make an existing VERSION the latest of PACKAGE.")
 @_command
 def promote(
-    package: Annotated[str, typer.Argument(help="Package name.")],
-    version: Annotated[str, typer.Argument(help="Existing version to make the latest.")],
+    package: PackageArg,
+    version: Annotated[str, typer.Argument(
+        metavar="VERSION", help="Existing version to make the latest.")],
     config: ConfigOpt = None, registry: RegistryOpt = None,
 ) -> None:
     """Make an existing VERSION the latest of PACKAGE."""
@@ -294,15 +356,15 @@ def promote(
     _out(f"promoted {package} {version} to latest")
 
 
-@app.command()
+@app.command(cls=Command, short_help="Download a version of PACKAGE unless already current.")
 @_command
 def pull(
-    package: Annotated[str, typer.Argument(help="Package name.")],
+    package: PackageArg,
     version: VersionOpt = None,
     force: Annotated[bool, typer.Option(
         "--force", "-f", help="Download even when the local copy is current.")] = False,
     outfile: Annotated[Path | None, typer.Option(
-        "--outfile", "-o", show_default=False,
+        "--outfile", "-o", metavar="FILE", show_default=False,
         help="Save here instead of OUTDIR/localname.")] = None,
     outdir: Annotated[str | None, typer.Option(
         "--outdir", metavar="DIR", envvar="TYCHOREG_OUTDIR", show_default=False,
@@ -338,11 +400,13 @@ def _echo_pull(result: Any) -> None:
              f"({human_size(result.size)})")
 
 
-@app.command("pull-list")
+@app.command("pull-list", cls=Command,
+             short_help="Pull many packages at once; failures reported at the end.")
 @_command
 def pull_list(
     packages: Annotated[list[str] | None, typer.Argument(
-        help="Packages to pull: PKG (its latest) or PKG==VERSION.", show_default=False)] = None,
+        metavar="PACKAGE...", help="Packages to pull: PKG (its latest) or PKG==VERSION.",
+        show_default=False)] = None,
     from_file: Annotated[Path | None, typer.Option(
         "--from-file", metavar="FILE", show_default=False,
         help="Read more items from FILE, one a line ('#' starts a comment).")] = None,
@@ -378,10 +442,10 @@ def pull_list(
             _echo_pull(result)
 
 
-@app.command()
+@app.command(cls=Command, short_help="Re-check a stored version against its SHA-256 record.")
 @_command
 def verify(
-    package: Annotated[str, typer.Argument(help="Package name.")],
+    package: PackageArg,
     version: VersionOpt = None,
     repair: Annotated[bool, typer.Option(
         "--repair", help="Finish what an interrupted push left: record a version whose "
@@ -404,7 +468,7 @@ def verify(
              f"sha256 {result.sha256}; checked {result.checked})")
 
 
-@app.command("list")
+@app.command("list", cls=Command, short_help="Every package with its latest version.")
 @_command
 def list_(
     as_json: JsonOpt = False, config: ConfigOpt = None, registry: RegistryOpt = None,
@@ -420,10 +484,11 @@ def list_(
     _table(("PACKAGE", "LATEST", "LOCALNAME", "NOTE"), rows)
 
 
-@app.command("list-versions")
+@app.command("list-versions", cls=Command,
+             short_help="Every version of PACKAGE, oldest to newest.")
 @_command
 def list_versions(
-    package: Annotated[str, typer.Argument(help="Package name.")],
+    package: PackageArg,
     as_json: JsonOpt = False, config: ConfigOpt = None, registry: RegistryOpt = None,
 ) -> None:
     """Every version of PACKAGE, oldest to newest (natural order: 1.9 < 1.10)."""
@@ -436,11 +501,11 @@ def list_versions(
         _out(v.version)
 
 
-@app.command()
+@app.command(cls=Command, short_help="Say whether VERSION of PACKAGE exists (exit 0 or 1).")
 @_command
 def exists(
-    package: Annotated[str, typer.Argument(help="Package name.")],
-    version: Annotated[str, typer.Argument(help="Version.")],
+    package: PackageArg,
+    version: Annotated[str, typer.Argument(metavar="VERSION", help="Version.")],
     as_json: JsonOpt = False, config: ConfigOpt = None, registry: RegistryOpt = None,
 ) -> None:
     """Say whether VERSION of PACKAGE exists; exit 0 if it does, 1 if not."""
@@ -454,7 +519,7 @@ def exists(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(cls=Command, short_help="Where the registry is and which settings apply.")
 @_command
 def info(
     config: ConfigOpt = None, registry: RegistryOpt = None, as_json: JsonOpt = False,
@@ -528,20 +593,19 @@ def version_callback(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: Annotated[bool, typer.Option(
-        "--version", callback=version_callback, is_eager=True,
-        help="Print the version and exit.")] = False,
-    debug: Annotated[bool, typer.Option(
-        "--debug", envvar="TYCHOREG_DEBUG",
-        help="Log every request and retry (ours and botocore's) to stderr, secrets "
-             "redacted; show tracebacks of internal errors.")] = False,
+        "--version", "-V", callback=version_callback, is_eager=True,
+        help="Print tychoreg's version and exit. (After pull or verify, --version/-v "
+             "VERSION names a package version.)")] = False,
+    config: ConfigOpt = None, registry: RegistryOpt = None,
+    debug: DebugOpt = False,
 ) -> None:
-    global _debug
+    ctx.meta[_ROOT] = {name: value for name, value in (("config", config),
+                                                       ("registry", registry))
+                       if _given(ctx, name)}
     if debug:
-        from .logs import enable_debug
-
-        _debug = True
-        enable_debug()
+        _enable_debug()
 
 
 def main() -> None:

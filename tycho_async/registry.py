@@ -23,16 +23,11 @@ record in tycho.json saves every pull a request.
 from __future__ import annotations
 
 import contextlib
-import json
-import random
-import re
 import shutil
 import tempfile
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +37,6 @@ import anyio.to_thread
 from . import __version__
 from .errors import (
     AlreadyExists,
-    IncompleteVersion,
     MissingRegistry,
     NotFound,
     NothingToPull,
@@ -53,6 +47,26 @@ from .errors import (
     TychoError,
     UnsafeRemoteData,
     UsageError,
+)
+from .layout import (
+    LATEST,
+    PENDING,
+    RECORDS_KEY,
+    cut_short,
+    dump,
+    etag_sidecar,
+    is_current,
+    is_pending,
+    load_record,
+    mark,
+    meta_key,
+    now,
+    parse_meta,
+    parse_record,
+    pending_age,
+    record_key,
+    records_in,
+    version_key,
 )
 from .localfs import LocalFS, Target
 from .names import (
@@ -65,36 +79,16 @@ from .names import (
 )
 from .storage import ObjectInfo
 from .transfer import Engine, Expected
-from .transfer.engine import UploadResult, plain_md5
+from .transfer.engine import UploadResult
 from .transfer.groups import task_group
 
 META_ATTEMPTS = 20
-RECORDS_KEY = "tychoreg"
-LATEST = "latest"  # tycho-station's word for "the latest version", never a version name
-PENDING = "pending"
 # A pending record (a push under way) is taken over by a later push, or cleared by
 # verify --repair, once it is older than QUIET_SECONDS with no multipart upload of the
 # version in flight, or older than STALE_SECONDS whatever is in flight.
 QUIET_SECONDS = 60
 STALE_SECONDS = 600
 CLEANUP_SECONDS = 15  # the longest an interrupted push spends removing its pending record
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-def meta_key(package: str) -> str:
-    return f"{package}/tycho.json"
-
-
-def version_key(package: str, version: str) -> str:
-    return f"{package}/tycho_{version}.pkg"
-
-
-def record_key(package: str, version: str) -> str:
-    return f"{package}/tycho_{version}.meta.json"
-
-
-def etag_sidecar(path: Path) -> Path:
-    return path.with_name(path.name + ".etag")
 
 
 @dataclass(frozen=True)
@@ -166,102 +160,6 @@ class PullRequest:
         return f"{self.package}=={self.version}" if self.version else self.package
 
 
-def _parse_meta(package: str, data: bytes) -> dict[str, Any]:
-    try:
-        meta = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise UnsafeRemoteData(f"package {package!r}: tycho.json is not valid JSON") from None
-    if not isinstance(meta, dict):
-        raise UnsafeRemoteData(f"package {package!r}: tycho.json is not a JSON object")
-    latest = meta.get("latest")
-    if latest is not None and not isinstance(latest, str):
-        raise UnsafeRemoteData(f"package {package!r}: tycho.json 'latest' is not a string")
-    if "localname" in meta and not isinstance(meta["localname"], str):
-        raise UnsafeRemoteData(f"package {package!r}: tycho.json 'localname' is not a string")
-    return meta
-
-
-def _records_in(meta: dict[str, Any], *, create: bool = False) -> dict[str, Any]:
-    """tycho.json's copy of the checksum records: {"tychoreg": {"records": {VERSION: ...}}}.
-    A value of the wrong type reads as no records (and is replaced when writing)."""
-    section = meta.get(RECORDS_KEY)
-    if not isinstance(section, dict):
-        section = {}
-        if create:
-            meta[RECORDS_KEY] = section
-    records = section.get("records")
-    if not isinstance(records, dict):
-        records = {}
-        if create:
-            section["records"] = records
-    return records
-
-
-def _is_pending(record: object) -> bool:
-    return isinstance(record, dict) and record.get("state") == PENDING
-
-
-def _cut_short(package: str, version: str) -> IncompleteVersion:
-    return IncompleteVersion(
-        f"{package} {version}: its push was cut short after it started and the version "
-        f"is not trusted; run 'tychoreg verify {package} --version {version} --repair' "
-        "to complete or clear it")
-
-
-def _parse_record(package: str, version: str, record: object) -> Expected:
-    if _is_pending(record):
-        raise _cut_short(package, version)
-    sha256 = record.get("sha256") if isinstance(record, dict) else None
-    size = record.get("size") if isinstance(record, dict) else None
-    if not (isinstance(sha256, str) and _SHA256.fullmatch(sha256) and isinstance(size, int)
-            and not isinstance(size, bool)):
-        raise UnsafeRemoteData(f"{package} {version}: its checksum record is malformed")
-    return Expected(size, sha256=sha256)
-
-
-def _load_record(package: str, version: str, data: bytes) -> dict[str, Any]:
-    try:
-        record = json.loads(data)
-    except ValueError:
-        raise UnsafeRemoteData(f"{package} {version}: its checksum record is unreadable") \
-            from None
-    if not isinstance(record, dict):
-        raise UnsafeRemoteData(f"{package} {version}: its checksum record is malformed")
-    return record
-
-
-def _mark(meta: dict[str, Any]) -> None:
-    _records_in(meta, create=True)
-
-
-def _dump(data: dict[str, Any]) -> bytes:
-    return json.dumps(data, indent=2).encode("utf-8")
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _age(record: dict[str, Any]) -> float:
-    """Seconds since a pending record's push started (by the pusher's clock)."""
-    try:
-        started = datetime.fromisoformat(str(record.get("started_at")))
-    except ValueError:
-        return float("inf")
-    if started.tzinfo is None:
-        started = started.replace(tzinfo=timezone.utc)
-    return time.time() - started.timestamp()
-
-
-def _is_current(path: Path, info: ObjectInfo) -> bool:
-    """tycho-station's rule: the sidecar holds the remote ETag and the size matches."""
-    try:
-        return (etag_sidecar(path).read_text(encoding="utf-8") == info.etag
-                and path.stat().st_size == info.size)
-    except (OSError, UnicodeDecodeError):
-        return False
-
-
 class Registry:
     def __init__(self, engine: Engine, outdir: Path, *, missing_root_ok: bool = False,
                  fs: LocalFS | None = None) -> None:
@@ -290,7 +188,7 @@ class Registry:
         except NotFound:
             await self._require_root()
             raise NotFound(f"package {package!r} does not exist (no tycho.json)") from None
-        return _parse_meta(package, data), etag
+        return parse_meta(package, data), etag
 
     async def _read_meta_or_none(self, package: str) -> dict[str, Any] | None:
         try:
@@ -306,10 +204,10 @@ class Registry:
             meta, etag = await self.read_meta(package)
             change(meta)
             try:
-                await self.engine.put_bytes(meta_key(package), _dump(meta), if_match=etag)
+                await self.engine.put_bytes(meta_key(package), dump(meta), if_match=etag)
                 return meta
-            except (PreconditionFailed, NotFound):
-                await anyio.sleep(random.uniform(0, min(0.5, 0.01 * 2 ** attempt)))
+            except (PreconditionFailed, NotFound) as exc:
+                await self.engine.backoff(attempt, exc, base=0.01, cap=0.5)
         raise TransferError(f"package {package!r}: tycho.json kept changing under "
                             f"{META_ATTEMPTS} attempts to update it; try again")
 
@@ -329,7 +227,7 @@ class Registry:
     async def init(self, package: str, filename: str) -> None:
         check_package(package)
         check_localname_arg(filename)
-        if await self._create(meta_key(package), _dump({"localname": filename,
+        if await self._create(meta_key(package), dump({"localname": filename,
                                                         "latest": None})) is None:
             raise AlreadyExists(f"package {package!r} already exists")
 
@@ -357,7 +255,7 @@ class Registry:
         if pkg is None:
             await self._require_root()
             return "missing"
-        if record is not None and _is_pending(_load_record(package, version, record[0])):
+        if record is not None and is_pending(load_record(package, version, record[0])):
             return "pending"
         return "ok"
 
@@ -402,7 +300,7 @@ class Registry:
             if meta is not None and RECORDS_KEY not in meta:
                 # Mark the package as one tychoreg pushes to: a pull of any of its versions
                 # without a copy of the record then looks for the record object.
-                await self._update_meta(package, _mark)
+                await self._update_meta(package, mark)
             await self.engine.upload_file(path, version_key(package, version),
                                           label=f"{package} {version}", then=record)
         except BaseException as exc:
@@ -424,21 +322,21 @@ class Registry:
         rkey = record_key(package, version)
         pkg, old = await self._look(package, version)
         if pkg is not None:
-            if old is not None and _is_pending(_load_record(package, version, old[0])):
+            if old is not None and is_pending(load_record(package, version, old[0])):
                 raise AlreadyExists(
                     f"{package} {version} exists, but the push that uploaded it was cut "
                     f"short; run 'tychoreg verify {package} --version {version} --repair'")
             raise AlreadyExists(f"{package} {version} already exists; published versions "
                                 "are immutable, push a new version")
         push_id = uuid.uuid4().hex
-        pending = _dump({"state": PENDING, "tool": f"tychoreg {__version__}",
-                         "started_at": _now(), "localname": localname, "push_id": push_id})
+        pending = dump({"state": PENDING, "tool": f"tychoreg {__version__}",
+                         "started_at": now(), "localname": localname, "push_id": push_id})
         busy = AlreadyExists(f"{package} {version} is being pushed by another client right "
                              "now; published versions are immutable, push a new version")
         conditions: dict[str, Any] = {"if_none_match": True} if old is None else \
             {"if_match": old[1]}
         if old is not None and not await self._abandoned(
-                package, version, _load_record(package, version, old[0])):
+                package, version, load_record(package, version, old[0])):
             raise busy
         try:
             return await self.engine.put_bytes(rkey, pending, **conditions)
@@ -447,16 +345,16 @@ class Registry:
             # it carries our push id.
             with contextlib.suppress(NotFound, UnsafeRemoteData):
                 data, etag = await self.engine.get_bytes(rkey)
-                if _load_record(package, version, data).get("push_id") == push_id:
+                if load_record(package, version, data).get("push_id") == push_id:
                     return etag
             raise busy from None
 
     async def _abandoned(self, package: str, version: str, record: dict[str, Any]) -> bool:
         """Whether a record without its object belongs to a push that died."""
-        age = _age(record)
-        if age > STALE_SECONDS:
+        elapsed = pending_age(record)
+        if elapsed > STALE_SECONDS:
             return True
-        if age < QUIET_SECONDS:
+        if elapsed < QUIET_SECONDS:
             return False
         return not await self.engine.list_uploads(version_key(package, version))
 
@@ -482,12 +380,12 @@ class Registry:
         copy in tycho.json (creating tycho.json for a new package); True when tycho.json
         was created."""
         if record is None:
-            record = {"sha256": result.sha256, "size": result.size, "pushed_at": _now(),
+            record = {"sha256": result.sha256, "size": result.size, "pushed_at": now(),
                       "tool": f"tychoreg {__version__}", "localname": localname}
-            await self.engine.put_bytes(record_key(package, version), _dump(record))
+            await self.engine.put_bytes(record_key(package, version), dump(record))
 
         def publish(meta: dict[str, Any]) -> None:
-            _records_in(meta, create=True)[version] = record
+            records_in(meta, create=True)[version] = record
             if promote:
                 meta["latest"] = version
 
@@ -497,7 +395,7 @@ class Registry:
         except NotFound:
             fresh: dict[str, Any] = {"localname": localname, "latest": None}
             publish(fresh)
-            if await self._create(meta_key(package), _dump(fresh)) is not None:
+            if await self._create(meta_key(package), dump(fresh)) is not None:
                 return True
         await self._update_meta(package, publish)
         return False
@@ -509,7 +407,7 @@ class Registry:
         if state == "missing":
             raise NotFound(f"{package} {version} does not exist; nothing to promote")
         if state == "pending":
-            raise _cut_short(package, version)
+            raise cut_short(package, version)
 
         def set_latest(meta: dict[str, Any]) -> None:
             meta["latest"] = version
@@ -560,16 +458,16 @@ class Registry:
         A package whose tycho.json has no section of ours was never pushed to by tychoreg
         (a push marks it before it uploads), so a pull does not look for a record object
         there (one request a package saved); ``authoritative`` lookups (verify) always do."""
-        copy = _records_in(meta).get(version) if meta is not None else None
+        copy = records_in(meta).get(version) if meta is not None else None
         if copy is not None:
-            return _parse_record(package, version, copy)
+            return parse_record(package, version, copy)
         if meta is not None and RECORDS_KEY not in meta and not authoritative:
             return None
         try:
             data, _ = await self.engine.get_bytes(record_key(package, version))
         except NotFound:
             return None
-        return _parse_record(package, version, _load_record(package, version, data))
+        return parse_record(package, version, load_record(package, version, data))
 
     async def _version(self, request: PullRequest) -> tuple[str, dict[str, Any]]:
         """The version a request names (its latest when it names none) and tycho.json."""
@@ -604,7 +502,7 @@ class Registry:
         expected = await self._record(package, version, meta, authoritative=True)
         info, sha256 = await self._scratch_download(package, version, expected)
         checked = ("sha256" if expected else
-                   "size and md5" if plain_md5(info.etag) else "size")
+                   "size and md5" if info.md5 else "size")
         return VerifyResult(package, version, info.size, sha256, checked)
 
     async def _scratch_download(self, package: str, version: str,
@@ -621,15 +519,15 @@ class Registry:
                       meta: dict[str, Any] | None) -> VerifyResult:
         rkey = record_key(package, version)
         try:
-            record: dict[str, Any] | None = _load_record(
+            record: dict[str, Any] | None = load_record(
                 package, version, (await self.engine.get_bytes(rkey))[0])
         except NotFound:
             record = None
-        if record is None or not _is_pending(record):
+        if record is None or not is_pending(record):
             expected = await self._record(package, version, meta, authoritative=True)
             info, sha256 = await self._scratch_download(package, version, expected)
             repaired = None
-            if record is not None and (meta is None or version not in _records_in(meta)):
+            if record is not None and (meta is None or version not in records_in(meta)):
                 # a push cut short after its record: copy it where pulls look (and create
                 # tycho.json for a new package, named by the record's localname)
                 result = UploadResult(info.size, sha256, info.etag, 0)
@@ -637,7 +535,7 @@ class Registry:
                                     check_remote_localname(package, record.get("localname")),
                                     promote=False, record=record)
                 repaired = "restored the copy of its record in tycho.json"
-            checked = "sha256" if expected else "size and md5" if plain_md5(info.etag) \
+            checked = "sha256" if expected else "size and md5" if info.md5 \
                 else "size"
             return VerifyResult(package, version, info.size, sha256, checked, repaired)
         if not await self._abandoned(package, version, record):
@@ -653,7 +551,7 @@ class Registry:
         await self._publish(package, version, result,
                             check_remote_localname(package, localname), promote=False)
         return VerifyResult(package, version, info.size, sha256,
-                            "size and md5" if plain_md5(info.etag) else "size",
+                            "size and md5" if info.md5 else "size",
                             "completed a push that was cut short after its upload "
                             "(recorded the SHA-256 of the stored bytes)")
 
@@ -731,7 +629,7 @@ class Registry:
                 known = await self.engine.head(version_key(package, version))
                 if known is None:
                     raise NotFound(f"{package} {version} does not exist")
-                if _is_current(target.named, known):
+                if is_current(target.named, known):
                     await self._record(package, version, meta)  # never skip to a pending one
                     return PullResult(package, version, target.named, known.size,
                                       skipped=True)

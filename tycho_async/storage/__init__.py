@@ -8,6 +8,7 @@ for a missing object, PreconditionFailed for a lost conditional write, StoreErro
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -32,12 +33,28 @@ class Part:
         return self.offset + self.size
 
 
+_MD5_ETAG = re.compile(r'"?([0-9a-fA-F]{32})"?')
+
+
+def plain_md5(etag: str) -> str | None:
+    """The MD5 an ETag is, for objects written in one PUT; None for multipart ETags
+    ("...-N") and for stores whose ETags are not digests."""
+    match = _MD5_ETAG.fullmatch(etag)
+    return match.group(1).lower() if match else None
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     key: str
     size: int
     etag: str  # exactly as the backend reports it, quotes included
     modified: float | None = None  # seconds since the epoch, where the answer says
+
+    @property
+    def md5(self) -> str | None:
+        """What the ETag says of the bytes: their MD5 for a single-part upload, else
+        nothing (a fact about the store, not a registry rule)."""
+        return plain_md5(self.etag)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,6 @@ import hashlib
 import logging
 import os
 import random
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from typing import Any, Protocol, TypeVar
 import anyio
 import anyio.to_thread
 
-from ..errors import IntegrityError, PreconditionFailed, StoreError, TransferError
+from ..errors import IntegrityError, PreconditionFailed, StoreError, TransferError, TychoError
 from ..localfs import LocalFS
 from ..storage import ObjectInfo, PartReceipt, Store, UploadInfo
 from .budget import Budget, Lease
@@ -95,14 +94,6 @@ SHIELD_SECONDS = 120  # the longest a signal waits for a version's publication t
 CLEANUP_SECONDS = 15  # the longest an interrupted upload spends aborting itself
 MAX_IOV = 512  # chunks written by one pwritev (the system's limit is 1024)
 INLINE = 64 * 1024  # small objects up to this size are written without a thread hop
-_MD5_ETAG = re.compile(r'"?([0-9a-fA-F]{32})"?')
-
-
-def plain_md5(etag: str) -> str | None:
-    """The MD5 an ETag is, for objects written in one PUT; None for multipart ETags
-    ("...-N") and for stores whose ETags are not digests."""
-    match = _MD5_ETAG.fullmatch(etag)
-    return match.group(1).lower() if match else None
 
 
 class Engine:
@@ -125,10 +116,15 @@ class Engine:
 
     # -- one request: a budget slot, retries with backoff ---------------------------------
 
-    async def _backoff(self, attempt: int, error: StoreError) -> None:
+    async def backoff(self, attempt: int, error: TychoError, *, base: float | None = None,
+                      cap: float | None = None) -> None:
+        """The one retry policy: exponential backoff with full jitter, counted and logged
+        under --debug. ``base`` and ``cap`` for retries that are not the store's fault
+        (a conditional write that lost a race is retried at once, lightly)."""
         self.stats.retries += 1
-        cap = min(self.settings.backoff_max, self.settings.backoff_base * 2 ** attempt)
-        delay = random.uniform(0, cap)
+        limit = min(self.settings.backoff_max if cap is None else cap,
+                    (self.settings.backoff_base if base is None else base) * 2 ** attempt)
+        delay = random.uniform(0, limit)
         log.debug("retry %d in %.2f s after: %s", attempt + 1, delay, error.message)
         await self._sleep(delay)
 
@@ -144,7 +140,7 @@ class Engine:
             except StoreError as exc:
                 if not exc.transient or attempt + 1 == self.settings.max_attempts:
                     raise
-                await self._backoff(attempt, exc)
+                await self.backoff(attempt, exc)
         raise AssertionError("unreachable")
 
     async def head(self, key: str) -> ObjectInfo | None:
@@ -231,7 +227,7 @@ class Engine:
                 if attempts > 1:
                     info = await self.store.head(key)
                     if (info is not None and info.size == size
-                            and plain_md5(info.etag) == hashlib.md5(data).hexdigest()):
+                            and info.md5 == hashlib.md5(data).hexdigest()):
                         return info.etag
                 raise
 
@@ -243,7 +239,7 @@ class Engine:
             with anyio.CancelScope(shield=True), anyio.move_on_after(SHIELD_SECONDS):
                 info = await _quietly(self.store.head(key))
                 if (info is not None and info.size == size
-                        and plain_md5(info.etag) == hashlib.md5(data).hexdigest()):
+                        and info.md5 == hashlib.md5(data).hexdigest()):
                     await then(UploadResult(size, hasher.hexdigest(), info.etag, 1))
             raise
         with _shielded(f"upload of {key}"):
@@ -391,7 +387,7 @@ class Engine:
 
         def write(offset: int, chunks: list[bytes]) -> None:
             if offset == 0 and not md5:
-                md5.append(hashlib.md5() if plain_md5(fetch.known.etag) else None)
+                md5.append(hashlib.md5() if fetch.known.md5 else None)
             for data in chunks:
                 self.fs.write(fd, data, "write the download")
                 sha256.update(data)
@@ -406,7 +402,7 @@ class Engine:
             async with task_group() as tg:
                 tg.start_soon(learned.run)
                 await self._first(fetch, open_stream, plain=True)
-            digest = md5[0] if md5 else (hashlib.md5() if plain_md5(fetch.known.etag) else None)
+            digest = md5[0] if md5 else (hashlib.md5() if fetch.known.md5 else None)
             _check(fetch.known, learned.value, sha256.hexdigest(),
                    digest.hexdigest() if digest else None)
         except BaseException:
@@ -693,14 +689,14 @@ class _Learned:
 
 def _needs_md5(info: ObjectInfo, want: Expected | None) -> bool:
     """One check is enough: the SHA-256 record when there is one, else a plain-MD5 ETag."""
-    return not (want is not None and want.sha256) and plain_md5(info.etag) is not None
+    return not (want is not None and want.sha256) and info.md5 is not None
 
 
 def _check(info: ObjectInfo, want: Expected | None, sha256: str, md5: str | None) -> None:
     """Refuse bytes that are not what was pushed: by the record when there is one, else
     (a version pushed by tycho-station) by size and, for a plain-MD5 ETag, by MD5."""
     if want is None:
-        want = Expected(info.size, md5=plain_md5(info.etag))
+        want = Expected(info.size, md5=info.md5)
     if info.size != want.size:
         raise IntegrityError(f"{info.key}: the object is {info.size} bytes, "
                              f"{want.size} were pushed")

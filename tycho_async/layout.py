@@ -1,0 +1,138 @@
+"""The tycho-station format, shared with it: object keys, tycho.json (read, written, the
+copy of our records under its ``tychoreg`` key), the record states of a push, the
+``.etag`` sidecar rule, and what a record says the bytes must be.
+
+tycho-station lists versions as the keys under ``PKG/tycho_`` ending in ``.pkg``, writes
+tycho.json with ``indent=2`` and keeps the keys it does not know; everything here keeps
+to that, so old and new clients share one bucket and one download folder.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .errors import IncompleteVersion, UnsafeRemoteData
+from .storage import ObjectInfo
+from .transfer.engine import Expected
+
+RECORDS_KEY = "tychoreg"
+LATEST = "latest"  # tycho-station's word for "the latest version", never a version name
+PENDING = "pending"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def meta_key(package: str) -> str:
+    return f"{package}/tycho.json"
+
+
+def version_key(package: str, version: str) -> str:
+    return f"{package}/tycho_{version}.pkg"
+
+
+def record_key(package: str, version: str) -> str:
+    return f"{package}/tycho_{version}.meta.json"
+
+
+def etag_sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".etag")
+
+
+def parse_meta(package: str, data: bytes) -> dict[str, Any]:
+    try:
+        meta = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UnsafeRemoteData(f"package {package!r}: tycho.json is not valid JSON") from None
+    if not isinstance(meta, dict):
+        raise UnsafeRemoteData(f"package {package!r}: tycho.json is not a JSON object")
+    latest = meta.get("latest")
+    if latest is not None and not isinstance(latest, str):
+        raise UnsafeRemoteData(f"package {package!r}: tycho.json 'latest' is not a string")
+    if "localname" in meta and not isinstance(meta["localname"], str):
+        raise UnsafeRemoteData(f"package {package!r}: tycho.json 'localname' is not a string")
+    return meta
+
+
+def records_in(meta: dict[str, Any], *, create: bool = False) -> dict[str, Any]:
+    """tycho.json's copy of the checksum records: {"tychoreg": {"records": {VERSION: ...}}}.
+    A value of the wrong type reads as no records (and is replaced when writing)."""
+    section = meta.get(RECORDS_KEY)
+    if not isinstance(section, dict):
+        section = {}
+        if create:
+            meta[RECORDS_KEY] = section
+    records = section.get("records")
+    if not isinstance(records, dict):
+        records = {}
+        if create:
+            section["records"] = records
+    return records
+
+
+def is_pending(record: object) -> bool:
+    return isinstance(record, dict) and record.get("state") == PENDING
+
+
+def cut_short(package: str, version: str) -> IncompleteVersion:
+    return IncompleteVersion(
+        f"{package} {version}: its push was cut short after it started and the version "
+        f"is not trusted; run 'tychoreg verify {package} --version {version} --repair' "
+        "to complete or clear it")
+
+
+def parse_record(package: str, version: str, record: object) -> Expected:
+    if is_pending(record):
+        raise cut_short(package, version)
+    sha256 = record.get("sha256") if isinstance(record, dict) else None
+    size = record.get("size") if isinstance(record, dict) else None
+    if not (isinstance(sha256, str) and _SHA256.fullmatch(sha256) and isinstance(size, int)
+            and not isinstance(size, bool)):
+        raise UnsafeRemoteData(f"{package} {version}: its checksum record is malformed")
+    return Expected(size, sha256=sha256)
+
+
+def load_record(package: str, version: str, data: bytes) -> dict[str, Any]:
+    try:
+        record = json.loads(data)
+    except ValueError:
+        raise UnsafeRemoteData(f"{package} {version}: its checksum record is unreadable") \
+            from None
+    if not isinstance(record, dict):
+        raise UnsafeRemoteData(f"{package} {version}: its checksum record is malformed")
+    return record
+
+
+def mark(meta: dict[str, Any]) -> None:
+    records_in(meta, create=True)
+
+
+def dump(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, indent=2).encode("utf-8")
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def pending_age(record: dict[str, Any]) -> float:
+    """Seconds since a pending record's push started (by the pusher's clock)."""
+    try:
+        started = datetime.fromisoformat(str(record.get("started_at")))
+    except ValueError:
+        return float("inf")
+    if started.tzinfo is None:
+        started = started.replace(tzinfo=timezone.utc)
+    return time.time() - started.timestamp()
+
+
+def is_current(path: Path, info: ObjectInfo) -> bool:
+    """tycho-station's rule: the sidecar holds the remote ETag and the size matches."""
+    try:
+        return (etag_sidecar(path).read_text(encoding="utf-8") == info.etag
+                and path.stat().st_size == info.size)
+    except (OSError, UnicodeDecodeError):
+        return False
