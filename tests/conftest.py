@@ -21,7 +21,7 @@ os.environ["S3_UPLOAD_PART_MIN_SIZE"] = "1"
 import boto3
 import pytest
 from moto.server import ThreadedMotoServer
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from tycho_async.cli import app
 
@@ -121,7 +121,7 @@ class Registry:
     workdir: Path
     runner: CliRunner
 
-    def cli(self, *args: str) -> Any:
+    def cli(self, *args: str) -> Result:
         return self.runner.invoke(app, list(args), catch_exceptions=False)
 
     # raw access, as another client (or tycho-station) would see the store

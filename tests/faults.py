@@ -27,7 +27,7 @@ class FaultyStore:
         self.slow = slow  # the methods that get the delay; None: all
         self.faults: dict[str, list[Any]] = defaultdict(list)
         self.calls: dict[str, int] = defaultdict(int)
-        self.ranges: list[tuple[int, int]] = []
+        self.ranges: list[tuple[int, int | None]] = []
         self.in_flight = 0
         self.peak = 0
 
@@ -53,7 +53,7 @@ class FaultyStore:
             self.in_flight -= 1
 
     @property
-    def creates_root(self) -> bool:  # type: ignore[override]
+    def creates_root(self) -> bool:
         return self.inner.creates_root
 
     @property

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from tycho_async.cli import app
 from tycho_async.config import load_settings, parse_size, resolve_env
@@ -17,7 +17,7 @@ from tycho_async.errors import ConfigError
 from .conftest import REGION, Registry, make_bucket, write_file
 
 
-def _cli(*args: str) -> object:
+def _cli(*args: str) -> Result:
     return CliRunner().invoke(app, list(args), catch_exceptions=False)
 
 

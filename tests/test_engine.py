@@ -8,6 +8,7 @@ import itertools
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import pytest
@@ -29,6 +30,9 @@ from tycho_async.transfer.plan import (
 
 from .conftest import CREDS, REGION, make_bucket, s3_client, write_file
 from .faults import FaultyStore
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 pytestmark = pytest.mark.anyio
 PART = 64 * 1024
@@ -407,8 +411,12 @@ async def test_a_small_object_is_written_once_and_refetched_whole_when_cut(
         engine = Engine(store, SMALL)
         writes: list[int] = []
         real = engine.fs.sys_pwrite
-        engine.fs.sys_pwrite = lambda fd, data, offset: writes.append(len(data)) or real(
-            fd, data, offset)
+
+        def counting_pwrite(fd: int, data: ReadableBuffer, offset: int) -> int:
+            writes.append(len(memoryview(data)))
+            return real(fd, data, offset)
+
+        engine.fs.sys_pwrite = counting_pwrite
         info, sha = await engine.download("k", out / "dst.bin", label="k")
         assert (out / "dst.bin").read_bytes() == blob and info.size == size
         assert sha == hashlib.sha256(blob).hexdigest()

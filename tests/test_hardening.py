@@ -14,6 +14,7 @@ import stat
 import subprocess
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import pytest
@@ -28,6 +29,9 @@ from .conftest import Registry, make_bucket, s3_client, write_file
 from .faults import FaultyStore
 from .test_engine import SMALL, opened
 from .test_subprocess import TYCHOREG, _env, _wait_for
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer, SupportsLenAndGetItem
 
 MiB = 1024 * 1024
 
@@ -382,9 +386,16 @@ def test_info_probe_says_conditional_writes_are_honoured(registry: Registry) -> 
 def short_writes() -> LocalFS:
     """A disk that takes at most 1000 bytes a write, as pwrite may."""
     fs = LocalFS()
-    fs.sys_pwrite = lambda fd, data, offset: os.pwrite(fd, memoryview(data)[:1000], offset)
-    fs.sys_pwritev = lambda fd, chunks, offset: os.pwrite(fd, memoryview(chunks[0])[:1000],
-                                                          offset)
+
+    def short_pwrite(fd: int, data: ReadableBuffer, offset: int) -> int:
+        return os.pwrite(fd, memoryview(data)[:1000], offset)
+
+    def short_pwritev(fd: int, chunks: SupportsLenAndGetItem[ReadableBuffer], offset: int,
+                      flags: int = 0) -> int:
+        return os.pwrite(fd, memoryview(chunks[0])[:1000], offset)
+
+    fs.sys_pwrite = short_pwrite
+    fs.sys_pwritev = short_pwritev
     return fs
 
 
@@ -395,9 +406,16 @@ def failing_disk(*, write: bool = False, read: bool = False) -> LocalFS:
     def no_read(fd: int, size: int, offset: int) -> bytes:
         raise OSError(errno.EIO, os.strerror(errno.EIO))
 
+    def no_pwrite(fd: int, data: ReadableBuffer, offset: int) -> int:
+        return 0
+
+    def no_pwritev(fd: int, chunks: SupportsLenAndGetItem[ReadableBuffer], offset: int,
+                   flags: int = 0) -> int:
+        return 0
+
     if write:
-        fs.sys_pwrite = lambda fd, data, offset: 0
-        fs.sys_pwritev = lambda fd, chunks, offset: 0
+        fs.sys_pwrite = no_pwrite
+        fs.sys_pwritev = no_pwritev
     if read:
         fs.sys_pread = no_read
     return fs

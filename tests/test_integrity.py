@@ -8,7 +8,9 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -108,8 +110,10 @@ async def test_concurrent_promotes_lose_no_update(race_registry: Registry,
         for version in versions:
             await reg.push("pkg", version, tmp_path / "f.bin", promote=False)
 
-        def add_key(i: int) -> object:
-            return lambda meta: meta.__setitem__(f"k{i}", i)
+        def add_key(i: int) -> Callable[[dict[str, Any]], None]:
+            def change(meta: dict[str, Any]) -> None:
+                meta[f"k{i}"] = i
+            return change
 
         async with anyio.create_task_group() as tg:
             for i, version in enumerate(versions):

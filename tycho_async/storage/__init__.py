@@ -80,7 +80,11 @@ class RangeBody:
 
 
 class Store(Protocol):
-    creates_root: bool  # a local directory appears on the first write; a bucket does not
+    @property
+    def creates_root(self) -> bool:
+        """Whether a first write creates the registry itself: a local directory appears,
+        a bucket does not."""
+        ...
 
     @property
     def location(self) -> str:
