@@ -14,8 +14,7 @@ Errors are ``TychoError`` and its subclasses, each with an ``exit_code``.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .errors import (
     AlreadyExists,
@@ -31,6 +30,7 @@ from .errors import (
     TychoError,
     UsageError,
 )
+from .lazy import lazy_names
 
 if TYPE_CHECKING:
     from .api import AsyncRegistry, Client, open_registry
@@ -48,8 +48,4 @@ __all__ = ["AlreadyExists", "AsyncRegistry", "Client", "ConfigError", "Incomplet
            "TychoError", "UsageError", "VerifyResult", "VersionInfo", "__version__",
            "open_registry"]
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+__getattr__ = lazy_names(__name__, _LAZY)

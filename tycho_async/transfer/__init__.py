@@ -7,8 +7,9 @@ its limits) does not load the engine: ``tychoreg --help`` stays fast.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_names
 
 if TYPE_CHECKING:
     from .budget import Budget, BudgetStatistics
@@ -33,8 +34,4 @@ __all__ = ["Budget", "BudgetStatistics", "Engine", "EngineStatistics", "Expected
            "NoProgress", "Part", "ProgressSink", "TaskProgress", "TransferSettings",
            "plan_parts"]
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+__getattr__ = lazy_names(__name__, _WHERE)
