@@ -160,6 +160,11 @@ class PullRequest:
         return f"{self.package}=={self.version}" if self.version else self.package
 
 
+def _checked(expected: Expected | None, info: ObjectInfo) -> str:
+    """What verify checked the bytes against: the record, else size and MD5 (or size)."""
+    return "sha256" if expected else "size and md5" if info.md5 else "size"
+
+
 class Registry:
     def __init__(self, engine: Engine, outdir: Path, *, missing_root_ok: bool = False,
                  fs: LocalFS | None = None) -> None:
@@ -501,9 +506,7 @@ class Registry:
             return await self._repair(package, version, meta)
         expected = await self._record(package, version, meta, authoritative=True)
         info, sha256 = await self._scratch_download(package, version, expected)
-        checked = ("sha256" if expected else
-                   "size and md5" if info.md5 else "size")
-        return VerifyResult(package, version, info.size, sha256, checked)
+        return VerifyResult(package, version, info.size, sha256, _checked(expected, info))
 
     async def _scratch_download(self, package: str, version: str,
                                 expected: Expected | None) -> tuple[ObjectInfo, str]:
@@ -518,16 +521,15 @@ class Registry:
     async def _repair(self, package: str, version: str,
                       meta: dict[str, Any] | None) -> VerifyResult:
         rkey = record_key(package, version)
-        try:
-            record: dict[str, Any] | None = load_record(
-                package, version, (await self.engine.get_bytes(rkey))[0])
-        except NotFound:
-            record = None
+        pkg, found = await self._look(package, version)  # one round trip for both
+        record = load_record(package, version, found[0]) if found is not None else None
         if record is None or not is_pending(record):
-            expected = await self._record(package, version, meta, authoritative=True)
+            copy = records_in(meta).get(version) if meta is not None else None
+            source = copy if copy is not None else record  # what verify would read
+            expected = parse_record(package, version, source) if source is not None else None
             info, sha256 = await self._scratch_download(package, version, expected)
             repaired = None
-            if record is not None and (meta is None or version not in records_in(meta)):
+            if record is not None and copy is None:
                 # a push cut short after its record: copy it where pulls look (and create
                 # tycho.json for a new package, named by the record's localname)
                 result = UploadResult(info.size, sha256, info.etag, 0)
@@ -535,13 +537,12 @@ class Registry:
                                     check_remote_localname(package, record.get("localname")),
                                     promote=False, record=record)
                 repaired = "restored the copy of its record in tycho.json"
-            checked = "sha256" if expected else "size and md5" if info.md5 \
-                else "size"
-            return VerifyResult(package, version, info.size, sha256, checked, repaired)
+            return VerifyResult(package, version, info.size, sha256,
+                                _checked(expected, info), repaired)
         if not await self._abandoned(package, version, record):
             raise AlreadyExists(f"{package} {version} is being pushed right now (started "
                                 f"{record.get('started_at')}); try again later")
-        if await self.engine.head(version_key(package, version)) is None:
+        if pkg is None:
             await self.engine.delete(rkey)
             raise NotFound(f"{package} {version} does not exist: cleared the record of a "
                            "push that was cut short before its upload finished")
@@ -550,8 +551,7 @@ class Registry:
         result = UploadResult(info.size, sha256, info.etag, 0)
         await self._publish(package, version, result,
                             check_remote_localname(package, localname), promote=False)
-        return VerifyResult(package, version, info.size, sha256,
-                            "size and md5" if info.md5 else "size",
+        return VerifyResult(package, version, info.size, sha256, _checked(None, info),
                             "completed a push that was cut short after its upload "
                             "(recorded the SHA-256 of the stored bytes)")
 
