@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import socket
 import stat
 import zlib
@@ -19,6 +20,7 @@ from .errors import TransferError, UsageError
 
 TEMP_MARK = ".tychoreg-"
 TEMP_SUFFIX = ".part"
+_OLD_PREFIX = ".{}.old-"  # a replaced directory package, until removed
 # Which machine a temp file's process id belongs to: a short tag of the host name.
 _HOST = f"h{zlib.crc32(socket.gethostname().encode()):08x}"
 
@@ -250,7 +252,11 @@ class LocalFS:
             # Another machine's (or container's) temp file: its process ids are not ours
             # to judge, in a folder shared over NFS or a CI cache volume.
             if host == _HOST and pid_text.isdigit() and not _pid_alive(int(pid_text)):
-                self.unlink(Path(entry.path))
+                if entry.is_dir(follow_symlinks=False):  # a directory package's extraction
+                    with contextlib.suppress(TransferError):
+                        self.remove_tree(Path(entry.path))
+                else:
+                    self.unlink(Path(entry.path))
 
     # -- destinations ---------------------------------------------------------------------
 
@@ -287,6 +293,90 @@ class LocalFS:
         raise UsageError(f"{named} is {what}; pull writes regular files, FIFOs and "
                          "character devices only")
 
+    # -- directory packages ---------------------------------------------------------------
+
+    def create_temp_dir(self, dest: Path) -> Path:
+        """A new empty directory beside ``dest`` to extract into, named as temp files are,
+        so the same sweep removes it once its process is gone."""
+        self.sweep_stale(dest.parent)
+        temp = dest.with_name(f".{dest.name}{TEMP_MARK}{_HOST}-{os.getpid()}-"
+                              f"{os.urandom(4).hex()}{TEMP_SUFFIX}")
+        try:
+            os.mkdir(temp)
+        except OSError as exc:
+            raise failure(exc, f"write to {dest.parent}") from exc
+        return temp
+
+    def replace_dir(self, temp: Path, dest: Path) -> None:
+        """Install ``temp`` as ``dest``: the old directory renamed aside, the new one
+        renamed into place, the old one removed. A crash between the two renames leaves
+        ``.NAME.old-*``, which :meth:`recover_dir` puts back."""
+        old = dest.with_name(f"{_OLD_PREFIX.format(dest.name)}{_HOST}-{os.getpid()}-"
+                             f"{os.urandom(4).hex()}")
+        try:
+            os.rename(dest, old)
+            moved = True
+        except FileNotFoundError:
+            moved = False
+        except OSError as exc:
+            raise failure(exc, f"replace {dest}") from exc
+        try:
+            os.rename(temp, dest)
+        except OSError as exc:
+            if moved:
+                with contextlib.suppress(OSError):
+                    os.rename(old, dest)
+            raise failure(exc, f"replace {dest}") from exc
+        if moved:
+            self.remove_tree(old)
+
+    def recover_dir(self, dest: Path) -> None:
+        """Finish what a crash in :meth:`replace_dir` left: with ``dest`` missing, the
+        newest ``.NAME.old-*`` goes back in its place; the others are removed. A live
+        process's (on this host) are in use and left alone."""
+        prefix = _OLD_PREFIX.format(dest.name)
+        try:
+            names = [name for name in os.listdir(dest.parent) if name.startswith(prefix)]
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise failure(exc, f"read {dest.parent}") from exc
+        olds: list[tuple[int, Path]] = []
+        for name in names:
+            host, _, pid_text = name[len(prefix):].partition("-")
+            pid_text = pid_text.partition("-")[0]
+            if host == _HOST and pid_text.isdigit() and _pid_alive(int(pid_text)):
+                continue
+            path = dest.parent / name
+            with contextlib.suppress(OSError):  # the rename bumps ctime, not mtime
+                olds.append((os.lstat(path).st_ctime_ns, path))
+        olds.sort()
+        if olds and not os.path.lexists(dest):
+            try:
+                os.rename(olds.pop()[1], dest)
+            except OSError as exc:
+                raise failure(exc, f"restore {dest}") from exc
+        for _, path in olds:
+            self.remove_tree(path)
+
+    def remove_tree(self, path: Path) -> None:
+        """Remove a directory and everything in it (a file or symlink: just that), if it
+        exists. Read-only directories in it (a Go module cache) are made writable first,
+        never following a symlink."""
+        try:
+            if not stat.S_ISDIR(os.lstat(path).st_mode):
+                os.unlink(path)
+                return
+            try:
+                shutil.rmtree(path)
+            except PermissionError:
+                _make_dirs_writable(path)
+                shutil.rmtree(path)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise failure(exc, f"remove {path}") from exc
+
 
 def _pid_alive(pid: int) -> bool:
     try:
@@ -296,3 +386,13 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _make_dirs_writable(root: Path) -> None:
+    os.chmod(root, 0o700)
+    for parent, dirs, _ in os.walk(root):
+        for name in dirs:
+            path = os.path.join(parent, name)
+            if not os.path.islink(path):
+                with contextlib.suppress(OSError):
+                    os.chmod(path, 0o700)

@@ -1,0 +1,265 @@
+"""The import rules of the design, checked over the source with ``ast`` (nothing is
+imported, so a lazy or TYPE_CHECKING-only import counts as much as any other):
+
+- storage is at the bottom: it imports nothing of config, transfer, the registry, the API,
+  the CLI, the package format or the progress display;
+- the registry uses the engine's public names only, and never a concrete store;
+- transfer imports nothing of the registry, the API, the CLI, config or the display;
+- only the CLI imports typer; rich only in the CLI and the progress display
+  (``progress.py``, which loads ``bars.py`` on a terminal).
+
+Each rule is also fed a forbidden import, so that none of them can pass vacuously.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "tycho_async"
+ROOT = "tycho_async"
+
+STORAGE = f"{ROOT}.storage"
+TRANSFER = f"{ROOT}.transfer"
+REGISTRY = f"{ROOT}.registry"
+NOT_BELOW_STORAGE = tuple(f"{ROOT}.{name}" for name in (
+    "config", "transfer", "registry", "api", "cli", "layout", "archive", "progress", "bars"))
+NOT_BELOW_TRANSFER = tuple(f"{ROOT}.{name}" for name in (
+    "registry", "api", "cli", "config", "progress", "bars"))
+CONCRETE_STORES = (f"{STORAGE}.s3", f"{STORAGE}.s3lean", f"{STORAGE}.local")
+UI_LIBRARIES = {
+    "typer": (f"{ROOT}.cli",),
+    "click": (f"{ROOT}.cli",),
+    "rich": (f"{ROOT}.cli", f"{ROOT}.progress", f"{ROOT}.bars"),
+}
+
+
+@dataclass(frozen=True)
+class Import:
+    """One imported thing: ``module`` (resolved to an absolute name) and, for ``from M
+    import N``, the ``name`` (a submodule or an attribute: the source cannot tell)."""
+
+    module: str
+    name: str | None
+    line: int
+    asname: str | None = None
+
+    @property
+    def binds(self) -> tuple[str, str]:
+        """The local name the import binds and the dotted name it stands for."""
+        if self.name is not None:
+            return self.asname or self.name, f"{self.module}.{self.name}"
+        if self.asname is not None:
+            return self.asname, self.module
+        head = self.module.partition(".")[0]
+        return head, head
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """What the import may load: the module, and ``module.name`` in case that is one."""
+        if self.name is None:
+            return (self.module,)
+        return (self.module, f"{self.module}.{self.name}")
+
+
+def within(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == prefix or name.startswith(prefix + ".") for prefix in prefixes)
+
+
+def imports_of(tree: ast.AST, module: str, *, is_package: bool = False) -> list[Import]:
+    """Every import in the tree, anywhere in it (functions, TYPE_CHECKING blocks)."""
+    package = module if is_package else module.rpartition(".")[0]
+    found: list[Import] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.extend(Import(alias.name, None, node.lineno, alias.asname)
+                         for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")
+                if node.level - 1 >= len(parts):
+                    raise ValueError(f"{module}:{node.lineno}: relative import beyond the top")
+                base = ".".join(parts[: len(parts) - (node.level - 1)])
+                source = f"{base}.{node.module}" if node.module else base
+            else:
+                source = node.module or ""
+            found.extend(Import(source, alias.name, node.lineno, alias.asname)
+                         for alias in node.names)
+    return found
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def _dotted(node: ast.expr) -> list[str] | None:
+    """``a.b.c`` as ["a", "b", "c"]; None for anything but names and attributes."""
+    if isinstance(node, ast.Name):
+        return [node.id]
+    if isinstance(node, ast.Attribute):
+        head = _dotted(node.value)
+        return None if head is None else [*head, node.attr]
+    return None
+
+
+def _private_uses(tree: ast.AST, imports: list[Import], within_: tuple[str, ...]
+                  ) -> list[tuple[int, str]]:
+    """Private attributes reached through an imported name of ``within_``
+    (``engine._check`` after ``from .transfer import engine``)."""
+    bindings = dict(imp.binds for imp in imports)
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and _private(node.attr):
+            chain = _dotted(node.value)
+            if chain and chain[0] in bindings:
+                full = ".".join([bindings[chain[0]], *chain[1:]])
+                if within(full, within_):
+                    found.append((node.lineno, f"{full}.{node.attr}"))
+    return found
+
+
+def problems(source: str, module: str, *, is_package: bool = False) -> list[str]:
+    """What ``source``, the text of ``module``, breaks of the rules (empty: nothing)."""
+    tree = ast.parse(source)
+    imports = imports_of(tree, module, is_package=is_package)
+    found: list[str] = []
+
+    def say(imp: Import, why: str) -> None:
+        what = imp.module + (f" import {imp.name}" if imp.name else "")
+        found.append(f"{module}:{imp.line}: {what}: {why}")
+
+    for imp in imports:
+        targets = imp.targets
+        if within(module, (STORAGE,)) and any(within(t, NOT_BELOW_STORAGE) for t in targets):
+            say(imp, "storage imports nothing above it")
+        if within(module, (TRANSFER,)) and any(within(t, NOT_BELOW_TRANSFER) for t in targets):
+            say(imp, "transfer imports nothing of the registry, API, CLI, config or display")
+        if module == REGISTRY:
+            if within(imp.module, (TRANSFER,)) and (
+                    (imp.name is not None and _private(imp.name))
+                    or any(_private(part) for part in imp.module.split("."))):
+                say(imp, "the registry uses the engine's public names only")
+            if any(within(t, CONCRETE_STORES) for t in targets):
+                say(imp, "the registry never imports a concrete store")
+        top = imp.module.partition(".")[0]
+        if top in UI_LIBRARIES and module not in UI_LIBRARIES[top]:
+            say(imp, f"only {', '.join(UI_LIBRARIES[top])} may import {top}")
+    if module == REGISTRY:
+        for line, name in _private_uses(tree, imports, (TRANSFER,)):
+            found.append(f"{module}:{line}: {name}: the registry uses the engine's public "
+                         "names only")
+    return found
+
+
+def _modules() -> list[tuple[str, Path, bool]]:
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        is_package = parts[-1] == "__init__"
+        found.append((".".join(parts[:-1] if is_package else parts), path, is_package))
+    return found
+
+
+MODULES = _modules()
+
+
+@pytest.mark.parametrize(("module", "path", "is_package"), MODULES,
+                         ids=[module for module, _, _ in MODULES])
+def test_module_keeps_the_import_rules(module: str, path: Path, is_package: bool) -> None:
+    assert problems(path.read_text(encoding="utf-8"), module, is_package=is_package) == []
+
+
+def test_the_rules_see_the_modules_they_guard() -> None:
+    """Not vacuous: the modules the rules name exist, and resolution finds real edges."""
+    names = {module for module, _, _ in MODULES}
+    assert {STORAGE, f"{STORAGE}.s3", f"{STORAGE}.local", TRANSFER, f"{TRANSFER}.engine",
+            REGISTRY, f"{ROOT}.cli", f"{ROOT}.progress", f"{ROOT}.bars"} <= names
+    edges = {
+        module: {t for imp in imports_of(ast.parse(path.read_text(encoding="utf-8")), module,
+                                         is_package=is_package) for t in imp.targets}
+        for module, path, is_package in MODULES
+    }
+    assert f"{ROOT}.errors" in edges[f"{STORAGE}.s3"]
+    assert f"{STORAGE}.s3" in edges[STORAGE]  # the lazy import in open_store
+    assert f"{STORAGE}.ObjectInfo" in edges[f"{TRANSFER}.engine"]
+    assert TRANSFER in edges[REGISTRY]
+    assert "typer" in edges[f"{ROOT}.cli"]
+
+
+FORBIDDEN = [
+    # (a) storage at the bottom, relative imports resolved, TYPE_CHECKING included
+    ("tycho_async.storage.s3", False, "from ..config import Settings"),
+    ("tycho_async.storage.s3", False,
+     "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..config import Settings"),
+    ("tycho_async.storage", True, "from ..transfer.plan import TransferSettings"),
+    ("tycho_async.storage", True, "def f():\n    from ..transfer import Engine"),
+    ("tycho_async.storage.local", False, "import tycho_async.registry"),
+    ("tycho_async.storage.local", False, "from .. import api"),
+    ("tycho_async.storage.s3", False, "from tycho_async import cli"),
+    ("tycho_async.storage.s3", False, "from tycho_async.transfer import engine"),
+    # (b) the registry: no private name of the engine, no concrete store
+    ("tycho_async.registry", False, "from .transfer.engine import _check"),
+    ("tycho_async.registry", False, "from .transfer import _plain"),
+    ("tycho_async.registry", False, "from .transfer import engine\nengine._check(1)"),
+    ("tycho_async.registry", False, "import tycho_async.transfer.engine as e\ne._retry()"),
+    ("tycho_async.registry", False, "import tycho_async.transfer\ntycho_async.transfer.x._y"),
+    ("tycho_async.registry", False, "from .transfer import Engine\nEngine._budget"),
+    ("tycho_async.registry", False, "from .transfer._internal import helper"),
+    ("tycho_async.registry", False, "from .storage.s3 import S3Store"),
+    ("tycho_async.registry", False, "from .storage import local"),
+    ("tycho_async.registry", False, "import tycho_async.storage.s3"),
+    ("tycho_async.registry", False, "from .storage.s3lean import LeanS3"),
+    # (c) transfer below the registry, API, CLI and config
+    ("tycho_async.transfer.engine", False, "from ..registry import Registry"),
+    ("tycho_async.transfer.engine", False, "from ..config import Settings"),
+    ("tycho_async.transfer", True, "from .. import cli"),
+    ("tycho_async.transfer.plan", False, "from tycho_async.api import Client"),
+    ("tycho_async.transfer.engine", False, "from ..progress import Bars"),
+    # (d) typer in the CLI only, rich in the CLI and the progress display only
+    ("tycho_async.registry", False, "import typer"),
+    ("tycho_async.api", False, "from rich.console import Console"),
+    ("tycho_async.progress", False, "import typer"),
+    ("tycho_async.bars", False, "from typer import Exit"),
+    ("tycho_async.transfer.engine", False, "def f():\n    import rich.progress"),
+]
+
+
+@pytest.mark.parametrize(("module", "is_package", "source"), FORBIDDEN)
+def test_a_forbidden_import_is_caught(module: str, is_package: bool, source: str) -> None:
+    assert problems(source, module, is_package=is_package), source
+
+
+ALLOWED = [
+    ("tycho_async.storage.s3", False,
+     "from ..errors import StoreError\nfrom . import ObjectInfo\nfrom .s3lean import LeanS3"),
+    ("tycho_async.storage", True, "from .s3 import S3Store\nfrom ..errors import NotFound"),
+    ("tycho_async.registry", False,
+     "from . import __version__\nfrom .transfer import Engine\n"
+     "from .transfer.engine import ExpectedSource\nfrom .storage import ObjectInfo\n"
+     "from .transfer import engine\nengine.Engine.__name__"),
+    ("tycho_async.transfer.engine", False,
+     "from ..storage import Store\nfrom ..errors import TychoError\nfrom .plan import _x"),
+    ("tycho_async.cli", False, "import typer\nfrom rich.table import Table"),
+    ("tycho_async.bars", False, "from rich.console import Console"),
+    ("tycho_async.progress", False, "def f():\n    from rich.console import Console"),
+]
+
+
+@pytest.mark.parametrize(("module", "is_package", "source"), ALLOWED)
+def test_an_allowed_import_passes(module: str, is_package: bool, source: str) -> None:
+    assert problems(source, module, is_package=is_package) == []
+
+
+def test_relative_imports_resolve() -> None:
+    tree = ast.parse("from . import a\nfrom .. import b\nfrom ..c.d import e\nimport f.g")
+    found = imports_of(tree, "tycho_async.storage.s3")
+    assert [(i.module, i.name) for i in found] == [
+        ("tycho_async.storage", "a"), ("tycho_async", "b"), ("tycho_async.c.d", "e"),
+        ("f.g", None)]
+    package = imports_of(ast.parse("from . import a\nfrom .. import b"), "tycho_async.storage",
+                         is_package=True)
+    assert [(i.module, i.name) for i in package] == [("tycho_async.storage", "a"),
+                                                     ("tycho_async", "b")]
