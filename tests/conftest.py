@@ -24,6 +24,9 @@ from moto.server import ThreadedMotoServer
 from typer.testing import CliRunner, Result
 
 from tycho_async.cli import app
+from tycho_async.layout import expectation
+from tycho_async.storage import ObjectInfo
+from tycho_async.transfer import Expected
 
 from .httpproxy import FaultProxy
 from .seaweed import SeaweedServer, weed_binary
@@ -227,6 +230,11 @@ def s3_registry(s3_endpoint: str, isolated_env: Path) -> Registry:
     reg = Registry("s3", make_bucket(s3_endpoint), s3_endpoint, isolated_env, CliRunner())
     reg.write_config()
     return reg
+
+
+async def by_etag(info: ObjectInfo) -> Expected:
+    """What a pull checks a version with no record against (layout's policy)."""
+    return expectation(None, info)
 
 
 def write_file(path: Path, size: int, seed: int = 0) -> bytes:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
+from types import TracebackType
 from typing import Any
 
 import anyio
@@ -136,6 +137,14 @@ class FaultyStore:
     async def abort_multipart(self, key: str, upload_id: str) -> None:
         self.calls["abort_multipart"] += 1
         await self.inner.abort_multipart(key, upload_id)
+
+    async def __aenter__(self) -> FaultyStore:
+        await self.inner.__aenter__()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.inner.__aexit__(exc_type, exc, tb)
 
     async def aclose(self) -> None:
         await self.inner.aclose()

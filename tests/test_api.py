@@ -114,3 +114,39 @@ def test_settings_errors_are_the_public_error_tree(isolated_env: Path) -> None:
         tycho_async.Client(config="bad.json")
     assert caught.value.exit_code == 2
     assert os.environ.get("TYCHOREG_REGISTRY") is None
+
+
+def test_the_ci_cache_methods_of_the_readme_example(s3_endpoint: str, aws_env: None) -> None:
+    """Directories, streams as binary file objects, fallback, show, delete and prune, as
+    the README's API example calls them."""
+    bucket = make_bucket(s3_endpoint)
+    Path("build/venv/bin").mkdir(parents=True)
+    write_file(Path("build/venv/lib.py"), 3000)
+    Path("build/venv/bin/python").symlink_to("/usr/bin/python3")
+    log = write_file(Path("log.txt"), 7000, seed=5)
+    with tycho_async.Client(registry=f"s3://{bucket}/p", endpoint_url=s3_endpoint) as client:
+        first = client.push("cache", "deps-1", "build/venv", skip_existing=True)
+        again = client.push("cache", "deps-1", "build/venv", skip_existing=True)
+        restored = client.pull("cache", version="deps-2", fallback=["deps-"], outfile=".venv")
+        with open("log.txt", "rb") as src:
+            client.push("logs", "42", src, localname="log.txt")
+        with open("copy.txt", "wb") as out:
+            streamed = client.pull("logs", version="42", outfile=out)
+        shown = client.show("cache", version="deps-1")
+        client.push("cache", "deps-0", "build/venv", skip_existing=True)
+        dry = client.delete("cache", "deps-0", dry_run=True)
+        deleted = client.delete("cache", "deps-0")
+        pruned = client.prune("cache", keep=5, older_than="30d")
+        with pytest.raises(tycho_async.NotFound):
+            client.delete("cache", "deps-0")
+    assert first.format == "tar+zstd" and not first.skipped and again.skipped
+    assert again.tree_sha256 == first.tree_sha256
+    assert restored.version == "deps-1" and not restored.exact
+    assert Path(".venv/lib.py").read_bytes() == Path("build/venv/lib.py").read_bytes()
+    assert os.readlink(".venv/bin/python") == "/usr/bin/python3"
+    assert Path("copy.txt").read_bytes() == log and streamed.size == len(log)
+    assert shown.localname == "venv.tar.zst" and shown.version is not None
+    assert shown.version.format == "tar+zstd" and shown.tree_sha256 == first.tree_sha256
+    assert dry.dry_run and dry.versions == ["deps-0"]
+    assert deleted.versions == ["deps-0"] and not deleted.dry_run
+    assert pruned.deleted == [] and pruned.kept == ["deps-1"]

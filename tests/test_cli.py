@@ -20,7 +20,7 @@ from tycho_async.cli import app
 from .conftest import Registry, write_file
 
 COMMANDS = ["init", "push", "promote", "pull", "pull-list", "verify", "list",
-            "list-versions", "exists", "info"]
+            "list-versions", "exists", "show", "delete", "prune", "info"]
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> Any:
@@ -43,7 +43,8 @@ def local_reg(tmp_path: Path, isolated_env: Path) -> Path:
 
 
 def test_usage_lines_name_arguments_as_users_know_them() -> None:
-    assert "Usage: tychoreg push [OPTIONS] PACKAGE VERSION FILE\n" in run("push", "-h").stdout
+    usage = "Usage: tychoreg push [OPTIONS] PACKAGE VERSION FILE|DIR|-\n"
+    assert usage in run("push", "-h").stdout
     assert "Usage: tychoreg pull [OPTIONS] PACKAGE\n" in run("pull", "--help").stdout
     assert "Usage: tychoreg init [OPTIONS] PACKAGE FILENAME\n" in run("init", "-h").stdout
     assert "Usage: tychoreg pull-list [OPTIONS] [PACKAGE...]\n" in run("pull-list", "-h").stdout
@@ -73,7 +74,7 @@ def test_registry_before_or_after_the_command(local_reg: Path, order: str) -> No
     args = [*option, "list", "--json"] if order == "before" else ["list", "--json", *option]
     result = run(*args)
     assert result.exit_code == 0, result.output
-    assert [p["package"] for p in json.loads(result.stdout)] == ["pkg"]
+    assert [p["package"] for p in json.loads(result.stdout)["packages"]] == ["pkg"]
     short = ["-r", str(local_reg)]
     args = [*short, "exists", "pkg", "1.0"] if order == "before" else [
         "exists", "pkg", "1.0", *short]

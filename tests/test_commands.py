@@ -142,7 +142,8 @@ def test_exists_answers_with_its_exit_code(registry: Registry) -> None:
     assert yes.exit_code == 0 and "exists" in yes.stdout
     no = registry.cli("exists", "pkg", "1.1", "--json")
     assert no.exit_code == 1
-    assert json.loads(no.stdout) == {"package": "pkg", "version": "1.1", "exists": False}
+    assert json.loads(no.stdout) == {"schema": 1, "command": "exists", "package": "pkg",
+                                     "version": "1.1", "exists": False}
 
 
 def test_list_shows_every_package_even_without_tycho_json(registry: Registry) -> None:
@@ -153,7 +154,7 @@ def test_list_shows_every_package_even_without_tycho_json(registry: Registry) ->
     registry.put("broken/tycho.json", b"{not json")
     result = registry.cli("list", "--json")
     assert result.exit_code == 0, result.output
-    rows = {row["package"]: row for row in json.loads(result.stdout)}
+    rows = {row["package"]: row for row in json.loads(result.stdout)["packages"]}
     assert rows["alpha"]["latest"] == "1.0"
     assert rows["beta"]["latest"] is None and rows["beta"]["localname"] == "b.bin"
     assert rows["orphan"]["problem"] == "no tycho.json"
@@ -169,7 +170,10 @@ def test_list_versions_natural_order(registry: Registry) -> None:
     result = registry.cli("list-versions", "pkg")
     assert result.stdout.split() == ["0.9.1", "1.0rc1", "1.0", "1.9", "1.10", "2.0"]
     as_json = json.loads(registry.cli("list-versions", "pkg", "--json").stdout)
-    assert as_json[0] == {"version": "0.9.1", "size": 3}
+    assert as_json["schema"] == 1 and as_json["package"] == "pkg"
+    first = as_json["versions"][0]
+    assert (first["version"], first["size"], first["format"]) == ("0.9.1", 3, "file")
+    assert len(first["sha256"]) == 64 and first["latest"] is False
 
 
 def test_list_versions_of_unknown_package(registry: Registry) -> None:

@@ -15,9 +15,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tycho_async.config import Settings
 from tycho_async.errors import IntegrityError, NotFound, PreconditionFailed, StoreError
-from tycho_async.storage import ObjectInfo, Store, open_store
+from tycho_async.storage import (
+    LocalOptions,
+    ObjectInfo,
+    S3Options,
+    Store,
+    StoreOptions,
+    open_store,
+)
 from tycho_async.transfer import Engine, Expected, TransferSettings, plan_parts
 from tycho_async.transfer.plan import (
     MAX_PART,
@@ -28,7 +34,7 @@ from tycho_async.transfer.plan import (
     plan_ranges,
 )
 
-from .conftest import CREDS, REGION, make_bucket, s3_client, write_file
+from .conftest import CREDS, REGION, by_etag, make_bucket, s3_client, write_file
 from .faults import FaultyStore
 
 if TYPE_CHECKING:
@@ -55,22 +61,20 @@ def kind(request: pytest.FixtureRequest) -> str:
 async def opened(kind: str, tmp_path: Path, request: pytest.FixtureRequest,
                  settings: TransferSettings = SMALL) -> AsyncIterator[tuple[Store, str]]:
     """A store of ``kind`` and the bucket (or root) behind it."""
+    options: StoreOptions
     if kind == "s3":
         endpoint = request.getfixturevalue("s3_endpoint")
         bucket = make_bucket(endpoint)
-        config = Settings(backend="s3", outdir=tmp_path, bucket=bucket, transfer=settings,
-                          client_kwargs={"endpoint_url": endpoint, "region_name": REGION,
-                                         **CREDS})
+        options = S3Options(bucket, client_kwargs={"endpoint_url": endpoint,
+                                                   "region_name": REGION, **CREDS},
+                            max_connections=settings.concurrency + 2,
+                            chunk_size=settings.chunk_size)
         where = bucket
     else:
         where = str(tmp_path / "registry")
-        config = Settings(backend="local", outdir=tmp_path, local_root=Path(where),
-                          transfer=settings)
-    store = await open_store(config)
-    try:
+        options = LocalOptions(Path(where))
+    async with open_store(options) as store:
         yield store, where
-    finally:
-        await store.aclose()
 
 
 async def fetch(engine: Engine, info: ObjectInfo, dest: Path, expected: Expected) -> str:
@@ -376,7 +380,7 @@ async def test_download_of_unknown_size_starts_with_a_get(kind: str, tmp_path: P
         await Engine(inner, SMALL).upload_file(tmp_path / "src.bin", "k", label="k")
         store = FaultyStore(inner)
         engine = Engine(store, SMALL)
-        info, digest = await engine.download("k", tmp_path / "dst.bin", label="k")
+        info, digest = await engine.download("k", tmp_path / "dst.bin", label="k", expected=by_etag)
         assert (tmp_path / "dst.bin").read_bytes() == blob
         assert info.size == size and digest == hashlib.sha256(blob).hexdigest()
         assert store.calls["head"] == 0
@@ -391,7 +395,8 @@ async def test_a_cut_first_get_is_resumed(kind: str, tmp_path: Path,
         await Engine(inner, SMALL).upload_file(tmp_path / "src.bin", "k", label="k")
         store = FaultyStore(inner)
         store.inject("open_range", "truncate")
-        await Engine(store, SMALL).download("k", tmp_path / "dst.bin", label="k")
+        await Engine(store, SMALL).download("k", tmp_path / "dst.bin", label="k",
+                                         expected=by_etag)
         assert (tmp_path / "dst.bin").read_bytes() == blob
         assert store.ranges[1] == ((PART - 10) // 2, PART - 10)
 
@@ -417,7 +422,7 @@ async def test_a_small_object_is_written_once_and_refetched_whole_when_cut(
             return real(fd, data, offset)
 
         engine.fs.sys_pwrite = counting_pwrite
-        info, sha = await engine.download("k", out / "dst.bin", label="k")
+        info, sha = await engine.download("k", out / "dst.bin", label="k", expected=by_etag)
         assert (out / "dst.bin").read_bytes() == blob and info.size == size
         assert sha == hashlib.sha256(blob).hexdigest()
         assert writes == ([size] if size else [])  # one write of the whole object
@@ -432,7 +437,8 @@ async def test_download_of_a_missing_object(kind: str, tmp_path: Path,
         out = tmp_path / "out"
         out.mkdir()
         with pytest.raises(NotFound):
-            await Engine(store, SMALL).download("nope", out / "dst.bin", label="k")
+            await Engine(store, SMALL).download("nope", out / "dst.bin", label="k",
+                                                 expected=by_etag)
         assert list(out.iterdir()) == []
 
 
@@ -474,14 +480,11 @@ async def test_multipart_parts_carry_crc32_checksums_on_s3(
     blob = write_file(tmp_path / "src.bin", 3 * PART + 1)
     endpoint = request.getfixturevalue("s3_endpoint")
     bucket = make_bucket(endpoint)
-    settings = Settings(backend="s3", outdir=tmp_path, bucket=bucket, transfer=SMALL,
-                        checksums=checksums, client_kwargs={
-                            "endpoint_url": endpoint, "region_name": REGION, **CREDS})
-    store = await open_store(settings)
-    try:
+    options = S3Options(bucket, checksums=checksums, client_kwargs={
+        "endpoint_url": endpoint, "region_name": REGION, **CREDS},
+        max_connections=SMALL.concurrency + 2, chunk_size=SMALL.chunk_size)
+    async with open_store(options) as store:
         await Engine(store, SMALL).upload_file(tmp_path / "src.bin", "k", label="k")
-    finally:
-        await store.aclose()
     client = s3_client(endpoint)
     head = client.head_object(Bucket=bucket, Key="k", ChecksumMode="ENABLED")
     assert bool(head.get("ChecksumCRC32")) is checksums
@@ -515,7 +518,7 @@ async def test_a_range_cut_more_often_than_the_attempts_still_completes_while_it
         store.inject("open_range", *["truncate"] * 7)
         settings = replace(SMALL, concurrency=1, max_ranges=1, part_size=4 * PART)
         await Engine(store, settings).download("k", tmp_path / "dst.bin", known=info,
-                                               label="k")
+                                               label="k", expected=by_etag)
         assert (tmp_path / "dst.bin").read_bytes() == blob
         assert store.calls["open_range"] == 8
 

@@ -25,7 +25,7 @@ from tycho_async.registry import PullRequest
 from tycho_async.registry import Registry as Reg
 from tycho_async.transfer import Engine, Expected
 
-from .conftest import Registry, make_bucket, s3_client, write_file
+from .conftest import Registry, by_etag, make_bucket, s3_client, write_file
 from .faults import FaultyStore
 from .test_engine import SMALL, opened
 from .test_subprocess import TYCHOREG, _env, _wait_for
@@ -46,10 +46,11 @@ def _pushed(registry: Registry, size: int = 3000, name: str = "f.bin") -> bytes:
 # -- 1. special files at the destination --------------------------------------------------
 
 
-def test_outfile_dash_is_refused_and_creates_nothing(registry: Registry) -> None:
-    _pushed(registry)
+def test_outfile_dash_writes_standard_output_and_creates_nothing(registry: Registry) -> None:
+    blob = _pushed(registry)
     result = registry.cli("pull", "pkg", "-o", "-")
-    assert result.exit_code == 2 and "standard output" in result.stderr
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout_bytes == blob
     assert not Path("-").exists() and not Path("-.etag").exists()
 
 
@@ -444,13 +445,13 @@ async def test_a_disk_that_takes_nothing_or_cannot_read_fails_cleanly(
         (tmp_path / "out").mkdir()
         with pytest.raises(TransferError, match="cannot write the download: the disk"):
             await Engine(store, SMALL, fs=failing_disk(write=True)).download(
-                "k", tmp_path / "out" / "dst.bin", label="k")
+                "k", tmp_path / "out" / "dst.bin", label="k", expected=by_etag)
         with pytest.raises(TransferError, match="cannot read the file: Input/output error"):
             await Engine(store, SMALL, fs=failing_disk(read=True)).upload_file(
                 tmp_path / "src.bin", "k2", label="k2")
         with pytest.raises(TransferError, match="cannot read the download: Input/output"):
             await Engine(store, SMALL, fs=failing_disk(read=True)).download(
-                "k", tmp_path / "out" / "dst.bin", label="k")
+                "k", tmp_path / "out" / "dst.bin", label="k", expected=by_etag)
         assert list((tmp_path / "out").iterdir()) == []
 
 
@@ -642,7 +643,7 @@ def test_a_size_learned_from_the_first_bytes_starts_the_bar(tmp_path: Path) -> N
                 return Task()
 
         engine = Engine(store, SMALL, Sink())  # type: ignore[arg-type]
-        await engine.download("k", tmp_path / "out.bin", label="k")
+        await engine.download("k", tmp_path / "out.bin", label="k", expected=by_etag)
         return seen
 
     assert anyio.run(main) == [3 * 64 * 1024]

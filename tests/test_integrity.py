@@ -68,15 +68,12 @@ async def test_concurrent_pushes_of_one_version_one_wins(race_registry: Registry
     outcomes: list[object] = [None] * 4
 
     async def push(i: int) -> None:
-        store = await open_store(settings)
-        try:
+        async with open_store(settings.store) as store:
             reg = Reg(Engine(store, settings.transfer), tmp_path / "out")
             try:
                 outcomes[i] = await reg.push("pkg", "1.0", tmp_path / f"c{i}.bin", promote=False)
             except AlreadyExists as exc:
                 outcomes[i] = exc
-        finally:
-            await store.aclose()
 
     async with anyio.create_task_group() as tg:
         for i in range(4):
@@ -103,8 +100,7 @@ async def test_concurrent_promotes_lose_no_update(race_registry: Registry,
     registry.put("pkg/tycho.json", json.dumps(
         {"localname": "f.bin", "latest": None, "owner": "team-x"}, indent=2).encode())
     settings = load_settings()
-    store = await open_store(settings)
-    try:
+    async with open_store(settings.store) as store:
         reg = Reg(Engine(store, settings.transfer), tmp_path / "out")
         versions = [f"1.{i}" for i in range(20)]
         for version in versions:
@@ -119,8 +115,6 @@ async def test_concurrent_promotes_lose_no_update(race_registry: Registry,
             for i, version in enumerate(versions):
                 tg.start_soon(reg.promote, "pkg", version)
                 tg.start_soon(reg._update_meta, "pkg", add_key(i))
-    finally:
-        await store.aclose()
     final = registry.meta("pkg")
     assert final["latest"] in versions
     assert final["owner"] == "team-x" and final["localname"] == "f.bin"

@@ -33,8 +33,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 from botocore.credentials import RefreshableCredentials
 
-from tycho_async.config import Settings
-from tycho_async.storage import Part, open_store
+from tycho_async.storage import Part, S3Options, open_store
 
 from .conftest import CREDS, REGION, make_bucket, s3_client, write_file
 from .httpproxy import FaultProxy, RequestRecord
@@ -250,11 +249,10 @@ async def test_lean_requests_are_botocores(addressing: str, token: str | None,
                                            checksums: bool) -> None:
     kwargs, style, base = ADDRESSING[addressing]
     credentials = {**CREDS, **({"aws_session_token": token} if token else {})}
-    settings = Settings(backend="s3", outdir=Path("out"), bucket=BUCKET, prefix=PREFIX,
-                        client_kwargs={**kwargs, **credentials}, addressing_style=style,
-                        checksums=checksums)
-    store: Any = await open_store(settings)
-    try:
+    options = S3Options(BUCKET, prefix=PREFIX, client_kwargs={**kwargs, **credentials},
+                        addressing_style=style, checksums=checksums)
+    async with open_store(options) as opened:
+        store: Any = opened
         lean = await store._lean_path()
         assert lean is not None, "the lean path was not resolved"
         sent: list[Any] = []
@@ -285,8 +283,6 @@ async def test_lean_requests_are_botocores(addressing: str, token: str | None,
             assert len(held) == 1 and not sent, operation
             _compare(operation, lean_requests[operation], held.pop(), token=token,
                      checksums=checksums, base=base)
-    finally:
-        await store.aclose()
 
 
 # 2. credential_process credentials that expire and refresh mid-command -------------------------

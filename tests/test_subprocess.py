@@ -51,8 +51,8 @@ def test_round_trip_through_the_executable(s3_endpoint: str) -> None:
     assert pull.returncode == 0, pull.stderr
     assert Path("tycho_packages/model.bin").read_bytes() == blob
     listed = json.loads(_run("list", "--json", env=env).stdout)
-    assert listed == [{"package": "model", "latest": "1.0", "localname": "model.bin",
-                       "problem": None}]
+    assert listed == {"schema": 1, "command": "list", "packages": [
+        {"package": "model", "latest": "1.0", "localname": "model.bin", "problem": None}]}
     assert _run("exists", "model", "1.0", env=env).returncode == 0
     assert _run("exists", "model", "2.0", env=env).returncode == 1
 

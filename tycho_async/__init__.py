@@ -25,7 +25,9 @@ from .errors import (
     MissingRegistry,
     NotFound,
     NothingToPull,
+    OutputClosed,
     PartialFailure,
+    Refused,
     TransferError,
     TychoError,
     UsageError,
@@ -34,18 +36,28 @@ from .lazy import lazy_names
 
 if TYPE_CHECKING:
     from .api import AsyncRegistry, Client, open_registry
-    from .registry import PackageSummary, PullResult, PushResult, VerifyResult, VersionInfo
+    from .registry import (
+        DeleteResult,
+        PackageSummary,
+        PruneResult,
+        PullResult,
+        PushResult,
+        ShowResult,
+        VerifyResult,
+        VersionInfo,
+    )
 
 __version__ = "0.1.0"
 
 _LAZY = {"Client": "api", "open_registry": "api", "AsyncRegistry": "api",
          "PushResult": "registry", "PullResult": "registry", "VersionInfo": "registry",
-         "PackageSummary": "registry", "VerifyResult": "registry"}
+         "PackageSummary": "registry", "VerifyResult": "registry",
+         "DeleteResult": "registry", "PruneResult": "registry", "ShowResult": "registry"}
 
-__all__ = ["AlreadyExists", "AsyncRegistry", "Client", "ConfigError", "IncompleteVersion",
-           "IntegrityError", "Interrupted", "MissingRegistry", "NotFound", "NothingToPull",
-           "PackageSummary", "PartialFailure", "PullResult", "PushResult", "TransferError",
-           "TychoError", "UsageError", "VerifyResult", "VersionInfo", "__version__",
-           "open_registry"]
+__all__ = ["AlreadyExists", "AsyncRegistry", "Client", "ConfigError", "DeleteResult",
+           "IncompleteVersion", "IntegrityError", "Interrupted", "MissingRegistry", "NotFound",
+           "NothingToPull", "OutputClosed", "PackageSummary", "PartialFailure", "PruneResult",
+           "PullResult", "PushResult", "Refused", "ShowResult", "TransferError", "TychoError",
+           "UsageError", "VerifyResult", "VersionInfo", "__version__", "open_registry"]
 
 __getattr__ = lazy_names(__name__, _LAZY)

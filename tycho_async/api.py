@@ -9,11 +9,11 @@ exactly as the CLI does. The AWS credential chain applies in every case.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .config import Settings, load_settings
 
@@ -21,10 +21,13 @@ if TYPE_CHECKING:
     from anyio.from_thread import BlockingPortal
 
     from .registry import (
+        DeleteResult,
         PackageSummary,
+        PruneResult,
         PullResult,
         PushResult,
         Registry,
+        ShowResult,
         VerifyResult,
         VersionInfo,
     )
@@ -38,13 +41,16 @@ def resolve_settings(*, registry: str | None = None, config: str | None = None,
     """Settings from keyword arguments, with the CLI's precedence when
     ``from_environment``: arguments, ``TYCHOREG_*`` variables, the config file
     (``./.tychoreg.json`` if none is named), the defaults."""
+    from .storage import S3Options
+
     overrides = {k: v for k, v in (("outdir", None if outdir is None else str(outdir)),
                                    ("concurrency", concurrency), ("part_size", part_size))
                  if v is not None}
     settings = load_settings(config, registry, overrides, environment=from_environment)
-    if endpoint_url is not None:
-        settings = dataclasses.replace(
-            settings, client_kwargs={**settings.client_kwargs, "endpoint_url": endpoint_url})
+    if endpoint_url is not None and isinstance(settings.store, S3Options):
+        store = dataclasses.replace(settings.store, client_kwargs={
+            **settings.store.client_kwargs, "endpoint_url": endpoint_url})
+        settings = dataclasses.replace(settings, store=store)
     return settings
 
 
@@ -52,19 +58,13 @@ def resolve_settings(*, registry: str | None = None, config: str | None = None,
 async def open_settings(settings: Settings, progress: ProgressSink | None = None
                         ) -> AsyncIterator[Registry]:
     """The registry the settings name, with its store open for the block's lifetime."""
-    import anyio
-
     from .registry import Registry
     from .storage import open_store
     from .transfer.engine import Engine
 
-    store = await open_store(settings)
-    try:
+    async with open_store(settings.store) as store:
         yield Registry(Engine(store, settings.transfer, progress), settings.outdir,
                        missing_root_ok=settings.default_registry)
-    finally:
-        with anyio.CancelScope(shield=True), anyio.move_on_after(10):
-            await store.aclose()
 
 
 class AsyncRegistry:
@@ -79,21 +79,33 @@ class AsyncRegistry:
         """The registry underneath (the CLI's)."""
         return self._registry
 
-    async def push(self, package: str, version: str, path: str | Path, *,
-                   promote: bool = False) -> PushResult:
-        return await self._registry.push(package, version, Path(path), promote=promote)
+    async def push(self, package: str, version: str, source: str | Path | BinaryIO, *,
+                   promote: bool = False, localname: str | None = None,
+                   level: int | None = None, skip_existing: bool = False) -> PushResult:
+        """``source``: a file, a directory (packed as tar+zstd at ``level``), or a binary
+        file object read to its end (a new package then needs ``localname``).
+        ``skip_existing``: a version already holding the same content is not an error."""
+        return await self._registry.push(
+            package, version, source if not isinstance(source, str | Path) else Path(source),
+            promote=promote, localname=localname, level=level, skip_existing=skip_existing)
 
     async def pull(self, package: str, version: str | None = None, *,
-                   outdir: str | Path | None = None, outfile: str | Path | None = None,
-                   force: bool = False) -> PullResult:
-        """``version`` None (or "latest"): the latest."""
+                   outdir: str | Path | None = None,
+                   outfile: str | Path | BinaryIO | None = None, force: bool = False,
+                   raw: bool = False, fallback: Sequence[str] = ()) -> PullResult:
+        """``version`` None (or "latest"): the latest. A directory package is extracted
+        to ``outdir/NAME`` (or ``outfile``) unless ``raw``. ``outfile`` may be a binary
+        file object: the bytes are written to it in order and checked after the last one.
+        ``fallback``: prefixes whose newest version is pulled when ``version`` does not
+        exist (``PullResult.exact`` says which happened)."""
         from .names import check_version
         from .registry import PullRequest
 
         request = PullRequest(package, None if version in (None, "latest")
                               else check_version(version))
-        return await self._at(outdir).pull(
-            request, force=force, outfile=None if outfile is None else Path(outfile))
+        target = Path(outfile) if isinstance(outfile, str | Path) else outfile
+        return await self._at(outdir).pull(request, force=force, outfile=target, raw=raw,
+                                           fallback=tuple(fallback))
 
     async def pull_many(self, items: Iterable[str], *, outdir: str | Path | None = None,
                         force: bool = False) -> list[PullResult]:
@@ -103,6 +115,24 @@ class AsyncRegistry:
 
         requests = [PullRequest.parse(item) for item in items]
         return await self._at(outdir).pull_many(requests, force=force)
+
+    async def delete(self, package: str, *versions: str, force: bool = False,
+                     dry_run: bool = False) -> DeleteResult:
+        """Delete versions, all or none (the latest only with ``force``)."""
+        return await self._registry.delete(package, versions, force=force, dry_run=dry_run)
+
+    async def prune(self, package: str, *, keep: int, older_than: str | float | None = None,
+                    dry_run: bool = False) -> PruneResult:
+        """Keep the ``keep`` most recently pushed versions and latest; delete the rest
+        older than ``older_than`` (seconds, or an age such as "30d")."""
+        from .retention import parse_age
+
+        age = parse_age(older_than) if isinstance(older_than, str) else older_than
+        return await self._registry.prune(package, keep=keep, older_than=age,
+                                          dry_run=dry_run)
+
+    async def show(self, package: str, version: str | None = None) -> ShowResult:
+        return await self._registry.show(package, version)
 
     async def versions(self, package: str) -> list[VersionInfo]:
         return await self._registry.list_versions(package)
@@ -207,19 +237,34 @@ class Client:
         method = getattr(self._registry, name)
         return self._portal.call(lambda: method(*args, **kwargs))
 
-    def push(self, package: str, version: str, path: str | Path, *,
-             promote: bool = False) -> PushResult:
-        return self._call("push", package, version, path, promote=promote)
+    def push(self, package: str, version: str, source: str | Path | BinaryIO, *,
+             promote: bool = False, localname: str | None = None, level: int | None = None,
+             skip_existing: bool = False) -> PushResult:
+        return self._call("push", package, version, source, promote=promote,
+                          localname=localname, level=level, skip_existing=skip_existing)
 
     def pull(self, package: str, version: str | None = None, *,
-             outdir: str | Path | None = None, outfile: str | Path | None = None,
-             force: bool = False) -> PullResult:
-        return self._call("pull", package, version, outdir=outdir,
-                          outfile=outfile, force=force)
+             outdir: str | Path | None = None, outfile: str | Path | BinaryIO | None = None,
+             force: bool = False, raw: bool = False,
+             fallback: Sequence[str] = ()) -> PullResult:
+        return self._call("pull", package, version, outdir=outdir, outfile=outfile,
+                          force=force, raw=raw, fallback=fallback)
 
     def pull_many(self, items: Iterable[str], *, outdir: str | Path | None = None,
                   force: bool = False) -> list[PullResult]:
         return self._call("pull_many", list(items), outdir=outdir, force=force)
+
+    def delete(self, package: str, *versions: str, force: bool = False,
+               dry_run: bool = False) -> DeleteResult:
+        return self._call("delete", package, *versions, force=force, dry_run=dry_run)
+
+    def prune(self, package: str, *, keep: int, older_than: str | float | None = None,
+              dry_run: bool = False) -> PruneResult:
+        return self._call("prune", package, keep=keep, older_than=older_than,
+                          dry_run=dry_run)
+
+    def show(self, package: str, version: str | None = None) -> ShowResult:
+        return self._call("show", package, version)
 
     def versions(self, package: str) -> list[VersionInfo]:
         return self._call("versions", package)

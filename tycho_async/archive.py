@@ -40,8 +40,6 @@ import zstandard
 from .errors import TransferError, UnsafeRemoteData, UsageError
 from .localfs import failure
 
-FORMAT = "tar+zstd"
-SUFFIX = ".tar.zst"
 MIN_LEVEL = 1
 MAX_LEVEL = zstandard.MAX_COMPRESSION_LEVEL
 # Measured on this 2-core machine (zstd, threads=-1, CPU time, best of 3) on a 131 MB tar

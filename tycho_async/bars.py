@@ -34,13 +34,15 @@ class _SpeedColumn(ProgressColumn):
 
 
 class _RichTask:
-    def __init__(self, sink: RichProgress, label: str, total: int) -> None:
+    def __init__(self, sink: RichProgress, label: str, total: int | None) -> None:
         self.sink, self.total = sink, total
+        self.moved = 0
         self.own: TaskID | None = None
-        if total >= LARGE and sink.expected_files != 1:
+        if total is not None and total >= LARGE and sink.expected_files != 1:
             self.own = sink.progress.add_task(label, total=total, files="")
 
     def advance(self, nbytes: int) -> None:
+        self.moved += nbytes
         self.sink.progress.advance(self.sink.overall, nbytes)
         if self.own is not None:
             self.sink.progress.advance(self.own, nbytes)
@@ -61,6 +63,7 @@ class RichProgress:
         self.tally = Tally(clock)
         self.expected_files = files
         self.total = 0
+        self.unknown = False
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -79,18 +82,20 @@ class RichProgress:
         expected = self.expected_files if self.expected_files is not None else "?"
         return f"{self.tally.files}/{expected} files"
 
-    def begin(self, label: str, total: int) -> TaskProgress:
+    def begin(self, label: str, total: int | None) -> TaskProgress:
         """The overall bar gets a total only while one file moves: a total that grows as
         files are discovered would claim completion while a large file still moves."""
-        self.total += total
-        if self.expected_files == 1:
+        if total is None:  # a stream: bytes and speed, no total
+            self.unknown = True
+        self.total += total or 0
+        if self.expected_files == 1 and not self.unknown:
             self.progress.update(self.overall, total=self.total)
         return _RichTask(self, f"  {label}", total)
 
     def finished(self, task: _RichTask, ok: bool) -> None:
         if ok:
             self.tally.files += 1
-            self.tally.bytes += task.total
+            self.tally.bytes += task.moved
         else:
             self.tally.failed += 1
         self.progress.update(self.overall, files=self._files_text())

@@ -75,7 +75,8 @@ QuietOpt = Annotated[bool, typer.Option(
 ProgressOpt = Annotated[bool | None, typer.Option(
     "--progress/--no-progress", show_default=False,
     help="Force progress bars on or off (default: bars on a terminal, a plain log elsewhere).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+JsonOpt = Annotated[bool, typer.Option(
+    "--json", help='Print one JSON document on stdout ("schema": 1; keys in the README).')]
 VersionOpt = Annotated[str | None, typer.Option(
     "--version", "-v", metavar="VERSION", show_default=False,
     help="Package version (default: the latest). tychoreg's own version: tychoreg -V.")]
@@ -177,6 +178,7 @@ def _say(message: str) -> None:
 
 def _fail(exc: TychoError) -> typer.Exit:
     if isinstance(exc, OutputClosed):
+        _to_devnull(sys.stdout)
         return typer.Exit(exc.exit_code)
     if isinstance(exc, PartialFailure):
         for item, err in exc.failures:
@@ -189,10 +191,12 @@ def _settings(config: str | None, registry: str | None, *, strict: bool = True,
               **overrides: Any) -> Settings:
     from .config import SECRET_KEYS
     from .logs import register_secrets
+    from .storage import S3Options
 
     settings = load_settings(config, registry, {k: v for k, v in overrides.items()
                                                 if v is not None}, strict=strict)
-    register_secrets(settings.client_kwargs.get(key) for key in SECRET_KEYS)
+    if isinstance(settings.store, S3Options):
+        register_secrets(settings.store.client_kwargs.get(key) for key in SECRET_KEYS)
     for warning in settings.warnings:
         _say(f"warning: {warning}")
     return settings
@@ -297,47 +301,83 @@ def _echo_json(data: object) -> None:
     _out(json.dumps(data, indent=2))
 
 
+def _report() -> Any:
+    from . import report
+
+    return report
+
+
 @app.command(cls=Command, short_help="Create PACKAGE and the file name pulls save it as.")
 @_command
 def init(
     package: PackageArg,
     filename: Annotated[str, typer.Argument(
         metavar="FILENAME", help="File name pulls are saved as (localname).")],
-    config: ConfigOpt = None, registry: RegistryOpt = None,
+    as_json: JsonOpt = False, config: ConfigOpt = None, registry: RegistryOpt = None,
 ) -> None:
     """Create a package: PKG/tycho.json with its local file name and no latest version."""
     settings = _settings(config, registry)
     _run(settings, lambda reg: reg.init(package, filename))
-    _out(f"initialized {package} (pulls save as {filename})")
+    if as_json:
+        _echo_json(_report().document("init", package=package, localname=filename))
+    else:
+        _out(f"initialized {package} (pulls save as {filename})")
 
 
-@app.command(cls=Command, short_help="Upload FILE as a new VERSION of PACKAGE.")
+@app.command(cls=Command,
+             short_help="Upload a file, a directory or stdin as a new VERSION.")
 @_command
 def push(
     package: PackageArg,
     version: Annotated[str, typer.Argument(
         metavar="VERSION", help="New version; published versions never change.")],
-    file: Annotated[Path, typer.Argument(metavar="FILE", help="File to upload.",
-                                         show_default=False)],
+    source: Annotated[str, typer.Argument(
+        metavar="FILE|DIR|-", show_default=False,
+        help="A file (uploaded as it is), a directory (packed as tar+zstd while it "
+             "uploads; pulls extract it) or - for standard input (read to its end).")],
     promote_latest: Annotated[bool, typer.Option(
         "--promote-latest", help="Make this version the latest once the upload completes.")]
         = False,
+    skip_existing: Annotated[bool, typer.Option(
+        "--skip-existing", help="If VERSION already holds the same content, say so and exit "
+        "0 without uploading (--promote-latest still promotes it); other content, or "
+        "content that cannot be compared (a stream), is exit 1.")] = False,
+    localname: Annotated[str | None, typer.Option(
+        "--localname", metavar="NAME", show_default=False,
+        help="Name pulls save a NEW package as (required for a new package pushed from "
+             "stdin; default: FILE's name, or DIR's name + .tar.zst).")] = None,
+    level: Annotated[int | None, typer.Option(
+        "--level", metavar="N", show_default=False,
+        help="zstd level for a directory, 1 (fastest) to 22 (smallest); default 3, "
+             "chosen by measuring (see the README).")] = None,
+    as_json: JsonOpt = False,
     config: ConfigOpt = None, registry: RegistryOpt = None,
     concurrency: ConcurrencyOpt = None, part_size: PartSizeOpt = None,
     quiet: QuietOpt = False, progress: ProgressOpt = None,
 ) -> None:
-    """Upload FILE as a new VERSION of PACKAGE (a new package takes FILE's name)."""
+    """Upload FILE, DIR or standard input (-) as a new VERSION of PACKAGE. A new package
+    takes FILE's name (DIR's name + .tar.zst; --localname for stdin)."""
     settings = _settings(config, registry, concurrency=concurrency, part_size=part_size)
-    result = _transfer(settings, lambda reg: reg.push(package, version, file,
-                                                      promote=promote_latest),
-                       verb="pushed", files=1, quiet=quiet, progress=progress)
+    what: Any = sys.stdin.buffer if source == "-" else Path(source)
+    result = _transfer(settings, lambda reg: reg.push(
+        package, version, what, promote=promote_latest, localname=localname, level=level,
+        skip_existing=skip_existing), verb="pushed", files=1, quiet=quiet or as_json,
+        progress=progress)
     if result.created_registry:
         _say(f"created a new local registry at {result.created_registry}")
+    if as_json:
+        _echo_json(_report().push(result))
+        return
     if quiet:
         return
     if result.initialized:
-        _out(f"initialized {package} (pulls save as {file.name})")
-    _out(f"pushed {package} {version} ({human_size(result.size)}, sha256 {result.sha256})")
+        _out(f"initialized {package}")
+    if result.skipped:
+        _out(f"{package} {version} is already there with the same content; nothing uploaded")
+    else:
+        kind = " (a directory, tar+zstd)" if result.tree_sha256 else ""
+        _out(f"pushed {package} {version}{kind} ({human_size(result.size)}, "
+             f"sha256 {result.sha256})")
     if result.promoted:
         _out(f"promoted {package} {version} to latest")
 
@@ -348,12 +388,15 @@ def promote(
     package: PackageArg,
     version: Annotated[str, typer.Argument(
         metavar="VERSION", help="Existing version to make the latest.")],
-    config: ConfigOpt = None, registry: RegistryOpt = None,
+    as_json: JsonOpt = False, config: ConfigOpt = None, registry: RegistryOpt = None,
 ) -> None:
     """Make an existing VERSION the latest of PACKAGE."""
     settings = _settings(config, registry)
     _run(settings, lambda reg: reg.promote(package, version))
-    _out(f"promoted {package} {version} to latest")
+    if as_json:
+        _echo_json(_report().document("promote", package=package, latest=version))
+    else:
+        _out(f"promoted {package} {version} to latest")
 
 
 @app.command(cls=Command, short_help="Download a version of PACKAGE unless already current.")
@@ -364,23 +407,51 @@ def pull(
     force: Annotated[bool, typer.Option(
         "--force", "-f", help="Download even when the local copy is current.")] = False,
     outfile: Annotated[Path | None, typer.Option(
-        "--outfile", "-o", metavar="FILE", show_default=False,
-        help="Save here instead of OUTDIR/localname.")] = None,
+        "--outfile", "-o", metavar="PATH", show_default=False,
+        help="Save here instead of OUTDIR/localname (a directory package: extract here "
+             "instead of OUTDIR/NAME); - writes the bytes to standard output.")] = None,
+    raw: Annotated[bool, typer.Option(
+        "--raw", help="A directory package: keep the archive (OUTDIR/localname, a .tar.zst) "
+        "instead of extracting it, as tycho-station does.")] = False,
+    fallback: Annotated[list[str] | None, typer.Option(
+        "--fallback", metavar="PREFIX", show_default=False,
+        help="If --version does not exist, pull the most recently pushed version starting "
+             "with PREFIX; repeat to try several prefixes in order.")] = None,
     outdir: Annotated[str | None, typer.Option(
         "--outdir", metavar="DIR", envvar="TYCHOREG_OUTDIR", show_default=False,
         help="Directory for pulls (default: tycho.outdir, else tycho_packages).")] = None,
+    as_json: JsonOpt = False,
     config: ConfigOpt = None, registry: RegistryOpt = None,
     concurrency: ConcurrencyOpt = None, part_size: PartSizeOpt = None,
     quiet: QuietOpt = False, progress: ProgressOpt = None,
 ) -> None:
-    """Download a version of PACKAGE, unless the local copy is already current."""
+    """Download a version of PACKAGE, unless the local copy is already current. A
+    directory package is extracted to OUTDIR/NAME, atomically (the old one is replaced
+    only once the new one checks out, and only if an earlier pull made it)."""
     request = _pull_request(package, version)
     settings = _settings(config, registry, concurrency=concurrency, part_size=part_size,
                          outdir=outdir)
-    result = _transfer(settings, lambda reg: reg.pull(request, force=force, outfile=outfile),
-                       verb="pulled", files=1, quiet=quiet, progress=progress)
-    if not quiet:
-        _echo_pull(result)
+    to_stdout = outfile is not None and str(outfile) == "-"
+    if to_stdout and as_json:
+        raise UsageError("--json and --outfile - both want standard output; choose one")
+    target: Any = sys.stdout.buffer if to_stdout else outfile
+    result = _transfer(settings, lambda reg: reg.pull(
+        request, force=force, outfile=target, raw=raw, fallback=tuple(fallback or ())),
+        verb="pulled", files=1, quiet=quiet or as_json, progress=progress)
+    if as_json:
+        _echo_json(_report().pull(result))
+    elif to_stdout:
+        if not quiet:
+            _say(f"pulled {result.package} {result.version} to standard output "
+                 f"({human_size(result.size)}){_hit(result, fallback)}")
+    elif not quiet:
+        _echo_pull(result, fallback)
+
+
+def _hit(result: Any, fallback: list[str] | None) -> str:
+    if not fallback:
+        return ""
+    return " (exact hit)" if result.exact else " (fallback: not the exact version asked)"
 
 
 def _pull_request(package: str, version: str | None) -> Any:
@@ -392,12 +463,13 @@ def _pull_request(package: str, version: str | None) -> Any:
     return PullRequest(check_package(package), check_version(version))
 
 
-def _echo_pull(result: Any) -> None:
+def _echo_pull(result: Any, fallback: list[str] | None = None) -> None:
     if result.skipped:
-        _out(f"{result.package} {result.version} is up to date: {result.path}")
+        _out(f"{result.package} {result.version} is up to date: {result.path}"
+             f"{_hit(result, fallback)}")
     else:
         _out(f"pulled {result.package} {result.version} -> {result.path} "
-             f"({human_size(result.size)})")
+             f"({human_size(result.size)}){_hit(result, fallback)}")
 
 
 @app.command("pull-list", cls=Command,
@@ -415,11 +487,13 @@ def pull_list(
     outdir: Annotated[str | None, typer.Option(
         "--outdir", metavar="DIR", envvar="TYCHOREG_OUTDIR", show_default=False,
         help="Directory for pulls (default: tycho.outdir, else tycho_packages).")] = None,
+    as_json: JsonOpt = False,
     config: ConfigOpt = None, registry: RegistryOpt = None,
     concurrency: ConcurrencyOpt = None, part_size: PartSizeOpt = None,
     quiet: QuietOpt = False, progress: ProgressOpt = None,
 ) -> None:
-    """Pull many packages at once; every failure is reported at the end."""
+    """Pull many packages at once; every failure is reported at the end (what was
+    pulled is still listed)."""
     from .registry import PullRequest
 
     items = list(packages or [])
@@ -435,11 +509,20 @@ def pull_list(
     requests = [PullRequest.parse(item) for item in items]
     settings = _settings(config, registry, concurrency=concurrency, part_size=part_size,
                          outdir=outdir)
-    results = _transfer(settings, lambda reg: reg.pull_many(requests, force=force),
-                        verb="pulled", files=len(requests), quiet=quiet, progress=progress)
-    if not quiet:
+    failure: PartialFailure | None = None
+    try:
+        results = _transfer(settings, lambda reg: reg.pull_many(requests, force=force),
+                            verb="pulled", files=len(requests), quiet=quiet or as_json,
+                            progress=progress)
+    except PartialFailure as exc:
+        failure, results = exc, exc.results
+    if as_json:
+        _echo_json(_report().pull_list(requests, results, failure))
+    elif not quiet:
         for result in results:
             _echo_pull(result)
+    if failure is not None:
+        raise failure
 
 
 @app.command(cls=Command, short_help="Re-check a stored version against its SHA-256 record.")
@@ -451,7 +534,7 @@ def verify(
         "--repair", help="Finish what an interrupted push left: record a version whose "
         "upload completed (from the stored bytes' SHA-256), clear one whose upload did "
         "not, restore a lost copy of the record in tycho.json.")] = False,
-    config: ConfigOpt = None, registry: RegistryOpt = None,
+    as_json: JsonOpt = False, config: ConfigOpt = None, registry: RegistryOpt = None,
     concurrency: ConcurrencyOpt = None, part_size: PartSizeOpt = None,
     quiet: QuietOpt = False, progress: ProgressOpt = None,
 ) -> None:
@@ -460,7 +543,10 @@ def verify(
     request = _pull_request(package, version)
     settings = _settings(config, registry, concurrency=concurrency, part_size=part_size)
     result = _transfer(settings, lambda reg: reg.verify(request, repair=repair),
-                       verb="verified", files=1, quiet=quiet, progress=progress)
+                       verb="verified", files=1, quiet=quiet or as_json, progress=progress)
+    if as_json:
+        _echo_json(_report().verify(result))
+        return
     if result.repaired:
         _out(f"{result.package} {result.version}: {result.repaired}")
     if not quiet:
@@ -477,8 +563,7 @@ def list_(
     settings = _settings(config, registry)
     packages = _run(settings, lambda reg: reg.list_packages())
     if as_json:
-        _echo_json([{"package": p.name, "latest": p.latest, "localname": p.localname,
-                     "problem": p.problem} for p in packages])
+        _echo_json(_report().packages(packages))
         return
     rows = [(p.name, p.latest or "-", p.localname or "-", p.problem or "") for p in packages]
     _table(("PACKAGE", "LATEST", "LOCALNAME", "NOTE"), rows)
@@ -495,7 +580,7 @@ def list_versions(
     settings = _settings(config, registry)
     versions = _run(settings, lambda reg: reg.list_versions(package))
     if as_json:
-        _echo_json([{"version": v.version, "size": v.size} for v in versions])
+        _echo_json(_report().versions(package, versions))
         return
     for v in versions:
         _out(v.version)
@@ -512,11 +597,113 @@ def exists(
     settings = _settings(config, registry)
     found = _run(settings, lambda reg: reg.exists(package, version))
     if as_json:
-        _echo_json({"package": package, "version": version, "exists": found})
+        _echo_json(_report().document("exists", package=package, version=version,
+                                      exists=found))
     else:
         _out(f"{package} {version} {'exists' if found else 'does not exist'}")
     if not found:
         raise typer.Exit(1)
+
+
+@app.command(cls=Command, short_help="What is known of PACKAGE, or of one VERSION of it.")
+@_command
+def show(
+    package: PackageArg,
+    version: VersionOpt = None,
+    as_json: JsonOpt = False, config: ConfigOpt = None, registry: RegistryOpt = None,
+) -> None:
+    """What is known of PACKAGE (localname, latest, number of versions, total size), or
+    with --version of one version (size, sha256, pushed_at, pushing tool, format).
+    Downloads nothing."""
+    from .names import check_version
+
+    if version is not None and version != "latest":
+        check_version(version)
+    settings = _settings(config, registry)
+    result = _run(settings, lambda reg: reg.show(package, version))
+    if as_json:
+        _echo_json(_report().show(result))
+        return
+    rows = [("package", result.package), ("localname", result.localname or "-"),
+            ("latest", result.latest or "-"), ("versions", str(result.versions)),
+            ("size", human_size(result.size))]
+    if result.version is not None:
+        v = result.version
+        rows = [row for row in rows if row[0] != "versions"]
+        rows[-1] = ("size", human_size(v.size))
+        rows[1:1] = [("version", v.version)]
+        rows += [("sha256", v.sha256 or "- (pushed by tycho-station: checked by size and MD5)"),
+                 ("pushed_at", v.pushed_at or "-"), ("tool", result.tool or "-"),
+                 ("format", v.format), ("state", v.state)]
+        if result.tree_sha256:
+            rows.append(("tree_sha256", result.tree_sha256))
+    _table(("FIELD", "VALUE"), rows)
+
+
+@app.command(cls=Command, short_help="Delete versions of PACKAGE: all of them or none.")
+@_command
+def delete(
+    package: PackageArg,
+    versions: Annotated[list[str], typer.Argument(
+        metavar="VERSION...", help="Versions to delete.", show_default=False)],
+    force: Annotated[bool, typer.Option(
+        "--force", help="Also delete the latest version (latest becomes unset).")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Check and say what would be deleted; delete nothing.")] = False,
+    as_json: JsonOpt = False, config: ConfigOpt = None, registry: RegistryOpt = None,
+) -> None:
+    """Delete versions of PACKAGE. Every version is checked first and nothing is deleted
+    if one is refused: a missing version (exit 1) or the latest without --force (exit 1).
+    A deletion cut short is never trusted by a pull; the next delete or prune finishes it."""
+    settings = _settings(config, registry)
+    result = _run(settings, lambda reg: reg.delete(package, versions, force=force,
+                                                   dry_run=dry_run))
+    if as_json:
+        _echo_json(_report().delete(result))
+        return
+    verb = "would delete" if dry_run else "deleted"
+    for version in result.versions:
+        _out(f"{verb} {package} {version}")
+    if result.latest_cleared:
+        _out(f"{package} has no latest version {'then' if dry_run else 'now'}")
+
+
+@app.command(cls=Command, short_help="Keep the N newest versions of PACKAGE, delete the rest.")
+@_command
+def prune(
+    package: PackageArg,
+    keep: Annotated[int, typer.Option(
+        "--keep", min=0, metavar="N", show_default=False,
+        help="How many of the most recently pushed versions to keep (latest is always "
+             "kept besides).")],
+    older_than: Annotated[str | None, typer.Option(
+        "--older-than", metavar="AGE", show_default=False,
+        help="Delete only versions pushed longer ago than AGE: 30d, 12h, 2w, 90m.")] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Say what would be deleted; delete nothing.")] = False,
+    as_json: JsonOpt = False, config: ConfigOpt = None, registry: RegistryOpt = None,
+) -> None:
+    """Keep the N most recently pushed versions of PACKAGE and its latest; delete the
+    rest (with --older-than, only those older). Also aborts the package's multipart
+    uploads older than a day and finishes interrupted pushes and deletions."""
+    from .retention import parse_age
+
+    age = parse_age(older_than) if older_than is not None else None
+    settings = _settings(config, registry)
+    result = _run(settings, lambda reg: reg.prune(package, keep=keep, older_than=age,
+                                                  dry_run=dry_run))
+    if as_json:
+        _echo_json(_report().prune(result))
+        return
+    would = "would " if dry_run else ""
+    for version in result.finished:
+        _out(f"{would}finish the interrupted push or deletion of {package} {version}")
+    if result.aborted_uploads:
+        _out(f"{would}abort {result.aborted_uploads} multipart upload(s) older than a day")
+    for version in result.deleted:
+        _out(f"{would}delete {package} {version}")
+    _out(f"{package}: {len(result.kept)} version(s) kept, {len(result.deleted)} "
+         f"{'to delete' if dry_run else 'deleted'}")
 
 
 @app.command(cls=Command, short_help="Where the registry is and which settings apply.")
@@ -531,6 +718,7 @@ def info(
     import os
 
     from .config import SECRET_KEYS
+    from .storage import S3Options
 
     settings = _settings(config, registry, strict=False)
     data: dict[str, Any] = {
@@ -544,8 +732,8 @@ def info(
     }
     for unset in settings.unset:
         data.setdefault("unset", []).append(unset)
-    if settings.backend == "s3":
-        kwargs = settings.client_kwargs
+    if isinstance(settings.store, S3Options):
+        kwargs = settings.store.client_kwargs
         env = os.environ
         data["endpoint_url"] = (kwargs.get("endpoint_url") or env.get("AWS_ENDPOINT_URL_S3")
                                 or env.get("AWS_ENDPOINT_URL"))
@@ -563,7 +751,7 @@ def info(
                                       f"{'ok' if found.if_none_match else 'ignored'}, If-Match: "
                                       f"{'ok' if found.if_match else 'ignored'})")
     if as_json:
-        _echo_json(data)
+        _echo_json({"schema": 1, "command": "info", **data})
         return
     _table(("SETTING", "VALUE"), [(k, "-" if v is None else
                                    "; ".join(v) if isinstance(v, list) else str(v))

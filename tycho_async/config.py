@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from .errors import ConfigError
+from .storage import LocalOptions, S3Options, StoreOptions
 from .transfer.plan import MAX_PART, MIN_PART, TransferSettings
 
 DEFAULT_CONFIG = ".tychoreg.json"
@@ -33,14 +34,8 @@ _SIZE = re.compile(r"\s*(\d+)\s*([kmg]?)(i?b?)\s*", re.IGNORECASE)
 
 @dataclass(frozen=True)
 class Settings:
-    backend: str  # "s3" or "local"
+    store: StoreOptions  # the store's own options: where the registry is, how to reach it
     outdir: Path
-    bucket: str | None = None
-    prefix: str = ""  # "" or ending in "/"
-    local_root: Path | None = None
-    client_kwargs: Mapping[str, Any] = field(default_factory=dict)
-    checksums: bool = True
-    addressing_style: str | None = None
     transfer: TransferSettings = field(default_factory=TransferSettings)
     config_path: Path | None = None
     warnings: tuple[str, ...] = ()
@@ -48,10 +43,13 @@ class Settings:
     unset: tuple[str, ...] = ()  # env-indirected values left unresolved (info only)
 
     @property
+    def backend(self) -> str:
+        """"s3" or "local"."""
+        return "s3" if isinstance(self.store, S3Options) else "local"
+
+    @property
     def location(self) -> str:
-        if self.backend == "s3":
-            return f"s3://{self.bucket}/{self.prefix}"
-        return str(self.local_root)
+        return self.store.location
 
 
 def default_local_root() -> Path:
@@ -304,9 +302,8 @@ def load_settings(
         if root is not None and not isinstance(root, str):
             raise ConfigError("local registry path must be a string")
         return Settings(
-            backend="local",
+            store=LocalOptions(Path(root).expanduser() if root else default_local_root()),
             outdir=outdir_path,
-            local_root=Path(root).expanduser() if root else default_local_root(),
             transfer=transfer,
             config_path=config_path,
             warnings=tuple(warnings),
@@ -321,13 +318,17 @@ def load_settings(
     if not isinstance(bucket, str) or not bucket:
         raise ConfigError(f"config {path}: the s3 section needs a 'bucket'")
     client_kwargs = {k: v for k, v in section.items() if k not in S3_OWN_KEYS}
-    return Settings(
-        backend="s3",
+    store = S3Options(
         bucket=bucket,
         prefix=_normalize_prefix(section.get("prefix")),
         client_kwargs=client_kwargs,
         checksums=_as_bool(section.get("checksums", True), "s3.checksums"),
         addressing_style=section.get("addressing_style"),
+        max_connections=transfer.concurrency + 2,  # the engine's budget, and a spare pair
+        chunk_size=transfer.chunk_size,
+    )
+    return Settings(
+        store=store,
         outdir=outdir_path,
         transfer=transfer,
         config_path=config_path,

@@ -4,6 +4,7 @@
     ├── NotFound                    1  package, version, or tycho.json missing
     ├── AlreadyExists               1  a version or package that must not exist yet
     ├── NothingToPull               1
+    ├── Refused                     1  a deletion that would remove what must stay (latest)
     ├── UsageError                  2  bad name, bad option value, special file in the way
     │   ├── ConfigError             2  unreadable or invalid config
     │   └── MissingRegistry         2  the bucket or registry directory does not exist
@@ -47,6 +48,12 @@ class AlreadyExists(TychoError):
 
 
 class NothingToPull(TychoError):
+    exit_code = 1
+
+
+class Refused(TychoError):
+    """The answer is no: the command would remove what a rule keeps (``latest``)."""
+
     exit_code = 1
 
 

@@ -22,7 +22,11 @@ from .transfer.engine import Expected
 
 RECORDS_KEY = "tychoreg"
 LATEST = "latest"  # tycho-station's word for "the latest version", never a version name
-PENDING = "pending"
+PENDING = "pending"  # a push under way: the version is not trusted yet
+DELETING = "deleting"  # a deletion under way: the version is not trusted any more
+FILE = "file"  # the format of a version pushed from a file or a stream
+TAR_ZSTD = "tar+zstd"  # the format of a directory: a tar stream compressed with zstd
+TAR_ZSTD_SUFFIX = ".tar.zst"  # a directory package's localname ends so
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -77,6 +81,24 @@ def is_pending(record: object) -> bool:
     return isinstance(record, dict) and record.get("state") == PENDING
 
 
+def state_of(record: object) -> str:
+    """"pending", "deleting", or "ok" (a full record, or none: tycho-station's)."""
+    state = record.get("state") if isinstance(record, dict) else None
+    return state if state in (PENDING, DELETING) else "ok"
+
+
+def format_of(record: object) -> str:
+    """How the bytes are to be read: "file" (as they are) or "tar+zstd" (a directory)."""
+    value = record.get("format") if isinstance(record, dict) else None
+    return value if isinstance(value, str) else FILE
+
+
+def being_deleted(package: str, version: str) -> IncompleteVersion:
+    return IncompleteVersion(
+        f"{package} {version} is being deleted (a deletion was cut short) and is not "
+        f"trusted; run 'tychoreg delete {package} {version}' to finish it")
+
+
 def cut_short(package: str, version: str) -> IncompleteVersion:
     return IncompleteVersion(
         f"{package} {version}: its push was cut short after it started and the version "
@@ -87,12 +109,26 @@ def cut_short(package: str, version: str) -> IncompleteVersion:
 def parse_record(package: str, version: str, record: object) -> Expected:
     if is_pending(record):
         raise cut_short(package, version)
+    if state_of(record) == DELETING:
+        raise being_deleted(package, version)
     sha256 = record.get("sha256") if isinstance(record, dict) else None
     size = record.get("size") if isinstance(record, dict) else None
     if not (isinstance(sha256, str) and _SHA256.fullmatch(sha256) and isinstance(size, int)
             and not isinstance(size, bool)):
         raise UnsafeRemoteData(f"{package} {version}: its checksum record is malformed")
     return Expected(size, sha256=sha256)
+
+
+def expectation(record: Expected | None, info: ObjectInfo) -> Expected:
+    """The integrity policy: what a record says (size and SHA-256) when there is one;
+    else, for a version pushed by tycho-station, the size and, where the ETag is a plain
+    MD5 (a single-PUT object), the MD5."""
+    return record if record is not None else Expected(info.size, md5=info.md5)
+
+
+def checked(expected: Expected) -> str:
+    """What a download was checked against, in words (verify reports it)."""
+    return "sha256" if expected.sha256 else "size and md5" if expected.md5 else "size"
 
 
 def load_record(package: str, version: str, data: bytes) -> dict[str, Any]:

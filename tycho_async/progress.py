@@ -41,10 +41,12 @@ class Tally:
 
 
 class _PlainTask:
-    def __init__(self, sink: PlainProgress, total: int) -> None:
+    def __init__(self, sink: PlainProgress, total: int | None) -> None:
         self.sink, self.total = sink, total
+        self.moved = 0
 
     def advance(self, nbytes: int) -> None:
+        self.moved += nbytes
         self.sink.advance(nbytes)
 
     def end(self, ok: bool) -> None:
@@ -63,11 +65,13 @@ class PlainProgress:
         self.tally = Tally(clock)
         self.expected_files = files
         self.begun = 0
+        self.unknown = False  # a stream of unknown length is under way: no percent, no ETA
         self.next_line = self.tally.started + FIRST_LINE
 
-    def begin(self, label: str, total: int) -> TaskProgress:
+    def begin(self, label: str, total: int | None) -> TaskProgress:
         self.begun += 1
-        self.tally.total += total
+        self.unknown |= total is None
+        self.tally.total += total or 0
         return _PlainTask(self, total)
 
     def advance(self, nbytes: int) -> None:
@@ -82,7 +86,7 @@ class PlainProgress:
         elapsed = now - tally.started
         rate = tally.moved / max(elapsed, 1e-9)
         text = f"{TITLES.get(self.verb, self.verb)}: {human_size(tally.moved)}"
-        if self.expected_files in (None, self.begun):  # every size known: a true total
+        if self.expected_files in (None, self.begun) and not self.unknown:  # a true total
             percent = 100 * tally.moved / tally.total if tally.total else 100.0
             eta = (tally.total - tally.moved) / rate if rate else 0.0
             text += (f" of {human_size(tally.total)} ({percent:.0f}%), "
@@ -102,7 +106,7 @@ class PlainProgress:
             self.tally.failed += 1
             return
         self.tally.files += 1
-        self.tally.bytes += task.total
+        self.tally.bytes += task.moved
 
     def __enter__(self) -> PlainProgress:
         return self

@@ -23,25 +23,32 @@ record in tycho.json saves every pull a request.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import shutil
 import tempfile
+import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import anyio
 import anyio.to_thread
 
-from . import __version__
+from . import __version__, retention
+from .digests import file_digests
 from .errors import (
     AlreadyExists,
+    IntegrityError,
     MissingRegistry,
     NotFound,
     NothingToPull,
+    OutputClosed,
     PartialFailure,
     PreconditionFailed,
+    Refused,
     StoreError,
     TransferError,
     TychoError,
@@ -49,12 +56,20 @@ from .errors import (
     UsageError,
 )
 from .layout import (
+    DELETING,
+    FILE,
     LATEST,
     PENDING,
     RECORDS_KEY,
+    TAR_ZSTD,
+    TAR_ZSTD_SUFFIX,
+    being_deleted,
+    checked,
     cut_short,
     dump,
     etag_sidecar,
+    expectation,
+    format_of,
     is_current,
     is_pending,
     load_record,
@@ -66,9 +81,10 @@ from .layout import (
     pending_age,
     record_key,
     records_in,
+    state_of,
     version_key,
 )
-from .localfs import LocalFS, Target
+from .localfs import LocalFS, Target, failure
 from .names import (
     check_localname_arg,
     check_package,
@@ -77,10 +93,14 @@ from .names import (
     is_valid_segment,
     sort_versions,
 )
+from .names import version_key as natural
 from .storage import ObjectInfo
 from .transfer import Engine, Expected
-from .transfer.engine import UploadResult
+from .transfer.engine import ExpectedSource, UploadResult
 from .transfer.groups import task_group
+
+if TYPE_CHECKING:
+    from . import archive
 
 META_ATTEMPTS = 20
 # A pending record (a push under way) is taken over by a later push, or cleared by
@@ -89,6 +109,8 @@ META_ATTEMPTS = 20
 QUIET_SECONDS = 60
 STALE_SECONDS = 600
 CLEANUP_SECONDS = 15  # the longest an interrupted push spends removing its pending record
+SHIELD_SECONDS = 120  # the longest a signal waits for a deletion's steps to finish
+STALE_UPLOAD_SECONDS = 86400  # prune aborts multipart uploads older than this
 
 
 @dataclass(frozen=True)
@@ -101,8 +123,48 @@ class PackageSummary:
 
 @dataclass(frozen=True)
 class VersionInfo:
+    """A version as the listing and tycho.json's copies of the records show it."""
+
     version: str
     size: int
+    sha256: str | None = None  # None: no record (pushed by tycho-station)
+    pushed_at: str | None = None
+    format: str = FILE
+    latest: bool = False
+    state: str = "ok"  # "pending" or "deleting" while a push or deletion is cut short
+    modified: float | None = None  # the object's Last-Modified, seconds since the epoch
+
+
+@dataclass(frozen=True)
+class DeleteResult:
+    package: str
+    versions: list[str]  # deleted (or, with dry_run, that would be)
+    latest_cleared: bool  # --force deleted the latest version: latest is null now
+    dry_run: bool
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    package: str
+    deleted: list[str]  # (or, with dry_run, would be)
+    kept: list[str]
+    finished: list[str]  # interrupted pushes and deletions completed or cleared
+    aborted_uploads: int  # multipart uploads older than a day, aborted
+    dry_run: bool
+
+
+@dataclass(frozen=True)
+class ShowResult:
+    """What is known of a package, and of one version when one was asked for."""
+
+    package: str
+    localname: str | None
+    latest: str | None
+    versions: int
+    size: int  # of every version together
+    version: VersionInfo | None = None
+    tool: str | None = None  # what pushed the version
+    tree_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -114,15 +176,73 @@ class PushResult:
     initialized: bool
     promoted: bool
     created_registry: str | None = None  # the new local registry this push created
+    skipped: bool = False  # --skip-existing found the same content there already
+    format: str = FILE  # "file", or "tar+zstd" for a directory
+    tree_sha256: str | None = None  # a directory's: the SHA-256 of its canonical tar
+
+
+@dataclass(frozen=True)
+class _Source:
+    """What a push reads: a file (``path``), a directory (``path`` and its ``tree``), or
+    a stream."""
+
+    path: Path | None
+    tree: archive.Tree | None
+    stream: BinaryIO | None
+
+
+STREAM_CHUNK = 1 << 20
+STDOUT = 1
+
+
+def _version_info(pushed: retention.Pushed, record: object, latest: object) -> VersionInfo:
+    fields = record if isinstance(record, dict) else {}
+    sha256, pushed_at = fields.get("sha256"), fields.get("pushed_at")
+    return VersionInfo(pushed.version, pushed.size,
+                       sha256 if isinstance(sha256, str) else None,
+                       pushed_at if isinstance(pushed_at, str) else None,
+                       format_of(record), latest == pushed.version, state_of(record),
+                       pushed.modified)
+
+
+def sink_flush(stream: BinaryIO) -> None:
+    try:
+        stream.flush()
+    except BrokenPipeError:
+        raise OutputClosed("the output was closed") from None
+    except OSError as exc:
+        raise failure(exc, "write the output") from exc
+
+
+def _sidecar_says(sidecar: Path, etag: str) -> bool:
+    try:
+        return sidecar.read_text(encoding="utf-8") == etag
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _read_stream(stream: BinaryIO | None) -> Iterator[bytes]:
+    """A binary stream in chunks (blocking reads: the engine runs them in a thread)."""
+    assert stream is not None
+    while True:
+        try:
+            data = stream.read(STREAM_CHUNK)
+        except OSError as exc:
+            raise failure(exc, "read standard input") from exc
+        if not data:
+            return
+        yield data
 
 
 @dataclass(frozen=True)
 class PullResult:
     package: str
     version: str
-    path: Path
+    path: Path  # the file, the directory (a directory package), or "-" (standard output)
     size: int
     skipped: bool
+    exact: bool = True  # False: a --fallback prefix chose the version
+    format: str = FILE
 
 
 @dataclass(frozen=True)
@@ -158,11 +278,6 @@ class PullRequest:
 
     def __str__(self) -> str:
         return f"{self.package}=={self.version}" if self.version else self.package
-
-
-def _checked(expected: Expected | None, info: ObjectInfo) -> str:
-    """What verify checked the bytes against: the record, else size and MD5 (or size)."""
-    return "sha256" if expected else "size and md5" if info.md5 else "size"
 
 
 class Registry:
@@ -255,13 +370,14 @@ class Registry:
         return found["pkg"], found["record"]
 
     async def _state(self, package: str, version: str) -> str:
-        """"missing", "pending" (a push cut short) or "ok"."""
+        """What the version is: "missing", "pending" (a push cut short), "deleting" (a
+        deletion cut short) or "ok"."""
         pkg, record = await self._look(package, version)
         if pkg is None:
             await self._require_root()
             return "missing"
-        if record is not None and is_pending(load_record(package, version, record[0])):
-            return "pending"
+        if record is not None:
+            return state_of(load_record(package, version, record[0]))
         return "ok"
 
     async def exists(self, package: str, version: str) -> bool:
@@ -269,45 +385,76 @@ class Registry:
         check_version(version)
         return await self._state(package, version) == "ok"
 
-    async def push(self, package: str, version: str, path: Path, *, promote: bool) -> PushResult:
+    async def push(self, package: str, version: str, source: Path | BinaryIO, *,
+                   promote: bool, localname: str | None = None, level: int | None = None,
+                   skip_existing: bool = False) -> PushResult:
         """Publish a version in steps that a crash can interrupt anywhere without leaving
         anything a pull would trust: a pending record (created only if absent, so a
         second pusher is refused right there), the object (If-None-Match), then the full
-        record and tycho.json, shielded from signals once the object is published."""
+        record and tycho.json, shielded from signals once the object is published.
+
+        ``source`` is a file, a directory (packed as tar+zstd at ``level`` while it
+        uploads) or a binary stream (read to its end). ``localname`` names a new package
+        (required for a stream). ``skip_existing``: a version that already holds the same
+        content is left as it is (and still promoted if asked)."""
         check_package(package)
         check_version(version)
         if version == LATEST:
             raise UsageError(f"{LATEST!r} means the latest version to tycho-station; it "
                              "cannot name a version")
-        if not await anyio.Path(path).is_file():
-            raise UsageError(f"{path} is not a readable file")
-        check_localname_arg(path.name)
+        if localname is not None:
+            check_localname_arg(localname)
+        source_ = await self._source(source)
+        packer = None
+        if source_.tree is not None:
+            from . import archive  # loaded only for directories: pulls of files start faster
+
+            packer = archive.Packer(source_.tree, level if level is not None
+                                    else archive.DEFAULT_LEVEL)
+        try:  # not read_meta: a push may create the (local) registry itself
+            data, _ = await self.engine.get_bytes(meta_key(package))
+            meta: dict[str, Any] | None = parse_meta(package, data)
+        except NotFound:
+            meta = None
+        name = self._localname_for(package, meta, source_, localname)
+        if skip_existing:
+            there = await self._already_there(package, version, meta, source_)
+            if there is not None:
+                if promote:
+                    await self.promote(package, version)
+                return dataclasses.replace(there, promoted=promote)
         store = self.engine.store
         created_registry = None
         if store.creates_root and not await self.engine.root_exists():
             created_registry = store.location
-        pending_etag = await self._reserve(package, version, path.name)
+        pending_etag = await self._reserve(package, version, name,
+                                           TAR_ZSTD if source_.tree else FILE)
         published: list[UploadResult] = []
         initialized: list[bool] = []
 
         async def record(result: UploadResult) -> None:
             published.append(result)
+            extra = {} if packer is None else {"format": TAR_ZSTD,
+                                               "tree_sha256": packer.tree_sha256}
             try:
-                initialized.append(await self._publish(package, version, result, path.name,
-                                                       promote=promote))
+                initialized.append(await self._publish(package, version, result, name,
+                                                       promote=promote, extra=extra))
             except TychoError as exc:
                 raise TransferError(
                     f"{package} {version} was uploaded, but recording it failed ({exc}); "
                     f"run 'tychoreg verify {package} --version {version} --repair'") from exc
 
+        key, label = version_key(package, version), f"{package} {version}"
         try:
-            meta = await self._read_meta_or_none(package)
             if meta is not None and RECORDS_KEY not in meta:
                 # Mark the package as one tychoreg pushes to: a pull of any of its versions
                 # without a copy of the record then looks for the record object.
                 await self._update_meta(package, mark)
-            await self.engine.upload_file(path, version_key(package, version),
-                                          label=f"{package} {version}", then=record)
+            if source_.path is not None and source_.tree is None:
+                await self.engine.upload_file(source_.path, key, label=label, then=record)
+            else:
+                chunks = iter(packer) if packer is not None else _read_stream(source_.stream)
+                await self.engine.upload_stream(chunks, key, label=label, then=record)
         except BaseException as exc:
             if not published:  # nothing was published: the version is free again
                 with anyio.CancelScope(shield=True):
@@ -318,9 +465,105 @@ class Registry:
             raise
         result = published[0]
         return PushResult(package, version, result.size, result.sha256, initialized[0],
-                          promote, created_registry)
+                          promote, created_registry,
+                          format=TAR_ZSTD if packer else FILE,
+                          tree_sha256=packer.tree_sha256 if packer else None)
 
-    async def _reserve(self, package: str, version: str, localname: str) -> str:
+    async def _source(self, source: Path | BinaryIO) -> _Source:
+        """What is pushed: a regular file, a directory (scanned: refused if it holds what
+        cannot be restored faithfully) or a stream."""
+        if not isinstance(source, Path):
+            return _Source(None, None, source)
+        path = anyio.Path(source)
+        if await path.is_dir():
+            from . import archive
+
+            tree = await anyio.to_thread.run_sync(archive.scan, source)
+            return _Source(source, tree, None)
+        if not await path.is_file():
+            raise UsageError(f"{source} is not a readable file or directory")
+        return _Source(source, None, None)
+
+    @staticmethod
+    def _localname_for(package: str, meta: dict[str, Any] | None, source: _Source,
+                       given: str | None) -> str:
+        """The package's localname: tycho.json's for an existing package (``given`` must
+        agree), else ``given``, else the file's name, or ``NAME.tar.zst`` for a directory
+        (NAME: its resolved base name, so ``.`` works)."""
+        current = meta.get("localname") if meta is not None else None
+        if isinstance(current, str):
+            name = check_remote_localname(package, current)
+            if given is not None and given != name:
+                raise UsageError(f"package {package!r} already names its file {name!r}; "
+                                 f"--localname {given!r} can only name a new package")
+        elif given is not None:
+            name = given
+        elif source.tree is not None:
+            name = source.tree.root.name + TAR_ZSTD_SUFFIX
+        elif source.path is not None:
+            name = source.path.name
+        else:
+            raise UsageError(f"package {package!r} is new: a push from standard input needs "
+                             "--localname NAME to name its file")
+        check_localname_arg(name)
+        if source.tree is not None and not name.endswith(TAR_ZSTD_SUFFIX):
+            raise UsageError(f"package {package!r} names its file {name!r}, not *"
+                             f"{TAR_ZSTD_SUFFIX}: a directory can only be pushed to a package "
+                             "of directories")
+        return name
+
+    async def _already_there(self, package: str, version: str, meta: dict[str, Any] | None,
+                             source: _Source) -> PushResult | None:
+        """For ``--skip-existing``: None when the version does not exist; a result when it
+        holds the same content; AlreadyExists (exit 1) when it holds other content or
+        sameness cannot be proven."""
+        pkg, found = await self._look(package, version)
+        if pkg is None:
+            return None
+        copy = records_in(meta).get(version) if meta is not None else None
+        record = copy if copy is not None else \
+            load_record(package, version, found[0]) if found is not None else None
+        if state_of(record) == PENDING:
+            raise cut_short(package, version)
+        if state_of(record) == DELETING:
+            raise being_deleted(package, version)
+        fmt = format_of(record)
+        same: bool | None
+        if source.tree is not None:
+            if fmt != TAR_ZSTD or not isinstance(record, dict):
+                same = False if record is not None else None
+            else:
+                from . import archive
+
+                digest = await anyio.to_thread.run_sync(archive.tree_sha256, source.tree)
+                same = digest == record.get("tree_sha256")
+        elif source.path is not None:
+            digests = await anyio.to_thread.run_sync(file_digests, self.fs, source.path)
+            if record is not None:
+                same = fmt == FILE and parse_record(package, version, record) == Expected(
+                    digests.size, sha256=digests.sha256)
+            elif digests.size != pkg.size:
+                same = False
+            else:  # tycho-station's version: its ETag, as boto3 would have made it
+                etag = pkg.etag.strip('"').lower()
+                same = etag in (digests.md5, digests.boto3_etag) or None
+        else:
+            same = None
+        if same is None:
+            raise AlreadyExists(f"{package} {version} already exists and it cannot be told "
+                                "whether it holds the same content (a stream, or a version "
+                                "whose ETag is not one boto3 or tychoreg would make)")
+        if not same:
+            raise AlreadyExists(f"{package} {version} already exists with other content; "
+                                "published versions are immutable, push a new version")
+        return PushResult(package, version, pkg.size,
+                          str(record.get("sha256")) if isinstance(record, dict) else "",
+                          initialized=False, promoted=False, skipped=True, format=fmt,
+                          tree_sha256=record.get("tree_sha256")
+                          if isinstance(record, dict) else None)
+
+    async def _reserve(self, package: str, version: str, localname: str,
+                       fmt: str = FILE) -> str:
         """Create the version's pending record; return its ETag. Refused while the
         version exists or another push of it is alive; a dead push's record is taken
         over (see QUIET_SECONDS)."""
@@ -335,7 +578,8 @@ class Registry:
                                 "are immutable, push a new version")
         push_id = uuid.uuid4().hex
         pending = dump({"state": PENDING, "tool": f"tychoreg {__version__}",
-                         "started_at": now(), "localname": localname, "push_id": push_id})
+                         "started_at": now(), "localname": localname, "push_id": push_id,
+                         **({} if fmt == FILE else {"format": fmt})})
         busy = AlreadyExists(f"{package} {version} is being pushed by another client right "
                              "now; published versions are immutable, push a new version")
         conditions: dict[str, Any] = {"if_none_match": True} if old is None else \
@@ -380,13 +624,15 @@ class Registry:
 
     async def _publish(self, package: str, version: str, result: UploadResult,
                        localname: str, *, promote: bool,
-                       record: dict[str, Any] | None = None) -> bool:
+                       record: dict[str, Any] | None = None,
+                       extra: dict[str, Any] | None = None) -> bool:
         """Write the full record (unless ``record`` is the one already written) and its
         copy in tycho.json (creating tycho.json for a new package); True when tycho.json
         was created."""
         if record is None:
             record = {"sha256": result.sha256, "size": result.size, "pushed_at": now(),
-                      "tool": f"tychoreg {__version__}", "localname": localname}
+                      "tool": f"tychoreg {__version__}", "localname": localname,
+                      **(extra or {})}
             await self.engine.put_bytes(record_key(package, version), dump(record))
 
         def publish(meta: dict[str, Any]) -> None:
@@ -411,10 +657,14 @@ class Registry:
         state = await self._state(package, version)
         if state == "missing":
             raise NotFound(f"{package} {version} does not exist; nothing to promote")
-        if state == "pending":
+        if state == PENDING:
             raise cut_short(package, version)
+        if state == DELETING:
+            raise being_deleted(package, version)
 
         def set_latest(meta: dict[str, Any]) -> None:
+            if state_of(records_in(meta).get(version)) == DELETING:  # in the same write
+                raise being_deleted(package, version)
             meta["latest"] = version
 
         await self._update_meta(package, set_latest)
@@ -442,37 +692,55 @@ class Registry:
         return [summaries[name] for name in sorted(names)]
 
     async def list_versions(self, package: str) -> list[VersionInfo]:
+        """Every version, in natural order, with what tycho.json's copies of the records
+        say of it (asked beside the listing: one round trip, no request per version)."""
         check_package(package)
-        head = f"{package}/tycho_"
-        found: dict[str, int] = {}
-        for info in await self.engine.list_keys(head):
-            if info.key.endswith(".pkg"):
-                version = info.key[len(head):-len(".pkg")]
-                if is_valid_segment(version):
-                    found[version] = info.size
-        if not found:
-            await self.read_meta(package)  # NotFound for an unknown package
-        return [VersionInfo(v, found[v]) for v in sort_versions(list(found))]
+        found: dict[str, Any] = {}
 
-    async def _record(self, package: str, version: str, meta: dict[str, Any] | None, *,
-                      authoritative: bool = False) -> Expected | None:
-        """What the pushed bytes were: the copy of the record in tycho.json (no request),
-        else the record object, else None (a version pushed by tycho-station). A pending
-        record (a push cut short) raises IncompleteVersion: it is never trusted.
+        async def meta() -> None:
+            with contextlib.suppress(NotFound):
+                found["meta"] = (await self.read_meta(package))[0]
+
+        async def listing() -> None:
+            found["pushed"] = await self._pushed(package)
+
+        async with task_group() as tg:
+            tg.start_soon(meta)
+            tg.start_soon(listing)
+        pushed: list[retention.Pushed] = found["pushed"]
+        if "meta" not in found and not pushed:
+            raise NotFound(f"package {package!r} does not exist (no tycho.json)")
+        meta_: dict[str, Any] = found.get("meta") or {}
+        copies = records_in(meta_)
+        by_version = {p.version: p for p in pushed}
+        return [_version_info(by_version[v], copies.get(v), meta_.get("latest"))
+                for v in sort_versions(list(by_version))]
+
+    async def _raw_record(self, package: str, version: str, meta: dict[str, Any] | None,
+                          *, authoritative: bool = False) -> dict[str, Any] | None:
+        """The version's record: the copy in tycho.json (no request), else the record
+        object, else None (a version pushed by tycho-station).
 
         A package whose tycho.json has no section of ours was never pushed to by tychoreg
         (a push marks it before it uploads), so a pull does not look for a record object
         there (one request a package saved); ``authoritative`` lookups (verify) always do."""
         copy = records_in(meta).get(version) if meta is not None else None
         if copy is not None:
-            return parse_record(package, version, copy)
+            return copy if isinstance(copy, dict) else {}
         if meta is not None and RECORDS_KEY not in meta and not authoritative:
             return None
         try:
             data, _ = await self.engine.get_bytes(record_key(package, version))
         except NotFound:
             return None
-        return parse_record(package, version, load_record(package, version, data))
+        return load_record(package, version, data)
+
+    async def _record(self, package: str, version: str, meta: dict[str, Any] | None, *,
+                      authoritative: bool = False) -> Expected | None:
+        """What the pushed bytes were, by the record (None: no record). A record of a push
+        or deletion cut short raises IncompleteVersion: it is never trusted."""
+        record = await self._raw_record(package, version, meta, authoritative=authoritative)
+        return None if record is None else parse_record(package, version, record)
 
     async def _version(self, request: PullRequest) -> tuple[str, dict[str, Any]]:
         """The version a request names (its latest when it names none) and tycho.json."""
@@ -504,19 +772,27 @@ class Registry:
             self._resolve(request, meta or {})
         if repair:
             return await self._repair(package, version, meta)
-        expected = await self._record(package, version, meta, authoritative=True)
-        info, sha256 = await self._scratch_download(package, version, expected)
-        return VerifyResult(package, version, info.size, sha256, _checked(expected, info))
+        record = await self._record(package, version, meta, authoritative=True)
+        return await self._scratch_verify(package, version, record)
 
-    async def _scratch_download(self, package: str, version: str,
-                                expected: Expected | None) -> tuple[ObjectInfo, str]:
+    async def _scratch_verify(self, package: str, version: str, record: Expected | None,
+                              repaired: str | None = None) -> VerifyResult:
+        """Download a version into a scratch directory to check it (by the record, else
+        as layout's policy says), and delete it."""
+        used: list[Expected] = []
+
+        async def expected(info: ObjectInfo) -> Expected:
+            used.append(expectation(record, info))
+            return used[0]
+
         scratch = await anyio.to_thread.run_sync(
             lambda: tempfile.mkdtemp(prefix="tychoreg-verify-"))
         try:
-            return await self._download(package, version, Path(scratch) / "o", known=None,
-                                        expected=expected)
+            info, sha256 = await self._download(package, version, Path(scratch) / "o",
+                                                known=None, expected=expected)
         finally:
             await anyio.to_thread.run_sync(shutil.rmtree, scratch, True)
+        return VerifyResult(package, version, info.size, sha256, checked(used[0]), repaired)
 
     async def _repair(self, package: str, version: str,
                       meta: dict[str, Any] | None) -> VerifyResult:
@@ -527,18 +803,17 @@ class Registry:
             copy = records_in(meta).get(version) if meta is not None else None
             source = copy if copy is not None else record  # what verify would read
             expected = parse_record(package, version, source) if source is not None else None
-            info, sha256 = await self._scratch_download(package, version, expected)
-            repaired = None
+            result = await self._scratch_verify(package, version, expected)
             if record is not None and copy is None:
                 # a push cut short after its record: copy it where pulls look (and create
                 # tycho.json for a new package, named by the record's localname)
-                result = UploadResult(info.size, sha256, info.etag, 0)
-                await self._publish(package, version, result,
+                await self._publish(package, version, UploadResult(result.size, result.sha256,
+                                                                   "", 0),
                                     check_remote_localname(package, record.get("localname")),
                                     promote=False, record=record)
-                repaired = "restored the copy of its record in tycho.json"
-            return VerifyResult(package, version, info.size, sha256,
-                                _checked(expected, info), repaired)
+                result = dataclasses.replace(
+                    result, repaired="restored the copy of its record in tycho.json")
+            return result
         if not await self._abandoned(package, version, record):
             raise AlreadyExists(f"{package} {version} is being pushed right now (started "
                                 f"{record.get('started_at')}); try again later")
@@ -546,18 +821,17 @@ class Registry:
             await self.engine.delete(rkey)
             raise NotFound(f"{package} {version} does not exist: cleared the record of a "
                            "push that was cut short before its upload finished")
-        info, sha256 = await self._scratch_download(package, version, None)
-        localname = record.get("localname")
-        result = UploadResult(info.size, sha256, info.etag, 0)
-        await self._publish(package, version, result,
-                            check_remote_localname(package, localname), promote=False)
-        return VerifyResult(package, version, info.size, sha256, _checked(None, info),
-                            "completed a push that was cut short after its upload "
-                            "(recorded the SHA-256 of the stored bytes)")
+        result = await self._scratch_verify(
+            package, version, None, "completed a push that was cut short after its upload "
+            "(recorded the SHA-256 of the stored bytes)")
+        await self._publish(package, version, UploadResult(result.size, result.sha256, "", 0),
+                            check_remote_localname(package, record.get("localname")),
+                            promote=False)
+        return result
 
     async def _download(
         self, package: str, version: str, dest: Path, *, known: ObjectInfo | None,
-        expected: Expected | Callable[[], Awaitable[Expected | None]] | None,
+        expected: ExpectedSource,
         finish: Callable[[ObjectInfo], None] | None = None,
     ) -> tuple[ObjectInfo, str]:
         try:
@@ -568,34 +842,84 @@ class Registry:
             raise NotFound(f"{package} {version} does not exist") from None
 
     async def pull(
-        self, request: PullRequest, *, force: bool = False, outfile: Path | None = None,
+        self, request: PullRequest, *, force: bool = False,
+        outfile: Path | BinaryIO | None = None, raw: bool = False,
+        fallback: Sequence[str] = (),
         claim: Callable[[Path], None] | None = None,
     ) -> PullResult:
         """Download one version; ``claim`` lets a batch refuse two items with one target.
+
+        A directory package is extracted to ``OUTDIR/NAME`` (or ``outfile``) unless
+        ``raw``; ``outfile`` ``-`` is standard output, and a binary file object gets the
+        bytes in order (both checked after the last byte). ``fallback``: prefixes tried in
+        order, each for its most recently pushed version, when the requested version does
+        not exist.
 
         Only where a local copy with its sidecar may already be current is the object
         asked for with a HEAD first; otherwise its first GET tells size and ETag. A FIFO
         or character device is written in place, in order; anything else that is not a
         regular file is refused before a byte moves."""
-        package = request.package
-        if outfile is not None and str(outfile) == "-":
-            raise UsageError("--outfile - (standard output) is not supported yet; name a file")
-        version, meta = await self._version(request)
-        if outfile is None:
-            named = self.outdir / check_remote_localname(package, meta.get("localname"))
+        package = check_package(request.package)
+        meta, _ = await self.read_meta(package)
+        version, exact = await self._pick(request, meta, fallback)
+        record = await self._raw_record(package, version, meta)
+        expected = None if record is None else parse_record(package, version, record)
+        fmt = format_of(record)
+        localname = check_remote_localname(package, meta.get("localname"))
+        if outfile is not None and (not isinstance(outfile, Path) or str(outfile) == "-"):
+            return await self._pull_stdout(package, version, expected, exact=exact, fmt=fmt,
+                                           stream=None if isinstance(outfile, Path)
+                                           else outfile)
+        if fmt == TAR_ZSTD and not raw:
+            dest = outfile if outfile is not None else \
+                self.outdir / localname.removesuffix(TAR_ZSTD_SUFFIX)
+            if claim is not None:
+                claim(dest.absolute())
+            return await self._pull_tree(package, version, expected, record or {}, dest,
+                                         force=force, exact=exact)
+        named = self.outdir / localname if outfile is None else outfile
         # A few stats and mkdirs: faster on the event loop than through a worker thread
         # (measured: a thread hop per file cost more CPU in GIL hand-offs than it saved).
         target, created, has_sidecar = self._prepare(
-            named if outfile is None else outfile,
-            self.outdir if outfile is None else None)
+            named, self.outdir if outfile is None else None)
         try:
             if claim is not None:
                 claim(target.real)
-            return await self._pull_to(package, version, meta, target, force=force,
-                                       has_sidecar=has_sidecar)
+            result = await self._pull_to(package, version, expected, target, force=force,
+                                         has_sidecar=has_sidecar)
         except BaseException:
             self.fs.remove_empty_dirs(created)
             raise
+        return dataclasses.replace(result, exact=exact, format=fmt)
+
+    async def _pick(self, request: PullRequest, meta: dict[str, Any],
+                    fallback: Sequence[str]) -> tuple[str, bool]:
+        """The version to pull and whether it is the one asked for (not a fallback)."""
+        if fallback and request.version is None:
+            raise UsageError("--fallback needs --version: the exact key to try first")
+        if any(not prefix for prefix in fallback):
+            raise UsageError("--fallback needs a non-empty prefix")
+        version = self._resolve(request, meta)
+        if not fallback or await self._state(request.package, version) == "ok":
+            return version, True
+        pushed = await self._pushed(request.package)
+        picked = retention.pick_fallback(
+            [p for p in pushed if p.version != version], fallback)
+        if picked is None:
+            raise NotFound(f"{request.package} {version} does not exist, and no version "
+                           f"starts with {', '.join(repr(p) for p in fallback)}")
+        return picked[0], False
+
+    async def _pushed(self, package: str) -> list[retention.Pushed]:
+        """Every version of a package as the listing shows it (time of push, size)."""
+        head = f"{package}/tycho_"
+        found = []
+        for info in await self.engine.list_keys(head):
+            if info.key.endswith(".pkg"):
+                version = info.key[len(head):-len(".pkg")]
+                if is_valid_segment(version):
+                    found.append(retention.Pushed(version, info.modified or 0.0, info.size))
+        return found
 
     def _prepare(self, named: Path, within: Path | None) -> tuple[Target, list[Path], bool]:
         """Everything a pull looks at on disk before it moves a byte: what the
@@ -605,20 +929,58 @@ class Registry:
         created = self.fs.make_dirs(target.real.parent)
         return target, created, etag_sidecar(target.named).exists()
 
-    async def _pull_to(self, package: str, version: str, meta: dict[str, Any],
-                       target: Target, *, force: bool, has_sidecar: bool) -> PullResult:
-        def expected() -> Awaitable[Expected | None]:
-            return self._record(package, version, meta)
+    def _expects(self, record: Expected | None) -> ExpectedSource:
+        async def expected(info: ObjectInfo) -> Expected:
+            return expectation(record, info)
 
+        return expected
+
+    async def _stream(self, package: str, version: str, record: Expected | None,
+                      sink: Callable[[bytes], None]) -> ObjectInfo:
+        try:
+            info, _ = await self.engine.download_stream(
+                version_key(package, version), sink, label=f"{package} {version}",
+                expected=self._expects(record))
+        except NotFound:
+            raise NotFound(f"{package} {version} does not exist") from None
+        return info
+
+    async def _pull_stdout(self, package: str, version: str, record: Expected | None, *,
+                           exact: bool, fmt: str, stream: BinaryIO | None) -> PullResult:
+        """The bytes, in order, to standard output (or ``stream``); checked after the
+        last one."""
+        def sink(data: bytes) -> None:
+            try:
+                if stream is not None:
+                    stream.write(data)
+                else:
+                    self.fs.write(STDOUT, data, "write to standard output")
+            except BrokenPipeError:
+                raise OutputClosed("the output was closed") from None
+            except OSError as exc:
+                raise failure(exc, "write the output") from exc
+            except TransferError as exc:
+                if isinstance(exc.__cause__, BrokenPipeError):
+                    raise OutputClosed("the output was closed") from None
+                raise
+
+        info = await self._stream(package, version, record, sink)
+        if stream is not None:
+            await anyio.to_thread.run_sync(sink_flush, stream)
+        return PullResult(package, version, Path("-"), info.size, skipped=False, exact=exact,
+                          format=fmt)
+
+    async def _pull_to(self, package: str, version: str, record: Expected | None,
+                       target: Target, *, force: bool, has_sidecar: bool) -> PullResult:
         if target.is_stream:
             fd = await anyio.to_thread.run_sync(self.fs.open_stream, target.real,
                                                 abandon_on_cancel=True)
+
+            def sink(data: bytes) -> None:
+                self.fs.write(fd, data, "write the download")
+
             try:
-                info, _ = await self.engine.download_stream(
-                    version_key(package, version), fd, label=f"{package} {version}",
-                    expected=expected)
-            except NotFound:
-                raise NotFound(f"{package} {version} does not exist") from None
+                info = await self._stream(package, version, record, sink)
             finally:
                 self.fs.close(fd)
             return PullResult(package, version, target.named, info.size, skipped=False)
@@ -630,7 +992,6 @@ class Registry:
                 if known is None:
                     raise NotFound(f"{package} {version} does not exist")
                 if is_current(target.named, known):
-                    await self._record(package, version, meta)  # never skip to a pending one
                     return PullResult(package, version, target.named, known.size,
                                       skipped=True)
             # Drop the old sidecar first: a file whose sidecar is gone is never taken as
@@ -641,8 +1002,96 @@ class Registry:
             self.fs.write_in_place(sidecar, info.etag.encode())
 
         info, _ = await self._download(package, version, target.real, known=known,
-                                       expected=expected, finish=write_sidecar)
+                                       expected=self._expects(record), finish=write_sidecar)
         return PullResult(package, version, target.named, info.size, skipped=False)
+
+    async def _pull_tree(self, package: str, version: str, expected: Expected | None,
+                         record: dict[str, Any], dest: Path, *, force: bool,
+                         exact: bool) -> PullResult:
+        """Extract a directory package at ``dest``, atomically: into a temporary
+        directory beside it while the stream is hashed; ``dest`` is replaced (the old
+        one renamed aside, the new one into place) only once the SHA-256 matches. An
+        existing ``dest`` is replaced only if an earlier pull made it (its sidecar
+        ``dest.etag`` says so)."""
+        sidecar = etag_sidecar(dest)
+        key = version_key(package, version)
+        created = await anyio.to_thread.run_sync(self._tree_target, package, dest, sidecar)
+        try:
+            if not force and await anyio.to_thread.run_sync(dest.is_dir) \
+                    and await anyio.to_thread.run_sync(sidecar.exists):
+                known = await self.engine.head(key)
+                if known is None:
+                    raise NotFound(f"{package} {version} does not exist")
+                if await anyio.to_thread.run_sync(_sidecar_says, sidecar, known.etag):
+                    return PullResult(package, version, dest, known.size, skipped=True,
+                                      exact=exact, format=TAR_ZSTD)
+            temp = await anyio.to_thread.run_sync(self.fs.create_temp_dir, dest)
+            try:
+                info, extracted = await self._extract(package, version, expected, temp)
+                want = record.get("tree_sha256")
+                if isinstance(want, str) and extracted.tree_sha256 != want:
+                    raise IntegrityError(f"{package} {version}: the extracted tree does not "
+                                         "match the recorded tree_sha256")
+
+                def install() -> None:
+                    # the sidecar goes first: a directory without one is never current
+                    self.fs.unlink(sidecar)
+                    self.fs.replace_dir(temp, dest)
+                    self.fs.write_in_place(sidecar, info.etag.encode())
+
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(install)
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(self.fs.remove_tree, temp)
+                raise
+        except BaseException:
+            self.fs.remove_empty_dirs(created)
+            raise
+        return PullResult(package, version, dest, info.size, skipped=False, exact=exact,
+                          format=TAR_ZSTD)
+
+    def _tree_target(self, package: str, dest: Path, sidecar: Path) -> list[Path]:
+        """Check where a directory package may go (finishing a replacement a crash cut
+        short first); create the folders above it; return those created."""
+        self.fs.recover_dir(dest)
+        if dest.resolve() in (Path.cwd(), *Path.cwd().parents) or not dest.name \
+                or dest.name in (".", ".."):
+            raise UsageError(f"{dest} is (or holds) the current directory; pull a directory "
+                             "package to a new path")
+        if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
+            raise UsageError(f"{dest} exists and is not a directory; pull a directory "
+                             "package to a new path, or remove it")
+        if dest.exists() and not sidecar.exists():
+            raise UsageError(f"{dest} exists and was not made by a pull of {package} (no "
+                             f"{sidecar.name} beside it); it is left alone: move it away or "
+                             "pull to another --outfile")
+        return self.fs.make_dirs(dest.parent)
+
+    async def _extract(self, package: str, version: str, expected: Expected | None,
+                       into: Path) -> tuple[ObjectInfo, archive.Extracted]:
+        """Stream the object through the extractor (a worker thread reading a bounded
+        pipe) while the engine hashes it; both must succeed."""
+        from . import archive
+
+        pipe = archive.ChunkPipe()
+        done: list[archive.Extracted] = []
+
+        async def extracting() -> None:
+            try:
+                done.append(await anyio.to_thread.run_sync(archive.extract, pipe, into))
+            finally:
+                pipe.abandon()
+
+        async with task_group() as tg:
+            tg.start_soon(extracting)
+            try:
+                info = await self._stream(package, version, expected, pipe.write)
+            except BaseException as exc:
+                pipe.fail(exc)
+                raise
+            pipe.close()
+        return info, done[0]
 
     async def pull_many(
         self, requests: Sequence[PullRequest], *, force: bool = False
@@ -689,6 +1138,204 @@ class Registry:
                 f"{len(failures)} of {len(requests)} packages failed ({done} pulled)", failures,
                 [results[i] for i in sorted(results)])
         return [results[i] for i in range(len(requests))]
+
+    # -- deletion ------------------------------------------------------------------------
+
+    async def _deleting(self, package: str, version: str, meta: dict[str, Any]
+                        ) -> tuple[ObjectInfo | None, dict[str, Any] | None, bool]:
+        """The version's object, its record object, and whether a deletion of it was
+        started (its copy in tycho.json or its record says so)."""
+        pkg, found = await self._look(package, version)
+        record = load_record(package, version, found[0]) if found is not None else None
+        started = DELETING in (state_of(records_in(meta).get(version)), state_of(record))
+        return pkg, record, started
+
+    async def delete(self, package: str, versions: Sequence[str], *, force: bool = False,
+                     dry_run: bool = False) -> DeleteResult:
+        """Delete versions, all or none: every one is checked first (a missing version,
+        or the latest without ``force``, refuses the whole command). Each deletion is
+        ordered so that a crash between its steps leaves nothing a pull would trust
+        (``_delete_version``); a later delete or prune finishes it."""
+        check_package(package)
+        versions = list(dict.fromkeys(check_version(v) for v in versions))
+        if not versions:
+            raise UsageError("name at least one version to delete")
+        meta, _ = await self.read_meta(package)
+        looked: dict[str, tuple[ObjectInfo | None, dict[str, Any] | None, bool]] = {}
+
+        async def look(version: str) -> None:
+            looked[version] = await self._deleting(package, version, meta)
+
+        async with task_group() as tg:
+            for version in versions:
+                tg.start_soon(look, version)
+        problems: list[TychoError] = []
+        for version in versions:
+            pkg, _, started = looked[version]
+            if pkg is None and not started:
+                problems.append(NotFound(f"{package} {version} does not exist"))
+            elif meta.get("latest") == version and not force:
+                problems.append(Refused(
+                    f"{package} {version} is the latest version; promote another first, or "
+                    "pass --force to delete it and leave latest unset"))
+        if problems:
+            if len(problems) == 1:
+                raise problems[0]
+            raise PartialFailure(f"nothing deleted: {len(problems)} of {len(versions)} "
+                                 "versions refused", [(str(p), p) for p in problems])
+        cleared = meta.get("latest") in versions
+        if not dry_run:
+            for version in versions:
+                await self._delete_version(package, version, force=force)
+        return DeleteResult(package, versions, cleared, dry_run)
+
+    async def _delete_version(self, package: str, version: str, *, force: bool) -> None:
+        """1. mark the version as being deleted in tycho.json, re-checking latest in that
+        same conditional write (from here no pull trusts it); 2. mark its record object
+        too (for a reader whose tycho.json lost our copy); 3. delete the object;
+        4. delete the record object; 5. drop the copy from tycho.json. A crash anywhere
+        leaves the mark, which the next delete or prune finds and finishes."""
+        rkey = record_key(package, version)
+        old: dict[str, Any] | None = None
+        with contextlib.suppress(NotFound):
+            old = load_record(package, version, (await self.engine.get_bytes(rkey))[0])
+        marked = {**(old if old is not None and state_of(old) == "ok" else {}),
+                  "state": DELETING, "deleting_since": now(),
+                  "deleted_by": f"tychoreg {__version__}"}
+
+        def start(meta: dict[str, Any]) -> None:
+            if meta.get("latest") == version:
+                if not force:
+                    raise Refused(f"{package} {version} became the latest version meanwhile; "
+                                  "nothing deleted")
+                meta["latest"] = None
+            records_in(meta, create=True)[version] = marked
+
+        def finish(meta: dict[str, Any]) -> None:
+            records = records_in(meta)
+            if state_of(records.get(version)) == DELETING:
+                del records[version]
+
+        await self._update_meta(package, start)
+        with anyio.CancelScope(shield=True), anyio.fail_after(SHIELD_SECONDS):
+            if old is not None:
+                await self.engine.put_bytes(rkey, dump(marked))
+            await self.engine.delete(version_key(package, version))
+            await self.engine.delete(rkey)
+            await self._update_meta(package, finish)
+
+    async def prune(self, package: str, *, keep: int, older_than: float | None = None,
+                    dry_run: bool = False) -> PruneResult:
+        """Keep the ``keep`` most recently pushed versions and latest; delete the rest
+        (only those older than ``older_than`` seconds, when given). Also finishes what
+        was cut short: deletions, pushes whose object is there (recorded) or is not
+        (cleared), and multipart uploads older than a day (aborted)."""
+        check_package(package)
+        if keep < 0:
+            raise UsageError("--keep must be 0 or more")
+        meta, _ = await self.read_meta(package)
+        head = f"{package}/tycho_"
+        pushed: dict[str, retention.Pushed] = {}
+        recorded: set[str] = set()
+        for info in await self.engine.list_keys(head):
+            name = info.key[len(head):]
+            for suffix, into in ((".pkg", pushed), (".meta.json", None)):
+                version = name[:-len(suffix)] if name.endswith(suffix) else ""
+                if not is_valid_segment(version):
+                    continue
+                if into is None:
+                    recorded.add(version)
+                else:
+                    into[version] = retention.Pushed(version, info.modified or 0.0, info.size)
+        copies = records_in(meta)
+        unfinished = await self._unfinished(package, meta, pushed, recorded)
+        plan = retention.plan_prune([p for v, p in pushed.items() if v not in unfinished],
+                                    keep=keep, latest=meta.get("latest"),
+                                    older_than=older_than, now=time.time())
+        stale = await self._stale_uploads(package, set(pushed) | recorded | set(copies))
+        if not dry_run:
+            for how in unfinished.values():
+                await how()
+            for key, upload_id in stale:
+                await self.engine.abort_upload(key, upload_id)
+            for gone in plan.delete:
+                await self._delete_version(package, gone.version, force=False)
+        return PruneResult(package, [p.version for p in plan.delete],
+                           [p.version for p in plan.keep], sorted(unfinished, key=natural),
+                           len(stale), dry_run)
+
+    async def _unfinished(self, package: str, meta: dict[str, Any],
+                          pushed: dict[str, retention.Pushed], recorded: set[str]
+                          ) -> dict[str, Callable[[], Awaitable[Any]]]:
+        """Versions left half-way by a crash, each with what finishes it: a deletion
+        (finished), a push that died (recorded if its object is there, else cleared).
+        A push still alive is left alone."""
+        copies = records_in(meta)
+        todo: dict[str, Callable[[], Awaitable[Any]]] = {}
+        candidates = {v for v, c in copies.items() if state_of(c) != "ok"} | \
+            (recorded - set(pushed)) | \
+            {v for v in recorded & set(pushed) if v not in copies}
+        for version in sorted(candidates, key=natural):
+            if not is_valid_segment(version):
+                continue
+            _, record, started = await self._deleting(package, version, meta)
+            if started:
+                todo[version] = functools.partial(self._delete_version, package, version,
+                                                  force=True)
+            elif is_pending(record) and record is not None \
+                    and await self._abandoned(package, version, record):
+                todo[version] = functools.partial(
+                    self._repair_quietly, PullRequest(package, version))
+        return todo
+
+    async def _repair_quietly(self, request: PullRequest) -> None:
+        with contextlib.suppress(NotFound):  # NotFound: cleared, as asked
+            await self.verify(request, repair=True)
+
+    async def _stale_uploads(self, package: str, versions: set[str]) -> list[tuple[str, str]]:
+        """Multipart uploads of the package's versions started over a day ago."""
+        found: list[tuple[str, str]] = []
+        cutoff = time.time() - STALE_UPLOAD_SECONDS
+
+        async def one(version: str) -> None:
+            key = version_key(package, version)
+            found.extend((key, u.upload_id) for u in await self.engine.list_uploads(key)
+                         if u.initiated < cutoff)
+
+        async with task_group() as tg:
+            for version in versions:
+                if is_valid_segment(version):
+                    tg.start_soon(one, version)
+        return found
+
+    async def show(self, package: str, version: str | None = None) -> ShowResult:
+        """What is known of a package (and of one version): no byte is downloaded."""
+        check_package(package)
+        if version is not None and version != LATEST:
+            check_version(version)
+        versions = await self.list_versions(package)
+        meta = await self._read_meta_or_none(package) or {}
+        latest = meta.get("latest")
+        localname = meta.get("localname")
+        result = ShowResult(package, localname if isinstance(localname, str) else None,
+                            latest if isinstance(latest, str) else None, len(versions),
+                            sum(v.size for v in versions))
+        if version is None:
+            return result
+        name = self._resolve(PullRequest(package, version), meta)
+        info = next((v for v in versions if v.version == name), None)
+        record = await self._raw_record(package, name, meta, authoritative=True)
+        if info is None:
+            raise NotFound(f"{package} {name} does not exist")
+        fields = record or {}
+        if info.sha256 is None and record is not None:  # the record object, not a copy
+            info = _version_info(retention.Pushed(name, info.modified or 0.0, info.size),
+                                 record, latest)
+        tool, tree = fields.get("tool"), fields.get("tree_sha256")
+        return dataclasses.replace(
+            result, version=info, tool=tool if isinstance(tool, str) else
+            ("tycho-station" if record is None else None),
+            tree_sha256=tree if isinstance(tree, str) else None)
 
     async def probe(self) -> ProbeResult:
         """Whether the store honours conditional writes: write a probe object under the

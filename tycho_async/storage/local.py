@@ -14,13 +14,17 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from types import TracebackType
+from typing import TYPE_CHECKING, BinaryIO
 
 import anyio
 import anyio.to_thread
 
 from ..errors import NotFound, PreconditionFailed, StoreError
 from . import ObjectInfo, Part, PartReceipt, RangeBody, UploadInfo
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 try:
     import fcntl
@@ -276,5 +280,12 @@ class LocalStore:
     async def list_uploads(self, key: str) -> list[UploadInfo]:
         return await anyio.to_thread.run_sync(self._list_uploads, key)
 
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.aclose()
+
     async def aclose(self) -> None:
-        return None
+        return None  # nothing held open between calls

@@ -2,8 +2,8 @@
 
 botocore's own retries are off: the engine retries every request itself, per part and
 with one backoff policy, so a throttled part never doubles its wait. The connection pool
-is sized to the engine's concurrency, since botocore's default of 10 would silently queue
-requests beyond it.
+is sized by ``S3Options.max_connections`` (the engine's concurrency plus a little), since
+botocore's default of 10 would silently queue requests beyond it.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import logging
 import zlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -48,11 +49,11 @@ from ..errors import (
     StoreError,
     TychoError,
 )
-from . import ObjectInfo, Part, PartReceipt, RangeBody, UploadInfo
+from . import ObjectInfo, Part, PartReceipt, RangeBody, S3Options, UploadInfo
 from .s3lean import LeanS3, Redirected
 
 if TYPE_CHECKING:
-    from ..config import Settings
+    from typing_extensions import Self
 
 log = logging.getLogger(__name__)
 _TRANSIENT_CODES = {
@@ -174,16 +175,17 @@ class S3Store:
         self._lean_resolved = False
 
     @classmethod
-    async def open(cls, settings: Settings) -> S3Store:
-        assert settings.bucket is not None
+    async def open(cls, options: S3Options) -> S3Store:
+        """A store with its client open: ``async with`` it, or ``aclose`` it. ConfigError
+        if botocore refuses the client options."""
         # Uploads send CRC32s so the store refuses bytes damaged in flight. Downloads skip
         # botocore's CRC32 pass: the engine checks every file whole (SHA-256, or size and
         # MD5) before it may appear, which is stronger, and the CPU is better spent there.
-        checksum_mode = "when_supported" if settings.checksums else "when_required"
-        s3_options = {"addressing_style": settings.addressing_style} \
-            if settings.addressing_style else None
+        checksum_mode = "when_supported" if options.checksums else "when_required"
+        s3_options = {"addressing_style": options.addressing_style} \
+            if options.addressing_style else None
         config = Config(
-            max_pool_connections=settings.transfer.concurrency + 2,
+            max_pool_connections=options.max_connections,
             retries={"max_attempts": 1, "mode": "standard"},
             connect_timeout=10,
             read_timeout=60,
@@ -194,7 +196,7 @@ class S3Store:
         stack = AsyncExitStack()
         try:
             client = await stack.enter_async_context(
-                get_session().create_client("s3", config=config, **settings.client_kwargs)
+                get_session().create_client("s3", config=config, **options.client_kwargs)
             )
         except TypeError as exc:
             await stack.aclose()
@@ -202,8 +204,16 @@ class S3Store:
         except (BotoCoreError, ValueError) as exc:
             await stack.aclose()
             raise ConfigError(f"cannot set up the S3 client: {exc}") from exc
-        return cls(client, stack, settings.bucket, settings.prefix,
-                   settings.transfer.chunk_size, settings.checksums)
+        return cls(client, stack, options.bucket, options.prefix, options.chunk_size,
+                   options.checksums)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+            await self.aclose()
 
     def _key(self, key: str) -> str:
         return self.prefix + key

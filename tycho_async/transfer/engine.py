@@ -35,7 +35,15 @@ from ..localfs import LocalFS
 from ..storage import ObjectInfo, PartReceipt, Store, UploadInfo
 from .budget import Budget, Lease
 from .groups import task_group
-from .plan import Part, TransferSettings, parts_in_memory, plan_parts, plan_ranges
+from .plan import (
+    MAX_PARTS,
+    Part,
+    TransferSettings,
+    parts_in_memory,
+    plan_parts,
+    plan_ranges,
+    stream_part_size,
+)
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -49,7 +57,8 @@ class TaskProgress(Protocol):
 
 
 class ProgressSink(Protocol):
-    def begin(self, label: str, total: int) -> TaskProgress: ...
+    def begin(self, label: str, total: int | None) -> TaskProgress:
+        """A transfer of ``total`` bytes starts (None: a stream of unknown length)."""
 
 
 class _NoTask:
@@ -61,7 +70,7 @@ class _NoTask:
 
 
 class NoProgress:
-    def begin(self, label: str, total: int) -> TaskProgress:
+    def begin(self, label: str, total: int | None) -> TaskProgress:
         return _NoTask()
 
 
@@ -172,6 +181,9 @@ class Engine:
     async def list_uploads(self, key: str) -> list[UploadInfo]:
         return await self.call(lambda: self.store.list_uploads(key))
 
+    async def abort_upload(self, key: str, upload_id: str) -> None:
+        await self.call(lambda: self.store.abort_multipart(key, upload_id))
+
     async def root_exists(self) -> bool:
         return await self.call(self.store.root_exists)
 
@@ -192,7 +204,9 @@ class Engine:
             hasher = hashlib.sha256()
             try:
                 if size <= self.settings.multipart_threshold:
-                    result = await self._upload_single(fd, size, key, hasher, task, then)
+                    data = await anyio.to_thread.run_sync(self._read_and_hash, fd, 0, size,
+                                                          hasher)
+                    result = await self._upload_single(data, key, hasher, task, then)
                 else:
                     result = await self._upload_multipart(fd, size, key, hasher, task, then)
             except BaseException:
@@ -200,6 +214,32 @@ class Engine:
                 raise
         finally:
             self.fs.close(fd)
+        task.end(True)
+        return result
+
+    async def upload_stream(self, source: Iterator[bytes], key: str, *, label: str,
+                            then: Published | None = None) -> UploadResult:
+        """Upload the bytes ``source`` yields (a blocking iterator of unknown length: a
+        pipe, a compressor) to ``key`` unless it exists, with ``then`` as for
+        ``upload_file``. Up to the multipart threshold it is one PUT; beyond, a multipart
+        upload whose parts grow (``stream_part_size``) so any length fits in 10,000 parts.
+        Memory stays bounded as for files: the part being filled plus the parts in
+        flight. The source is read in a worker thread, hashed as it is read."""
+        then = then or _nothing_then
+        hasher = hashlib.sha256()
+        reader = _StreamReader(source, hasher)
+        task = self.progress.begin(label, None)
+        first_size = self.settings.multipart_threshold + 1
+        try:
+            first = await anyio.to_thread.run_sync(reader.read, first_size,
+                                                   abandon_on_cancel=True)
+            if len(first) < first_size:
+                result = await self._upload_single(first, key, hasher, task, then)
+            else:
+                result = await self._upload_unknown(reader, first, key, hasher, task, then)
+        except BaseException:
+            task.end(False)
+            raise
         task.end(True)
         return result
 
@@ -211,9 +251,9 @@ class Engine:
         return data
 
     async def _upload_single(
-        self, fd: int, size: int, key: str, hasher: Any, task: TaskProgress, then: Published,
+        self, data: bytes, key: str, hasher: Any, task: TaskProgress, then: Published,
     ) -> UploadResult:
-        data = await anyio.to_thread.run_sync(self._read_and_hash, fd, 0, size, hasher)
+        size = len(data)
         attempts = 0
 
         async def put() -> str:
@@ -246,6 +286,66 @@ class Engine:
             task.advance(size)
             result = UploadResult(size, hasher.hexdigest(), etag, 1)
             await then(result)
+        return result
+
+    async def _upload_unknown(
+        self, reader: _StreamReader, first: bytes, key: str, hasher: Any,
+        task: TaskProgress, then: Published,
+    ) -> UploadResult:
+        """A multipart upload of a stream: each part is read (its budget slot and memory
+        taken first) and handed to its sender while the next one fills."""
+        base = max(self.settings.part_size, self.settings.min_part_size)
+        upload_id = await self.call(lambda: self.store.create_multipart(key, 0))
+        self.stats.multipart_uploads += 1
+        receipts: list[PartReceipt] = []
+        memory = anyio.Semaphore(parts_in_memory(self.settings, base))
+        carry = first
+        offset = 0
+        try:
+            async with task_group() as tg:
+                for number in range(1, MAX_PARTS + 1):
+                    size = stream_part_size(number, base)
+                    await memory.acquire()
+                    lease = await self.budget.acquire()
+                    try:
+                        if len(carry) >= size:
+                            data, carry = carry[:size], carry[size:]
+                        else:
+                            data = carry + await anyio.to_thread.run_sync(
+                                reader.read, size - len(carry), abandon_on_cancel=True)
+                            carry = b""
+                    except BaseException:
+                        lease.release()
+                        memory.release()
+                        raise
+                    if not data and number > 1:
+                        lease.release()
+                        memory.release()
+                        break
+                    part = Part(number, offset, len(data))
+                    offset += len(data)
+                    receipts.append({})
+                    tg.start_soon(self._send_part, key, upload_id, part, data, lease,
+                                  receipts, task, memory)
+                    if len(data) < size:
+                        break
+                else:
+                    raise TransferError(f"{key}: the stream is longer than "
+                                        f"{MAX_PARTS} growing parts can hold")
+            log.debug("multipart upload of %s: a stream of %d bytes in %d parts", key,
+                      offset, len(receipts))
+            with _shielded(f"upload of {key}"):
+                etag = await self.call(
+                    lambda: self.store.complete_multipart(key, upload_id, receipts,
+                                                          if_none_match=True)
+                )
+                result = UploadResult(offset, hasher.hexdigest(), etag, len(receipts))
+                await then(result)
+        except BaseException:
+            with (anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_SECONDS),
+                  contextlib.suppress(Exception)):
+                await self.store.abort_multipart(key, upload_id)
+            raise
         return result
 
     async def _upload_multipart(
@@ -302,7 +402,7 @@ class Engine:
 
     async def download(
         self, key: str, dest: Path, *, label: str, known: ObjectInfo | None = None,
-        expected: ExpectedSource = None, finish: Callable[[ObjectInfo], None] | None = None,
+        expected: ExpectedSource, finish: Callable[[ObjectInfo], None] | None = None,
     ) -> tuple[ObjectInfo, str]:
         """Fetch ``key`` into the regular file ``dest`` (atomically, by rename); return
         what was fetched and its SHA-256.
@@ -310,10 +410,11 @@ class Engine:
         Without ``known`` (a HEAD's answer), the first GET learns the object's size and
         ETag from its headers, and brings a small object whole: one request, not two.
         The other ranges start as soon as its first bytes arrive. A small object stays in
-        memory and is checked, written and renamed in one step. ``expected`` may be a
-        coroutine function, run beside the transfer; it is awaited before the file may
-        appear. None (or a None answer) means no record: the size and, where the ETag is
-        a plain MD5, the MD5 are checked. Every later range requires the ETag of the
+        memory and is checked, written and renamed in one step. ``expected`` says what
+        the bytes must be; as a coroutine function it is asked once the object's size
+        and ETag are known, beside the transfer, and awaited before the file may appear
+        (the caller's integrity policy: the engine checks what it is told, no more).
+        Every later range requires the ETag of the
         first answer, so an object replaced mid-download fails it rather than mixing two
         versions. ``finish`` runs in the same worker thread right after the rename (the
         caller's sidecar): one thread hop fewer per file."""
@@ -330,7 +431,7 @@ class Engine:
         learned = _Learned(expected)
         try:
             async with task_group() as tg:
-                tg.start_soon(learned.run)
+                tg.start_soon(learned.run, fetch)
                 await self._fetch_file(fetch, open_temp, learned)
             if fetch.small is not None and len(fetch.small) <= INLINE:
                 # A few KiB: checked and written on the event loop, measured faster than a
@@ -359,12 +460,12 @@ class Engine:
     def _pwrite(self, fd: int, offset: int, chunks: list[bytes]) -> None:
         self.fs.pwritev(fd, chunks, offset, "write the download")
 
-    def _finish_small(self, info: ObjectInfo, data: bytes, want: Expected | None,
+    def _finish_small(self, info: ObjectInfo, data: bytes, want: Expected,
                       dest: Path, finish: Callable[[ObjectInfo], None]) -> str:
         """Check a small object held in memory, write it by temp file and rename, and
         run the caller's ``finish``."""
         sha256 = hashlib.sha256(data).hexdigest()
-        md5 = hashlib.md5(data).hexdigest() if _needs_md5(info, want) else None
+        md5 = hashlib.md5(data).hexdigest() if _needs_md5(want) else None
         _check(info, want, sha256, md5)
         self.fs.write_atomic(dest, data)
         finish(info)
@@ -376,11 +477,13 @@ class Engine:
         finish(info)
 
     async def download_stream(
-        self, key: str, fd: int, *, label: str, expected: ExpectedSource = None,
+        self, key: str, sink: Callable[[bytes], None], *, label: str,
+        expected: ExpectedSource,
     ) -> tuple[ObjectInfo, str]:
-        """Fetch ``key`` in order into ``fd`` (a pipe or device written in place), hashing
-        as it goes; the check comes after the last byte, so the reader has seen the bytes
-        by then (IntegrityError all the same)."""
+        """Fetch ``key`` in order into ``sink`` (called in a worker thread: a pipe, a
+        device, standard output, an extractor), hashing as it goes; the check comes
+        after the last byte, so the reader has seen the bytes by then (IntegrityError
+        all the same)."""
         fetch = _Fetch(key, label, None)
         sha256 = hashlib.sha256()
         md5: list[Any] = []  # decided by the first answer's ETag, before its first byte
@@ -389,7 +492,7 @@ class Engine:
             if offset == 0 and not md5:
                 md5.append(hashlib.md5() if fetch.known.md5 else None)
             for data in chunks:
-                self.fs.write(fd, data, "write the download")
+                sink(data)
                 sha256.update(data)
                 if md5[0] is not None:
                     md5[0].update(data)
@@ -400,7 +503,7 @@ class Engine:
         learned = _Learned(expected)
         try:
             async with task_group() as tg:
-                tg.start_soon(learned.run)
+                tg.start_soon(learned.run, fetch)
                 await self._first(fetch, open_stream, plain=True)
             digest = md5[0] if md5 else (hashlib.md5() if fetch.known.md5 else None)
             _check(fetch.known, learned.value, sha256.hexdigest(),
@@ -497,7 +600,7 @@ class Engine:
         await fetch.done[0].wait()
         want = await learned.get()
         sha256 = hashlib.sha256()
-        md5 = hashlib.md5() if _needs_md5(fetch.known, want) else None
+        md5 = hashlib.md5() if _needs_md5(want) else None
         hashers: list[Any] = [sha256] if md5 is None else [sha256, md5]
         fd = fetch.fd
         for part, event in zip(parts, fetch.done, strict=True):
@@ -612,7 +715,7 @@ def _shielded(what: str) -> Iterator[None]:
             yield
     except TimeoutError as exc:
         raise TransferError(f"{what}: no answer within {SHIELD_SECONDS} s") from exc
-ExpectedSource = Expected | Callable[[], Awaitable[Expected | None]] | None
+ExpectedSource = Expected | Callable[[ObjectInfo], Awaitable[Expected]]
 
 
 class _Fetch:
@@ -662,6 +765,35 @@ async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[by
         yield chunk
 
 
+class _StreamReader:
+    """Reads a blocking iterator of chunks in exact amounts, hashing what it hands out.
+    Holds at most one chunk beyond what was asked (the rest of the last one read)."""
+
+    def __init__(self, source: Iterator[bytes], hasher: Any) -> None:
+        self._source = iter(source)
+        self._hasher = hasher
+        self._rest = b""
+        self._ended = False
+
+    def read(self, size: int) -> bytes:
+        """Up to ``size`` bytes; fewer only at the end of the stream."""
+        pieces = [self._rest[:size]]
+        held = len(pieces[0])
+        self._rest = self._rest[size:]
+        while held < size and not self._ended:
+            chunk = next(self._source, None)
+            if chunk is None:
+                self._ended = True
+                break
+            take = size - held
+            pieces.append(chunk[:take])
+            held += min(len(chunk), take)
+            self._rest = chunk[take:]
+        data = b"".join(pieces)
+        self._hasher.update(data)
+        return data
+
+
 class _TransientCut(StoreError):
     """A body that ended before its range did: worth a retry, which resumes."""
 
@@ -670,33 +802,41 @@ class _TransientCut(StoreError):
 
 
 class _Learned:
-    """What the bytes must match, learned beside the transfer (a record may need a GET)."""
+    """What the bytes must match, asked of the caller once the object is known (the
+    answer may need a request of its own), beside the transfer."""
 
     def __init__(self, source: ExpectedSource) -> None:
         self._source = source
         self._event = anyio.Event()
-        self.value: Expected | None = None
+        self._value: Expected | None = None
 
-    async def run(self) -> None:
+    async def run(self, fetch: _Fetch) -> None:
         source = self._source
-        self.value = await source() if callable(source) else source
+        if callable(source):
+            if fetch.info is None:
+                await fetch.ready.wait()
+            self._value = await source(fetch.known)
+        else:
+            self._value = source
         self._event.set()
 
-    async def get(self) -> Expected | None:
+    @property
+    def value(self) -> Expected:
+        assert self._value is not None
+        return self._value
+
+    async def get(self) -> Expected:
         await self._event.wait()
         return self.value
 
 
-def _needs_md5(info: ObjectInfo, want: Expected | None) -> bool:
-    """One check is enough: the SHA-256 record when there is one, else a plain-MD5 ETag."""
-    return not (want is not None and want.sha256) and info.md5 is not None
+def _needs_md5(want: Expected) -> bool:
+    """Only what will be checked is computed."""
+    return want.md5 is not None
 
 
-def _check(info: ObjectInfo, want: Expected | None, sha256: str, md5: str | None) -> None:
-    """Refuse bytes that are not what was pushed: by the record when there is one, else
-    (a version pushed by tycho-station) by size and, for a plain-MD5 ETag, by MD5."""
-    if want is None:
-        want = Expected(info.size, md5=info.md5)
+def _check(info: ObjectInfo, want: Expected, sha256: str, md5: str | None) -> None:
+    """Refuse bytes that are not what the caller expects."""
     if info.size != want.size:
         raise IntegrityError(f"{info.key}: the object is {info.size} bytes, "
                              f"{want.size} were pushed")

@@ -54,6 +54,17 @@ def plan_parts(size: int, part_size: int, *, min_part: int = MIN_PART) -> list[P
     ]
 
 
+GROW_EVERY = 1000  # parts of a stream between two doublings of its part size
+
+
+def stream_part_size(number: int, base: int) -> int:
+    """The size of part ``number`` of a stream of unknown length: ``base`` for the first
+    1,000 parts, doubling every 1,000 after (capped at 5 GiB), so 10,000 parts hold
+    about 1,000 times what 10,000 parts of ``base`` would (8 TiB at 8 MiB) while a short
+    stream keeps small parts."""
+    return min(MAX_PART, base << ((number - 1) // GROW_EVERY))
+
+
 MIN_PARTS_IN_FLIGHT = 4
 
 

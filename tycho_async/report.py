@@ -1,0 +1,109 @@
+"""The JSON documents ``--json`` prints: one object per command, ``"schema": 1``, keys
+documented in the README and stable within a schema (new keys may be added; none is
+renamed or removed without a new schema number)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import PartialFailure, TychoError
+from .registry import (
+    DeleteResult,
+    PackageSummary,
+    PruneResult,
+    PullRequest,
+    PullResult,
+    PushResult,
+    ShowResult,
+    VerifyResult,
+    VersionInfo,
+)
+
+SCHEMA = 1
+
+
+def document(command: str, **fields: Any) -> dict[str, Any]:
+    return {"schema": SCHEMA, "command": command, **fields}
+
+
+def push(result: PushResult) -> dict[str, Any]:
+    return document("push", package=result.package, version=result.version,
+                    size=result.size, sha256=result.sha256, format=result.format,
+                    tree_sha256=result.tree_sha256, skipped=result.skipped,
+                    initialized=result.initialized, promoted=result.promoted)
+
+
+def pulled(result: PullResult, item: str | None = None) -> dict[str, Any]:
+    return {"item": item or f"{result.package}=={result.version}",
+            "package": result.package, "version": result.version, "path": str(result.path),
+            "size": result.size, "skipped": result.skipped, "exact": result.exact,
+            "format": result.format, "error": None, "exit_code": 0}
+
+
+def failed(item: str, error: TychoError) -> dict[str, Any]:
+    request: PullRequest | None
+    try:
+        request = PullRequest.parse(item)
+    except TychoError:
+        request = None
+    return {"item": item, "package": request.package if request else None,
+            "version": request.version if request else None, "path": None, "size": None,
+            "skipped": False, "exact": None, "format": None, "error": error.message,
+            "exit_code": error.exit_code}
+
+
+def pull(result: PullResult) -> dict[str, Any]:
+    return document("pull", **pulled(result))
+
+
+def pull_list(requests: list[PullRequest], results: list[PullResult],
+              failure: PartialFailure | None) -> dict[str, Any]:
+    """One entry per item, in the order given, failures included."""
+    errors = dict(failure.failures) if failure else {}
+    done = iter(results)
+    items = [failed(str(r), errors[str(r)]) if str(r) in errors else pulled(next(done), str(r))
+             for r in dict.fromkeys(requests)]
+    return document("pull-list", items=items, pulled=len(results), failed=len(errors),
+                    exit_code=failure.exit_code if failure else 0)
+
+
+def version(info: VersionInfo) -> dict[str, Any]:
+    return {"version": info.version, "size": info.size, "sha256": info.sha256,
+            "pushed_at": info.pushed_at, "format": info.format, "latest": info.latest,
+            "state": info.state}
+
+
+def versions(package: str, infos: list[VersionInfo]) -> dict[str, Any]:
+    return document("list-versions", package=package, versions=[version(i) for i in infos])
+
+
+def packages(summaries: list[PackageSummary]) -> dict[str, Any]:
+    return document("list", packages=[
+        {"package": p.name, "latest": p.latest, "localname": p.localname,
+         "problem": p.problem} for p in summaries])
+
+
+def verify(result: VerifyResult) -> dict[str, Any]:
+    return document("verify", package=result.package, version=result.version,
+                    size=result.size, sha256=result.sha256, checked=result.checked,
+                    repaired=result.repaired)
+
+
+def delete(result: DeleteResult) -> dict[str, Any]:
+    return document("delete", package=result.package, deleted=result.versions,
+                    latest_cleared=result.latest_cleared, dry_run=result.dry_run)
+
+
+def prune(result: PruneResult) -> dict[str, Any]:
+    return document("prune", package=result.package, deleted=result.deleted,
+                    kept=result.kept, finished=result.finished,
+                    aborted_uploads=result.aborted_uploads, dry_run=result.dry_run)
+
+
+def show(result: ShowResult) -> dict[str, Any]:
+    data = document("show", package=result.package, localname=result.localname,
+                    latest=result.latest, versions=result.versions, size=result.size)
+    if result.version is not None:
+        data["version"] = {**version(result.version), "tool": result.tool,
+                           "tree_sha256": result.tree_sha256}
+    return data
