@@ -6,6 +6,7 @@ where ``pip install -e '.[benchmarks]'`` puts them), else on PATH.
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import sys
 from collections.abc import Callable
@@ -18,6 +19,13 @@ from benchmarks.scenarios import PACKAGE_VERSION, Action, ClientName
 
 HERE = Path(__file__).resolve().parent
 PYTHON = sys.executable
+BASH = shutil.which("bash") or "/bin/bash"
+PIPELINE_TOOLS = ("bash", "tar", "zstd")  # what the directory pipeline needs besides s5cmd
+
+
+def missing_pipeline_tools() -> list[str]:
+    """The tools of the directory pipeline that are not on PATH."""
+    return [tool for tool in PIPELINE_TOOLS if shutil.which(tool) is None]
 
 
 def find_tool(name: str) -> str | None:
@@ -48,10 +56,18 @@ class Job:
     file: Path | None = None  # push: the file
     packages: tuple[str, ...] = ()  # pull-list: the packages
     presign: Callable[[str, str], str] | None = None  # raw-http: (method, key) -> URL
+    tree: Path | None = None  # directory: the source tree (its name is the pulled one's)
+    level: int = 0  # directory: the zstd level
 
     @property
     def outdir(self) -> Path:
         return self.workdir / "out"
+
+    @property
+    def outtree(self) -> Path:
+        """Directory: where a pull extracts the tree (``out/NAME``, as ``tar -C out``)."""
+        assert self.tree is not None
+        return self.outdir / self.tree.name
 
     @property
     def listfile(self) -> Path:
@@ -78,6 +94,10 @@ class Client:
             return self.pull(job)
         if action is Action.PULL_LIST:
             return self.pull_list(job)
+        if action is Action.PUSH_DIR:
+            return self.push_dir(job)
+        if action is Action.PULL_DIR:
+            return self.pull_dir(job)
         raise ValueError(f"{action} has no job; see help()")
 
     def push(self, job: Job) -> list[str]:
@@ -88,6 +108,16 @@ class Client:
 
     def pull_list(self, job: Job) -> list[str]:
         raise NotImplementedError(f"{self.name.value} has no pull-list")
+
+    def push_dir(self, job: Job) -> list[str]:
+        raise NotImplementedError(f"{self.name.value} has no directory push")
+
+    def pull_dir(self, job: Job) -> list[str]:
+        raise NotImplementedError(f"{self.name.value} has no directory pull")
+
+    def label(self, action: Action) -> str:
+        """What the table calls this client's rows of ``action``."""
+        return self.help()[0] if action is Action.HELP else self.name.value
 
     def help(self) -> tuple[str, list[str]]:
         """(label, argv) of the command that starts the tool and does no I/O."""
@@ -111,6 +141,15 @@ class Tychoreg(Client):
     def pull_list(self, job: Job) -> list[str]:
         return [self.exe, "pull-list", "--from-file", str(job.write_list()), "--outdir",
                 str(job.outdir), "--quiet"]
+
+    def push_dir(self, job: Job) -> list[str]:
+        assert job.tree is not None
+        return [self.exe, "push", job.package, PACKAGE_VERSION, str(job.tree), "--level",
+                str(job.level), "--quiet"]
+
+    def pull_dir(self, job: Job) -> list[str]:
+        return [self.exe, "pull", job.package, "--version", PACKAGE_VERSION, "--outfile",
+                str(job.outtree), "--force", "--quiet"]
 
     def help(self) -> tuple[str, list[str]]:
         return "tychoreg --help", [self.exe, "--help"]
@@ -168,9 +207,11 @@ class AwsCli(Client):
 
 
 class S5cmd(Client):
-    """The Go binary with its defaults (50 MiB parts, 5 per file, 256 workers)."""
+    """The Go binary with its defaults (50 MiB parts, 5 per file, 256 workers); for a
+    directory, the shell pipeline around it (below)."""
 
     name = ClientName.S5CMD
+    PIPELINE = "tar|zstd|s5cmd"  # its directory rows' label
 
     def _cmd(self, job: Job, *args: str) -> list[str]:
         return [self.exe, "--endpoint-url", job.endpoint, "--log", "error", *args]
@@ -192,6 +233,29 @@ class S5cmd(Client):
 
     def help(self) -> tuple[str, list[str]]:
         return "s5cmd version", [self.exe, "version"]
+
+    # Directories: the shell pipeline people write instead, at the same zstd level as
+    # tychoreg (multi-threaded, as tychoreg compresses), pipefail so a failing tar, zstd
+    # or s5cmd fails the run. The object goes where tychoreg's would.
+
+    def label(self, action: Action) -> str:
+        return self.PIPELINE if action in (Action.PUSH_DIR, Action.PULL_DIR) else \
+            super().label(action)
+
+    def _s5cmd_line(self, job: Job, *args: str) -> str:
+        return shlex.join(self._cmd(job, *args))
+
+    def push_dir(self, job: Job) -> list[str]:
+        assert job.tree is not None
+        tar = shlex.join(["tar", "-I", f"zstd -T0 -{job.level}", "-cf", "-", "-C",
+                          str(job.tree.parent), job.tree.name])
+        pipe = self._s5cmd_line(job, "pipe", f"s3://{job.bucket}/{pkg_key(job.package)}")
+        return [BASH, "-o", "pipefail", "-c", f"{tar} | {pipe}"]
+
+    def pull_dir(self, job: Job) -> list[str]:
+        cat = self._s5cmd_line(job, "cat", f"s3://{job.bucket}/{pkg_key(job.package)}")
+        tar = shlex.join(["tar", "-I", "zstd", "-xf", "-", "-C", str(job.outdir)])
+        return [BASH, "-o", "pipefail", "-c", f"{cat} | {tar}"]
 
 
 class RawHttp(Client):

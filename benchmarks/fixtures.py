@@ -15,6 +15,10 @@ object by object (``tychoreg_objects``), and ``layout_differences`` compares wha
 with what a real ``tychoreg push`` wrote, so a change of the product's layout shows up as a
 note rather than as quietly unrepresentative fixtures. Many objects go up with s5cmd (one
 process, hundreds of requests in flight) when it is installed, else with boto3 threads.
+
+The directory scenario's tree (benchmarks/tree.py plans it and makes its bytes) is written
+once per run under the run's temporary directory, and summarized (files, bytes, sampled
+SHA-256) for the checks of every pull.
 """
 
 from __future__ import annotations
@@ -39,7 +43,9 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from benchmarks.measure import TreeSummary, summarize_tree
 from benchmarks.scenarios import PACKAGE_VERSION, Action, Group, Layout, Scenario
+from benchmarks.tree import TreeSpec, corpus, file_chunks
 from benchmarks.units import MiB, fmt_count, fmt_size
 
 if TYPE_CHECKING:  # servers imports psutil, which the test extra does not install
@@ -132,6 +138,33 @@ def make_file(path: Path, size: int) -> Path:
         for offset in range(0, size, 8 * MiB):
             out.write(os.urandom(min(8 * MiB, size - offset)))
     return path
+
+
+@dataclass(frozen=True)
+class SourceTree:
+    """The directory scenario's tree, written: its spec, where it is, its summary."""
+
+    spec: TreeSpec
+    path: Path  # the tree's root (its name is the spec's)
+    summary: TreeSummary
+
+
+def write_tree(spec: TreeSpec, parent: Path) -> SourceTree:
+    """Write the tree at ``parent/NAME`` and check that it is the one planned."""
+    root = parent / spec.name
+    root.mkdir(parents=True)
+    for rel in spec.dirs:
+        (root / rel).mkdir()
+    text = corpus(spec.seed)
+    for file in spec.files:
+        with (root / file.path).open("wb") as out:
+            for chunk in file_chunks(file, text, spec.seed):
+                out.write(chunk)
+    summary = summarize_tree(root, [f.path for f in spec.samples()])
+    if (summary.files, summary.dirs, summary.bytes) != (
+            len(spec.files), len(spec.dirs), spec.total_bytes):
+        raise RuntimeError(f"the tree written at {root} is not the one planned: {summary}")
+    return SourceTree(spec, root, summary)
 
 
 @dataclass(frozen=True)
@@ -316,6 +349,18 @@ class Fixtures:
         self._files: dict[int, Path] = {}
         self._sets: dict[tuple[object, ...], PackageSet] = {}
         self._tool: str | None = None
+        self._tree: SourceTree | None = None
+
+    def tree(self, spec: TreeSpec) -> SourceTree:
+        """The directory scenario's tree, written on first use (one per run)."""
+        if self._tree is None or self._tree.spec != spec:
+            if self._tree is not None:
+                shutil.rmtree(self._tree.path.parent, ignore_errors=True)
+            started = time.monotonic()
+            self._tree = write_tree(spec, self.tmp / "dirtree")
+            print(f"  fixtures: the tree, {spec.describe()}, written in "
+                  f"{time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
+        return self._tree
 
     def file_of(self, size: int) -> Path:
         """A file of ``size`` random bytes (one per size, made once)."""

@@ -9,9 +9,11 @@ around the run with psutil, by pid.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import stat
 import statistics
 import subprocess
 import sys
@@ -44,6 +46,7 @@ class Run:
     server_cpu: float | None = None  # the S3 server's CPU seconds during the run
     proxy_cpu: float | None = None  # the delay proxy's (the harness's) CPU seconds
     error: str = ""  # why the run does not count ("" when it does)
+    stored_bytes: int | None = None  # directory: the size of the compressed object
 
     @property
     def ok(self) -> bool:
@@ -76,6 +79,12 @@ class Row:
     def cpu(self) -> float | None:
         return median(run.cpu for run in self.good)
 
+    def stored(self) -> int | None:
+        """The compressed object's size (directory rows): the median over the runs (the
+        same every time at one level, unless the client's output varies)."""
+        found = median(run.stored_bytes for run in self.good if run.stored_bytes is not None)
+        return None if found is None else int(found)
+
     def server_load(self) -> float | None:
         """The server's CPU seconds per second of the run (median over the runs)."""
         return median(run.server_cpu / run.wall for run in self.good
@@ -98,7 +107,9 @@ class Row:
                 "median_s": self.median(), "min_s": min(walls, default=None),
                 "max_s": max(walls, default=None), "peak_rss_mib": self.peak_rss(),
                 "client_cpu_s": self.cpu(), "server_load": self.server_load(),
-                "proxy_load": self.proxy_load(), "runs": [asdict(run) for run in self.runs]}
+                "proxy_load": self.proxy_load(), "stored_bytes": self.stored(),
+                "files": self.scenario.files or None, "level": self.scenario.level or None,
+                "runs": [asdict(run) for run in self.runs]}
 
 
 class Budget:
@@ -154,9 +165,11 @@ class Runner:
         return path
 
     def measure(self, row: Row, argv: Sequence[str], cwd: Path, env: dict[str, str], *,
-                check: Callable[[], str] | None = None, through_proxy: bool = False) -> Run:
+                check: Callable[[], str] | None = None, through_proxy: bool = False,
+                stored: Callable[[], int | None] | None = None) -> Run:
         """Run ``argv`` once under timed.py in ``cwd``; ``check`` (after a clean exit)
-        returns '' when the work was really done, else what is wrong."""
+        returns '' when the work was really done, else what is wrong; ``stored`` (after a
+        clean exit, before ``check``) the size of the object the run made or read."""
         log = cwd.with_suffix(".log")
         server = self.server_cpu() if self.server_cpu else None
         proxy = self.proxy_cpu() if self.proxy_cpu and through_proxy else None
@@ -182,16 +195,18 @@ class Runner:
             raise RuntimeError(f"timed.py failed: {stderr.strip()}")
         data = json.loads(stdout)
         error = ""
+        stored_bytes = None
         if data["timed_out"]:
             error = f"timed out after {self.timeout:g} s"
         elif data["rc"] != 0:
             error = f"exit {data['rc']}"
-        elif check is not None:
-            error = check()
+        else:
+            stored_bytes = stored() if stored is not None else None
+            error = check() if check is not None else ""
         if error:
             error = f"{' '.join(argv[:4])} ...: {error}\n{tail(log)}".strip()
         run = Run(data["wall"], data["maxrss_kib"] / KiB, data["cpu"], server_cpu, proxy_cpu,
-                  error)
+                  error, stored_bytes)
         row.runs.append(run)
         state = f"{run.wall:8.3f} s  {run.maxrss_mib:4.0f} MiB" if run.ok else "FAILED"
         layout = f" [{row.layout.value}]" if row.layout else ""
@@ -227,6 +242,79 @@ def files_of_size(outdir: Path, size: int, count: int) -> str:
     return f"expected {count} files of {size} bytes in {outdir}, found {right} of {len(found)}"
 
 
+SAMPLE_EDGE = 1 * MiB  # a sampled file larger than twice this is hashed at both ends only
+
+
+@dataclass(frozen=True)
+class TreeSummary:
+    """What a pull's check compares: counts, bytes, and the SHA-256 of sampled files."""
+
+    files: int
+    dirs: int
+    bytes: int
+    others: int  # entries neither files nor directories (symlinks, ...)
+    samples: tuple[tuple[str, str], ...]  # (relative path, sample_digest)
+
+
+def sample_digest(path: Path) -> str:
+    """SHA-256 of the file; of a large one, of its size, first and last MiB (cheap)."""
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size <= 2 * SAMPLE_EDGE:
+                digest.update(f.read())
+            else:
+                digest.update(str(size).encode())
+                digest.update(f.read(SAMPLE_EDGE))
+                f.seek(size - SAMPLE_EDGE)
+                digest.update(f.read(SAMPLE_EDGE))
+    except OSError as exc:
+        return f"unreadable: {exc.strerror}"
+    return digest.hexdigest()
+
+
+def summarize_tree(root: Path, samples: Sequence[str]) -> TreeSummary:
+    """Walk ``root`` (links not followed): its files, directories and bytes, and the
+    digests of the ``samples`` (paths relative to it)."""
+    files = dirs = total = others = 0
+    for parent, subdirs, names in os.walk(root):
+        for name in (*names, *subdirs):
+            info = os.lstat(os.path.join(parent, name))
+            if stat.S_ISREG(info.st_mode):
+                files += 1
+                total += info.st_size
+            elif stat.S_ISDIR(info.st_mode):
+                dirs += 1
+            else:  # a symlink (to a directory too: os.walk lists those with subdirs)
+                others += 1
+    return TreeSummary(files, dirs, total, others,
+                       tuple((rel, sample_digest(root / rel)) for rel in samples))
+
+
+def tree_difference(expected: TreeSummary, found: TreeSummary) -> str:
+    """'' when the two trees agree, else what differs."""
+    problems = [f"{what}: {theirs:,}, expected {mine:,}" for what, mine, theirs in (
+        ("files", expected.files, found.files), ("directories", expected.dirs, found.dirs),
+        ("bytes", expected.bytes, found.bytes), ("other entries", expected.others,
+                                                 found.others)) if mine != theirs]
+    wrong = [rel for (rel, mine), (_, theirs) in zip(expected.samples, found.samples,
+                                                      strict=True) if mine != theirs]
+    if wrong:
+        problems.append(f"{len(wrong)} of {len(expected.samples)} sampled files differ "
+                        f"(e.g. {wrong[0]})")
+    return "; ".join(problems)
+
+
+def tree_mismatch(expected: TreeSummary, root: Path) -> str:
+    """'' when the tree extracted at ``root`` matches the source, else what differs."""
+    if not root.is_dir():
+        return f"no directory at {root}"
+    difference = tree_difference(expected, summarize_tree(
+        root, [rel for rel, _ in expected.samples]))
+    return f"the tree at {root} differs from the source: {difference}" if difference else ""
+
+
 def rate_mib_s(nbytes: int, seconds: float | None) -> float | None:
     """MiB/s, or None when there is no positive time to divide by."""
     if seconds is None or seconds <= 0:
@@ -235,5 +323,6 @@ def rate_mib_s(nbytes: int, seconds: float | None) -> float | None:
 
 
 def is_transfer(scenario: Scenario) -> bool:
-    """Whether the scenario's rate is in MiB/s (one file) rather than packages/s."""
-    return scenario.action in (Action.PUSH, Action.PULL)
+    """Whether the scenario's rate is in MiB/s (one file, one tree) rather than
+    packages/s."""
+    return scenario.action in (Action.PUSH, Action.PULL, Action.PUSH_DIR, Action.PULL_DIR)

@@ -1,4 +1,5 @@
-"""The report: the table, the ratios, the marginal cost per package, issue 9's targets.
+"""The report: the table, the ratios, the marginal cost per package, the targets of issue 9
+(and of issue 10's directory scenario).
 
 All pure functions of the rows (and of the options that made them), so they are unit-tested
 without a server; ``machine_info`` is the one part that asks the system.
@@ -19,8 +20,17 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.measure import Row, is_transfer, rate_mib_s
-from benchmarks.scenarios import Action, ClientName, Group, Layout, Options, Scenario
-from benchmarks.units import GiB, fmt_count, fmt_size
+from benchmarks.scenarios import (
+    Action,
+    ClientName,
+    Group,
+    Layout,
+    Options,
+    Scenario,
+    directory_spec,
+)
+from benchmarks.tree import TreeSpec
+from benchmarks.units import GiB, MiB, fmt_count, fmt_size
 
 # issue 9's targets
 PULL_LIST_VS_S5CMD_AT_LATENCY = 1.0  # tychoreg's time / s5cmd's, with latency
@@ -31,6 +41,9 @@ STARTUP_PULL_SECONDS = 0.4
 HELP_SECONDS = 0.15
 PEAK_RSS_MIB = 150.0
 MARGINAL_GROWTH = 1.2  # late marginal cost per package / early one
+# issue 10's: tychoreg's directory push and pull each within the shell pipeline's time
+DIRECTORY_VS_PIPELINE = 1.0
+DIRECTORY_TARGET = "tychoreg push and pull each within the shell pipeline's time"
 # A net rate needs the bytes to take a visible part of the run: below this share of the
 # run's time, the difference of two medians is noise (a 16 MiB pull in a 0.5 s command).
 NET_MIN_SHARE = 0.1
@@ -97,6 +110,15 @@ class Results:
         row = self.find(scenario, client, layout)
         return row.median() if row else None
 
+    def stored(self, scenario: Scenario, client: ClientName) -> int | None:
+        row = self.find(scenario, client)
+        return row.stored() if row else None
+
+    def failed(self, scenario: Scenario, client: ClientName) -> bool:
+        """Whether ``client`` ran in ``scenario`` and every run failed."""
+        return any(row.scenario == scenario and row.client is client and row.runs
+                   and not row.good for row in self.rows)
+
     def scenarios(self) -> list[Scenario]:
         return list(dict.fromkeys(row.scenario for row in self.rows))
 
@@ -123,7 +145,8 @@ class Results:
 
 HEADER = ("scenario", "client", "data", "runs", "median s", "min-max s", "rate", "net MiB/s",
           "t/s5cmd", "t/station", "peak RSS", "client CPU", "server CPU", "proxy CPU")
-RIGHT = frozenset(range(3, len(HEADER)))
+STORED_HEADER = ("stored", "size/s5cmd")  # shown when a row has a compressed object
+RIGHT = frozenset(range(3, len(HEADER) + len(STORED_HEADER)))
 
 
 def rate_cell(row: Row) -> str:
@@ -159,6 +182,15 @@ def cells(results: Results, row: Row, saturates_at: float | None) -> tuple[str, 
     )
 
 
+def stored_cells(results: Results, row: Row) -> tuple[str, str]:
+    """The compressed object's size, and its ratio to the shell pipeline's (directory)."""
+    mine = row.stored()
+    if mine is None:
+        return "", ""
+    return (f"{mine / MiB:.1f} MiB",
+            num(ratio(mine, results.stored(row.scenario, ClientName.S5CMD)), ".3f", ""))
+
+
 def render(lines: Sequence[Sequence[str]], right: frozenset[int] = RIGHT) -> str:
     """Aligned columns, a rule under the first line; trailing spaces stripped."""
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
@@ -173,8 +205,10 @@ def render(lines: Sequence[Sequence[str]], right: frozenset[int] = RIGHT) -> str
 
 
 def table(results: Results, saturates_at: float | None = None) -> str:
-    lines: list[tuple[str, ...]] = [HEADER]
-    lines += [cells(results, row, saturates_at) for row in results.rows]
+    stored = any(row.stored() is not None for row in results.rows)
+    lines: list[tuple[str, ...]] = [HEADER + STORED_HEADER if stored else HEADER]
+    lines += [cells(results, row, saturates_at)
+              + (stored_cells(results, row) if stored else ()) for row in results.rows]
     return render(lines)
 
 
@@ -190,6 +224,13 @@ t/s5cmd, t/station: the row's median time / s5cmd's or tycho-station's in the sa
   (below 1: faster than it). peak RSS: of the largest process of the command (kernel's
   ru_maxrss, not sampled). client CPU: user + system seconds of the command (median).
 server CPU, proxy CPU: the server's / the delay proxy's CPU seconds per second of the run."""
+
+DIRECTORY_LEGEND = """\
+directory: the s5cmd row is the shell pipeline, tar -I 'zstd -T0 -LEVEL' -cf - -C PARENT NAME
+  | s5cmd pipe, and s5cmd cat | tar -I zstd -xf - -C OUT; tychoreg runs push PKG VERSION DIR
+  --level LEVEL and pull PKG --version VERSION --outfile OUT/NAME --force. rate: the tree's
+  bytes per second. Every pull is checked (files, directories, bytes, SHA-256 of sampled
+  files). stored: the compressed object's size; size/s5cmd: it over the pipeline's."""
 
 
 # -- list-length scaling -----------------------------------------------------------------
@@ -353,11 +394,39 @@ def memory_and_scaling_targets(results: Results) -> list[Target]:
     return out
 
 
+def directory_targets(results: Results) -> list[Target]:
+    """Issue 10's: tychoreg's directory push and pull each take no longer than the shell
+    pipeline's (one line for both; a MISS if either misses or tychoreg's runs all failed,
+    n/a if either is not measured)."""
+    scenarios = [s for s in results.scenarios() if s.group is Group.DIRECTORY]
+    if not scenarios:
+        return []
+    parts: list[str] = []
+    verdicts: list[bool | None] = []
+    for scenario in scenarios:
+        verb = "push" if scenario.action is Action.PUSH_DIR else "pull"
+        tycho = results.median(scenario, ClientName.TYCHOREG)
+        pipe = results.median(scenario, ClientName.S5CMD)
+        vs = ratio(tycho, pipe)
+        if results.failed(scenario, ClientName.TYCHOREG):
+            parts.append(f"{verb}: tychoreg failed")
+            verdicts.append(False)
+        elif vs is None or tycho is None or pipe is None:
+            parts.append(f"{verb}: n/a")
+            verdicts.append(None)
+        else:
+            parts.append(f"{verb} {vs:.2f}x (tychoreg {tycho:.3f} s, pipeline {pipe:.3f} s)")
+            verdicts.append(vs <= DIRECTORY_VS_PIPELINE)
+    passed = False if False in verdicts else None if None in verdicts else True
+    return [Target(DIRECTORY_TARGET, ", ".join(parts), passed)]
+
+
 def targets(results: Results) -> list[Target]:
-    """Issue 9's targets with what was measured; shown, never asserted. A target whose
-    tychoreg runs all failed is a miss, not "n/a"."""
+    """Issue 9's targets, and issue 10's directory target, with what was measured; shown,
+    never asserted. A target whose tychoreg runs all failed is a miss, not "n/a"."""
     found = [*pull_list_targets(results), *transfer_targets(results),
-             *startup_targets(results), *memory_and_scaling_targets(results)]
+             *startup_targets(results), *memory_and_scaling_targets(results),
+             *directory_targets(results)]
     failed = [f"{row.scenario.name}" + (f" [{row.layout.value}]" if row.layout else "")
               for row in results.rows
               if row.client is ClientName.TYCHOREG and row.runs and not row.good]
@@ -441,10 +510,18 @@ def header(info: dict[str, Any], options: Options, latencies: Sequence[int]) -> 
     ])
 
 
+def directory_tree(results: Results) -> TreeSpec | None:
+    """The directory scenario's tree, when the run had that scenario."""
+    if not any(row.scenario.group is Group.DIRECTORY for row in results.rows):
+        return None
+    return directory_spec(results.options)
+
+
 def summary(results: Results, info: dict[str, Any], found: Sequence[Target],
             notes: Sequence[str]) -> dict[str, Any]:
     """Everything, as JSON-ready data."""
     options = results.options
+    tree = directory_tree(results)
     return {
         "machine": info,
         "options": {"size": options.size, "tiny": options.tiny,
@@ -453,8 +530,15 @@ def summary(results: Results, info: dict[str, Any], found: Sequence[Target],
                     "list_lengths": list(options.list_lengths),
                     "s5cmd_length": options.s5cmd_length, "scaling_size": options.scaling_size,
                     "repeat": options.repeat, "startup_repeat": options.startup_repeat,
-                    "groups": sorted(g.value for g in options.groups)},
-        "rows": [{**row.summary(), "net_rate_mib_s": results.row_net_rate(row)}
+                    "groups": sorted(g.value for g in options.groups),
+                    "dir_size": options.dir_size, "dir_files": options.dir_files,
+                    "dir_level": options.dir_level, "dir_seed": options.dir_seed},
+        "directory_tree": tree.summary() if tree is not None else None,
+        "rows": [{**row.summary(), "net_rate_mib_s": results.row_net_rate(row),
+                  "rate_mib_s": rate_mib_s(row.scenario.total_bytes, row.median())
+                  if is_transfer(row.scenario) else None,
+                  "stored_vs_s5cmd": ratio(row.stored(),
+                                           results.stored(row.scenario, ClientName.S5CMD))}
                  for row in results.rows],
         "marginal": marginal_lines(results),
         "targets": [{"name": t.name, "measured": t.measured, "passed": t.passed}

@@ -3,9 +3,11 @@
 One command: starts SeaweedFS on loopback (or moto with ``--server moto``, or uses
 ``--endpoint URL``), adds latency with a delay proxy where a scenario asks for it, writes the
 fixtures, runs every scenario with every client, repeated and interleaved, and prints a
-table (medians, ranges, net throughput, ratios to s5cmd and tycho-station, peak RSS, CPU),
-the marginal cost per package, and issue 9's targets with PASS or MISS. Every client runs
-as a user runs it, as its own process, timed from spawn to exit. See benchmarks/README.md.
+table (medians, ranges, net throughput, ratios to s5cmd and tycho-station, peak RSS, CPU,
+compressed sizes), the marginal cost per package, and the targets of issues 9 and 10 with
+PASS or MISS. Every client runs as a user runs it, as its own process, timed from spawn to
+exit; a directory is pushed and pulled by tychoreg and by a tar | zstd | s5cmd pipeline.
+See benchmarks/README.md.
 
     python benchmarks/run.py [--quick] [--server seaweedfs|moto | --endpoint URL] [--json FILE]
 
@@ -27,6 +29,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -34,13 +37,22 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `benchmarks` and `tests` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.clients import Client, Job, Tychoreg, locate, make_clients
-from benchmarks.fixtures import Admin, Fixtures, PackageSet, pkg_key
-from benchmarks.measure import Budget, Row, Runner, files_of_size, harness_cpu
+from benchmarks.clients import (
+    Client,
+    Job,
+    Tychoreg,
+    locate,
+    make_clients,
+    missing_pipeline_tools,
+)
+from benchmarks.fixtures import Admin, Fixtures, PackageSet, SourceTree, pkg_key
+from benchmarks.measure import Budget, Row, Run, Runner, files_of_size, harness_cpu, tree_mismatch
 from benchmarks.report import (
+    DIRECTORY_LEGEND,
     LEGEND,
     Results,
     Target,
+    directory_tree,
     header,
     machine_info,
     marginal_lines,
@@ -59,15 +71,18 @@ from benchmarks.scenarios import (
     Options,
     Scenario,
     build_scenarios,
+    directory_spec,
     latencies_used,
     parse_lists,
     repeat_for,
     scaling_lengths,
+    with_directory,
 )
 from benchmarks.servers import Endpoints, ServerKind, can_delay, open_endpoints
 from benchmarks.units import parse_counts, parse_latencies, parse_size
 
 SETUP_TIMEOUT = 900.0  # seconds an unmeasured set-up command (a fixture push) may take
+DIR_PACKAGE = "tree"  # the directory scenario's package
 
 
 @dataclass(frozen=True)
@@ -86,7 +101,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="smoke run of about a minute: 16 MiB, one run each, lists of "
-                             "20 x 1 MiB and 100 x 16 KiB, scaling 50/200/500 (300 vs s5cmd)")
+                             "20 x 1 MiB and 100 x 16 KiB, scaling 50/200/500 (300 vs s5cmd), "
+                             "a tree of 40 MiB with 2,000 small files")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--server", choices=[ServerKind.SEAWEEDFS.value, ServerKind.MOTO.value],
                        default=ServerKind.SEAWEEDFS.value,
@@ -108,6 +124,18 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
                         help="scaling: the length whose time must beat s5cmd's (default 5000)")
     parser.add_argument("--scaling-size", metavar="SIZE",
                         help="scaling: size of each package (default 4KiB)")
+    parser.add_argument("--dir-size", metavar="SIZE",
+                        help="directory: the tree's total size (default 500MiB; a bare number "
+                             "is bytes)")
+    parser.add_argument("--dir-files", metavar="N",
+                        help="directory: its small files, 200 B to 6 KiB each (default "
+                             "20000); three large files share the rest of --dir-size")
+    parser.add_argument("--dir-level", metavar="N",
+                        help="directory: the zstd level given to tychoreg (--level) and to "
+                             "the pipeline's zstd (default 3)")
+    parser.add_argument("--dir-seed", type=int, metavar="N",
+                        help="directory: the seed the tree's layout and bytes follow from "
+                             "(default 10)")
     parser.add_argument("--scenarios", metavar="NAMES",
                         default=",".join(g.value for g in Group),
                         help=f"subset of {','.join(g.value for g in Group)} (default all)")
@@ -143,6 +171,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
             repeat=args.repeat or base.repeat,
             groups=Group.parse(args.scenarios),
         )
+        options = with_directory(options, size=args.dir_size, files=args.dir_files,
+                                 level=args.dir_level, seed=args.dir_seed)
         clients = ClientName.parse(args.clients)
     except ValueError as exc:
         parser.error(str(exc))
@@ -158,6 +188,23 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     max_minutes = args.max_minutes or (10.0 if args.quick else 120.0)
     return Config(options, server, args.endpoint, clients, args.timeout, args.budget,
                   max_minutes, args.json)
+
+
+def run_setup(argv: Sequence[str], cwd: Path, env: dict[str, str],
+              ) -> subprocess.CompletedProcess[str]:
+    """An unmeasured command (a fixture push), in a session of its own, so that a timeout
+    or Ctrl-C ends its whole process tree (a pipeline's tar, zstd and s5cmd too)."""
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=SETUP_TIMEOUT)
+    except BaseException:
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(list(argv), proc.returncode, stdout, stderr)
 
 
 def base_env(tmp: Path, endpoints: Endpoints) -> dict[str, str]:
@@ -192,6 +239,8 @@ class Bench:
         self.notes: list[str] = []
         self.fixtures = Fixtures(admin, tmp, self.push_with_tychoreg,
                                  max(scaling_lengths(self.options)))
+        self._dir_objects: dict[ClientName, tuple[str, int]] = {}  # client: (bucket, size)
+        self._tree: SourceTree | None = None
 
     # -- fixtures ------------------------------------------------------------------------
 
@@ -222,14 +271,23 @@ class Bench:
     # -- runs ----------------------------------------------------------------------------
 
     def new_row(self, scenario: Scenario, client: ClientName, layout: Layout | None) -> Row:
-        label = self.clients[client].help()[0] if scenario.action is Action.HELP \
-            else client.value
-        row = Row(scenario, client, label, layout)
+        row = Row(scenario, client, self.clients[client].label(scenario.action), layout)
         self.rows.append(row)
         return row
 
+    def clients_for(self, scenario: Scenario) -> list[ClientName]:
+        chosen = [name for name in self.config.clients if name in self.clients]
+        if scenario.group is Group.DIRECTORY and ClientName.S5CMD in chosen:
+            missing = missing_pipeline_tools()
+            if missing:
+                note = f"directory: the shell pipeline needs {', '.join(missing)}; skipped"
+                if note not in self.notes:
+                    self.notes.append(note)
+                chosen.remove(ClientName.S5CMD)
+        return chosen
+
     def run_scenario(self, scenario: Scenario) -> None:
-        pairs = scenario.runs([name for name in self.config.clients if name in self.clients])
+        pairs = scenario.runs(self.clients_for(scenario))
         if not pairs:
             return
         print(f"{scenario.name}", file=sys.stderr, flush=True)
@@ -238,11 +296,96 @@ class Bench:
         for row in rows:  # fixtures first, so that no run waits on them midway
             if row.layout is not None:
                 setups[id(row)] = self.fixtures.for_scenario(scenario, row.layout)
+        if scenario.group is Group.DIRECTORY:
+            self.tree()
+            if scenario.action is Action.PULL_DIR:
+                rows = [row for row in rows if self.directory_object(row)]
         repeat = repeat_for(scenario, self.options)
         for _ in range(repeat):
             for row in rows:
                 if self.budget.due(row, repeat):
                     self.run_once(row, setups.get(id(row)))
+
+    # -- the directory scenario ----------------------------------------------------------
+
+    def tree(self) -> SourceTree:
+        """The directory scenario's tree, planned and written on first use."""
+        if self._tree is None:
+            self._tree = self.fixtures.tree(directory_spec(self.options))
+        return self._tree
+
+    def dir_job(self, url: str, bucket: str, workdir: Path) -> Job:
+        return Job(url, bucket, workdir, DIR_PACKAGE, tree=self.tree().path,
+                   level=self.options.dir_level)
+
+    def directory_object(self, row: Row) -> bool:
+        """The object a directory pull of ``row``'s client reads: pushed once, unmeasured,
+        by that client into a bucket of its own. False, with a failed run in the row (so
+        the table and the targets show it), when that push fails."""
+        if row.client in self._dir_objects:
+            return True
+        bucket = self.admin.new_bucket()
+        workdir = self.runner.workdir()
+        try:
+            job = self.dir_job(self.endpoints.backend.endpoint, bucket, workdir)
+            done = run_setup(self.clients[row.client].command(Action.PUSH_DIR, job), workdir,
+                             self.client_env(bucket))
+            size = self.admin.object_size(bucket, pkg_key(DIR_PACKAGE))
+            if done.returncode != 0 or size is None:
+                raise RuntimeError(f"exit {done.returncode}, object "
+                                   f"{'missing' if size is None else f'of {size} bytes'}: "
+                                   f"{(done.stderr or done.stdout)[-2000:].strip()}")
+        except Exception as exc:
+            row.runs.append(Run(0.0, 0.0, 0.0, error=f"the set-up push (unmeasured) for the "
+                                                     f"pulls failed: {exc}"))
+            print(f"  {row.scenario.name}: {row.label}'s set-up push failed; no pull runs",
+                  file=sys.stderr, flush=True)
+            return False
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        self._dir_objects[row.client] = (bucket, size)
+        return True
+
+    def run_push_dir(self, row: Row, client: Client, url: str, workdir: Path,
+                     measure: Callable[..., object]) -> None:
+        """A fresh bucket for every run, as for files; the object's size is what the run
+        compressed to, and must hold at least the tree's random bytes."""
+        tree = self.tree()
+        bucket = self.admin.new_bucket()
+        sizes: list[int | None] = []
+
+        def stored() -> int | None:
+            sizes.append(self.admin.object_size(bucket, pkg_key(DIR_PACKAGE)))
+            return sizes[-1]
+
+        def check() -> str:
+            found = sizes[-1] if sizes else None
+            least = tree.spec.random_bytes
+            if found is None:
+                return f"no object at {pkg_key(DIR_PACKAGE)}"
+            if found < least:
+                return (f"the object is {found} bytes, less than the tree's {least} random "
+                        "bytes: not the whole tree")
+            return ""
+
+        try:
+            measure(row, client.command(Action.PUSH_DIR, self.dir_job(url, bucket, workdir)),
+                    workdir, self.client_env(bucket), check=check, stored=stored)
+        finally:
+            self.admin.drop_bucket(bucket)
+
+    def run_pull_dir(self, row: Row, client: Client, url: str, workdir: Path,
+                     measure: Callable[..., object]) -> None:
+        """Into a fresh, empty directory (removed after the run); the tree extracted must
+        match the source."""
+        bucket, size = self._dir_objects[row.client]
+        job = self.dir_job(url, bucket, workdir)
+        job.outdir.mkdir()
+        measure(row, client.command(Action.PULL_DIR, job), workdir, self.client_env(bucket),
+                check=partial(tree_mismatch, self.tree().summary, job.outtree),
+                stored=lambda: size)
+
+    # -- one run -------------------------------------------------------------------------
 
     def run_once(self, row: Row, fixture: PackageSet | None) -> None:
         scenario = row.scenario
@@ -254,6 +397,10 @@ class Bench:
         try:
             if scenario.action is Action.HELP:
                 measure(row, client.help()[1], workdir, self.client_env(None))
+            elif scenario.action is Action.PUSH_DIR:
+                self.run_push_dir(row, client, url, workdir, measure)
+            elif scenario.action is Action.PULL_DIR:
+                self.run_pull_dir(row, client, url, workdir, measure)
             elif scenario.action is Action.PUSH:
                 self.run_push(row, client, url, workdir, measure)
             else:
@@ -310,6 +457,10 @@ def print_report(bench: Bench, config: Config, info: dict[str, object],
     print(table(results, bench.endpoints.backend.saturates_at))
     print()
     print(LEGEND)
+    tree = directory_tree(results)
+    if tree is not None:
+        print(DIRECTORY_LEGEND)
+        print(f"directory tree: {tree.describe()}")
     marginal = marginal_lines(results)
     if marginal:
         print()
@@ -317,7 +468,7 @@ def print_report(bench: Bench, config: Config, info: dict[str, object],
         for line in marginal:
             print(f"  {line}")
     print()
-    print("targets of issue 9 (shown, not asserted):")
+    print("targets of issues 9 and 10 (shown, not asserted):")
     for target in found:
         print(f"  {target.state}  {target.name}: {target.measured}")
     failures = [(row, run.error) for row in bench.rows for run in row.runs if not run.ok]
@@ -341,7 +492,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"note: {note}", file=sys.stderr)
     scenarios = build_scenarios(config.options)
     largest = max([config.options.size, config.options.tiny,
-                   *(size for _, size in config.options.lists)])
+                   *(size for _, size in config.options.lists),
+                   config.options.dir_size if Group.DIRECTORY in config.options.groups else 0])
     started = time.monotonic()
     interrupted = False
     bench: Bench | None = None

@@ -6,11 +6,12 @@ before anything starts.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
-from benchmarks.units import KiB, MiB, fmt_count, fmt_size, parse_size
+from benchmarks.tree import TreeSpec, tree_spec
+from benchmarks.units import KiB, MiB, fmt_count, fmt_size, parse_count, parse_size
 
 PACKAGE_VERSION = "1.0"
 
@@ -51,13 +52,15 @@ class Layout(Enum):
 
 
 class Group(Enum):
-    """The scenario families of issue 9; ``--scenarios`` takes these values."""
+    """The scenario families of issue 9 (and issue 10's directory packages); ``--scenarios``
+    takes these values."""
 
     STARTUP = "startup"
     PUSH = "push"
     PULL = "pull"
     PULL_LIST = "pull-list"
     SCALING = "scaling"
+    DIRECTORY = "directory"  # a tree pushed and pulled: tychoreg vs tar | zstd | s5cmd
 
     @classmethod
     def parse(cls, text: str) -> frozenset[Group]:
@@ -77,6 +80,8 @@ class Action(Enum):
     PUSH = "push"  # upload one file as a new package version
     PULL = "pull"  # download one package
     PULL_LIST = "pull-list"  # download the latest of many packages
+    PUSH_DIR = "push-dir"  # pack a directory (tar + zstd) and upload it
+    PULL_DIR = "pull-dir"  # download a packed directory and extract it
 
 
 @dataclass(frozen=True)
@@ -90,13 +95,20 @@ class Scenario:
     latency_ms: int = 0  # round trip added by the delay proxy (0: no proxy)
     layouts: tuple[Layout, ...] = ()  # fixtures read: tychoreg on each, others on the first
     clients: tuple[ClientName, ...] | None = None  # None: every chosen client
+    files: int = 0  # directory: the files in the tree (``size`` is the tree's bytes)
+    level: int = 0  # directory: the zstd level both sides compress at
 
     @property
     def name(self) -> str:
         """``push 256 MiB``, ``pull-list 500 x 16 KiB @20ms``, ``start-up pull 1 KiB``,
-        ``scaling pull-list 10,000 x 4 KiB``."""
+        ``scaling pull-list 10,000 x 4 KiB``, ``directory push 500 MiB, 20,003 files,
+        zstd -3``."""
         if self.action is Action.HELP:
             return "start-up --help"
+        if self.group is Group.DIRECTORY:
+            verb = "push" if self.action is Action.PUSH_DIR else "pull"
+            return (f"directory {verb} {fmt_size(self.size)}, {fmt_count(self.files)} files, "
+                    f"zstd -{self.level}")
         what = f"{self.action.value} {fmt_size(self.size)}"
         if self.action is Action.PULL_LIST:
             what = f"pull-list {fmt_count(self.count)} x {fmt_size(self.size)}"
@@ -111,7 +123,7 @@ class Scenario:
 
     @property
     def reads(self) -> bool:
-        return self.action in (Action.PULL, Action.PULL_LIST)
+        return self.action in (Action.PULL, Action.PULL_LIST, Action.PULL_DIR)
 
     def takes(self, client: ClientName) -> bool:
         return self.clients is None or client in self.clients
@@ -132,8 +144,14 @@ class Scenario:
         return out
 
 
+DIRECTORY_CLIENTS = (ClientName.TYCHOREG, ClientName.S5CMD)  # s5cmd: the shell pipeline
+
+
 def supports(client: ClientName, action: Action) -> bool:
-    """raw-http moves one object and has nothing to start up that is worth a row."""
+    """raw-http moves one object and has nothing to start up that is worth a row; a
+    directory is pushed and pulled by tychoreg and by the shell pipeline around s5cmd."""
+    if action in (Action.PUSH_DIR, Action.PULL_DIR):
+        return client in DIRECTORY_CLIENTS
     if client is ClientName.RAW_HTTP:
         return action in (Action.PUSH, Action.PULL)
     return True
@@ -153,11 +171,60 @@ class Options:
     repeat: int = 3
     startup_repeat: int = 5  # start-up runs are short and noisy: at least this many
     groups: frozenset[Group] = field(default_factory=lambda: frozenset(Group))
+    dir_size: int = 500 * MiB  # directory: the whole tree's bytes
+    dir_files: int = 20_000  # directory: its small files (three large ones come on top)
+    dir_level: int = 3  # directory: the zstd level given to both sides
+    dir_seed: int = 10  # directory: the tree's layout and bytes follow from it
 
 
 FULL = Options()
 QUICK = Options(size=16 * MiB, lists=((20, 1 * MiB), (100, 16 * KiB)),
-                list_lengths=(50, 200, 500), s5cmd_length=300, repeat=1, startup_repeat=1)
+                list_lengths=(50, 200, 500), s5cmd_length=300, repeat=1, startup_repeat=1,
+                dir_size=40 * MiB, dir_files=2_000)
+LARGE_FILES = 3  # the tree's large files (benchmarks/tree.py), besides its small ones
+MAX_LEVEL = 19  # zstd's highest level without --ultra
+
+
+def parse_level(text: str) -> int:
+    """``3`` -> 3: a zstd level both tychoreg and the zstd CLI take as is (1 to 19)."""
+    try:
+        level = int(text.strip())
+    except ValueError:
+        level = 0
+    if not 1 <= level <= MAX_LEVEL:
+        raise ValueError(f"expected a zstd level from 1 to {MAX_LEVEL}, not {text!r}")
+    return level
+
+
+def directory_spec(options: Options) -> TreeSpec:
+    """The directory scenario's tree for these options."""
+    return tree_spec(options.dir_size, options.dir_files, options.dir_seed)
+
+
+def _option(name: str, parse: Callable[[str], int], text: str | None, default: int) -> int:
+    if text is None:
+        return default
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+
+
+def with_directory(options: Options, *, size: str | None = None, files: str | None = None,
+                   level: str | None = None, seed: int | None = None) -> Options:
+    """``options`` with the directory scenario's ``--dir-size``, ``--dir-files``,
+    ``--dir-level`` and ``--dir-seed`` as given (None: keep); ValueError for a value that
+    does not parse, or for a tree that cannot be made (small files over half of it) when
+    the directory scenario is to run."""
+    out = replace(
+        options,
+        dir_size=_option("--dir-size", parse_size, size, options.dir_size),
+        dir_files=_option("--dir-files", parse_count, files, options.dir_files),
+        dir_level=_option("--dir-level", parse_level, level, options.dir_level),
+        dir_seed=options.dir_seed if seed is None else seed)
+    if Group.DIRECTORY in out.groups:
+        directory_spec(out)  # raises when the tree does not fit: said now, not after an hour
+    return out
 
 
 def parse_lists(text: str) -> tuple[tuple[int, int], ...]:
@@ -203,6 +270,12 @@ def build_scenarios(options: Options) -> list[Scenario]:
             out.append(Scenario(Group.SCALING, Action.PULL_LIST, options.scaling_size, count,
                                 layouts=(Layout.TYCHOREG,),
                                 clients=(ClientName.TYCHOREG, ClientName.S5CMD)))
+    if Group.DIRECTORY in groups:
+        for action in (Action.PUSH_DIR, Action.PULL_DIR):
+            out.append(Scenario(Group.DIRECTORY, action, options.dir_size,
+                                clients=DIRECTORY_CLIENTS,
+                                files=options.dir_files + LARGE_FILES,
+                                level=options.dir_level))
     return out
 
 

@@ -61,3 +61,14 @@ def parse_counts(text: str) -> tuple[int, ...]:
     if not counts or min(counts) < 1:
         raise ValueError(problem)
     return tuple(sorted(counts))
+
+
+def parse_count(text: str) -> int:
+    """``20000`` or ``20_000`` -> 20000: one positive whole number."""
+    try:
+        count = int(text.strip().replace("_", ""))
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise ValueError(f"expected a positive whole number, not {text!r}")
+    return count

@@ -1,5 +1,6 @@
 """Unit tests of the benchmark harness's pure parts (benchmarks/): sizes, the plan, rows and
-the budget, fixtures' objects, command lines, the table, ratios, marginal cost and targets.
+the budget, fixtures' objects, the directory scenario's tree and its check, command lines,
+the table, ratios, marginal cost and targets.
 
 No server, no subprocess: fast, and importable with the test extra alone (no psutil).
 """
@@ -8,6 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import zlib
 from pathlib import Path
 
 import pytest
@@ -19,9 +23,21 @@ from benchmarks.fixtures import (
     station_objects,
     tychoreg_objects,
     tychoreg_record,
+    write_tree,
 )
-from benchmarks.measure import Budget, Row, Run, files_of_size, rate_mib_s
+from benchmarks.measure import (
+    Budget,
+    Row,
+    Run,
+    TreeSummary,
+    files_of_size,
+    rate_mib_s,
+    summarize_tree,
+    tree_difference,
+    tree_mismatch,
+)
 from benchmarks.report import (
+    DIRECTORY_TARGET,
     Results,
     Target,
     marginal_cost,
@@ -29,6 +45,7 @@ from benchmarks.report import (
     net_rate,
     ratio,
     render,
+    summary,
     table,
     targets,
 )
@@ -42,9 +59,23 @@ from benchmarks.scenarios import (
     Options,
     Scenario,
     build_scenarios,
+    directory_spec,
+    parse_level,
     parse_lists,
     repeat_for,
     scaling_lengths,
+    with_directory,
+)
+from benchmarks.tree import (
+    MIXED_BLOCK,
+    SMALL_MAX,
+    SMALL_MIN,
+    Content,
+    FileSpec,
+    corpus,
+    file_chunks,
+    mixed_blocks,
+    tree_spec,
 )
 from benchmarks.units import (
     GiB,
@@ -52,6 +83,7 @@ from benchmarks.units import (
     MiB,
     fmt_count,
     fmt_size,
+    parse_count,
     parse_counts,
     parse_latencies,
     parse_size,
@@ -95,6 +127,10 @@ def test_counts_and_latencies() -> None:
     for bad in ("", "-1", "x"):
         with pytest.raises(ValueError):
             parse_latencies(bad)
+    assert parse_count("20_000") == parse_count(" 20000 ") == 20000
+    for bad in ("", "0", "-3", "2k", "1,000"):
+        with pytest.raises(ValueError):
+            parse_count(bad)
 
 
 # -- the plan --------------------------------------------------------------------------------
@@ -122,15 +158,58 @@ def test_full_plan_has_the_issue_scenarios() -> None:
         "pull-list 500 x 16 KiB @0ms", "pull-list 500 x 16 KiB @20ms",
         "scaling pull-list 100 x 4 KiB", "scaling pull-list 1,000 x 4 KiB",
         "scaling pull-list 5,000 x 4 KiB", "scaling pull-list 10,000 x 4 KiB",
+        "directory push 500 MiB, 20,003 files, zstd -3",
+        "directory pull 500 MiB, 20,003 files, zstd -3",
     ]
     assert scaling_lengths(FULL) == (100, 1000, 5000, 10000)
+    assert Group.parse(",".join(g.value for g in Group)) == FULL.groups  # --scenarios' default
 
 
 def test_quick_plan_is_small() -> None:
     scenarios = build_scenarios(QUICK)
-    assert all(s.total_bytes <= 20 * MiB for s in scenarios)
+    assert all(s.total_bytes <= 20 * MiB for s in scenarios if s.group is not Group.DIRECTORY)
     assert max(s.count for s in scenarios) <= 500
     assert all(repeat_for(s, QUICK) == 1 for s in scenarios)
+    directory = [s for s in scenarios if s.group is Group.DIRECTORY]
+    assert [(s.size, s.files) for s in directory] == [(40 * MiB, 2003)] * 2
+
+
+def test_directory_alone_and_its_clients() -> None:
+    options = Options(groups=Group.parse("directory"), dir_level=7)
+    push, pull = build_scenarios(options)
+    assert (push.action, pull.action) == (Action.PUSH_DIR, Action.PULL_DIR)
+    assert push.name == "directory push 500 MiB, 20,003 files, zstd -7"
+    assert push.total_bytes == 500 * MiB and pull.reads and not push.reads
+    # tychoreg, and s5cmd as the shell pipeline; nobody else has a directory command
+    everyone = (*ALL, ClientName.RAW_HTTP)
+    assert push.runs(everyone) == pull.runs(everyone) == [
+        (ClientName.TYCHOREG, None), (ClientName.S5CMD, None)]
+    assert pull.runs((ClientName.S5CMD,)) == [(ClientName.S5CMD, None)]
+
+
+def test_directory_options() -> None:
+    base = Options(groups=frozenset({Group.DIRECTORY}))
+    assert (base.dir_size, base.dir_files, base.dir_level) == (500 * MiB, 20000, 3)
+    assert (QUICK.dir_size, QUICK.dir_files) == (40 * MiB, 2000)
+    out = with_directory(base, size="1GiB", files="30_000", level="9", seed=4)
+    assert (out.dir_size, out.dir_files, out.dir_level, out.dir_seed) == (GiB, 30000, 9, 4)
+    assert with_directory(base) == base
+    assert parse_level("19") == 19
+    for bad in ("0", "20", "-1", "fast", ""):
+        with pytest.raises(ValueError, match="zstd level"):
+            parse_level(bad)
+    with pytest.raises(ValueError, match="--dir-level"):
+        with_directory(base, level="22")
+    with pytest.raises(ValueError, match="--dir-size"):
+        with_directory(base, size="lots")
+    with pytest.raises(ValueError, match="--dir-files"):
+        with_directory(base, files="0")
+    # a tree whose small files would take over half of it is refused up front...
+    with pytest.raises(ValueError, match="too small for 20,000 small files"):
+        with_directory(base, size="20MiB")
+    # ...unless the directory scenario is not to run
+    other = Options(groups=frozenset({Group.PUSH}))
+    assert with_directory(other, size="20MiB").dir_size == 20 * MiB
 
 
 def test_groups_select_scenarios_and_startup_repeats_more() -> None:
@@ -421,3 +500,226 @@ def test_failed_tychoreg_runs_are_a_miss() -> None:
     found = by_name(targets(Results(rows, FULL)))
     assert found["pull-list 100 x 1 MiB @20ms [tychoreg]: tychoreg <= s5cmd"] is None
     assert found["every tychoreg run succeeds"] is False
+
+
+# -- the directory scenario: the tree --------------------------------------------------------
+
+
+def test_tree_spec_is_deterministic_and_sums_to_the_size() -> None:
+    spec = tree_spec(500 * MiB, 20_000, seed=10)
+    assert spec == tree_spec(500 * MiB, 20_000, seed=10)
+    assert spec != tree_spec(500 * MiB, 20_000, seed=11)
+    assert spec.total_bytes == 500 * MiB
+    assert len(spec.small) == 20_000 and len(spec.files) == 20_003
+    assert all(SMALL_MIN <= f.size <= SMALL_MAX for f in spec.small)
+    kinds = {f.content for f in spec.small}
+    assert kinds == {Content.TEXT, Content.RANDOM}
+    text_share = sum(f.content is Content.TEXT for f in spec.small) / len(spec.small)
+    assert 0.55 < text_share < 0.65
+    # a few hundred nested directories, each after its parent, every file in one of them
+    assert 200 <= len(spec.dirs) <= 500 and len(set(spec.dirs)) == len(spec.dirs)
+    assert max(d.count("/") for d in spec.dirs) >= 2
+    for i, d in enumerate(spec.dirs):
+        parent = d.rpartition("/")[0]
+        assert not parent or parent in spec.dirs[:i]
+    assert all(f.path.rpartition("/")[0] in spec.dirs for f in spec.small)
+    assert len({f.path for f in spec.files}) == len(spec.files)
+    # three large files: random, text-like, half-and-half, sharing the rest evenly
+    assert [f.content for f in spec.large] == [Content.RANDOM, Content.TEXT, Content.MIXED]
+    sizes = [f.size for f in spec.large]
+    assert max(sizes) - min(sizes) <= 2 and sum(sizes) > 450 * MiB
+    assert spec.random_bytes == pytest.approx(
+        sum(f.size for f in spec.small if f.content is Content.RANDOM)
+        + sizes[0] + sizes[2] / 2, abs=MIXED_BLOCK)
+    # the samples a pull's check hashes: small ones chosen by the seed, and the large ones
+    samples = spec.samples()
+    assert samples == spec.samples() and samples[-3:] == spec.large and len(samples) == 11
+
+
+@pytest.mark.parametrize(("total", "files"), [(40 * MiB, 2000), (100 * MiB, 1), (3 * MiB, 100)])
+def test_tree_spec_sums_to_any_size(total: int, files: int) -> None:
+    spec = tree_spec(total, files, seed=1)
+    assert spec.total_bytes == total and len(spec.small) == files and spec.dirs
+
+
+def test_tree_spec_refuses_a_tree_too_small() -> None:
+    with pytest.raises(ValueError, match="too small"):
+        tree_spec(10 * MiB, 20_000, seed=1)
+    with pytest.raises(ValueError, match="too small"):
+        tree_spec(100 * KiB, 1, seed=1)  # no room for the three large files
+    with pytest.raises(ValueError):
+        tree_spec(10 * MiB, 0, seed=1)
+
+
+def test_mixed_blocks_alternate() -> None:
+    blocks = mixed_blocks(3 * MIXED_BLOCK + 10)
+    assert blocks == [(Content.TEXT, MIXED_BLOCK), (Content.RANDOM, MIXED_BLOCK),
+                      (Content.TEXT, MIXED_BLOCK), (Content.RANDOM, 10)]
+    assert FileSpec("m", 3 * MIXED_BLOCK + 10, Content.MIXED).random_bytes == MIXED_BLOCK + 10
+    assert mixed_blocks(0) == []
+
+
+def test_file_bytes_are_deterministic_and_of_their_kind() -> None:
+    text = corpus(3, 256 * KiB)
+    assert len(text) == 256 * KiB and text == corpus(3, 256 * KiB) != corpus(4, 256 * KiB)
+    size = 600 * KiB  # several chunks (each at most the corpus' size)
+
+    def made(content: Content, path: str = "a/f") -> bytes:
+        return b"".join(file_chunks(FileSpec(path, size, content), text, seed=3))
+
+    for content in Content:
+        data = made(content)
+        assert len(data) == size and data == made(content)
+        assert data != made(content, "a/g")  # each file its own bytes
+
+    def ratio_of(data: bytes) -> float:
+        return len(data) / len(zlib.compress(data, 6))
+
+    assert ratio_of(made(Content.RANDOM)) < 1.01
+    assert ratio_of(made(Content.TEXT)) > 2.0
+    assert 1.3 < ratio_of(made(Content.MIXED)) < ratio_of(made(Content.TEXT))
+    words = made(Content.TEXT)
+    assert b" " in words and b"\n" in words and words.count(words[:4096]) == 1  # no repeats
+
+
+def test_write_tree_and_check_it(tmp_path: Path) -> None:
+    spec = tree_spec(2 * MiB, 200, seed=5)
+    source = write_tree(spec, tmp_path / "src")
+    assert source.path == tmp_path / "src" / "tree"
+    assert (source.summary.files, source.summary.dirs, source.summary.bytes) == (
+        203, len(spec.dirs), 2 * MiB)
+    assert source.summary == write_tree(spec, tmp_path / "again").summary  # same bytes
+    copy = tmp_path / "out" / "tree"
+    shutil.copytree(source.path, copy, symlinks=True)
+    assert tree_mismatch(source.summary, copy) == ""
+    # a changed byte in a sampled file, a missing file, an extra symlink: all caught
+    sampled = copy / spec.samples()[0].path
+    data = bytearray(sampled.read_bytes())
+    data[0] ^= 1
+    sampled.write_bytes(bytes(data))
+    assert "1 of 11 sampled files differ" in tree_mismatch(source.summary, copy)
+    sampled.write_bytes(bytes(data[:-1]))
+    assert "bytes:" in tree_mismatch(source.summary, copy)
+    shutil.rmtree(copy)
+    shutil.copytree(source.path, copy, symlinks=True)
+    os.symlink("/etc", copy / "escape")
+    assert "other entries: 1, expected 0" in tree_mismatch(source.summary, copy)
+    (copy / "escape").unlink()
+    (copy / spec.small[-1].path).unlink()
+    assert "files: 202, expected 203" in tree_mismatch(source.summary, copy)
+    assert "no directory" in tree_mismatch(source.summary, tmp_path / "nowhere")
+
+
+def test_tree_difference_and_large_samples(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    big = root / "big"
+    big.write_bytes(b"a" * (3 * MiB))
+    found = summarize_tree(root, ["big"])
+    assert found == TreeSummary(1, 0, 3 * MiB, 0, (("big", found.samples[0][1]),))
+    with big.open("r+b") as f:  # a large file is hashed at both ends: the middle is not
+        f.seek(MiB + 5)
+        f.write(b"b")
+    assert summarize_tree(root, ["big"]) == found
+    with big.open("r+b") as f:
+        f.seek(3 * MiB - 1)
+        f.write(b"b")
+    assert tree_difference(found, summarize_tree(root, ["big"])) == \
+        "1 of 1 sampled files differ (e.g. big)"
+
+
+# -- the directory scenario: command lines, table, targets ------------------------------------
+
+
+def test_directory_command_lines(tmp_path: Path) -> None:
+    tree = tmp_path / "src dir" / "tree"
+    job = Job("http://127.0.0.1:9", "bkt", tmp_path / "w", "tree", tree=tree, level=5)
+    assert Tychoreg("tychoreg").command(Action.PUSH_DIR, job) == [
+        "tychoreg", "push", "tree", "1.0", str(tree), "--level", "5", "--quiet"]
+    assert Tychoreg("tychoreg").command(Action.PULL_DIR, job) == [
+        "tychoreg", "pull", "tree", "--version", "1.0", "--outfile",
+        str(tmp_path / "w" / "out" / "tree"), "--force", "--quiet"]
+    s5 = S5cmd("/x/s5cmd")
+    argv = s5.command(Action.PUSH_DIR, job)
+    assert argv[1:4] == ["-o", "pipefail", "-c"] and argv[0].endswith("bash")
+    assert argv[4] == (
+        f"tar -I 'zstd -T0 -5' -cf - -C '{tmp_path}/src dir' tree | /x/s5cmd --endpoint-url "
+        "http://127.0.0.1:9 --log error pipe s3://bkt/tree/tycho_1.0.pkg")
+    argv = s5.command(Action.PULL_DIR, job)
+    assert argv[4] == ("/x/s5cmd --endpoint-url http://127.0.0.1:9 --log error cat "
+                       f"s3://bkt/tree/tycho_1.0.pkg | tar -I zstd -xf - -C {tmp_path}/w/out")
+    assert job.outtree == tmp_path / "w" / "out" / "tree"  # where both extract
+    assert s5.label(Action.PUSH_DIR) == "tar|zstd|s5cmd" and s5.label(Action.PUSH) == "s5cmd"
+    with pytest.raises(NotImplementedError):
+        AwsCli("aws").command(Action.PUSH_DIR, job)
+
+
+def dir_scenarios() -> tuple[Scenario, Scenario]:
+    push, pull = build_scenarios(Options(groups=frozenset({Group.DIRECTORY}),
+                                         dir_size=40 * MiB, dir_files=2000))
+    return push, pull
+
+
+def dir_row(scenario: Scenario, client: ClientName, wall: float, stored: int | None,
+            error: str = "") -> Row:
+    label = "tar|zstd|s5cmd" if client is ClientName.S5CMD else client.value
+    return Row(scenario, client, label, None,
+               [Run(wall, 70.0, wall, 0.5, None, error, stored)])
+
+
+def test_directory_table_shows_sizes_and_ratios() -> None:
+    push, pull = dir_scenarios()
+    rows = [dir_row(push, ClientName.TYCHOREG, 2.0, 30 * MiB),
+            dir_row(push, ClientName.S5CMD, 4.0, 25 * MiB),
+            dir_row(pull, ClientName.TYCHOREG, 1.0, 30 * MiB),
+            dir_row(pull, ClientName.S5CMD, 1.0, 25 * MiB)]
+    lines = table(Results(rows, FULL)).splitlines()
+    assert lines[0].split()[-2:] == ["stored", "size/s5cmd"]
+    tycho = lines[2].split()
+    assert tycho[-3:] == ["30.0", "MiB", "1.200"]  # stored, and its ratio to the pipeline's
+    assert "20.0 MiB/s" in lines[2] and "0.50" in tycho  # rate: tree bytes/s; t/s5cmd
+    assert lines[3].split()[-3:] == ["25.0", "MiB", "1.000"] and "tar|zstd|s5cmd" in lines[3]
+    # without directory rows, no such columns
+    other = Scenario(Group.PUSH, Action.PUSH, MiB)
+    assert "stored" not in table(Results([row_of(other, ClientName.S5CMD, 1.0)], FULL))
+
+
+@pytest.mark.parametrize(("push", "pull", "passed"), [
+    (1.0, 1.0, True), (0.5, 2.1, False), (None, 1.0, None), ("failed", 0.5, False)])
+def test_directory_target(push: float | str | None, pull: float | None,
+                          passed: bool | None) -> None:
+    push_scenario, pull_scenario = dir_scenarios()
+    rows = [dir_row(push_scenario, ClientName.S5CMD, 1.0, MiB),
+            dir_row(pull_scenario, ClientName.S5CMD, 2.0, MiB)]
+    if push == "failed":
+        rows.append(dir_row(push_scenario, ClientName.TYCHOREG, 0.1, None, "exit 2"))
+    elif isinstance(push, float):
+        rows.append(dir_row(push_scenario, ClientName.TYCHOREG, push, MiB))
+    if pull is not None:
+        rows.append(dir_row(pull_scenario, ClientName.TYCHOREG, pull, MiB))
+    found = [t for t in targets(Results(rows, FULL)) if t.name == DIRECTORY_TARGET]
+    assert DIRECTORY_TARGET == "tychoreg push and pull each within the shell pipeline's time"
+    assert len(found) == 1 and found[0].passed is passed
+    if passed is True:
+        assert found[0].measured == ("push 1.00x (tychoreg 1.000 s, pipeline 1.000 s), "
+                                     "pull 0.50x (tychoreg 1.000 s, pipeline 2.000 s)")
+    if push == "failed":
+        assert found[0].measured.startswith("push: tychoreg failed")
+    assert not [t for t in targets(Results([], FULL)) if t.name == DIRECTORY_TARGET]
+
+
+def test_directory_json() -> None:
+    push, _ = dir_scenarios()
+    rows = [dir_row(push, ClientName.TYCHOREG, 2.0, 30 * MiB),
+            dir_row(push, ClientName.S5CMD, 4.0, 25 * MiB)]
+    options = Options(groups=frozenset({Group.DIRECTORY}), dir_size=40 * MiB, dir_files=2000)
+    data = summary(Results(rows, options), {}, [], [])
+    assert data["options"]["dir_size"] == 40 * MiB and data["options"]["dir_level"] == 3
+    assert data["directory_tree"] == directory_spec(options).summary()
+    assert data["directory_tree"]["files"] == 2003
+    tycho = data["rows"][0]
+    assert tycho["stored_bytes"] == 30 * MiB and tycho["stored_vs_s5cmd"] == pytest.approx(1.2)
+    assert tycho["rate_mib_s"] == pytest.approx(20.0) and tycho["files"] == 2003
+    assert tycho["runs"][0]["stored_bytes"] == 30 * MiB
+    json.dumps(data)
+    assert summary(Results([], FULL), {}, [], [])["directory_tree"] is None
