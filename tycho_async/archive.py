@@ -38,6 +38,7 @@ from typing import IO, Protocol, cast
 import zstandard
 
 from .errors import TransferError, UnsafeRemoteData, UsageError
+from .hashing import BackgroundSha256
 from .localfs import failure
 
 MIN_LEVEL = 1
@@ -53,6 +54,8 @@ MAX_LEVEL = zstandard.MAX_COMPRESSION_LEVEL
 # not the bottleneck and costs no wall time, for 3 % fewer bytes overall and 10 % on
 # text; level 6 would halve the speed for 0.3 % more.
 DEFAULT_LEVEL = 3
+MAX_WORKERS = 4  # zstd worker threads at most (memory grows with each)
+JOB_SIZE = 2 << 20  # bytes of tar per zstd job
 
 _BLOCK = 512
 _RECORD = 20 * _BLOCK
@@ -336,9 +339,14 @@ def tree_sha256(tree: Tree) -> str:
 
 class Packer:
     """The compressed stream of a tree, in chunks of ``chunk`` bytes (the last shorter):
-    a standard .tar.zst with a content checksum, compressed on ``threads`` threads (-1:
-    one per CPU) while the tar is hashed. Iterate it once; ``tree_sha256``, ``tar_size``
-    and ``size`` (compressed bytes) are known at the end."""
+    a standard .tar.zst with a content checksum, compressed on ``threads`` worker
+    threads (-1: one per CPU, at most 4) in jobs of 2 MiB while the tar is built and
+    hashed. Iterate it once; ``tree_sha256``, ``tar_size`` and ``size`` (compressed
+    bytes) are known at the end.
+
+    Measured on 2 cores (236 MB tree, 20,000 files, level 3): zstd's default jobs and
+    2 workers took 1.17 s and 84 MiB; 2 MiB jobs 0.78 s and 45 MiB, for 0.003 % more
+    bytes. Each worker holds a few MiB, hence the cap of 4."""
 
     def __init__(self, tree: Tree, level: int = DEFAULT_LEVEL, threads: int = -1,
                  chunk: int = 1 << 20) -> None:
@@ -346,28 +354,32 @@ class Packer:
             raise UsageError(f"the zstd level must be {MIN_LEVEL} to {MAX_LEVEL}, not {level}")
         self.tree = tree
         self.level = level
-        self.threads = threads
+        self.threads = threads if threads >= 0 else min(MAX_WORKERS, os.cpu_count() or 1)
         self.chunk = chunk
         self.size = 0
         self._tree_sha256: str | None = None
         self._tar_size: int | None = None
 
     def __iter__(self) -> Iterator[bytes]:
-        digest = hashlib.sha256()
+        digest = BackgroundSha256()  # on a thread of its own, beside the tar building
         tar_size = 0
-        compressor = zstandard.ZstdCompressor(level=self.level, threads=self.threads,
-                                              write_checksum=True)
+        compressor = zstandard.ZstdCompressor(
+            compression_params=zstandard.ZstdCompressionParameters.from_level(
+                self.level, threads=self.threads, job_size=JOB_SIZE, write_checksum=True))
         chunker = compressor.chunker(chunk_size=self.chunk)
-        for data in tar_chunks(self.tree, self.chunk):
-            digest.update(data)
-            tar_size += len(data)
-            for out in chunker.compress(data):
+        try:
+            for data in tar_chunks(self.tree, self.chunk):
+                digest.update(data)
+                tar_size += len(data)
+                for out in chunker.compress(data):
+                    self.size += len(out)
+                    yield out
+            for out in chunker.finish():
                 self.size += len(out)
                 yield out
-        for out in chunker.finish():
-            self.size += len(out)
-            yield out
-        self._tree_sha256 = digest.hexdigest()
+            self._tree_sha256 = digest.hexdigest()
+        finally:
+            digest.close()
         self._tar_size = tar_size
 
     @property

@@ -31,6 +31,7 @@ import anyio
 import anyio.to_thread
 
 from ..errors import IntegrityError, PreconditionFailed, StoreError, TransferError, TychoError
+from ..hashing import BackgroundSha256
 from ..localfs import LocalFS
 from ..storage import ObjectInfo, PartReceipt, Store, UploadInfo
 from .budget import Budget, Lease
@@ -226,7 +227,7 @@ class Engine:
         Memory stays bounded as for files: the part being filled plus the parts in
         flight. The source is read in a worker thread, hashed as it is read."""
         then = then or _nothing_then
-        hasher = hashlib.sha256()
+        hasher = BackgroundSha256()  # hashed beside the reading (and the compressing)
         reader = _StreamReader(source, hasher)
         task = self.progress.begin(label, None)
         first_size = self.settings.multipart_threshold + 1
@@ -240,6 +241,8 @@ class Engine:
         except BaseException:
             task.end(False)
             raise
+        finally:
+            hasher.close()
         task.end(True)
         return result
 
