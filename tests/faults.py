@@ -68,8 +68,8 @@ class FaultyStore:
         await self._enter("delete")
         await self.inner.delete(key)
 
-    async def list_uploads(self, key: str) -> list[UploadInfo]:
-        return await self.inner.list_uploads(key)
+    async def list_uploads(self, prefix: str) -> list[UploadInfo]:
+        return await self.inner.list_uploads(prefix)
 
     async def head(self, key: str) -> ObjectInfo | None:
         await self._enter("head")

@@ -832,26 +832,33 @@ def test_replace_dir_swaps_and_removes_the_old_one(box: Path) -> None:
     for content in ("one", "two"):
         temp = fs.create_temp_dir(dest)
         (temp / "f").write_text(content)
-        fs.replace_dir(temp, dest)
+        old = fs.replace_dir(temp, dest)
         assert (dest / "f").read_text() == content
+        if content == "one":
+            assert old is None
+        else:  # the old tree is handed back, for the caller to remove once recorded
+            assert old is not None and (old / "f").read_text() == "one"
+            fs.remove_tree(old)
         assert sorted(p.name for p in box.iterdir()) == ["pkg"]
 
 
 def test_a_crash_between_the_renames_is_recovered(box: Path) -> None:
     dest = box / "pkg"
-    old = box / f".pkg.old-{localfs._HOST}-{dead_pid()}-0001"
-    older = box / f".pkg.old-{localfs._HOST}-{dead_pid()}-0002"
+    old = box / f".pkg.old-{localfs._HOST}-{dead_pid()}-00000001"
+    older = box / f".pkg.old-{localfs._HOST}-{dead_pid()}-00000002"
+    users = box / ".pkg.old-backup"  # not of our making: never touched
+    users.mkdir()
     older.mkdir()
     time.sleep(0.01)
     old.mkdir()
     (old / "f").write_text("previous")
-    live = box / f".pkg.old-{localfs._HOST}-{os.getpid()}-0003"  # a replace under way
+    live = box / f".pkg.old-{localfs._HOST}-{os.getpid()}-00000003"  # a replace under way
     live.mkdir()
-    LocalFS().recover_dir(dest)
+    assert LocalFS().recover_dir(dest) is True
     assert (dest / "f").read_text() == "previous"
-    assert sorted(p.name for p in box.iterdir()) == [live.name, "pkg"]
+    assert sorted(p.name for p in box.iterdir()) == sorted([live.name, users.name, "pkg"])
     older.mkdir()
-    LocalFS().recover_dir(dest)  # dest present: leftovers removed, dest untouched
+    assert LocalFS().recover_dir(dest) is False  # dest present: leftovers removed
     assert (dest / "f").read_text() == "previous" and not older.exists()
 
 

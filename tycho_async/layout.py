@@ -81,6 +81,15 @@ def is_pending(record: object) -> bool:
     return isinstance(record, dict) and record.get("state") == PENDING
 
 
+def dir_name(localname: str) -> str | None:
+    """The directory a directory package extracts to: its localname without
+    ``.tar.zst``; None when that leaves no usable name ("", ".", "..")."""
+    if not localname.endswith(TAR_ZSTD_SUFFIX):
+        return None
+    name = localname[:-len(TAR_ZSTD_SUFFIX)]
+    return name if name not in ("", ".", "..") else None
+
+
 def state_of(record: object) -> str:
     """"pending", "deleting", or "ok" (a full record, or none: tycho-station's)."""
     state = record.get("state") if isinstance(record, dict) else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
 import socket
 import stat
@@ -20,6 +21,7 @@ from .errors import TransferError, UsageError
 
 TEMP_MARK = ".tychoreg-"
 TEMP_SUFFIX = ".part"
+_OLD_TAIL = re.compile(r"h[0-9a-f]{8}-[0-9]+-[0-9a-f]{8}")
 _OLD_PREFIX = ".{}.old-"  # a replaced directory package, until removed
 # Which machine a temp file's process id belongs to: a short tag of the host name.
 _HOST = f"h{zlib.crc32(socket.gethostname().encode()):08x}"
@@ -307,10 +309,11 @@ class LocalFS:
             raise failure(exc, f"write to {dest.parent}") from exc
         return temp
 
-    def replace_dir(self, temp: Path, dest: Path) -> None:
+    def replace_dir(self, temp: Path, dest: Path) -> Path | None:
         """Install ``temp`` as ``dest``: the old directory renamed aside, the new one
-        renamed into place, the old one removed. A crash between the two renames leaves
-        ``.NAME.old-*``, which :meth:`recover_dir` puts back."""
+        renamed into place. Returns the old one (None if there was none), for the caller
+        to remove once it has recorded the new one. A crash between the two renames
+        leaves ``.NAME.old-*``, which :meth:`recover_dir` puts back."""
         old = dest.with_name(f"{_OLD_PREFIX.format(dest.name)}{_HOST}-{os.getpid()}-"
                              f"{os.urandom(4).hex()}")
         try:
@@ -327,37 +330,41 @@ class LocalFS:
                 with contextlib.suppress(OSError):
                     os.rename(old, dest)
             raise failure(exc, f"replace {dest}") from exc
-        if moved:
-            self.remove_tree(old)
+        return old if moved else None
 
-    def recover_dir(self, dest: Path) -> None:
+    def recover_dir(self, dest: Path) -> bool:
         """Finish what a crash in :meth:`replace_dir` left: with ``dest`` missing, the
-        newest ``.NAME.old-*`` goes back in its place; the others are removed. A live
-        process's (on this host) are in use and left alone."""
+        newest ``.NAME.old-h<host>-<pid>-<hex>`` goes back in its place (True: restored);
+        the others are removed. Only names of exactly that form are touched (a user's
+        ``.NAME.old-backup`` is not ours), and a live process's (on this host) are in
+        use and left alone."""
         prefix = _OLD_PREFIX.format(dest.name)
         try:
-            names = [name for name in os.listdir(dest.parent) if name.startswith(prefix)]
-        except FileNotFoundError:
-            return
+            names = [name for name in os.listdir(dest.parent)
+                     if name.startswith(prefix) and _OLD_TAIL.fullmatch(name[len(prefix):])]
+        except (FileNotFoundError, NotADirectoryError):
+            return False
         except OSError as exc:
             raise failure(exc, f"read {dest.parent}") from exc
         olds: list[tuple[int, Path]] = []
         for name in names:
-            host, _, pid_text = name[len(prefix):].partition("-")
-            pid_text = pid_text.partition("-")[0]
-            if host == _HOST and pid_text.isdigit() and _pid_alive(int(pid_text)):
+            host, pid_text, _ = name[len(prefix):].split("-")
+            if host == _HOST and _pid_alive(int(pid_text)):
                 continue
             path = dest.parent / name
             with contextlib.suppress(OSError):  # the rename bumps ctime, not mtime
                 olds.append((os.lstat(path).st_ctime_ns, path))
         olds.sort()
+        restored = False
         if olds and not os.path.lexists(dest):
             try:
                 os.rename(olds.pop()[1], dest)
             except OSError as exc:
                 raise failure(exc, f"restore {dest}") from exc
+            restored = True
         for _, path in olds:
             self.remove_tree(path)
+        return restored
 
     def remove_tree(self, path: Path) -> None:
         """Remove a directory and everything in it (a file or symlink: just that), if it

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import os
 import shutil
 import tempfile
 import time
@@ -66,6 +67,7 @@ from .layout import (
     being_deleted,
     checked,
     cut_short,
+    dir_name,
     dump,
     etag_sidecar,
     expectation,
@@ -369,16 +371,38 @@ class Registry:
             tg.start_soon(read)
         return found["pkg"], found["record"]
 
-    async def _state(self, package: str, version: str) -> str:
+    async def _state(self, package: str, version: str,
+                     meta: dict[str, Any] | None = None) -> str:
         """What the version is: "missing", "pending" (a push cut short), "deleting" (a
         deletion cut short) or "ok"."""
-        pkg, record = await self._look(package, version)
+        if meta is None:  # tycho.json too, asked beside the object and its record
+            pkg, record, meta = await self._look_all(package, version)
+        else:
+            pkg, record = await self._look(package, version)
         if pkg is None:
             await self._require_root()
             return "missing"
+        copy = state_of(records_in(meta or {}).get(version))
+        if copy != "ok":  # a deletion marks the copy first
+            return copy
         if record is not None:
             return state_of(load_record(package, version, record[0]))
         return "ok"
+
+    async def _look_all(self, package: str, version: str) -> tuple[
+            ObjectInfo | None, tuple[bytes, str] | None, dict[str, Any] | None]:
+        found: dict[str, Any] = {}
+
+        async def look() -> None:
+            found["look"] = await self._look(package, version)
+
+        async def meta() -> None:
+            found["meta"] = await self._read_meta_or_none(package)
+
+        async with task_group() as tg:
+            tg.start_soon(look)
+            tg.start_soon(meta)
+        return (*found["look"], found["meta"])
 
     async def exists(self, package: str, version: str) -> bool:
         check_package(package)
@@ -499,15 +523,19 @@ class Registry:
         elif given is not None:
             name = given
         elif source.tree is not None:
-            name = source.tree.root.name + TAR_ZSTD_SUFFIX
+            base = source.tree.root.resolve().name
+            if not base:
+                raise UsageError(f"{source.tree.root} has no name to give the package's "
+                                 "file; pass --localname NAME.tar.zst")
+            name = base + TAR_ZSTD_SUFFIX
         elif source.path is not None:
             name = source.path.name
         else:
             raise UsageError(f"package {package!r} is new: a push from standard input needs "
                              "--localname NAME to name its file")
         check_localname_arg(name)
-        if source.tree is not None and not name.endswith(TAR_ZSTD_SUFFIX):
-            raise UsageError(f"package {package!r} names its file {name!r}, not *"
+        if source.tree is not None and dir_name(name) is None:
+            raise UsageError(f"package {package!r} names its file {name!r}, not NAME"
                              f"{TAR_ZSTD_SUFFIX}: a directory can only be pushed to a package "
                              "of directories")
         return name
@@ -523,10 +551,12 @@ class Registry:
         copy = records_in(meta).get(version) if meta is not None else None
         record = copy if copy is not None else \
             load_record(package, version, found[0]) if found is not None else None
-        if state_of(record) == PENDING:
-            raise cut_short(package, version)
-        if state_of(record) == DELETING:
-            raise being_deleted(package, version)
+        if state_of(record) != "ok":
+            raise AlreadyExists(f"{package} {version} exists, but its "
+                                f"{'push' if state_of(record) == PENDING else 'deletion'} "
+                                "was cut short, so it cannot be told whether it holds the "
+                                f"same content; see 'tychoreg show {package} --version "
+                                f"{version}'")
         fmt = format_of(record)
         same: bool | None
         if source.tree is not None:
@@ -544,9 +574,10 @@ class Registry:
                     digests.size, sha256=digests.sha256)
             elif digests.size != pkg.size:
                 same = False
-            else:  # tycho-station's version: its ETag, as boto3 would have made it
-                etag = pkg.etag.strip('"').lower()
-                same = etag in (digests.md5, digests.boto3_etag) or None
+            elif pkg.md5 is not None:  # tycho-station's single PUT: the ETag is the MD5
+                same = pkg.md5 == digests.md5
+            else:  # a multipart ETag: sure only when it is the one boto3 would have made
+                same = pkg.etag.strip('"').lower() == digests.boto3_etag or None
         else:
             same = None
         if same is None:
@@ -605,7 +636,8 @@ class Registry:
             return True
         if elapsed < QUIET_SECONDS:
             return False
-        return not await self.engine.list_uploads(version_key(package, version))
+        key = version_key(package, version)
+        return not [u for u in await self.engine.list_uploads(key) if u.key == key]
 
     async def _release(self, package: str, version: str, etag: str) -> None:
         """Remove our pending record after a push that published nothing, unless another
@@ -824,9 +856,10 @@ class Registry:
         result = await self._scratch_verify(
             package, version, None, "completed a push that was cut short after its upload "
             "(recorded the SHA-256 of the stored bytes)")
+        fmt = format_of(record)  # a directory's push keeps its format (not its tree hash)
         await self._publish(package, version, UploadResult(result.size, result.sha256, "", 0),
                             check_remote_localname(package, record.get("localname")),
-                            promote=False)
+                            promote=False, extra={} if fmt == FILE else {"format": fmt})
         return result
 
     async def _download(
@@ -871,8 +904,12 @@ class Registry:
                                            stream=None if isinstance(outfile, Path)
                                            else outfile)
         if fmt == TAR_ZSTD and not raw:
-            dest = outfile if outfile is not None else \
-                self.outdir / localname.removesuffix(TAR_ZSTD_SUFFIX)
+            name = dir_name(localname)
+            if name is None:
+                raise UnsafeRemoteData(f"package {package!r}: its localname {localname!r} "
+                                       f"is not NAME{TAR_ZSTD_SUFFIX}, so it names no "
+                                       "directory to extract to (--raw keeps the archive)")
+            dest = outfile if outfile is not None else self.outdir / name
             if claim is not None:
                 claim(dest.absolute())
             return await self._pull_tree(package, version, expected, record or {}, dest,
@@ -900,15 +937,21 @@ class Registry:
         if any(not prefix for prefix in fallback):
             raise UsageError("--fallback needs a non-empty prefix")
         version = self._resolve(request, meta)
-        if not fallback or await self._state(request.package, version) == "ok":
+        if not fallback or await self._state(request.package, version, meta) == "ok":
             return version, True
         pushed = await self._pushed(request.package)
-        picked = retention.pick_fallback(
-            [p for p in pushed if p.version != version], fallback)
-        if picked is None:
-            raise NotFound(f"{request.package} {version} does not exist, and no version "
-                           f"starts with {', '.join(repr(p) for p in fallback)}")
-        return picked[0], False
+        copies = records_in(meta)
+        for candidate, _ in retention.fallback_order(
+                [p for p in pushed if p.version != version], fallback):
+            copy = copies.get(candidate)
+            if copy is not None:
+                if state_of(copy) == "ok":
+                    return candidate, False
+            elif RECORDS_KEY not in meta or \
+                    await self._state(request.package, candidate, meta) == "ok":
+                return candidate, False  # (a cut-short push or deletion is passed over)
+        raise NotFound(f"{request.package} {version} does not exist, and no complete version "
+                       f"starts with {', '.join(repr(p) for p in fallback)}")
 
     async def _pushed(self, package: str) -> list[retention.Pushed]:
         """Every version of a package as the listing shows it (time of push, size)."""
@@ -1013,6 +1056,9 @@ class Registry:
         one renamed aside, the new one into place) only once the SHA-256 matches. An
         existing ``dest`` is replaced only if an earlier pull made it (its sidecar
         ``dest.etag`` says so)."""
+        if dest.name in ("", ".", ".."):
+            raise UsageError(f"{dest} names no directory; pull a directory package to a "
+                             "path such as ./deps")
         sidecar = etag_sidecar(dest)
         key = version_key(package, version)
         created = await anyio.to_thread.run_sync(self._tree_target, package, dest, sidecar)
@@ -1033,14 +1079,19 @@ class Registry:
                     raise IntegrityError(f"{package} {version}: the extracted tree does not "
                                          "match the recorded tree_sha256")
 
-                def install() -> None:
-                    # the sidecar goes first: a directory without one is never current
+                def install() -> Path | None:
+                    # the old sidecar goes first (a directory without one is never taken
+                    # as current), the new one right after the rename, before the old
+                    # tree is removed (which takes a while)
                     self.fs.unlink(sidecar)
-                    self.fs.replace_dir(temp, dest)
+                    old = self.fs.replace_dir(temp, dest)
                     self.fs.write_in_place(sidecar, info.etag.encode())
+                    return old
 
                 with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(install)
+                    old = await anyio.to_thread.run_sync(install)
+                if old is not None:
+                    await anyio.to_thread.run_sync(self.fs.remove_tree, old)
             except BaseException:
                 with anyio.CancelScope(shield=True):
                     await anyio.to_thread.run_sync(self.fs.remove_tree, temp)
@@ -1052,20 +1103,34 @@ class Registry:
                           format=TAR_ZSTD)
 
     def _tree_target(self, package: str, dest: Path, sidecar: Path) -> list[Path]:
-        """Check where a directory package may go (finishing a replacement a crash cut
-        short first); create the folders above it; return those created."""
-        self.fs.recover_dir(dest)
-        if dest.resolve() in (Path.cwd(), *Path.cwd().parents) or not dest.name \
-                or dest.name in (".", ".."):
-            raise UsageError(f"{dest} is (or holds) the current directory; pull a directory "
-                             "package to a new path")
-        if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
-            raise UsageError(f"{dest} exists and is not a directory; pull a directory "
-                             "package to a new path, or remove it")
-        if dest.exists() and not sidecar.exists():
-            raise UsageError(f"{dest} exists and was not made by a pull of {package} (no "
-                             f"{sidecar.name} beside it); it is left alone: move it away or "
-                             "pull to another --outfile")
+        """Check where a directory package may go: a missing path, or a directory an
+        earlier pull made (its sidecar says so); never the current directory, the
+        download folder or anything holding them. Finish a replacement a crash cut short
+        (only once the destination is known to be ours or missing); create the folders
+        above it; return those created."""
+        resolved = dest.resolve()
+        for keep in (Path.cwd(), self.outdir.resolve()):
+            if resolved == keep or resolved in keep.parents:
+                raise UsageError(f"{dest} is (or holds) {keep}; pull a directory package "
+                                 "to a path of its own")
+        for above in dest.parents:
+            if os.path.lexists(above):
+                if not above.is_dir():
+                    raise UsageError(f"{above} is not a directory")
+                break
+        if os.path.lexists(dest):
+            if dest.is_symlink() or not dest.is_dir():
+                raise UsageError(f"{dest} exists and is not a directory; pull a directory "
+                                 "package to a new path, or remove it")
+            if not sidecar.exists():
+                raise UsageError(f"{dest} exists and was not made by a pull of {package} "
+                                 f"(no {sidecar.name} beside it); it is left alone: move it "
+                                 "away or pull to another --outfile")
+            self.fs.recover_dir(dest)  # leftovers of a replacement: removed
+        elif self.fs.recover_dir(dest):
+            # a crash between the two renames: the old tree is back, and it is ours, but
+            # an empty sidecar never makes it current
+            self.fs.write_in_place(sidecar, b"")
         return self.fs.make_dirs(dest.parent)
 
     async def _extract(self, package: str, version: str, expected: Expected | None,
@@ -1160,6 +1225,9 @@ class Registry:
         versions = list(dict.fromkeys(check_version(v) for v in versions))
         if not versions:
             raise UsageError("name at least one version to delete")
+        if LATEST in versions:
+            raise UsageError(f"{LATEST!r} is tycho-station's word for the latest version; "
+                             "name the version to delete")
         meta, _ = await self.read_meta(package)
         looked: dict[str, tuple[ObjectInfo | None, dict[str, Any] | None, bool]] = {}
 
@@ -1169,20 +1237,20 @@ class Registry:
         async with task_group() as tg:
             for version in versions:
                 tg.start_soon(look, version)
-        problems: list[TychoError] = []
+        problems: list[tuple[str, TychoError]] = []
         for version in versions:
             pkg, _, started = looked[version]
             if pkg is None and not started:
-                problems.append(NotFound(f"{package} {version} does not exist"))
+                problems.append((version, NotFound(f"{package} {version} does not exist")))
             elif meta.get("latest") == version and not force:
-                problems.append(Refused(
+                problems.append((version, Refused(
                     f"{package} {version} is the latest version; promote another first, or "
-                    "pass --force to delete it and leave latest unset"))
+                    "pass --force to delete it and leave latest unset")))
         if problems:
             if len(problems) == 1:
-                raise problems[0]
+                raise problems[0][1]
             raise PartialFailure(f"nothing deleted: {len(problems)} of {len(versions)} "
-                                 "versions refused", [(str(p), p) for p in problems])
+                                 "versions refused", problems)
         cleared = meta.get("latest") in versions
         if not dry_run:
             for version in versions:
@@ -1217,12 +1285,17 @@ class Registry:
                 del records[version]
 
         await self._update_meta(package, start)
-        with anyio.CancelScope(shield=True), anyio.fail_after(SHIELD_SECONDS):
-            if old is not None:
-                await self.engine.put_bytes(rkey, dump(marked))
-            await self.engine.delete(version_key(package, version))
-            await self.engine.delete(rkey)
-            await self._update_meta(package, finish)
+        try:
+            with anyio.CancelScope(shield=True), anyio.fail_after(SHIELD_SECONDS):
+                if old is not None:
+                    await self.engine.put_bytes(rkey, dump(marked))
+                await self.engine.delete(version_key(package, version))
+                await self.engine.delete(rkey)
+                await self._update_meta(package, finish)
+        except TimeoutError:
+            raise TransferError(f"{package} {version}: its deletion got no answer within "
+                                f"{SHIELD_SECONDS} s; 'tychoreg delete {package} {version}' "
+                                "finishes it") from None
 
     async def prune(self, package: str, *, keep: int, older_than: float | None = None,
                     dry_run: bool = False) -> PruneResult:
@@ -1247,12 +1320,11 @@ class Registry:
                     recorded.add(version)
                 else:
                     into[version] = retention.Pushed(version, info.modified or 0.0, info.size)
-        copies = records_in(meta)
         unfinished = await self._unfinished(package, meta, pushed, recorded)
         plan = retention.plan_prune([p for v, p in pushed.items() if v not in unfinished],
                                     keep=keep, latest=meta.get("latest"),
                                     older_than=older_than, now=time.time())
-        stale = await self._stale_uploads(package, set(pushed) | recorded | set(copies))
+        stale = await self._stale_uploads(package)
         if not dry_run:
             for how in unfinished.values():
                 await how()
@@ -1292,21 +1364,13 @@ class Registry:
         with contextlib.suppress(NotFound):  # NotFound: cleared, as asked
             await self.verify(request, repair=True)
 
-    async def _stale_uploads(self, package: str, versions: set[str]) -> list[tuple[str, str]]:
-        """Multipart uploads of the package's versions started over a day ago."""
-        found: list[tuple[str, str]] = []
+    async def _stale_uploads(self, package: str) -> list[tuple[str, str]]:
+        """Multipart uploads of the package's versions started over a day ago, whatever
+        became of the version (one listing)."""
         cutoff = time.time() - STALE_UPLOAD_SECONDS
-
-        async def one(version: str) -> None:
-            key = version_key(package, version)
-            found.extend((key, u.upload_id) for u in await self.engine.list_uploads(key)
-                         if u.initiated < cutoff)
-
-        async with task_group() as tg:
-            for version in versions:
-                if is_valid_segment(version):
-                    tg.start_soon(one, version)
-        return found
+        return [(u.key, u.upload_id)
+                for u in await self.engine.list_uploads(f"{package}/tycho_")
+                if u.key.endswith(".pkg") and u.initiated < cutoff]
 
     async def show(self, package: str, version: str | None = None) -> ShowResult:
         """What is known of a package (and of one version): no byte is downloaded."""

@@ -8,7 +8,7 @@ newer); ``pull --fallback`` and ``prune`` share that one order.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from .errors import UsageError
@@ -42,14 +42,20 @@ def newest_first(versions: Iterable[Pushed]) -> list[Pushed]:
     return sorted(versions, key=lambda p: (p.modified, version_key(p.version)), reverse=True)
 
 
-def pick_fallback(versions: Iterable[Pushed], prefixes: Sequence[str]) -> tuple[str, str] | None:
-    """The newest version starting with the first prefix that has one: (version, prefix)."""
+def fallback_order(versions: Iterable[Pushed], prefixes: Sequence[str]
+                   ) -> Iterator[tuple[str, str]]:
+    """Candidates in the order a fallback tries them: for each prefix in turn, its
+    versions newest first, as (version, prefix)."""
     ordered = newest_first(versions)
     for prefix in prefixes:
         for pushed in ordered:
             if pushed.version.startswith(prefix):
-                return pushed.version, prefix
-    return None
+                yield pushed.version, prefix
+
+
+def pick_fallback(versions: Iterable[Pushed], prefixes: Sequence[str]) -> tuple[str, str] | None:
+    """The newest version starting with the first prefix that has one: (version, prefix)."""
+    return next(fallback_order(versions, prefixes), None)
 
 
 @dataclass(frozen=True)

@@ -172,10 +172,10 @@ class Store(Protocol):
         the store refuses."""
         ...
 
-    async def list_uploads(self, key: str) -> list[UploadInfo]:
-        """Multipart uploads of ``key`` in progress (for a local store, its temporary
-        files), in no particular order; [] if none (or if the store cannot list
-        them). StoreError if the listing fails."""
+    async def list_uploads(self, prefix: str) -> list[UploadInfo]:
+        """Multipart uploads in progress of keys starting with ``prefix`` (for a local
+        store, its temporary files), in no particular order; [] if none (or if the store
+        cannot list them). StoreError if the listing fails."""
         ...
 
     async def get_bytes(self, key: str) -> tuple[bytes, str]:

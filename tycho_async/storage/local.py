@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
@@ -37,6 +38,9 @@ LOCK_NAME = ".tychoreg.lock"
 
 def _etag(st: os.stat_result) -> str:
     return f'"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}"'
+
+
+_TEMP_NAME = re.compile(r"\.(.+)\.[0-9a-f]{32}\.tmp")  # what _temp_beside names
 
 
 def _info(key: str, st: os.stat_result) -> ObjectInfo:
@@ -263,22 +267,26 @@ class LocalStore:
     async def delete(self, key: str) -> None:
         await anyio.to_thread.run_sync(self._delete, key)
 
-    def _list_uploads(self, key: str) -> list[UploadInfo]:
-        path = self._path(key)
-        head = f".{path.name}."
+    def _list_uploads(self, prefix: str) -> list[UploadInfo]:
+        """Temp files ``.NAME.<32 hex>.tmp`` (``_temp_beside``) of keys under the
+        prefix's directory whose key starts with the prefix."""
+        directory, _, head = prefix.rpartition("/")
+        base = self._path(directory) if directory else self.root
         try:
-            entries = list(os.scandir(path.parent))
+            entries = list(os.scandir(base))
         except OSError:
             return []
         found = []
         for entry in entries:
-            if entry.name.startswith(head) and entry.name.endswith(".tmp"):
+            match = _TEMP_NAME.fullmatch(entry.name)
+            if match and match.group(1).startswith(head):
+                key = f"{directory}/{match.group(1)}" if directory else match.group(1)
                 with contextlib.suppress(OSError):
                     found.append(UploadInfo(key, entry.name, entry.stat().st_mtime))
         return found
 
-    async def list_uploads(self, key: str) -> list[UploadInfo]:
-        return await anyio.to_thread.run_sync(self._list_uploads, key)
+    async def list_uploads(self, prefix: str) -> list[UploadInfo]:
+        return await anyio.to_thread.run_sync(self._list_uploads, prefix)
 
     async def __aenter__(self) -> Self:
         return self

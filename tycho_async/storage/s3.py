@@ -286,15 +286,16 @@ class S3Store:
         with self._translated(f"delete {key}"):
             await self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
-    async def list_uploads(self, key: str) -> list[UploadInfo]:
+    async def list_uploads(self, prefix: str) -> list[UploadInfo]:
         found: list[UploadInfo] = []
-        full = self._key(key)
+        full = self._key(prefix)
+        cut = len(self.prefix)
         paginator = self._client.get_paginator("list_multipart_uploads")
         with self._translated("list uploads in progress"):
             async for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
                 for item in page.get("Uploads", []):
-                    if item["Key"] == full:
-                        found.append(UploadInfo(key, item["UploadId"],
+                    if item["Key"].startswith(full):
+                        found.append(UploadInfo(item["Key"][cut:], item["UploadId"],
                                                 _epoch(item.get("Initiated")) or 0.0))
         return found
 

@@ -179,8 +179,8 @@ class Engine:
     async def delete(self, key: str) -> None:
         await self.call(lambda: self.store.delete(key))
 
-    async def list_uploads(self, key: str) -> list[UploadInfo]:
-        return await self.call(lambda: self.store.list_uploads(key))
+    async def list_uploads(self, prefix: str) -> list[UploadInfo]:
+        return await self.call(lambda: self.store.list_uploads(prefix))
 
     async def abort_upload(self, key: str, upload_id: str) -> None:
         await self.call(lambda: self.store.abort_multipart(key, upload_id))
