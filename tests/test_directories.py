@@ -1,0 +1,485 @@
+"""Directory packages through the CLI, on every backend: round trips, what push refuses,
+hostile and tampered archives at pull, what a pull may replace, crashes mid-way, and
+tycho-station reading the archive as a plain file."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import json
+import os
+import random
+import shutil
+import socket
+import stat
+import subprocess
+import tarfile
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zstandard
+
+from tycho_async import localfs
+
+from . import conftest
+from .conftest import Registry
+
+MiB = 1024 * 1024
+T0 = 1_600_000_000  # a fixed mtime base
+PART = "5MiB"
+UNICODE = "Grüße-日本-é.txt"
+
+
+# -- helpers (also used by test_streams and test_retention) ------------------------------------
+
+_new_client = conftest.s3_client
+
+
+@functools.cache
+def raw_client(endpoint: str) -> Any:
+    return _new_client(endpoint)
+
+
+@pytest.fixture(autouse=True)
+def one_raw_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fixture's raw access creates a boto3 client per call; these tests make many
+    calls, so they share one client per endpoint (boto3 clients are thread-safe)."""
+    monkeypatch.setattr(conftest, "s3_client", raw_client)
+
+
+def set_mtimes(root: Path, base: int = T0) -> None:
+    """Give every entry below ``root`` a fixed mtime derived from its path (deepest first,
+    so setting a child does not move its directory's mtime afterwards)."""
+    for dirpath, dirnames, filenames in os.walk(root, topdown=False):
+        for name in [*filenames, *dirnames]:
+            path = os.path.join(dirpath, name)
+            rel = os.path.relpath(path, root)
+            mtime = base + int.from_bytes(hashlib.sha256(os.fsencode(rel)).digest()[:3], "big")
+            os.utime(path, (mtime, mtime), follow_symlinks=False)
+
+
+def make_tree(root: Path, *, big: int = 0, reverse: bool = False, seed: int = 0) -> Path:
+    """A tree with what a round trip must keep: nested and empty directories, an empty
+    file, a unicode name, an executable and a read-only file, relative and absolute
+    symlinks (one leaving the tree), a hard link inside and, with ``big``, a file of that
+    many random bytes. ``reverse`` creates the same tree in another order."""
+    blob = random.Random(seed).randbytes(big)
+    steps: list[Callable[[], object]] = [
+        lambda: (root / "a" / "b").mkdir(parents=True),
+        lambda: (root / "empty-dir" / "nested-empty").mkdir(parents=True),
+        lambda: (root / "empty-file").write_bytes(b""),
+        lambda: (root / "a" / "text.txt").write_text(f"hello {seed}\n"),
+        lambda: (root / UNICODE).write_text("unicode\n"),
+        lambda: (root / "run.sh").write_text("#!/bin/sh\necho hi\n"),
+        lambda: os.chmod(root / "run.sh", 0o755),
+        lambda: (root / "ro.txt").write_text("read only\n"),
+        lambda: os.chmod(root / "ro.txt", 0o444),
+        lambda: os.symlink("../text.txt", root / "a" / "b" / "rel-link"),
+        lambda: os.symlink("/usr/bin/env", root / "abs-link"),
+        lambda: os.symlink("../../somewhere/else", root / "a" / "escaping-link"),
+        lambda: os.link(root / "a" / "text.txt", root / "a" / "hard"),
+        lambda: (root / "big.bin").write_bytes(blob) if big else None,
+    ]
+    root.mkdir(parents=True)
+    if reverse:  # dependencies first, everything else the other way round
+        order = [0, 3, 12, 11, 10, 9, 13, 7, 8, 5, 6, 4, 2, 1]
+        assert sorted(order) == list(range(len(steps)))
+        steps = [steps[i] for i in order]
+    for step in steps:
+        step()
+    set_mtimes(root)
+    return root
+
+
+def snapshot(root: Path) -> dict[str, tuple[Any, ...]]:
+    """What a restore must keep: kind, mode, mtime, bytes, link targets, and which paths
+    share an inode (the root itself excluded)."""
+    found: dict[str, tuple[Any, ...]] = {}
+    inodes: dict[tuple[int, int], list[str]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [*dirnames, *filenames]:
+            path = os.path.join(dirpath, name)
+            rel = os.path.relpath(path, root)
+            st = os.lstat(path)
+            mode, mtime = stat.S_IMODE(st.st_mode), int(st.st_mtime)
+            if stat.S_ISLNK(st.st_mode):
+                found[rel] = ("symlink", os.readlink(path))
+            elif stat.S_ISDIR(st.st_mode):
+                found[rel] = ("dir", mode, mtime)
+            else:
+                digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+                found[rel] = ("file", mode, mtime, digest)
+                inodes.setdefault((st.st_dev, st.st_ino), []).append(rel)
+    for group in inodes.values():
+        for rel in group:
+            found[rel] = (*found[rel], tuple(sorted(group)))
+    return found
+
+
+def listing(path: Path) -> list[str]:
+    """The names in a directory, hidden ones included ([] if it does not exist)."""
+    return sorted(p.name for p in path.iterdir()) if path.is_dir() else []
+
+
+def ok(result: Any) -> Any:
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    return result
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def s3_head(registry: Registry, key: str) -> dict[str, Any]:
+    return dict(raw_client(registry.endpoint or "").head_object(Bucket=registry.root, Key=key))
+
+
+def remove_object(registry: Registry, key: str) -> None:
+    if registry.kind == "s3":
+        raw_client(registry.endpoint or "").delete_object(Bucket=registry.root, Key=key)
+    else:
+        Path(registry.root, key).unlink()
+
+
+Member = tuple[tarfile.TarInfo, bytes]
+
+
+def member(name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"", *, link: str = "",
+           mode: int = 0o644) -> Member:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.mode, info.mtime = kind, link, mode, T0
+    info.size = len(data) if kind == tarfile.REGTYPE else 0
+    if kind == tarfile.CHRTYPE:
+        info.devmajor, info.devminor = 1, 3
+    return info, data
+
+
+def hand_tar(members: list[Member]) -> bytes:
+    """A tar written by tarfile, as an attacker would: whatever names and types."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
+    return out.getvalue()
+
+
+def put_archive(registry: Registry, package: str, version: str, tar: bytes) -> bytes:
+    """Store a hand-made .tar.zst as a directory package whose record is right for these
+    very bytes (so only the extractor stands between them and the disk)."""
+    data = zstandard.ZstdCompressor(write_checksum=True).compress(tar)
+    record = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
+              "pushed_at": "2024-01-01T00:00:00+00:00", "tool": "tychoreg 0.1.0",
+              "localname": f"{package}.tar.zst", "format": "tar+zstd",
+              "tree_sha256": hashlib.sha256(tar).hexdigest()}
+    meta = {"localname": f"{package}.tar.zst", "latest": version,
+            "tychoreg": {"records": {version: record}}}
+    registry.put(f"{package}/tycho_{version}.pkg", data)
+    registry.put(f"{package}/tycho_{version}.meta.json", json.dumps(record, indent=2).encode())
+    registry.put(f"{package}/tycho.json", json.dumps(meta, indent=2).encode())
+    return data
+
+
+def tree_tar(files: dict[str, bytes]) -> bytes:
+    """A plain archive of ``files`` (their directories first)."""
+    members: list[Member] = []
+    dirs = sorted({"/".join(name.split("/")[:i]) for name in files
+                   for i in range(1, name.count("/") + 1)})
+    members += [member(d, tarfile.DIRTYPE, mode=0o755) for d in dirs]
+    members += [member(name, data=data) for name, data in sorted(files.items())]
+    return hand_tar(members)
+
+
+def contents(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes()
+            for p in root.rglob("*") if p.is_file()}
+
+
+ONE = {"a/text.txt": b"version one\n", "top.txt": b"top\n"}
+TWO = {"a/text.txt": b"version two\n", "b/new.txt": b"new\n"}
+
+
+def put_version(registry: Registry, package: str, version: str, data: bytes, *,
+                latest: bool = False) -> None:
+    """A version as a tychoreg push leaves it (object, record, its copy in tycho.json),
+    stored directly: the tests of deletion need versions, not pushes."""
+    record = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
+              "pushed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "tool": "tychoreg 0.1.0", "localname": f"{package}.bin"}
+    raw = registry.get(f"{package}/tycho.json")
+    meta: dict[str, Any] = json.loads(raw) if raw else {"localname": f"{package}.bin",
+                                                         "latest": None}
+    meta.setdefault("tychoreg", {}).setdefault("records", {})[version] = record
+    if latest:
+        meta["latest"] = version
+    registry.put(f"{package}/tycho_{version}.pkg", data)
+    registry.put(f"{package}/tycho_{version}.meta.json", json.dumps(record, indent=2).encode())
+    registry.put(f"{package}/tycho.json", json.dumps(meta, indent=2).encode())
+
+
+# -- round trips -----------------------------------------------------------------------------
+
+def test_round_trip_keeps_the_tree_across_part_boundaries(registry: Registry) -> None:
+    src = make_tree(Path("src"), big=6 * MiB + 123)
+    pushed = ok(registry.cli("push", "cache", "1", "src", "--promote-latest",
+                             "--part-size", PART))
+    assert "initialized cache" in pushed.stdout and "pushed cache 1" in pushed.stdout
+    data = registry.get("cache/tycho_1.pkg")
+    assert data is not None and data[:4] == b"\x28\xb5\x2f\xfd"  # a zstd frame
+    if registry.kind == "s3":  # streamed as a multipart upload, in several parts
+        etag = s3_head(registry, "cache/tycho_1.pkg")["ETag"].strip('"')
+        assert "-" in etag and int(etag.rsplit("-", 1)[1]) >= 2
+    meta = registry.meta("cache")
+    assert meta["localname"] == "src.tar.zst" and meta["latest"] == "1"
+    copy = meta["tychoreg"]["records"]["1"]
+    assert copy["format"] == "tar+zstd"
+    assert copy["sha256"] == hashlib.sha256(data).hexdigest() and copy["size"] == len(data)
+    assert len(copy["tree_sha256"]) == 64 and copy["tree_sha256"] != copy["sha256"]
+    record = json.loads(registry.get("cache/tycho_1.meta.json") or b"")
+    assert {k: record[k] for k in ("format", "tree_sha256", "sha256")} == \
+        {k: copy[k] for k in ("format", "tree_sha256", "sha256")}
+
+    pulled = ok(registry.cli("pull", "cache"))
+    assert "tycho_packages/src" in pulled.stdout
+    assert snapshot(Path("tycho_packages/src")) == snapshot(src)
+    assert listing(Path("tycho_packages")) == ["src", "src.etag"]
+    assert registry.multipart_uploads() == []
+
+
+def test_an_empty_tree_pushed_as_dot_round_trips(registry: Registry,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    config = str(registry.workdir / ".tychoreg.json")
+    Path("empty-tree").mkdir()
+    monkeypatch.chdir("empty-tree")
+    ok(registry.cli("push", "--config", config, "nothing", "1", ".", "--promote-latest"))
+    assert listing(Path()) == []  # no temporary archive left in the tree
+    monkeypatch.chdir(registry.workdir)
+    assert registry.meta("nothing")["localname"] == "empty-tree.tar.zst"
+    ok(registry.cli("pull", "nothing"))
+    assert Path("tycho_packages/empty-tree").is_dir()
+    assert listing(Path("tycho_packages/empty-tree")) == []
+
+
+# -- refused at push -------------------------------------------------------------------------
+
+def test_push_refuses_what_could_never_be_restored_listing_every_path(
+        registry: Registry) -> None:
+    bad = Path("bad")
+    (bad / "sub").mkdir(parents=True)
+    (bad / "fine.txt").write_text("fine")
+    os.mkfifo(bad / "sub" / "a-fifo")
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.bind("bad/a-socket")
+    finally:
+        sock.close()
+    Path("outside.txt").write_text("linked from inside")
+    os.link("outside.txt", bad / "escaping-hard-link")
+    offending = ["sub/a-fifo", "a-socket", "escaping-hard-link"]
+    try:
+        os.mknod(bad / "a-device", stat.S_IFCHR | 0o600, os.makedev(1, 3))
+        offending.append("a-device")
+    except (PermissionError, OSError):
+        pass  # not root: the other three still show the rule
+    os.symlink("sub/a-fifo", bad / "link-to-fifo")  # a symlink is kept as it is: fine
+
+    result = registry.cli("push", "cache", "1", "bad")
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    for path in offending:
+        assert path in result.stderr
+    assert "fine.txt" not in result.stderr and "link-to-fifo" not in result.stderr
+    assert registry.object_keys() == []
+    assert registry.multipart_uploads() == []
+
+
+def test_a_directory_cannot_join_a_package_of_files(registry: Registry) -> None:
+    put_version(registry, "pkg", "1", b"a file")
+    make_tree(Path("tree"))
+    result = registry.cli("push", "pkg", "2", "tree")
+    assert result.exit_code == 2
+    assert ".tar.zst" in result.stderr
+    assert registry.object_keys() == ["pkg/tycho.json", "pkg/tycho_1.meta.json",
+                                      "pkg/tycho_1.pkg"]
+
+
+# -- hostile archives at pull -----------------------------------------------------------------
+
+HOSTILE: dict[str, tuple[Callable[[Path], list[Member]], str]] = {
+    "abs": (lambda work: [member(str(work / "escaped-abs"), data=b"pwned")], "absolute"),
+    "dotdot": (lambda work: [member("ok", tarfile.DIRTYPE),
+                             member("ok/../../../escaped-dotdot", data=b"pwned")], ".."),
+    "symlink": (lambda work: [member("link", tarfile.SYMTYPE, link=str(work / "outside-dir")),
+                              member("link/pwned", data=b"pwned")], "symlink"),
+    "relsymlink": (lambda work: [member("up", tarfile.SYMTYPE, link="../.."),
+                                 member("up/escaped-rel", data=b"pwned")], "symlink"),
+    "device": (lambda work: [member("null", tarfile.CHRTYPE)], "device"),
+    "duplicate": (lambda work: [member("f", data=b"first"), member("f", data=b"second")],
+                  "twice"),
+}
+
+
+def test_hostile_archives_are_refused_with_nothing_written(registry: Registry) -> None:
+    """Absolute paths, '..', entries written through a symlink of the archive (absolute
+    or relative), devices, duplicates: each refused, exit 3, nothing written anywhere."""
+    work = registry.workdir
+    (work / "outside-dir").mkdir()
+    for case, (build, _) in HOSTILE.items():
+        put_archive(registry, f"evil-{case}", "1", hand_tar(build(work)))
+    before = listing(work)
+
+    one = registry.cli("pull", "evil-abs")
+    assert one.exit_code == 3, (one.stdout, one.stderr)
+    assert "absolute" in one.stderr and "Traceback" not in one.output
+
+    every = registry.cli("pull-list", *(f"evil-{case}" for case in HOSTILE), "--json")
+    assert every.exit_code == 3, every.stderr
+    items = {item["package"]: item for item in json.loads(every.stdout)["items"]}
+    for case, (_, word) in HOSTILE.items():
+        item = items[f"evil-{case}"]
+        assert item["exit_code"] == 3 and word in item["error"], (case, item)
+        assert f"evil-{case}" in every.stderr
+
+    assert listing(work / "outside-dir") == []
+    for name in ("escaped-abs", "escaped-dotdot", "escaped-rel", "pwned"):
+        assert not (work / name).exists()
+    assert listing(work) in (before, sorted([*before, "tycho_packages"]))
+    assert listing(work / "tycho_packages") == []  # no directory, no temp dir, no sidecar
+
+
+# -- tampered and truncated archives ------------------------------------------------------------
+
+def _tamper(data: bytes, how: str) -> bytes:
+    if how == "truncated":
+        return data[: len(data) // 2]
+    if how == "flipped":  # the same size
+        middle = len(data) // 2
+        return data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1:]
+    # another valid archive: it extracts cleanly, only the SHA-256 tells
+    return zstandard.ZstdCompressor().compress(tree_tar({"other.txt": b"x"}))
+
+
+def test_a_tampered_archive_leaves_the_old_directory_intact(registry: Registry) -> None:
+    put_archive(registry, "cache", "1", tree_tar(ONE))
+    ok(registry.cli("pull", "cache"))
+    dest = Path("tycho_packages/cache")
+    assert contents(dest) == ONE
+    before = snapshot(dest)
+    sidecar = Path("tycho_packages/cache.etag").read_bytes()
+
+    data = put_archive(registry, "cache", "2", tree_tar(TWO))
+    for how in ("truncated", "flipped", "another archive"):
+        registry.put("cache/tycho_2.pkg", _tamper(data, how))
+        result = registry.cli("pull", "cache")
+        assert result.exit_code == 3, (how, result.stdout, result.stderr)
+        assert "Traceback" not in result.output
+        assert snapshot(dest) == before, how
+        assert Path("tycho_packages/cache.etag").read_bytes() == sidecar, how
+        assert listing(Path("tycho_packages")) == ["cache", "cache.etag"], how
+
+
+# -- what a pull may replace ------------------------------------------------------------------
+
+def test_outfile_dot_or_the_cwd_is_refused_and_the_checkout_untouched(
+        registry: Registry) -> None:
+    put_archive(registry, "cache", "1", tree_tar(ONE))
+    Path("checkout.txt").write_text("my work")
+    before = snapshot(registry.workdir)
+    for outfile in (".", str(registry.workdir)):
+        result = registry.cli("pull", "cache", "--outfile", outfile)
+        assert result.exit_code == 2, (outfile, result.stdout, result.stderr)
+        assert "internal error" not in result.stderr
+        assert snapshot(registry.workdir) == before
+
+
+def test_an_existing_destination_not_made_by_a_pull_is_left_alone(
+        registry: Registry) -> None:
+    put_archive(registry, "cache", "1", tree_tar(ONE))
+    Path("tycho_packages/cache").mkdir(parents=True)
+    Path("tycho_packages/cache/mine.txt").write_text("mine")
+    Path("checkout").mkdir()
+    Path("checkout/work.txt").write_text("work")
+    Path("a-file").write_text("a file")
+
+    for args in ((), ("--outfile", "checkout"), ("--outfile", "a-file")):
+        result = registry.cli("pull", "cache", *args)
+        assert result.exit_code == 2, (args, result.stdout, result.stderr)
+        assert "Traceback" not in result.output
+    assert listing(Path("tycho_packages")) == ["cache"]
+    assert listing(Path("tycho_packages/cache")) == ["mine.txt"]
+    assert Path("tycho_packages/cache/mine.txt").read_text() == "mine"
+    assert listing(Path("checkout")) == ["work.txt"] and not Path("checkout.etag").exists()
+    assert Path("a-file").read_text() == "a file"
+
+
+def test_a_second_pull_skips_unless_forced_and_a_new_version_replaces(
+        registry: Registry) -> None:
+    put_archive(registry, "cache", "1", tree_tar(ONE))
+    ok(registry.cli("pull", "cache", "--outfile", "restored"))
+    assert contents(Path("restored")) == ONE
+    assert Path("restored.etag").is_file()
+    Path("restored/extra.txt").write_text("added locally")
+
+    again = ok(registry.cli("pull", "cache", "--outfile", "restored"))
+    assert "up to date" in again.stdout
+    assert Path("restored/extra.txt").exists()
+
+    ok(registry.cli("pull", "cache", "--outfile", "restored", "--force"))
+    assert contents(Path("restored")) == ONE
+
+    put_archive(registry, "cache", "2", tree_tar(TWO))
+    newer = ok(registry.cli("pull", "cache", "--outfile", "restored"))
+    assert "pulled cache 2" in newer.stdout
+    assert contents(Path("restored")) == TWO
+    assert listing(Path()) == [".tychoreg.json", "restored", "restored.etag"]
+
+
+def test_raw_keeps_the_archive_that_tycho_station_and_tar_read(registry: Registry) -> None:
+    if shutil.which("tar") is None or shutil.which("zstd") is None:
+        pytest.skip("needs tar and zstd")
+    src = make_tree(Path("src"), big=1 * MiB)
+    ok(registry.cli("push", "cache", "1", "src", "--promote-latest"))
+    stored = registry.get("cache/tycho_1.pkg")  # what tycho-station downloads: the bytes
+    assert stored is not None
+
+    ok(registry.cli("pull", "cache", "--raw"))
+    archive = Path("tycho_packages/src.tar.zst")
+    assert archive.read_bytes() == stored
+    assert listing(Path("tycho_packages")) == ["src.tar.zst", "src.tar.zst.etag"]
+
+    Path("as-tycho-station.tar.zst").write_bytes(stored)
+    Path("by-tar").mkdir()
+    subprocess.run(["tar", "-I", "zstd", "-xf", "as-tycho-station.tar.zst", "-C", "by-tar"],
+                   check=True, capture_output=True)
+    assert snapshot(Path("by-tar")) == snapshot(src)
+
+
+# -- crashes ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("when", ["mid-extract", "between the renames"])
+def test_the_next_pull_recovers_from_a_crash(registry: Registry, when: str) -> None:
+    """What a SIGKILL leaves: mid-extract, a temp directory beside the old one; between the
+    two renames, also the old directory renamed aside, no NAME and no sidecar."""
+    put_archive(registry, "cache", "1", tree_tar(ONE))
+    ok(registry.cli("pull", "cache"))
+    put_archive(registry, "cache", "2", tree_tar(TWO))
+
+    outdir = Path("tycho_packages")
+    pid = dead_pid()
+    temp = outdir / f".cache{localfs.TEMP_MARK}{localfs._HOST}-{pid}-0badc0de" \
+                    f"{localfs.TEMP_SUFFIX}"
+    (temp / "a").mkdir(parents=True)
+    (temp / "a" / "text.txt").write_text("half")
+    if when == "between the renames":
+        (outdir / "cache.etag").unlink()  # the sidecar goes first
+        (outdir / "cache").rename(outdir / f".cache.old-{localfs._HOST}-{pid}-0badc0de")
+
+    result = registry.cli("pull", "cache")
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    assert "pulled cache 2" in result.stdout
+    assert contents(outdir / "cache") == TWO
+    assert listing(outdir) == ["cache", "cache.etag"]

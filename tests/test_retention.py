@@ -1,0 +1,468 @@
+"""Save-if-missing, fallback keys, delete and prune, and the JSON documents, through the
+CLI on every backend."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from boto3.s3.transfer import TransferConfig
+
+from .conftest import Registry, write_file
+from .test_directories import (
+    make_tree,
+    ok,
+    one_raw_client,  # noqa: F401 (autouse)
+    put_version,
+    raw_client,
+    remove_object,
+    s3_head,
+)
+
+MiB = 1024 * 1024
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+def put_station(registry: Registry, package: str, versions: dict[str, bytes],
+                latest: str | None = None, localname: str | None = None) -> None:
+    """A package as tycho-station leaves it: tycho.json without our section, and .pkg
+    objects without records, each written with one PUT (its ETag is the MD5)."""
+    meta = {"localname": localname or f"{package}.bin", "latest": latest}
+    registry.put(f"{package}/tycho.json", json.dumps(meta, indent=2).encode())
+    for version, data in versions.items():
+        registry.put(f"{package}/tycho_{version}.pkg", data)
+
+
+def modified(registry: Registry, key: str) -> float:
+    """The object's Last-Modified as a listing shows it."""
+    if registry.kind == "s3":
+        return float(s3_head(registry, key)["LastModified"].timestamp())
+    return Path(registry.root, key).stat().st_mtime
+
+
+def next_second() -> None:
+    """Sleep to just past the next whole second: what is written right after it shares
+    one Last-Modified (S3 keeps whole seconds), and differs from what came before."""
+    time.sleep(1.02 - time.time() % 1)
+
+
+def let_time_pass(registry: Registry, seconds: float) -> None:
+    """Make every version stored so far ``seconds`` older: the local backend's versions
+    are backdated (their mtime is their Last-Modified), an S3 store's are waited for."""
+    if registry.kind == "s3":
+        time.sleep(seconds)
+        return
+    for path in Path(registry.root).rglob("*.pkg"):
+        st = path.stat()
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns - int(seconds * 1e9)))
+
+
+def versions_stored(registry: Registry, package: str) -> list[str]:
+    head = f"{package}/tycho_"
+    return sorted(k[len(head):-len(".pkg")] for k in registry.object_keys()
+                  if k.startswith(head) and k.endswith(".pkg"))
+
+
+def copies(registry: Registry, package: str) -> dict[str, Any]:
+    return dict(registry.meta(package).get("tychoreg", {}).get("records", {}))
+
+
+def assert_gone(registry: Registry, package: str, version: str) -> None:
+    keys = registry.object_keys()
+    assert f"{package}/tycho_{version}.pkg" not in keys
+    assert f"{package}/tycho_{version}.meta.json" not in keys
+    assert version not in copies(registry, package)
+
+
+def only_s3(registry: Registry) -> None:
+    if registry.kind != "s3":
+        pytest.skip("tycho-station writes only to S3: its ETags are S3's")
+
+
+# -- push --skip-existing ----------------------------------------------------------------------
+
+def test_skip_existing_file(registry: Registry) -> None:
+    blob = write_file(Path("f.bin"), 1000, seed=1)
+    ok(registry.cli("push", "pkg", "1", "f.bin"))
+    record = registry.get("pkg/tycho_1.meta.json")
+
+    same = ok(registry.cli("push", "pkg", "1", "f.bin", "--skip-existing"))
+    assert "already there" in same.stdout
+    assert registry.get("pkg/tycho_1.meta.json") == record
+    assert registry.meta("pkg")["latest"] is None
+
+    promoted = ok(registry.cli("push", "pkg", "1", "f.bin", "--skip-existing",
+                               "--promote-latest"))
+    assert "already there" in promoted.stdout and "promoted" in promoted.stdout
+    assert registry.meta("pkg")["latest"] == "1"
+
+    write_file(Path("f.bin"), 1000, seed=2)  # the same size, other bytes
+    other = registry.cli("push", "pkg", "1", "f.bin", "--skip-existing")
+    assert other.exit_code == 1
+    assert "other content" in other.stderr
+    assert registry.get("pkg/tycho_1.pkg") == blob
+
+    new = ok(registry.cli("push", "pkg", "2", "f.bin", "--skip-existing"))
+    assert "pushed pkg 2" in new.stdout
+    assert registry.get("pkg/tycho_2.pkg") == Path("f.bin").read_bytes()
+    assert registry.multipart_uploads() == []
+
+
+def test_skip_existing_directory_compares_the_tree_not_the_archive(
+        registry: Registry) -> None:
+    make_tree(Path("one/tree"), seed=1)
+    ok(registry.cli("push", "cache", "1", "one/tree", "--level", "3"))
+    stored = registry.get("cache/tycho_1.pkg")
+
+    make_tree(Path("two/tree"), seed=1, reverse=True)  # created in another order
+    reordered = ok(registry.cli("push", "cache", "1", "two/tree", "--skip-existing"))
+    assert "already there" in reordered.stdout
+    relevel = ok(registry.cli("push", "cache", "1", "one/tree", "--skip-existing",
+                              "--level", "19"))
+    assert "already there" in relevel.stdout
+    assert registry.get("cache/tycho_1.pkg") == stored  # nothing uploaded
+
+    text = Path("two/tree/a/text.txt")
+    os.utime(text, (text.stat().st_mtime + 60,) * 2)  # the same bytes, another mtime
+    touched = registry.cli("push", "cache", "1", "two/tree", "--skip-existing")
+    assert touched.exit_code == 1
+    assert "other content" in touched.stderr
+    assert registry.get("cache/tycho_1.pkg") == stored
+    assert registry.multipart_uploads() == []
+
+
+@pytest.mark.parametrize("how", ["put_object", "upload_file", "other part size"])
+def test_skip_existing_of_a_tycho_station_version(registry: Registry, how: str) -> None:
+    only_s3(registry)
+    size = 1000 if how == "put_object" else 9 * MiB + 5
+    blob = write_file(Path("f.bin"), size, seed=1)
+    put_station(registry, "ts", {}, localname="f.bin")
+    client = raw_client(registry.endpoint or "")
+    if how == "put_object":
+        client.put_object(Bucket=registry.root, Key="ts/tycho_1.pkg", Body=blob)
+    else:  # boto3's defaults (8 MiB parts), or parts tychoreg cannot guess
+        config = TransferConfig() if how == "upload_file" else \
+            TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB)
+        client.upload_file("f.bin", registry.root, "ts/tycho_1.pkg", Config=config)
+    etag = s3_head(registry, "ts/tycho_1.pkg")["ETag"]
+    assert ("-" in etag) == (how != "put_object")
+
+    result = registry.cli("push", "ts", "1", "f.bin", "--skip-existing")
+    if how == "other part size":
+        assert result.exit_code == 1, (result.stdout, result.stderr)
+        assert "cannot" in result.stderr
+    else:
+        assert result.exit_code == 0, (result.stdout, result.stderr)
+        assert "already there" in result.stdout
+        tampered = bytearray(blob)
+        tampered[-1] ^= 1  # the same size, in the last part
+        Path("f.bin").write_bytes(bytes(tampered))
+        other = registry.cli("push", "ts", "1", "f.bin", "--skip-existing")
+        assert other.exit_code == 1
+        if how == "put_object":  # a plain MD5 that differs: other content, for sure
+            assert "other content" in other.stderr
+        else:  # other parts could give the same count: either answer is honest
+            assert "other content" in other.stderr or "cannot" in other.stderr
+    assert registry.get("ts/tycho_1.pkg") == blob
+    assert "ts/tycho_1.meta.json" not in registry.object_keys()
+    assert s3_head(registry, "ts/tycho_1.pkg")["ETag"] == etag
+    if how == "put_object":
+        shown = ok(registry.cli("show", "ts", "--version", "1", "--json"))
+        version = json.loads(shown.stdout)["version"]
+        assert (version["tool"], version["sha256"], version["size"], version["format"]) == \
+            ("tycho-station", None, size, "file")
+
+
+# -- fallback keys and the one order of "most recently pushed" -------------------------------------
+
+def test_fallback_and_prune_share_one_order(registry: Registry) -> None:
+    """S1 (one second for all four): a-1, k-10, t-10, t-9; S2: k-2."""
+    data = {v: f"bytes of {v}".encode() for v in ("a-1", "k-10", "t-10", "t-9", "k-2")}
+    older = {v: data[v] for v in ("a-1", "k-10", "t-10", "t-9")}
+    if registry.kind == "s3":
+        for _ in range(3):  # a burst that straddles a second is simply written again
+            if time.time() % 1 > 0.7:
+                next_second()
+            put_station(registry, "fb", older, "a-1")
+            if len({modified(registry, f"fb/tycho_{v}.pkg") for v in older}) == 1:
+                break
+        next_second()
+        put_station(registry, "fb", {"k-2": data["k-2"]}, "a-1")
+    else:
+        put_station(registry, "fb", data, "a-1")
+        base = time.time() - 3600
+        for version in data:
+            os.utime(Path(registry.root, f"fb/tycho_{version}.pkg"),
+                     (base + 10 * (version == "k-2"),) * 2)
+    at = {v: modified(registry, f"fb/tycho_{v}.pkg") for v in data}
+    assert at["a-1"] == at["k-10"] == at["t-10"] == at["t-9"] < at["k-2"], at
+
+    recent = ok(registry.cli("pull", "fb", "--version", "k-42", "--fallback", "k-"))
+    assert "k-2" in recent.stdout and "fallback" in recent.stdout
+    assert Path("tycho_packages/fb.bin").read_bytes() == data["k-2"]
+
+    tie = ok(registry.cli("pull", "fb", "--version", "t-42", "--fallback", "t-",
+                          "-o", "tie.bin", "--json"))
+    assert {k: json.loads(tie.stdout)[k] for k in ("version", "exact")} == \
+        {"version": "t-10", "exact": False}
+    assert Path("tie.bin").read_bytes() == data["t-10"]
+
+    first_prefix = ok(registry.cli("pull", "fb", "--version", "x-1", "--fallback", "z-",
+                                   "--fallback", "a-", "--fallback", "k-", "-o", "a.bin"))
+    assert "a-1" in first_prefix.stdout
+    assert Path("a.bin").read_bytes() == data["a-1"]
+
+    exact = ok(registry.cli("pull", "fb", "--version", "k-10", "--fallback", "k-",
+                            "-o", "exact.bin"))
+    assert "exact hit" in exact.stdout
+    assert Path("exact.bin").read_bytes() == data["k-10"]
+
+    none = registry.cli("pull", "fb", "--version", "x-1", "--fallback", "nope-")
+    assert none.exit_code == 1
+    assert "nope-" in none.stderr
+
+    # newest first: k-2, then the tie by natural order: t-10, t-9, k-10, a-1 (the latest)
+    pruned = ok(registry.cli("prune", "fb", "--keep", "2"))
+    assert "delete fb t-9" in pruned.stdout and "delete fb k-10" in pruned.stdout
+    assert versions_stored(registry, "fb") == ["a-1", "k-2", "t-10"]
+
+
+def test_fallback_usage_errors(registry: Registry) -> None:
+    put_station(registry, "fb", {"k-1": b"one"}, latest="k-1")
+    no_version = registry.cli("pull", "fb", "--fallback", "k-")
+    assert no_version.exit_code == 2
+    assert "--version" in no_version.stderr
+    empty = registry.cli("pull", "fb", "--version", "k-9", "--fallback", "")
+    assert empty.exit_code == 2
+    assert not Path("tycho_packages").exists()
+
+
+def test_a_ci_cache_restored_from_a_near_key(registry: Registry) -> None:
+    venv = make_tree(Path("build/venv"), seed=1)
+    ok(registry.cli("push", "deps", "lock-aaa", "build/venv"))
+    restored = ok(registry.cli("pull", "deps", "--version", "lock-bbb", "--fallback",
+                               "lock-", "--outfile", "venv", "--json"))
+    doc = json.loads(restored.stdout)
+    assert {k: doc[k] for k in ("version", "exact", "format", "path")} == \
+        {"version": "lock-aaa", "exact": False, "format": "tar+zstd", "path": "venv"}
+    assert Path("venv/a/text.txt").read_bytes() == (venv / "a/text.txt").read_bytes()
+
+    Path("venv/installed.txt").write_text("pip install ran")
+    ok(registry.cli("push", "deps", "lock-bbb", "venv", "--skip-existing"))
+    again = ok(registry.cli("pull", "deps", "--version", "lock-bbb", "--fallback", "lock-",
+                            "--outfile", "venv", "--json"))
+    doc = json.loads(again.stdout)
+    assert {k: doc[k] for k in ("version", "exact")} == {"version": "lock-bbb",
+                                                          "exact": True}
+    assert Path("venv/installed.txt").read_text() == "pip install ran"
+
+
+# -- delete ----------------------------------------------------------------------------------
+
+def test_delete_checks_every_version_first(registry: Registry) -> None:
+    for version in ("1", "2", "3"):
+        put_version(registry, "pkg", version, f"v{version}".encode(), latest=version == "1")
+    everything = registry.object_keys()
+
+    missing = registry.cli("delete", "pkg", "2", "3", "9")
+    assert missing.exit_code == 1
+    assert "9" in missing.stderr and "does not exist" in missing.stderr
+    latest = registry.cli("delete", "pkg", "2", "1")
+    assert latest.exit_code == 1
+    assert "latest" in latest.stderr
+    dry = ok(registry.cli("delete", "pkg", "2", "3", "--dry-run"))
+    assert "would delete pkg 2" in dry.stdout and "would delete pkg 3" in dry.stdout
+    assert registry.object_keys() == everything
+    assert set(copies(registry, "pkg")) == {"1", "2", "3"}
+
+    done = ok(registry.cli("delete", "pkg", "2", "3"))
+    assert "deleted pkg 2" in done.stdout and "deleted pkg 3" in done.stdout
+    for version in ("2", "3"):
+        assert_gone(registry, "pkg", version)
+    assert registry.cli("pull", "pkg", "--version", "2").exit_code == 1
+
+    forced = ok(registry.cli("delete", "pkg", "1", "--force"))
+    assert "no latest" in forced.stdout
+    assert registry.meta("pkg")["latest"] is None
+    assert registry.object_keys() == ["pkg/tycho.json"]
+    assert registry.hidden_files() == []
+
+
+# -- prune -----------------------------------------------------------------------------------
+
+def test_prune_keeps_the_newest_and_latest(registry: Registry) -> None:
+    for version in ("1", "2", "3", "4"):  # in this order: Last-Modified never decreases
+        put_version(registry, "pkg", version, f"v{version}".encode(), latest=version == "1")
+    everything = registry.object_keys()
+    dry = ok(registry.cli("prune", "pkg", "--keep", "2", "--dry-run"))
+    assert "would delete pkg 2" in dry.stdout
+    assert "pkg 1" not in dry.stdout and "pkg 3" not in dry.stdout
+    assert registry.object_keys() == everything
+
+    ok(registry.cli("prune", "pkg", "--keep", "2"))
+    assert_gone(registry, "pkg", "2")
+    assert versions_stored(registry, "pkg") == ["1", "3", "4"]
+
+    ok(registry.cli("prune", "pkg", "--keep", "0"))
+    assert versions_stored(registry, "pkg") == ["1"]  # latest is always kept
+    assert set(copies(registry, "pkg")) == {"1"}
+
+
+def test_prune_older_than(registry: Registry) -> None:
+    for version in ("1", "2", "3"):
+        put_version(registry, "pkg", version, f"v{version}".encode(), latest=version == "1")
+    let_time_pass(registry, 2.3)
+    put_version(registry, "pkg", "4", b"v4")
+    bad = registry.cli("prune", "pkg", "--keep", "0", "--older-than", "2 fortnights")
+    assert bad.exit_code == 2
+    assert versions_stored(registry, "pkg") == ["1", "2", "3", "4"]
+
+    pruned = ok(registry.cli("prune", "pkg", "--keep", "0", "--older-than", "2s"))
+    assert "delete pkg 2" in pruned.stdout and "delete pkg 3" in pruned.stdout
+    assert versions_stored(registry, "pkg") == ["1", "4"]  # latest, and one too young
+
+
+# -- a deletion cut short --------------------------------------------------------------------
+
+CRASHES = {  # a version for each point a crash can cut a deletion at
+    "v-copy-marked": "after step 1: its copy in tycho.json marked",
+    "v-marked": "after step 2: its record object marked too",
+    "v-object-gone": "after step 3: the object deleted",
+    "v-record-gone": "after step 4: the record object deleted, the copy still there",
+}
+
+
+@pytest.mark.parametrize("finisher", ["delete", "prune"])
+def test_a_deletion_cut_short_is_never_trusted_and_finished_later(
+        registry: Registry, finisher: str) -> None:
+    put_version(registry, "pkg", "intact", b"untouched")
+    for version in CRASHES:
+        put_version(registry, "pkg", version, f"bytes of {version}".encode())
+    meta = registry.meta("pkg")
+    for version in CRASHES:
+        record = json.loads(registry.get(f"pkg/tycho_{version}.meta.json") or b"")
+        marked = {**record, "state": "deleting",
+                  "deleting_since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                  "deleted_by": "tychoreg 0.1.0"}
+        meta["tychoreg"]["records"][version] = marked
+        if version != "v-copy-marked":
+            registry.put(f"pkg/tycho_{version}.meta.json", json.dumps(marked).encode())
+        if version in ("v-object-gone", "v-record-gone"):
+            remove_object(registry, f"pkg/tycho_{version}.pkg")
+        if version == "v-record-gone":
+            remove_object(registry, f"pkg/tycho_{version}.meta.json")
+    registry.put("pkg/tycho.json", json.dumps(meta, indent=2).encode())
+
+    first = "v-copy-marked" if finisher == "delete" else "v-record-gone"
+    pulled = registry.cli("pull", "pkg", "--version", first)
+    assert pulled.exit_code == 3, (pulled.stdout, pulled.stderr)
+    assert "being deleted" in pulled.stderr
+    every = registry.cli("pull-list", *(f"pkg=={v}" for v in CRASHES), "--json")
+    assert every.exit_code == 3
+    for item in json.loads(every.stdout)["items"]:
+        assert item["exit_code"] == 3 and "being deleted" in item["error"], \
+            (CRASHES[item["version"]], item)
+    assert not Path("tycho_packages/pkg.bin").exists()
+    if finisher == "delete":  # never made the latest, never said to exist
+        promoted = registry.cli("promote", "pkg", "v-marked")
+        assert promoted.exit_code == 3 and "being deleted" in promoted.stderr
+        assert registry.meta("pkg")["latest"] is None
+        assert registry.cli("exists", "pkg", "v-object-gone").exit_code == 1
+
+    args = ["delete", "pkg", *CRASHES] if finisher == "delete" else \
+        ["prune", "pkg", "--keep", "9"]
+    finished = ok(registry.cli(*args))
+    for version in CRASHES:
+        assert f"pkg {version}" in finished.stdout
+        assert_gone(registry, "pkg", version)
+    assert registry.object_keys() == ["pkg/tycho.json", "pkg/tycho_intact.meta.json",
+                                      "pkg/tycho_intact.pkg"]
+    assert set(copies(registry, "pkg")) == {"intact"}
+
+
+# -- JSON documents --------------------------------------------------------------------------
+
+def document(result: Any, command: str, keys: set[str]) -> dict[str, Any]:
+    doc = json.loads(result.stdout)  # one document, nothing else on stdout
+    assert isinstance(doc, dict)
+    assert doc["schema"] == 1 and doc["command"] == command
+    assert keys <= set(doc), keys - set(doc)
+    return doc
+
+
+PULLED = {"item", "package", "version", "path", "size", "skipped", "exact", "format",
+          "error", "exit_code"}
+
+
+def test_json_documents(registry: Registry) -> None:
+    blob = write_file(Path("f.bin"), 300)
+    push_keys = {"package", "version", "size", "sha256", "format", "tree_sha256", "skipped",
+                 "initialized", "promoted"}
+    pushed = document(ok(registry.cli("push", "pkg", "1", "f.bin", "--promote-latest",
+                                      "--json")), "push", push_keys)
+    assert pushed == {**pushed, "package": "pkg", "version": "1", "size": 300,
+                      "sha256": hashlib.sha256(blob).hexdigest(), "format": "file",
+                      "tree_sha256": None, "skipped": False, "initialized": True,
+                      "promoted": True}
+    skipped = document(ok(registry.cli("push", "pkg", "1", "f.bin", "--skip-existing",
+                                       "--json")), "push", push_keys)
+    assert skipped["skipped"] is True and skipped["sha256"] == pushed["sha256"]
+    make_tree(Path("tree"))
+    tree = document(ok(registry.cli("push", "dirs", "1", "tree", "--json")), "push",
+                    push_keys)
+    assert tree["format"] == "tar+zstd" and len(tree["tree_sha256"]) == 64
+
+    pulled = document(ok(registry.cli("pull", "pkg", "--json")), "pull", PULLED)
+    assert pulled == {**pulled, "package": "pkg", "version": "1", "size": 300,
+                      "path": "tycho_packages/f.bin", "skipped": False, "exact": True,
+                      "format": "file", "error": None, "exit_code": 0}
+
+    many = registry.cli("pull-list", "pkg", "ghost==1", "--json")
+    assert many.exit_code == 1
+    assert "ghost" in many.stderr  # the failure still goes to stderr as text
+    listed = document(many, "pull-list", {"items", "pulled", "failed", "exit_code"})
+    assert (listed["pulled"], listed["failed"], listed["exit_code"]) == (1, 1, 1)
+    good, bad = listed["items"]
+    assert set(good) >= PULLED and set(bad) >= PULLED
+    assert (good["item"], good["skipped"], good["error"], good["exit_code"]) == \
+        ("pkg", True, None, 0)
+    assert (bad["item"], bad["package"], bad["version"], bad["path"], bad["exit_code"]) == \
+        ("ghost==1", "ghost", "1", None, 1)
+    assert isinstance(bad["error"], str) and bad["error"]
+
+    version_keys = {"version", "size", "sha256", "pushed_at", "format", "latest", "state"}
+    versions = document(ok(registry.cli("list-versions", "dirs", "--json")),
+                        "list-versions", {"package", "versions"})
+    (only,) = versions["versions"]
+    assert version_keys <= set(only)
+    assert (only["version"], only["format"], only["latest"], only["state"]) == \
+        ("1", "tar+zstd", False, "ok")
+    assert only["sha256"] == tree["sha256"] and only["pushed_at"]
+
+    shown = document(ok(registry.cli("show", "pkg", "--json")), "show",
+                     {"package", "localname", "latest", "versions", "size"})
+    assert (shown["localname"], shown["latest"], shown["versions"], shown["size"]) == \
+        ("f.bin", "1", 1, 300)
+    one = document(ok(registry.cli("show", "dirs", "--version", "1", "--json")), "show",
+                   {"package", "localname", "latest", "versions", "size", "version"})
+    assert version_keys | {"tool", "tree_sha256"} <= set(one["version"])
+    assert one["version"]["tree_sha256"] == tree["tree_sha256"]
+    assert one["version"]["tool"].startswith("tychoreg")
+
+    put_version(registry, "pkg", "2", b"two")
+    deleted = document(ok(registry.cli("delete", "pkg", "2", "--dry-run", "--json")),
+                       "delete", {"package", "deleted", "latest_cleared", "dry_run"})
+    assert (deleted["deleted"], deleted["latest_cleared"], deleted["dry_run"]) == \
+        (["2"], False, True)
+    pruned = document(ok(registry.cli("prune", "pkg", "--keep", "0", "--json")), "prune",
+                      {"package", "deleted", "kept", "finished", "aborted_uploads",
+                       "dry_run"})
+    assert (pruned["deleted"], pruned["kept"], pruned["finished"], pruned["aborted_uploads"],
+            pruned["dry_run"]) == (["2"], ["1"], [], 0, False)
