@@ -429,6 +429,9 @@ class Registry:
         if localname is not None:
             check_localname_arg(localname)
         source_ = await self._source(source)
+        if level is not None and source_.tree is None:
+            raise UsageError("--level applies to a directory (files and streams are "
+                             "uploaded as they are)")
         packer = None
         if source_.tree is not None:
             from . import archive  # loaded only for directories: pulls of files start faster
