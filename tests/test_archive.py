@@ -28,7 +28,8 @@ from tycho_async.archive import ChunkPipe, Extracted, Packer, Tree
 from tycho_async.errors import TransferError, TychoError, UnsafeRemoteData, UsageError
 from tycho_async.localfs import LocalFS
 
-T0 = 1_600_000_000  # a fixed mtime base
+from .trees import T0, set_mtimes, snapshot
+
 ROOT = os.geteuid() == 0
 BAD_NAME = os.fsdecode(b"bad\xff-name")  # not UTF-8: kept byte for byte
 LONG_NAME = "l" * 150  # past ustar's 100 bytes: a pax path record
@@ -36,17 +37,6 @@ UNICODE_NAME = "Grüße-日本-é"
 
 
 # -- helpers -----------------------------------------------------------------------------
-
-def set_mtimes(root: Path, base: int = T0) -> None:
-    """Give every entry a fixed mtime derived from its path (deepest first, so setting
-    a child does not move its directory's mtime afterwards)."""
-    for dirpath, dirnames, filenames in os.walk(root, topdown=False):
-        for name in [*filenames, *dirnames]:
-            path = os.path.join(dirpath, name)
-            rel = os.path.relpath(path, root)
-            mtime = base + int.from_bytes(hashlib.sha256(os.fsencode(rel)).digest()[:3], "big")
-            os.utime(path, (mtime, mtime), follow_symlinks=False)
-
 
 def make_sample(root: Path, *, reverse: bool = False, big: int = 3 << 20) -> Path:
     """The round-trip tree: empty dirs and files, unicode and non-UTF-8 names, a long
@@ -77,31 +67,6 @@ def make_sample(root: Path, *, reverse: bool = False, big: int = 3 << 20) -> Pat
         step()
     set_mtimes(root)
     return root
-
-
-def snapshot(root: Path) -> dict[str, tuple[Any, ...]]:
-    """Everything extraction promises to keep: kind, mode, mtime, bytes, link targets,
-    and which paths share an inode."""
-    found: dict[str, tuple[Any, ...]] = {}
-    inodes: dict[tuple[int, int], list[str]] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in [*dirnames, *filenames]:
-            path = os.path.join(dirpath, name)
-            rel = os.path.relpath(path, root)
-            st_ = os.lstat(path)
-            mode, mtime = stat.S_IMODE(st_.st_mode), st_.st_mtime_ns // 1_000_000_000
-            if stat.S_ISLNK(st_.st_mode):
-                found[rel] = ("symlink", os.readlink(path), mtime)
-            elif stat.S_ISDIR(st_.st_mode):
-                found[rel] = ("dir", mode, mtime)
-            else:
-                digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-                found[rel] = ("file", mode, mtime, digest)
-                inodes.setdefault((st_.st_dev, st_.st_ino), []).append(rel)
-    for group in inodes.values():
-        for rel in group:
-            found[rel] = (*found[rel], tuple(sorted(group)))
-    return found
 
 
 def pack(tree: Tree, level: int = archive.DEFAULT_LEVEL) -> tuple[bytes, Packer]:

@@ -27,9 +27,10 @@ from tycho_async import localfs
 
 from . import conftest
 from .conftest import Registry
+from .trees import T0, set_mtimes
+from .trees import snapshot as _snapshot
 
 MiB = 1024 * 1024
-T0 = 1_600_000_000  # a fixed mtime base
 PART = "5MiB"
 UNICODE = "Grüße-日本-é.txt"
 
@@ -40,6 +41,11 @@ _new_client = conftest.s3_client
 
 
 @functools.cache
+def snapshot_(root: Path) -> dict[str, tuple[Any, ...]]:
+    """As trees.snapshot, without symlinks' own mtimes."""
+    return _snapshot(root, link_mtimes=False)
+
+
 def raw_client(endpoint: str) -> Any:
     return _new_client(endpoint)
 
@@ -49,17 +55,6 @@ def one_raw_client(monkeypatch: pytest.MonkeyPatch) -> None:
     """The fixture's raw access creates a boto3 client per call; these tests make many
     calls, so they share one client per endpoint (boto3 clients are thread-safe)."""
     monkeypatch.setattr(conftest, "s3_client", raw_client)
-
-
-def set_mtimes(root: Path, base: int = T0) -> None:
-    """Give every entry below ``root`` a fixed mtime derived from its path (deepest first,
-    so setting a child does not move its directory's mtime afterwards)."""
-    for dirpath, dirnames, filenames in os.walk(root, topdown=False):
-        for name in [*filenames, *dirnames]:
-            path = os.path.join(dirpath, name)
-            rel = os.path.relpath(path, root)
-            mtime = base + int.from_bytes(hashlib.sha256(os.fsencode(rel)).digest()[:3], "big")
-            os.utime(path, (mtime, mtime), follow_symlinks=False)
 
 
 def make_tree(root: Path, *, big: int = 0, reverse: bool = False, seed: int = 0) -> Path:
@@ -93,31 +88,6 @@ def make_tree(root: Path, *, big: int = 0, reverse: bool = False, seed: int = 0)
         step()
     set_mtimes(root)
     return root
-
-
-def snapshot(root: Path) -> dict[str, tuple[Any, ...]]:
-    """What a restore must keep: kind, mode, mtime, bytes, link targets, and which paths
-    share an inode (the root itself excluded)."""
-    found: dict[str, tuple[Any, ...]] = {}
-    inodes: dict[tuple[int, int], list[str]] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in [*dirnames, *filenames]:
-            path = os.path.join(dirpath, name)
-            rel = os.path.relpath(path, root)
-            st = os.lstat(path)
-            mode, mtime = stat.S_IMODE(st.st_mode), int(st.st_mtime)
-            if stat.S_ISLNK(st.st_mode):
-                found[rel] = ("symlink", os.readlink(path))
-            elif stat.S_ISDIR(st.st_mode):
-                found[rel] = ("dir", mode, mtime)
-            else:
-                digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-                found[rel] = ("file", mode, mtime, digest)
-                inodes.setdefault((st.st_dev, st.st_ino), []).append(rel)
-    for group in inodes.values():
-        for rel in group:
-            found[rel] = (*found[rel], tuple(sorted(group)))
-    return found
 
 
 def listing(path: Path) -> list[str]:
@@ -246,7 +216,7 @@ def test_round_trip_keeps_the_tree_across_part_boundaries(registry: Registry) ->
 
     pulled = ok(registry.cli("pull", "cache"))
     assert "tycho_packages/src" in pulled.stdout
-    assert snapshot(Path("tycho_packages/src")) == snapshot(src)
+    assert snapshot_(Path("tycho_packages/src")) == snapshot_(src)
     assert listing(Path("tycho_packages")) == ["src", "src.etag"]
     assert registry.multipart_uploads() == []
 
@@ -368,7 +338,7 @@ def test_a_tampered_archive_leaves_the_old_directory_intact(registry: Registry) 
     ok(registry.cli("pull", "cache"))
     dest = Path("tycho_packages/cache")
     assert contents(dest) == ONE
-    before = snapshot(dest)
+    before = snapshot_(dest)
     sidecar = Path("tycho_packages/cache.etag").read_bytes()
 
     data = put_archive(registry, "cache", "2", tree_tar(TWO))
@@ -377,7 +347,7 @@ def test_a_tampered_archive_leaves_the_old_directory_intact(registry: Registry) 
         result = registry.cli("pull", "cache")
         assert result.exit_code == 3, (how, result.stdout, result.stderr)
         assert "Traceback" not in result.output
-        assert snapshot(dest) == before, how
+        assert snapshot_(dest) == before, how
         assert Path("tycho_packages/cache.etag").read_bytes() == sidecar, how
         assert listing(Path("tycho_packages")) == ["cache", "cache.etag"], how
 
@@ -388,12 +358,12 @@ def test_outfile_dot_or_the_cwd_is_refused_and_the_checkout_untouched(
         registry: Registry) -> None:
     put_archive(registry, "cache", "1", tree_tar(ONE))
     Path("checkout.txt").write_text("my work")
-    before = snapshot(registry.workdir)
+    before = snapshot_(registry.workdir)
     for outfile in (".", str(registry.workdir)):
         result = registry.cli("pull", "cache", "--outfile", outfile)
         assert result.exit_code == 2, (outfile, result.stdout, result.stderr)
         assert "internal error" not in result.stderr
-        assert snapshot(registry.workdir) == before
+        assert snapshot_(registry.workdir) == before
 
 
 def test_an_existing_destination_not_made_by_a_pull_is_left_alone(
@@ -455,7 +425,7 @@ def test_raw_keeps_the_archive_that_tycho_station_and_tar_read(registry: Registr
     Path("by-tar").mkdir()
     subprocess.run(["tar", "-I", "zstd", "-xf", "as-tycho-station.tar.zst", "-C", "by-tar"],
                    check=True, capture_output=True)
-    assert snapshot(Path("by-tar")) == snapshot(src)
+    assert snapshot_(Path("by-tar")) == snapshot_(src)
 
 
 # -- crashes ---------------------------------------------------------------------------------

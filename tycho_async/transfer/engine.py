@@ -337,19 +337,10 @@ class Engine:
                                         f"{MAX_PARTS} growing parts can hold")
             log.debug("multipart upload of %s: a stream of %d bytes in %d parts", key,
                       offset, len(receipts))
-            with _shielded(f"upload of {key}"):
-                etag = await self.call(
-                    lambda: self.store.complete_multipart(key, upload_id, receipts,
-                                                          if_none_match=True)
-                )
-                result = UploadResult(offset, hasher.hexdigest(), etag, len(receipts))
-                await then(result)
+            return await self._complete(key, upload_id, receipts, offset, hasher, then)
         except BaseException:
-            with (anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_SECONDS),
-                  contextlib.suppress(Exception)):
-                await self.store.abort_multipart(key, upload_id)
+            await self._abort(key, upload_id)
             raise
-        return result
 
     async def _upload_multipart(
         self, fd: int, size: int, key: str, hasher: Any, task: TaskProgress, then: Published,
@@ -375,19 +366,28 @@ class Engine:
                         raise
                     tg.start_soon(self._send_part, key, upload_id, part, data, lease,
                                   receipts, task, memory)
-            with _shielded(f"upload of {key}"):
-                etag = await self.call(
-                    lambda: self.store.complete_multipart(key, upload_id, receipts,
-                                                          if_none_match=True)
-                )
-                result = UploadResult(size, hasher.hexdigest(), etag, len(parts))
-                await then(result)
+            return await self._complete(key, upload_id, receipts, size, hasher, then)
         except BaseException:
-            with (anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_SECONDS),
-                  contextlib.suppress(Exception)):
-                await self.store.abort_multipart(key, upload_id)
+            await self._abort(key, upload_id)
             raise
+
+    async def _complete(self, key: str, upload_id: str, receipts: list[PartReceipt],
+                        size: int, hasher: Any, then: Published) -> UploadResult:
+        """Publish a multipart upload and record it, in one shielded scope."""
+        with _shielded(f"upload of {key}"):
+            etag = await self.call(
+                lambda: self.store.complete_multipart(key, upload_id, receipts,
+                                                      if_none_match=True)
+            )
+            result = UploadResult(size, hasher.hexdigest(), etag, len(receipts))
+            await then(result)
         return result
+
+    async def _abort(self, key: str, upload_id: str) -> None:
+        """The upload's one cleanup, whatever failed or cancelled it (bounded)."""
+        with (anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_SECONDS),
+              contextlib.suppress(Exception)):
+            await self.store.abort_multipart(key, upload_id)
 
     async def _send_part(
         self, key: str, upload_id: str, part: Part, data: bytes, lease: Lease,

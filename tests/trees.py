@@ -1,0 +1,49 @@
+"""Trees on disk as the directory tests compare them: fixed mtimes, and a snapshot of all
+that an extraction promises to keep."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+T0 = 1_600_000_000  # a fixed mtime base
+
+
+def set_mtimes(root: Path, base: int = T0) -> None:
+    """Give every entry below ``root`` a fixed mtime derived from its path (deepest first,
+    so setting a child does not move its directory's mtime afterwards)."""
+    for dirpath, dirnames, filenames in os.walk(root, topdown=False):
+        for name in [*filenames, *dirnames]:
+            path = os.path.join(dirpath, name)
+            rel = os.path.relpath(path, root)
+            mtime = base + int.from_bytes(hashlib.sha256(os.fsencode(rel)).digest()[:3], "big")
+            os.utime(path, (mtime, mtime), follow_symlinks=False)
+
+
+def snapshot(root: Path, *, link_mtimes: bool = True) -> dict[str, tuple[Any, ...]]:
+    """Everything extraction promises to keep: kind, mode, mtime (of links too, unless
+    ``link_mtimes`` is off), bytes, link targets, and which paths share an inode (the
+    root itself excluded)."""
+    found: dict[str, tuple[Any, ...]] = {}
+    inodes: dict[tuple[int, int], list[str]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [*dirnames, *filenames]:
+            path = os.path.join(dirpath, name)
+            rel = os.path.relpath(path, root)
+            st = os.lstat(path)
+            mode, mtime = stat.S_IMODE(st.st_mode), st.st_mtime_ns // 1_000_000_000
+            if stat.S_ISLNK(st.st_mode):
+                found[rel] = ("symlink", os.readlink(path), *([mtime] if link_mtimes else []))
+            elif stat.S_ISDIR(st.st_mode):
+                found[rel] = ("dir", mode, mtime)
+            else:
+                digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+                found[rel] = ("file", mode, mtime, digest)
+                inodes.setdefault((st.st_dev, st.st_ino), []).append(rel)
+    for group in inodes.values():
+        for rel in group:
+            found[rel] = (*found[rel], tuple(sorted(group)))
+    return found
