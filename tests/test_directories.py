@@ -40,12 +40,12 @@ UNICODE = "Grüße-日本-é.txt"
 _new_client = conftest.s3_client
 
 
-@functools.cache
 def snapshot_(root: Path) -> dict[str, tuple[Any, ...]]:
     """As trees.snapshot, without symlinks' own mtimes."""
     return _snapshot(root, link_mtimes=False)
 
 
+@functools.cache
 def raw_client(endpoint: str) -> Any:
     return _new_client(endpoint)
 

@@ -207,7 +207,7 @@ def _version_info(pushed: retention.Pushed, record: object, latest: object) -> V
                        pushed.modified)
 
 
-def sink_flush(stream: BinaryIO) -> None:
+def _flush(stream: BinaryIO) -> None:
     try:
         stream.flush()
     except BrokenPipeError:
@@ -729,6 +729,10 @@ class Registry:
     async def list_versions(self, package: str) -> list[VersionInfo]:
         """Every version, in natural order, with what tycho.json's copies of the records
         say of it (asked beside the listing: one round trip, no request per version)."""
+        return (await self._versions(package))[0]
+
+    async def _versions(self, package: str) -> tuple[list[VersionInfo], dict[str, Any]]:
+        """The versions (as ``list_versions``) and tycho.json ({} if there is none)."""
         check_package(package)
         found: dict[str, Any] = {}
 
@@ -749,7 +753,7 @@ class Registry:
         copies = records_in(meta_)
         by_version = {p.version: p for p in pushed}
         return [_version_info(by_version[v], copies.get(v), meta_.get("latest"))
-                for v in sort_versions(list(by_version))]
+                for v in sort_versions(list(by_version))], meta_
 
     async def _raw_record(self, package: str, version: str, meta: dict[str, Any] | None,
                           *, authoritative: bool = False) -> dict[str, Any] | None:
@@ -1012,7 +1016,7 @@ class Registry:
 
         info = await self._stream(package, version, record, sink)
         if stream is not None:
-            await anyio.to_thread.run_sync(sink_flush, stream)
+            await anyio.to_thread.run_sync(_flush, stream)
         return PullResult(package, version, Path("-"), info.size, skipped=False, exact=exact,
                           format=fmt)
 
@@ -1380,8 +1384,7 @@ class Registry:
         check_package(package)
         if version is not None and version != LATEST:
             check_version(version)
-        versions = await self.list_versions(package)
-        meta = await self._read_meta_or_none(package) or {}
+        versions, meta = await self._versions(package)
         latest = meta.get("latest")
         localname = meta.get("localname")
         result = ShowResult(package, localname if isinstance(localname, str) else None,
