@@ -28,7 +28,7 @@ from tycho_async.archive import ChunkPipe, Extracted, Packer, Tree
 from tycho_async.errors import TransferError, TychoError, UnsafeRemoteData, UsageError
 from tycho_async.localfs import LocalFS
 
-from .trees import T0, set_mtimes, snapshot
+from .trees import T0, Member, hand_tar, member, set_mtimes, snapshot
 
 ROOT = os.geteuid() == 0
 BAD_NAME = os.fsdecode(b"bad\xff-name")  # not UTF-8: kept byte for byte
@@ -81,26 +81,6 @@ def extract_bytes(data: bytes, into: Path) -> Extracted:
 
 def zst(tar: bytes) -> bytes:
     return zstandard.ZstdCompressor(write_checksum=True).compress(tar)
-
-
-Member = tuple[tarfile.TarInfo, bytes]
-
-
-def entry(name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"", *, link: str = "",
-          mode: int = 0o644, mtime: int = T0) -> Member:
-    info = tarfile.TarInfo(name)
-    info.type, info.linkname, info.mode, info.mtime = kind, link, mode, mtime
-    info.size = len(data) if kind == tarfile.REGTYPE else 0
-    return info, data
-
-
-def hand_tar(members: list[Member]) -> bytes:
-    """A tar written by tarfile, as an attacker would: whatever names and types."""
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for info, data in members:
-            tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
-    return out.getvalue()
 
 
 # -- round trips -------------------------------------------------------------------------
@@ -491,44 +471,44 @@ def arena(box: Path) -> Iterator[Callable[[list[Member] | bytes], UnsafeRemoteDa
 
 
 def test_absolute_path_refused(box: Path, arena: Any) -> None:
-    err = arena([entry(str(box / "outside" / "evil"), data=b"x")])
+    err = arena([member(str(box / "outside" / "evil"), data=b"x")])
     assert "absolute" in str(err)
 
 
 @pytest.mark.parametrize("name", ["../outside/evil", "a/../../outside/evil", ".."])
 def test_dot_dot_refused(arena: Any, name: str) -> None:
-    assert "'..'" in str(arena([entry("a", tarfile.DIRTYPE, mode=0o755),
-                                entry(name, data=b"x")]))
+    assert "'..'" in str(arena([member("a", tarfile.DIRTYPE, mode=0o755),
+                                member(name, data=b"x")]))
 
 
 @pytest.mark.parametrize("target", ["ABS", "..", "../outside"])
 def test_nothing_is_written_through_a_symlink(box: Path, arena: Any, target: str) -> None:
     target = str(box / "outside") if target == "ABS" else target
     inner = "outside/evil" if target == ".." else "evil"
-    err = arena([entry("link", tarfile.SYMTYPE, link=target),
-                 entry(f"link/{inner}", data=b"x")])
+    err = arena([member("link", tarfile.SYMTYPE, link=target),
+                 member(f"link/{inner}", data=b"x")])
     assert "through the symlink 'link'" in str(err)
     assert os.readlink(box / "into" / "link") == target  # the link itself is kept
 
 
 def test_a_directory_through_a_symlink_refused(box: Path, arena: Any) -> None:
-    arena([entry("link", tarfile.SYMTYPE, link=str(box / "outside")),
-           entry("link/sub", tarfile.DIRTYPE, mode=0o755)])
+    arena([member("link", tarfile.SYMTYPE, link=str(box / "outside")),
+           member("link/sub", tarfile.DIRTYPE, mode=0o755)])
 
 
 @pytest.mark.parametrize("target", ["../outside/sentinel", "ABS", "link", "missing", "d"])
 def test_hard_links_only_to_files_of_the_archive(box: Path, arena: Any,
                                                  target: str) -> None:
     target = str(box / "outside" / "sentinel") if target == "ABS" else target
-    arena([entry("d", tarfile.DIRTYPE, mode=0o755),
-           entry("link", tarfile.SYMTYPE, link=str(box / "outside" / "sentinel")),
-           entry("h", tarfile.LNKTYPE, link=target)])
+    arena([member("d", tarfile.DIRTYPE, mode=0o755),
+           member("link", tarfile.SYMTYPE, link=str(box / "outside" / "sentinel")),
+           member("h", tarfile.LNKTYPE, link=target)])
 
 
 @pytest.mark.parametrize("kind", [tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.FIFOTYPE, b"Z"])
 def test_devices_fifos_and_unknown_types_refused(box: Path, arena: Any,
                                                  kind: bytes) -> None:
-    info, data = entry("dev", kind)
+    info, data = member("dev", kind)
     info.devmajor, info.devminor = 1, 3
     assert "type a package may not hold" in str(arena([(info, data)]))
     assert not (box / "into" / "dev").exists()
@@ -539,26 +519,26 @@ def test_devices_fifos_and_unknown_types_refused(box: Path, arena: Any,
     (tarfile.DIRTYPE, tarfile.REGTYPE), (tarfile.SYMTYPE, tarfile.REGTYPE)])
 def test_duplicate_paths_refused(box: Path, arena: Any, first: bytes,
                                  second: bytes) -> None:
-    err = arena([entry("dup", first, b"one", link=str(box / "outside" / "sentinel")),
-                 entry("./dup", second, b"two")])
+    err = arena([member("dup", first, b"one", link=str(box / "outside" / "sentinel")),
+                 member("./dup", second, b"two")])
     assert "'dup' twice" in str(err)
 
 
 def test_an_entry_needs_its_directory_before_it(arena: Any) -> None:
-    assert "before its directory" in str(arena([entry("f", data=b"x"),
-                                                entry("f/child", data=b"y")]))
-    assert "before its directory" in str(arena([entry("nodir/child", data=b"y")]))
+    assert "before its directory" in str(arena([member("f", data=b"x"),
+                                                member("f/child", data=b"y")]))
+    assert "before its directory" in str(arena([member("nodir/child", data=b"y")]))
 
 
 def test_an_impossible_mtime_refused(arena: Any) -> None:
-    info, data = entry("f", data=b"x")
+    info, data = member("f", data=b"x")
     info.pax_headers = {"mtime": "1e300"}
     assert "impossible mtime" in str(arena([(info, data)]))
 
 
 @pytest.mark.parametrize("name", ["", "x" * 120 + "\0" + "y"])
 def test_empty_and_nul_names_refused(arena: Any, name: str) -> None:
-    assert "empty" in str(arena([entry(name, data=b"x")]))
+    assert "empty" in str(arena([member(name, data=b"x")]))
 
 
 def test_a_huge_header_is_refused_without_reading_it(arena: Any) -> None:
@@ -569,8 +549,8 @@ def test_a_huge_header_is_refused_without_reading_it(arena: Any) -> None:
 
 
 def test_setuid_and_setgid_bits_are_dropped(tmp_path: Path) -> None:
-    data = zst(hand_tar([entry("suid", data=b"#!/bin/sh\n", mode=0o6755),
-                         entry("sticky", data=b"", mode=0o1644)]))
+    data = zst(hand_tar([member("suid", data=b"#!/bin/sh\n", mode=0o6755),
+                         member("sticky", data=b"", mode=0o1644)]))
     got = extract_bytes(data, tmp_path / "out")
     assert stat.S_IMODE((tmp_path / "out" / "suid").stat().st_mode) == 0o755
     assert stat.S_IMODE((tmp_path / "out" / "sticky").stat().st_mode) == 0o1644
@@ -605,7 +585,7 @@ def test_damaged_streams_give_a_clear_error(tmp_path: Path, packed: bytes,
 
 @pytest.mark.parametrize("cut", ["inside a file", "at a header", "one end block"])
 def test_a_tar_cut_short_is_refused(tmp_path: Path, cut: str) -> None:
-    tar = hand_tar([entry("a", data=b"x" * 5000), entry("b", data=b"y" * 100)])
+    tar = hand_tar([member("a", data=b"x" * 5000), member("b", data=b"y" * 100)])
     length = {"inside a file": 3000, "at a header": 512 + 5120,
               "one end block": 512 + 5120 + 1024 + 512}[cut]
     with pytest.raises(UnsafeRemoteData, match=r"truncated|two zero blocks"):
@@ -613,7 +593,7 @@ def test_a_tar_cut_short_is_refused(tmp_path: Path, cut: str) -> None:
 
 
 def test_a_corrupt_header_after_the_first_is_refused(tmp_path: Path) -> None:
-    tar = bytearray(hand_tar([entry("a", data=b"x"), entry("b", data=b"y")]))
+    tar = bytearray(hand_tar([member("a", data=b"x"), member("b", data=b"y")]))
     tar[1024 + 10] ^= 0xFF  # the second header's name: its checksum no longer matches
     with pytest.raises(UnsafeRemoteData, match="corrupt"):
         extract_bytes(zst(bytes(tar)), tmp_path / "out")
@@ -713,7 +693,7 @@ def test_extract_through_the_pipe_reads_trailing_bytes_to_the_end(tmp_path: Path
 
 
 def test_a_refused_extraction_releases_the_writer(tmp_path: Path) -> None:
-    bad = zst(hand_tar([entry("/etc/evil", data=b"x")])) + os.urandom(1 << 20)
+    bad = zst(hand_tar([member("/etc/evil", data=b"x")])) + os.urandom(1 << 20)
     pipe = ChunkPipe(limit=4096)
 
     def writer() -> None:

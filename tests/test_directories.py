@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import io
 import json
 import os
 import random
@@ -27,7 +26,7 @@ from tycho_async import localfs
 
 from . import conftest
 from .conftest import Registry
-from .trees import T0, set_mtimes
+from .trees import Member, hand_tar, member, set_mtimes
 from .trees import snapshot as _snapshot
 
 MiB = 1024 * 1024
@@ -115,28 +114,6 @@ def remove_object(registry: Registry, key: str) -> None:
         raw_client(registry.endpoint or "").delete_object(Bucket=registry.root, Key=key)
     else:
         Path(registry.root, key).unlink()
-
-
-Member = tuple[tarfile.TarInfo, bytes]
-
-
-def member(name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"", *, link: str = "",
-           mode: int = 0o644) -> Member:
-    info = tarfile.TarInfo(name)
-    info.type, info.linkname, info.mode, info.mtime = kind, link, mode, T0
-    info.size = len(data) if kind == tarfile.REGTYPE else 0
-    if kind == tarfile.CHRTYPE:
-        info.devmajor, info.devminor = 1, 3
-    return info, data
-
-
-def hand_tar(members: list[Member]) -> bytes:
-    """A tar written by tarfile, as an attacker would: whatever names and types."""
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for info, data in members:
-            tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
-    return out.getvalue()
 
 
 def put_archive(registry: Registry, package: str, version: str, tar: bytes) -> bytes:

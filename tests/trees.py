@@ -1,11 +1,13 @@
-"""Trees on disk as the directory tests compare them: fixed mtimes, and a snapshot of all
-that an extraction promises to keep."""
+"""Trees on disk as the directory tests compare them (fixed mtimes, a snapshot of all that
+an extraction promises to keep), and tar archives written by hand, as an attacker would."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import stat
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -47,3 +49,25 @@ def snapshot(root: Path, *, link_mtimes: bool = True) -> dict[str, tuple[Any, ..
         for rel in group:
             found[rel] = (*found[rel], tuple(sorted(group)))
     return found
+
+
+Member = tuple[tarfile.TarInfo, bytes]
+
+
+def member(name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"", *, link: str = "",
+           mode: int = 0o644, mtime: int = T0) -> Member:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.mode, info.mtime = kind, link, mode, mtime
+    info.size = len(data) if kind == tarfile.REGTYPE else 0
+    if kind == tarfile.CHRTYPE:
+        info.devmajor, info.devminor = 1, 3
+    return info, data
+
+
+def hand_tar(members: list[Member]) -> bytes:
+    """A tar written by tarfile, as an attacker would: whatever names and types."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
+    return out.getvalue()
