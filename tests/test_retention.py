@@ -466,3 +466,48 @@ def test_json_documents(registry: Registry) -> None:
                        "dry_run"})
     assert (pruned["deleted"], pruned["kept"], pruned["finished"], pruned["aborted_uploads"],
             pruned["dry_run"]) == (["2"], ["1"], [], 0, False)
+
+
+def test_parallel_saves_of_one_key_with_skip_existing_both_succeed(
+        registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two CI jobs saving the same cache key at once: one uploads, the other waits for it
+    to finish and finds the same tree there (exit 0 for both, one version in the bucket)."""
+    import anyio
+
+    import tycho_async
+    from tycho_async.errors import AlreadyExists
+
+    from .conftest import CREDS, REGION
+
+    for name, value in (("AWS_ACCESS_KEY_ID", CREDS["aws_access_key_id"]),
+                        ("AWS_SECRET_ACCESS_KEY", CREDS["aws_secret_access_key"]),
+                        ("AWS_DEFAULT_REGION", REGION)):
+        monkeypatch.setenv(name, value)
+    src = make_tree(Path("src"), big=3 * MiB)
+    where = registry.root if registry.kind == "local" else f"s3://{registry.root}"
+    results: list[Any] = []
+
+    async def save() -> None:
+        async with tycho_async.open_registry(registry=where,
+                                             endpoint_url=registry.endpoint) as reg:
+            results.append(await reg.push("cache", "k1", src, skip_existing=True))
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(save)
+            tg.start_soon(save)
+
+    anyio.run(main)
+    assert sorted(r.skipped for r in results) == [False, True]
+    assert results[0].tree_sha256 == results[1].tree_sha256
+    assert [k for k in registry.object_keys() if k.endswith(".pkg")] == ["cache/tycho_k1.pkg"]
+
+    Path("src/a/text.txt").write_text("changed\n")  # other content: still exit 1, no upload
+
+    async def other() -> None:
+        async with tycho_async.open_registry(registry=where,
+                                             endpoint_url=registry.endpoint) as reg:
+            await reg.push("cache", "k1", src, skip_existing=True)
+
+    with pytest.raises(AlreadyExists, match="other content"):
+        anyio.run(other)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import itertools
 import os
 import shutil
 import tempfile
@@ -113,6 +114,11 @@ STALE_SECONDS = 600
 CLEANUP_SECONDS = 15  # the longest an interrupted push spends removing its pending record
 SHIELD_SECONDS = 120  # the longest a signal waits for a deletion's steps to finish
 STALE_UPLOAD_SECONDS = 86400  # prune aborts multipart uploads older than this
+SETTLE_SECONDS = 300  # push --skip-existing waits at most this for a rival push to finish
+
+
+class _Busy(AlreadyExists):
+    """Another push of the version is under way (alive, by its pending record)."""
 
 
 @dataclass(frozen=True)
@@ -444,18 +450,25 @@ class Registry:
         except NotFound:
             meta = None
         name = self._localname_for(package, meta, source_, localname)
-        if skip_existing:
-            there = await self._already_there(package, version, meta, source_)
-            if there is not None:
-                if promote:
-                    await self.promote(package, version)
-                return dataclasses.replace(there, promoted=promote)
         store = self.engine.store
         created_registry = None
         if store.creates_root and not await self.engine.root_exists():
             created_registry = store.location
-        pending_etag = await self._reserve(package, version, name,
-                                           TAR_ZSTD if source_.tree else FILE)
+        for attempt in range(2):  # a second time only after a rival push died meanwhile
+            if skip_existing:
+                there = await self._when_settled(package, version, meta, source_)
+                if there is not None:
+                    if promote:
+                        await self.promote(package, version)
+                    return dataclasses.replace(there, promoted=promote)
+            try:
+                pending_etag = await self._reserve(package, version, name,
+                                                   TAR_ZSTD if source_.tree else FILE)
+                break
+            except _Busy:
+                if not skip_existing or attempt:
+                    raise
+                meta = await self._read_meta_or_none(package)
         published: list[UploadResult] = []
         initialized: list[bool] = []
 
@@ -543,17 +556,41 @@ class Registry:
                              "of directories")
         return name
 
+    async def _when_settled(self, package: str, version: str, meta: dict[str, Any] | None,
+                            source: _Source) -> PushResult | None:
+        """``_already_there``, once no other push of the version is under way: parallel CI
+        jobs saving one cache key wait for the first to finish, then compare (at most
+        SETTLE_SECONDS, polling with backoff)."""
+        deadline = time.monotonic() + SETTLE_SECONDS
+        for attempt in itertools.count():
+            try:
+                return await self._already_there(package, version, meta, source)
+            except _Busy as exc:
+                if time.monotonic() > deadline:
+                    raise AlreadyExists(f"{exc.message}, still after {SETTLE_SECONDS} s; it "
+                                        "cannot be told whether it holds the same content") \
+                        from None
+            await anyio.sleep(min(2.0, 0.1 * 2 ** attempt))
+            meta = await self._read_meta_or_none(package)
+        raise AssertionError("unreachable")
+
     async def _already_there(self, package: str, version: str, meta: dict[str, Any] | None,
                              source: _Source) -> PushResult | None:
         """For ``--skip-existing``: None when the version does not exist; a result when it
         holds the same content; AlreadyExists (exit 1) when it holds other content or
         sameness cannot be proven."""
         pkg, found = await self._look(package, version)
+        loaded = load_record(package, version, found[0]) if found is not None else None
         if pkg is None:
+            if is_pending(loaded) and loaded is not None and \
+                    not await self._abandoned(package, version, loaded):
+                raise _Busy(f"{package} {version} is being pushed by another client")
             return None
         copy = records_in(meta).get(version) if meta is not None else None
-        record = copy if copy is not None else \
-            load_record(package, version, found[0]) if found is not None else None
+        record = copy if copy is not None else loaded
+        if is_pending(record) and isinstance(record, dict) and \
+                pending_age(record) < QUIET_SECONDS:  # uploaded, being recorded right now
+            raise _Busy(f"{package} {version} is being recorded by another client")
         if state_of(record) != "ok":
             raise AlreadyExists(f"{package} {version} exists, but its "
                                 f"{'push' if state_of(record) == PENDING else 'deletion'} "
@@ -614,8 +651,8 @@ class Registry:
         pending = dump({"state": PENDING, "tool": f"tychoreg {__version__}",
                          "started_at": now(), "localname": localname, "push_id": push_id,
                          **({} if fmt == FILE else {"format": fmt})})
-        busy = AlreadyExists(f"{package} {version} is being pushed by another client right "
-                             "now; published versions are immutable, push a new version")
+        busy = _Busy(f"{package} {version} is being pushed by another client right "
+                     "now; published versions are immutable, push a new version")
         conditions: dict[str, Any] = {"if_none_match": True} if old is None else \
             {"if_match": old[1]}
         if old is not None and not await self._abandoned(
