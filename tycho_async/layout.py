@@ -174,10 +174,17 @@ def pending_age(record: dict[str, Any]) -> float:
     return time.time() - started.timestamp()
 
 
+def sidecar_says(path: Path, etag: str) -> bool:
+    """Whether the sidecar beside ``path`` holds exactly that ETag."""
+    try:
+        return etag_sidecar(path).read_text(encoding="utf-8") == etag
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def is_current(path: Path, info: ObjectInfo) -> bool:
     """tycho-station's rule: the sidecar holds the remote ETag and the size matches."""
     try:
-        return (etag_sidecar(path).read_text(encoding="utf-8") == info.etag
-                and path.stat().st_size == info.size)
-    except (OSError, UnicodeDecodeError):
+        return sidecar_says(path, info.etag) and path.stat().st_size == info.size
+    except OSError:
         return False

@@ -84,6 +84,7 @@ from .layout import (
     pending_age,
     record_key,
     records_in,
+    sidecar_says,
     state_of,
     version_key,
 )
@@ -220,13 +221,6 @@ def _flush(stream: BinaryIO) -> None:
         raise OutputClosed("the output was closed") from None
     except OSError as exc:
         raise failure(exc, "write the output") from exc
-
-
-def _sidecar_says(sidecar: Path, etag: str) -> bool:
-    try:
-        return sidecar.read_text(encoding="utf-8") == etag
-    except (OSError, UnicodeDecodeError):
-        return False
 
 
 def _read_stream(stream: BinaryIO | None) -> Iterator[bytes]:
@@ -818,12 +812,6 @@ class Registry:
         record = await self._raw_record(package, version, meta, authoritative=authoritative)
         return None if record is None else parse_record(package, version, record)
 
-    async def _version(self, request: PullRequest) -> tuple[str, dict[str, Any]]:
-        """The version a request names (its latest when it names none) and tycho.json."""
-        package = check_package(request.package)
-        meta, _ = await self.read_meta(package)
-        return self._resolve(request, meta), meta
-
     @staticmethod
     def _resolve(request: PullRequest, meta: dict[str, Any]) -> str:
         package = request.package
@@ -999,14 +987,22 @@ class Registry:
 
     async def _pushed(self, package: str) -> list[retention.Pushed]:
         """Every version of a package as the listing shows it (time of push, size)."""
+        return list((await self._listing(package))[0].values())
+
+    async def _listing(self, package: str) -> tuple[dict[str, retention.Pushed], set[str]]:
+        """One listing of the package's keys: its versions' objects (``.pkg``, as
+        tycho-station lists them) and the versions that have a record object."""
         head = f"{package}/tycho_"
-        found = []
+        pushed: dict[str, retention.Pushed] = {}
+        recorded: set[str] = set()
         for info in await self.engine.list_keys(head):
-            if info.key.endswith(".pkg"):
-                version = info.key[len(head):-len(".pkg")]
-                if is_valid_segment(version):
-                    found.append(retention.Pushed(version, info.modified or 0.0, info.size))
-        return found
+            name = info.key[len(head):]
+            if name.endswith(".pkg") and is_valid_segment(version := name[:-len(".pkg")]):
+                pushed[version] = retention.Pushed(version, info.modified or 0.0, info.size)
+            elif name.endswith(".meta.json") and \
+                    is_valid_segment(version := name[:-len(".meta.json")]):
+                recorded.add(version)
+        return pushed, recorded
 
     def _prepare(self, named: Path, within: Path | None) -> tuple[Target, list[Path], bool]:
         """Everything a pull looks at on disk before it moves a byte: what the
@@ -1105,14 +1101,14 @@ class Registry:
                              "path such as ./deps")
         sidecar = etag_sidecar(dest)
         key = version_key(package, version)
-        created = await anyio.to_thread.run_sync(self._tree_target, package, dest, sidecar)
+        created, ours = await anyio.to_thread.run_sync(self._tree_target, package, dest,
+                                                       sidecar)
         try:
-            if not force and await anyio.to_thread.run_sync(dest.is_dir) \
-                    and await anyio.to_thread.run_sync(sidecar.exists):
+            if ours and not force:
                 known = await self.engine.head(key)
                 if known is None:
                     raise NotFound(f"{package} {version} does not exist")
-                if await anyio.to_thread.run_sync(_sidecar_says, sidecar, known.etag):
+                if await anyio.to_thread.run_sync(sidecar_says, dest, known.etag):
                     return PullResult(package, version, dest, known.size, skipped=True,
                                       exact=exact, format=TAR_ZSTD)
             temp = await anyio.to_thread.run_sync(self.fs.create_temp_dir, dest)
@@ -1146,12 +1142,13 @@ class Registry:
         return PullResult(package, version, dest, info.size, skipped=False, exact=exact,
                           format=TAR_ZSTD)
 
-    def _tree_target(self, package: str, dest: Path, sidecar: Path) -> list[Path]:
+    def _tree_target(self, package: str, dest: Path, sidecar: Path) -> tuple[list[Path], bool]:
         """Check where a directory package may go: a missing path, or a directory an
         earlier pull made (its sidecar says so); never the current directory, the
         download folder or anything holding them. Finish a replacement a crash cut short
         (only once the destination is known to be ours or missing); create the folders
-        above it; return those created."""
+        above it. Returns those created, and whether ``dest`` is an earlier pull's (so
+        it may be current)."""
         resolved = dest.resolve()
         for keep in (Path.cwd(), self.outdir.resolve()):
             if resolved == keep or resolved in keep.parents:
@@ -1171,11 +1168,12 @@ class Registry:
                                  f"(no {sidecar.name} beside it); it is left alone: move it "
                                  "away or pull to another --outfile")
             self.fs.recover_dir(dest)  # leftovers of a replacement: removed
-        elif self.fs.recover_dir(dest):
+            return self.fs.make_dirs(dest.parent), True
+        if self.fs.recover_dir(dest):
             # a crash between the two renames: the old tree is back, and it is ours, but
             # an empty sidecar never makes it current
             self.fs.write_in_place(sidecar, b"")
-        return self.fs.make_dirs(dest.parent)
+        return self.fs.make_dirs(dest.parent), False
 
     async def _extract(self, package: str, version: str, expected: Expected | None,
                        into: Path) -> tuple[ObjectInfo, archive.Extracted]:
@@ -1351,19 +1349,7 @@ class Registry:
         if keep < 0:
             raise UsageError("--keep must be 0 or more")
         meta, _ = await self.read_meta(package)
-        head = f"{package}/tycho_"
-        pushed: dict[str, retention.Pushed] = {}
-        recorded: set[str] = set()
-        for info in await self.engine.list_keys(head):
-            name = info.key[len(head):]
-            for suffix, into in ((".pkg", pushed), (".meta.json", None)):
-                version = name[:-len(suffix)] if name.endswith(suffix) else ""
-                if not is_valid_segment(version):
-                    continue
-                if into is None:
-                    recorded.add(version)
-                else:
-                    into[version] = retention.Pushed(version, info.modified or 0.0, info.size)
+        pushed, recorded = await self._listing(package)
         unfinished = await self._unfinished(package, meta, pushed, recorded)
         plan = retention.plan_prune([p for v, p in pushed.items() if v not in unfinished],
                                     keep=keep, latest=meta.get("latest"),
