@@ -20,6 +20,7 @@ from .config import Settings, load_settings
 if TYPE_CHECKING:
     from anyio.from_thread import BlockingPortal
 
+    from .lifecycle import Liveness
     from .registry import (
         DeleteResult,
         PackageSummary,
@@ -55,16 +56,17 @@ def resolve_settings(*, registry: str | None = None, config: str | None = None,
 
 
 @asynccontextmanager
-async def open_settings(settings: Settings, progress: ProgressSink | None = None
-                        ) -> AsyncIterator[Registry]:
-    """The registry the settings name, with its store open for the block's lifetime."""
+async def open_settings(settings: Settings, progress: ProgressSink | None = None, *,
+                        liveness: Liveness | None = None) -> AsyncIterator[Registry]:
+    """The registry the settings name, with its store open for the block's lifetime.
+    ``liveness``: when a silent push counts as gone (the default: 60 s)."""
     from .registry import Registry
     from .storage import open_store
     from .transfer.engine import Engine
 
     async with open_store(settings.store) as store:
         yield Registry(Engine(store, settings.transfer, progress), settings.outdir,
-                       missing_root_ok=settings.default_registry)
+                       missing_root_ok=settings.default_registry, liveness=liveness)
 
 
 class AsyncRegistry:
@@ -81,13 +83,18 @@ class AsyncRegistry:
 
     async def push(self, package: str, version: str, source: str | Path | BinaryIO, *,
                    promote: bool = False, localname: str | None = None,
-                   level: int | None = None, skip_existing: bool = False) -> PushResult:
+                   level: int | None = None, skip_existing: bool = False,
+                   skip_identical: bool = False) -> PushResult:
         """``source``: a file, a directory (packed as tar+zstd at ``level``), or a binary
         file object read to its end (a new package then needs ``localname``).
-        ``skip_existing``: a version already holding the same content is not an error."""
+        ``skip_existing`` (a cache's rule): a version that exists, or that another push
+        is uploading, is left as it is at once (``skipped``; ``same_content`` says whether
+        it matched, where that can be told). ``skip_identical``: only a version holding
+        the same content is not an error (AlreadyExists otherwise)."""
         return await self._registry.push(
             package, version, source if not isinstance(source, str | Path) else Path(source),
-            promote=promote, localname=localname, level=level, skip_existing=skip_existing)
+            promote=promote, localname=localname, level=level, skip_existing=skip_existing,
+            skip_identical=skip_identical)
 
     async def pull(self, package: str, version: str | None = None, *,
                    outdir: str | Path | None = None,
@@ -159,7 +166,8 @@ class AsyncRegistry:
         from .registry import Registry
 
         return Registry(self._registry.engine, Path(outdir),
-                        missing_root_ok=self._registry.missing_root_ok)
+                        missing_root_ok=self._registry.missing_root_ok,
+                        liveness=self._registry.liveness)
 
 
 @asynccontextmanager
@@ -173,14 +181,22 @@ async def open_registry(*, registry: str | None = None, config: str | None = Non
     settings = resolve_settings(registry=registry, config=config, endpoint_url=endpoint_url,
                                 outdir=outdir, concurrency=concurrency, part_size=part_size,
                                 from_environment=from_environment)
+    liveness = None
+    if from_environment:
+        import os
+
+        from .lifecycle import Liveness
+
+        liveness = Liveness.from_environment(os.environ)
     if progress is True:  # bars on stderr (a plain log when it is not a terminal)
         from .progress import make_progress
 
         with make_progress(None, False, "moved") as sink:
-            async with open_settings(settings, sink) as reg:
+            async with open_settings(settings, sink, liveness=liveness) as reg:
                 yield AsyncRegistry(reg)
         return
-    async with open_settings(settings, None if progress is False else progress) as reg:
+    async with open_settings(settings, None if progress is False else progress,
+                             liveness=liveness) as reg:
         yield AsyncRegistry(reg)
 
 
@@ -239,9 +255,10 @@ class Client:
 
     def push(self, package: str, version: str, source: str | Path | BinaryIO, *,
              promote: bool = False, localname: str | None = None, level: int | None = None,
-             skip_existing: bool = False) -> PushResult:
+             skip_existing: bool = False, skip_identical: bool = False) -> PushResult:
         return self._call("push", package, version, source, promote=promote,
-                          localname=localname, level=level, skip_existing=skip_existing)
+                          localname=localname, level=level, skip_existing=skip_existing,
+                          skip_identical=skip_identical)
 
     def pull(self, package: str, version: str | None = None, *,
              outdir: str | Path | None = None, outfile: str | Path | BinaryIO | None = None,

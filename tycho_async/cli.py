@@ -213,6 +213,7 @@ def _run(settings: Settings, work: Callable[[Registry], Awaitable[T]],
     import anyio
 
     from .api import open_settings
+    from .lifecycle import Liveness
     from .transfer.groups import task_group
 
     received: list[int] = []
@@ -235,7 +236,8 @@ def _run(settings: Settings, work: Callable[[Registry], Awaitable[T]],
 
                 tg.start_soon(watch)
                 with work_scope:
-                    async with open_settings(settings, progress) as registry:
+                    async with open_settings(settings, progress, liveness=Liveness
+                                             .from_environment(os.environ)) as registry:
                         result.append(await work(registry))
                 tg.cancel_scope.cancel()
 

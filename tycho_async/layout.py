@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -161,17 +160,6 @@ def dump(data: dict[str, Any]) -> bytes:
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def pending_age(record: dict[str, Any]) -> float:
-    """Seconds since a pending record's push started (by the pusher's clock)."""
-    try:
-        started = datetime.fromisoformat(str(record.get("started_at")))
-    except ValueError:
-        return float("inf")
-    if started.tzinfo is None:
-        started = started.replace(tzinfo=timezone.utc)
-    return time.time() - started.timestamp()
 
 
 def sidecar_says(path: Path, etag: str) -> bool:

@@ -39,10 +39,11 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import anyio
 import anyio.to_thread
 
-from . import __version__, retention
+from . import __version__, processes, retention
 from .digests import file_digests
 from .errors import (
     AlreadyExists,
+    IncompleteVersion,
     IntegrityError,
     MissingRegistry,
     NotFound,
@@ -81,13 +82,13 @@ from .layout import (
     now,
     parse_meta,
     parse_record,
-    pending_age,
     record_key,
     records_in,
     sidecar_says,
     state_of,
     version_key,
 )
+from .lifecycle import Liveness, abandoned, holder_of, written_at
 from .localfs import LocalFS, Target, failure
 from .names import (
     check_localname_arg,
@@ -108,18 +109,19 @@ if TYPE_CHECKING:
 
 META_ATTEMPTS = 20
 # A pending record (a push under way) is taken over by a later push, or cleared by
-# verify --repair, once it is older than QUIET_SECONDS with no multipart upload of the
-# version in flight, or older than STALE_SECONDS whatever is in flight.
-QUIET_SECONDS = 60
-STALE_SECONDS = 600
+# verify --repair or prune, only once lifecycle.abandoned says its push is gone.
 CLEANUP_SECONDS = 15  # the longest an interrupted push spends removing its pending record
 SHIELD_SECONDS = 120  # the longest a signal waits for a deletion's steps to finish
 STALE_UPLOAD_SECONDS = 86400  # prune aborts multipart uploads older than this
-SETTLE_SECONDS = 300  # push --skip-existing waits at most this for a rival push to finish
+SETTLE_SECONDS = 300  # push --skip-identical waits at most this for a rival push to finish
 
 
 class _Busy(AlreadyExists):
     """Another push of the version is under way (alive, by its pending record)."""
+
+
+class _Contended(TransferError):
+    """tycho.json kept changing under every attempt to update it."""
 
 
 @dataclass(frozen=True)
@@ -185,9 +187,13 @@ class PushResult:
     initialized: bool
     promoted: bool
     created_registry: str | None = None  # the new local registry this push created
-    skipped: bool = False  # --skip-existing found the same content there already
+    skipped: bool = False  # --skip-existing or --skip-identical: nothing was uploaded
     format: str = FILE  # "file", or "tar+zstd" for a directory
     tree_sha256: str | None = None  # a directory's: the SHA-256 of its canonical tar
+    # Skipped: whether the version there holds the source's content (None: not known, a
+    # stream or a push of it still under way); None when not skipped.
+    same_content: bool | None = None
+    warnings: tuple[str, ...] = ()  # what went wrong without failing the push
 
 
 @dataclass(frozen=True)
@@ -282,10 +288,58 @@ class PullRequest:
         return f"{self.package}=={self.version}" if self.version else self.package
 
 
+class _Hold:
+    """A push's hold on its version: its pending record, renewed every ``interval``
+    seconds (If-Match its own ETag) while the push runs, however slow its input, so no
+    rival judges it abandoned; stopped before the full record replaces it. A renewal that
+    fails for a moment is retried at the next beat (the bound allows several); one that
+    finds another push's record lets the upload go on: If-None-Match on the object still
+    decides who publishes."""
+
+    def __init__(self, engine: Engine, key: str, body: dict[str, Any], etag: str,
+                 interval: float) -> None:
+        self.engine = engine
+        self.key = key
+        self.body = body
+        self.etag = etag
+        self.interval = interval
+        self.push_id = str(body["push_id"])
+        self._lock = anyio.Lock()
+        self._done = False
+
+    async def keep(self) -> None:
+        while not self._done:
+            await anyio.sleep(self.interval)
+            async with self._lock:
+                if not self._done:
+                    await self._renew()
+
+    async def _renew(self) -> None:
+        self.body["renewed_at"] = now()
+        try:
+            self.etag = await self.engine.put_bytes(self.key, dump(self.body),
+                                                    if_match=self.etag)
+        except PreconditionFailed:
+            with contextlib.suppress(TychoError):
+                data, etag = await self.engine.get_bytes(self.key)
+                if load_record("", "", data).get("push_id") == self.push_id:  # answer lost
+                    self.etag = etag
+                    return
+            self._done = True  # taken over: nothing of ours to renew
+        except TychoError:
+            return
+
+    async def stop(self) -> None:
+        """No renewal after this returns (one under way is waited for)."""
+        async with self._lock:
+            self._done = True
+
+
 class Registry:
     def __init__(self, engine: Engine, outdir: Path, *, missing_root_ok: bool = False,
-                 fs: LocalFS | None = None) -> None:
+                 fs: LocalFS | None = None, liveness: Liveness | None = None) -> None:
         self.engine = engine
+        self.liveness = liveness or Liveness()
         self.outdir = outdir
         self.fs = fs or engine.fs
         # The default local registry is simply empty before its first push; any other
@@ -330,8 +384,8 @@ class Registry:
                 return meta
             except (PreconditionFailed, NotFound) as exc:
                 await self.engine.backoff(attempt, exc, base=0.01, cap=0.5)
-        raise TransferError(f"package {package!r}: tycho.json kept changing under "
-                            f"{META_ATTEMPTS} attempts to update it; try again")
+        raise _Contended(f"package {package!r}: tycho.json kept changing under "
+                         f"{META_ATTEMPTS} attempts to update it; try again")
 
     async def _create(self, key: str, data: bytes) -> str | None:
         """Create an object that must not exist yet; its ETag, or None when it exists.
@@ -411,21 +465,28 @@ class Registry:
 
     async def push(self, package: str, version: str, source: Path | BinaryIO, *,
                    promote: bool, localname: str | None = None, level: int | None = None,
-                   skip_existing: bool = False) -> PushResult:
+                   skip_existing: bool = False, skip_identical: bool = False) -> PushResult:
         """Publish a version in steps that a crash can interrupt anywhere without leaving
         anything a pull would trust: a pending record (created only if absent, so a
-        second pusher is refused right there), the object (If-None-Match), then the full
-        record and tycho.json, shielded from signals once the object is published.
+        second pusher is refused right there; renewed while the push runs, so no rival
+        takes a live push over), the object (If-None-Match), then the full record and
+        tycho.json, shielded from signals once the object is published.
 
         ``source`` is a file, a directory (packed as tar+zstd at ``level`` while it
         uploads) or a binary stream (read to its end). ``localname`` names a new package
-        (required for a stream). ``skip_existing``: a version that already holds the same
-        content is left as it is (and still promoted if asked)."""
+        (required for a stream). ``skip_existing`` (a cache's rule): a version that
+        exists, or that a live push is uploading, is left as it is at once, whatever it
+        holds (``same_content`` says, where the local source can be compared).
+        ``skip_identical`` (publishing): only a version holding the same content is left
+        as it is; other content is AlreadyExists, and a rival push is waited for. Both
+        still promote a version that exists, if asked."""
         check_package(package)
         check_version(version)
         if version == LATEST:
             raise UsageError(f"{LATEST!r} means the latest version to tycho-station; it "
                              "cannot name a version")
+        if skip_existing and skip_identical:
+            raise UsageError("--skip-existing and --skip-identical exclude each other")
         if localname is not None:
             check_localname_arg(localname)
         source_ = await self._source(source)
@@ -448,31 +509,48 @@ class Registry:
         created_registry = None
         if store.creates_root and not await self.engine.root_exists():
             created_registry = store.location
+        fmt = TAR_ZSTD if source_.tree else FILE
         for attempt in range(2):  # a second time only after a rival push died meanwhile
-            if skip_existing:
-                there = await self._when_settled(package, version, meta, source_)
-                if there is not None:
-                    if promote:
-                        await self.promote(package, version)
-                    return dataclasses.replace(there, promoted=promote)
+            there = await self._skipped(package, version, meta, source_, fmt) \
+                if skip_existing else \
+                await self._when_settled(package, version, meta, source_) \
+                if skip_identical else None
+            if there is not None:
+                return await self._promote_skipped(there, promote)
             try:
-                pending_etag = await self._reserve(package, version, name,
-                                                   TAR_ZSTD if source_.tree else FILE)
+                hold = await self._reserve(package, version, name, fmt)
                 break
-            except _Busy:
-                if not skip_existing or attempt:
+            except AlreadyExists:
+                if skip_existing:  # a rival got there between the look and the reservation
+                    return await self._promote_skipped(
+                        self._skip(package, version, fmt, None, None, None), promote)
+                if not skip_identical or attempt:
                     raise
                 meta = await self._read_meta_or_none(package)
         published: list[UploadResult] = []
         initialized: list[bool] = []
+        warnings: list[str] = []
 
         async def record(result: UploadResult) -> None:
             published.append(result)
+            await hold.stop()
             extra = {} if packer is None else {"format": TAR_ZSTD,
                                                "tree_sha256": packer.tree_sha256}
             try:
                 initialized.append(await self._publish(package, version, result, name,
-                                                       promote=promote, extra=extra))
+                                                       promote=promote, extra=extra,
+                                                       recover=meta))
+            except _Contended as exc:
+                if promote:
+                    raise TransferError(
+                        f"{package} {version} was published, but it could not be promoted: "
+                        f"{exc.message.removesuffix('; try again')}; run 'tychoreg promote "
+                        f"{package} {version}'") from exc
+                initialized.append(False)
+                warnings.append(
+                    f"{package} {version} is published, but tycho.json kept changing, so "
+                    "the copy of its record there is missing for now; the next push, pull "
+                    f"or prune of {package} writes it")
             except TychoError as exc:
                 raise TransferError(
                     f"{package} {version} was uploaded, but recording it failed ({exc}); "
@@ -480,19 +558,23 @@ class Registry:
 
         key, label = version_key(package, version), f"{package} {version}"
         try:
-            if meta is not None and RECORDS_KEY not in meta:
-                # Mark the package as one tychoreg pushes to: a pull of any of its versions
-                # without a copy of the record then looks for the record object.
-                await self._update_meta(package, mark)
-            if source_.path is not None and source_.tree is None:
-                await self.engine.upload_file(source_.path, key, label=label, then=record)
-            else:
-                chunks = iter(packer) if packer is not None else _read_stream(source_.stream)
-                await self.engine.upload_stream(chunks, key, label=label, then=record)
+            async with task_group() as tg:
+                tg.start_soon(hold.keep)
+                if meta is not None and RECORDS_KEY not in meta:
+                    # Mark the package as one tychoreg pushes to: a pull of any of its
+                    # versions without a copy of the record then looks for the record object.
+                    await self._update_meta(package, mark)
+                if source_.path is not None and source_.tree is None:
+                    await self.engine.upload_file(source_.path, key, label=label, then=record)
+                else:
+                    chunks = iter(packer) if packer is not None else \
+                        _read_stream(source_.stream)
+                    await self.engine.upload_stream(chunks, key, label=label, then=record)
+                tg.cancel_scope.cancel()
         except BaseException as exc:
             if not published:  # nothing was published: the version is free again
                 with anyio.CancelScope(shield=True):
-                    await self._release(package, version, pending_etag)
+                    await self._release(package, version, hold)
             if isinstance(exc, PreconditionFailed):
                 raise AlreadyExists(f"{package} {version} already exists (pushed by another "
                                     "client meanwhile)") from None
@@ -501,7 +583,33 @@ class Registry:
         return PushResult(package, version, result.size, result.sha256, initialized[0],
                           promote, created_registry,
                           format=TAR_ZSTD if packer else FILE,
-                          tree_sha256=packer.tree_sha256 if packer else None)
+                          tree_sha256=packer.tree_sha256 if packer else None,
+                          warnings=tuple(warnings))
+
+    @staticmethod
+    def _skip(package: str, version: str, fmt: str, pkg: ObjectInfo | None,
+              record: object, same: bool | None) -> PushResult:
+        """The result of a push that uploaded nothing: what is there, by its record."""
+        fields = record if isinstance(record, dict) else {}
+        sha256, tree = fields.get("sha256"), fields.get("tree_sha256")
+        return PushResult(package, version, pkg.size if pkg is not None else 0,
+                          sha256 if isinstance(sha256, str) else "",
+                          initialized=False, promoted=False, skipped=True,
+                          format=format_of(record) if record is not None else fmt,
+                          tree_sha256=tree if isinstance(tree, str) else None,
+                          same_content=same)
+
+    async def _promote_skipped(self, result: PushResult, promote: bool) -> PushResult:
+        """A skipped push still promotes the version there, if asked; one that is not
+        complete yet (a rival still pushing it) is not promoted, with a warning."""
+        if not promote:
+            return result
+        try:
+            await self.promote(result.package, result.version)
+        except (NotFound, IncompleteVersion) as exc:
+            return dataclasses.replace(result, warnings=(
+                *result.warnings, f"not promoted: {exc.message}"))
+        return dataclasses.replace(result, promoted=True)
 
     async def _source(self, source: Path | BinaryIO) -> _Source:
         """What is pushed: a regular file, a directory (scanned: refused if it holds what
@@ -552,8 +660,8 @@ class Registry:
 
     async def _when_settled(self, package: str, version: str, meta: dict[str, Any] | None,
                             source: _Source) -> PushResult | None:
-        """``_already_there``, once no other push of the version is under way: parallel CI
-        jobs saving one cache key wait for the first to finish, then compare (at most
+        """``_already_there``, once no other push of the version is under way: parallel
+        jobs publishing one version wait for the first to finish, then compare (at most
         SETTLE_SECONDS, polling with backoff)."""
         deadline = time.monotonic() + SETTLE_SECONDS
         for attempt in itertools.count():
@@ -570,50 +678,29 @@ class Registry:
 
     async def _already_there(self, package: str, version: str, meta: dict[str, Any] | None,
                              source: _Source) -> PushResult | None:
-        """For ``--skip-existing``: None when the version does not exist; a result when it
-        holds the same content; AlreadyExists (exit 1) when it holds other content or
-        sameness cannot be proven."""
+        """For ``--skip-identical``: None when the version does not exist; a result when
+        it holds the same content; AlreadyExists (exit 1) when it holds other content or
+        sameness cannot be proven; _Busy while another push of it is alive."""
         pkg, found = await self._look(package, version)
         loaded = load_record(package, version, found[0]) if found is not None else None
         if pkg is None:
-            if is_pending(loaded) and loaded is not None and \
-                    not await self._abandoned(package, version, loaded):
+            if is_pending(loaded) and found is not None and loaded is not None and \
+                    not await self._abandoned(package, version, loaded, found[1]):
                 raise _Busy(f"{package} {version} is being pushed by another client")
             return None
         copy = records_in(meta).get(version) if meta is not None else None
         record = copy if copy is not None else loaded
-        if is_pending(record) and isinstance(record, dict) and \
-                pending_age(record) < QUIET_SECONDS:  # uploaded, being recorded right now
-            raise _Busy(f"{package} {version} is being recorded by another client")
+        if is_pending(record) and isinstance(record, dict) and found is not None and \
+                loaded is not None and is_pending(loaded) and \
+                not await self._abandoned(package, version, loaded, found[1]):
+            raise _Busy(f"{package} {version} is being recorded by another push")
         if state_of(record) != "ok":
             raise AlreadyExists(f"{package} {version} exists, but its "
                                 f"{'push' if state_of(record) == PENDING else 'deletion'} "
                                 "was cut short, so it cannot be told whether it holds the "
                                 f"same content; see 'tychoreg show {package} --version "
                                 f"{version}'")
-        fmt = format_of(record)
-        same: bool | None
-        if source.tree is not None:
-            if fmt != TAR_ZSTD or not isinstance(record, dict):
-                same = False if record is not None else None
-            else:
-                from . import archive
-
-                digest = await anyio.to_thread.run_sync(archive.tree_sha256, source.tree)
-                same = digest == record.get("tree_sha256")
-        elif source.path is not None:
-            digests = await anyio.to_thread.run_sync(file_digests, self.fs, source.path)
-            if record is not None:
-                same = fmt == FILE and parse_record(package, version, record) == Expected(
-                    digests.size, sha256=digests.sha256)
-            elif digests.size != pkg.size:
-                same = False
-            elif pkg.md5 is not None:  # tycho-station's single PUT: the ETag is the MD5
-                same = pkg.md5 == digests.md5
-            else:  # a multipart ETag: sure only when it is the one boto3 would have made
-                same = pkg.etag.strip('"').lower() == digests.boto3_etag or None
-        else:
-            same = None
+        same = await self._compare(package, version, pkg, record, source)
         if same is None:
             raise AlreadyExists(f"{package} {version} already exists and it cannot be told "
                                 "whether it holds the same content (a stream, or a version "
@@ -621,59 +708,139 @@ class Registry:
         if not same:
             raise AlreadyExists(f"{package} {version} already exists with other content; "
                                 "published versions are immutable, push a new version")
-        return PushResult(package, version, pkg.size,
-                          str(record.get("sha256")) if isinstance(record, dict) else "",
-                          initialized=False, promoted=False, skipped=True, format=fmt,
-                          tree_sha256=record.get("tree_sha256")
-                          if isinstance(record, dict) else None)
+        return self._skip(package, version, format_of(record), pkg, record, True)
+
+    async def _skipped(self, package: str, version: str, meta: dict[str, Any] | None,
+                       source: _Source, fmt: str) -> PushResult | None:
+        """For ``--skip-existing``: None when the version is free (no object, and no live
+        push of it); else the result of a push that uploads nothing, at once, with
+        ``same_content`` where the local source can be compared to a complete record."""
+        pkg, found = await self._look(package, version)
+        loaded = load_record(package, version, found[0]) if found is not None else None
+        if pkg is None:
+            if found is None or loaded is None or (
+                    is_pending(loaded) and
+                    await self._abandoned(package, version, loaded, found[1])):
+                return None
+            return self._skip(package, version, fmt, None, None, None)  # a live push
+        copy = records_in(meta).get(version) if meta is not None else None
+        record = copy if copy is not None else loaded
+        same = None
+        if state_of(record) == "ok":
+            with contextlib.suppress(UnsafeRemoteData):
+                same = await self._compare(package, version, pkg, record, source)
+        return self._skip(package, version, format_of(record), pkg,
+                          record if same is not None else None, same)
+
+    async def _compare(self, package: str, version: str, pkg: ObjectInfo, record: object,
+                       source: _Source) -> bool | None:
+        """Whether a complete version holds the source's content, computed from the
+        local source only (a directory's tree hash without compressing, a file's
+        digests); None when it cannot be told (a stream, an unknown ETag scheme)."""
+        fmt = format_of(record)
+        if source.tree is not None:
+            if fmt != TAR_ZSTD or not isinstance(record, dict):
+                return False if record is not None else None
+            from . import archive
+
+            digest = await anyio.to_thread.run_sync(archive.tree_sha256, source.tree)
+            return bool(digest == record.get("tree_sha256"))
+        if source.path is None:
+            return None
+        digests = await anyio.to_thread.run_sync(file_digests, self.fs, source.path)
+        if record is not None:
+            return fmt == FILE and parse_record(package, version, record) == Expected(
+                digests.size, sha256=digests.sha256)
+        if digests.size != pkg.size:
+            return False
+        if pkg.md5 is not None:  # tycho-station's single PUT: the ETag is the MD5
+            return pkg.md5 == digests.md5
+        # a multipart ETag: sure only when it is the one boto3 would have made
+        return pkg.etag.strip('"').lower() == digests.boto3_etag or None
 
     async def _reserve(self, package: str, version: str, localname: str,
-                       fmt: str = FILE) -> str:
-        """Create the version's pending record; return its ETag. Refused while the
-        version exists or another push of it is alive; a dead push's record is taken
-        over (see QUIET_SECONDS)."""
+                       fmt: str = FILE) -> _Hold:
+        """Create the version's pending record and hold it. Refused while the version
+        exists or another push of it is alive. Only a pending record with no object
+        beside it is ever taken over, and only once its push is gone (lifecycle)."""
         rkey = record_key(package, version)
         pkg, old = await self._look(package, version)
+        loaded = load_record(package, version, old[0]) if old is not None else None
         if pkg is not None:
-            if old is not None and is_pending(load_record(package, version, old[0])):
+            if is_pending(loaded) and old is not None and loaded is not None:
+                if not await self._abandoned(package, version, loaded, old[1]):
+                    raise _Busy(f"{package} {version} is being recorded by another push "
+                                "right now; published versions are immutable, push a new "
+                                "version")
                 raise AlreadyExists(
                     f"{package} {version} exists, but the push that uploaded it was cut "
                     f"short; run 'tychoreg verify {package} --version {version} --repair'")
             raise AlreadyExists(f"{package} {version} already exists; published versions "
                                 "are immutable, push a new version")
-        push_id = uuid.uuid4().hex
-        pending = dump({"state": PENDING, "tool": f"tychoreg {__version__}",
-                         "started_at": now(), "localname": localname, "push_id": push_id,
-                         **({} if fmt == FILE else {"format": fmt})})
         busy = _Busy(f"{package} {version} is being pushed by another client right "
                      "now; published versions are immutable, push a new version")
-        conditions: dict[str, Any] = {"if_none_match": True} if old is None else \
-            {"if_match": old[1]}
-        if old is not None and not await self._abandoned(
-                package, version, load_record(package, version, old[0])):
-            raise busy
+        conditions: dict[str, Any] = {"if_none_match": True}
+        if old is not None and loaded is not None:
+            if state_of(loaded) == DELETING:
+                raise AlreadyExists(f"{package} {version} is being deleted (a deletion was "
+                                    f"cut short); 'tychoreg delete {package} {version}' "
+                                    "finishes it")
+            if not is_pending(loaded):
+                # A complete record: its object appeared after our HEAD (the HEAD and the
+                # read of the record run at once). Never taken over.
+                raise AlreadyExists(f"{package} {version} already exists; published "
+                                    "versions are immutable, push a new version")
+            if not await self._abandoned(package, version, loaded, old[1]):
+                raise busy
+            if await self.engine.head(version_key(package, version)) is not None:
+                # looked again after reading: its push was alive after all, and uploaded
+                raise busy
+            conditions = {"if_match": old[1]}
+        holder = processes.this_process()
+        push_id = uuid.uuid4().hex
+        body: dict[str, Any] = {
+            "state": PENDING, "tool": f"tychoreg {__version__}", "started_at": now(),
+            "localname": localname, "push_id": push_id,
+            **({} if fmt == FILE else {"format": fmt}),
+            **({} if holder is None else {"holder": holder.to_json()})}
         try:
-            return await self.engine.put_bytes(rkey, pending, **conditions)
+            etag = await self.engine.put_bytes(rkey, dump(body), **conditions)
         except PreconditionFailed:
             # A retried write whose first answer was lost finds its own record: ours if
             # it carries our push id.
-            with contextlib.suppress(NotFound, UnsafeRemoteData):
-                data, etag = await self.engine.get_bytes(rkey)
-                if load_record(package, version, data).get("push_id") == push_id:
-                    return etag
-            raise busy from None
+            mine = await self._ours(rkey, push_id)
+            if mine is None:
+                raise busy from None
+            etag = mine
+        return _Hold(self.engine, rkey, body, etag, self.liveness.interval)
 
-    async def _abandoned(self, package: str, version: str, record: dict[str, Any]) -> bool:
-        """Whether a record without its object belongs to a push that died."""
-        elapsed = pending_age(record)
-        if elapsed > STALE_SECONDS:
-            return True
-        if elapsed < QUIET_SECONDS:
-            return False
-        key = version_key(package, version)
-        return not [u for u in await self.engine.list_uploads(key) if u.key == key]
+    async def _ours(self, rkey: str, push_id: str) -> str | None:
+        """The record's ETag if it is the one our push wrote, else None."""
+        with contextlib.suppress(NotFound, UnsafeRemoteData):
+            data, etag = await self.engine.get_bytes(rkey)
+            if load_record("", "", data).get("push_id") == push_id:
+                return etag
+        return None
 
-    async def _release(self, package: str, version: str, etag: str) -> None:
+    async def _abandoned(self, package: str, version: str, record: dict[str, Any],
+                         etag: str | None) -> bool:
+        """Whether a pending record (read with ``etag``) belongs to a push that is gone:
+        its process on this machine no longer exists, or it has not been renewed for
+        ``liveness.bound`` seconds by the store's clock (Date against Last-Modified)."""
+        alive = processes.alive(holder_of(record))
+        if alive is False or not is_pending(record):
+            return abandoned(record, now=0.0, renewed=None, holder_alive=alive,
+                             liveness=self.liveness)
+        info = await self.engine.head(record_key(package, version))
+        if info is None or (etag is not None and info.etag != etag):
+            return False  # renewed or replaced since it was read: someone holds it
+        now_, renewed = info.server_time, info.modified
+        if now_ is None or renewed is None:  # a store that tells no time: the record's
+            now_, renewed = time.time(), written_at(record)  # own stamp, by our clock
+        return abandoned(record, now=now_, renewed=renewed, holder_alive=alive,
+                         liveness=self.liveness)
+
+    async def _release(self, package: str, version: str, hold: _Hold) -> None:
         """Remove our pending record after a push that published nothing, unless another
         push took it over meanwhile, or the object is there after all (an answer lost to
         a signal or a timeout): then the record stays pending, so no pull trusts the
@@ -683,7 +850,10 @@ class Registry:
         with anyio.move_on_after(CLEANUP_SECONDS):
             try:
                 pkg, record = await self._look(package, version)
-                if pkg is None and record is not None and record[1] == etag:
+                if pkg is None and record is not None and (
+                        record[1] == hold.etag or
+                        load_record(package, version, record[0]).get("push_id") ==
+                        hold.push_id):
                     await self.engine.delete(rkey)
             except TychoError:
                 return  # a pending record left behind is taken over later, never trusted
@@ -691,18 +861,38 @@ class Registry:
     async def _publish(self, package: str, version: str, result: UploadResult,
                        localname: str, *, promote: bool,
                        record: dict[str, Any] | None = None,
-                       extra: dict[str, Any] | None = None) -> bool:
+                       extra: dict[str, Any] | None = None,
+                       recover: dict[str, Any] | None = None) -> bool:
         """Write the full record (unless ``record`` is the one already written) and its
         copy in tycho.json (creating tycho.json for a new package); True when tycho.json
-        was created."""
-        if record is None:
-            record = {"sha256": result.sha256, "size": result.size, "pushed_at": now(),
-                      "tool": f"tychoreg {__version__}", "localname": localname,
-                      **(extra or {})}
-            await self.engine.put_bytes(record_key(package, version), dump(record))
+        was created. ``recover``: tycho.json as read before the push; copies missing
+        from it (left so by a push that lost every race for tycho.json) are restored in
+        the same write, found by a listing made while the record is written."""
+        lost: dict[str, dict[str, Any]] = {}
+        written = record
+        if written is None:
+            written = {"sha256": result.sha256, "size": result.size, "pushed_at": now(),
+                       "tool": f"tychoreg {__version__}", "localname": localname,
+                       **(extra or {})}
+
+        async def write() -> None:
+            await self.engine.put_bytes(record_key(package, version), dump(written))
+
+        async def find() -> None:
+            with contextlib.suppress(TychoError):  # a repair on the side: never a failure
+                lost.update(await self._lost_copies(package, recover or {}, version))
+
+        async with task_group() as tg:
+            if record is None:
+                tg.start_soon(write)
+            if recover is not None:
+                tg.start_soon(find)
 
         def publish(meta: dict[str, Any]) -> None:
-            records_in(meta, create=True)[version] = record
+            records = records_in(meta, create=True)
+            records[version] = written
+            for other, copy in lost.items():
+                records.setdefault(other, copy)
             if promote:
                 meta["latest"] = version
 
@@ -716,6 +906,44 @@ class Registry:
                 return True
         await self._update_meta(package, publish)
         return False
+
+    async def _lost_copies(
+        self, package: str, meta: dict[str, Any], *exclude: str,
+        listing: tuple[dict[str, retention.Pushed], set[str]] | None = None,
+    ) -> dict[str, dict[str, Any]]:
+        """Complete records of versions whose object is there but whose copy is missing
+        from ``meta`` (one listing, unless given; a record read per such version, rarely
+        any)."""
+        if RECORDS_KEY not in meta:
+            return {}
+        pushed, recorded = listing or await self._listing(package)
+        copies = records_in(meta)
+        wanted = sorted(v for v in recorded & set(pushed)
+                        if v not in copies and v not in exclude)
+        found: dict[str, dict[str, Any]] = {}
+
+        async def read(version: str) -> None:
+            with contextlib.suppress(TychoError):
+                data, _ = await self.engine.get_bytes(record_key(package, version))
+                record = load_record(package, version, data)
+                parse_record(package, version, record)  # complete and well formed only
+                found[version] = record
+
+        async with task_group() as tg:
+            for version in wanted:
+                tg.start_soon(read, version)
+        return found
+
+    async def _restore_copies(self, package: str, records: dict[str, dict[str, Any]]
+                              ) -> None:
+        """Copy complete records into tycho.json where it has none for their version."""
+        def restore(meta: dict[str, Any]) -> None:
+            copies = records_in(meta, create=True)
+            for version, record in records.items():
+                copies.setdefault(version, record)
+
+        if records:
+            await self._update_meta(package, restore)
 
     async def promote(self, package: str, version: str) -> None:
         check_package(package)
@@ -878,7 +1106,8 @@ class Registry:
                 result = dataclasses.replace(
                     result, repaired="restored the copy of its record in tycho.json")
             return result
-        if not await self._abandoned(package, version, record):
+        if not await self._abandoned(package, version, record,
+                                     found[1] if found is not None else None):
             raise AlreadyExists(f"{package} {version} is being pushed right now (started "
                                 f"{record.get('started_at')}); try again later")
         if pkg is None:
@@ -929,6 +1158,10 @@ class Registry:
         version, exact = await self._pick(request, meta, fallback)
         record = await self._raw_record(package, version, meta)
         expected = None if record is None else parse_record(package, version, record)
+        if record is not None and RECORDS_KEY in meta and \
+                version not in records_in(meta):  # a push lost every race for tycho.json
+            with contextlib.suppress(TychoError):  # best effort: a pull may not write
+                await self._restore_copies(package, {version: record})
         fmt = format_of(record)
         localname = check_remote_localname(package, meta.get("localname"))
         if outfile is not None and (not isinstance(outfile, Path) or str(outfile) == "-"):
@@ -1356,7 +1589,7 @@ class Registry:
                                     older_than=older_than, now=time.time())
         stale = await self._stale_uploads(package)
         if not dry_run:
-            for how in unfinished.values():
+            for how in dict.fromkeys(unfinished.values()):  # one restore serves several
                 await how()
             for key, upload_id in stale:
                 await self.engine.abort_upload(key, upload_id)
@@ -1385,9 +1618,13 @@ class Registry:
                 todo[version] = functools.partial(self._delete_version, package, version,
                                                   force=True)
             elif is_pending(record) and record is not None \
-                    and await self._abandoned(package, version, record):
+                    and await self._abandoned(package, version, record, None):
                 todo[version] = functools.partial(
                     self._repair_quietly, PullRequest(package, version))
+        lost = await self._lost_copies(package, meta, *todo, listing=(pushed, recorded))
+        if lost:  # recorded, but tycho.json lost the copy: restored in one write
+            restore = functools.partial(self._restore_copies, package, lost)
+            todo.update(dict.fromkeys(lost, restore))
         return todo
 
     async def _repair_quietly(self, request: PullRequest) -> None:

@@ -100,6 +100,9 @@ class ObjectInfo:
     size: int
     etag: str  # exactly as the backend reports it, quotes included
     modified: float | None = None  # seconds since the epoch, where the answer says
+    # The store's own clock when it answered a HEAD (an HTTP Date; a local store's is
+    # this machine's), so an age is Date minus Last-Modified, whatever the caller's clock.
+    server_time: float | None = None
 
     @property
     def md5(self) -> str | None:

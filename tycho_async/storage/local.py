@@ -10,8 +10,10 @@ change whenever the file is replaced.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
@@ -96,7 +98,9 @@ class LocalStore:
         return _info(key, st)
 
     async def head(self, key: str) -> ObjectInfo | None:
-        return await anyio.to_thread.run_sync(self._head, key)
+        info = await anyio.to_thread.run_sync(self._head, key)
+        # mtimes are this machine's clock: so is the local store's
+        return None if info is None else dataclasses.replace(info, server_time=time.time())
 
     def _get_bytes(self, key: str) -> tuple[bytes, str]:
         path = self._path(key)

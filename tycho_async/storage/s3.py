@@ -261,14 +261,16 @@ class S3Store:
                         resp = await lean.send("HEAD", self._key(key), operation="HeadObject")
                         return ObjectInfo(key, int(resp.headers["content-length"]),
                                           resp.headers["etag"],
-                                          _http_date(resp.headers.get("last-modified")))
+                                          _http_date(resp.headers.get("last-modified")),
+                                          _http_date(resp.headers.get("date")))
                     except Redirected as exc:
                         self._redirected(exc.args[0])
                 resp = await self._client.head_object(Bucket=self.bucket, Key=self._key(key))
         except NotFound:
             return None
+        headers = resp.get("ResponseMetadata", {}).get("HTTPHeaders", {})
         return ObjectInfo(key, int(resp["ContentLength"]), resp["ETag"],
-                          _epoch(resp.get("LastModified")))
+                          _epoch(resp.get("LastModified")), _http_date(headers.get("date")))
 
     async def root_exists(self) -> bool:
         try:
