@@ -28,6 +28,7 @@ from tycho_async.transfer import Engine, Expected
 from .conftest import Registry, by_etag, make_bucket, s3_client, write_file
 from .faults import FaultyStore
 from .test_engine import SMALL, opened
+from .test_publish import dead_holder
 from .test_subprocess import TYCHOREG, _env, _wait_for
 
 if TYPE_CHECKING:
@@ -274,12 +275,16 @@ def test_a_closed_stderr_never_aborts_a_push(s3_endpoint: str) -> None:
 # -- 4. versions cut short ------------------------------------------------------------------
 
 
-def _pending(started_at: str, localname: str = "f.bin") -> bytes:
-    return json.dumps({"state": "pending", "tool": "tychoreg test", "started_at": started_at,
-                       "localname": localname}).encode()
-
-
 OLD = "2020-01-01T00:00:00+00:00"
+
+
+def _pending(started_at: str, localname: str = "f.bin") -> bytes:
+    """A pending record; an OLD one names a holder of this machine that is gone (this
+    PID with another start time: the PID was reused), so it is abandoned at once."""
+    holder = dead_holder() if started_at == OLD else None
+    return json.dumps({"state": "pending", "tool": "tychoreg test", "started_at": started_at,
+                       "localname": localname,
+                       **({"holder": holder} if holder else {})}).encode()
 
 
 def test_a_version_whose_record_is_pending_is_never_pulled(registry: Registry) -> None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
+from tycho_async import processes
 from tycho_async.config import load_settings
 from tycho_async.errors import AlreadyExists
 from tycho_async.registry import Registry as Reg
@@ -19,6 +21,14 @@ from tycho_async.transfer import Engine
 
 from .conftest import Registry, write_file
 from .faults import FaultyStore
+
+
+def dead_holder() -> dict[str, Any]:
+    """A holder on this machine that no longer runs: this PID with another start time
+    (as when the holder died and its PID was reused)."""
+    here = processes.this_process()
+    assert here is not None, "the tests run on Linux, with /proc"
+    return {**here.to_json(), "start": here.start + 1}
 
 
 @pytest.fixture

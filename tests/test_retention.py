@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 from boto3.s3.transfer import TransferConfig
 
+from tycho_async.cli import app
+
 from .conftest import Registry, write_file
 from .test_directories import (
     make_tree,
@@ -86,60 +88,126 @@ def only_s3(registry: Registry) -> None:
         pytest.skip("tycho-station writes only to S3: its ETags are S3's")
 
 
-# -- push --skip-existing ----------------------------------------------------------------------
+# -- push --skip-identical ----------------------------------------------------------------------
 
-def test_skip_existing_file(registry: Registry) -> None:
+def test_skip_identical_file(registry: Registry) -> None:
     blob = write_file(Path("f.bin"), 1000, seed=1)
     ok(registry.cli("push", "pkg", "1", "f.bin"))
     record = registry.get("pkg/tycho_1.meta.json")
 
-    same = ok(registry.cli("push", "pkg", "1", "f.bin", "--skip-existing"))
+    same = ok(registry.cli("push", "pkg", "1", "f.bin", "--skip-identical"))
     assert "already there" in same.stdout
     assert registry.get("pkg/tycho_1.meta.json") == record
     assert registry.meta("pkg")["latest"] is None
 
-    promoted = ok(registry.cli("push", "pkg", "1", "f.bin", "--skip-existing",
+    promoted = ok(registry.cli("push", "pkg", "1", "f.bin", "--skip-identical",
                                "--promote-latest"))
     assert "already there" in promoted.stdout and "promoted" in promoted.stdout
     assert registry.meta("pkg")["latest"] == "1"
 
     write_file(Path("f.bin"), 1000, seed=2)  # the same size, other bytes
-    other = registry.cli("push", "pkg", "1", "f.bin", "--skip-existing")
+    other = registry.cli("push", "pkg", "1", "f.bin", "--skip-identical")
     assert other.exit_code == 1
     assert "other content" in other.stderr
     assert registry.get("pkg/tycho_1.pkg") == blob
 
-    new = ok(registry.cli("push", "pkg", "2", "f.bin", "--skip-existing"))
+    new = ok(registry.cli("push", "pkg", "2", "f.bin", "--skip-identical"))
     assert "pushed pkg 2" in new.stdout
     assert registry.get("pkg/tycho_2.pkg") == Path("f.bin").read_bytes()
     assert registry.multipart_uploads() == []
 
 
-def test_skip_existing_directory_compares_the_tree_not_the_archive(
+def test_skip_identical_directory_compares_the_tree_not_the_archive(
         registry: Registry) -> None:
     make_tree(Path("one/tree"), seed=1)
     ok(registry.cli("push", "cache", "1", "one/tree", "--level", "3"))
     stored = registry.get("cache/tycho_1.pkg")
 
     make_tree(Path("two/tree"), seed=1, reverse=True)  # created in another order
-    reordered = ok(registry.cli("push", "cache", "1", "two/tree", "--skip-existing"))
+    reordered = ok(registry.cli("push", "cache", "1", "two/tree", "--skip-identical"))
     assert "already there" in reordered.stdout
-    relevel = ok(registry.cli("push", "cache", "1", "one/tree", "--skip-existing",
+    relevel = ok(registry.cli("push", "cache", "1", "one/tree", "--skip-identical",
                               "--level", "19"))
     assert "already there" in relevel.stdout
     assert registry.get("cache/tycho_1.pkg") == stored  # nothing uploaded
 
     text = Path("two/tree/a/text.txt")
     os.utime(text, (text.stat().st_mtime + 60,) * 2)  # the same bytes, another mtime
-    touched = registry.cli("push", "cache", "1", "two/tree", "--skip-existing")
+    touched = registry.cli("push", "cache", "1", "two/tree", "--skip-identical")
     assert touched.exit_code == 1
     assert "other content" in touched.stderr
     assert registry.get("cache/tycho_1.pkg") == stored
     assert registry.multipart_uploads() == []
 
 
+def pushed_doc(result: Any) -> dict[str, Any]:
+    doc = json.loads(result.stdout)
+    assert doc["command"] == "push"
+    return dict(doc)
+
+
+def test_skip_existing_is_a_cache_hit_whatever_the_content(registry: Registry) -> None:
+    """actions/cache's rule: the key exists, so nothing is saved and the job goes on
+    (exit 0), told whether the content matched."""
+    blob = write_file(Path("f.bin"), 1000, seed=1)
+    ok(registry.cli("push", "pkg", "1", "f.bin"))
+    record = registry.get("pkg/tycho_1.meta.json")
+
+    same = pushed_doc(ok(registry.cli("push", "pkg", "1", "f.bin", "--skip-existing",
+                                      "--json")))
+    assert (same["skipped"], same["same_content"]) == (True, True)
+    write_file(Path("f.bin"), 1000, seed=2)  # the same size, other bytes
+    other = ok(registry.cli("push", "pkg", "1", "f.bin", "--skip-existing"))
+    assert "already there with other content" in other.stdout
+    other_doc = pushed_doc(ok(registry.cli("push", "pkg", "1", "f.bin", "--skip-existing",
+                                           "--json", "--promote-latest")))
+    assert (other_doc["skipped"], other_doc["same_content"], other_doc["promoted"]) == \
+        (True, False, True)
+    assert registry.meta("pkg")["latest"] == "1"
+    streamed = registry.runner.invoke(app, ["push", "pkg", "1", "-", "--skip-existing",
+                                               "--json"], input=b"other bytes")
+    assert streamed.exit_code == 0, streamed.output
+    assert (pushed_doc(streamed)["skipped"], pushed_doc(streamed)["same_content"]) == \
+        (True, None)
+    assert registry.get("pkg/tycho_1.pkg") == blob
+    assert registry.get("pkg/tycho_1.meta.json") == record
+
+    make_tree(Path("tree"), seed=1)
+    ok(registry.cli("push", "dirs", "1", "tree"))
+    text = Path("tree/a/text.txt")
+    os.utime(text, (text.stat().st_mtime + 60,) * 2)  # a restored tree, touched by a job
+    touched = pushed_doc(ok(registry.cli("push", "dirs", "1", "tree", "--skip-existing",
+                                         "--json")))
+    assert (touched["skipped"], touched["same_content"]) == (True, False)
+    new = ok(registry.cli("push", "pkg", "2", "f.bin", "--skip-existing"))
+    assert "pushed pkg 2" in new.stdout
+    assert registry.multipart_uploads() == []
+
+
+def test_skip_existing_does_not_wait_for_a_live_push(registry: Registry) -> None:
+    """Another job is uploading the key right now (its pending record was just written):
+    --skip-existing exits 0 at once, --skip-identical and a plain push refuse it."""
+    write_file(Path("f.bin"), 1000, seed=1)
+    ok(registry.cli("push", "pkg", "1", "f.bin"))
+    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    registry.put("pkg/tycho_2.meta.json", json.dumps(
+        {"state": "pending", "tool": "tychoreg test", "started_at": stamp,
+         "localname": "f.bin", "push_id": "rival"}).encode())
+    skipped = pushed_doc(ok(registry.cli("push", "pkg", "2", "f.bin", "--skip-existing",
+                                         "--json", "--promote-latest")))
+    assert (skipped["skipped"], skipped["same_content"], skipped["promoted"]) == \
+        (True, None, False)
+    assert "not promoted" in skipped["warnings"][0]
+    assert registry.get("pkg/tycho_2.pkg") is None
+    assert json.loads(registry.get("pkg/tycho_2.meta.json") or b"")["push_id"] == "rival"
+    plain = registry.cli("push", "pkg", "2", "f.bin")
+    assert plain.exit_code == 1 and "being pushed" in plain.stderr
+    both = registry.cli("push", "pkg", "2", "f.bin", "--skip-existing", "--skip-identical")
+    assert both.exit_code == 2
+
+
 @pytest.mark.parametrize("how", ["put_object", "upload_file", "other part size"])
-def test_skip_existing_of_a_tycho_station_version(registry: Registry, how: str) -> None:
+def test_skip_identical_of_a_tycho_station_version(registry: Registry, how: str) -> None:
     only_s3(registry)
     size = 1000 if how == "put_object" else 9 * MiB + 5
     blob = write_file(Path("f.bin"), size, seed=1)
@@ -154,7 +222,7 @@ def test_skip_existing_of_a_tycho_station_version(registry: Registry, how: str) 
     etag = s3_head(registry, "ts/tycho_1.pkg")["ETag"]
     assert ("-" in etag) == (how != "put_object")
 
-    result = registry.cli("push", "ts", "1", "f.bin", "--skip-existing")
+    result = registry.cli("push", "ts", "1", "f.bin", "--skip-identical")
     if how == "other part size":
         assert result.exit_code == 1, (result.stdout, result.stderr)
         assert "cannot" in result.stderr
@@ -164,7 +232,7 @@ def test_skip_existing_of_a_tycho_station_version(registry: Registry, how: str) 
         tampered = bytearray(blob)
         tampered[-1] ^= 1  # the same size, in the last part
         Path("f.bin").write_bytes(bytes(tampered))
-        other = registry.cli("push", "ts", "1", "f.bin", "--skip-existing")
+        other = registry.cli("push", "ts", "1", "f.bin", "--skip-identical")
         assert other.exit_code == 1
         if how == "put_object":  # a plain MD5 that differs: other content, for sure
             assert "other content" in other.stderr
@@ -404,7 +472,7 @@ PULLED = {"item", "package", "version", "path", "size", "skipped", "exact", "for
 def test_json_documents(registry: Registry) -> None:
     blob = write_file(Path("f.bin"), 300)
     push_keys = {"package", "version", "size", "sha256", "format", "tree_sha256", "skipped",
-                 "initialized", "promoted"}
+                 "same_content", "initialized", "promoted", "warnings"}
     pushed = document(ok(registry.cli("push", "pkg", "1", "f.bin", "--promote-latest",
                                       "--json")), "push", push_keys)
     assert pushed == {**pushed, "package": "pkg", "version": "1", "size": 300,
@@ -414,6 +482,8 @@ def test_json_documents(registry: Registry) -> None:
     skipped = document(ok(registry.cli("push", "pkg", "1", "f.bin", "--skip-existing",
                                        "--json")), "push", push_keys)
     assert skipped["skipped"] is True and skipped["sha256"] == pushed["sha256"]
+    assert skipped["same_content"] is True and pushed["same_content"] is None
+    assert pushed["warnings"] == [] == skipped["warnings"]
     make_tree(Path("tree"))
     tree = document(ok(registry.cli("push", "dirs", "1", "tree", "--json")), "push",
                     push_keys)
@@ -468,9 +538,9 @@ def test_json_documents(registry: Registry) -> None:
             pruned["dry_run"]) == (["2"], ["1"], [], 0, False)
 
 
-def test_parallel_saves_of_one_key_with_skip_existing_both_succeed(
+def test_parallel_publishes_of_one_version_with_skip_identical_both_succeed(
         registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two CI jobs saving the same cache key at once: one uploads, the other waits for it
+    """Two jobs publishing the same version at once: one uploads, the other waits for it
     to finish and finds the same tree there (exit 0 for both, one version in the bucket)."""
     import anyio
 
@@ -490,7 +560,7 @@ def test_parallel_saves_of_one_key_with_skip_existing_both_succeed(
     async def save() -> None:
         async with tycho_async.open_registry(registry=where,
                                              endpoint_url=registry.endpoint) as reg:
-            results.append(await reg.push("cache", "k1", src, skip_existing=True))
+            results.append(await reg.push("cache", "k1", src, skip_identical=True))
 
     async def main() -> None:
         async with anyio.create_task_group() as tg:
@@ -507,7 +577,7 @@ def test_parallel_saves_of_one_key_with_skip_existing_both_succeed(
     async def other() -> None:
         async with tycho_async.open_registry(registry=where,
                                              endpoint_url=registry.endpoint) as reg:
-            await reg.push("cache", "k1", src, skip_existing=True)
+            await reg.push("cache", "k1", src, skip_identical=True)
 
     with pytest.raises(AlreadyExists, match="other content"):
         anyio.run(other)

@@ -341,9 +341,15 @@ def push(
         "--promote-latest", help="Make this version the latest once the upload completes.")]
         = False,
     skip_existing: Annotated[bool, typer.Option(
-        "--skip-existing", help="If VERSION already holds the same content, say so and exit "
-        "0 without uploading (--promote-latest still promotes it); other content, or "
-        "content that cannot be compared (a stream), is exit 1.")] = False,
+        "--skip-existing", help="A cache's rule: if VERSION exists, or another push of it "
+        "is under way, upload nothing and exit 0 at once, whatever it holds; the output "
+        "says whether the content matched where that can be told (--promote-latest still "
+        "promotes an existing version).")] = False,
+    skip_identical: Annotated[bool, typer.Option(
+        "--skip-identical", help="For publishing: if VERSION already holds the same "
+        "content, exit 0 without uploading (--promote-latest still promotes it); other "
+        "content, or content that cannot be compared (a stream), is exit 1; a push of it "
+        "under way is waited for (at most 5 minutes).")] = False,
     localname: Annotated[str | None, typer.Option(
         "--localname", metavar="NAME", show_default=False,
         help="Name pulls save a NEW package as (required for a new package pushed from "
@@ -363,10 +369,12 @@ def push(
     what: Any = sys.stdin.buffer if source == "-" else Path(source)
     result = _transfer(settings, lambda reg: reg.push(
         package, version, what, promote=promote_latest, localname=localname, level=level,
-        skip_existing=skip_existing), verb="pushed", files=1, quiet=quiet or as_json,
-        progress=progress)
+        skip_existing=skip_existing, skip_identical=skip_identical), verb="pushed", files=1,
+        quiet=quiet or as_json, progress=progress)
     if result.created_registry:
         _say(f"created a new local registry at {result.created_registry}")
+    for warning in result.warnings:
+        _say(f"warning: {warning}")
     if as_json:
         _echo_json(_report().push(result))
         return
@@ -375,7 +383,11 @@ def push(
     if result.initialized:
         _out(f"initialized {package}")
     if result.skipped:
-        _out(f"{package} {version} is already there with the same content; nothing uploaded")
+        how = {True: "is already there with the same content",
+               False: "is already there with other content (kept as it is)",
+               None: "is already there, or being pushed by another push (content not "
+                     "compared)"}[result.same_content]
+        _out(f"{package} {version} {how}; nothing uploaded")
     else:
         kind = " (a directory, tar+zstd)" if result.tree_sha256 else ""
         _out(f"pushed {package} {version}{kind} ({human_size(result.size)}, "

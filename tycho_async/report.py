@@ -30,7 +30,8 @@ def push(result: PushResult) -> dict[str, Any]:
     return document("push", package=result.package, version=result.version,
                     size=result.size, sha256=result.sha256, format=result.format,
                     tree_sha256=result.tree_sha256, skipped=result.skipped,
-                    initialized=result.initialized, promoted=result.promoted)
+                    same_content=result.same_content, initialized=result.initialized,
+                    promoted=result.promoted, warnings=list(result.warnings))
 
 
 def pulled(result: PullResult, item: str | None = None) -> dict[str, Any]:
