@@ -6,6 +6,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
+import signal
+import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +20,16 @@ import pytest
 from tycho_async import processes
 from tycho_async.config import load_settings
 from tycho_async.errors import AlreadyExists
+from tycho_async.lifecycle import Liveness
 from tycho_async.registry import Registry as Reg
 from tycho_async.storage import Store, open_store
 from tycho_async.transfer import Engine
 
 from .conftest import Registry, write_file
 from .faults import FaultyStore
+from .test_subprocess import TYCHOREG
+
+MiB = 1024 * 1024
 
 
 def dead_holder() -> dict[str, Any]:
@@ -98,4 +107,104 @@ async def test_a_loser_reading_the_winners_complete_record_late_never_replaces_i
     assert isinstance(outcome[0], AlreadyExists), outcome
     assert "already exists" in str(outcome[0])
     assert registry.get("pkg/tycho_1.pkg") == (tmp_path / "win.bin").read_bytes()
+    assert_published(registry, "pkg", "1")
+
+
+def wait_until(check: Callable[[], bool], what: str, tries: int = 300) -> None:
+    """Poll ``check`` (bounded: ``tries`` x 0.1 s)."""
+    for _ in range(tries):
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"never happened: {what}")
+
+
+def test_a_push_killed_mid_upload_is_taken_over_at_once_by_a_retry(
+        registry: Registry) -> None:
+    """A push from a pipe, killed with SIGKILL while its multipart upload is in flight:
+    its pending record names a process of this machine that is gone, so a retry of the
+    same version succeeds right away (no waiting for a bound)."""
+    first = random.Random(1).randbytes(9 * MiB)
+    proc = subprocess.Popen([TYCHOREG, "push", "pkg", "1", "-", "--localname", "x.bin"],
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, cwd=registry.workdir)
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(first)  # more than one part; the pipe stays open after it
+        proc.stdin.flush()
+        wait_until(lambda: registry.get("pkg/tycho_1.meta.json") is not None,
+                   "the pending record")
+        wait_until(lambda: bool(registry.multipart_uploads()), "the multipart upload")
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert json.loads(registry.get("pkg/tycho_1.meta.json") or b"")["state"] == "pending"
+
+    blob = write_file(Path("x.bin"), 5000, seed=2)
+    retry = registry.cli("push", "pkg", "1", "x.bin")
+    assert retry.exit_code == 0, retry.output
+    assert_published(registry, "pkg", "1")
+    pulled = registry.cli("pull", "pkg", "--version", "1", "-o", "out.bin")
+    assert pulled.exit_code == 0 and Path("out.bin").read_bytes() == blob
+    assert registry.multipart_uploads() == []  # the dead push's upload is aborted too
+
+
+@pytest.mark.anyio
+async def test_a_live_push_whose_input_stalls_is_never_taken_over(
+        registry: Registry, tmp_path: Path) -> None:
+    """A stream push whose producer stalls for several takeover bounds (made small: 3 s)
+    keeps its version by its heartbeat: a rival push is refused, and the stream, once it
+    goes on, is published byte for byte."""
+    blob = random.Random(3).randbytes(300_000)
+    write_file(tmp_path / "rival.bin", 1000, seed=4)
+    settings = load_settings()
+    liveness = Liveness(3.0)
+    read_fd, write_fd = os.pipe()
+    async with open_store(settings.store) as store:
+        holder = Reg(Engine(store, settings.transfer), tmp_path / "out", liveness=liveness)
+        rival = Reg(Engine(store, settings.transfer), tmp_path / "out", liveness=liveness)
+        outcome: list[object] = []
+
+        async def push() -> None:
+            with os.fdopen(read_fd, "rb") as stream:
+                outcome.append(await holder.push("pkg", "1", stream, promote=False,
+                                                 localname="x.bin"))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(push)
+            os.write(write_fd, blob[:1000])
+            for _ in range(100):
+                if registry.get("pkg/tycho_1.meta.json") is not None:
+                    break
+                await anyio.sleep(0.1)
+            await anyio.sleep(2 * liveness.bound)  # silent input, twice the bound
+            with pytest.raises(AlreadyExists, match="being pushed"):
+                await rival.push("pkg", "1", tmp_path / "rival.bin", promote=False)
+            await anyio.to_thread.run_sync(os.write, write_fd, blob[1000:])
+            os.close(write_fd)
+    assert not isinstance(outcome[0], BaseException)
+    assert registry.get("pkg/tycho_1.pkg") == blob
+    assert_published(registry, "pkg", "1")
+
+
+@pytest.mark.anyio
+async def test_a_silent_pending_record_is_taken_over_after_the_bound(
+        registry: Registry, tmp_path: Path) -> None:
+    """A pending record of another machine that nobody renews: refused while younger
+    than the bound by the store's clock, taken over once older."""
+    blob = write_file(tmp_path / "f.bin", 1000, seed=5)
+    registry.put("pkg/tycho_1.meta.json", json.dumps(
+        {"state": "pending", "tool": "tychoreg test", "started_at": "2020-01-01T00:00:00",
+         "localname": "f.bin", "push_id": "elsewhere",
+         "holder": {"machine": "another-machine", "pid": 1, "start": 1}}).encode())
+    settings = load_settings()
+    async with open_store(settings.store) as store:
+        reg = Reg(Engine(store, settings.transfer), tmp_path / "out",
+                  liveness=Liveness(3.0))
+        with pytest.raises(AlreadyExists, match="being pushed"):
+            await reg.push("pkg", "1", tmp_path / "f.bin", promote=False)
+        await anyio.sleep(5)  # past the bound (the store's clock has whole seconds)
+        await reg.push("pkg", "1", tmp_path / "f.bin", promote=False)
+    assert registry.get("pkg/tycho_1.pkg") == blob
     assert_published(registry, "pkg", "1")

@@ -812,6 +812,12 @@ class Registry:
             if mine is None:
                 raise busy from None
             etag = mine
+        if "if_match" in conditions:  # taken over: the dead push's upload goes too
+            key = version_key(package, version)
+            with contextlib.suppress(TychoError):
+                for upload in await self.engine.list_uploads(key):
+                    if upload.key == key:
+                        await self.engine.abort_upload(key, upload.upload_id)
         return _Hold(self.engine, rkey, body, etag, self.liveness.interval)
 
     async def _ours(self, rkey: str, push_id: str) -> str | None:
