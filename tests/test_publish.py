@@ -3,6 +3,7 @@ their heartbeat, dead ones taken over, on every backend."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -25,7 +26,7 @@ from tycho_async.registry import Registry as Reg
 from tycho_async.storage import Store, open_store
 from tycho_async.transfer import Engine
 
-from .conftest import Registry, write_file
+from .conftest import CREDS, REGION, Registry, write_file
 from .faults import FaultyStore
 from .test_subprocess import TYCHOREG
 
@@ -208,3 +209,69 @@ async def test_a_silent_pending_record_is_taken_over_after_the_bound(
         await reg.push("pkg", "1", tmp_path / "f.bin", promote=False)
     assert registry.get("pkg/tycho_1.pkg") == blob
     assert_published(registry, "pkg", "1")
+
+
+ROUNDS = {"local": 20, "s3": 20, "seaweedfs": 5}
+
+
+def race(registry: Registry, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, rounds: int,
+         pushers: int = 8) -> None:
+    """``pushers`` clients (one connection pool each, as separate jobs) push one version at
+    once, ``rounds`` times: every round leaves exactly one winner and a complete version,
+    its record naming the stored object's SHA-256."""
+    import tycho_async
+
+    for name, value in (("AWS_ACCESS_KEY_ID", CREDS["aws_access_key_id"]),
+                        ("AWS_SECRET_ACCESS_KEY", CREDS["aws_secret_access_key"]),
+                        ("AWS_DEFAULT_REGION", REGION)):
+        monkeypatch.setenv(name, value)
+    where = registry.root if registry.kind == "local" else f"s3://{registry.root}"
+    for i in range(pushers):
+        write_file(tmp_path / f"p{i}.bin", 2000 + i, seed=i)
+    jitter = random.Random(7)
+
+    async def main() -> list[list[object]]:
+        outcomes: list[list[object]] = []
+        async with contextlib.AsyncExitStack() as stack:
+            clients = [await stack.enter_async_context(tycho_async.open_registry(
+                registry=where, endpoint_url=registry.endpoint)) for _ in range(pushers)]
+            for n in range(rounds):
+                results: list[object] = [None] * pushers
+
+                async def push(i: int, version: str, results: list[object]) -> None:
+                    await anyio.sleep(jitter.uniform(0, 0.05))  # jobs start at odd times
+                    try:
+                        results[i] = await clients[i].push("pkg", version,
+                                                           tmp_path / f"p{i}.bin")
+                    except AlreadyExists as exc:
+                        results[i] = exc
+
+                async with anyio.create_task_group() as tg:
+                    for i in range(pushers):
+                        tg.start_soon(push, i, f"r{n}", results)
+                outcomes.append(results)
+                assert await clients[0].exists("pkg", f"r{n}"), (n, results)
+        return outcomes
+
+    outcomes = anyio.run(main)
+    for n, results in enumerate(outcomes):
+        winners = [i for i, r in enumerate(results) if not isinstance(r, AlreadyExists)]
+        assert len(winners) == 1, (n, results)
+        assert registry.get(f"pkg/tycho_r{n}.pkg") == \
+            (tmp_path / f"p{winners[0]}.bin").read_bytes()
+        assert_published(registry, "pkg", f"r{n}")
+    assert registry.multipart_uploads() == []
+
+
+def test_racing_pushers_leave_one_complete_version(
+        race_registry: Registry, request: pytest.FixtureRequest,
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    backend = request.node.callspec.params["race_registry"]
+    race(race_registry, monkeypatch, tmp_path, ROUNDS[backend])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_racing_pushers_leave_one_complete_version_many_rounds(
+        race_registry: Registry, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    race(race_registry, monkeypatch, tmp_path, 60)
