@@ -20,8 +20,9 @@ import pytest
 
 from tycho_async import processes
 from tycho_async.config import load_settings
-from tycho_async.errors import AlreadyExists
+from tycho_async.errors import AlreadyExists, PreconditionFailed, TransferError
 from tycho_async.lifecycle import Liveness
+from tycho_async.registry import PushResult
 from tycho_async.registry import Registry as Reg
 from tycho_async.storage import Store, open_store
 from tycho_async.transfer import Engine
@@ -275,3 +276,100 @@ def test_racing_pushers_leave_one_complete_version(
 def test_racing_pushers_leave_one_complete_version_many_rounds(
         race_registry: Registry, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     race(race_registry, monkeypatch, tmp_path, 60)
+
+
+class ContendedMeta(FaultyStore):
+    """A store on which every conditional rewrite of tycho.json loses its race while
+    ``contended`` (as under many writers), though each write still changes it."""
+
+    def __init__(self, inner: Store) -> None:
+        super().__init__(inner)
+        self.contended = True
+
+    async def __aenter__(self) -> ContendedMeta:
+        return self
+
+    async def put_bytes(self, key: str, data: bytes, *, if_none_match: bool = False,
+                        if_match: str | None = None) -> str:
+        if self.contended and key.endswith("/tycho.json") and if_match is not None:
+            raise PreconditionFailed(f"{key} changed since it was read")
+        return await super().put_bytes(key, data, if_none_match=if_none_match,
+                                       if_match=if_match)
+
+
+def drop_copy(registry: Registry, package: str, version: str) -> None:
+    meta = registry.meta(package)
+    del meta["tychoreg"]["records"][version]
+    registry.put(f"{package}/tycho.json", json.dumps(meta, indent=2).encode())
+
+
+def test_a_push_that_loses_every_race_for_tycho_json_succeeds_and_is_finished_later(
+        registry: Registry, tmp_path: Path) -> None:
+    """The upload landed and its record is written: the push succeeds with a warning,
+    and the next pull, push or prune of the package writes the missing copy."""
+    assert registry.cli("push", "pkg", "0", write_path(tmp_path / "a.bin", 1)).exit_code == 0
+    blob = write_file(tmp_path / "b.bin", 4000, seed=2)
+
+    async def contended_push(promote: bool) -> PushResult:
+        settings = load_settings()
+        async with open_store(settings.store) as store:
+            reg = Reg(Engine(ContendedMeta(store), settings.transfer), tmp_path / "out")
+            return await reg.push("pkg", "1" if not promote else "2", tmp_path / "b.bin",
+                                  promote=promote)
+
+    result = anyio.run(contended_push, False)
+    assert result.warnings and "tycho.json kept changing" in result.warnings[0]
+    assert registry.get("pkg/tycho_1.pkg") == blob
+    assert "1" not in registry.meta("pkg")["tychoreg"]["records"]
+    record = assert_record(registry, "pkg", "1")
+
+    pulled = registry.cli("pull", "pkg", "--version", "1", "-o", str(tmp_path / "o.bin"))
+    assert pulled.exit_code == 0, pulled.output
+    assert registry.meta("pkg")["tychoreg"]["records"]["1"] == record  # by the pull
+
+    drop_copy(registry, "pkg", "1")
+    assert registry.cli("push", "pkg", "3", str(tmp_path / "a.bin")).exit_code == 0
+    assert registry.meta("pkg")["tychoreg"]["records"]["1"] == record  # by the push
+
+    drop_copy(registry, "pkg", "1")
+    pruned = registry.cli("prune", "pkg", "--keep", "10", "--json")
+    assert pruned.exit_code == 0, pruned.output
+    assert json.loads(pruned.stdout)["finished"] == ["1"]
+    assert registry.meta("pkg")["tychoreg"]["records"]["1"] == record  # by prune
+    assert_published(registry, "pkg", "1")
+
+    with pytest.raises(TransferError, match="could not be promoted"):
+        anyio.run(contended_push, True)
+    assert_record(registry, "pkg", "2")
+
+
+def write_path(path: Path, seed: int) -> str:
+    write_file(path, 3000, seed=seed)
+    return str(path)
+
+
+def assert_record(registry: Registry, package: str, version: str) -> dict[str, Any]:
+    """The record object is complete and names the stored object's SHA-256."""
+    stored = registry.get(f"{package}/tycho_{version}.pkg") or b""
+    record = json.loads(registry.get(f"{package}/tycho_{version}.meta.json") or b"")
+    assert "state" not in record and record["sha256"] == hashlib.sha256(stored).hexdigest()
+    return dict(record)
+
+
+def test_a_racer_is_told_the_version_is_being_recorded_not_cut_short(
+        registry: Registry) -> None:
+    """The object is there and its push, alive, is writing the record: a racer hears
+    "being recorded by another push"; once that push is gone, "cut short" and --repair."""
+    blob = write_file(Path("f.bin"), 3000, seed=1)
+    assert registry.cli("push", "pkg", "0", "f.bin").exit_code == 0
+    registry.put("pkg/tycho_1.pkg", blob)
+    live = {"state": "pending", "tool": "tychoreg test", "localname": "f.bin",
+            "started_at": "2020-01-01T00:00:00+00:00", "push_id": "winner"}
+    registry.put("pkg/tycho_1.meta.json", json.dumps(live).encode())
+    racer = registry.cli("push", "pkg", "1", "f.bin")
+    assert racer.exit_code == 1 and "being recorded by another push" in racer.stderr
+    assert "--repair" not in racer.stderr
+    registry.put("pkg/tycho_1.meta.json", json.dumps({**live,
+                                                      "holder": dead_holder()}).encode())
+    late = registry.cli("push", "pkg", "1", "f.bin")
+    assert late.exit_code == 1 and "cut short" in late.stderr and "--repair" in late.stderr

@@ -198,6 +198,9 @@ def test_skip_existing_does_not_wait_for_a_live_push(registry: Registry) -> None
     assert (skipped["skipped"], skipped["same_content"], skipped["promoted"]) == \
         (True, None, False)
     assert "not promoted" in skipped["warnings"][0]
+    said = ok(registry.cli("push", "pkg", "2", "f.bin", "--skip-existing", "--promote-latest"))
+    assert "being pushed by another push" in said.stdout
+    assert "warning: not promoted" in said.stderr
     assert registry.get("pkg/tycho_2.pkg") is None
     assert json.loads(registry.get("pkg/tycho_2.meta.json") or b"")["push_id"] == "rival"
     plain = registry.cli("push", "pkg", "2", "f.bin")
