@@ -530,16 +530,28 @@ class Registry:
         published: list[UploadResult] = []
         initialized: list[bool] = []
         warnings: list[str] = []
+        lost: dict[str, dict[str, Any]] = {}
+        looked = anyio.Event()
+
+        async def look_for_lost_copies() -> None:
+            """While the bytes upload: versions whose copy in tycho.json a push that lost
+            every race for it left missing; the publication writes them too."""
+            with contextlib.suppress(TychoError):  # a repair on the side: never a failure
+                if meta is not None:
+                    lost.update(await self._lost_copies(package, meta, version))
+            looked.set()
 
         async def record(result: UploadResult) -> None:
             published.append(result)
             await hold.stop()
+            with anyio.move_on_after(SHIELD_SECONDS / 4):
+                await looked.wait()
             extra = {} if packer is None else {"format": TAR_ZSTD,
                                                "tree_sha256": packer.tree_sha256}
             try:
                 initialized.append(await self._publish(package, version, result, name,
                                                        promote=promote, extra=extra,
-                                                       recover=meta))
+                                                       lost=lost))
             except _Contended as exc:
                 if promote:
                     raise TransferError(
@@ -560,6 +572,7 @@ class Registry:
         try:
             async with task_group() as tg:
                 tg.start_soon(hold.keep)
+                tg.start_soon(look_for_lost_copies)
                 if meta is not None and RECORDS_KEY not in meta:
                     # Mark the package as one tychoreg pushes to: a pull of any of its
                     # versions without a copy of the record then looks for the record object.
@@ -868,31 +881,18 @@ class Registry:
                        localname: str, *, promote: bool,
                        record: dict[str, Any] | None = None,
                        extra: dict[str, Any] | None = None,
-                       recover: dict[str, Any] | None = None) -> bool:
+                       lost: dict[str, dict[str, Any]] | None = None) -> bool:
         """Write the full record (unless ``record`` is the one already written) and its
         copy in tycho.json (creating tycho.json for a new package); True when tycho.json
-        was created. ``recover``: tycho.json as read before the push; copies missing
-        from it (left so by a push that lost every race for tycho.json) are restored in
-        the same write, found by a listing made while the record is written."""
-        lost: dict[str, dict[str, Any]] = {}
+        was created. ``lost``: complete records of other versions whose copy is missing
+        (left so by a push that lost every race for tycho.json), copied in the same write."""
+        lost = lost or {}
         written = record
         if written is None:
             written = {"sha256": result.sha256, "size": result.size, "pushed_at": now(),
                        "tool": f"tychoreg {__version__}", "localname": localname,
                        **(extra or {})}
-
-        async def write() -> None:
             await self.engine.put_bytes(record_key(package, version), dump(written))
-
-        async def find() -> None:
-            with contextlib.suppress(TychoError):  # a repair on the side: never a failure
-                lost.update(await self._lost_copies(package, recover or {}, version))
-
-        async with task_group() as tg:
-            if record is None:
-                tg.start_soon(write)
-            if recover is not None:
-                tg.start_soon(find)
 
         def publish(meta: dict[str, Any]) -> None:
             records = records_in(meta, create=True)
