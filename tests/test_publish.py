@@ -4,6 +4,8 @@ their heartbeat, dead ones taken over, on every backend."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -373,3 +375,31 @@ def test_a_racer_is_told_the_version_is_being_recorded_not_cut_short(
                                                       "holder": dead_holder()}).encode())
     late = registry.cli("push", "pkg", "1", "f.bin")
     assert late.exit_code == 1 and "cut short" in late.stderr and "--repair" in late.stderr
+
+
+@pytest.mark.anyio
+async def test_a_push_whose_parts_hold_every_slot_keeps_renewing_its_record(
+        registry: Registry, tmp_path: Path) -> None:
+    """One request slot, taken for many seconds by each part (a slow link): the heartbeat
+    does not queue behind the parts, so a rival past the bound is still refused."""
+    blob = write_file(tmp_path / "big.bin", 9 * MiB, seed=6)
+    write_file(tmp_path / "rival.bin", 1000, seed=7)
+    settings = load_settings()
+    liveness = Liveness(3.0)
+    async with open_store(settings.store) as store:
+        slow = FaultyStore(store, delay=8.0, slow=frozenset({"upload_part"}))
+        one_slot = dataclasses.replace(settings.transfer, concurrency=1)
+        holder = Reg(Engine(slow, one_slot), tmp_path / "out", liveness=liveness)
+        rival = Reg(Engine(store, settings.transfer), tmp_path / "out", liveness=liveness)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(functools.partial(holder.push, "pkg", "1", tmp_path / "big.bin",
+                                            promote=False))
+            for _ in range(100):
+                if registry.get("pkg/tycho_1.meta.json") is not None:
+                    break
+                await anyio.sleep(0.1)
+            await anyio.sleep(2 * liveness.bound)
+            with pytest.raises(AlreadyExists, match="being pushed"):
+                await rival.push("pkg", "1", tmp_path / "rival.bin", promote=False)
+    assert registry.get("pkg/tycho_1.pkg") == blob
+    assert_published(registry, "pkg", "1")

@@ -291,10 +291,12 @@ class PullRequest:
 class _Hold:
     """A push's hold on its version: its pending record, renewed every ``interval``
     seconds (If-Match its own ETag) while the push runs, however slow its input, so no
-    rival judges it abandoned; stopped before the full record replaces it. A renewal that
-    fails for a moment is retried at the next beat (the bound allows several); one that
-    finds another push's record lets the upload go on: If-None-Match on the object still
-    decides who publishes."""
+    rival judges it abandoned; stopped before the full record replaces it. Renewals go to
+    the store directly, outside the engine's budget, so parts saturating a slow link never
+    delay them (the pool keeps connections beyond the budget). A renewal that fails for a
+    moment is retried at the next beat (the bound allows several); one that finds another
+    push's record lets the upload go on: If-None-Match on the object still decides who
+    publishes."""
 
     def __init__(self, engine: Engine, key: str, body: dict[str, Any], etag: str,
                  interval: float) -> None:
@@ -316,12 +318,12 @@ class _Hold:
 
     async def _renew(self) -> None:
         self.body["renewed_at"] = now()
+        store = self.engine.store
         try:
-            self.etag = await self.engine.put_bytes(self.key, dump(self.body),
-                                                    if_match=self.etag)
+            self.etag = await store.put_bytes(self.key, dump(self.body), if_match=self.etag)
         except PreconditionFailed:
             with contextlib.suppress(TychoError):
-                data, etag = await self.engine.get_bytes(self.key)
+                data, etag = await store.get_bytes(self.key)
                 if load_record("", "", data).get("push_id") == self.push_id:  # answer lost
                     self.etag = etag
                     return
