@@ -320,7 +320,11 @@ class _Hold:
         self.body["renewed_at"] = now()
         store = self.engine.store
         try:
-            self.etag = await store.put_bytes(self.key, dump(self.body), if_match=self.etag)
+            # bounded, so that a store that stops answering never holds up the push's end
+            # (a renewal that landed unanswered is recognised as ours by the next one)
+            with anyio.move_on_after(max(self.interval, 1.0)):
+                self.etag = await store.put_bytes(self.key, dump(self.body),
+                                                  if_match=self.etag)
         except PreconditionFailed:
             with contextlib.suppress(TychoError):
                 data, etag = await store.get_bytes(self.key)
@@ -513,10 +517,11 @@ class Registry:
             created_registry = store.location
         fmt = TAR_ZSTD if source_.tree else FILE
         for attempt in range(2):  # a second time only after a rival push died meanwhile
-            there = await self._skipped(package, version, meta, source_, fmt) \
-                if skip_existing else \
-                await self._when_settled(package, version, meta, source_) \
-                if skip_identical else None
+            there = None
+            if skip_existing:
+                there = await self._skipped(package, version, meta, source_, fmt)
+            elif skip_identical:
+                there = await self._when_settled(package, version, meta, source_)
             if there is not None:
                 return await self._promote_skipped(there, promote)
             try:
