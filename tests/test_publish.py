@@ -276,7 +276,11 @@ def test_racing_pushers_leave_one_complete_version(
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_racing_pushers_leave_one_complete_version_many_rounds(
-        race_registry: Registry, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        race_registry: Registry, request: pytest.FixtureRequest,
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """60 rounds on every backend, only when asked for (``pytest -m slow``)."""
+    if "slow" not in str(request.config.getoption("markexpr") or ""):
+        pytest.skip("many rounds: run with -m slow")
     race(race_registry, monkeypatch, tmp_path, 60)
 
 
