@@ -225,14 +225,12 @@ def test_push_refuses_what_could_never_be_restored_listing_every_path(
         sock.bind("bad/a-socket")
     finally:
         sock.close()
-    Path("outside.txt").write_text("linked from inside")
-    os.link("outside.txt", bad / "escaping-hard-link")
-    offending = ["sub/a-fifo", "a-socket", "escaping-hard-link"]
+    offending = ["sub/a-fifo", "a-socket"]
     try:
         os.mknod(bad / "a-device", stat.S_IFCHR | 0o600, os.makedev(1, 3))
         offending.append("a-device")
     except (PermissionError, OSError):
-        pass  # not root: the other three still show the rule
+        pass  # not root: the other two still show the rule
     os.symlink("sub/a-fifo", bad / "link-to-fifo")  # a symlink is kept as it is: fine
 
     result = registry.cli("push", "cache", "1", "bad")

@@ -51,6 +51,14 @@ def snapshot(root: Path, *, link_mtimes: bool = True) -> dict[str, tuple[Any, ..
     return found
 
 
+def pulled_snapshot(root: Path) -> dict[str, tuple[Any, ...]]:
+    """A pulled tree's snapshot (no symlink mtimes) without tychoreg's own files at its
+    top: the proof a directory pull keeps inside the tree it made is no part of the
+    package."""
+    return {rel: entry for rel, entry in snapshot(root, link_mtimes=False).items()
+            if not rel.startswith(".tychoreg")}
+
+
 Member = tuple[tarfile.TarInfo, bytes]
 
 

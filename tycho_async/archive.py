@@ -12,6 +12,8 @@ every machine, whatever its file system order, owners or atimes):
   ``hdrcharset=BINARY`` first when a name is not UTF-8) only when the ustar field cannot
   hold the value;
 - the second and later paths of a hard-linked file are hard-link entries to the first;
+  links outside the tree do not count (a file whose only other links are outside, in a
+  uv or conda cache, is a regular file);
 - two zero blocks, then zeros to a multiple of 10240 bytes.
 
 The headers are built here rather than by ``tarfile``, whose output has changed between
@@ -155,11 +157,11 @@ def scan(root: Path) -> Tree:
 
 
 def _tree(root: Path, found: list[tuple[bytes, str, os.stat_result]]) -> Tree:
-    links_inside: dict[tuple[int, int], int] = {}
-    for _, _, st in found:
-        if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
-            key = (st.st_dev, st.st_ino)
-            links_inside[key] = links_inside.get(key, 0) + 1
+    """The entries of ``found`` (sorted). A file with several links is stored once, at
+    its first path inside the tree; its other paths inside are hard-link entries to that
+    one. Links outside the tree (a uv or conda cache) are not part of it, as for tar: a
+    file linked from outside only once is a plain file, so the tar, and ``tree_sha256``,
+    are those of a copy of the tree."""
     first_link: dict[tuple[int, int], str] = {}
     entries: list[Entry] = []
     refused: list[str] = []
@@ -178,10 +180,6 @@ def _tree(root: Path, found: list[tuple[bytes, str, os.stat_result]]) -> Tree:
             symlinks += 1
         elif stat.S_ISREG(st.st_mode):
             key = (st.st_dev, st.st_ino)
-            if st.st_nlink > 1 and links_inside[key] < st.st_nlink:
-                refused.append(f"{rel} (a hard link to a file outside the tree: "
-                               f"{st.st_nlink} links, {links_inside[key]} inside)")
-                continue
             files += 1
             if key in first_link:
                 entries.append(Entry(rel, _HARDLINK, mode, mtime, link=first_link[key]))
