@@ -28,6 +28,10 @@ FILE = "file"  # the format of a version pushed from a file or a stream
 TAR_ZSTD = "tar+zstd"  # the format of a directory: a tar stream compressed with zstd
 TAR_ZSTD_SUFFIX = ".tar.zst"  # a directory package's localname ends so
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+# A directory package without a recorded tree_size unpacks to at most this many times
+# its compressed size, and never less than UNPACKED_FLOOR (pull --max-unpacked sets it).
+UNPACKED_RATIO = 64
+UNPACKED_FLOOR = 8 << 30
 
 
 def meta_key(package: str) -> str:
@@ -44,6 +48,12 @@ def record_key(package: str, version: str) -> str:
 
 def etag_sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".etag")
+
+
+def default_max_unpacked(size: int) -> int:
+    """The most a directory package of ``size`` compressed bytes and no recorded
+    tree_size may unpack to."""
+    return max(UNPACKED_RATIO * size, UNPACKED_FLOOR)
 
 
 def parse_meta(package: str, data: bytes) -> dict[str, Any]:
