@@ -1,5 +1,6 @@
 """Pulls bounded by what the record promises, on every backend: an object larger than its
-record, a body longer than its headers, a zstd bomb, data after the tar's end."""
+record, a body longer than its headers, a zstd bomb, data after the tar's end; and odd
+inputs that must not break a whole command (deeply nested JSON, 255-byte localnames)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,19 @@ import io
 import json
 import os
 import subprocess
-from collections.abc import AsyncIterator
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from tycho_async import archive
+from tycho_async import archive, localfs
 from tycho_async.api import Client
 from tycho_async.config import load_settings
 from tycho_async.errors import IntegrityError, TychoError, UnsafeRemoteData
@@ -303,3 +308,152 @@ def test_a_directory_push_records_its_tree_size(registry: Registry) -> None:
     assert registry.meta("tree")["tychoreg"]["records"]["1"]["tree_size"] == size
     ok(registry.cli("pull", "tree", "--version", "1"))
     assert snapshot(Path("tycho_packages/src")) == snapshot(src)
+
+
+# -- A9: odd inputs that must not break a whole command -------------------------------------
+
+DEEP = b'{"x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+
+
+def test_deeply_nested_json_is_that_packages_problem(registry: Registry) -> None:
+    data = b"payload"
+    store_version(registry, "good", "1", data, file_record(data), localname="g.bin")
+    registry.put("deep/tycho.json", DEEP)
+    registry.put("deep/tycho_1.pkg", data)
+    # a record object nested as deep, for a version without a copy in tycho.json
+    registry.put("rec/tycho.json", json.dumps({"localname": "r.bin", "latest": "1",
+                                               "tychoreg": {"records": {}}}).encode())
+    registry.put("rec/tycho_1.pkg", data)
+    registry.put("rec/tycho_1.meta.json", DEEP)
+
+    listed = ok(registry.cli("list", "--json"))
+    rows = {row["package"]: row for row in json.loads(listed.stdout)["packages"]}
+    assert rows["good"]["latest"] == "1" and rows["rec"]["latest"] == "1"
+    assert "nested too deeply" in rows["deep"]["problem"]
+    plain = ok(registry.cli("list"))
+    assert "deep" in plain.stdout and "good" in plain.stdout
+
+    for args in (("pull", "deep"), ("list-versions", "deep"), ("show", "deep"),
+                 ("pull", "rec"), ("verify", "rec")):
+        result = registry.cli(*args)
+        assert result.exit_code == 3, (args, result.stdout, result.stderr)
+        assert "nested too deeply" in result.stderr, args
+        assert "Traceback" not in result.output and "RecursionError" not in result.output
+    ok(registry.cli("pull", "good"))
+
+
+def in_a_dead_process(code: str, *args: str) -> None:
+    """Run ``code`` (with ``LocalFS``, ``Path`` and ``sys`` at hand) in a process of its
+    own that has ended by the time this returns: what it leaves carries a dead pid."""
+    setup = "import sys\nfrom pathlib import Path\nfrom tycho_async.localfs import LocalFS\n"
+    subprocess.run([sys.executable, "-c", setup + code, *args], check=True, timeout=60)
+
+
+LONG_NAMES = ["f" * 251 + ".bin", "é" * 124 + "abc.bin"]  # 255 bytes, the most a name holds
+
+
+@pytest.mark.parametrize("name", LONG_NAMES)
+def test_a_255_byte_localname_round_trips(registry: Registry, name: str) -> None:
+    """Pushed and pulled, small (written whole) and large (ranged, into a temp file);
+    its sidecar (the name plus .etag) cannot exist, so it is never taken as current and
+    a second pull downloads again."""
+    assert len(os.fsencode(name)) == 255
+    out = Path("tycho_packages")
+    for version, size in (("1", 100), ("2", 3 * MiB)):
+        blob = write_file(Path(name), size, seed=size)
+        ok(registry.cli("push", "pkg", version, name, "--promote-latest"))
+        for _ in range(2):
+            ok(registry.cli("pull", "pkg"))
+            assert (out / name).read_bytes() == blob
+            assert listing(out) == [name]
+
+
+def test_a_directory_with_a_247_byte_name_round_trips(registry: Registry) -> None:
+    """NAME.tar.zst of 255 bytes: extracted into a shortened temp directory, replaced
+    through a shortened .old- name, its sidecar NAME.etag still fits."""
+    name = "d" * 247
+    out = Path("tycho_packages")
+    for version, text in (("1", "one\n"), ("2", "two\n")):
+        src = Path(name)
+        src.mkdir(exist_ok=True)
+        (src / "f.txt").write_text(text)
+        ok(registry.cli("push", "tree", version, name, "--promote-latest"))
+        ok(registry.cli("pull", "tree"))
+        assert (out / name / "f.txt").read_text() == text
+        assert "is up to date" in ok(registry.cli("pull", "tree")).stdout
+        assert [n for n in listing(out) if n.startswith(".")] == []
+        assert name in listing(out)
+
+
+@pytest.fixture
+def long_dests(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """Two 255-byte names that share their first 250 bytes."""
+    yield tmp_path / ("x" * 250 + "a.bin"), tmp_path / ("x" * 250 + "b.bin")
+
+
+def test_temp_names_fit_and_are_swept_whatever_the_name_length(
+        long_dests: tuple[Path, Path]) -> None:
+    a, b = long_dests
+    in_a_dead_process("fs = LocalFS()\nfs.create_temp(Path(sys.argv[1]), 10)\n"
+                      "(fs.create_temp_dir(Path(sys.argv[2])) / 'inside').write_text('x')",
+                      str(a), str(b))
+    left = sorted(a.parent.glob(".x*"))
+    assert len(left) == 2 and {p.is_dir() for p in left} == {True, False}
+    for made in left:
+        assert len(os.fsencode(made.name)) <= 255 and made.name.endswith(localfs.TEMP_SUFFIX)
+    live, fd = LocalFS().create_temp(a)  # a later process's sweep
+    os.close(fd)
+    assert sorted(a.parent.glob(".x*")) == [live]
+
+
+def test_a_cut_replacement_of_a_long_named_tree_is_recovered(
+        long_dests: tuple[Path, Path]) -> None:
+    """A crash between the two renames of a replacement, for two long names that share
+    their start: each old tree goes back in its own place, never in the other's."""
+    for dest in long_dests:
+        in_a_dead_process(
+            "fs = LocalFS()\ndest = Path(sys.argv[1])\n"
+            "for text in ('old', 'new'):\n"
+            "    temp = fs.create_temp_dir(dest)\n"
+            "    (temp / 'f').write_text(text + ' ' + dest.name[-5])\n"
+            "    old = fs.replace_dir(temp, dest)\n"
+            "fs.remove_tree(dest)  # as if killed between the renames\n", str(dest))
+    a, b = long_dests
+    olds = [p for p in a.parent.iterdir() if ".old-" in p.name]
+    assert len(olds) == 2 and all(len(os.fsencode(p.name)) <= 255 for p in olds)
+    assert LocalFS().recover_dir(a) is True
+    assert (a / "f").read_text() == "old a" and not b.exists()  # b's is not a's
+    assert LocalFS().recover_dir(b) is True
+    assert (b / "f").read_text() == "old b"
+    assert sorted(p.name for p in a.parent.iterdir() if "x" in p.name) == [a.name, b.name]
+
+
+NAME_BYTES = st.one_of(  # any bytes a name may hold, often near the 255-byte limit
+    st.binary(min_size=1, max_size=255),
+    st.integers(200, 255).flatmap(lambda n: st.binary(min_size=n, max_size=n)),
+).map(lambda raw: raw.replace(b"/", b"_").replace(b"\0", b"_")).filter(
+    lambda raw: raw not in (b".", b".."))
+
+
+@settings(max_examples=200, deadline=None)
+@given(NAME_BYTES)
+def test_any_name_gets_a_temp_name_beside_it(raw: bytes) -> None:
+    """Whatever a destination's name (any bytes, up to 255), a temp file and a temp
+    directory can be created beside it, keeping the start of the name."""
+    with tempfile.TemporaryDirectory() as where:
+        dest = Path(where, os.fsdecode(raw))
+        temp, fd = LocalFS().create_temp(dest)
+        os.close(fd)
+        folder = LocalFS().create_temp_dir(dest)
+        for made in (temp, folder):
+            assert os.fsencode(made.name).startswith(b"." + raw[:150])
+            assert made.name.endswith(localfs.TEMP_SUFFIX)
+
+
+@given(NAME_BYTES, NAME_BYTES, st.integers(0, 60))
+def test_fitted_names_fit_and_differ(one: bytes, other: bytes, room: int) -> None:
+    fitted = [os.fsencode(localfs.fitted(os.fsdecode(raw), room)) for raw in (one, other)]
+    for raw, got in zip((one, other), fitted, strict=True):
+        assert len(got) + room <= 255
+        assert got == raw if len(raw) + room <= 255 else got.startswith(raw[:255 - room - 9])
+    assert (fitted[0] == fitted[1]) == (one == other)

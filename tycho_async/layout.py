@@ -61,6 +61,9 @@ def parse_meta(package: str, data: bytes) -> dict[str, Any]:
         meta = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise UnsafeRemoteData(f"package {package!r}: tycho.json is not valid JSON") from None
+    except RecursionError:
+        raise UnsafeRemoteData(f"package {package!r}: tycho.json is nested too deeply to "
+                               "read") from None
     if not isinstance(meta, dict):
         raise UnsafeRemoteData(f"package {package!r}: tycho.json is not a JSON object")
     latest = meta.get("latest")
@@ -156,6 +159,9 @@ def load_record(package: str, version: str, data: bytes) -> dict[str, Any]:
     except ValueError:
         raise UnsafeRemoteData(f"{package} {version}: its checksum record is unreadable") \
             from None
+    except RecursionError:
+        raise UnsafeRemoteData(f"{package} {version}: its checksum record is nested too "
+                               "deeply to read") from None
     if not isinstance(record, dict):
         raise UnsafeRemoteData(f"{package} {version}: its checksum record is malformed")
     return record

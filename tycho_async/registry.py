@@ -89,7 +89,7 @@ from .layout import (
     state_of,
     version_key,
 )
-from .localfs import LocalFS, Target, failure
+from .localfs import LocalFS, Target, failure, fits
 from .names import (
     check_localname_arg,
     check_package,
@@ -1038,7 +1038,8 @@ class Registry:
         whether a sidecar may make it current."""
         target = self.fs.target(named, within=within)
         created = self.fs.make_dirs(target.real.parent)
-        return target, created, etag_sidecar(target.named).exists()
+        sidecar = etag_sidecar(target.named)
+        return target, created, fits(sidecar) and sidecar.exists()
 
     def _expects(self, record: Expected | None) -> ExpectedSource:
         async def expected(info: ObjectInfo) -> Expected:
@@ -1110,7 +1111,8 @@ class Registry:
             await anyio.to_thread.run_sync(self.fs.unlink, sidecar)
 
         def write_sidecar(info: ObjectInfo) -> None:
-            self.fs.write_in_place(sidecar, info.etag.encode())
+            if fits(sidecar):  # else (a 251-byte localname or more) never taken as current
+                self.fs.write_in_place(sidecar, info.etag.encode())
 
         info, _ = await self._download(package, version, target.real, known=known,
                                        expected=self._expects(record), finish=write_sidecar)
