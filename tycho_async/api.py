@@ -67,6 +67,12 @@ async def open_settings(settings: Settings, progress: ProgressSink | None = None
                        missing_root_ok=settings.default_registry)
 
 
+def _size_or_none(value: int | str | None) -> int | None:
+    from .config import parse_size
+
+    return None if value is None else parse_size(value, "max_unpacked")
+
+
 class AsyncRegistry:
     """What ``open_registry`` yields: every operation, awaitable. One event loop; the
     requests of concurrent calls share one budget and one connection pool."""
@@ -92,9 +98,12 @@ class AsyncRegistry:
     async def pull(self, package: str, version: str | None = None, *,
                    outdir: str | Path | None = None,
                    outfile: str | Path | BinaryIO | None = None, force: bool = False,
-                   raw: bool = False, fallback: Sequence[str] = ()) -> PullResult:
+                   raw: bool = False, fallback: Sequence[str] = (),
+                   max_unpacked: int | str | None = None) -> PullResult:
         """``version`` None (or "latest"): the latest. A directory package is extracted
-        to ``outdir/NAME`` (or ``outfile``) unless ``raw``. ``outfile`` may be a binary
+        to ``outdir/NAME`` (or ``outfile``) unless ``raw``, never past its recorded
+        tree_size (without one: ``max_unpacked`` bytes, e.g. "20GiB", by default 64
+        times its compressed size and at least 8 GiB). ``outfile`` may be a binary
         file object: the bytes are written to it in order and checked after the last one.
         ``fallback``: prefixes whose newest version is pulled when ``version`` does not
         exist (``PullResult.exact`` says which happened)."""
@@ -105,16 +114,20 @@ class AsyncRegistry:
                               else check_version(version))
         target = Path(outfile) if isinstance(outfile, str | Path) else outfile
         return await self._at(outdir).pull(request, force=force, outfile=target, raw=raw,
-                                           fallback=tuple(fallback))
+                                           fallback=tuple(fallback),
+                                           max_unpacked=_size_or_none(max_unpacked))
 
     async def pull_many(self, items: Iterable[str], *, outdir: str | Path | None = None,
-                        force: bool = False) -> list[PullResult]:
+                        force: bool = False,
+                        max_unpacked: int | str | None = None) -> list[PullResult]:
         """Items are ``PKG`` or ``PKG==VERSION``. A partial failure raises
-        ``PartialFailure``, whose ``results`` hold what was pulled."""
+        ``PartialFailure``, whose ``results`` hold what was pulled. ``max_unpacked``
+        as for ``pull``."""
         from .registry import PullRequest
 
         requests = [PullRequest.parse(item) for item in items]
-        return await self._at(outdir).pull_many(requests, force=force)
+        return await self._at(outdir).pull_many(requests, force=force,
+                                                max_unpacked=_size_or_none(max_unpacked))
 
     async def delete(self, package: str, *versions: str, force: bool = False,
                      dry_run: bool = False) -> DeleteResult:
@@ -246,13 +259,16 @@ class Client:
     def pull(self, package: str, version: str | None = None, *,
              outdir: str | Path | None = None, outfile: str | Path | BinaryIO | None = None,
              force: bool = False, raw: bool = False,
-             fallback: Sequence[str] = ()) -> PullResult:
+             fallback: Sequence[str] = (),
+             max_unpacked: int | str | None = None) -> PullResult:
         return self._call("pull", package, version, outdir=outdir, outfile=outfile,
-                          force=force, raw=raw, fallback=fallback)
+                          force=force, raw=raw, fallback=fallback, max_unpacked=max_unpacked)
 
     def pull_many(self, items: Iterable[str], *, outdir: str | Path | None = None,
-                  force: bool = False) -> list[PullResult]:
-        return self._call("pull_many", list(items), outdir=outdir, force=force)
+                  force: bool = False,
+                  max_unpacked: int | str | None = None) -> list[PullResult]:
+        return self._call("pull_many", list(items), outdir=outdir, force=force,
+                          max_unpacked=max_unpacked)
 
     def delete(self, package: str, *versions: str, force: bool = False,
                dry_run: bool = False) -> DeleteResult:

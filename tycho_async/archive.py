@@ -39,7 +39,7 @@ from typing import IO, Protocol, cast
 
 import zstandard
 
-from .errors import TransferError, UnsafeRemoteData, UsageError
+from .errors import TransferError, TychoError, UnsafeRemoteData, UsageError
 from .hashing import BackgroundSha256
 from .localfs import failure
 
@@ -117,6 +117,15 @@ class Extracted:
     bytes: int
     tree_sha256: str
     tar_size: int
+
+
+@dataclass(frozen=True)
+class Limit:
+    """The most bytes the decompressed tar may hold, and the error raised as soon as it
+    holds more (the caller's words: a recorded tree_size, or a default bound)."""
+
+    size: int
+    error: TychoError
 
 
 class Source(Protocol):
@@ -480,10 +489,12 @@ class ChunkPipe:
 
 class _TarStream:
     """The decompressed tar as the file object ``tarfile`` reads (forward seeks only),
-    hashing every byte that comes out of the decompressor, read or skipped."""
+    hashing every byte that comes out of the decompressor, read or skipped, and never
+    decompressing more than ``limit`` bytes and one."""
 
-    def __init__(self, source: Source) -> None:
+    def __init__(self, source: Source, limit: Limit | None = None) -> None:
         self._source = source
+        self._limit = limit
         self._reader = zstandard.ZstdDecompressor().stream_reader(
             cast(IO[bytes], source), read_size=_READ_SIZE, read_across_frames=True, closefd=False)
         self._buf = b""
@@ -495,14 +506,18 @@ class _TarStream:
 
     def _fill(self) -> bool:
         """Load the next decompressed piece; False at the end of the stream."""
+        want = _READ_SIZE if self._limit is None else \
+            max(1, min(_READ_SIZE, self._limit.size + 1 - self.size))
         try:
-            data = self._reader.read(_READ_SIZE)
+            data = self._reader.read(want)
         except zstandard.ZstdError as exc:
             raise UnsafeRemoteData(f"the archive is not valid zstd data: {exc}") from exc
         except OSError as exc:
             raise failure(exc, "read the archive") from exc
         self.digest.update(data)
         self.size += len(data)
+        if self._limit is not None and self.size > self._limit.size:
+            raise self._limit.error
         self._buf, self._at = data, 0
         return bool(data)
 
@@ -552,11 +567,15 @@ class _TarStream:
         return size - left
 
     def drain(self) -> None:
-        """Read the rest: the decompressed stream into the hash, then the source itself,
-        so a writer feeding it never waits on a reader that has gone."""
-        self._at = len(self._buf)
-        while self._fill():
-            self._pos += len(self._buf)
+        """Read the rest after the tar's end-of-archive: zeros up to a whole record (the
+        padding tar writers add), then the end of the decompressed stream; anything more
+        is refused. Then the source itself, so a writer feeding it never waits on a
+        reader that has gone."""
+        padding = -self._pos % _RECORD
+        rest = self.read(padding + 1)
+        if len(rest) > padding or rest.count(0) != len(rest):
+            raise UnsafeRemoteData(f"the archive has data after the end of its tar (at "
+                                   f"byte {self._pos - len(rest)})")
         try:
             while self._source.read(_READ_SIZE):
                 pass
@@ -737,7 +756,7 @@ def _type_name(member: tarfile.TarInfo) -> str:
     return f"type {member.type!r}"
 
 
-def extract(source: Source, into: Path) -> Extracted:
+def extract(source: Source, into: Path, limit: Limit | None = None) -> Extracted:
     """Extract the .tar.zst read from ``source`` into the empty directory ``into``.
 
     Nothing is written outside ``into``: absolute paths, ``..``, paths through a symlink
@@ -746,12 +765,14 @@ def extract(source: Source, into: Path) -> Extracted:
     parent must be a directory of the archive itself, extracted before it. Files are
     created with O_EXCL|O_NOFOLLOW, symlinks are created and never followed (they may
     point anywhere). setuid and setgid bits are dropped; other mode bits and mtimes are
-    kept. The tar must end with its two zero blocks; the stream is then read to its end,
-    and the SHA-256 of the whole tar is returned for the caller to compare with the
-    record. (zstd's streaming reader does not notice a stream cut between two frames or
+    kept. The tar must end with its two zero blocks, and nothing but zeros to a whole
+    10240-byte record may follow; the SHA-256 of the whole tar is returned for the caller
+    to compare with the record. With ``limit``, no more than ``limit.size`` bytes (and
+    one) are ever decompressed: a bomb is refused (``limit.error``) before it fills the
+    disk. (zstd's streaming reader does not notice a stream cut between two frames or
     inside the final checksum: the SHA-256 does.) On an error, what was written stays in
     ``into`` for the caller to remove."""
-    stream = _TarStream(source)
+    stream = _TarStream(source, limit)
     extraction = _Extraction(stream, into)
     for member in _members(stream):
         extraction.add(member)

@@ -70,6 +70,11 @@ PartSizeOpt = Annotated[str | None, typer.Option(
     help="Part size for multipart uploads and ranged downloads, e.g. 8MiB (5MiB to 5GiB; "
          "default 8MiB; config key tycho.part_size). An upload keeps at most 40 MiB of "
          "parts in memory (at least 4 parts).")]
+MaxUnpackedOpt = Annotated[str | None, typer.Option(
+    "--max-unpacked", metavar="SIZE", show_default=False,
+    help="The most a directory package without a recorded tree_size may unpack to, e.g. "
+         "20GiB (default: 64 times its compressed size, at least 8GiB). A recorded "
+         "tree_size is always the exact bound.")]
 QuietOpt = Annotated[bool, typer.Option(
     "--quiet", "-q", help="Print nothing but errors.")]
 ProgressOpt = Annotated[bool | None, typer.Option(
@@ -420,6 +425,7 @@ def pull(
     outdir: Annotated[str | None, typer.Option(
         "--outdir", metavar="DIR", envvar="TYCHOREG_OUTDIR", show_default=False,
         help="Directory for pulls (default: tycho.outdir, else tycho_packages).")] = None,
+    max_unpacked: MaxUnpackedOpt = None,
     as_json: JsonOpt = False,
     config: ConfigOpt = None, registry: RegistryOpt = None,
     concurrency: ConcurrencyOpt = None, part_size: PartSizeOpt = None,
@@ -429,6 +435,7 @@ def pull(
     directory package is extracted to OUTDIR/NAME, atomically (the old one is replaced
     only once the new one checks out, and only if an earlier pull made it)."""
     request = _pull_request(package, version)
+    limit = _max_unpacked(max_unpacked)
     settings = _settings(config, registry, concurrency=concurrency, part_size=part_size,
                          outdir=outdir)
     to_stdout = outfile is not None and str(outfile) == "-"
@@ -436,7 +443,8 @@ def pull(
         raise UsageError("--json and --outfile - both want standard output; choose one")
     target: Any = sys.stdout.buffer if to_stdout else outfile
     result = _transfer(settings, lambda reg: reg.pull(
-        request, force=force, outfile=target, raw=raw, fallback=tuple(fallback or ())),
+        request, force=force, outfile=target, raw=raw, fallback=tuple(fallback or ()),
+        max_unpacked=limit),
         verb="pulled", files=1, quiet=quiet or as_json, progress=progress)
     if as_json:
         _echo_json(_report().pull(result))
@@ -446,6 +454,12 @@ def pull(
                  f"({human_size(result.size)}){_hit(result, fallback)}")
     elif not quiet:
         _echo_pull(result, fallback)
+
+
+def _max_unpacked(value: str | None) -> int | None:
+    from .config import parse_size
+
+    return None if value is None else parse_size(value, "--max-unpacked")
 
 
 def _hit(result: Any, fallback: list[str] | None) -> str:
@@ -487,6 +501,7 @@ def pull_list(
     outdir: Annotated[str | None, typer.Option(
         "--outdir", metavar="DIR", envvar="TYCHOREG_OUTDIR", show_default=False,
         help="Directory for pulls (default: tycho.outdir, else tycho_packages).")] = None,
+    max_unpacked: MaxUnpackedOpt = None,
     as_json: JsonOpt = False,
     config: ConfigOpt = None, registry: RegistryOpt = None,
     concurrency: ConcurrencyOpt = None, part_size: PartSizeOpt = None,
@@ -507,11 +522,13 @@ def pull_list(
     if not items:
         raise UsageError("name at least one package (or --from-file FILE)")
     requests = [PullRequest.parse(item) for item in items]
+    limit = _max_unpacked(max_unpacked)
     settings = _settings(config, registry, concurrency=concurrency, part_size=part_size,
                          outdir=outdir)
     failure: PartialFailure | None = None
     try:
-        results = _transfer(settings, lambda reg: reg.pull_many(requests, force=force),
+        results = _transfer(settings, lambda reg: reg.pull_many(requests, force=force,
+                                                          max_unpacked=limit),
                             verb="pulled", files=len(requests), quiet=quiet or as_json,
                             progress=progress)
     except PartialFailure as exc:

@@ -28,6 +28,10 @@ FILE = "file"  # the format of a version pushed from a file or a stream
 TAR_ZSTD = "tar+zstd"  # the format of a directory: a tar stream compressed with zstd
 TAR_ZSTD_SUFFIX = ".tar.zst"  # a directory package's localname ends so
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+# A directory package without a recorded tree_size unpacks to at most this many times
+# its compressed size, and never less than UNPACKED_FLOOR (pull --max-unpacked sets it).
+UNPACKED_RATIO = 64
+UNPACKED_FLOOR = 8 << 30
 
 
 def meta_key(package: str) -> str:
@@ -46,11 +50,20 @@ def etag_sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".etag")
 
 
+def default_max_unpacked(size: int) -> int:
+    """The most a directory package of ``size`` compressed bytes and no recorded
+    tree_size may unpack to."""
+    return max(UNPACKED_RATIO * size, UNPACKED_FLOOR)
+
+
 def parse_meta(package: str, data: bytes) -> dict[str, Any]:
     try:
         meta = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise UnsafeRemoteData(f"package {package!r}: tycho.json is not valid JSON") from None
+    except RecursionError:
+        raise UnsafeRemoteData(f"package {package!r}: tycho.json is nested too deeply to "
+                               "read") from None
     if not isinstance(meta, dict):
         raise UnsafeRemoteData(f"package {package!r}: tycho.json is not a JSON object")
     latest = meta.get("latest")
@@ -146,6 +159,9 @@ def load_record(package: str, version: str, data: bytes) -> dict[str, Any]:
     except ValueError:
         raise UnsafeRemoteData(f"{package} {version}: its checksum record is unreadable") \
             from None
+    except RecursionError:
+        raise UnsafeRemoteData(f"{package} {version}: its checksum record is nested too "
+                               "deeply to read") from None
     if not isinstance(record, dict):
         raise UnsafeRemoteData(f"{package} {version}: its checksum record is malformed")
     return record

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import re
 import shutil
@@ -18,11 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import TransferError, UsageError
+from .names import NAME_MAX
 
 TEMP_MARK = ".tychoreg-"
 TEMP_SUFFIX = ".part"
 _OLD_TAIL = re.compile(r"h[0-9a-f]{8}-[0-9]+-[0-9a-f]{8}")
 _OLD_PREFIX = ".{}.old-"  # a replaced directory package, until removed
+_OLD_ROOM = 40  # what an old tree's name adds at most: dot, ".old-", host, pid, random
+_HASH_TAIL = 9  # "~" and 8 hex digits: what a shortened name ends with
 # Which machine a temp file's process id belongs to: a short tag of the host name.
 _HOST = f"h{zlib.crc32(socket.gethostname().encode()):08x}"
 
@@ -30,6 +34,36 @@ _HOST = f"h{zlib.crc32(socket.gethostname().encode()):08x}"
 def failure(exc: OSError, what: str) -> TransferError:
     """The one wording of a local I/O failure: exit 3, naming what could not be done."""
     return TransferError(f"cannot {what}: {exc.strerror or exc}")
+
+
+def fitted(name: str, room: int) -> str:
+    """``name`` as the start of a file name that adds ``room`` bytes to it: unchanged
+    when the whole fits in NAME_MAX bytes, else its first bytes and a hash of all of it
+    (so two long names that share a start still make different names)."""
+    raw = os.fsencode(name)
+    if len(raw) + room <= NAME_MAX:
+        return name
+    digest = hashlib.sha256(raw).hexdigest()[:_HASH_TAIL - 1]
+    return os.fsdecode(raw[:NAME_MAX - room - _HASH_TAIL]) + "~" + digest
+
+
+def fits(path: Path) -> bool:
+    """Whether ``path``'s own name fits in a file name (a sidecar of a 255-byte
+    localname does not, and is then never written)."""
+    return len(os.fsencode(path.name)) <= NAME_MAX
+
+
+def _temp_name(dest: Path) -> Path:
+    """A hidden temp name beside ``dest``: its name (shortened to fit) and a tail that
+    says which process made it, which :meth:`LocalFS.sweep_stale` reads."""
+    tail = f"{TEMP_MARK}{_HOST}-{os.getpid()}-{os.urandom(4).hex()}{TEMP_SUFFIX}"
+    return dest.with_name(f".{fitted(dest.name, len(os.fsencode(tail)) + 1)}{tail}")
+
+
+def _old_prefix(name: str) -> str:
+    """The start of an old tree's name beside a directory ``name``: always the same for
+    one name, so :meth:`LocalFS.recover_dir` finds what :meth:`LocalFS.replace_dir` made."""
+    return _OLD_PREFIX.format(fitted(name, _OLD_ROOM))
 
 
 @dataclass(frozen=True)
@@ -143,8 +177,7 @@ class LocalFS:
         """A new hidden temp file beside ``dest`` with ``size`` bytes claimed, named so
         that a later sweep can tell a dead process's leftovers from a live one's."""
         self.sweep_stale(dest.parent)
-        temp = dest.with_name(f".{dest.name}{TEMP_MARK}{_HOST}-{os.getpid()}-"
-                              f"{os.urandom(4).hex()}{TEMP_SUFFIX}")
+        temp = _temp_name(dest)
         try:
             fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         except OSError as exc:
@@ -301,8 +334,7 @@ class LocalFS:
         """A new empty directory beside ``dest`` to extract into, named as temp files are,
         so the same sweep removes it once its process is gone."""
         self.sweep_stale(dest.parent)
-        temp = dest.with_name(f".{dest.name}{TEMP_MARK}{_HOST}-{os.getpid()}-"
-                              f"{os.urandom(4).hex()}{TEMP_SUFFIX}")
+        temp = _temp_name(dest)
         try:
             os.mkdir(temp)
         except OSError as exc:
@@ -314,7 +346,7 @@ class LocalFS:
         renamed into place. Returns the old one (None if there was none), for the caller
         to remove once it has recorded the new one. A crash between the two renames
         leaves ``.NAME.old-*``, which :meth:`recover_dir` puts back."""
-        old = dest.with_name(f"{_OLD_PREFIX.format(dest.name)}{_HOST}-{os.getpid()}-"
+        old = dest.with_name(f"{_old_prefix(dest.name)}{_HOST}-{os.getpid()}-"
                              f"{os.urandom(4).hex()}")
         try:
             os.rename(dest, old)
@@ -338,7 +370,7 @@ class LocalFS:
         the others are removed. Only names of exactly that form are touched (a user's
         ``.NAME.old-backup`` is not ours), and a live process's (on this host) are in
         use and left alone."""
-        prefix = _OLD_PREFIX.format(dest.name)
+        prefix = _old_prefix(dest.name)
         try:
             names = [name for name in os.listdir(dest.parent)
                      if name.startswith(prefix) and _OLD_TAIL.fullmatch(name[len(prefix):])]

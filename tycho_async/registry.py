@@ -68,6 +68,7 @@ from .layout import (
     being_deleted,
     checked,
     cut_short,
+    default_max_unpacked,
     dir_name,
     dump,
     etag_sidecar,
@@ -88,7 +89,7 @@ from .layout import (
     state_of,
     version_key,
 )
-from .localfs import LocalFS, Target, failure
+from .localfs import LocalFS, Target, failure, fits
 from .names import (
     check_localname_arg,
     check_package,
@@ -212,6 +213,29 @@ def _version_info(pushed: retention.Pushed, record: object, latest: object) -> V
                        pushed_at if isinstance(pushed_at, str) else None,
                        format_of(record), latest == pushed.version, state_of(record),
                        pushed.modified)
+
+
+def _unpack_limit(package: str, version: str, expected: Expected | None,
+                  record: dict[str, Any], max_unpacked: int | None) -> archive.Limit:
+    """How far a directory package's tar may expand: its recorded ``tree_size`` exactly;
+    without one (pushed before tree_size was recorded), ``max_unpacked`` or the default
+    bound of its compressed size."""
+    from . import archive
+    from .units import human_size
+
+    tree_size = record.get("tree_size")
+    if tree_size is not None:
+        if not isinstance(tree_size, int) or isinstance(tree_size, bool) or tree_size < 0:
+            raise UnsafeRemoteData(f"{package} {version}: its record's tree_size is malformed")
+        return archive.Limit(tree_size, IntegrityError(
+            f"{package} {version}: the archive expands beyond its recorded tree_size of "
+            f"{tree_size} bytes"))
+    size = max_unpacked if max_unpacked is not None else \
+        default_max_unpacked(expected.size if expected is not None else 0)
+    return archive.Limit(size, UnsafeRemoteData(
+        f"{package} {version}: the archive expands beyond {human_size(size)}, the most a "
+        "directory package without a recorded tree_size may unpack to; pass "
+        "--max-unpacked SIZE to allow more"))
 
 
 def _flush(stream: BinaryIO) -> None:
@@ -469,7 +493,8 @@ class Registry:
         async def record(result: UploadResult) -> None:
             published.append(result)
             extra = {} if packer is None else {"format": TAR_ZSTD,
-                                               "tree_sha256": packer.tree_sha256}
+                                               "tree_sha256": packer.tree_sha256,
+                                               "tree_size": packer.tar_size}
             try:
                 initialized.append(await self._publish(package, version, result, name,
                                                        promote=promote, extra=extra))
@@ -846,8 +871,8 @@ class Registry:
         used: list[Expected] = []
 
         async def expected(info: ObjectInfo) -> Expected:
-            used.append(expectation(record, info))
-            return used[0]
+            used.append(expectation(record, info))  # asked again if another answer came
+            return used[-1]
 
         scratch = await anyio.to_thread.run_sync(
             lambda: tempfile.mkdtemp(prefix="tychoreg-verify-"))
@@ -856,7 +881,7 @@ class Registry:
                                                 known=None, expected=expected)
         finally:
             await anyio.to_thread.run_sync(shutil.rmtree, scratch, True)
-        return VerifyResult(package, version, info.size, sha256, checked(used[0]), repaired)
+        return VerifyResult(package, version, info.size, sha256, checked(used[-1]), repaired)
 
     async def _repair(self, package: str, version: str,
                       meta: dict[str, Any] | None) -> VerifyResult:
@@ -911,12 +936,15 @@ class Registry:
         outfile: Path | BinaryIO | None = None, raw: bool = False,
         fallback: Sequence[str] = (),
         claim: Callable[[Path], None] | None = None,
+        max_unpacked: int | None = None,
     ) -> PullResult:
         """Download one version; ``claim`` lets a batch refuse two items with one target.
 
         A directory package is extracted to ``OUTDIR/NAME`` (or ``outfile``) unless
-        ``raw``; ``outfile`` ``-`` is standard output, and a binary file object gets the
-        bytes in order (both checked after the last byte). ``fallback``: prefixes tried in
+        ``raw``, never expanding past its recorded ``tree_size`` (without one: past
+        ``max_unpacked``, by default ``default_max_unpacked`` of its size); ``outfile``
+        ``-`` is standard output, and a binary file object gets the bytes in order (both
+        checked after the last byte). ``fallback``: prefixes tried in
         order, each for its most recently pushed version, when the requested version does
         not exist.
 
@@ -945,7 +973,7 @@ class Registry:
             if claim is not None:
                 claim(dest.absolute())
             return await self._pull_tree(package, version, expected, record or {}, dest,
-                                         force=force, exact=exact)
+                                         force=force, exact=exact, max_unpacked=max_unpacked)
         named = self.outdir / localname if outfile is None else outfile
         # A few stats and mkdirs: faster on the event loop than through a worker thread
         # (measured: a thread hop per file cost more CPU in GIL hand-offs than it saved).
@@ -1010,7 +1038,8 @@ class Registry:
         whether a sidecar may make it current."""
         target = self.fs.target(named, within=within)
         created = self.fs.make_dirs(target.real.parent)
-        return target, created, etag_sidecar(target.named).exists()
+        sidecar = etag_sidecar(target.named)
+        return target, created, fits(sidecar) and sidecar.exists()
 
     def _expects(self, record: Expected | None) -> ExpectedSource:
         async def expected(info: ObjectInfo) -> Expected:
@@ -1082,7 +1111,8 @@ class Registry:
             await anyio.to_thread.run_sync(self.fs.unlink, sidecar)
 
         def write_sidecar(info: ObjectInfo) -> None:
-            self.fs.write_in_place(sidecar, info.etag.encode())
+            if fits(sidecar):  # else (a 251-byte localname or more) never taken as current
+                self.fs.write_in_place(sidecar, info.etag.encode())
 
         info, _ = await self._download(package, version, target.real, known=known,
                                        expected=self._expects(record), finish=write_sidecar)
@@ -1090,7 +1120,7 @@ class Registry:
 
     async def _pull_tree(self, package: str, version: str, expected: Expected | None,
                          record: dict[str, Any], dest: Path, *, force: bool,
-                         exact: bool) -> PullResult:
+                         exact: bool, max_unpacked: int | None) -> PullResult:
         """Extract a directory package at ``dest``, atomically: into a temporary
         directory beside it while the stream is hashed; ``dest`` is replaced (the old
         one renamed aside, the new one into place) only once the SHA-256 matches. An
@@ -1101,6 +1131,7 @@ class Registry:
                              "path such as ./deps")
         sidecar = etag_sidecar(dest)
         key = version_key(package, version)
+        limit = _unpack_limit(package, version, expected, record, max_unpacked)
         created, ours = await anyio.to_thread.run_sync(self._tree_target, package, dest,
                                                        sidecar)
         try:
@@ -1113,7 +1144,8 @@ class Registry:
                                       exact=exact, format=TAR_ZSTD)
             temp = await anyio.to_thread.run_sync(self.fs.create_temp_dir, dest)
             try:
-                info, extracted = await self._extract(package, version, expected, temp)
+                info, extracted = await self._extract(package, version, expected, temp,
+                                                      limit)
                 want = record.get("tree_sha256")
                 if isinstance(want, str) and extracted.tree_sha256 != want:
                     raise IntegrityError(f"{package} {version}: the extracted tree does not "
@@ -1176,7 +1208,7 @@ class Registry:
         return self.fs.make_dirs(dest.parent), False
 
     async def _extract(self, package: str, version: str, expected: Expected | None,
-                       into: Path) -> tuple[ObjectInfo, archive.Extracted]:
+                       into: Path, limit: archive.Limit) -> tuple[ObjectInfo, archive.Extracted]:
         """Stream the object through the extractor (a worker thread reading a bounded
         pipe) while the engine hashes it; both must succeed."""
         from . import archive
@@ -1186,7 +1218,8 @@ class Registry:
 
         async def extracting() -> None:
             try:
-                done.append(await anyio.to_thread.run_sync(archive.extract, pipe, into))
+                done.append(await anyio.to_thread.run_sync(archive.extract, pipe, into,
+                                                           limit))
             finally:
                 pipe.abandon()
 
@@ -1201,10 +1234,11 @@ class Registry:
         return info, done[0]
 
     async def pull_many(
-        self, requests: Sequence[PullRequest], *, force: bool = False
+        self, requests: Sequence[PullRequest], *, force: bool = False,
+        max_unpacked: int | None = None,
     ) -> list[PullResult]:
         """Pull every item concurrently (an item listed twice, once); report every failure
-        together at the end."""
+        together at the end. ``max_unpacked`` as for ``pull``."""
         requests = list(dict.fromkeys(requests))
         results: dict[int, PullResult] = {}
         failures: list[tuple[str, TychoError]] = []
@@ -1219,7 +1253,8 @@ class Registry:
                 claimed[key] = str(request)
 
             try:
-                results[index] = await self.pull(request, force=force, claim=claim)
+                results[index] = await self.pull(request, force=force, claim=claim,
+                                                 max_unpacked=max_unpacked)
             except TychoError as exc:
                 failures.append((str(request), exc))
 
