@@ -187,8 +187,8 @@ class S3Store:
         config = Config(
             max_pool_connections=options.max_connections,
             retries={"max_attempts": 1, "mode": "standard"},
-            connect_timeout=10,
-            read_timeout=60,
+            connect_timeout=options.connect_timeout,
+            read_timeout=options.read_timeout,
             request_checksum_calculation=checksum_mode,
             response_checksum_validation="when_required",
             s3=s3_options,
