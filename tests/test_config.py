@@ -260,3 +260,38 @@ def test_timeouts_come_from_the_s3_section_or_the_environment(
     assert isinstance(store, S3Options)
     assert (store.connect_timeout, store.read_timeout) == (1.0, 3.0)
     assert "read_timeout" not in store.client_kwargs
+
+
+@pytest.mark.parametrize("where", ["config", "AWS_ENDPOINT_URL"])
+def test_credentials_in_an_endpoint_url_are_never_shown(
+        s3_endpoint: str, isolated_env: Path, monkeypatch: pytest.MonkeyPatch,
+        where: str) -> None:
+    bucket = make_bucket(s3_endpoint)
+    endpoint = s3_endpoint.replace("http://", "http://AKUSERID:SKPASSWORD@")
+    if where == "config":
+        Path(".tychoreg.json").write_text(json.dumps({
+            "tycho": {"backend": "s3"},
+            "s3": {"bucket": bucket, "endpoint_url": endpoint, "region_name": REGION}}))
+    else:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+        monkeypatch.setenv("TYCHOREG_REGISTRY", f"s3://{bucket}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    shown = [_cli("info"), _cli("info", "--json")]
+    assert json.loads(shown[1].stdout)["endpoint_url"] == s3_endpoint.replace(
+        "http://", "http://***@")
+    write_file(Path("f.bin"), 10)
+    for args in (["list"], ["push", "pkg", "1", "f.bin"], ["pull", "pkg"]):
+        result = _cli(*args)
+        assert result.exit_code == 2, result.output
+        assert "holds credentials" in result.stderr and "***@" in result.stderr
+        shown.append(result)
+    for result in shown:
+        assert "SKPASSWORD" not in result.output and "AKUSERID" not in result.output
+    from tycho_async import Client, ConfigError
+
+    with pytest.raises(ConfigError) as caught, Client(registry=f"s3://{bucket}",
+                                                      endpoint_url=endpoint) as client:
+        client.packages()
+    assert "SKPASSWORD" not in str(caught.value) and "AKUSERID" not in str(caught.value)

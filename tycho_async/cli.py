@@ -718,6 +718,7 @@ def info(
     import os
 
     from .config import SECRET_KEYS
+    from .logs import redact_url
     from .storage import S3Options
 
     settings = _settings(config, registry, strict=False)
@@ -735,8 +736,9 @@ def info(
     if isinstance(settings.store, S3Options):
         kwargs = settings.store.client_kwargs
         env = os.environ
-        data["endpoint_url"] = (kwargs.get("endpoint_url") or env.get("AWS_ENDPOINT_URL_S3")
-                                or env.get("AWS_ENDPOINT_URL"))
+        endpoint = (kwargs.get("endpoint_url") or env.get("AWS_ENDPOINT_URL_S3")
+                    or env.get("AWS_ENDPOINT_URL"))
+        data["endpoint_url"] = redact_url(str(endpoint)) if endpoint else None
         data["region"] = (kwargs.get("region_name") or env.get("AWS_REGION")
                           or env.get("AWS_DEFAULT_REGION"))
         data["credentials"] = ("from the config" if kwargs.get(SECRET_KEYS[0])

@@ -49,6 +49,7 @@ from ..errors import (
     StoreError,
     TychoError,
 )
+from ..logs import redact_url
 from . import ObjectInfo, Part, PartReceipt, RangeBody, S3Options, UploadInfo
 from .s3lean import LeanS3, Redirected
 
@@ -203,7 +204,14 @@ class S3Store:
             raise ConfigError(f"invalid key in the s3 section of the config: {exc}") from exc
         except (BotoCoreError, ValueError) as exc:
             await stack.aclose()
-            raise ConfigError(f"cannot set up the S3 client: {exc}") from exc
+            raise ConfigError(f"cannot set up the S3 client: {redact_url(str(exc))}") from exc
+        endpoint = str(client.meta.endpoint_url)
+        if redact_url(endpoint) != endpoint:
+            await stack.aclose()
+            raise ConfigError(
+                f"the S3 endpoint {redact_url(endpoint)} holds credentials (user:password@), "
+                "which S3 requests cannot use: put them in aws_access_key_id and "
+                "aws_secret_access_key (or the AWS variables) instead")
         return cls(client, stack, options.bucket, options.prefix, options.chunk_size,
                    options.checksums)
 
@@ -220,7 +228,8 @@ class S3Store:
 
     @property
     def endpoint(self) -> str:
-        return str(self._client.meta.endpoint_url)
+        """The endpoint's URL, for messages (never with credentials in it)."""
+        return redact_url(str(self._client.meta.endpoint_url))
 
     creates_root = False  # whether a first write creates the registry itself
 
