@@ -1,0 +1,205 @@
+"""Stores that do not answer, or not as S3 does: a command fails in seconds with a message
+naming the endpoint, after a bounded number of attempts, on both request paths (the lean
+one for GET/HEAD/PUT, botocore's for listings)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import anyio
+import pytest
+from typer.testing import CliRunner, Result
+
+from tycho_async.cli import app
+from tycho_async.errors import StoreError
+from tycho_async.storage import S3Options, open_store
+from tycho_async.transfer.plan import TransferSettings
+
+from .conftest import CREDS, REGION, make_bucket, write_file
+from .httpproxy import FaultProxy
+
+ATTEMPTS = TransferSettings().max_attempts
+
+
+class BlackHole:
+    """A loopback socket that accepts every connection and never sends a byte."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.1)
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._held: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, name="BlackHole", daemon=True)
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            self._held.append(conn)  # kept open, never read from, never answered
+
+    @property
+    def connections(self) -> int:
+        return len(self._held)
+
+    def __enter__(self) -> BlackHole:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        for conn in [*self._held, self._listener]:
+            conn.close()
+
+
+def _cli(*args: str) -> Result:
+    return CliRunner().invoke(app, list(args), catch_exceptions=False)
+
+
+def _config(endpoint: str, **s3: object) -> None:
+    Path(".tychoreg.json").write_text(json.dumps({
+        "tycho": {"backend": "s3"},
+        "s3": {"bucket": "registry", "endpoint_url": endpoint, "region_name": REGION,
+               **CREDS, **s3}}))
+    Path(".tychoreg.json").chmod(0o600)
+
+
+@pytest.mark.parametrize(("command", "parallel"), [
+    (["list"], 1), (["pull", "pkg"], 1), (["push", "pkg", "1", "f.bin"], 1),
+    (["exists", "pkg", "1"], 3),  # tycho.json, the record and the object, at once
+    (["pull-list", "a", "b", "c", "d"], 4),
+])
+def test_a_black_hole_fails_the_command_after_bounded_attempts(
+        isolated_env: Path, command: list[str], parallel: int) -> None:
+    """Each request is tried ATTEMPTS times (with backoff); once that many have timed out
+    on a store that never answered, the requests still waiting fail at once."""
+    write_file(Path("f.bin"), 100)
+    with BlackHole() as hole:
+        _config(hole.url, read_timeout=0.3, connect_timeout=0.3)
+        result = _cli(*command)
+        seen = hole.connections
+    assert result.exit_code == 3, result.output
+    assert f"{hole.url} sent nothing for 0.3 s (read_timeout)" in result.stderr
+    assert "Traceback" not in result.output
+    assert ATTEMPTS <= seen <= ATTEMPTS + parallel - 1, result.output
+
+
+def test_the_default_timeouts_fail_a_black_hole_well_within_a_minute() -> None:
+    """The documented bound, from the defaults: every attempt waits one read timeout,
+    every retry at most its backoff cap."""
+    settings, options = TransferSettings(), S3Options(bucket="b")
+    backoff = sum(min(settings.backoff_max, settings.backoff_base * 2 ** attempt)
+                  for attempt in range(settings.max_attempts - 1))
+    worst = settings.max_attempts * max(options.read_timeout, options.connect_timeout)
+    assert worst + backoff <= 30
+
+
+_PAGES = {"html": (200, "text/html", b"<html><body><h1>It works!</h1></body></html>"),
+          "404": (404, "text/plain; charset=utf-8", b"404 page not found\n")}
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that hangs up mid-answer is no news (and stderr is the command's)."""
+
+
+class NotS3Server:
+    """A loopback web server that is not an S3 store: every request gets a web page (200,
+    HTML) or a plain-text "404 page not found", as a wrong port often does."""
+
+    def __init__(self, page: str) -> None:
+        status, kind, body = _PAGES[page]
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                self.rfile.read(length)
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _answer
+
+            def log_message(self, format: str, *args: object) -> None:
+                return
+
+        self._server = _QuietServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> NotS3Server:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+@pytest.fixture(params=["html", "404"])
+def not_s3(request: pytest.FixtureRequest) -> Iterator[NotS3Server]:
+    with NotS3Server(request.param) as server:
+        yield server
+
+
+@pytest.mark.parametrize("command", [["list"], ["pull", "pkg"], ["list-versions", "pkg"],
+                                     ["exists", "pkg", "1"], ["push", "pkg", "1", "f.bin"]])
+def test_an_endpoint_that_does_not_speak_s3_is_a_config_error(
+        isolated_env: Path, not_s3: NotS3Server, command: list[str]) -> None:
+    write_file(Path("f.bin"), 100)
+    _config(not_s3.url)
+    result = _cli(*command)
+    assert result.exit_code == 2, result.output
+    assert f"the endpoint {not_s3.url} does not speak S3" in result.stderr
+    assert "check endpoint_url" in result.stderr and "Traceback" not in result.output
+
+
+def test_a_body_that_stalls_is_cut_by_the_read_timeout(s3_endpoint: str, isolated_env: Path,
+                                                       proxy: FaultProxy) -> None:
+    """Bytes that stop coming (one a second here) fail the read after read_timeout of
+    silence, on a whole-body read (tycho.json) and on a streamed one (the object); the
+    same store serves again once the link recovers."""
+    bucket = make_bucket(s3_endpoint)
+    _config(proxy.url, bucket=bucket, read_timeout=0.3)
+    blob = write_file(Path("f.bin"), 1000)
+    assert _cli("push", "pkg", "1", "f.bin", "--promote-latest").exit_code == 0
+    proxy.clear()
+    proxy.rate = 1
+    result = _cli("pull", "pkg")
+    gets = [r for r in proxy.requests if r.method == "GET" and "tycho.json" in r.path]
+    assert result.exit_code == 3, result.output
+    assert f"{proxy.url} sent nothing for 0.3 s (read_timeout)" in result.stderr
+    assert len(gets) == ATTEMPTS
+
+    async def stream() -> None:
+        options = S3Options(bucket, client_kwargs={"endpoint_url": proxy.url,
+                                                   "region_name": REGION, **CREDS},
+                            read_timeout=0.3)
+        async with open_store(options) as store:
+            proxy.rate = None
+            assert await store.head("pkg/tycho_1.pkg") is not None  # it answers
+            proxy.rate = 1
+            with pytest.raises(StoreError, match=r"sent nothing for 0\.3 s") as caught:
+                async with store.open_range("pkg/tycho_1.pkg", 0, None) as body:
+                    async for _ in body.chunks:
+                        pass
+            assert caught.value.transient
+            proxy.rate = None
+            async with store.open_range("pkg/tycho_1.pkg", 0, None) as body:
+                assert b"".join([chunk async for chunk in body.chunks]) == blob
+
+    anyio.run(stream)
+    assert _cli("pull", "pkg").exit_code == 0
+    assert Path("tycho_packages/f.bin").read_bytes() == blob
