@@ -4,12 +4,15 @@ one for GET/HEAD/PUT, botocore's for listings)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import anyio
 import pytest
@@ -20,10 +23,11 @@ from tycho_async.errors import StoreError
 from tycho_async.storage import S3Options, open_store
 from tycho_async.transfer.plan import TransferSettings
 
-from .conftest import CREDS, REGION, make_bucket, write_file
+from .conftest import CREDS, REGION, make_bucket, s3_client, write_file
 from .httpproxy import FaultProxy
 
 ATTEMPTS = TransferSettings().max_attempts
+MiB = 1024 * 1024
 
 
 class BlackHole:
@@ -203,3 +207,75 @@ def test_a_body_that_stalls_is_cut_by_the_read_timeout(s3_endpoint: str, isolate
     anyio.run(stream)
     assert _cli("pull", "pkg").exit_code == 0
     assert Path("tycho_packages/f.bin").read_bytes() == blob
+
+
+class SlowUploads:
+    """A TCP relay to a server that passes the first ``slow`` bytes a client sends on each
+    connection at ``rate`` bytes a second and everything else at once: an upload whose
+    body takes seconds to leave, whose answer then comes at once. Its small receive
+    buffer keeps the client's write blocked while the relay holds back."""
+
+    def __init__(self, upstream: str, slow: int, rate: int) -> None:
+        parts = urlsplit(upstream)
+        self._upstream = (parts.hostname or "", parts.port or 0)
+        self._slow, self._rate = slow, rate
+        self._sock = socket.socket()
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        self._sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+                     ) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self._upstream)
+
+        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter,
+                       slow: int) -> None:
+            passed = 0
+            while data := await source.read(64 * 1024):
+                if passed < slow:
+                    await asyncio.sleep(len(data) / self._rate)
+                passed += len(data)
+                sink.write(data)
+                await sink.drain()
+            sink.close()
+
+        with contextlib.suppress(OSError):
+            await asyncio.gather(pump(reader, up_writer, self._slow),
+                                 pump(up_reader, writer, 0))
+
+    def __enter__(self) -> SlowUploads:
+        async def start() -> asyncio.Server:
+            return await asyncio.start_server(self._serve, sock=self._sock)
+
+        self._thread.start()
+        self._server = asyncio.run_coroutine_threadsafe(start(), self._loop).result(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        async def stop() -> None:
+            self._server.close()
+            for task in asyncio.all_tasks() - {asyncio.current_task()}:
+                task.cancel()
+
+        asyncio.run_coroutine_threadsafe(stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+
+def test_a_slow_upload_is_not_cut_by_the_read_timeout(s3_endpoint: str,
+                                                      isolated_env: Path) -> None:
+    """The first-byte clock starts when the request's last byte was sent: a part whose
+    body takes 4 s to leave (4 MiB at 1 MiB/s) passes a 2 s read timeout."""
+    bucket = make_bucket(s3_endpoint)
+    blob = write_file(Path("f.bin"), 12 * MiB + 7)
+    with SlowUploads(s3_endpoint, slow=4 * MiB, rate=MiB) as relay:
+        _config(relay.url, bucket=bucket, read_timeout=2)
+        result = _cli("push", "pkg", "1", "f.bin", "--promote-latest", "--part-size", "12MiB",
+                      "--concurrency", "1")
+    # each attempt would meet a fresh connection's slow start: exit 0 means none was cut
+    assert result.exit_code == 0, result.output
+    stored = s3_client(s3_endpoint).get_object(Bucket=bucket, Key="pkg/tycho_1.pkg")
+    assert stored["Body"].read() == blob
