@@ -209,16 +209,20 @@ def test_a_body_that_stalls_is_cut_by_the_read_timeout(s3_endpoint: str, isolate
     assert Path("tycho_packages/f.bin").read_bytes() == blob
 
 
-class SlowUploads:
+class SlowRelay:
     """A TCP relay to a server that passes the first ``slow`` bytes a client sends on each
-    connection at ``rate`` bytes a second and everything else at once: an upload whose
-    body takes seconds to leave, whose answer then comes at once. Its small receive
-    buffer keeps the client's write blocked while the relay holds back."""
+    connection at ``rate`` bytes a second and everything else at once (an upload whose
+    body takes seconds to leave, whose answer then comes at once; its small receive
+    buffer keeps the client's write blocked while the relay holds back), and holds the
+    answer to a request whose first line contains ``held`` for ``hold`` seconds (a
+    store that takes its time to answer; HTTP/1.1 clients send one request at a time)."""
 
-    def __init__(self, upstream: str, slow: int, rate: int) -> None:
+    def __init__(self, upstream: str, *, slow: int = 0, rate: int = 1, held: bytes = b"",
+                 hold: float = 0.0) -> None:
         parts = urlsplit(upstream)
         self._upstream = (parts.hostname or "", parts.port or 0)
         self._slow, self._rate = slow, rate
+        self._held, self._hold = held, hold
         self._sock = socket.socket()
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
         self._sock.bind(("127.0.0.1", 0))
@@ -229,23 +233,28 @@ class SlowUploads:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
                      ) -> None:
         up_reader, up_writer = await asyncio.open_connection(*self._upstream)
+        holding = asyncio.Event()  # the request on its way is one whose answer is held
 
         async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter,
-                       slow: int) -> None:
+                       upwards: bool) -> None:
             passed = 0
             while data := await source.read(64 * 1024):
-                if passed < slow:
+                if upwards and self._held and self._held in data.split(b"\r\n", 1)[0]:
+                    holding.set()
+                if upwards and passed < self._slow:
                     await asyncio.sleep(len(data) / self._rate)
+                if not upwards and holding.is_set():
+                    holding.clear()
+                    await asyncio.sleep(self._hold)
                 passed += len(data)
                 sink.write(data)
                 await sink.drain()
             sink.close()
 
         with contextlib.suppress(OSError):
-            await asyncio.gather(pump(reader, up_writer, self._slow),
-                                 pump(up_reader, writer, 0))
+            await asyncio.gather(pump(reader, up_writer, True), pump(up_reader, writer, False))
 
-    def __enter__(self) -> SlowUploads:
+    def __enter__(self) -> SlowRelay:
         async def start() -> asyncio.Server:
             return await asyncio.start_server(self._serve, sock=self._sock)
 
@@ -271,7 +280,7 @@ def test_a_slow_upload_is_not_cut_by_the_read_timeout(s3_endpoint: str,
     body takes 4 s to leave (4 MiB at 1 MiB/s) passes a 2 s read timeout."""
     bucket = make_bucket(s3_endpoint)
     blob = write_file(Path("f.bin"), 12 * MiB + 7)
-    with SlowUploads(s3_endpoint, slow=4 * MiB, rate=MiB) as relay:
+    with SlowRelay(s3_endpoint, slow=4 * MiB, rate=MiB) as relay:
         _config(relay.url, bucket=bucket, read_timeout=2)
         result = _cli("push", "pkg", "1", "f.bin", "--promote-latest", "--part-size", "12MiB",
                       "--concurrency", "1")
@@ -279,3 +288,19 @@ def test_a_slow_upload_is_not_cut_by_the_read_timeout(s3_endpoint: str,
     assert result.exit_code == 0, result.output
     stored = s3_client(s3_endpoint).get_object(Bucket=bucket, Key="pkg/tycho_1.pkg")
     assert stored["Body"].read() == blob
+
+
+def test_a_slow_completion_is_waited_for(s3_endpoint: str, isolated_env: Path) -> None:
+    """A store may take a while to assemble a multipart upload: the completion's answer
+    has COMPLETE_TIMEOUT (a minute), not read_timeout (cut, its retry would find the
+    upload gone and fail a push whose object is in the bucket)."""
+    bucket = make_bucket(s3_endpoint)
+    blob = write_file(Path("f.bin"), 10 * MiB + 3)
+    with SlowRelay(s3_endpoint, held=b"?uploadId=", hold=2.5) as relay:
+        _config(relay.url, bucket=bucket, read_timeout=1)
+        result = _cli("push", "pkg", "1", "f.bin", "--promote-latest", "--part-size", "5MiB")
+    assert result.exit_code == 0, result.output
+    stored = s3_client(s3_endpoint).get_object(Bucket=bucket, Key="pkg/tycho_1.pkg")
+    assert stored["Body"].read() == blob
+    _config(s3_endpoint, bucket=bucket)
+    assert _cli("exists", "pkg", "1").exit_code == 0

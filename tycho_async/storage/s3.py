@@ -16,7 +16,7 @@ import hashlib
 import io
 import logging
 import zlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -69,6 +69,7 @@ _TRANSIENT_CODES = {
 _NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchUpload"}
 
 
+COMPLETE_TIMEOUT = 60.0  # seconds a CompleteMultipartUpload may take to answer
 _BLACK_HOLE = 5  # timeouts of a store that never answered after which it is given up
 _HEADS = {"HeadObject", "HeadBucket"}  # answers without a body: no error code to read
 
@@ -194,7 +195,8 @@ def _http_date(value: str | None) -> float | None:
 class S3Store:
     def __init__(self, client: Any, stack: AsyncExitStack, bucket: str, prefix: str,
                  chunk_size: int, checksums: bool,
-                 timeouts: tuple[float, float] = (5.0, 5.0)) -> None:
+                 timeouts: tuple[float, float] = (5.0, 5.0),
+                 client_kwargs: Mapping[str, Any] | None = None) -> None:
         self._client = client
         self._timeouts = timeouts  # connect, read: named by timeout messages
         self._answered = False  # the store sent at least one answer
@@ -211,6 +213,9 @@ class S3Store:
         self._checksums = checksums
         self._lean: LeanS3 | None = None
         self._lean_resolved = False
+        self._client_kwargs = dict(client_kwargs or {})  # what made the client, for its twin
+        self._completer: Any = None  # the client for CompleteMultipartUpload
+        self._completer_lock = anyio.Lock()
 
     @classmethod
     async def open(cls, options: S3Options) -> S3Store:
@@ -250,7 +255,8 @@ class S3Store:
                 "which S3 requests cannot use: put them in aws_access_key_id and "
                 "aws_secret_access_key (or the AWS variables) instead")
         return cls(client, stack, options.bucket, options.prefix, options.chunk_size,
-                   options.checksums, (options.connect_timeout, options.read_timeout))
+                   options.checksums, (options.connect_timeout, options.read_timeout),
+                   options.client_kwargs)
 
     async def __aenter__(self) -> Self:
         return self
@@ -275,15 +281,18 @@ class S3Store:
         return f"s3://{self.bucket}/{self.prefix} at {self.endpoint}"
 
     @contextlib.contextmanager
-    def _translated(self, what: str, *, sends: bool = True) -> Any:
+    def _translated(self, what: str, *, sends: bool = True, read_timeout: float | None = None
+                    ) -> Any:
         """Translate what the block raises; ``sends`` False for a block that sends no
-        request (its success says nothing of the store)."""
+        request (its success says nothing of the store); ``read_timeout``: the block's
+        own, if not the store's."""
         if self._silent is not None:
             raise StoreError(f"{what}: {self._silent}")
+        timeouts = (self._timeouts[0], read_timeout or self._timeouts[1])
         try:
             yield
         except _FOREIGN as exc:
-            error = translate(exc, what, self.endpoint, self._timeouts)
+            error = translate(exc, what, self.endpoint, timeouts)
             if isinstance(error, MissingRegistry):
                 error = MissingRegistry(f"bucket {self.bucket!r} does not exist at "
                                         f"{self.endpoint}")
@@ -553,12 +562,29 @@ class S3Store:
     ) -> str:
         parts = [{"PartNumber": n, **receipt} for n, receipt in enumerate(receipts, start=1)]
         extra = {"IfNoneMatch": "*"} if if_none_match else {}
-        with self._translated(f"finish upload of {key}"):
-            resp = await self._client.complete_multipart_upload(
+        what = f"finish upload of {key}"
+        with self._translated(what, read_timeout=max(COMPLETE_TIMEOUT, self._timeouts[1])):
+            client = await self._completing_client()
+            resp = await client.complete_multipart_upload(
                 Bucket=self.bucket, Key=self._key(key), UploadId=upload_id,
                 MultipartUpload={"Parts": parts}, **extra,
             )
         return str(resp["ETag"])
+
+    async def _completing_client(self) -> Any:
+        """The client for CompleteMultipartUpload, whose read timeout is at least
+        COMPLETE_TIMEOUT: a store may assemble a large object for a while before its first
+        byte (AWS sends spaces meanwhile, not every store does), and a completion retried
+        after a cut one found the upload gone. Created on first use, beside the client."""
+        if self._timeouts[1] >= COMPLETE_TIMEOUT:
+            return self._client
+        async with self._completer_lock:
+            if self._completer is None:
+                config = self._client.meta.config.merge(
+                    Config(read_timeout=COMPLETE_TIMEOUT, max_pool_connections=4))
+                self._completer = await self._stack.enter_async_context(
+                    get_session().create_client("s3", config=config, **self._client_kwargs))
+        return self._completer
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
         try:
