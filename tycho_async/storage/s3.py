@@ -215,6 +215,7 @@ class S3Store:
         self._lean_resolved = False
         self._client_kwargs = dict(client_kwargs or {})  # what made the client, for its twin
         self._completer: Any = None  # the client for CompleteMultipartUpload
+        self._region: str | None = None  # the bucket's, learnt from a redirect
         self._completer_lock = anyio.Lock()
 
     @classmethod
@@ -334,6 +335,8 @@ class S3Store:
         log.debug("bucket %s answers from region %s: requests go through botocore from now",
                   self.bucket, region)
         self._lean = None
+        if isinstance(region, str) and region:
+            self._region = region  # for the completing client, which then starts there
 
     async def head(self, key: str) -> ObjectInfo | None:
         lean = await self._lean_path()
@@ -575,15 +578,19 @@ class S3Store:
         """The client for CompleteMultipartUpload, whose read timeout is at least
         COMPLETE_TIMEOUT: a store may assemble a large object for a while before its first
         byte (AWS sends spaces meanwhile, not every store does), and a completion retried
-        after a cut one found the upload gone. Created on first use, beside the client."""
+        after a cut one found the upload gone. Created on first use, beside the client,
+        in the bucket's region if a redirect told it."""
         if self._timeouts[1] >= COMPLETE_TIMEOUT:
             return self._client
         async with self._completer_lock:
             if self._completer is None:
                 config = self._client.meta.config.merge(
                     Config(read_timeout=COMPLETE_TIMEOUT, max_pool_connections=4))
+                kwargs = dict(self._client_kwargs)
+                if self._region:
+                    kwargs["region_name"] = self._region
                 self._completer = await self._stack.enter_async_context(
-                    get_session().create_client("s3", config=config, **self._client_kwargs))
+                    get_session().create_client("s3", config=config, **kwargs))
         return self._completer
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
