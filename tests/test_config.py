@@ -260,6 +260,8 @@ def test_timeouts_come_from_the_s3_section_or_the_environment(
     assert isinstance(store, S3Options)
     assert (store.connect_timeout, store.read_timeout) == (1.0, 3.0)
     assert "read_timeout" not in store.client_kwargs
+    info = json.loads(_cli("info", "--json").stdout)
+    assert (info["connect_timeout"], info["read_timeout"]) == (1.0, 3.0)
 
 
 @pytest.mark.parametrize("where", ["config", "AWS_ENDPOINT_URL"])

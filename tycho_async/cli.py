@@ -726,7 +726,7 @@ def info(
         "version": __version__,
         "config": str(settings.config_path) if settings.config_path else None,
         "backend": settings.backend,
-        "registry": settings.location,
+        "registry": redact_url(settings.location),
         "outdir": str(settings.outdir),
         "concurrency": settings.transfer.concurrency,
         "part_size": human_size(settings.transfer.part_size),
@@ -743,6 +743,8 @@ def info(
                           or env.get("AWS_DEFAULT_REGION"))
         data["credentials"] = ("from the config" if kwargs.get(SECRET_KEYS[0])
                                else "the AWS credential chain")
+        data["connect_timeout"] = settings.store.connect_timeout  # seconds
+        data["read_timeout"] = settings.store.read_timeout
     if probe:
         if settings.unset:
             raise UsageError("cannot --probe while a config value is unset: "
