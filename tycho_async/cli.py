@@ -735,6 +735,7 @@ def info(
     import os
 
     from .config import SECRET_KEYS
+    from .logs import redact_url
     from .storage import S3Options
 
     settings = _settings(config, registry, strict=False)
@@ -742,7 +743,7 @@ def info(
         "version": __version__,
         "config": str(settings.config_path) if settings.config_path else None,
         "backend": settings.backend,
-        "registry": settings.location,
+        "registry": redact_url(settings.location),
         "outdir": str(settings.outdir),
         "concurrency": settings.transfer.concurrency,
         "part_size": human_size(settings.transfer.part_size),
@@ -752,12 +753,15 @@ def info(
     if isinstance(settings.store, S3Options):
         kwargs = settings.store.client_kwargs
         env = os.environ
-        data["endpoint_url"] = (kwargs.get("endpoint_url") or env.get("AWS_ENDPOINT_URL_S3")
-                                or env.get("AWS_ENDPOINT_URL"))
+        endpoint = (kwargs.get("endpoint_url") or env.get("AWS_ENDPOINT_URL_S3")
+                    or env.get("AWS_ENDPOINT_URL"))
+        data["endpoint_url"] = redact_url(str(endpoint)) if endpoint else None
         data["region"] = (kwargs.get("region_name") or env.get("AWS_REGION")
                           or env.get("AWS_DEFAULT_REGION"))
         data["credentials"] = ("from the config" if kwargs.get(SECRET_KEYS[0])
                                else "the AWS credential chain")
+        data["connect_timeout"] = settings.store.connect_timeout  # seconds
+        data["read_timeout"] = settings.store.read_timeout
     if probe:
         if settings.unset:
             raise UsageError("cannot --probe while a config value is unset: "

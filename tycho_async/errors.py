@@ -7,6 +7,7 @@
     ├── Refused                     1  a deletion that would remove what must stay (latest)
     ├── UsageError                  2  bad name, bad option value, special file in the way
     │   ├── ConfigError             2  unreadable or invalid config
+    │   │   └── NotS3               2  the endpoint answers, but not as an S3 store does
     │   └── MissingRegistry         2  the bucket or registry directory does not exist
     ├── TransferError               3  the bytes did not arrive (network, permission, disk)
     │   ├── StoreError              3  a backend call failed; ``transient`` says if a retry may help
@@ -63,6 +64,11 @@ class UsageError(TychoError):
 
 class ConfigError(UsageError):
     exit_code = 2
+
+
+class NotS3(ConfigError):
+    """The endpoint answers, but not as S3 does (a web page, another API): a wrong
+    ``endpoint_url``, never a missing package or a transfer to retry."""
 
 
 class MissingRegistry(UsageError):
