@@ -640,31 +640,38 @@ def show(
     _table(("FIELD", "VALUE"), rows)
 
 
-@app.command(cls=Command, short_help="Delete versions of PACKAGE: all of them or none.")
+@app.command(cls=Command, short_help="Delete versions of PACKAGE (all or none), or all of it.")
 @_command
 def delete(
     package: PackageArg,
-    versions: Annotated[list[str], typer.Argument(
-        metavar="VERSION...", help="Versions to delete.", show_default=False)],
+    versions: Annotated[list[str] | None, typer.Argument(
+        metavar="[VERSION]...", help="Versions to delete.", show_default=False)] = None,
+    everything: Annotated[bool, typer.Option(
+        "--all", help="Remove the whole package: every version (the latest too, no "
+        "--force needed), its multipart uploads, then tycho.json.")] = False,
     force: Annotated[bool, typer.Option(
-        "--force", help="Also delete the latest version (latest becomes unset).")] = False,
+        "--force", "-f", help="Also delete the latest version (latest becomes unset).")]
+        = False,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Check and say what would be deleted; delete nothing.")] = False,
     as_json: JsonOpt = False, config: ConfigOpt = None, registry: RegistryOpt = None,
 ) -> None:
-    """Delete versions of PACKAGE. Every version is checked first and nothing is deleted
-    if one is refused: a missing version (exit 1) or the latest without --force (exit 1).
-    A deletion cut short is never trusted by a pull; the next delete or prune finishes it."""
+    """Delete versions of PACKAGE, or with --all the whole package. Every version is
+    checked first and nothing is deleted if one is refused: a missing version (exit 1)
+    or the latest without --force (exit 1). A deletion cut short is never trusted by a
+    pull; the same command run again (or prune) finishes it."""
     settings = _settings(config, registry)
-    result = _run(settings, lambda reg: reg.delete(package, versions, force=force,
-                                                   dry_run=dry_run))
+    result = _run(settings, lambda reg: reg.delete(package, versions or [], force=force,
+                                                   dry_run=dry_run, everything=everything))
     if as_json:
         _echo_json(_report().delete(result))
         return
     verb = "would delete" if dry_run else "deleted"
     for version in result.versions:
         _out(f"{verb} {package} {version}")
-    if result.latest_cleared:
+    if result.package_removed:
+        _out(f"{'would remove' if dry_run else 'removed'} package {package}")
+    elif result.latest_cleared:
         _out(f"{package} has no latest version {'then' if dry_run else 'now'}")
 
 

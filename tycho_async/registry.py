@@ -150,6 +150,7 @@ class DeleteResult:
     versions: list[str]  # deleted (or, with dry_run, that would be)
     latest_cleared: bool  # --force deleted the latest version: latest is null now
     dry_run: bool
+    package_removed: bool = False  # --all: tycho.json too, the package is gone
 
 
 @dataclass(frozen=True)
@@ -745,7 +746,9 @@ class Registry:
             try:
                 meta, _ = await self.read_meta(name)
             except NotFound:
-                summaries[name] = PackageSummary(name, None, None, "no tycho.json")
+                # an emptied folder (SeaweedFS and the local backend keep them) is no package
+                if await self.engine.list_keys(f"{name}/"):
+                    summaries[name] = PackageSummary(name, None, None, "no tycho.json")
                 return
             except UnsafeRemoteData as exc:
                 summaries[name] = PackageSummary(name, None, None, exc.message)
@@ -755,7 +758,7 @@ class Registry:
         async with task_group() as tg:
             for name in names:
                 tg.start_soon(summarize, name)
-        return [summaries[name] for name in sorted(names)]
+        return [summaries[name] for name in sorted(names) if name in summaries]
 
     async def list_versions(self, package: str) -> list[VersionInfo]:
         """Every version, in natural order, with what tycho.json's copies of the records
@@ -1258,15 +1261,20 @@ class Registry:
         return pkg, record, started
 
     async def delete(self, package: str, versions: Sequence[str], *, force: bool = False,
-                     dry_run: bool = False) -> DeleteResult:
+                     dry_run: bool = False, everything: bool = False) -> DeleteResult:
         """Delete versions, all or none: every one is checked first (a missing version,
         or the latest without ``force``, refuses the whole command). Each deletion is
         ordered so that a crash between its steps leaves nothing a pull would trust
-        (``_delete_version``); a later delete or prune finishes it."""
+        (``_delete_versions``); the same command run again, or a prune, finishes it.
+        ``everything`` removes the whole package (``_delete_package``)."""
         check_package(package)
         versions = list(dict.fromkeys(check_version(v) for v in versions))
+        if everything:
+            if versions:
+                raise UsageError("name versions or --all, not both")
+            return await self._delete_package(package, dry_run=dry_run)
         if not versions:
-            raise UsageError("name at least one version to delete")
+            raise UsageError("name at least one version to delete (or --all)")
         if LATEST in versions:
             raise UsageError(f"{LATEST!r} is tycho-station's word for the latest version; "
                              "name the version to delete")
@@ -1295,49 +1303,103 @@ class Registry:
                                  "versions refused", problems)
         cleared = meta.get("latest") in versions
         if not dry_run:
-            for version in versions:
-                await self._delete_version(package, version, force=force)
+            await self._delete_versions(package, versions, force=force)
         return DeleteResult(package, versions, cleared, dry_run)
 
-    async def _delete_version(self, package: str, version: str, *, force: bool) -> None:
-        """1. mark the version as being deleted in tycho.json, re-checking latest in that
-        same conditional write (from here no pull trusts it); 2. mark its record object
-        too (for a reader whose tycho.json lost our copy); 3. delete the object;
-        4. delete the record object; 5. drop the copy from tycho.json. A crash anywhere
-        leaves the mark, which the next delete or prune finds and finishes."""
-        rkey = record_key(package, version)
-        old: dict[str, Any] | None = None
-        with contextlib.suppress(NotFound):
-            old = load_record(package, version, (await self.engine.get_bytes(rkey))[0])
-        marked = {**(old if old is not None and state_of(old) == "ok" else {}),
-                  "state": DELETING, "deleting_since": now(),
-                  "deleted_by": f"tychoreg {__version__}"}
+    async def _delete_package(self, package: str, *, dry_run: bool) -> DeleteResult:
+        """Every version (latest included: removing the package is what was asked), by
+        the steps of ``_delete_versions``, then the package's multipart uploads, then
+        tycho.json last: a crash anywhere leaves a package the same command finishes.
+        A push still alive is never cut short: it refuses the whole command."""
+        meta = await self._read_meta_or_none(package)
+        pushed, recorded = await self._listing(package)
+        if meta is None and not pushed and not recorded:
+            await self._require_root()
+            raise NotFound(f"package {package!r} does not exist")
+        copies = records_in(meta or {})
+        versions = sorted((v for v in set(pushed) | recorded | set(copies)
+                           if is_valid_segment(v)), key=natural)
+        for version in sorted(recorded - {v for v, c in copies.items() if state_of(c) == "ok"},
+                              key=natural):
+            _, record, started = await self._deleting(package, version, meta or {})
+            if not started and is_pending(record) and record is not None \
+                    and not await self._abandoned(package, version, record):
+                raise _Busy(f"{package} {version} is being pushed by another client right "
+                            "now; nothing deleted (try again once it is done)")
+        latest = (meta or {}).get("latest")
+        cleared = isinstance(latest, str)
+        uploads = await self.engine.list_uploads(f"{package}/tycho_")
+        if dry_run:
+            return DeleteResult(package, versions, cleared, True, package_removed=True)
+        if versions:
+            await self._delete_versions(package, versions, force=True)
+        for upload in uploads:
+            with contextlib.suppress(NotFound):
+                await self.engine.abort_upload(upload.key, upload.upload_id)
+        left, _ = await self._listing(package)
+        if left:
+            raise TransferError(f"{package}: {', '.join(sorted(left, key=natural))} "
+                                f"pushed meanwhile; tycho.json kept (run delete {package} "
+                                "--all again)")
+        if meta is not None:
+            await self.engine.delete(meta_key(package))
+        return DeleteResult(package, versions, cleared, False, package_removed=True)
+
+    async def _delete_versions(self, package: str, versions: Sequence[str], *,
+                               force: bool) -> None:
+        """1. mark every version as being deleted in tycho.json, in one conditional
+        write that re-checks latest (from here no pull trusts any of them, and the same
+        command run again knows them: a mark is "deleted by a run cut short", not a
+        typo); then, version by version, 2. mark its record object too (for a reader
+        whose tycho.json lost our copy), 3. delete the object, 4. delete the record
+        object; only once the last object is gone, 5. drop the marks from tycho.json.
+        A crash anywhere leaves the marks, which the next delete or prune finishes."""
+        olds: dict[str, dict[str, Any] | None] = {}
+
+        async def read(version: str) -> None:
+            olds[version] = None
+            with contextlib.suppress(NotFound):
+                olds[version] = load_record(package, version, (await self.engine.get_bytes(
+                    record_key(package, version)))[0])
+
+        async with task_group() as tg:
+            for version in versions:
+                tg.start_soon(read, version)
+        since = now()
+        marked = {v: {**(old if old is not None and state_of(old) == "ok" else {}),
+                      "state": DELETING, "deleting_since": since,
+                      "deleted_by": f"tychoreg {__version__}"} for v, old in olds.items()}
 
         def start(meta: dict[str, Any]) -> None:
-            if meta.get("latest") == version:
+            latest = meta.get("latest")
+            if latest in marked:
                 if not force:
-                    raise Refused(f"{package} {version} became the latest version meanwhile; "
+                    raise Refused(f"{package} {latest} became the latest version meanwhile; "
                                   "nothing deleted")
                 meta["latest"] = None
-            records_in(meta, create=True)[version] = marked
+            records_in(meta, create=True).update(marked)
 
         def finish(meta: dict[str, Any]) -> None:
             records = records_in(meta)
-            if state_of(records.get(version)) == DELETING:
-                del records[version]
+            for version in versions:
+                if state_of(records.get(version)) == DELETING:
+                    del records[version]
 
         await self._update_meta(package, start)
         try:
+            for version in versions:
+                with anyio.CancelScope(shield=True), anyio.fail_after(SHIELD_SECONDS):
+                    rkey = record_key(package, version)
+                    if olds[version] is not None:
+                        await self.engine.put_bytes(rkey, dump(marked[version]))
+                    await self.engine.delete(version_key(package, version))
+                    await self.engine.delete(rkey)
             with anyio.CancelScope(shield=True), anyio.fail_after(SHIELD_SECONDS):
-                if old is not None:
-                    await self.engine.put_bytes(rkey, dump(marked))
-                await self.engine.delete(version_key(package, version))
-                await self.engine.delete(rkey)
                 await self._update_meta(package, finish)
         except TimeoutError:
-            raise TransferError(f"{package} {version}: its deletion got no answer within "
-                                f"{SHIELD_SECONDS} s; 'tychoreg delete {package} {version}' "
-                                "finishes it") from None
+            raise TransferError(f"{package}: a deletion got no answer within "
+                                f"{SHIELD_SECONDS} s; 'tychoreg delete {package} "
+                                f"{' '.join(versions)}' finishes it") from None
 
     async def prune(self, package: str, *, keep: int, older_than: float | None = None,
                     dry_run: bool = False) -> PruneResult:
@@ -1360,8 +1422,9 @@ class Registry:
                 await how()
             for key, upload_id in stale:
                 await self.engine.abort_upload(key, upload_id)
-            for gone in plan.delete:
-                await self._delete_version(package, gone.version, force=False)
+            if plan.delete:
+                await self._delete_versions(package, [p.version for p in plan.delete],
+                                            force=False)
         return PruneResult(package, [p.version for p in plan.delete],
                            [p.version for p in plan.keep], sorted(unfinished, key=natural),
                            len(stale), dry_run)
@@ -1382,7 +1445,7 @@ class Registry:
                 continue
             _, record, started = await self._deleting(package, version, meta)
             if started:
-                todo[version] = functools.partial(self._delete_version, package, version,
+                todo[version] = functools.partial(self._delete_versions, package, [version],
                                                   force=True)
             elif is_pending(record) and record is not None \
                     and await self._abandoned(package, version, record):
