@@ -102,6 +102,7 @@ from .storage import ObjectInfo
 from .transfer import Engine, Expected
 from .transfer.engine import ExpectedSource, UploadResult
 from .transfer.groups import task_group
+from .units import plural
 
 if TYPE_CHECKING:
     from . import archive
@@ -120,6 +121,14 @@ SETTLE_SECONDS = 300  # push --skip-existing waits at most this for a rival push
 
 class _Busy(AlreadyExists):
     """Another push of the version is under way (alive, by its pending record)."""
+
+
+class _Collision(UsageError):
+    """Two items of a batch would write one destination; ``rival`` holds it."""
+
+    def __init__(self, message: str, rival: str) -> None:
+        super().__init__(message)
+        self.rival = rival
 
 
 @dataclass(frozen=True)
@@ -406,8 +415,16 @@ class Registry:
         return (*found["look"], found["meta"])
 
     async def exists(self, package: str, version: str) -> bool:
+        """Whether the version exists and is complete; ``latest`` means the latest, as
+        for a pull (no latest set: no)."""
         check_package(package)
         check_version(version)
+        if version == LATEST:
+            meta = await self._read_meta_or_none(package)
+            if meta is None or meta.get("latest") is None:
+                return False
+            version = self._resolve(PullRequest(package, version), meta)
+            return await self._state(package, version, meta) == "ok"
         return await self._state(package, version) == "ok"
 
     async def push(self, package: str, version: str, source: Path | BinaryIO, *,
@@ -545,6 +562,10 @@ class Registry:
             raise UsageError(f"package {package!r} is new: a push from standard input needs "
                              "--localname NAME to name its file")
         check_localname_arg(name)
+        if source.tree is None and any(format_of(copy) == TAR_ZSTD
+                                       for copy in records_in(meta or {}).values()):
+            raise UsageError(f"package {package!r} holds directories (tar+zstd): push a "
+                             "directory to it, or the file to a package of files")
         if source.tree is not None and dir_name(name) is None:
             raise UsageError(f"package {package!r} names its file {name!r}, not NAME"
                              f"{TAR_ZSTD_SUFFIX}: a directory can only be pushed to a package "
@@ -1212,18 +1233,30 @@ class Registry:
         results: dict[int, PullResult] = {}
         failures: list[tuple[str, TychoError]] = []
         claimed: dict[Path, str] = {}
+        collided: list[tuple[int, PullRequest, str, UsageError]] = []
         created = await anyio.to_thread.run_sync(self.fs.make_dirs, self.outdir)
 
-        async def one(index: int, request: PullRequest) -> None:
+        async def one(index: int, request: PullRequest, *, last: bool = False) -> None:
+            mine: list[Path] = []
+
             def claim(dest: Path) -> None:
                 key = dest.absolute()
                 if key in claimed:
-                    raise UsageError(f"{request} and {claimed[key]} both write {dest}")
+                    raise _Collision(f"{request} and {claimed[key]} both write {dest}",
+                                     claimed[key])
                 claimed[key] = str(request)
+                mine.append(key)
 
             try:
                 results[index] = await self.pull(request, force=force, claim=claim)
+            except _Collision as exc:
+                if last:
+                    failures.append((str(request), exc))
+                else:
+                    collided.append((index, request, exc.rival, exc))
             except TychoError as exc:
+                for key in mine:  # nothing written: its place is free again
+                    del claimed[key]
                 failures.append((str(request), exc))
 
         # A fixed pool of workers, not a task per item: memory stays flat in the length of
@@ -1239,15 +1272,35 @@ class Registry:
             async with task_group() as tg:
                 for _ in range(min(len(requests), 2 * self.engine.settings.concurrency)):
                     tg.start_soon(worker)
+            # A collision counts only between versions that exist: an item whose rival
+            # then failed (a missing version, say) is pulled now, and one that is itself
+            # missing says so, so the real error is the one reported.
+            failed = {item for item, _ in failures}
+            for index, request, rival, exc in collided:
+                if rival in failed:
+                    await one(index, request, last=True)
+                else:
+                    failures.append((str(request), await self._missing(request) or exc))
         finally:
             if not results:
                 self.fs.remove_empty_dirs(created)
         if failures:
             done = len(results)
             raise PartialFailure(
-                f"{len(failures)} of {len(requests)} packages failed ({done} pulled)", failures,
+                f"{len(failures)} of {plural(len(requests), 'package')} failed ({done} "
+                "pulled)", failures,
                 [results[i] for i in sorted(results)])
         return [results[i] for i in range(len(requests))]
+
+    async def _missing(self, request: PullRequest) -> NotFound | None:
+        """The error a pull of ``request`` would meet for a version that does not exist
+        (None when it exists, or when asking fails: then the collision stands)."""
+        with contextlib.suppress(TychoError):
+            meta, _ = await self.read_meta(request.package)
+            version = self._resolve(request, meta)
+            if await self._state(request.package, version, meta) == "missing":
+                return NotFound(f"{request.package} {version} does not exist")
+        return None
 
     # -- deletion ------------------------------------------------------------------------
 
@@ -1299,8 +1352,8 @@ class Registry:
         if problems:
             if len(problems) == 1:
                 raise problems[0][1]
-            raise PartialFailure(f"nothing deleted: {len(problems)} of {len(versions)} "
-                                 "versions refused", problems)
+            raise PartialFailure(f"nothing deleted: {len(problems)} of "
+                                 f"{plural(len(versions), 'version')} refused", problems)
         cleared = meta.get("latest") in versions
         if not dry_run:
             await self._delete_versions(package, versions, force=force)
