@@ -1389,11 +1389,10 @@ class Registry:
         for upload in uploads:
             with contextlib.suppress(NotFound):
                 await self.engine.abort_upload(upload.key, upload.upload_id)
-        left, _ = await self._listing(package)
-        if left:
-            raise TransferError(f"{package}: {', '.join(sorted(left, key=natural))} "
-                                f"pushed meanwhile; tycho.json kept (run delete {package} "
-                                "--all again)")
+        objects, records = await self._listing(package)
+        if left := sorted(set(objects) | records, key=natural):
+            raise TransferError(f"{package}: {', '.join(left)} pushed meanwhile; tycho.json "
+                                f"kept (run delete {package} --all again)")
         if meta is not None:
             await self.engine.delete(meta_key(package))
         return DeleteResult(package, versions, cleared, False, package_removed=True)
