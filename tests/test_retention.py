@@ -239,7 +239,7 @@ def test_fallback_and_prune_share_one_order(registry: Registry) -> None:
 
     # newest first: k-2, then the tie by natural order: t-10, t-9, k-10, a-1 (the latest)
     pruned = ok(registry.cli("prune", "fb", "--keep", "2"))
-    assert "delete fb t-9" in pruned.stdout and "delete fb k-10" in pruned.stdout
+    assert "deleted fb t-9" in pruned.stdout and "deleted fb k-10" in pruned.stdout
     assert versions_stored(registry, "fb") == ["a-1", "k-2", "t-10"]
 
 
@@ -334,7 +334,7 @@ def test_prune_older_than(registry: Registry) -> None:
     assert versions_stored(registry, "pkg") == ["1", "2", "3", "4"]
 
     pruned = ok(registry.cli("prune", "pkg", "--keep", "0", "--older-than", "2s"))
-    assert "delete pkg 2" in pruned.stdout and "delete pkg 3" in pruned.stdout
+    assert "deleted pkg 2" in pruned.stdout and "deleted pkg 3" in pruned.stdout
     assert versions_stored(registry, "pkg") == ["1", "4"]  # latest, and one too young
 
 
