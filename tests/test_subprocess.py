@@ -161,3 +161,29 @@ def test_a_debug_push_and_pull_show_no_signature_secret_or_token(
     for leaked in (*signatures, *secrets):
         assert leaked not in output
     assert not re.search(r"(?i)signature\W{0,5}[0-9a-f]{64}", output)
+
+
+def test_the_readme_quick_start_leaves_nothing_behind(tmp_path: Path) -> None:
+    """The quick start's one line, as the README has it (minus the install, done here
+    already), run twice on the default local registry: each run says OK and `list` is
+    empty afterwards."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    start = readme.index("## Quick start")
+    block = readme[readme.index("```bash\n", start) + 8:]
+    line = block[:block.index("\n")]
+    assert line.startswith("python3 -m venv .venv && .venv/bin/pip install -q . && ")
+    line = line.split(" && ", 2)[2].replace(".venv/bin/tychoreg", TYCHOREG)
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data")}
+    for name in ("TYCHOREG_REGISTRY", "TYCHOREG_CONFIG", "TYCHOREG_OUTDIR"):
+        env.pop(name, None)
+    work = tmp_path / "quick-start"
+    work.mkdir()
+    for _ in range(2):
+        done = subprocess.run(["bash", "-c", line], cwd=work, env=env, capture_output=True,
+                              text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.endswith("round trip OK\n")
+        listed = subprocess.run([TYCHOREG, "list"], cwd=work, env=env, capture_output=True,
+                                text=True, timeout=60, check=False)
+        assert (listed.returncode, listed.stdout) == (0, "")
+    assert sorted(p.name for p in work.iterdir()) == []

@@ -130,9 +130,11 @@ class AsyncRegistry:
                                                 max_unpacked=_size_or_none(max_unpacked))
 
     async def delete(self, package: str, *versions: str, force: bool = False,
-                     dry_run: bool = False) -> DeleteResult:
-        """Delete versions, all or none (the latest only with ``force``)."""
-        return await self._registry.delete(package, versions, force=force, dry_run=dry_run)
+                     dry_run: bool = False, everything: bool = False) -> DeleteResult:
+        """Delete versions, all or none (the latest only with ``force``); with
+        ``everything``, the whole package."""
+        return await self._registry.delete(package, versions, force=force, dry_run=dry_run,
+                                           everything=everything)
 
     async def prune(self, package: str, *, keep: int, older_than: str | float | None = None,
                     dry_run: bool = False) -> PruneResult:
@@ -271,8 +273,9 @@ class Client:
                           max_unpacked=max_unpacked)
 
     def delete(self, package: str, *versions: str, force: bool = False,
-               dry_run: bool = False) -> DeleteResult:
-        return self._call("delete", package, *versions, force=force, dry_run=dry_run)
+               dry_run: bool = False, everything: bool = False) -> DeleteResult:
+        return self._call("delete", package, *versions, force=force, dry_run=dry_run,
+                          everything=everything)
 
     def prune(self, package: str, *, keep: int, older_than: str | float | None = None,
               dry_run: bool = False) -> PruneResult:

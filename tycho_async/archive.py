@@ -42,6 +42,7 @@ import zstandard
 from .errors import TransferError, TychoError, UnsafeRemoteData, UsageError
 from .hashing import BackgroundSha256
 from .localfs import failure
+from .units import plural
 
 MIN_LEVEL = 1
 MAX_LEVEL = zstandard.MAX_COMPRESSION_LEVEL
@@ -203,8 +204,8 @@ def _tree(root: Path, found: list[tuple[bytes, str, os.stat_result]]) -> Tree:
     if refused:
         listed = "\n  ".join(refused[:_LISTED])
         more = f"\n  and {len(refused) - _LISTED} more" if len(refused) > _LISTED else ""
-        raise UsageError(f"cannot pack {root}: {len(refused)} entries could never be "
-                         f"restored as they are:\n  {listed}{more}")
+        raise UsageError(f"cannot pack {root}: {plural(len(refused), 'entry', 'entries')} "
+                         f"could never be restored as they are:\n  {listed}{more}")
     return Tree(root, tuple(entries), files, size, dirs, symlinks)
 
 

@@ -21,7 +21,7 @@ from typer.core import TyperCommand
 from . import __version__
 from .config import DEFAULT_CONFIG, Settings, default_local_root, load_settings
 from .errors import Interrupted, OutputClosed, PartialFailure, TychoError, UsageError
-from .units import human_size
+from .units import human_size, plural
 
 if TYPE_CHECKING:
     from .registry import Registry
@@ -495,7 +495,8 @@ def pull_list(
         show_default=False)] = None,
     from_file: Annotated[Path | None, typer.Option(
         "--from-file", metavar="FILE", show_default=False,
-        help="Read more items from FILE, one a line ('#' starts a comment).")] = None,
+        help="Read more items from FILE, one a line ('#' starts a comment); - reads "
+             "standard input.")] = None,
     force: Annotated[bool, typer.Option(
         "--force", "-f", help="Download even when local copies are current.")] = False,
     outdir: Annotated[str | None, typer.Option(
@@ -514,7 +515,8 @@ def pull_list(
     items = list(packages or [])
     if from_file is not None:
         try:
-            lines = from_file.read_text(encoding="utf-8").splitlines()
+            lines = (sys.stdin.read() if str(from_file) == "-" else
+                     from_file.read_text(encoding="utf-8")).splitlines()
         except OSError as exc:
             raise UsageError(f"cannot read {from_file}: {exc.strerror or exc}") from exc
         items += [line.split("#", 1)[0].strip() for line in lines]
@@ -525,19 +527,24 @@ def pull_list(
     limit = _max_unpacked(max_unpacked)
     settings = _settings(config, registry, concurrency=concurrency, part_size=part_size,
                          outdir=outdir)
+    from .progress import make_progress
+
     failure: PartialFailure | None = None
-    try:
-        results = _transfer(settings, lambda reg: reg.pull_many(requests, force=force,
-                                                          max_unpacked=limit),
-                            verb="pulled", files=len(requests), quiet=quiet or as_json,
-                            progress=progress)
-    except PartialFailure as exc:
-        failure, results = exc, exc.results
+    # the items (stdout) first, then the summary (stderr): in a CI log too
+    display = make_progress(progress, quiet or as_json, "pulled", files=len(requests),
+                            summary_last=True)
+    with display as sink:
+        try:
+            results = _run(settings, lambda reg: reg.pull_many(requests, force=force,
+                                                                   max_unpacked=limit), sink)
+        except PartialFailure as exc:
+            failure, results = exc, exc.results
     if as_json:
         _echo_json(_report().pull_list(requests, results, failure))
     elif not quiet:
         for result in results:
             _echo_pull(result)
+    display.summarize()
     if failure is not None:
         raise failure
 
@@ -626,7 +633,10 @@ def exists(
 @_command
 def show(
     package: PackageArg,
-    version: VersionOpt = None,
+    version: Annotated[str | None, typer.Option(
+        "--version", "-v", metavar="VERSION", show_default=False,
+        help="Describe this version (latest: the latest one). Without it, show describes "
+             "the package.")] = None,
     as_json: JsonOpt = False, config: ConfigOpt = None, registry: RegistryOpt = None,
 ) -> None:
     """What is known of PACKAGE (localname, latest, number of versions, total size), or
@@ -657,31 +667,38 @@ def show(
     _table(("FIELD", "VALUE"), rows)
 
 
-@app.command(cls=Command, short_help="Delete versions of PACKAGE: all of them or none.")
+@app.command(cls=Command, short_help="Delete versions of PACKAGE (all or none), or all of it.")
 @_command
 def delete(
     package: PackageArg,
-    versions: Annotated[list[str], typer.Argument(
-        metavar="VERSION...", help="Versions to delete.", show_default=False)],
+    versions: Annotated[list[str] | None, typer.Argument(
+        metavar="[VERSION]...", help="Versions to delete.", show_default=False)] = None,
+    everything: Annotated[bool, typer.Option(
+        "--all", help="Remove the whole package: every version (the latest too, no "
+        "--force needed), its multipart uploads, then tycho.json.")] = False,
     force: Annotated[bool, typer.Option(
-        "--force", help="Also delete the latest version (latest becomes unset).")] = False,
+        "--force", "-f", help="Also delete the latest version (latest becomes unset).")]
+        = False,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Check and say what would be deleted; delete nothing.")] = False,
     as_json: JsonOpt = False, config: ConfigOpt = None, registry: RegistryOpt = None,
 ) -> None:
-    """Delete versions of PACKAGE. Every version is checked first and nothing is deleted
-    if one is refused: a missing version (exit 1) or the latest without --force (exit 1).
-    A deletion cut short is never trusted by a pull; the next delete or prune finishes it."""
+    """Delete versions of PACKAGE, or with --all the whole package. Every version is
+    checked first and nothing is deleted if one is refused: a missing version (exit 1)
+    or the latest without --force (exit 1). A deletion cut short is never trusted by a
+    pull; the same command run again (or prune) finishes it."""
     settings = _settings(config, registry)
-    result = _run(settings, lambda reg: reg.delete(package, versions, force=force,
-                                                   dry_run=dry_run))
+    result = _run(settings, lambda reg: reg.delete(package, versions or [], force=force,
+                                                   dry_run=dry_run, everything=everything))
     if as_json:
         _echo_json(_report().delete(result))
         return
     verb = "would delete" if dry_run else "deleted"
     for version in result.versions:
         _out(f"{verb} {package} {version}")
-    if result.latest_cleared:
+    if result.package_removed:
+        _out(f"{'would remove' if dry_run else 'removed'} package {package}")
+    elif result.latest_cleared:
         _out(f"{package} has no latest version {'then' if dry_run else 'now'}")
 
 
@@ -712,14 +729,15 @@ def prune(
     if as_json:
         _echo_json(_report().prune(result))
         return
-    would = "would " if dry_run else ""
     for version in result.finished:
-        _out(f"{would}finish the interrupted push or deletion of {package} {version}")
+        _out(f"{'would finish' if dry_run else 'finished'} the interrupted push or "
+             f"deletion of {package} {version}")
     if result.aborted_uploads:
-        _out(f"{would}abort {result.aborted_uploads} multipart upload(s) older than a day")
+        _out(f"{'would abort' if dry_run else 'aborted'} "
+             f"{plural(result.aborted_uploads, 'multipart upload')} older than a day")
     for version in result.deleted:
-        _out(f"{would}delete {package} {version}")
-    _out(f"{package}: {len(result.kept)} version(s) kept, {len(result.deleted)} "
+        _out(f"{'would delete' if dry_run else 'deleted'} {package} {version}")
+    _out(f"{package}: {plural(len(result.kept), 'version')} kept, {len(result.deleted)} "
          f"{'to delete' if dry_run else 'deleted'}")
 
 

@@ -108,6 +108,9 @@ class IncompleteVersion(TransferError):
     """A version whose push (or deletion) was cut short: never trusted by a pull."""
 
 
+_NAMED = 3  # failed items named by str(PartialFailure)
+
+
 class PartialFailure(TychoError):
     """Some items of a batch failed; the exit code is the worst of theirs."""
 
@@ -117,6 +120,14 @@ class PartialFailure(TychoError):
         self.failures = failures
         self.results = results or []  # what succeeded, in the order asked
         self.exit_code = max(err.exit_code for _, err in failures)
+
+    def __str__(self) -> str:
+        """The message with the first few failed items and why: what a script that
+        only logs the exception needs to know."""
+        shown = "; ".join(f"{item}: {err}" for item, err in self.failures[:_NAMED])
+        more = f"; and {len(self.failures) - _NAMED} more" if len(self.failures) > _NAMED \
+            else ""
+        return f"{self.message} ({shown}{more})"
 
 
 class Interrupted(TychoError):

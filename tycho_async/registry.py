@@ -103,6 +103,7 @@ from .storage import ObjectInfo
 from .transfer import Engine, Expected
 from .transfer.engine import ExpectedSource, UploadResult
 from .transfer.groups import task_group
+from .units import plural
 
 if TYPE_CHECKING:
     from . import archive
@@ -121,6 +122,14 @@ SETTLE_SECONDS = 300  # push --skip-existing waits at most this for a rival push
 
 class _Busy(AlreadyExists):
     """Another push of the version is under way (alive, by its pending record)."""
+
+
+class _Collision(UsageError):
+    """Two items of a batch would write one destination; ``rival`` holds it."""
+
+    def __init__(self, message: str, rival: str) -> None:
+        super().__init__(message)
+        self.rival = rival
 
 
 @dataclass(frozen=True)
@@ -151,6 +160,7 @@ class DeleteResult:
     versions: list[str]  # deleted (or, with dry_run, that would be)
     latest_cleared: bool  # --force deleted the latest version: latest is null now
     dry_run: bool
+    package_removed: bool = False  # --all: tycho.json too, the package is gone
 
 
 @dataclass(frozen=True)
@@ -429,8 +439,16 @@ class Registry:
         return (*found["look"], found["meta"])
 
     async def exists(self, package: str, version: str) -> bool:
+        """Whether the version exists and is complete; ``latest`` means the latest, as
+        for a pull (no latest set: no)."""
         check_package(package)
         check_version(version)
+        if version == LATEST:
+            meta = await self._read_meta_or_none(package)
+            if meta is None or meta.get("latest") is None:
+                return False
+            version = self._resolve(PullRequest(package, version), meta)
+            return await self._state(package, version, meta) == "ok"
         return await self._state(package, version) == "ok"
 
     async def push(self, package: str, version: str, source: Path | BinaryIO, *,
@@ -569,6 +587,10 @@ class Registry:
             raise UsageError(f"package {package!r} is new: a push from standard input needs "
                              "--localname NAME to name its file")
         check_localname_arg(name)
+        if source.tree is None and any(format_of(copy) == TAR_ZSTD
+                                       for copy in records_in(meta or {}).values()):
+            raise UsageError(f"package {package!r} holds directories (tar+zstd): push a "
+                             "directory to it, or the file to a package of files")
         if source.tree is not None and dir_name(name) is None:
             raise UsageError(f"package {package!r} names its file {name!r}, not NAME"
                              f"{TAR_ZSTD_SUFFIX}: a directory can only be pushed to a package "
@@ -770,7 +792,9 @@ class Registry:
             try:
                 meta, _ = await self.read_meta(name)
             except NotFound:
-                summaries[name] = PackageSummary(name, None, None, "no tycho.json")
+                # an emptied folder (SeaweedFS and the local backend keep them) is no package
+                if await self.engine.list_keys(f"{name}/"):
+                    summaries[name] = PackageSummary(name, None, None, "no tycho.json")
                 return
             except UnsafeRemoteData as exc:
                 summaries[name] = PackageSummary(name, None, None, exc.message)
@@ -780,7 +804,7 @@ class Registry:
         async with task_group() as tg:
             for name in names:
                 tg.start_soon(summarize, name)
-        return [summaries[name] for name in sorted(names)]
+        return [summaries[name] for name in sorted(names) if name in summaries]
 
     async def list_versions(self, package: str) -> list[VersionInfo]:
         """Every version, in natural order, with what tycho.json's copies of the records
@@ -1243,19 +1267,31 @@ class Registry:
         results: dict[int, PullResult] = {}
         failures: list[tuple[str, TychoError]] = []
         claimed: dict[Path, str] = {}
+        collided: list[tuple[int, PullRequest, str, UsageError]] = []
         created = await anyio.to_thread.run_sync(self.fs.make_dirs, self.outdir)
 
-        async def one(index: int, request: PullRequest) -> None:
+        async def one(index: int, request: PullRequest, *, last: bool = False) -> None:
+            mine: list[Path] = []
+
             def claim(dest: Path) -> None:
                 key = dest.absolute()
                 if key in claimed:
-                    raise UsageError(f"{request} and {claimed[key]} both write {dest}")
+                    raise _Collision(f"{request} and {claimed[key]} both write {dest}",
+                                     claimed[key])
                 claimed[key] = str(request)
+                mine.append(key)
 
             try:
                 results[index] = await self.pull(request, force=force, claim=claim,
                                                  max_unpacked=max_unpacked)
+            except _Collision as exc:
+                if last:
+                    failures.append((str(request), exc))
+                else:
+                    collided.append((index, request, exc.rival, exc))
             except TychoError as exc:
+                for key in mine:  # nothing written: its place is free again
+                    del claimed[key]
                 failures.append((str(request), exc))
 
         # A fixed pool of workers, not a task per item: memory stays flat in the length of
@@ -1271,15 +1307,35 @@ class Registry:
             async with task_group() as tg:
                 for _ in range(min(len(requests), 2 * self.engine.settings.concurrency)):
                     tg.start_soon(worker)
+            # A collision counts only between versions that exist: an item whose rival
+            # then failed (a missing version, say) is pulled now, and one that is itself
+            # missing says so, so the real error is the one reported.
+            failed = {item for item, _ in failures}
+            for index, request, rival, exc in collided:
+                if rival in failed:
+                    await one(index, request, last=True)
+                else:
+                    failures.append((str(request), await self._missing(request) or exc))
         finally:
             if not results:
                 self.fs.remove_empty_dirs(created)
         if failures:
             done = len(results)
             raise PartialFailure(
-                f"{len(failures)} of {len(requests)} packages failed ({done} pulled)", failures,
+                f"{len(failures)} of {plural(len(requests), 'package')} failed ({done} "
+                "pulled)", failures,
                 [results[i] for i in sorted(results)])
         return [results[i] for i in range(len(requests))]
+
+    async def _missing(self, request: PullRequest) -> NotFound | None:
+        """The error a pull of ``request`` would meet for a version that does not exist
+        (None when it exists, or when asking fails: then the collision stands)."""
+        with contextlib.suppress(TychoError):
+            meta, _ = await self.read_meta(request.package)
+            version = self._resolve(request, meta)
+            if await self._state(request.package, version, meta) == "missing":
+                return NotFound(f"{request.package} {version} does not exist")
+        return None
 
     # -- deletion ------------------------------------------------------------------------
 
@@ -1293,15 +1349,20 @@ class Registry:
         return pkg, record, started
 
     async def delete(self, package: str, versions: Sequence[str], *, force: bool = False,
-                     dry_run: bool = False) -> DeleteResult:
+                     dry_run: bool = False, everything: bool = False) -> DeleteResult:
         """Delete versions, all or none: every one is checked first (a missing version,
         or the latest without ``force``, refuses the whole command). Each deletion is
         ordered so that a crash between its steps leaves nothing a pull would trust
-        (``_delete_version``); a later delete or prune finishes it."""
+        (``_delete_versions``); the same command run again, or a prune, finishes it.
+        ``everything`` removes the whole package (``_delete_package``)."""
         check_package(package)
         versions = list(dict.fromkeys(check_version(v) for v in versions))
+        if everything:
+            if versions:
+                raise UsageError("name versions or --all, not both")
+            return await self._delete_package(package, dry_run=dry_run)
         if not versions:
-            raise UsageError("name at least one version to delete")
+            raise UsageError("name at least one version to delete (or --all)")
         if LATEST in versions:
             raise UsageError(f"{LATEST!r} is tycho-station's word for the latest version; "
                              "name the version to delete")
@@ -1326,53 +1387,106 @@ class Registry:
         if problems:
             if len(problems) == 1:
                 raise problems[0][1]
-            raise PartialFailure(f"nothing deleted: {len(problems)} of {len(versions)} "
-                                 "versions refused", problems)
+            raise PartialFailure(f"nothing deleted: {len(problems)} of "
+                                 f"{plural(len(versions), 'version')} refused", problems)
         cleared = meta.get("latest") in versions
         if not dry_run:
-            for version in versions:
-                await self._delete_version(package, version, force=force)
+            await self._delete_versions(package, versions, force=force)
         return DeleteResult(package, versions, cleared, dry_run)
 
-    async def _delete_version(self, package: str, version: str, *, force: bool) -> None:
-        """1. mark the version as being deleted in tycho.json, re-checking latest in that
-        same conditional write (from here no pull trusts it); 2. mark its record object
-        too (for a reader whose tycho.json lost our copy); 3. delete the object;
-        4. delete the record object; 5. drop the copy from tycho.json. A crash anywhere
-        leaves the mark, which the next delete or prune finds and finishes."""
-        rkey = record_key(package, version)
-        old: dict[str, Any] | None = None
-        with contextlib.suppress(NotFound):
-            old = load_record(package, version, (await self.engine.get_bytes(rkey))[0])
-        marked = {**(old if old is not None and state_of(old) == "ok" else {}),
-                  "state": DELETING, "deleting_since": now(),
-                  "deleted_by": f"tychoreg {__version__}"}
+    async def _delete_package(self, package: str, *, dry_run: bool) -> DeleteResult:
+        """Every version (latest included: removing the package is what was asked), by
+        the steps of ``_delete_versions``, then the package's multipart uploads, then
+        tycho.json last: a crash anywhere leaves a package the same command finishes.
+        A push still alive is never cut short: it refuses the whole command."""
+        meta = await self._read_meta_or_none(package)
+        pushed, recorded = await self._listing(package)
+        if meta is None and not pushed and not recorded:
+            await self._require_root()
+            raise NotFound(f"package {package!r} does not exist")
+        copies = records_in(meta or {})
+        versions = sorted((v for v in set(pushed) | recorded | set(copies)
+                           if is_valid_segment(v)), key=natural)
+        for version in sorted(recorded - {v for v, c in copies.items() if state_of(c) == "ok"},
+                              key=natural):
+            _, record, started = await self._deleting(package, version, meta or {})
+            if not started and is_pending(record) and record is not None \
+                    and not await self._abandoned(package, version, record):
+                raise _Busy(f"{package} {version} is being pushed by another client right "
+                            "now; nothing deleted (try again once it is done)")
+        latest = (meta or {}).get("latest")
+        cleared = isinstance(latest, str)
+        uploads = await self.engine.list_uploads(f"{package}/tycho_")
+        if dry_run:
+            return DeleteResult(package, versions, cleared, True, package_removed=True)
+        if versions:
+            await self._delete_versions(package, versions, force=True)
+        for upload in uploads:
+            with contextlib.suppress(NotFound):
+                await self.engine.abort_upload(upload.key, upload.upload_id)
+        objects, records = await self._listing(package)
+        if left := sorted(set(objects) | records, key=natural):
+            raise TransferError(f"{package}: {', '.join(left)} pushed meanwhile; tycho.json "
+                                f"kept (run delete {package} --all again)")
+        if meta is not None:
+            await self.engine.delete(meta_key(package))
+        return DeleteResult(package, versions, cleared, False, package_removed=True)
+
+    async def _delete_versions(self, package: str, versions: Sequence[str], *,
+                               force: bool) -> None:
+        """1. mark every version as being deleted in tycho.json, in one conditional
+        write that re-checks latest (from here no pull trusts any of them, and the same
+        command run again knows them: a mark is "deleted by a run cut short", not a
+        typo); then, version by version, 2. mark its record object too (for a reader
+        whose tycho.json lost our copy), 3. delete the object, 4. delete the record
+        object; only once the last object is gone, 5. drop the marks from tycho.json.
+        A crash anywhere leaves the marks, which the next delete or prune finishes."""
+        olds: dict[str, dict[str, Any] | None] = {}
+
+        async def read(version: str) -> None:
+            olds[version] = None
+            with contextlib.suppress(NotFound):
+                olds[version] = load_record(package, version, (await self.engine.get_bytes(
+                    record_key(package, version)))[0])
+
+        async with task_group() as tg:
+            for version in versions:
+                tg.start_soon(read, version)
+        since = now()
+        marked = {v: {**(old if old is not None and state_of(old) == "ok" else {}),
+                      "state": DELETING, "deleting_since": since,
+                      "deleted_by": f"tychoreg {__version__}"} for v, old in olds.items()}
 
         def start(meta: dict[str, Any]) -> None:
-            if meta.get("latest") == version:
+            latest = meta.get("latest")
+            if latest in marked:
                 if not force:
-                    raise Refused(f"{package} {version} became the latest version meanwhile; "
+                    raise Refused(f"{package} {latest} became the latest version meanwhile; "
                                   "nothing deleted")
                 meta["latest"] = None
-            records_in(meta, create=True)[version] = marked
+            records_in(meta, create=True).update(marked)
 
         def finish(meta: dict[str, Any]) -> None:
             records = records_in(meta)
-            if state_of(records.get(version)) == DELETING:
-                del records[version]
+            for version in versions:
+                if state_of(records.get(version)) == DELETING:
+                    del records[version]
 
         await self._update_meta(package, start)
         try:
+            for version in versions:
+                with anyio.CancelScope(shield=True), anyio.fail_after(SHIELD_SECONDS):
+                    rkey = record_key(package, version)
+                    if olds[version] is not None:
+                        await self.engine.put_bytes(rkey, dump(marked[version]))
+                    await self.engine.delete(version_key(package, version))
+                    await self.engine.delete(rkey)
             with anyio.CancelScope(shield=True), anyio.fail_after(SHIELD_SECONDS):
-                if old is not None:
-                    await self.engine.put_bytes(rkey, dump(marked))
-                await self.engine.delete(version_key(package, version))
-                await self.engine.delete(rkey)
                 await self._update_meta(package, finish)
         except TimeoutError:
-            raise TransferError(f"{package} {version}: its deletion got no answer within "
-                                f"{SHIELD_SECONDS} s; 'tychoreg delete {package} {version}' "
-                                "finishes it") from None
+            raise TransferError(f"{package}: a deletion got no answer within "
+                                f"{SHIELD_SECONDS} s; 'tychoreg delete {package} "
+                                f"{' '.join(versions)}' finishes it") from None
 
     async def prune(self, package: str, *, keep: int, older_than: float | None = None,
                     dry_run: bool = False) -> PruneResult:
@@ -1395,8 +1509,9 @@ class Registry:
                 await how()
             for key, upload_id in stale:
                 await self.engine.abort_upload(key, upload_id)
-            for gone in plan.delete:
-                await self._delete_version(package, gone.version, force=False)
+            if plan.delete:
+                await self._delete_versions(package, [p.version for p in plan.delete],
+                                            force=False)
         return PruneResult(package, [p.version for p in plan.delete],
                            [p.version for p in plan.keep], sorted(unfinished, key=natural),
                            len(stale), dry_run)
@@ -1417,7 +1532,7 @@ class Registry:
                 continue
             _, record, started = await self._deleting(package, version, meta)
             if started:
-                todo[version] = functools.partial(self._delete_version, package, version,
+                todo[version] = functools.partial(self._delete_versions, package, [version],
                                                   force=True)
             elif is_pending(record) and record is not None \
                     and await self._abandoned(package, version, record):

@@ -91,7 +91,8 @@ def verify(result: VerifyResult) -> dict[str, Any]:
 
 def delete(result: DeleteResult) -> dict[str, Any]:
     return document("delete", package=result.package, deleted=result.versions,
-                    latest_cleared=result.latest_cleared, dry_run=result.dry_run)
+                    latest_cleared=result.latest_cleared, dry_run=result.dry_run,
+                    package_removed=result.package_removed)
 
 
 def prune(result: PruneResult) -> dict[str, Any]:
