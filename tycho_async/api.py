@@ -63,8 +63,9 @@ async def open_settings(settings: Settings, progress: ProgressSink | None = None
     from .transfer.engine import Engine
 
     async with open_store(settings.store) as store:
+        own = [path.name for path in (settings.config_path, settings.dotenv) if path]
         yield Registry(Engine(store, settings.transfer, progress), settings.outdir,
-                       missing_root_ok=settings.default_registry)
+                       missing_root_ok=settings.default_registry, own_files=own)
 
 
 class AsyncRegistry:
@@ -159,7 +160,8 @@ class AsyncRegistry:
         from .registry import Registry
 
         return Registry(self._registry.engine, Path(outdir),
-                        missing_root_ok=self._registry.missing_root_ok)
+                        missing_root_ok=self._registry.missing_root_ok,
+                        own_files=tuple(self._registry.reserved))
 
 
 @asynccontextmanager

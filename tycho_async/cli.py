@@ -409,10 +409,12 @@ def pull(
     outfile: Annotated[Path | None, typer.Option(
         "--outfile", "-o", metavar="PATH", show_default=False,
         help="Save here instead of OUTDIR/localname (a directory package: extract here "
-             "instead of OUTDIR/NAME); - writes the bytes to standard output.")] = None,
+             "instead of OUTDIR/NAME); - (or /dev/stdout, or the file standard output "
+             "goes to) writes the bytes to standard output.")] = None,
     raw: Annotated[bool, typer.Option(
         "--raw", help="A directory package: keep the archive (OUTDIR/localname, a .tar.zst) "
-        "instead of extracting it, as tycho-station does.")] = False,
+        "instead of extracting it, as tycho-station does. With -o - onto a terminal: "
+        "write binary bytes there anyway.")] = False,
     fallback: Annotated[list[str] | None, typer.Option(
         "--fallback", metavar="PREFIX", show_default=False,
         help="If --version does not exist, pull the most recently pushed version starting "
@@ -431,13 +433,15 @@ def pull(
     request = _pull_request(package, version)
     settings = _settings(config, registry, concurrency=concurrency, part_size=part_size,
                          outdir=outdir)
-    to_stdout = outfile is not None and str(outfile) == "-"
+    to_stdout = outfile is not None and (str(outfile) == "-" or _is_stdout(outfile))
     if to_stdout and as_json:
         raise UsageError("--json and --outfile - both want standard output; choose one")
     target: Any = sys.stdout.buffer if to_stdout else outfile
     result = _transfer(settings, lambda reg: reg.pull(
         request, force=force, outfile=target, raw=raw, fallback=tuple(fallback or ())),
         verb="pulled", files=1, quiet=quiet or as_json, progress=progress)
+    for warning in result.warnings:
+        _say(f"warning: {warning}")
     if as_json:
         _echo_json(_report().pull(result))
     elif to_stdout:
@@ -446,6 +450,12 @@ def pull(
                  f"({human_size(result.size)}){_hit(result, fallback)}")
     elif not quiet:
         _echo_pull(result, fallback)
+
+
+def _is_stdout(path: Path) -> bool:
+    from .localfs import same_as_stdout
+
+    return same_as_stdout(path)
 
 
 def _hit(result: Any, fallback: list[str] | None) -> str:
@@ -516,6 +526,9 @@ def pull_list(
                             progress=progress)
     except PartialFailure as exc:
         failure, results = exc, exc.results
+    for result in results:
+        for warning in result.warnings:
+            _say(f"warning: {warning}")
     if as_json:
         _echo_json(_report().pull_list(requests, results, failure))
     elif not quiet:
