@@ -1003,8 +1003,6 @@ class Registry:
         try:
             if claim is not None:
                 claim(target.real)
-                if target.sidecar:
-                    claim(etag_sidecar(target.named).absolute())
             result = await self._pull_to(package, version, expected, target, force=force,
                                          has_sidecar=has_sidecar)
         except BaseException:
