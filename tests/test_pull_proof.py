@@ -369,3 +369,34 @@ def test_binary_to_a_terminal_is_refused_unless_raw(cli_env: dict[str, str]) -> 
     code, shown, err = _on_a_terminal(cli_env, "pull", "blob", "-o", "-", "--raw")
     assert code == 0 and len(shown) >= 1024, err
     assert sorted(p.name for p in Path().iterdir()) == ["blob.bin", "notes.txt", "tree"]
+
+
+def test_a_descriptor_is_written_in_place_and_dev_gets_no_sidecar(
+        cli_env: dict[str, str], tmp_path: Path) -> None:
+    data = b"log line\n"
+    Path("log.txt").write_bytes(data)
+    assert _tychoreg(cli_env, "push", "logs", "1", "log.txt", "-q").returncode == 0
+    with Path("fd.txt").open("wb") as target:
+        fd = target.fileno()
+        result = _tychoreg(cli_env, "pull", "logs", "-v", "1", "-o", f"/dev/fd/{fd}",
+                           pass_fds=(fd,), capture_output=True)
+    assert result.returncode == 0, result.stderr
+    assert Path("fd.txt").read_bytes() == data
+    assert b"pulled logs 1" in result.stdout
+
+    shm = Path("/dev/shm")
+    if not shm.is_dir():
+        pytest.skip("no /dev/shm here")
+    outdir = shm / f"tychoreg-test-{tmp_path.name}"
+    try:
+        for _ in range(2):  # no sidecar, so never current: both pulls write
+            pulled = _tychoreg(cli_env, "pull", "logs", "-v", "1", "--outdir", str(outdir),
+                               capture_output=True)
+            assert pulled.returncode == 0 and b"up to date" not in pulled.stdout
+        assert sorted(p.name for p in outdir.iterdir()) == ["log.txt"]
+        assert (outdir / "log.txt").read_bytes() == data
+    finally:
+        for path in outdir.glob("*"):
+            path.unlink()
+        if outdir.exists():
+            outdir.rmdir()
