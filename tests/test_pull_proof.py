@@ -11,12 +11,16 @@ import pty
 import select
 import subprocess
 import tarfile
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from tycho_async import archive
 from tycho_async.layout import PROOF
 
 from .conftest import Registry, make_bucket, write_file
@@ -34,7 +38,7 @@ from .test_directories import (  # noqa: F401
     tree_tar,
 )
 from .test_subprocess import TYCHOREG, _env
-from .trees import hand_tar, member
+from .trees import hand_tar, member, snapshot
 
 
 def etag_of(registry: Registry, key: str) -> str:
@@ -241,6 +245,56 @@ def test_a_new_version_replaces_local_edits_and_names_them(registry: Registry) -
     assert "a/text.txt" in newer.stderr
     clean = json.loads(ok(registry.cli("pull", "cache", "--json")).stdout)
     assert clean["skipped"] is True and clean["warnings"] == []
+
+
+FILES = st.sampled_from(["a", "b", "d/c", "d/e", "d/f/g"])
+EDITS = st.lists(st.tuples(st.sampled_from(["delete", "rewrite", "touch", "chmod", "add"]),
+                           FILES), max_size=4)
+
+
+def _state(root: Path) -> dict[str, tuple[Any, ...]]:
+    """What a user would call the tree's content (directories by mode only: adding a
+    file moves its directory's mtime, which is not an edit of its own)."""
+    return {path: entry[:2] if entry[0] == "dir" else entry
+            for path, entry in snapshot(root).items()}
+
+
+@settings(max_examples=60, deadline=None)
+@given(files=st.sets(FILES, min_size=1), edits=EDITS)
+def test_the_manifest_names_exactly_what_changed(files: set[str],
+                                                 edits: list[tuple[str, str]]) -> None:
+    """Whatever is done to a pulled tree, its proof names exactly the paths that differ
+    (and nothing when nothing does), each as added, deleted or modified."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        for name in files:
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_text(name)
+            os.utime(root / name, (1_600_000_000, 1_600_000_000))
+        archive.write_proof(root, "pkg", "1", '"etag"')
+        proof = archive.read_proof(root)
+        assert proof is not None and archive.local_edits(root, proof) == []
+        before = _state(root)
+        for op, name in edits:
+            path = root / name
+            if op == "add":
+                if not path.exists() and not any(p.is_file() for p in path.parents):
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_text("new")
+            elif path.is_file():
+                if op == "delete":
+                    path.unlink()
+                elif op == "rewrite":
+                    path.write_text(name + " edited")
+                elif op == "touch":
+                    os.utime(path, (1_700_000_000, 1_700_000_000))
+                else:
+                    path.chmod(0o600 if path.stat().st_mode & 0o044 else 0o644)
+        after = _state(root)
+        want = sorted(f"{p} (added)" if p not in before else f"{p} (deleted)"
+                      if p not in after else f"{p} (modified)"
+                      for p in before.keys() | after.keys() if before.get(p) != after.get(p))
+        assert archive.local_edits(root, proof) == want
 
 
 # -- section C: destinations ------------------------------------------------------------------
