@@ -299,6 +299,22 @@ def test_the_manifest_names_exactly_what_changed(files: set[str],
 
 # -- section C: destinations ------------------------------------------------------------------
 
+@pytest.mark.parametrize("order", ["missing last", "missing first"])
+def test_pull_list_collisions_count_only_versions_that_exist(registry: Registry,
+                                                             order: str) -> None:
+    put_version(registry, "tool", "1.0", b"one", latest=True)
+    put_version(registry, "tool", "2.0", b"two")
+    items = ["tool==1.0", "tool==7"] if order == "missing last" else ["tool==7", "tool==1.0"]
+    result = registry.cli("pull-list", *items)
+    assert result.exit_code == 1, (result.stdout, result.stderr)
+    assert "tool 7 does not exist" in result.stderr and "both write" not in result.stderr
+    assert Path("tycho_packages/tool.bin").read_bytes() == b"one"
+
+    both = registry.cli("pull-list", "tool==1.0", "tool==2.0", "--force")
+    assert both.exit_code == 2, (both.stdout, both.stderr)
+    assert "both write" in both.stderr
+
+
 def test_a_missing_version_is_not_found_whatever_the_destination(registry: Registry) -> None:
     put_archive(registry, "cache", "1", tree_tar(ONE))
     ok(registry.cli("pull", "cache", "--outfile", "restored"))

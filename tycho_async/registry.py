@@ -941,7 +941,7 @@ class Registry:
         self, request: PullRequest, *, force: bool = False,
         outfile: Path | BinaryIO | None = None, raw: bool = False,
         fallback: Sequence[str] = (),
-        claim: Callable[[Path], None] | None = None,
+        claim: Callable[[Path], Awaitable[None]] | None = None,
     ) -> PullResult:
         """Download one version; ``claim`` lets a batch refuse two items with one target.
 
@@ -983,7 +983,7 @@ class Registry:
                     self._check_localname(package, name)
                 dest = outfile if outfile is not None else self.outdir / name
                 if claim is not None:
-                    claim(dest.absolute())
+                    await claim(dest.absolute())
                 return await self._pull_tree(package, version, expected, record or {}, dest,
                                              force=force, exact=exact)
             if outfile is not None and outfile.is_dir():
@@ -1002,7 +1002,11 @@ class Registry:
             raise
         try:
             if claim is not None:
-                claim(target.real)
+                try:
+                    await claim(target.real)
+                except UsageError:
+                    await self._must_exist(package, version, record)
+                    raise
             result = await self._pull_to(package, version, expected, target, force=force,
                                          has_sidecar=has_sidecar)
         except BaseException:
@@ -1309,24 +1313,37 @@ class Registry:
         self, requests: Sequence[PullRequest], *, force: bool = False
     ) -> list[PullResult]:
         """Pull every item concurrently (an item listed twice, once); report every failure
-        together at the end."""
+        together at the end. Two items that would write one path collide only if both
+        exist: an item meeting a path claimed by another waits for that one to end, and
+        takes the path over if it failed (``tool==1.0 tool==7``, 7 missing: 1.0 is
+        pulled, 7 is "does not exist")."""
         requests = list(dict.fromkeys(requests))
         results: dict[int, PullResult] = {}
         failures: list[tuple[str, TychoError]] = []
-        claimed: dict[Path, str] = {}
+        claimed: dict[Path, tuple[str, anyio.Event]] = {}
         created = await anyio.to_thread.run_sync(self.fs.make_dirs, self.outdir)
 
         async def one(index: int, request: PullRequest) -> None:
-            def claim(dest: Path) -> None:
-                key = dest.absolute()
-                if key in claimed:
-                    raise UsageError(f"{request} and {claimed[key]} both write {dest}")
-                claimed[key] = str(request)
+            ended = anyio.Event()
+            mine: list[Path] = []
+
+            async def claim(key: Path) -> None:  # an absolute path
+                while key in claimed:  # bounded: each claimer ends once
+                    other, other_ended = claimed[key]
+                    await other_ended.wait()
+                    if key in claimed:  # it succeeded: a real collision
+                        raise UsageError(f"{request} and {other} both write {key}")
+                claimed[key] = (str(request), ended)
+                mine.append(key)
 
             try:
                 results[index] = await self.pull(request, force=force, claim=claim)
             except TychoError as exc:
                 failures.append((str(request), exc))
+                for key in mine:  # a failed item writes nothing: its paths are free
+                    del claimed[key]
+            finally:
+                ended.set()
 
         # A fixed pool of workers, not a task per item: memory stays flat in the length of
         # the list, and twice the request budget keeps every slot busy (an item waits on
