@@ -189,8 +189,9 @@ class LocalFS:
         return temp, fd
 
     def open_stream(self, path: Path) -> int:
-        """Open a FIFO or character device for writing, in place (may block on a FIFO
-        until a reader opens it)."""
+        """Open a FIFO, a character device or a file reached through a descriptor
+        (``/dev/fd/3``) for writing, in place (may block on a FIFO until a reader opens
+        it)."""
         try:  # O_APPEND: a file reached through /dev/fd/N goes on where its writer is
             return os.open(path, os.O_WRONLY | os.O_APPEND)
         except OSError as exc:
