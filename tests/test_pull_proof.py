@@ -337,8 +337,10 @@ def test_outfile_naming_a_directory_suggests_outdir(registry: Registry) -> None:
 def test_outdir_in_proc_is_a_usage_error(registry: Registry, package: str) -> None:
     put_version(registry, "pkg", "1", b"bytes", latest=True)
     put_archive(registry, "cache", "1", tree_tar(ONE))
-    for args in (("--outdir", "/proc/tychoreg-x"), ("--outfile", "/proc/tychoreg-x")):
-        result = registry.cli("pull", package, *args)
+    for args in (("pull", package, "--outdir", "/proc/tychoreg-x"),
+                 ("pull", package, "--outfile", "/proc/tychoreg-x"),
+                 ("pull-list", package, "--outdir", "/proc/tychoreg-x")):
+        result = registry.cli(*args)
         assert result.exit_code == 2, (args, result.stdout, result.stderr)
         assert "Traceback" not in result.output
 
@@ -438,6 +440,8 @@ def test_binary_to_a_terminal_is_refused_unless_raw(cli_env: dict[str, str]) -> 
     assert code == 0 and b"plain text" in shown
     code, shown, err = _on_a_terminal(cli_env, "pull", "blob", "-o", "-", "--raw")
     assert code == 0 and len(shown) >= 1024, err
+    code, shown, err = _on_a_terminal(cli_env, "pull", "tree", "-o", "-", "--force")
+    assert code == 0 and shown.startswith(b"\x28\xb5\x2f\xfd"), err  # the zstd archive
     assert sorted(p.name for p in Path().iterdir()) == ["blob.bin", "notes.txt", "tree"]
 
 

@@ -98,7 +98,8 @@ class AsyncRegistry:
         to ``outdir/NAME`` (or ``outfile``) unless ``raw``. ``outfile`` may be a binary
         file object: the bytes are written to it in order and checked after the last one.
         ``fallback``: prefixes whose newest version is pulled when ``version`` does not
-        exist (``PullResult.exact`` says which happened)."""
+        exist (``PullResult.exact`` says which happened). ``PullResult.warnings`` names
+        local edits that replacing a pulled tree discarded."""
         from .names import check_version
         from .registry import PullRequest
 

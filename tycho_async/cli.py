@@ -429,7 +429,9 @@ def pull(
 ) -> None:
     """Download a version of PACKAGE, unless the local copy is already current. A
     directory package is extracted to OUTDIR/NAME, atomically (the old one is replaced
-    only once the new one checks out, and only if an earlier pull made it)."""
+    only once the new one checks out, and only if the proof inside it,
+    NAME/.tychoreg-pull, says a pull of PACKAGE made it); it is current only while it
+    still matches that proof's manifest, and replacing local edits warns."""
     request = _pull_request(package, version)
     settings = _settings(config, registry, concurrency=concurrency, part_size=part_size,
                          outdir=outdir)
