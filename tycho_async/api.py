@@ -63,9 +63,9 @@ async def open_settings(settings: Settings, progress: ProgressSink | None = None
     from .transfer.engine import Engine
 
     async with open_store(settings.store) as store:
-        own = [path.name for path in (settings.config_path, settings.dotenv) if path]
         yield Registry(Engine(store, settings.transfer, progress), settings.outdir,
-                       missing_root_ok=settings.default_registry, own_files=own)
+                       missing_root_ok=settings.default_registry,
+                       own_files=[settings.dotenv.name] if settings.dotenv else [])
 
 
 class AsyncRegistry:

@@ -305,8 +305,8 @@ class Registry:
         self.engine = engine
         self.outdir = outdir
         self.fs = fs or engine.fs
-        # tychoreg's own files (the config, the dotenv file it names): no localname may
-        # name them, at push or at pull
+        # tychoreg's own files (.tychoreg.json, the dotenv file the config names): no
+        # localname may name them, at push or at pull
         self.reserved = frozenset({DEFAULT_CONFIG, *own_files})
         # The default local registry is simply empty before its first push; any other
         # registry that does not exist is a typo, and says so (exit 2).
