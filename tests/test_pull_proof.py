@@ -405,9 +405,10 @@ def _on_a_terminal(env: dict[str, str], *args: str) -> tuple[int, bytes, bytes]:
                                 stderr=subprocess.PIPE)
         os.close(slave)
         shown = b""
+        poller = select.poll()  # not select(): in a long test run the fd may be > 1023
+        poller.register(master, select.POLLIN)
         for _ in range(6000):  # bounded: at most a minute
-            ready, _, _ = select.select([master], [], [], 0.01)
-            if ready:
+            if poller.poll(10):
                 try:
                     chunk = os.read(master, 65536)
                 except OSError:  # the other end closed
