@@ -64,7 +64,8 @@ async def open_settings(settings: Settings, progress: ProgressSink | None = None
 
     async with open_store(settings.store) as store:
         yield Registry(Engine(store, settings.transfer, progress), settings.outdir,
-                       missing_root_ok=settings.default_registry)
+                       missing_root_ok=settings.default_registry,
+                       own_files=[settings.dotenv.name] if settings.dotenv else [])
 
 
 def _size_or_none(value: int | str | None) -> int | None:
@@ -106,7 +107,8 @@ class AsyncRegistry:
         times its compressed size and at least 8 GiB). ``outfile`` may be a binary
         file object: the bytes are written to it in order and checked after the last one.
         ``fallback``: prefixes whose newest version is pulled when ``version`` does not
-        exist (``PullResult.exact`` says which happened)."""
+        exist (``PullResult.exact`` says which happened). ``PullResult.warnings`` names
+        local edits that replacing a pulled tree discarded."""
         from .names import check_version
         from .registry import PullRequest
 
@@ -174,7 +176,8 @@ class AsyncRegistry:
         from .registry import Registry
 
         return Registry(self._registry.engine, Path(outdir),
-                        missing_root_ok=self._registry.missing_root_ok)
+                        missing_root_ok=self._registry.missing_root_ok,
+                        own_files=tuple(self._registry.reserved))
 
 
 @asynccontextmanager

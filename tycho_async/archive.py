@@ -25,6 +25,7 @@ Extraction trusts nothing in the stream: see :func:`extract`.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import stat
@@ -35,12 +36,14 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Protocol, cast
+from typing import IO, Any, Protocol, cast
 
 import zstandard
 
+from . import __version__
 from .errors import TransferError, TychoError, UnsafeRemoteData, UsageError
 from .hashing import BackgroundSha256
+from .layout import PROOF
 from .localfs import failure
 from .units import plural
 
@@ -139,7 +142,8 @@ class Source(Protocol):
 
 def scan(root: Path) -> Tree:
     """Walk ``root`` (following it if it is a symlink, and no symlink inside) and refuse,
-    all in one message, whatever a pull could never restore as it was."""
+    all in one message, whatever a pull could never restore as it was. The proof a pull
+    wrote at the root (a regular file) is not part of the tree."""
     try:
         if not stat.S_ISDIR(os.stat(root).st_mode):
             raise UsageError(f"{root} is not a directory")
@@ -157,6 +161,8 @@ def scan(root: Path) -> Tree:
                 for item in listing:
                     rel = f"{rel_dir}/{item.name}" if rel_dir else item.name
                     st = item.stat(follow_symlinks=False)
+                    if rel == PROOF and stat.S_ISREG(st.st_mode):
+                        continue
                     found.append((os.fsencode(rel), rel, st))
                     if stat.S_ISDIR(st.st_mode):
                         pending.append(rel)
@@ -178,7 +184,9 @@ def _tree(root: Path, found: list[tuple[bytes, str, os.stat_result]]) -> Tree:
     files = size = dirs = symlinks = 0
     for _, rel, st in found:
         mode, mtime = stat.S_IMODE(st.st_mode), st.st_mtime_ns // 1_000_000_000
-        if stat.S_ISDIR(st.st_mode):
+        if rel == PROOF:
+            refused.append(f"{rel} (the name of the proof a pull writes, and not a file)")
+        elif stat.S_ISDIR(st.st_mode):
             entries.append(Entry(rel, _DIR, mode, mtime))
             dirs += 1
         elif stat.S_ISLNK(st.st_mode):
@@ -638,6 +646,9 @@ class _Extraction:
                                    f"{member.name!r}")
         if name in self.kinds:
             raise UnsafeRemoteData(f"the archive has {name!r} twice")
+        if name == PROOF:
+            raise UnsafeRemoteData(f"the archive holds {PROOF!r}, the name of the proof a "
+                                   "pull writes into the directory it extracts")
         parent = name.rpartition("/")[0]
         if parent and self.kinds.get(parent) != _DIR:
             raise UnsafeRemoteData(self._misplaced(name, parent))
@@ -801,3 +812,106 @@ def _members(stream: _TarStream) -> Iterator[tarfile.TarInfo]:
         raise UnsafeRemoteData(f"the archive is corrupt or truncated at byte {end} of its tar")
     if stream.read(_BLOCK) != _ZERO_BLOCK:
         raise UnsafeRemoteData("the archive's tar does not end with two zero blocks")
+
+
+# -- the proof of a pulled directory -----------------------------------------------------------
+
+Manifest = dict[str, list[object]]
+_EDITS_NAMED = 5  # local edits a warning names
+
+
+def manifest(root: Path) -> Manifest:
+    """Every entry below ``root`` by relative path, the proof at the root left out: a
+    file's mode, size and mtime (ns), a symlink's target, a directory's mode. Two
+    manifests differ when a file was added, removed, rewritten or touched."""
+    found: Manifest = {}
+    pending = [""]
+    while pending:
+        rel_dir = pending.pop()
+        directory = os.path.join(root, rel_dir) if rel_dir else os.fspath(root)
+        try:
+            with os.scandir(directory) as listing:
+                items = list(listing)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise failure(exc, f"read {directory}") from exc
+        for item in items:
+            rel = f"{rel_dir}/{item.name}" if rel_dir else item.name
+            if rel == PROOF:
+                continue
+            try:
+                st = item.stat(follow_symlinks=False)
+                if stat.S_ISLNK(st.st_mode):
+                    found[rel] = ["l", os.readlink(item.path)]
+                    continue
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise failure(exc, f"read {item.path}") from exc
+            mode = stat.S_IMODE(st.st_mode)
+            if stat.S_ISDIR(st.st_mode):
+                found[rel] = ["d", mode]
+                if mode & stat.S_IRUSR and mode & stat.S_IXUSR:
+                    pending.append(rel)
+            elif stat.S_ISREG(st.st_mode):
+                found[rel] = ["f", mode, st.st_size, st.st_mtime_ns]
+            else:
+                found[rel] = ["?", stat.S_IFMT(st.st_mode)]
+    return found
+
+
+def write_proof(root: Path, package: str, version: str, etag: str) -> None:
+    """Write the proof into a freshly extracted ``root`` (before it is renamed into place,
+    so the tree and its proof appear together): the package, version and ETag a pull
+    made it from, and the manifest of what the extraction wrote."""
+    data = json.dumps({"package": package, "version": version, "etag": etag,
+                       "tool": f"tychoreg {__version__}", "manifest": manifest(root)},
+                      separators=(",", ":")).encode()
+    path = os.path.join(root, PROOF)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                     | os.O_CLOEXEC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise failure(exc, f"write {path}") from exc
+
+
+def read_proof(root: Path) -> dict[str, Any] | None:
+    """The proof inside ``root``, or None when there is none that can be read (a
+    symlink, a directory, or not a JSON object is no proof)."""
+    try:
+        fd = os.open(os.path.join(root, PROOF), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        with os.fdopen(fd, "rb") as f:
+            proof = json.loads(f.read())
+    except (OSError, ValueError):
+        return None
+    return proof if isinstance(proof, dict) else None
+
+
+def local_edits(root: Path, proof: dict[str, Any]) -> list[str]:
+    """What changed in ``root`` since the pull its proof describes, by path, each with
+    "(added)", "(deleted)" or "(modified)"; [] when the tree is as it was pulled."""
+    recorded = proof.get("manifest")
+    if not isinstance(recorded, dict):
+        return ["(its proof records no manifest)"]
+    now = manifest(root)
+    edits = [f"{path} (deleted)" if path not in now else f"{path} (modified)"
+             for path, entry in recorded.items() if now.get(path) != entry]
+    edits += [f"{path} (added)" for path in now if path not in recorded]
+    return sorted(edits)
+
+
+def describe_edits(edits: list[str]) -> str:
+    """A few of the edits in words, and how many more there are."""
+    named = ", ".join(edits[:_EDITS_NAMED])
+    more = len(edits) - _EDITS_NAMED
+    return f"{named} and {more} more" if more > 0 else named

@@ -414,10 +414,12 @@ def pull(
     outfile: Annotated[Path | None, typer.Option(
         "--outfile", "-o", metavar="PATH", show_default=False,
         help="Save here instead of OUTDIR/localname (a directory package: extract here "
-             "instead of OUTDIR/NAME); - writes the bytes to standard output.")] = None,
+             "instead of OUTDIR/NAME); - (or /dev/stdout, or the file standard output "
+             "goes to) writes the bytes to standard output.")] = None,
     raw: Annotated[bool, typer.Option(
         "--raw", help="A directory package: keep the archive (OUTDIR/localname, a .tar.zst) "
-        "instead of extracting it, as tycho-station does.")] = False,
+        "instead of extracting it, as tycho-station does. With -o - onto a terminal: "
+        "write binary bytes there anyway.")] = False,
     fallback: Annotated[list[str] | None, typer.Option(
         "--fallback", metavar="PREFIX", show_default=False,
         help="If --version does not exist, pull the most recently pushed version starting "
@@ -433,12 +435,14 @@ def pull(
 ) -> None:
     """Download a version of PACKAGE, unless the local copy is already current. A
     directory package is extracted to OUTDIR/NAME, atomically (the old one is replaced
-    only once the new one checks out, and only if an earlier pull made it)."""
+    only once the new one checks out, and only if the proof inside it,
+    NAME/.tychoreg-pull, says a pull of PACKAGE made it); it is current only while it
+    still matches that proof's manifest, and replacing local edits warns."""
     request = _pull_request(package, version)
     limit = _max_unpacked(max_unpacked)
     settings = _settings(config, registry, concurrency=concurrency, part_size=part_size,
                          outdir=outdir)
-    to_stdout = outfile is not None and str(outfile) == "-"
+    to_stdout = outfile is not None and (str(outfile) == "-" or _is_stdout(outfile))
     if to_stdout and as_json:
         raise UsageError("--json and --outfile - both want standard output; choose one")
     target: Any = sys.stdout.buffer if to_stdout else outfile
@@ -446,6 +450,8 @@ def pull(
         request, force=force, outfile=target, raw=raw, fallback=tuple(fallback or ()),
         max_unpacked=limit),
         verb="pulled", files=1, quiet=quiet or as_json, progress=progress)
+    for warning in result.warnings:
+        _say(f"warning: {warning}")
     if as_json:
         _echo_json(_report().pull(result))
     elif to_stdout:
@@ -460,6 +466,12 @@ def _max_unpacked(value: str | None) -> int | None:
     from .config import parse_size
 
     return None if value is None else parse_size(value, "--max-unpacked")
+
+
+def _is_stdout(path: Path) -> bool:
+    from .localfs import same_as_stdout
+
+    return same_as_stdout(path)
 
 
 def _hit(result: Any, fallback: list[str] | None) -> str:
@@ -539,6 +551,9 @@ def pull_list(
                                                                    max_unpacked=limit), sink)
         except PartialFailure as exc:
             failure, results = exc, exc.results
+    for result in results:
+        for warning in result.warnings:
+            _say(f"warning: {warning}")
     if as_json:
         _echo_json(_report().pull_list(requests, results, failure))
     elif not quiet:

@@ -50,6 +50,7 @@ class Settings:
     warnings: tuple[str, ...] = ()
     default_registry: bool = False  # the local registry in the data folder, none chosen
     unset: tuple[str, ...] = ()  # env-indirected values left unresolved (info only)
+    dotenv: Path | None = None  # the dotenv file tycho.dotenv names (no localname may)
 
     @property
     def backend(self) -> str:
@@ -295,6 +296,7 @@ def load_settings(
         from dotenv import load_dotenv
 
         load_dotenv(Path(dotenv).expanduser(), override=False)
+    dotenv_path = Path(dotenv).expanduser() if isinstance(dotenv, str) else None
     unset: list[str] = []
     tycho = _set_only(resolve_env(tycho_raw, "tycho", strict=strict), "tycho", unset)
     sections = _unknown_keys(data, SECTIONS, f"config {path}", "section")
@@ -364,6 +366,7 @@ def load_settings(
             warnings=tuple(warnings),
             default_registry=not root,
             unset=tuple(unset),
+            dotenv=dotenv_path,
         )
     if kind != "s3":
         raise ConfigError(f"unknown backend {kind!r}: use 's3' or 'local'")
@@ -395,6 +398,7 @@ def load_settings(
         config_path=config_path,
         warnings=tuple(warnings),
         unset=tuple(unset),
+        dotenv=dotenv_path,
     )
 
 

@@ -27,6 +27,12 @@ DELETING = "deleting"  # a deletion under way: the version is not trusted any mo
 FILE = "file"  # the format of a version pushed from a file or a stream
 TAR_ZSTD = "tar+zstd"  # the format of a directory: a tar stream compressed with zstd
 TAR_ZSTD_SUFFIX = ".tar.zst"  # a directory package's localname ends so
+SIDECAR_SUFFIX = ".etag"  # FILE.etag: tycho-station's sidecar, the ETag of what a pull wrote
+# A pulled directory's proof, inside the directory it describes (where no file pull can
+# put it): which package and version made it, the object's ETag, and a manifest of what
+# the extraction wrote. A pull replaces a directory only when its proof names the same
+# package, and skips one only while its manifest still matches.
+PROOF = ".tychoreg-pull"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 # A directory package without a recorded tree_size unpacks to at most this many times
 # its compressed size, and never less than UNPACKED_FLOOR (pull --max-unpacked sets it).
@@ -47,7 +53,18 @@ def record_key(package: str, version: str) -> str:
 
 
 def etag_sidecar(path: Path) -> Path:
-    return path.with_name(path.name + ".etag")
+    return path.with_name(path.name + SIDECAR_SUFFIX)
+
+
+def localname_clash(name: str, reserved: frozenset[str]) -> str | None:
+    """Why a localname would be mistaken for what tychoreg keeps beside or inside
+    pulls, or for its own files (``reserved``); None when it would not."""
+    if name.endswith(SIDECAR_SUFFIX):
+        return (f"it ends in {SIDECAR_SUFFIX}, as the sidecars that record what a pull "
+                "wrote do (it could pass for another file's sidecar)")
+    if name in reserved or name == PROOF:
+        return "it is the name of one of tychoreg's own files (its config, dotenv or proofs)"
+    return None
 
 
 def default_max_unpacked(size: int) -> int:

@@ -29,6 +29,34 @@ _OLD_ROOM = 40  # what an old tree's name adds at most: dot, ".old-", host, pid,
 _HASH_TAIL = 9  # "~" and 8 hex digits: what a shortened name ends with
 # Which machine a temp file's process id belongs to: a short tag of the host name.
 _HOST = f"h{zlib.crc32(socket.gethostname().encode()):08x}"
+_NOT_HERE = {errno.ENOENT, errno.EROFS, errno.EPERM, errno.EACCES, errno.EINVAL}
+
+
+def _under(path: str, top: str) -> bool:
+    return path == top or path.startswith(top + "/")
+
+
+def pseudo_fs(path: Path) -> str | None:
+    """"/proc" or "/dev" when ``path`` lies in one of them (its directory resolved, or
+    a symlink to a descriptor such as ``/dev/stdout``), else None: no sidecar is ever
+    written there, and nothing but descriptors is written in /proc."""
+    parent = os.path.realpath(path.parent)
+    link = ""
+    with contextlib.suppress(OSError):
+        link = os.path.normpath(os.path.join(parent, os.readlink(path)))
+    if _under(parent, "/proc") or _under(link, "/proc"):
+        return "/proc"
+    return "/dev" if _under(parent, "/dev") else None
+
+
+def same_as_stdout(path: Path) -> bool:
+    """Whether ``path`` is the file standard output is (``/dev/stdout``, ``/dev/fd/1``,
+    or the file stdout was redirected to): a pull there is a pull to ``-``."""
+    try:
+        there, out = os.stat(path), os.fstat(1)
+    except (OSError, ValueError):
+        return False
+    return (there.st_dev, there.st_ino) == (out.st_dev, out.st_ino)
 
 
 def failure(exc: OSError, what: str) -> TransferError:
@@ -71,13 +99,16 @@ class Target:
     """Where a download goes, once the path has been looked at.
 
     ``kind`` is "file" (a regular file or nothing yet: written to a temp file beside
-    ``real`` and renamed onto it) or "stream" (a FIFO or character device: written in
-    place, in order, with no sidecar). ``named`` is the path as given, beside which the
-    sidecar sits; ``real`` is the path with symlinks resolved."""
+    ``real`` and renamed onto it) or "stream" (a FIFO, a character device, or a file
+    reached through a descriptor in /proc such as ``/dev/fd/3``: written in place, in
+    order, with no sidecar). ``named`` is the path as given, beside which the sidecar
+    sits; ``real`` is the path with symlinks resolved. ``sidecar`` is False in /dev,
+    where no sidecar is ever written (so the file is never taken as current)."""
 
     named: Path
     real: Path
     kind: str
+    sidecar: bool = True
 
     @property
     def is_stream(self) -> bool:
@@ -191,10 +222,11 @@ class LocalFS:
         return temp, fd
 
     def open_stream(self, path: Path) -> int:
-        """Open a FIFO or character device for writing, in place (may block on a FIFO
-        until a reader opens it)."""
-        try:
-            return os.open(path, os.O_WRONLY)
+        """Open a FIFO, a character device or a file reached through a descriptor
+        (``/dev/fd/3``) for writing, in place (may block on a FIFO until a reader opens
+        it)."""
+        try:  # O_APPEND: a file reached through /dev/fd/N goes on where its writer is
+            return os.open(path, os.O_WRONLY | os.O_APPEND)
         except OSError as exc:
             raise failure(exc, f"write {path}") from exc
 
@@ -256,6 +288,9 @@ class LocalFS:
             except NotADirectoryError:
                 raise UsageError(f"{parent.parent} is not a directory") from None
             except OSError as exc:
+                if exc.errno in _NOT_HERE:  # a place no folder can be made: not a disk fault
+                    raise UsageError(f"cannot create {parent}: {exc.strerror}; choose "
+                                     "another directory") from exc
                 raise failure(exc, f"create {parent}") from exc
             created.append(parent)
         return created
@@ -318,11 +353,18 @@ class LocalFS:
             raise UsageError(f"cannot write {named}: {blocker} is not a directory") from None
         except OSError as exc:
             raise failure(exc, f"write {named}") from exc
+        pseudo = pseudo_fs(named)
+        if pseudo == "/proc" and mode is not None and stat.S_ISREG(mode):
+            return Target(named, named, "stream", sidecar=False)  # a descriptor's file
+        if pseudo == "/proc" and mode is None:
+            raise UsageError(f"cannot write {named}: /proc holds processes, not files; "
+                             "choose another path")
         if mode is None or stat.S_ISREG(mode):
-            return Target(named, Path(os.path.realpath(named)), "file")
+            return Target(named, Path(os.path.realpath(named)), "file",
+                          sidecar=pseudo is None)
         if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
             # opened by the name given: /dev/stdout resolves to a pipe's /proc name
-            return Target(named, named, "stream")
+            return Target(named, named, "stream", sidecar=False)
         what = ("a directory" if stat.S_ISDIR(mode) else "a socket" if stat.S_ISSOCK(mode)
                 else "a block device" if stat.S_ISBLK(mode) else "not a regular file")
         raise UsageError(f"{named} is {what}; pull writes regular files, FIFOs and "

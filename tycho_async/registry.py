@@ -40,6 +40,7 @@ import anyio
 import anyio.to_thread
 
 from . import __version__, retention
+from .config import DEFAULT_CONFIG
 from .digests import file_digests
 from .errors import (
     AlreadyExists,
@@ -62,6 +63,7 @@ from .layout import (
     FILE,
     LATEST,
     PENDING,
+    PROOF,
     RECORDS_KEY,
     TAR_ZSTD,
     TAR_ZSTD_SUFFIX,
@@ -77,6 +79,7 @@ from .layout import (
     is_current,
     is_pending,
     load_record,
+    localname_clash,
     mark,
     meta_key,
     now,
@@ -85,11 +88,10 @@ from .layout import (
     pending_age,
     record_key,
     records_in,
-    sidecar_says,
     state_of,
     version_key,
 )
-from .localfs import LocalFS, Target, failure, fits
+from .localfs import LocalFS, Target, failure, fits, pseudo_fs, same_as_stdout
 from .names import (
     check_localname_arg,
     check_package,
@@ -122,14 +124,6 @@ SETTLE_SECONDS = 300  # push --skip-existing waits at most this for a rival push
 
 class _Busy(AlreadyExists):
     """Another push of the version is under way (alive, by its pending record)."""
-
-
-class _Collision(UsageError):
-    """Two items of a batch would write one destination; ``rival`` holds it."""
-
-    def __init__(self, message: str, rival: str) -> None:
-        super().__init__(message)
-        self.rival = rival
 
 
 @dataclass(frozen=True)
@@ -257,6 +251,20 @@ def _flush(stream: BinaryIO) -> None:
         raise failure(exc, "write the output") from exc
 
 
+def _is_terminal(stream: BinaryIO | None) -> bool:
+    """Whether what a pull to standard output writes to is a terminal."""
+    try:
+        return stream.isatty() if stream is not None else os.isatty(STDOUT)
+    except (OSError, ValueError):
+        return False
+
+
+def _binary_to_terminal(package: str, version: str, what: str) -> UsageError:
+    return UsageError(f"{package} {version} is {what}, and standard output is a terminal; "
+                      "refusing to write it there: redirect it (> FILE, | CMD), or pass "
+                      "--raw to write it anyway")
+
+
 def _read_stream(stream: BinaryIO | None) -> Iterator[bytes]:
     """A binary stream in chunks (blocking reads: the engine runs them in a thread)."""
     assert stream is not None
@@ -279,6 +287,7 @@ class PullResult:
     skipped: bool
     exact: bool = True  # False: a --fallback prefix chose the version
     format: str = FILE
+    warnings: tuple[str, ...] = ()  # e.g. local edits of a tree this pull replaced
 
 
 @dataclass(frozen=True)
@@ -318,10 +327,13 @@ class PullRequest:
 
 class Registry:
     def __init__(self, engine: Engine, outdir: Path, *, missing_root_ok: bool = False,
-                 fs: LocalFS | None = None) -> None:
+                 fs: LocalFS | None = None, own_files: Sequence[str] = ()) -> None:
         self.engine = engine
         self.outdir = outdir
         self.fs = fs or engine.fs
+        # tychoreg's own files (.tychoreg.json, the dotenv file the config names): no
+        # localname may name them, at push or at pull
+        self.reserved = frozenset({DEFAULT_CONFIG, *own_files})
         # The default local registry is simply empty before its first push; any other
         # registry that does not exist is a typo, and says so (exit 2).
         self.missing_root_ok = missing_root_ok
@@ -382,7 +394,7 @@ class Registry:
 
     async def init(self, package: str, filename: str) -> None:
         check_package(package)
-        check_localname_arg(filename)
+        self._check_new_localname(filename)
         if await self._create(meta_key(package), dump({"localname": filename,
                                                         "latest": None})) is None:
             raise AlreadyExists(f"package {package!r} already exists")
@@ -561,8 +573,18 @@ class Registry:
             raise UsageError(f"{source} is not a readable file or directory")
         return _Source(source, None, None)
 
-    @staticmethod
-    def _localname_for(package: str, meta: dict[str, Any] | None, source: _Source,
+    def _check_new_localname(self, name: str) -> None:
+        """A new package's localname: a plain file name that will not pass for a
+        sidecar, a proof or tychoreg's own files (nor will the directory a directory
+        package extracts to)."""
+        check_localname_arg(name)
+        for what in {name, dir_name(name) or name}:
+            problem = localname_clash(what, self.reserved)
+            if problem:
+                raise UsageError(f"invalid file name {name!r}: {problem}; pass --localname "
+                                 "NAME to name the package's file")
+
+    def _localname_for(self, package: str, meta: dict[str, Any] | None, source: _Source,
                        given: str | None) -> str:
         """The package's localname: tycho.json's for an existing package (``given`` must
         agree), else ``given``, else the file's name, or ``NAME.tar.zst`` for a directory
@@ -586,7 +608,8 @@ class Registry:
         else:
             raise UsageError(f"package {package!r} is new: a push from standard input needs "
                              "--localname NAME to name its file")
-        check_localname_arg(name)
+        if not isinstance(current, str):
+            self._check_new_localname(name)
         if source.tree is None and any(format_of(copy) == TAR_ZSTD
                                        for copy in records_in(meta or {}).values()):
             raise UsageError(f"package {package!r} holds directories (tar+zstd): push a "
@@ -959,7 +982,7 @@ class Registry:
         self, request: PullRequest, *, force: bool = False,
         outfile: Path | BinaryIO | None = None, raw: bool = False,
         fallback: Sequence[str] = (),
-        claim: Callable[[Path], None] | None = None,
+        claim: Callable[[Path], Awaitable[None]] | None = None,
         max_unpacked: int | None = None,
     ) -> PullResult:
         """Download one version; ``claim`` lets a batch refuse two items with one target.
@@ -967,15 +990,17 @@ class Registry:
         A directory package is extracted to ``OUTDIR/NAME`` (or ``outfile``) unless
         ``raw``, never expanding past its recorded ``tree_size`` (without one: past
         ``max_unpacked``, by default ``default_max_unpacked`` of its size); ``outfile``
-        ``-`` is standard output, and a binary file object gets the bytes in order (both
-        checked after the last byte). ``fallback``: prefixes tried in
-        order, each for its most recently pushed version, when the requested version does
-        not exist.
+        ``-`` (or any path that is the file standard output is) is standard output, and
+        a binary file object gets the bytes in order (both checked after the last byte);
+        binary bytes are not written to a terminal unless ``raw`` or ``force``.
+        ``fallback``: prefixes tried in order, each for its most recently
+        pushed version, when the requested version does not exist.
 
-        Only where a local copy with its sidecar may already be current is the object
-        asked for with a HEAD first; otherwise its first GET tells size and ETag. A FIFO
-        or character device is written in place, in order; anything else that is not a
-        regular file is refused before a byte moves."""
+        Only where a local copy may already be current is the object asked for with a
+        HEAD first; otherwise its first GET tells size and ETag. A FIFO or character
+        device is written in place, in order; anything else that is not a regular file
+        is refused before a byte moves, unless the version does not exist (that answer
+        comes first: exit 1, whatever the destination)."""
         package = check_package(request.package)
         meta, _ = await self.read_meta(package)
         version, exact = await self._pick(request, meta, fallback)
@@ -983,35 +1008,74 @@ class Registry:
         expected = None if record is None else parse_record(package, version, record)
         fmt = format_of(record)
         localname = check_remote_localname(package, meta.get("localname"))
+        if isinstance(outfile, Path) and same_as_stdout(outfile):
+            outfile = Path("-")
         if outfile is not None and (not isinstance(outfile, Path) or str(outfile) == "-"):
             return await self._pull_stdout(package, version, expected, exact=exact, fmt=fmt,
                                            stream=None if isinstance(outfile, Path)
-                                           else outfile)
-        if fmt == TAR_ZSTD and not raw:
-            name = dir_name(localname)
-            if name is None:
-                raise UnsafeRemoteData(f"package {package!r}: its localname {localname!r} "
-                                       f"is not NAME{TAR_ZSTD_SUFFIX}, so it names no "
-                                       "directory to extract to (--raw keeps the archive)")
-            dest = outfile if outfile is not None else self.outdir / name
-            if claim is not None:
-                claim(dest.absolute())
-            return await self._pull_tree(package, version, expected, record or {}, dest,
-                                         force=force, exact=exact, max_unpacked=max_unpacked)
-        named = self.outdir / localname if outfile is None else outfile
-        # A few stats and mkdirs: faster on the event loop than through a worker thread
-        # (measured: a thread hop per file cost more CPU in GIL hand-offs than it saved).
-        target, created, has_sidecar = self._prepare(
-            named, self.outdir if outfile is None else None)
+                                           else outfile, binary_ok=raw or force)
+        try:
+            if outfile is None:
+                self._check_localname(package, localname)
+            if fmt == TAR_ZSTD and not raw:
+                name = dir_name(localname)
+                if name is None:
+                    raise UnsafeRemoteData(f"package {package!r}: its localname {localname!r} "
+                                           f"is not NAME{TAR_ZSTD_SUFFIX}, so it names no "
+                                           "directory to extract to (--raw keeps the archive)")
+                if outfile is None:
+                    self._check_localname(package, name)
+                dest = outfile if outfile is not None else self.outdir / name
+                if claim is not None:
+                    await claim(dest.absolute())
+                return await self._pull_tree(package, version, expected, record or {}, dest,
+                                             force=force, exact=exact,
+                                             max_unpacked=max_unpacked)
+            if outfile is not None and outfile.is_dir():
+                raise UsageError(f"{outfile} is a directory: --outfile names the file to write; "
+                                 f"to save {localname} into it, pass --outdir {outfile}")
+            named = self.outdir / localname if outfile is None else outfile
+            if named.name == PROOF:
+                raise UsageError(f"{named} is the name of the proof inside a pulled "
+                                 "directory; a file pull never writes one")
+            # A few stats and mkdirs: faster on the event loop than through a worker thread
+            # (measured: a thread hop per file cost more CPU in GIL hand-offs than it saved).
+            target, created, has_sidecar = self._prepare(
+                named, self.outdir if outfile is None else None)
+        except (UsageError, UnsafeRemoteData):
+            await self._must_exist(package, version, record)
+            raise
         try:
             if claim is not None:
-                claim(target.real)
+                try:
+                    await claim(target.real)
+                except UsageError:
+                    await self._must_exist(package, version, record)
+                    raise
             result = await self._pull_to(package, version, expected, target, force=force,
                                          has_sidecar=has_sidecar)
         except BaseException:
             self.fs.remove_empty_dirs(created)
             raise
         return dataclasses.replace(result, exact=exact, format=fmt)
+
+    def _check_localname(self, package: str, localname: str) -> None:
+        """A localname that decides where a pull writes must not pass for a sidecar, a
+        proof or one of tychoreg's own files."""
+        problem = localname_clash(localname, self.reserved)
+        if problem:
+            raise UnsafeRemoteData(f"refusing package {package!r}: its tycho.json names the "
+                                   f"local file {localname!r}, and {problem}; pull it with "
+                                   "--outfile PATH")
+
+    async def _must_exist(self, package: str, version: str,
+                          record: dict[str, Any] | None) -> None:
+        """Before refusing a destination, make sure the version exists: a missing version
+        is the answer (exit 1), whatever is in the way. A record says it does (no
+        request); otherwise one HEAD tells."""
+        if record is None and await self.engine.head(version_key(package, version)) is None:
+            await self._require_root()
+            raise NotFound(f"{package} {version} does not exist") from None
 
     async def _pick(self, request: PullRequest, meta: dict[str, Any],
                     fallback: Sequence[str]) -> tuple[str, bool]:
@@ -1063,7 +1127,7 @@ class Registry:
         target = self.fs.target(named, within=within)
         created = self.fs.make_dirs(target.real.parent)
         sidecar = etag_sidecar(target.named)
-        return target, created, fits(sidecar) and sidecar.exists()
+        return target, created, target.sidecar and fits(sidecar) and sidecar.exists()
 
     def _expects(self, record: Expected | None) -> ExpectedSource:
         async def expected(info: ObjectInfo) -> Expected:
@@ -1082,10 +1146,21 @@ class Registry:
         return info
 
     async def _pull_stdout(self, package: str, version: str, record: Expected | None, *,
-                           exact: bool, fmt: str, stream: BinaryIO | None) -> PullResult:
+                           exact: bool, fmt: str, stream: BinaryIO | None,
+                           binary_ok: bool) -> PullResult:
         """The bytes, in order, to standard output (or ``stream``); checked after the
-        last one."""
+        last one. Onto a terminal, binary bytes (a directory's archive, or a file whose
+        first bytes hold a NUL) are refused before any is written, unless ``binary_ok``."""
+        guard = not binary_ok and _is_terminal(stream)
+        if guard and fmt == TAR_ZSTD:
+            raise _binary_to_terminal(package, version, "a directory package's archive")
+        refused: list[bool] = []  # decided by the first bytes, kept for any retry
+
         def sink(data: bytes) -> None:
+            if guard and data and not refused:
+                refused.append(b"\0" in data)
+            if refused and refused[0]:
+                raise _binary_to_terminal(package, version, "binary data")
             try:
                 if stream is not None:
                     stream.write(data)
@@ -1139,33 +1214,42 @@ class Registry:
                 self.fs.write_in_place(sidecar, info.etag.encode())
 
         info, _ = await self._download(package, version, target.real, known=known,
-                                       expected=self._expects(record), finish=write_sidecar)
+                                       expected=self._expects(record),
+                                       finish=write_sidecar if target.sidecar else None)
         return PullResult(package, version, target.named, info.size, skipped=False)
 
     async def _pull_tree(self, package: str, version: str, expected: Expected | None,
                          record: dict[str, Any], dest: Path, *, force: bool,
                          exact: bool, max_unpacked: int | None) -> PullResult:
         """Extract a directory package at ``dest``, atomically: into a temporary
-        directory beside it while the stream is hashed; ``dest`` is replaced (the old
-        one renamed aside, the new one into place) only once the SHA-256 matches. An
-        existing ``dest`` is replaced only if an earlier pull made it (its sidecar
-        ``dest.etag`` says so)."""
+        directory beside it while the stream is hashed, with the proof written into it;
+        ``dest`` is replaced (the old one renamed aside, the new one into place) only
+        once the SHA-256 matches. An existing ``dest`` is replaced only if its proof
+        says a pull of this package made it, and skipped while that proof names this
+        version's object and its manifest still matches the tree. Replacing a tree with
+        local edits proceeds, with a warning naming them."""
         if dest.name in ("", ".", ".."):
             raise UsageError(f"{dest} names no directory; pull a directory package to a "
                              "path such as ./deps")
-        sidecar = etag_sidecar(dest)
         key = version_key(package, version)
         limit = _unpack_limit(package, version, expected, record, max_unpacked)
-        created, ours = await anyio.to_thread.run_sync(self._tree_target, package, dest,
-                                                       sidecar)
+        created, proof = await anyio.to_thread.run_sync(self._tree_target, package, dest)
+        from . import archive
+
+        warnings: tuple[str, ...] = ()
         try:
-            if ours and not force:
-                known = await self.engine.head(key)
-                if known is None:
-                    raise NotFound(f"{package} {version} does not exist")
-                if await anyio.to_thread.run_sync(sidecar_says, dest, known.etag):
-                    return PullResult(package, version, dest, known.size, skipped=True,
-                                      exact=exact, format=TAR_ZSTD)
+            if proof is not None:
+                edits = await anyio.to_thread.run_sync(archive.local_edits, dest, proof)
+                if not force and not edits and proof.get("version") == version:
+                    known = await self.engine.head(key)
+                    if known is None:
+                        raise NotFound(f"{package} {version} does not exist")
+                    if proof.get("etag") == known.etag:
+                        return PullResult(package, version, dest, known.size, skipped=True,
+                                          exact=exact, format=TAR_ZSTD)
+                if edits:
+                    warnings = (f"{dest} had local edits, replaced by the pull: "
+                                f"{archive.describe_edits(edits)}",)
             temp = await anyio.to_thread.run_sync(self.fs.create_temp_dir, dest)
             try:
                 info, extracted = await self._extract(package, version, expected, temp,
@@ -1174,18 +1258,10 @@ class Registry:
                 if isinstance(want, str) and extracted.tree_sha256 != want:
                     raise IntegrityError(f"{package} {version}: the extracted tree does not "
                                          "match the recorded tree_sha256")
-
-                def install() -> Path | None:
-                    # the old sidecar goes first (a directory without one is never taken
-                    # as current), the new one right after the rename, before the old
-                    # tree is removed (which takes a while)
-                    self.fs.unlink(sidecar)
-                    old = self.fs.replace_dir(temp, dest)
-                    self.fs.write_in_place(sidecar, info.etag.encode())
-                    return old
-
+                await anyio.to_thread.run_sync(archive.write_proof, temp, package, version,
+                                               info.etag)
                 with anyio.CancelScope(shield=True):
-                    old = await anyio.to_thread.run_sync(install)
+                    old = await anyio.to_thread.run_sync(self.fs.replace_dir, temp, dest)
                 if old is not None:
                     await anyio.to_thread.run_sync(self.fs.remove_tree, old)
             except BaseException:
@@ -1196,20 +1272,25 @@ class Registry:
             self.fs.remove_empty_dirs(created)
             raise
         return PullResult(package, version, dest, info.size, skipped=False, exact=exact,
-                          format=TAR_ZSTD)
+                          format=TAR_ZSTD, warnings=warnings)
 
-    def _tree_target(self, package: str, dest: Path, sidecar: Path) -> tuple[list[Path], bool]:
-        """Check where a directory package may go: a missing path, or a directory an
-        earlier pull made (its sidecar says so); never the current directory, the
-        download folder or anything holding them. Finish a replacement a crash cut short
-        (only once the destination is known to be ours or missing); create the folders
-        above it. Returns those created, and whether ``dest`` is an earlier pull's (so
-        it may be current)."""
+    def _tree_target(self, package: str, dest: Path) -> tuple[list[Path], dict[str, Any] | None]:
+        """Check where a directory package may go: a missing path, or a directory whose
+        proof says a pull of this package made it; never the current directory, the
+        download folder, anything holding them, or a place in /proc. Finish a
+        replacement a crash cut short (only once the destination is known to be ours or
+        missing); create the folders above it. Returns those created, and the proof of
+        the directory there (None: there is none yet)."""
+        from . import archive
+
         resolved = dest.resolve()
         for keep in (Path.cwd(), self.outdir.resolve()):
             if resolved == keep or resolved in keep.parents:
                 raise UsageError(f"{dest} is (or holds) {keep}; pull a directory package "
                                  "to a path of its own")
+        if pseudo_fs(dest) == "/proc":
+            raise UsageError(f"cannot extract to {dest}: /proc holds processes, not files; "
+                             "choose another path")
         for above in dest.parents:
             if os.path.lexists(above):
                 if not above.is_dir():
@@ -1219,17 +1300,38 @@ class Registry:
             if dest.is_symlink() or not dest.is_dir():
                 raise UsageError(f"{dest} exists and is not a directory; pull a directory "
                                  "package to a new path, or remove it")
-            if not sidecar.exists():
-                raise UsageError(f"{dest} exists and was not made by a pull of {package} "
-                                 f"(no {sidecar.name} beside it); it is left alone: move it "
-                                 "away or pull to another --outfile")
+            proof = archive.read_proof(dest)
+            self._check_proof(package, dest, proof)
             self.fs.recover_dir(dest)  # leftovers of a replacement: removed
-            return self.fs.make_dirs(dest.parent), True
-        if self.fs.recover_dir(dest):
-            # a crash between the two renames: the old tree is back, and it is ours, but
-            # an empty sidecar never makes it current
-            self.fs.write_in_place(sidecar, b"")
-        return self.fs.make_dirs(dest.parent), False
+            return self.fs.make_dirs(dest.parent), proof
+        proof = None
+        if self.fs.recover_dir(dest):  # a crash between the two renames: the old tree is back
+            proof = archive.read_proof(dest)
+            self._check_proof(package, dest, proof)
+        return self.fs.make_dirs(dest.parent), proof
+
+    @staticmethod
+    def _check_proof(package: str, dest: Path, proof: dict[str, Any] | None) -> None:
+        """Refuse (exit 2) a directory that no pull of ``package`` made, saying how to go
+        on. A ``NAME.etag`` beside it proves nothing (tychoreg 0.1.0 wrote one for the
+        directories it pulled, and any file pull can write one)."""
+        if proof is None:
+            legacy = etag_sidecar(dest)
+            if legacy.is_file():
+                raise UsageError(
+                    f"{dest} exists and nothing in it proves that a pull of {package} made "
+                    f"it (no {PROOF} inside); {legacy.name} beside it is not proof (tychoreg "
+                    f"0.1.0 wrote one, and so can any file pull). If it is a pulled copy you "
+                    f"no longer need, remove it (rm -r {dest}) and pull again; otherwise "
+                    "pull to another --outfile")
+            raise UsageError(f"{dest} exists and was not made by a pull of {package} (no "
+                             f"{PROOF} inside it); it is left alone: move it away or pull "
+                             "to another --outfile")
+        owner = proof.get("package")
+        if owner != package:
+            raise UsageError(f"{dest} holds a pull of package {owner!r}, not {package!r}; "
+                             f"it is left alone: pull {package} to another --outfile, or "
+                             f"remove {dest} first")
 
     async def _extract(self, package: str, version: str, expected: Expected | None,
                        into: Path, limit: archive.Limit) -> tuple[ObjectInfo, archive.Extracted]:
@@ -1262,37 +1364,38 @@ class Registry:
         max_unpacked: int | None = None,
     ) -> list[PullResult]:
         """Pull every item concurrently (an item listed twice, once); report every failure
-        together at the end. ``max_unpacked`` as for ``pull``."""
+        together at the end. Two items that would write one path collide only if both
+        exist: an item meeting a path claimed by another waits for that one to end, and
+        takes the path over if it failed (``tool==1.0 tool==7``, 7 missing: 1.0 is
+        pulled, 7 is "does not exist"). ``max_unpacked`` as for ``pull``."""
         requests = list(dict.fromkeys(requests))
         results: dict[int, PullResult] = {}
         failures: list[tuple[str, TychoError]] = []
-        claimed: dict[Path, str] = {}
-        collided: list[tuple[int, PullRequest, str, UsageError]] = []
+        claimed: dict[Path, tuple[str, anyio.Event]] = {}
         created = await anyio.to_thread.run_sync(self.fs.make_dirs, self.outdir)
 
-        async def one(index: int, request: PullRequest, *, last: bool = False) -> None:
+        async def one(index: int, request: PullRequest) -> None:
+            ended = anyio.Event()
             mine: list[Path] = []
 
-            def claim(dest: Path) -> None:
-                key = dest.absolute()
-                if key in claimed:
-                    raise _Collision(f"{request} and {claimed[key]} both write {dest}",
-                                     claimed[key])
-                claimed[key] = str(request)
+            async def claim(key: Path) -> None:  # an absolute path
+                while key in claimed:  # bounded: each claimer ends once
+                    other, other_ended = claimed[key]
+                    await other_ended.wait()
+                    if key in claimed:  # it succeeded: a real collision
+                        raise UsageError(f"{request} and {other} both write {key}")
+                claimed[key] = (str(request), ended)
                 mine.append(key)
 
             try:
                 results[index] = await self.pull(request, force=force, claim=claim,
                                                  max_unpacked=max_unpacked)
-            except _Collision as exc:
-                if last:
-                    failures.append((str(request), exc))
-                else:
-                    collided.append((index, request, exc.rival, exc))
             except TychoError as exc:
-                for key in mine:  # nothing written: its place is free again
-                    del claimed[key]
                 failures.append((str(request), exc))
+                for key in mine:  # a failed item writes nothing: its paths are free
+                    del claimed[key]
+            finally:
+                ended.set()
 
         # A fixed pool of workers, not a task per item: memory stays flat in the length of
         # the list, and twice the request budget keeps every slot busy (an item waits on
@@ -1307,15 +1410,6 @@ class Registry:
             async with task_group() as tg:
                 for _ in range(min(len(requests), 2 * self.engine.settings.concurrency)):
                     tg.start_soon(worker)
-            # A collision counts only between versions that exist: an item whose rival
-            # then failed (a missing version, say) is pulled now, and one that is itself
-            # missing says so, so the real error is the one reported.
-            failed = {item for item, _ in failures}
-            for index, request, rival, exc in collided:
-                if rival in failed:
-                    await one(index, request, last=True)
-                else:
-                    failures.append((str(request), await self._missing(request) or exc))
         finally:
             if not results:
                 self.fs.remove_empty_dirs(created)
@@ -1326,16 +1420,6 @@ class Registry:
                 "pulled)", failures,
                 [results[i] for i in sorted(results)])
         return [results[i] for i in range(len(requests))]
-
-    async def _missing(self, request: PullRequest) -> NotFound | None:
-        """The error a pull of ``request`` would meet for a version that does not exist
-        (None when it exists, or when asking fails: then the collision stands)."""
-        with contextlib.suppress(TychoError):
-            meta, _ = await self.read_meta(request.package)
-            version = self._resolve(request, meta)
-            if await self._state(request.package, version, meta) == "missing":
-                return NotFound(f"{request.package} {version} does not exist")
-        return None
 
     # -- deletion ------------------------------------------------------------------------
 

@@ -37,7 +37,8 @@ def pulled(result: PullResult, item: str | None = None) -> dict[str, Any]:
     return {"item": item or f"{result.package}=={result.version}",
             "package": result.package, "version": result.version, "path": str(result.path),
             "size": result.size, "skipped": result.skipped, "exact": result.exact,
-            "format": result.format, "error": None, "exit_code": 0}
+            "format": result.format, "warnings": list(result.warnings), "error": None,
+            "exit_code": 0}
 
 
 def failed(item: str, error: TychoError) -> dict[str, Any]:
@@ -48,7 +49,8 @@ def failed(item: str, error: TychoError) -> dict[str, Any]:
         request = None
     return {"item": item, "package": request.package if request else None,
             "version": request.version if request else None, "path": None, "size": None,
-            "skipped": False, "exact": None, "format": None, "error": error.message,
+            "skipped": False, "exact": None, "format": None, "warnings": [],
+            "error": error.message,
             "exit_code": error.exit_code}
 
 
