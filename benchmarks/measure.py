@@ -274,12 +274,18 @@ def sample_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+PULL_PROOF = ".tychoreg-pull"  # tychoreg's proof at the root of a pulled tree: not content
+
+
 def summarize_tree(root: Path, samples: Sequence[str]) -> TreeSummary:
     """Walk ``root`` (links not followed): its files, directories and bytes, and the
-    digests of the ``samples`` (paths relative to it)."""
+    digests of the ``samples`` (paths relative to it); the proof tychoreg writes at the
+    root of a pulled tree is left out."""
     files = dirs = total = others = 0
     for parent, subdirs, names in os.walk(root):
         for name in (*names, *subdirs):
+            if name == PULL_PROOF and parent == os.fspath(root):
+                continue
             info = os.lstat(os.path.join(parent, name))
             if stat.S_ISREG(info.st_mode):
                 files += 1

@@ -2,8 +2,10 @@
 
 Each method takes its next outcome from a queue: None (behave), an exception (raise it
 before calling through), for ``open_range`` the strings "truncate" (end the body
-halfway) and "corrupt" (flip a bit of the first chunk), for ``put_bytes`` "landed" (write,
-then lose the answer).
+halfway), "corrupt" (flip a bit of the first chunk) and "extend" (the body goes on past its
+end, as a hostile server's might: ``EXTRA`` bytes more than its headers said), for
+``put_bytes`` "landed" (write, then lose the answer). ``delivered`` counts the body bytes
+handed to the caller.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import anyio
 from tycho_async.errors import StoreError
 from tycho_async.storage import ObjectInfo, Part, PartReceipt, RangeBody, Store, UploadInfo
 
+EXTRA = 2 << 20  # what an "extend" outcome adds to a body
+
 
 class FaultyStore:
     def __init__(self, inner: Store, *, delay: float = 0.0,
@@ -31,6 +35,7 @@ class FaultyStore:
         self.ranges: list[tuple[int, int | None]] = []
         self.in_flight = 0
         self.peak = 0
+        self.delivered = 0
 
     def inject(self, method: str, *outcomes: Any) -> None:
         self.faults[method].extend(outcomes)
@@ -110,7 +115,12 @@ class FaultyStore:
                 chunk = bytes([chunk[0] ^ 1]) + chunk[1:]
             first = False
             sent += len(chunk)
+            self.delivered += len(chunk)
             yield chunk
+        if outcome == "extend":
+            for _ in range(EXTRA // 65536):
+                self.delivered += 65536
+                yield bytes(65536)
 
     def list_keys(self, prefix: str) -> AsyncIterator[ObjectInfo]:
         return self.inner.list_keys(prefix)

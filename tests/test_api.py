@@ -139,6 +139,8 @@ def test_the_ci_cache_methods_of_the_readme_example(s3_endpoint: str, aws_env: N
         pruned = client.prune("cache", keep=5, older_than="30d")
         with pytest.raises(tycho_async.NotFound):
             client.delete("cache", "deps-0")
+        removed = client.delete("logs", everything=True)
+        left = [p.name for p in client.packages()]
     assert first.format == "tar+zstd" and not first.skipped and again.skipped
     assert again.tree_sha256 == first.tree_sha256
     assert restored.version == "deps-1" and not restored.exact
@@ -150,3 +152,4 @@ def test_the_ci_cache_methods_of_the_readme_example(s3_endpoint: str, aws_env: N
     assert dry.dry_run and dry.versions == ["deps-0"]
     assert deleted.versions == ["deps-0"] and not deleted.dry_run
     assert pruned.deleted == [] and pruned.kept == ["deps-1"]
+    assert removed.package_removed and removed.versions == ["42"] and left == ["cache"]

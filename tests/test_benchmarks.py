@@ -617,6 +617,8 @@ def test_tree_difference_and_large_samples(tmp_path: Path) -> None:
     big.write_bytes(b"a" * (3 * MiB))
     found = summarize_tree(root, ["big"])
     assert found == TreeSummary(1, 0, 3 * MiB, 0, (("big", found.samples[0][1]),))
+    (root / ".tychoreg-pull").write_text("{}")  # a pull's proof is not part of the tree
+    assert summarize_tree(root, ["big"]) == found
     with big.open("r+b") as f:  # a large file is hashed at both ends: the middle is not
         f.seek(MiB + 5)
         f.write(b"b")

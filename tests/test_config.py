@@ -84,7 +84,9 @@ def test_registry_option_with_a_directory(isolated_env: Path, tmp_path: Path) ->
     ('{"tycho": {"concurrency": 0}}', "at least 1"),
     ('{"tycho": {"part_size": "1MiB"}}', "between 5MiB and 5GiB"),
     ('{"tycho": {"backend": "s3"}, "s3": {"bucket": {"env": "NOPE_X"}}}', "NOPE_X is not set"),
-    ('{"tycho": {"backend": "s3"}, "s3": {"bucket": "b", "bogus_key": 1}}', "invalid key"),
+    ('{"tycho": {"backend": "s3"}, "s3": {"bucket": "b", "bogus_key": 1}}', "unknown key"),
+    ('{"tycho": {"backend": "s3"}, "s3": {"bucket": "b", "read_timeout": "soon"}}',
+     "number of seconds"),
 ])
 def test_bad_config_is_a_one_line_usage_error(isolated_env: Path, content: str,
                                               message: str) -> None:
@@ -155,3 +157,143 @@ def test_env_indirection_replaces_only_env_objects(value: object, default: str) 
     assert resolve_env(value, "x") == value  # nothing to replace: unchanged
     wrapped = {"key": {"env": "TYCHOREG_TEST_SURELY_UNSET", "default": default}, "keep": value}
     assert resolve_env(wrapped, "x") == {"key": default, "keep": value}
+
+
+def _no_default_registry(tmp_path: Path) -> None:
+    """Nothing was written to the default registry in the user data folder."""
+    assert not (tmp_path / "xdg-data" / "tychoreg").exists()
+
+
+def test_a_local_section_without_path_is_refused_not_the_default(
+        isolated_env: Path, tmp_path: Path) -> None:
+    Path(".tychoreg.json").write_text(json.dumps(
+        {"tycho": {"backend": "local"}, "local": {"pth": str(tmp_path / "reg")}}))
+    write_file(Path("f.bin"), 10)
+    result = _cli("push", "pkg", "1", "f.bin")
+    assert result.exit_code == 2, result.output
+    assert "needs a 'path'" in result.stderr and "did you mean 'path'" in result.stderr
+    assert "Traceback" not in result.output
+    _no_default_registry(tmp_path)
+
+
+def test_a_backend_section_nobody_chooses_is_refused(isolated_env: Path,
+                                                     tmp_path: Path) -> None:
+    Path(".tychoreg.json").write_text(json.dumps(
+        {"tyco": {"backend": "local"}, "local": {"path": str(tmp_path / "reg")}}))
+    result = _cli("list")
+    assert result.exit_code == 2, result.output
+    assert "no tycho.backend" in result.stderr
+    assert "unknown section 'tyco'" in result.stderr and "did you mean 'tycho'" in result.stderr
+    _no_default_registry(tmp_path)
+    # a registry named on the command line needs no backend section
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    assert _cli("list", "--registry", str(target)).exit_code == 0
+
+
+def test_a_misspelt_s3_key_is_exit_2_naming_the_right_one(s3_endpoint: str,
+                                                          isolated_env: Path) -> None:
+    Path(".tychoreg.json").write_text(json.dumps(
+        {"tycho": {"backend": "s3"},
+         "s3": {"bucket": make_bucket(s3_endpoint), "endpoint": s3_endpoint}}))
+    result = _cli("list")
+    assert result.exit_code == 2, result.output
+    assert "unknown key 'endpoint'" in result.stderr
+    assert "did you mean 'endpoint_url'" in result.stderr
+    assert "Traceback" not in result.output and "unexpected keyword" not in result.output
+
+
+def test_unknown_keys_and_sections_warn_with_the_closest_name(isolated_env: Path,
+                                                             tmp_path: Path) -> None:
+    Path(".tychoreg.json").write_text(json.dumps({
+        "tycho": {"backend": "local", "outdri": "x"},
+        "local": {"path": str(tmp_path / "reg"), "paht": "y"},
+        "s3": {"bucket": "unused", "regin_name": "eu-west-1"},
+        "locla": {}}))
+    (tmp_path / "reg").mkdir()
+    result = _cli("list")
+    assert result.exit_code == 0, result.output
+    for typo, meant in (("outdri", "outdir"), ("paht", "path"), ("regin_name", "region_name"),
+                        ("locla", "local")):
+        assert f"{typo!r}" in result.stderr and f"did you mean {meant!r}" in result.stderr
+    _no_default_registry(tmp_path)
+
+
+def test_no_backend_named_still_means_the_default_registry(isolated_env: Path,
+                                                           tmp_path: Path) -> None:
+    Path(".tychoreg.json").write_text(json.dumps({"tycho": {"outdir": "deps"}}))
+    write_file(Path("f.bin"), 10)
+    assert _cli("push", "pkg", "1", "f.bin", "--promote-latest").exit_code == 0
+    pulled = _cli("pull", "pkg")
+    assert pulled.exit_code == 0 and pulled.stderr == ""
+    assert Path("deps/f.bin").read_bytes() == Path("f.bin").read_bytes()
+    assert (tmp_path / "xdg-data" / "tychoreg" / "registry" / "pkg").is_dir()
+
+
+def test_the_s3_keys_are_what_the_client_takes_and_the_readme_lists_them() -> None:
+    import inspect
+
+    from aiobotocore.session import AioSession
+
+    from tycho_async.config import S3_CLIENT_KEYS, S3_OWN_KEYS
+
+    taken = set(inspect.signature(AioSession._create_client).parameters)
+    assert set(S3_CLIENT_KEYS) == taken - {"self", "service_name", "config"}
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("### Config keys"):]
+    for key in (*S3_CLIENT_KEYS, *S3_OWN_KEYS):
+        assert f"`{key}`" in table, key
+
+
+def test_timeouts_come_from_the_s3_section_or_the_environment(
+        isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tycho_async.storage import S3Options
+
+    Path(".tychoreg.json").write_text(json.dumps(
+        {"tycho": {"backend": "s3"}, "s3": {"bucket": "b", "read_timeout": 2.5}}))
+    store = load_settings().store
+    assert isinstance(store, S3Options)
+    assert (store.connect_timeout, store.read_timeout) == (5.0, 2.5)
+    monkeypatch.setenv("TYCHOREG_CONNECT_TIMEOUT", "1")
+    monkeypatch.setenv("TYCHOREG_READ_TIMEOUT", "3s")
+    store = load_settings().store
+    assert isinstance(store, S3Options)
+    assert (store.connect_timeout, store.read_timeout) == (1.0, 3.0)
+    assert "read_timeout" not in store.client_kwargs
+    info = json.loads(_cli("info", "--json").stdout)
+    assert (info["connect_timeout"], info["read_timeout"]) == (1.0, 3.0)
+
+
+@pytest.mark.parametrize("where", ["config", "AWS_ENDPOINT_URL"])
+def test_credentials_in_an_endpoint_url_are_never_shown(
+        s3_endpoint: str, isolated_env: Path, monkeypatch: pytest.MonkeyPatch,
+        where: str) -> None:
+    bucket = make_bucket(s3_endpoint)
+    endpoint = s3_endpoint.replace("http://", "http://AKUSERID:SKPASSWORD@")
+    if where == "config":
+        Path(".tychoreg.json").write_text(json.dumps({
+            "tycho": {"backend": "s3"},
+            "s3": {"bucket": bucket, "endpoint_url": endpoint, "region_name": REGION}}))
+    else:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+        monkeypatch.setenv("TYCHOREG_REGISTRY", f"s3://{bucket}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    shown = [_cli("info"), _cli("info", "--json")]
+    assert json.loads(shown[1].stdout)["endpoint_url"] == s3_endpoint.replace(
+        "http://", "http://***@")
+    write_file(Path("f.bin"), 10)
+    for args in (["list"], ["push", "pkg", "1", "f.bin"], ["pull", "pkg"]):
+        result = _cli(*args)
+        assert result.exit_code == 2, result.output
+        assert "holds credentials" in result.stderr and "***@" in result.stderr
+        shown.append(result)
+    for result in shown:
+        assert "SKPASSWORD" not in result.output and "AKUSERID" not in result.output
+    from tycho_async import Client, ConfigError
+
+    with pytest.raises(ConfigError) as caught, Client(registry=f"s3://{bucket}",
+                                                      endpoint_url=endpoint) as client:
+        client.packages()
+    assert "SKPASSWORD" not in str(caught.value) and "AKUSERID" not in str(caught.value)

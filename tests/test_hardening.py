@@ -199,6 +199,7 @@ def test_a_signal_during_push_aborts_the_upload(s3_endpoint: str, signum: int,
         proc.kill()
     assert proc.returncode == code, err
     assert f"interrupted by {signal.Signals(signum).name}" in err
+    assert "interrupted: pushed 0 files" in err and "failed" not in err  # cut, not failed
     assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
     assert client.list_objects_v2(Bucket=bucket).get("KeyCount") == 0  # no pending record
 
@@ -690,3 +691,38 @@ def test_unset_bucket_and_outdir_variables_are_shown_not_used(isolated_env: Path
     probe = runner.invoke(app, ["info", "--probe"])
     assert probe.exit_code == 2 and "REG_BUCKET" in probe.stderr
     assert runner.invoke(app, ["list"]).exit_code == 2
+
+
+def test_delete_killed_midway_is_finished_by_the_same_command(s3_endpoint: str) -> None:
+    """SIGKILL once ``delete P 0 1 2`` has deleted version 0 and starts on 1: running the
+    same command line again deletes what is left and exits 0."""
+    bucket = make_bucket(s3_endpoint)
+    env = _env(s3_endpoint, bucket)
+    for version in ("0", "1", "2"):
+        write_file(Path("f.bin"), 100, seed=int(version))
+        assert subprocess.run([TYCHOREG, "push", "P", version, "f.bin", "-q"], env=env,
+                              timeout=60, check=False).returncode == 0
+    proc = subprocess.Popen([TYCHOREG, "--debug", "delete", "P", "0", "1", "2"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    seen: list[str] = []
+    try:
+        for line in proc.stderr:  # bounded: the process ends, and so does its stderr
+            seen.append(line)
+            if "DELETE" in line and "tycho_1.pkg" in line:
+                proc.send_signal(signal.SIGKILL)
+                break
+        proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == -signal.SIGKILL, "".join(seen[-20:])
+    client = s3_client(s3_endpoint)
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert "P/tycho_0.pkg" not in keys and "P/tycho_2.pkg" in keys
+    again = subprocess.run([TYCHOREG, "delete", "P", "0", "1", "2"], env=env, timeout=60,
+                           check=False, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert keys == ["P/tycho.json"]
+    meta = json.loads(client.get_object(Bucket=bucket, Key="P/tycho.json")["Body"].read())
+    assert meta["tychoreg"]["records"] == {}

@@ -7,16 +7,24 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from boto3.s3.transfer import TransferConfig
 
 from tycho_async.cli import app
+from tycho_async.config import load_settings
+from tycho_async.errors import StoreError
+from tycho_async.registry import Registry as Reg
+from tycho_async.storage import open_store
+from tycho_async.transfer import Engine
 
 from .conftest import Registry, write_file
+from .faults import FaultyStore
 from .test_directories import (
     make_tree,
     ok,
@@ -301,7 +309,7 @@ def test_fallback_and_prune_share_one_order(registry: Registry) -> None:
 
     # newest first: k-2, then the tie by natural order: t-10, t-9, k-10, a-1 (the latest)
     pruned = ok(registry.cli("prune", "fb", "--keep", "2"))
-    assert "delete fb t-9" in pruned.stdout and "delete fb k-10" in pruned.stdout
+    assert "deleted fb t-9" in pruned.stdout and "deleted fb k-10" in pruned.stdout
     assert versions_stored(registry, "fb") == ["a-1", "k-2", "t-10"]
 
 
@@ -396,7 +404,7 @@ def test_prune_older_than(registry: Registry) -> None:
     assert versions_stored(registry, "pkg") == ["1", "2", "3", "4"]
 
     pruned = ok(registry.cli("prune", "pkg", "--keep", "0", "--older-than", "2s"))
-    assert "delete pkg 2" in pruned.stdout and "delete pkg 3" in pruned.stdout
+    assert "deleted pkg 2" in pruned.stdout and "deleted pkg 3" in pruned.stdout
     assert versions_stored(registry, "pkg") == ["1", "4"]  # latest, and one too young
 
 
@@ -545,8 +553,6 @@ def test_parallel_publishes_of_one_version_with_skip_identical_both_succeed(
         registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two jobs publishing the same version at once: one uploads, the other waits for it
     to finish and finds the same tree there (exit 0 for both, one version in the bucket)."""
-    import anyio
-
     import tycho_async
     from tycho_async.errors import AlreadyExists
 
@@ -584,3 +590,108 @@ def test_parallel_publishes_of_one_version_with_skip_identical_both_succeed(
 
     with pytest.raises(AlreadyExists, match="other content"):
         anyio.run(other)
+
+
+# -- a multi-version delete cut short, then run again ----------------------------------------
+
+def _on_store(registry: Registry, work: Callable[[FaultyStore, Reg], Awaitable[None]]
+              ) -> None:
+    """Run ``work`` through the API, on the registry's store wrapped in a FaultyStore."""
+    async def main() -> None:
+        settings = load_settings(str(registry.workdir / ".tychoreg.json"))
+        async with open_store(settings.store) as store:
+            faulty = FaultyStore(store)
+            await work(faulty, Reg(Engine(faulty, settings.transfer), settings.outdir))
+
+    anyio.run(main)
+
+
+def _cut_delete(registry: Registry, package: str, versions: list[str], cut_at: int, *,
+                everything: bool = False) -> None:
+    """Run ``delete`` on a store that fails its ``cut_at``-th object deletion (what a
+    kill between two steps leaves, on every backend)."""
+    async def work(faulty: FaultyStore, reg: Reg) -> None:
+        faulty.inject("delete", *[None] * (cut_at - 1), StoreError("cut here"))
+        with pytest.raises(StoreError, match="cut here"):
+            await reg.delete(package, versions, everything=everything)
+
+    _on_store(registry, work)
+
+
+@pytest.mark.parametrize("cut_at", [2, 3])  # deletions: 0's object, 0's record, 1's object
+def test_an_interrupted_multi_version_delete_is_finished_by_the_same_command(
+        registry: Registry, cut_at: int) -> None:
+    for version in ("0", "1", "2", "keep"):
+        put_version(registry, "pkg", version, f"v{version}".encode())
+    _cut_delete(registry, "pkg", ["0", "1", "2"], cut_at=cut_at)
+    assert "pkg/tycho_0.pkg" not in registry.object_keys()
+    for version in ("0", "1", "2"):
+        pulled = registry.cli("pull", "pkg", "--version", version)
+        assert pulled.exit_code in (1, 3), pulled.output
+        assert registry.cli("exists", "pkg", version).exit_code == 1
+    again = ok(registry.cli("delete", "pkg", "0", "1", "2"))
+    for version in ("0", "1", "2"):
+        assert f"deleted pkg {version}" in again.stdout
+        assert_gone(registry, "pkg", version)
+    assert set(copies(registry, "pkg")) == {"keep"}
+    typo = registry.cli("delete", "pkg", "0")
+    assert typo.exit_code == 1 and "pkg 0 does not exist" in typo.stderr
+    assert versions_stored(registry, "pkg") == ["keep"]
+
+
+def test_delete_all_removes_the_whole_package(registry: Registry) -> None:
+    for version in ("1", "2", "3"):
+        put_version(registry, "pkg", version, f"v{version}".encode(), latest=version == "2")
+    put_version(registry, "other", "1", b"stays")
+    registry.put("pkg/tycho_4.meta.json", json.dumps(  # a push that died long ago
+        {"state": "pending", "started_at": "2020-01-01T00:00:00+00:00",
+         "localname": "pkg.bin"}).encode())
+
+    async def upload(faulty: FaultyStore, reg: Reg) -> None:
+        await faulty.create_multipart("pkg/tycho_5.pkg", 10 * MiB)
+
+    _on_store(registry, upload)
+    everything = registry.object_keys()
+    both = registry.cli("delete", "pkg", "1", "--all")
+    assert both.exit_code == 2 and "--all" in both.stderr
+    ghost = registry.cli("delete", "ghost", "--all")
+    assert ghost.exit_code == 1 and "does not exist" in ghost.stderr
+    dry = ok(registry.cli("delete", "pkg", "--all", "--dry-run"))
+    assert dry.stdout.splitlines() == ["would delete pkg 1", "would delete pkg 2",
+                                       "would delete pkg 3", "would delete pkg 4",
+                                       "would remove package pkg"]
+    assert registry.object_keys() == everything
+
+    done = ok(registry.cli("delete", "pkg", "--all", "--json"))
+    doc = json.loads(done.stdout)
+    assert (doc["deleted"], doc["latest_cleared"], doc["package_removed"], doc["dry_run"]) \
+        == (["1", "2", "3", "4"], True, True, False)
+    assert [k for k in registry.object_keys() if k.startswith("pkg/")] == []
+    assert registry.multipart_uploads() == []
+    listed = ok(registry.cli("list"))
+    assert [line.split("\t")[0] for line in listed.stdout.splitlines()] == ["other"]
+    assert registry.cli("pull", "other", "--version", "1").exit_code == 0
+    again = registry.cli("delete", "pkg", "--all")
+    assert again.exit_code == 1 and "does not exist" in again.stderr
+
+
+def test_delete_all_cut_short_is_finished_by_the_same_command(registry: Registry) -> None:
+    for version in ("1", "2"):
+        put_version(registry, "pkg", version, f"v{version}".encode(), latest=version == "1")
+    _cut_delete(registry, "pkg", [], cut_at=3, everything=True)
+    assert registry.cli("pull", "pkg", "--version", "2").exit_code == 3
+    assert registry.cli("pull", "pkg").exit_code == 1  # latest was unset first
+    ok(registry.cli("delete", "pkg", "--all"))
+    assert [k for k in registry.object_keys() if k.startswith("pkg/")] == []
+    assert ok(registry.cli("list")).stdout == ""
+
+
+def test_delete_all_never_cuts_a_live_push_short(registry: Registry) -> None:
+    put_version(registry, "pkg", "1", b"v1")
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    registry.put("pkg/tycho_2.meta.json", json.dumps(
+        {"state": "pending", "started_at": started, "localname": "pkg.bin"}).encode())
+    everything = registry.object_keys()
+    busy = registry.cli("delete", "pkg", "--all")
+    assert busy.exit_code == 1 and "being pushed" in busy.stderr
+    assert registry.object_keys() == everything

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
-from .conftest import REGION, make_bucket, s3_client, write_file
+from .conftest import CREDS, REGION, make_bucket, s3_client, write_file
+from .httpproxy import FaultProxy
 
 MiB = 1024 * 1024
 TYCHOREG = str(Path(sys.executable).with_name("tychoreg"))
@@ -117,3 +120,70 @@ def test_debug_log_redacts_every_secret(s3_endpoint: str) -> None:
     assert "Credential=***" in log and "Signature=***" in log  # botocore's lines, redacted
     for leaked in (secret, key_id, "SessionTokenValue123"):
         assert leaked not in log and leaked not in result.stdout
+
+
+_SIGNATURE = re.compile(r"Signature=([0-9a-f]{64})")
+
+
+@pytest.mark.parametrize("server", ["s3_endpoint", "seaweed_endpoint"])
+def test_a_debug_push_and_pull_show_no_signature_secret_or_token(
+        server: str, request: pytest.FixtureRequest) -> None:
+    """botocore logs each signature on a line of its own and each canonical request
+    (the session token in it): none of it, nor the keys, may reach the output. moto
+    takes any keys and a session token; SeaweedFS its own keys, and no token (it would
+    look the token up in its STS and refuse the request)."""
+    endpoint = request.getfixturevalue(server)
+    bucket = make_bucket(endpoint)
+    upstream = urlsplit(endpoint)
+    blob = write_file(Path("f.bin"), 6 * MiB + 5)
+    with FaultProxy(upstream.hostname or "", upstream.port or 0) as proxy:
+        env = _env(proxy.url, bucket)
+        secrets = [CREDS["aws_secret_access_key"]]
+        if server == "s3_endpoint":
+            token = "FwoGZXIvYXdzEXAMPLE/Session+Token=="
+            secrets = ["Sup3r/Secret+Value", token, "FwoGZXIvYXdzEXAMPLE%2FSession%2BToken"]
+            env.update(AWS_ACCESS_KEY_ID="AKIAEXAMPLEKEYID", AWS_SECRET_ACCESS_KEY=secrets[0],
+                       AWS_SESSION_TOKEN=token)
+        env["TYCHOREG_DEBUG"] = "1"
+        push = _run("push", "pkg", "1", "f.bin", "--promote-latest", "--part-size", "5MiB",
+                    env=env)
+        pull = _run("pull", "pkg", env=env)
+        sent = [r.headers.get("authorization", "") for r in proxy.requests]
+    assert push.returncode == 0, push.stderr[-3000:]
+    assert pull.returncode == 0, pull.stderr[-3000:]
+    assert Path("tycho_packages/f.bin").read_bytes() == blob
+    signatures = {m.group(1) for header in sent for m in _SIGNATURE.finditer(header)}
+    assert len(signatures) >= 5  # every request was signed, and went through the proxy
+    output = push.stdout + push.stderr + pull.stdout + pull.stderr
+    assert "CanonicalRequest" in output and "Signature:" in output  # botocore's own lines
+    if server == "s3_endpoint":
+        assert "AKIAEXAMPLEKEYID" not in output and "x-amz-security-token:***" in output
+    for leaked in (*signatures, *secrets):
+        assert leaked not in output
+    assert not re.search(r"(?i)signature\W{0,5}[0-9a-f]{64}", output)
+
+
+def test_the_readme_quick_start_leaves_nothing_behind(tmp_path: Path) -> None:
+    """The quick start's one line, as the README has it (minus the install, done here
+    already), run twice on the default local registry: each run says OK and `list` is
+    empty afterwards."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    start = readme.index("## Quick start")
+    block = readme[readme.index("```bash\n", start) + 8:]
+    line = block[:block.index("\n")]
+    assert line.startswith("python3 -m venv .venv && .venv/bin/pip install -q . && ")
+    line = line.split(" && ", 2)[2].replace(".venv/bin/tychoreg", TYCHOREG)
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data")}
+    for name in ("TYCHOREG_REGISTRY", "TYCHOREG_CONFIG", "TYCHOREG_OUTDIR"):
+        env.pop(name, None)
+    work = tmp_path / "quick-start"
+    work.mkdir()
+    for _ in range(2):
+        done = subprocess.run(["bash", "-c", line], cwd=work, env=env, capture_output=True,
+                              text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.endswith("round trip OK\n")
+        listed = subprocess.run([TYCHOREG, "list"], cwd=work, env=env, capture_output=True,
+                                text=True, timeout=60, check=False)
+        assert (listed.returncode, listed.stdout) == (0, "")
+    assert sorted(p.name for p in work.iterdir()) == []

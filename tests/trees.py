@@ -11,6 +11,8 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
+from tycho_async.layout import PROOF
+
 T0 = 1_600_000_000  # a fixed mtime base
 
 
@@ -28,13 +30,15 @@ def set_mtimes(root: Path, base: int = T0) -> None:
 def snapshot(root: Path, *, link_mtimes: bool = True) -> dict[str, tuple[Any, ...]]:
     """Everything extraction promises to keep: kind, mode, mtime (of links too, unless
     ``link_mtimes`` is off), bytes, link targets, and which paths share an inode (the
-    root itself excluded)."""
+    root itself and the proof a pull writes at the root excluded)."""
     found: dict[str, tuple[Any, ...]] = {}
     inodes: dict[tuple[int, int], list[str]] = {}
     for dirpath, dirnames, filenames in os.walk(root):
         for name in [*dirnames, *filenames]:
             path = os.path.join(dirpath, name)
             rel = os.path.relpath(path, root)
+            if rel == PROOF:
+                continue
             st = os.lstat(path)
             mode, mtime = stat.S_IMODE(st.st_mode), st.st_mtime_ns // 1_000_000_000
             if stat.S_ISLNK(st.st_mode):
@@ -49,6 +53,14 @@ def snapshot(root: Path, *, link_mtimes: bool = True) -> dict[str, tuple[Any, ..
         for rel in group:
             found[rel] = (*found[rel], tuple(sorted(group)))
     return found
+
+
+def pulled_snapshot(root: Path) -> dict[str, tuple[Any, ...]]:
+    """A pulled tree's snapshot (no symlink mtimes) without tychoreg's own files at its
+    top: the proof a directory pull keeps inside the tree it made is no part of the
+    package."""
+    return {rel: entry for rel, entry in snapshot(root, link_mtimes=False).items()
+            if not rel.startswith(".tychoreg")}
 
 
 Member = tuple[tarfile.TarInfo, bytes]

@@ -61,3 +61,8 @@ __all__ = ["AlreadyExists", "AsyncRegistry", "Client", "ConfigError", "DeleteRes
            "UsageError", "VerifyResult", "VersionInfo", "__version__", "open_registry"]
 
 __getattr__ = lazy_names(__name__, _LAZY)
+
+
+def __dir__() -> list[str]:
+    """The public names (lazy ones included), not the module's import machinery."""
+    return sorted(__all__)

@@ -66,7 +66,15 @@ async def open_settings(settings: Settings, progress: ProgressSink | None = None
 
     async with open_store(settings.store) as store:
         yield Registry(Engine(store, settings.transfer, progress), settings.outdir,
-                       missing_root_ok=settings.default_registry, liveness=liveness)
+                       missing_root_ok=settings.default_registry,
+                       own_files=[settings.dotenv.name] if settings.dotenv else [],
+                       liveness=liveness)
+
+
+def _size_or_none(value: int | str | None) -> int | None:
+    from .config import parse_size
+
+    return None if value is None else parse_size(value, "max_unpacked")
 
 
 class AsyncRegistry:
@@ -99,12 +107,16 @@ class AsyncRegistry:
     async def pull(self, package: str, version: str | None = None, *,
                    outdir: str | Path | None = None,
                    outfile: str | Path | BinaryIO | None = None, force: bool = False,
-                   raw: bool = False, fallback: Sequence[str] = ()) -> PullResult:
+                   raw: bool = False, fallback: Sequence[str] = (),
+                   max_unpacked: int | str | None = None) -> PullResult:
         """``version`` None (or "latest"): the latest. A directory package is extracted
-        to ``outdir/NAME`` (or ``outfile``) unless ``raw``. ``outfile`` may be a binary
+        to ``outdir/NAME`` (or ``outfile``) unless ``raw``, never past its recorded
+        tree_size (without one: ``max_unpacked`` bytes, e.g. "20GiB", by default 64
+        times its compressed size and at least 8 GiB). ``outfile`` may be a binary
         file object: the bytes are written to it in order and checked after the last one.
         ``fallback``: prefixes whose newest version is pulled when ``version`` does not
-        exist (``PullResult.exact`` says which happened)."""
+        exist (``PullResult.exact`` says which happened). ``PullResult.warnings`` names
+        local edits that replacing a pulled tree discarded."""
         from .names import check_version
         from .registry import PullRequest
 
@@ -112,21 +124,27 @@ class AsyncRegistry:
                               else check_version(version))
         target = Path(outfile) if isinstance(outfile, str | Path) else outfile
         return await self._at(outdir).pull(request, force=force, outfile=target, raw=raw,
-                                           fallback=tuple(fallback))
+                                           fallback=tuple(fallback),
+                                           max_unpacked=_size_or_none(max_unpacked))
 
     async def pull_many(self, items: Iterable[str], *, outdir: str | Path | None = None,
-                        force: bool = False) -> list[PullResult]:
+                        force: bool = False,
+                        max_unpacked: int | str | None = None) -> list[PullResult]:
         """Items are ``PKG`` or ``PKG==VERSION``. A partial failure raises
-        ``PartialFailure``, whose ``results`` hold what was pulled."""
+        ``PartialFailure``, whose ``results`` hold what was pulled. ``max_unpacked``
+        as for ``pull``."""
         from .registry import PullRequest
 
         requests = [PullRequest.parse(item) for item in items]
-        return await self._at(outdir).pull_many(requests, force=force)
+        return await self._at(outdir).pull_many(requests, force=force,
+                                                max_unpacked=_size_or_none(max_unpacked))
 
     async def delete(self, package: str, *versions: str, force: bool = False,
-                     dry_run: bool = False) -> DeleteResult:
-        """Delete versions, all or none (the latest only with ``force``)."""
-        return await self._registry.delete(package, versions, force=force, dry_run=dry_run)
+                     dry_run: bool = False, everything: bool = False) -> DeleteResult:
+        """Delete versions, all or none (the latest only with ``force``); with
+        ``everything``, the whole package."""
+        return await self._registry.delete(package, versions, force=force, dry_run=dry_run,
+                                           everything=everything)
 
     async def prune(self, package: str, *, keep: int, older_than: str | float | None = None,
                     dry_run: bool = False) -> PruneResult:
@@ -167,6 +185,7 @@ class AsyncRegistry:
 
         return Registry(self._registry.engine, Path(outdir),
                         missing_root_ok=self._registry.missing_root_ok,
+                        own_files=tuple(self._registry.reserved),
                         liveness=self._registry.liveness)
 
 
@@ -263,17 +282,21 @@ class Client:
     def pull(self, package: str, version: str | None = None, *,
              outdir: str | Path | None = None, outfile: str | Path | BinaryIO | None = None,
              force: bool = False, raw: bool = False,
-             fallback: Sequence[str] = ()) -> PullResult:
+             fallback: Sequence[str] = (),
+             max_unpacked: int | str | None = None) -> PullResult:
         return self._call("pull", package, version, outdir=outdir, outfile=outfile,
-                          force=force, raw=raw, fallback=fallback)
+                          force=force, raw=raw, fallback=fallback, max_unpacked=max_unpacked)
 
     def pull_many(self, items: Iterable[str], *, outdir: str | Path | None = None,
-                  force: bool = False) -> list[PullResult]:
-        return self._call("pull_many", list(items), outdir=outdir, force=force)
+                  force: bool = False,
+                  max_unpacked: int | str | None = None) -> list[PullResult]:
+        return self._call("pull_many", list(items), outdir=outdir, force=force,
+                          max_unpacked=max_unpacked)
 
     def delete(self, package: str, *versions: str, force: bool = False,
-               dry_run: bool = False) -> DeleteResult:
-        return self._call("delete", package, *versions, force=force, dry_run=dry_run)
+               dry_run: bool = False, everything: bool = False) -> DeleteResult:
+        return self._call("delete", package, *versions, force=force, dry_run=dry_run,
+                          everything=everything)
 
     def prune(self, package: str, *, keep: int, older_than: str | float | None = None,
               dry_run: bool = False) -> PruneResult:

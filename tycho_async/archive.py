@@ -12,6 +12,8 @@ every machine, whatever its file system order, owners or atimes):
   ``hdrcharset=BINARY`` first when a name is not UTF-8) only when the ustar field cannot
   hold the value;
 - the second and later paths of a hard-linked file are hard-link entries to the first;
+  links outside the tree do not count (a file whose only other links are outside, in a
+  uv or conda cache, is a regular file);
 - two zero blocks, then zeros to a multiple of 10240 bytes.
 
 The headers are built here rather than by ``tarfile``, whose output has changed between
@@ -23,6 +25,7 @@ Extraction trusts nothing in the stream: see :func:`extract`.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import stat
@@ -33,13 +36,16 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Protocol, cast
+from typing import IO, Any, Protocol, cast
 
 import zstandard
 
-from .errors import TransferError, UnsafeRemoteData, UsageError
+from . import __version__
+from .errors import TransferError, TychoError, UnsafeRemoteData, UsageError
 from .hashing import BackgroundSha256
+from .layout import PROOF
 from .localfs import failure
+from .units import plural
 
 MIN_LEVEL = 1
 MAX_LEVEL = zstandard.MAX_COMPRESSION_LEVEL
@@ -117,6 +123,15 @@ class Extracted:
     tar_size: int
 
 
+@dataclass(frozen=True)
+class Limit:
+    """The most bytes the decompressed tar may hold, and the error raised as soon as it
+    holds more (the caller's words: a recorded tree_size, or a default bound)."""
+
+    size: int
+    error: TychoError
+
+
 class Source(Protocol):
     """What extraction reads the compressed bytes from: an open file or a ChunkPipe."""
 
@@ -127,7 +142,8 @@ class Source(Protocol):
 
 def scan(root: Path) -> Tree:
     """Walk ``root`` (following it if it is a symlink, and no symlink inside) and refuse,
-    all in one message, whatever a pull could never restore as it was."""
+    all in one message, whatever a pull could never restore as it was. The proof a pull
+    wrote at the root (a regular file) is not part of the tree."""
     try:
         if not stat.S_ISDIR(os.stat(root).st_mode):
             raise UsageError(f"{root} is not a directory")
@@ -145,6 +161,8 @@ def scan(root: Path) -> Tree:
                 for item in listing:
                     rel = f"{rel_dir}/{item.name}" if rel_dir else item.name
                     st = item.stat(follow_symlinks=False)
+                    if rel == PROOF and stat.S_ISREG(st.st_mode):
+                        continue
                     found.append((os.fsencode(rel), rel, st))
                     if stat.S_ISDIR(st.st_mode):
                         pending.append(rel)
@@ -155,18 +173,20 @@ def scan(root: Path) -> Tree:
 
 
 def _tree(root: Path, found: list[tuple[bytes, str, os.stat_result]]) -> Tree:
-    links_inside: dict[tuple[int, int], int] = {}
-    for _, _, st in found:
-        if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
-            key = (st.st_dev, st.st_ino)
-            links_inside[key] = links_inside.get(key, 0) + 1
+    """The entries of ``found`` (sorted). A file with several links is stored once, at
+    its first path inside the tree; its other paths inside are hard-link entries to that
+    one. Links outside the tree (a uv or conda cache) are not part of it, as for tar: a
+    file linked from outside only once is a plain file, so the tar, and ``tree_sha256``,
+    are those of a copy of the tree."""
     first_link: dict[tuple[int, int], str] = {}
     entries: list[Entry] = []
     refused: list[str] = []
     files = size = dirs = symlinks = 0
     for _, rel, st in found:
         mode, mtime = stat.S_IMODE(st.st_mode), st.st_mtime_ns // 1_000_000_000
-        if stat.S_ISDIR(st.st_mode):
+        if rel == PROOF:
+            refused.append(f"{rel} (the name of the proof a pull writes, and not a file)")
+        elif stat.S_ISDIR(st.st_mode):
             entries.append(Entry(rel, _DIR, mode, mtime))
             dirs += 1
         elif stat.S_ISLNK(st.st_mode):
@@ -178,10 +198,6 @@ def _tree(root: Path, found: list[tuple[bytes, str, os.stat_result]]) -> Tree:
             symlinks += 1
         elif stat.S_ISREG(st.st_mode):
             key = (st.st_dev, st.st_ino)
-            if st.st_nlink > 1 and links_inside[key] < st.st_nlink:
-                refused.append(f"{rel} (a hard link to a file outside the tree: "
-                               f"{st.st_nlink} links, {links_inside[key]} inside)")
-                continue
             files += 1
             if key in first_link:
                 entries.append(Entry(rel, _HARDLINK, mode, mtime, link=first_link[key]))
@@ -196,8 +212,8 @@ def _tree(root: Path, found: list[tuple[bytes, str, os.stat_result]]) -> Tree:
     if refused:
         listed = "\n  ".join(refused[:_LISTED])
         more = f"\n  and {len(refused) - _LISTED} more" if len(refused) > _LISTED else ""
-        raise UsageError(f"cannot pack {root}: {len(refused)} entries could never be "
-                         f"restored as they are:\n  {listed}{more}")
+        raise UsageError(f"cannot pack {root}: {plural(len(refused), 'entry', 'entries')} "
+                         f"could never be restored as they are:\n  {listed}{more}")
     return Tree(root, tuple(entries), files, size, dirs, symlinks)
 
 
@@ -482,10 +498,12 @@ class ChunkPipe:
 
 class _TarStream:
     """The decompressed tar as the file object ``tarfile`` reads (forward seeks only),
-    hashing every byte that comes out of the decompressor, read or skipped."""
+    hashing every byte that comes out of the decompressor, read or skipped, and never
+    decompressing more than ``limit`` bytes and one."""
 
-    def __init__(self, source: Source) -> None:
+    def __init__(self, source: Source, limit: Limit | None = None) -> None:
         self._source = source
+        self._limit = limit
         self._reader = zstandard.ZstdDecompressor().stream_reader(
             cast(IO[bytes], source), read_size=_READ_SIZE, read_across_frames=True, closefd=False)
         self._buf = b""
@@ -497,14 +515,18 @@ class _TarStream:
 
     def _fill(self) -> bool:
         """Load the next decompressed piece; False at the end of the stream."""
+        want = _READ_SIZE if self._limit is None else \
+            max(1, min(_READ_SIZE, self._limit.size + 1 - self.size))
         try:
-            data = self._reader.read(_READ_SIZE)
+            data = self._reader.read(want)
         except zstandard.ZstdError as exc:
             raise UnsafeRemoteData(f"the archive is not valid zstd data: {exc}") from exc
         except OSError as exc:
             raise failure(exc, "read the archive") from exc
         self.digest.update(data)
         self.size += len(data)
+        if self._limit is not None and self.size > self._limit.size:
+            raise self._limit.error
         self._buf, self._at = data, 0
         return bool(data)
 
@@ -554,11 +576,15 @@ class _TarStream:
         return size - left
 
     def drain(self) -> None:
-        """Read the rest: the decompressed stream into the hash, then the source itself,
-        so a writer feeding it never waits on a reader that has gone."""
-        self._at = len(self._buf)
-        while self._fill():
-            self._pos += len(self._buf)
+        """Read the rest after the tar's end-of-archive: zeros up to a whole record (the
+        padding tar writers add), then the end of the decompressed stream; anything more
+        is refused. Then the source itself, so a writer feeding it never waits on a
+        reader that has gone."""
+        padding = -self._pos % _RECORD
+        rest = self.read(padding + 1)
+        if len(rest) > padding or rest.count(0) != len(rest):
+            raise UnsafeRemoteData(f"the archive has data after the end of its tar (at "
+                                   f"byte {self._pos - len(rest)})")
         try:
             while self._source.read(_READ_SIZE):
                 pass
@@ -620,6 +646,9 @@ class _Extraction:
                                    f"{member.name!r}")
         if name in self.kinds:
             raise UnsafeRemoteData(f"the archive has {name!r} twice")
+        if name == PROOF:
+            raise UnsafeRemoteData(f"the archive holds {PROOF!r}, the name of the proof a "
+                                   "pull writes into the directory it extracts")
         parent = name.rpartition("/")[0]
         if parent and self.kinds.get(parent) != _DIR:
             raise UnsafeRemoteData(self._misplaced(name, parent))
@@ -739,7 +768,7 @@ def _type_name(member: tarfile.TarInfo) -> str:
     return f"type {member.type!r}"
 
 
-def extract(source: Source, into: Path) -> Extracted:
+def extract(source: Source, into: Path, limit: Limit | None = None) -> Extracted:
     """Extract the .tar.zst read from ``source`` into the empty directory ``into``.
 
     Nothing is written outside ``into``: absolute paths, ``..``, paths through a symlink
@@ -748,12 +777,14 @@ def extract(source: Source, into: Path) -> Extracted:
     parent must be a directory of the archive itself, extracted before it. Files are
     created with O_EXCL|O_NOFOLLOW, symlinks are created and never followed (they may
     point anywhere). setuid and setgid bits are dropped; other mode bits and mtimes are
-    kept. The tar must end with its two zero blocks; the stream is then read to its end,
-    and the SHA-256 of the whole tar is returned for the caller to compare with the
-    record. (zstd's streaming reader does not notice a stream cut between two frames or
+    kept. The tar must end with its two zero blocks, and nothing but zeros to a whole
+    10240-byte record may follow; the SHA-256 of the whole tar is returned for the caller
+    to compare with the record. With ``limit``, no more than ``limit.size`` bytes (and
+    one) are ever decompressed: a bomb is refused (``limit.error``) before it fills the
+    disk. (zstd's streaming reader does not notice a stream cut between two frames or
     inside the final checksum: the SHA-256 does.) On an error, what was written stays in
     ``into`` for the caller to remove."""
-    stream = _TarStream(source)
+    stream = _TarStream(source, limit)
     extraction = _Extraction(stream, into)
     for member in _members(stream):
         extraction.add(member)
@@ -781,3 +812,106 @@ def _members(stream: _TarStream) -> Iterator[tarfile.TarInfo]:
         raise UnsafeRemoteData(f"the archive is corrupt or truncated at byte {end} of its tar")
     if stream.read(_BLOCK) != _ZERO_BLOCK:
         raise UnsafeRemoteData("the archive's tar does not end with two zero blocks")
+
+
+# -- the proof of a pulled directory -----------------------------------------------------------
+
+Manifest = dict[str, list[object]]
+_EDITS_NAMED = 5  # local edits a warning names
+
+
+def manifest(root: Path) -> Manifest:
+    """Every entry below ``root`` by relative path, the proof at the root left out: a
+    file's mode, size and mtime (ns), a symlink's target, a directory's mode. Two
+    manifests differ when a file was added, removed, rewritten or touched."""
+    found: Manifest = {}
+    pending = [""]
+    while pending:
+        rel_dir = pending.pop()
+        directory = os.path.join(root, rel_dir) if rel_dir else os.fspath(root)
+        try:
+            with os.scandir(directory) as listing:
+                items = list(listing)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise failure(exc, f"read {directory}") from exc
+        for item in items:
+            rel = f"{rel_dir}/{item.name}" if rel_dir else item.name
+            if rel == PROOF:
+                continue
+            try:
+                st = item.stat(follow_symlinks=False)
+                if stat.S_ISLNK(st.st_mode):
+                    found[rel] = ["l", os.readlink(item.path)]
+                    continue
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise failure(exc, f"read {item.path}") from exc
+            mode = stat.S_IMODE(st.st_mode)
+            if stat.S_ISDIR(st.st_mode):
+                found[rel] = ["d", mode]
+                if mode & stat.S_IRUSR and mode & stat.S_IXUSR:
+                    pending.append(rel)
+            elif stat.S_ISREG(st.st_mode):
+                found[rel] = ["f", mode, st.st_size, st.st_mtime_ns]
+            else:
+                found[rel] = ["?", stat.S_IFMT(st.st_mode)]
+    return found
+
+
+def write_proof(root: Path, package: str, version: str, etag: str) -> None:
+    """Write the proof into a freshly extracted ``root`` (before it is renamed into place,
+    so the tree and its proof appear together): the package, version and ETag a pull
+    made it from, and the manifest of what the extraction wrote."""
+    data = json.dumps({"package": package, "version": version, "etag": etag,
+                       "tool": f"tychoreg {__version__}", "manifest": manifest(root)},
+                      separators=(",", ":")).encode()
+    path = os.path.join(root, PROOF)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                     | os.O_CLOEXEC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise failure(exc, f"write {path}") from exc
+
+
+def read_proof(root: Path) -> dict[str, Any] | None:
+    """The proof inside ``root``, or None when there is none that can be read (a
+    symlink, a directory, or not a JSON object is no proof)."""
+    try:
+        fd = os.open(os.path.join(root, PROOF), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        with os.fdopen(fd, "rb") as f:
+            proof = json.loads(f.read())
+    except (OSError, ValueError):
+        return None
+    return proof if isinstance(proof, dict) else None
+
+
+def local_edits(root: Path, proof: dict[str, Any]) -> list[str]:
+    """What changed in ``root`` since the pull its proof describes, by path, each with
+    "(added)", "(deleted)" or "(modified)"; [] when the tree is as it was pulled."""
+    recorded = proof.get("manifest")
+    if not isinstance(recorded, dict):
+        return ["(its proof records no manifest)"]
+    now = manifest(root)
+    edits = [f"{path} (deleted)" if path not in now else f"{path} (modified)"
+             for path, entry in recorded.items() if now.get(path) != entry]
+    edits += [f"{path} (added)" for path in now if path not in recorded]
+    return sorted(edits)
+
+
+def describe_edits(edits: list[str]) -> str:
+    """A few of the edits in words, and how many more there are."""
+    named = ", ".join(edits[:_EDITS_NAMED])
+    more = len(edits) - _EDITS_NAMED
+    return f"{named} and {more} more" if more > 0 else named

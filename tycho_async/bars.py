@@ -19,7 +19,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from .progress import LARGE, TITLES, Tally
+from .progress import LARGE, TITLES, Closing, Tally
 from .transfer.engine import TaskProgress
 from .units import human_size
 
@@ -58,7 +58,9 @@ class RichProgress:
     large active transfer."""
 
     def __init__(self, console: Console, verb: str, files: int | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, *,
+                 summary_last: bool = False) -> None:
+        self.closing = Closing(summary_last)
         self.verb = verb
         self.tally = Tally(clock)
         self.expected_files = files
@@ -76,9 +78,14 @@ class RichProgress:
             get_time=clock,
         )
         title = TITLES.get(verb, verb)
-        self.overall = self.progress.add_task(title, total=None, files=self._files_text())
+        # hidden until the first transfer begins: no "0/?" while its size is being found
+        self.overall = self.progress.add_task(title, total=None, files=self._files_text(),
+                                              visible=False)
 
     def _files_text(self) -> str:
+        """``3/10 files``; nothing for a command that moves one file."""
+        if self.expected_files == 1:
+            return ""
         expected = self.expected_files if self.expected_files is not None else "?"
         return f"{self.tally.files}/{expected} files"
 
@@ -90,6 +97,7 @@ class RichProgress:
         self.total += total or 0
         if self.expected_files == 1 and not self.unknown:
             self.progress.update(self.overall, total=self.total)
+        self.progress.update(self.overall, visible=True)
         return _RichTask(self, f"  {label}", total)
 
     def finished(self, task: _RichTask, ok: bool) -> None:
@@ -107,7 +115,16 @@ class RichProgress:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.progress.stop()
-        if self.tally.files or self.tally.failed:
-            self.progress.console.print(self.tally.summary(self.verb), highlight=False)
+        if self.closing.closed(exc, self.tally.files > 0 or self.tally.failed > 0):
+            self._sum_up()
+
+    def summarize(self) -> None:
+        if self.closing.summarize():
+            self._sum_up()
+
+    def _sum_up(self) -> None:
+        self.progress.console.print(
+            self.tally.summary(self.verb, interrupted=self.closing.interrupted),
+            highlight=False)
 
 

@@ -21,7 +21,7 @@ from typer.core import TyperCommand
 from . import __version__
 from .config import DEFAULT_CONFIG, Settings, default_local_root, load_settings
 from .errors import Interrupted, OutputClosed, PartialFailure, TychoError, UsageError
-from .units import human_size
+from .units import human_size, plural
 
 if TYPE_CHECKING:
     from .registry import Registry
@@ -70,6 +70,11 @@ PartSizeOpt = Annotated[str | None, typer.Option(
     help="Part size for multipart uploads and ranged downloads, e.g. 8MiB (5MiB to 5GiB; "
          "default 8MiB; config key tycho.part_size). An upload keeps at most 40 MiB of "
          "parts in memory (at least 4 parts).")]
+MaxUnpackedOpt = Annotated[str | None, typer.Option(
+    "--max-unpacked", metavar="SIZE", show_default=False,
+    help="The most a directory package without a recorded tree_size may unpack to, e.g. "
+         "20GiB (default: 64 times its compressed size, at least 8GiB). A recorded "
+         "tree_size is always the exact bound.")]
 QuietOpt = Annotated[bool, typer.Option(
     "--quiet", "-q", help="Print nothing but errors.")]
 ProgressOpt = Annotated[bool | None, typer.Option(
@@ -423,10 +428,12 @@ def pull(
     outfile: Annotated[Path | None, typer.Option(
         "--outfile", "-o", metavar="PATH", show_default=False,
         help="Save here instead of OUTDIR/localname (a directory package: extract here "
-             "instead of OUTDIR/NAME); - writes the bytes to standard output.")] = None,
+             "instead of OUTDIR/NAME); - (or /dev/stdout, or the file standard output "
+             "goes to) writes the bytes to standard output.")] = None,
     raw: Annotated[bool, typer.Option(
         "--raw", help="A directory package: keep the archive (OUTDIR/localname, a .tar.zst) "
-        "instead of extracting it, as tycho-station does.")] = False,
+        "instead of extracting it, as tycho-station does. With -o - onto a terminal: "
+        "write binary bytes there anyway.")] = False,
     fallback: Annotated[list[str] | None, typer.Option(
         "--fallback", metavar="PREFIX", show_default=False,
         help="If --version does not exist, pull the most recently pushed version starting "
@@ -434,6 +441,7 @@ def pull(
     outdir: Annotated[str | None, typer.Option(
         "--outdir", metavar="DIR", envvar="TYCHOREG_OUTDIR", show_default=False,
         help="Directory for pulls (default: tycho.outdir, else tycho_packages).")] = None,
+    max_unpacked: MaxUnpackedOpt = None,
     as_json: JsonOpt = False,
     config: ConfigOpt = None, registry: RegistryOpt = None,
     concurrency: ConcurrencyOpt = None, part_size: PartSizeOpt = None,
@@ -441,17 +449,23 @@ def pull(
 ) -> None:
     """Download a version of PACKAGE, unless the local copy is already current. A
     directory package is extracted to OUTDIR/NAME, atomically (the old one is replaced
-    only once the new one checks out, and only if an earlier pull made it)."""
+    only once the new one checks out, and only if the proof inside it,
+    NAME/.tychoreg-pull, says a pull of PACKAGE made it); it is current only while it
+    still matches that proof's manifest, and replacing local edits warns."""
     request = _pull_request(package, version)
+    limit = _max_unpacked(max_unpacked)
     settings = _settings(config, registry, concurrency=concurrency, part_size=part_size,
                          outdir=outdir)
-    to_stdout = outfile is not None and str(outfile) == "-"
+    to_stdout = outfile is not None and (str(outfile) == "-" or _is_stdout(outfile))
     if to_stdout and as_json:
         raise UsageError("--json and --outfile - both want standard output; choose one")
     target: Any = sys.stdout.buffer if to_stdout else outfile
     result = _transfer(settings, lambda reg: reg.pull(
-        request, force=force, outfile=target, raw=raw, fallback=tuple(fallback or ())),
+        request, force=force, outfile=target, raw=raw, fallback=tuple(fallback or ()),
+        max_unpacked=limit),
         verb="pulled", files=1, quiet=quiet or as_json, progress=progress)
+    for warning in result.warnings:
+        _say(f"warning: {warning}")
     if as_json:
         _echo_json(_report().pull(result))
     elif to_stdout:
@@ -460,6 +474,18 @@ def pull(
                  f"({human_size(result.size)}){_hit(result, fallback)}")
     elif not quiet:
         _echo_pull(result, fallback)
+
+
+def _max_unpacked(value: str | None) -> int | None:
+    from .config import parse_size
+
+    return None if value is None else parse_size(value, "--max-unpacked")
+
+
+def _is_stdout(path: Path) -> bool:
+    from .localfs import same_as_stdout
+
+    return same_as_stdout(path)
 
 
 def _hit(result: Any, fallback: list[str] | None) -> str:
@@ -495,12 +521,14 @@ def pull_list(
         show_default=False)] = None,
     from_file: Annotated[Path | None, typer.Option(
         "--from-file", metavar="FILE", show_default=False,
-        help="Read more items from FILE, one a line ('#' starts a comment).")] = None,
+        help="Read more items from FILE, one a line ('#' starts a comment); - reads "
+             "standard input.")] = None,
     force: Annotated[bool, typer.Option(
         "--force", "-f", help="Download even when local copies are current.")] = False,
     outdir: Annotated[str | None, typer.Option(
         "--outdir", metavar="DIR", envvar="TYCHOREG_OUTDIR", show_default=False,
         help="Directory for pulls (default: tycho.outdir, else tycho_packages).")] = None,
+    max_unpacked: MaxUnpackedOpt = None,
     as_json: JsonOpt = False,
     config: ConfigOpt = None, registry: RegistryOpt = None,
     concurrency: ConcurrencyOpt = None, part_size: PartSizeOpt = None,
@@ -513,7 +541,8 @@ def pull_list(
     items = list(packages or [])
     if from_file is not None:
         try:
-            lines = from_file.read_text(encoding="utf-8").splitlines()
+            lines = (sys.stdin.read() if str(from_file) == "-" else
+                     from_file.read_text(encoding="utf-8")).splitlines()
         except OSError as exc:
             raise UsageError(f"cannot read {from_file}: {exc.strerror or exc}") from exc
         items += [line.split("#", 1)[0].strip() for line in lines]
@@ -521,20 +550,30 @@ def pull_list(
     if not items:
         raise UsageError("name at least one package (or --from-file FILE)")
     requests = [PullRequest.parse(item) for item in items]
+    limit = _max_unpacked(max_unpacked)
     settings = _settings(config, registry, concurrency=concurrency, part_size=part_size,
                          outdir=outdir)
+    from .progress import make_progress
+
     failure: PartialFailure | None = None
-    try:
-        results = _transfer(settings, lambda reg: reg.pull_many(requests, force=force),
-                            verb="pulled", files=len(requests), quiet=quiet or as_json,
-                            progress=progress)
-    except PartialFailure as exc:
-        failure, results = exc, exc.results
+    # the items (stdout) first, then the summary (stderr): in a CI log too
+    display = make_progress(progress, quiet or as_json, "pulled", files=len(requests),
+                            summary_last=True)
+    with display as sink:
+        try:
+            results = _run(settings, lambda reg: reg.pull_many(requests, force=force,
+                                                                   max_unpacked=limit), sink)
+        except PartialFailure as exc:
+            failure, results = exc, exc.results
+    for result in results:
+        for warning in result.warnings:
+            _say(f"warning: {warning}")
     if as_json:
         _echo_json(_report().pull_list(requests, results, failure))
     elif not quiet:
         for result in results:
             _echo_pull(result)
+    display.summarize()
     if failure is not None:
         raise failure
 
@@ -623,7 +662,10 @@ def exists(
 @_command
 def show(
     package: PackageArg,
-    version: VersionOpt = None,
+    version: Annotated[str | None, typer.Option(
+        "--version", "-v", metavar="VERSION", show_default=False,
+        help="Describe this version (latest: the latest one). Without it, show describes "
+             "the package.")] = None,
     as_json: JsonOpt = False, config: ConfigOpt = None, registry: RegistryOpt = None,
 ) -> None:
     """What is known of PACKAGE (localname, latest, number of versions, total size), or
@@ -654,31 +696,38 @@ def show(
     _table(("FIELD", "VALUE"), rows)
 
 
-@app.command(cls=Command, short_help="Delete versions of PACKAGE: all of them or none.")
+@app.command(cls=Command, short_help="Delete versions of PACKAGE (all or none), or all of it.")
 @_command
 def delete(
     package: PackageArg,
-    versions: Annotated[list[str], typer.Argument(
-        metavar="VERSION...", help="Versions to delete.", show_default=False)],
+    versions: Annotated[list[str] | None, typer.Argument(
+        metavar="[VERSION]...", help="Versions to delete.", show_default=False)] = None,
+    everything: Annotated[bool, typer.Option(
+        "--all", help="Remove the whole package: every version (the latest too, no "
+        "--force needed), its multipart uploads, then tycho.json.")] = False,
     force: Annotated[bool, typer.Option(
-        "--force", help="Also delete the latest version (latest becomes unset).")] = False,
+        "--force", "-f", help="Also delete the latest version (latest becomes unset).")]
+        = False,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Check and say what would be deleted; delete nothing.")] = False,
     as_json: JsonOpt = False, config: ConfigOpt = None, registry: RegistryOpt = None,
 ) -> None:
-    """Delete versions of PACKAGE. Every version is checked first and nothing is deleted
-    if one is refused: a missing version (exit 1) or the latest without --force (exit 1).
-    A deletion cut short is never trusted by a pull; the next delete or prune finishes it."""
+    """Delete versions of PACKAGE, or with --all the whole package. Every version is
+    checked first and nothing is deleted if one is refused: a missing version (exit 1)
+    or the latest without --force (exit 1). A deletion cut short is never trusted by a
+    pull; the same command run again (or prune) finishes it."""
     settings = _settings(config, registry)
-    result = _run(settings, lambda reg: reg.delete(package, versions, force=force,
-                                                   dry_run=dry_run))
+    result = _run(settings, lambda reg: reg.delete(package, versions or [], force=force,
+                                                   dry_run=dry_run, everything=everything))
     if as_json:
         _echo_json(_report().delete(result))
         return
     verb = "would delete" if dry_run else "deleted"
     for version in result.versions:
         _out(f"{verb} {package} {version}")
-    if result.latest_cleared:
+    if result.package_removed:
+        _out(f"{'would remove' if dry_run else 'removed'} package {package}")
+    elif result.latest_cleared:
         _out(f"{package} has no latest version {'then' if dry_run else 'now'}")
 
 
@@ -709,14 +758,15 @@ def prune(
     if as_json:
         _echo_json(_report().prune(result))
         return
-    would = "would " if dry_run else ""
     for version in result.finished:
-        _out(f"{would}finish the interrupted push or deletion of {package} {version}")
+        _out(f"{'would finish' if dry_run else 'finished'} the interrupted push or "
+             f"deletion of {package} {version}")
     if result.aborted_uploads:
-        _out(f"{would}abort {result.aborted_uploads} multipart upload(s) older than a day")
+        _out(f"{'would abort' if dry_run else 'aborted'} "
+             f"{plural(result.aborted_uploads, 'multipart upload')} older than a day")
     for version in result.deleted:
-        _out(f"{would}delete {package} {version}")
-    _out(f"{package}: {len(result.kept)} version(s) kept, {len(result.deleted)} "
+        _out(f"{'would delete' if dry_run else 'deleted'} {package} {version}")
+    _out(f"{package}: {plural(len(result.kept), 'version')} kept, {len(result.deleted)} "
          f"{'to delete' if dry_run else 'deleted'}")
 
 
@@ -732,6 +782,7 @@ def info(
     import os
 
     from .config import SECRET_KEYS
+    from .logs import redact_url
     from .storage import S3Options
 
     settings = _settings(config, registry, strict=False)
@@ -739,7 +790,7 @@ def info(
         "version": __version__,
         "config": str(settings.config_path) if settings.config_path else None,
         "backend": settings.backend,
-        "registry": settings.location,
+        "registry": redact_url(settings.location),
         "outdir": str(settings.outdir),
         "concurrency": settings.transfer.concurrency,
         "part_size": human_size(settings.transfer.part_size),
@@ -749,12 +800,15 @@ def info(
     if isinstance(settings.store, S3Options):
         kwargs = settings.store.client_kwargs
         env = os.environ
-        data["endpoint_url"] = (kwargs.get("endpoint_url") or env.get("AWS_ENDPOINT_URL_S3")
-                                or env.get("AWS_ENDPOINT_URL"))
+        endpoint = (kwargs.get("endpoint_url") or env.get("AWS_ENDPOINT_URL_S3")
+                    or env.get("AWS_ENDPOINT_URL"))
+        data["endpoint_url"] = redact_url(str(endpoint)) if endpoint else None
         data["region"] = (kwargs.get("region_name") or env.get("AWS_REGION")
                           or env.get("AWS_DEFAULT_REGION"))
         data["credentials"] = ("from the config" if kwargs.get(SECRET_KEYS[0])
                                else "the AWS credential chain")
+        data["connect_timeout"] = settings.store.connect_timeout  # seconds
+        data["read_timeout"] = settings.store.read_timeout
     if probe:
         if settings.unset:
             raise UsageError("cannot --probe while a config value is unset: "

@@ -25,9 +25,18 @@ DEFAULT_CONFIG = ".tychoreg.json"
 DEFAULT_OUTDIR = "tycho_packages"
 REGISTRY_ENV = "TYCHOREG_REGISTRY"
 SECRET_KEYS = ("aws_secret_access_key", "aws_session_token", "aws_access_key_id")
-# Keys of the s3 section that are ours; every other key goes to the S3 client as is.
-S3_OWN_KEYS = ("bucket", "prefix", "checksums", "addressing_style")
+# Keys of the s3 section that are ours; the S3 client takes the others as they are.
+S3_OWN_KEYS = ("bucket", "prefix", "checksums", "addressing_style", "connect_timeout",
+               "read_timeout")
+# What aiobotocore's create_client takes besides the service name and the botocore
+# Config, which is ours (a test keeps this list in step with aiobotocore).
+S3_CLIENT_KEYS = ("endpoint_url", "region_name", "aws_access_key_id", "aws_secret_access_key",
+                  "aws_session_token", "aws_account_id", "verify", "use_ssl", "api_version")
 TYCHO_KEYS = ("backend", "outdir", "dotenv", "concurrency", "part_size")
+LOCAL_KEYS = ("path",)
+SECTIONS = ("tycho", "s3", "local")
+TIMEOUT_ENV = {"connect_timeout": "TYCHOREG_CONNECT_TIMEOUT",
+               "read_timeout": "TYCHOREG_READ_TIMEOUT"}
 
 _SIZE = re.compile(r"\s*(\d+)\s*([kmg]?)(i?b?)\s*", re.IGNORECASE)
 
@@ -41,6 +50,7 @@ class Settings:
     warnings: tuple[str, ...] = ()
     default_registry: bool = False  # the local registry in the data folder, none chosen
     unset: tuple[str, ...] = ()  # env-indirected values left unresolved (info only)
+    dotenv: Path | None = None  # the dotenv file tycho.dotenv names (no localname may)
 
     @property
     def backend(self) -> str:
@@ -116,17 +126,41 @@ def _set_only(section: dict[str, Any], where: str, unset: list[str]) -> dict[str
     return {k: v for k, v in section.items() if not isinstance(v, Unset)}
 
 
-def _unknown_keys(section: Mapping[str, Any], known: tuple[str, ...], where: str) -> list[str]:
+def _unknown_keys(section: Mapping[str, Any], known: tuple[str, ...], where: str,
+                  what: str = "key") -> list[str]:
     """A warning for every key nobody reads: a typo ("outdri") must not pass silently."""
+    return [f"{where}: unknown {what} {key!r} ignored{_closest(key, known)}"
+            for key in section if key not in known]
+
+
+def _closest(key: str, known: tuple[str, ...]) -> str:
+    """`` (did you mean 'path'?)`` for the known name closest to a typo, or nothing."""
     import difflib
 
-    warnings = []
+    close = difflib.get_close_matches(key, known, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _check_s3_keys(section: Mapping[str, Any], where: str) -> str | None:
+    """The first key of an s3 section that neither we nor the S3 client take, as an
+    error message (the client would fail on it with a TypeError)."""
+    known = S3_OWN_KEYS + S3_CLIENT_KEYS
     for key in section:
         if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            warnings.append(f"{where}: unknown key {key!r} ignored{hint}")
-    return warnings
+            return (f"{where}: unknown key {key!r} in the s3 section{_closest(key, known)}; "
+                    f"it takes {', '.join(known)}")
+    return None
+
+
+def _seconds(value: object, what: str) -> float:
+    """A timeout: a positive number of seconds."""
+    try:
+        number = float(str(value).strip().removesuffix("s"))
+    except ValueError:
+        raise ConfigError(f"{what} must be a number of seconds, not {value!r}") from None
+    if not 0 < number <= 3600:
+        raise ConfigError(f"{what} must be between 0 and 3600 seconds, not {value!r}")
+    return number
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -262,9 +296,15 @@ def load_settings(
         from dotenv import load_dotenv
 
         load_dotenv(Path(dotenv).expanduser(), override=False)
+    dotenv_path = Path(dotenv).expanduser() if isinstance(dotenv, str) else None
     unset: list[str] = []
     tycho = _set_only(resolve_env(tycho_raw, "tycho", strict=strict), "tycho", unset)
-    warnings: list[str] = _unknown_keys(tycho_raw, TYCHO_KEYS, f"config {path}: tycho")
+    sections = _unknown_keys(data, SECTIONS, f"config {path}", "section")
+    warnings: list[str] = [*sections, *_unknown_keys(tycho_raw, TYCHO_KEYS,
+                                                     f"config {path}: tycho")]
+    local_raw = _section(data, "local", path)
+    local_typos = _unknown_keys(local_raw, LOCAL_KEYS, f"config {path}: local")
+    warnings += local_typos
 
     registry = registry or env.get(REGISTRY_ENV) or None
     backend_name = tycho.get("backend")
@@ -275,6 +315,16 @@ def load_settings(
                 f"config {path}: tycho.backend is {backend_name!r} but there is no such section"
             )
         section_raw = _section(data, backend_name, path)
+    elif not registry and (named := [s for s in ("s3", "local") if s in data]):
+        # A registry described but never chosen must not quietly become the default one.
+        hint = "; ".join(sections)
+        raise ConfigError(
+            f"config {path} has a {named[0]!r} section but no tycho.backend naming it: add "
+            f'"tycho": {{"backend": "{named[0]}"}}' + (f" ({hint})" if hint else ""))
+    if "s3" in data and backend_name != "s3":
+        typo = _check_s3_keys(_section(data, "s3", path), f"config {path}")
+        if typo:
+            warnings.append(typo)
     section = _set_only(resolve_env(section_raw, backend_name or "backend", strict=strict),
                         backend_name or "backend", unset)
     kind = backend_name or "local"
@@ -301,6 +351,13 @@ def load_settings(
         root = section.get("path")
         if root is not None and not isinstance(root, str):
             raise ConfigError("local registry path must be a string")
+        if not root and backend_name == "local" and not registry:
+            if not strict and any(u.startswith("local.path ") for u in unset):
+                root = "(unset)"  # shown by info; every other command refuses it
+            else:
+                hint = "".join(f"; {typo}" for typo in local_typos)
+                raise ConfigError(f"config {path}: the local section needs a 'path' (the "
+                                  f"registry's directory){hint}")
         return Settings(
             store=LocalOptions(Path(root).expanduser() if root else default_local_root()),
             outdir=outdir_path,
@@ -309,15 +366,21 @@ def load_settings(
             warnings=tuple(warnings),
             default_registry=not root,
             unset=tuple(unset),
+            dotenv=dotenv_path,
         )
     if kind != "s3":
         raise ConfigError(f"unknown backend {kind!r}: use 's3' or 'local'")
+    typo = _check_s3_keys(section_raw, f"config {path}") if backend_name == "s3" else None
+    if typo:
+        raise ConfigError(typo)
     bucket = section.get("bucket")
     if bucket is None and unset and not strict:
         bucket = "(unset)"  # shown by info, which refuses to --probe it
     if not isinstance(bucket, str) or not bucket:
         raise ConfigError(f"config {path}: the s3 section needs a 'bucket'")
-    client_kwargs = {k: v for k, v in section.items() if k not in S3_OWN_KEYS}
+    timeouts = {key: _seconds(value, f"{key} ({source})")
+                for key, (source, value) in _timeouts(section, env).items()}
+    client_kwargs = {k: v for k, v in section.items() if k in S3_CLIENT_KEYS}
     store = S3Options(
         bucket=bucket,
         prefix=_normalize_prefix(section.get("prefix")),
@@ -326,6 +389,7 @@ def load_settings(
         addressing_style=section.get("addressing_style"),
         max_connections=transfer.concurrency + 2,  # the engine's budget, and a spare pair
         chunk_size=transfer.chunk_size,
+        **timeouts,
     )
     return Settings(
         store=store,
@@ -334,4 +398,17 @@ def load_settings(
         config_path=config_path,
         warnings=tuple(warnings),
         unset=tuple(unset),
+        dotenv=dotenv_path,
     )
+
+
+def _timeouts(section: Mapping[str, Any], env: Mapping[str, str]
+              ) -> dict[str, tuple[str, object]]:
+    """Each timeout set by a variable (first) or the s3 section, with where it came from."""
+    chosen: dict[str, tuple[str, object]] = {}
+    for key, env_name in TIMEOUT_ENV.items():
+        if env.get(env_name):
+            chosen[key] = (env_name, env[env_name])
+        elif section.get(key) is not None:
+            chosen[key] = (f"s3.{key}", section[key])
+    return chosen

@@ -7,6 +7,7 @@
     ├── Refused                     1  a deletion that would remove what must stay (latest)
     ├── UsageError                  2  bad name, bad option value, special file in the way
     │   ├── ConfigError             2  unreadable or invalid config
+    │   │   └── NotS3               2  the endpoint answers, but not as an S3 store does
     │   └── MissingRegistry         2  the bucket or registry directory does not exist
     ├── TransferError               3  the bytes did not arrive (network, permission, disk)
     │   ├── StoreError              3  a backend call failed; ``transient`` says if a retry may help
@@ -65,6 +66,11 @@ class ConfigError(UsageError):
     exit_code = 2
 
 
+class NotS3(ConfigError):
+    """The endpoint answers, but not as S3 does (a web page, another API): a wrong
+    ``endpoint_url``, never a missing package or a transfer to retry."""
+
+
 class MissingRegistry(UsageError):
     """A typo'd bucket or path must not read as an empty registry (``exists || push``)."""
 
@@ -102,6 +108,9 @@ class IncompleteVersion(TransferError):
     """A version whose push (or deletion) was cut short: never trusted by a pull."""
 
 
+_NAMED = 3  # failed items named by str(PartialFailure)
+
+
 class PartialFailure(TychoError):
     """Some items of a batch failed; the exit code is the worst of theirs."""
 
@@ -111,6 +120,14 @@ class PartialFailure(TychoError):
         self.failures = failures
         self.results = results or []  # what succeeded, in the order asked
         self.exit_code = max(err.exit_code for _, err in failures)
+
+    def __str__(self) -> str:
+        """The message with the first few failed items and why: what a script that
+        only logs the exception needs to know."""
+        shown = "; ".join(f"{item}: {err}" for item, err in self.failures[:_NAMED])
+        more = f"; and {len(self.failures) - _NAMED} more" if len(self.failures) > _NAMED \
+            else ""
+        return f"{self.message} ({shown}{more})"
 
 
 class Interrupted(TychoError):

@@ -26,7 +26,17 @@ DELETING = "deleting"  # a deletion under way: the version is not trusted any mo
 FILE = "file"  # the format of a version pushed from a file or a stream
 TAR_ZSTD = "tar+zstd"  # the format of a directory: a tar stream compressed with zstd
 TAR_ZSTD_SUFFIX = ".tar.zst"  # a directory package's localname ends so
+SIDECAR_SUFFIX = ".etag"  # FILE.etag: tycho-station's sidecar, the ETag of what a pull wrote
+# A pulled directory's proof, inside the directory it describes (where no file pull can
+# put it): which package and version made it, the object's ETag, and a manifest of what
+# the extraction wrote. A pull replaces a directory only when its proof names the same
+# package, and skips one only while its manifest still matches.
+PROOF = ".tychoreg-pull"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+# A directory package without a recorded tree_size unpacks to at most this many times
+# its compressed size, and never less than UNPACKED_FLOOR (pull --max-unpacked sets it).
+UNPACKED_RATIO = 64
+UNPACKED_FLOOR = 8 << 30
 
 
 def meta_key(package: str) -> str:
@@ -42,7 +52,24 @@ def record_key(package: str, version: str) -> str:
 
 
 def etag_sidecar(path: Path) -> Path:
-    return path.with_name(path.name + ".etag")
+    return path.with_name(path.name + SIDECAR_SUFFIX)
+
+
+def localname_clash(name: str, reserved: frozenset[str]) -> str | None:
+    """Why a localname would be mistaken for what tychoreg keeps beside or inside
+    pulls, or for its own files (``reserved``); None when it would not."""
+    if name.endswith(SIDECAR_SUFFIX):
+        return (f"it ends in {SIDECAR_SUFFIX}, as the sidecars that record what a pull "
+                "wrote do (it could pass for another file's sidecar)")
+    if name in reserved or name == PROOF:
+        return "it is the name of one of tychoreg's own files (its config, dotenv or proofs)"
+    return None
+
+
+def default_max_unpacked(size: int) -> int:
+    """The most a directory package of ``size`` compressed bytes and no recorded
+    tree_size may unpack to."""
+    return max(UNPACKED_RATIO * size, UNPACKED_FLOOR)
 
 
 def parse_meta(package: str, data: bytes) -> dict[str, Any]:
@@ -50,6 +77,9 @@ def parse_meta(package: str, data: bytes) -> dict[str, Any]:
         meta = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise UnsafeRemoteData(f"package {package!r}: tycho.json is not valid JSON") from None
+    except RecursionError:
+        raise UnsafeRemoteData(f"package {package!r}: tycho.json is nested too deeply to "
+                               "read") from None
     if not isinstance(meta, dict):
         raise UnsafeRemoteData(f"package {package!r}: tycho.json is not a JSON object")
     latest = meta.get("latest")
@@ -145,6 +175,9 @@ def load_record(package: str, version: str, data: bytes) -> dict[str, Any]:
     except ValueError:
         raise UnsafeRemoteData(f"{package} {version}: its checksum record is unreadable") \
             from None
+    except RecursionError:
+        raise UnsafeRemoteData(f"{package} {version}: its checksum record is nested too "
+                               "deeply to read") from None
     if not isinstance(record, dict):
         raise UnsafeRemoteData(f"{package} {version}: its checksum record is malformed")
     return record

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import re
 import shutil
@@ -18,13 +19,44 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import TransferError, UsageError
+from .names import NAME_MAX
 
 TEMP_MARK = ".tychoreg-"
 TEMP_SUFFIX = ".part"
 _OLD_TAIL = re.compile(r"h[0-9a-f]{8}-[0-9]+-[0-9a-f]{8}")
 _OLD_PREFIX = ".{}.old-"  # a replaced directory package, until removed
+_OLD_ROOM = 40  # what an old tree's name adds at most: dot, ".old-", host, pid, random
+_HASH_TAIL = 9  # "~" and 8 hex digits: what a shortened name ends with
 # Which machine a temp file's process id belongs to: a short tag of the host name.
 _HOST = f"h{zlib.crc32(socket.gethostname().encode()):08x}"
+_NOT_HERE = {errno.ENOENT, errno.EROFS, errno.EPERM, errno.EACCES, errno.EINVAL}
+
+
+def _under(path: str, top: str) -> bool:
+    return path == top or path.startswith(top + "/")
+
+
+def pseudo_fs(path: Path) -> str | None:
+    """"/proc" or "/dev" when ``path`` lies in one of them (its directory resolved, or
+    a symlink to a descriptor such as ``/dev/stdout``), else None: no sidecar is ever
+    written there, and nothing but descriptors is written in /proc."""
+    parent = os.path.realpath(path.parent)
+    link = ""
+    with contextlib.suppress(OSError):
+        link = os.path.normpath(os.path.join(parent, os.readlink(path)))
+    if _under(parent, "/proc") or _under(link, "/proc"):
+        return "/proc"
+    return "/dev" if _under(parent, "/dev") else None
+
+
+def same_as_stdout(path: Path) -> bool:
+    """Whether ``path`` is the file standard output is (``/dev/stdout``, ``/dev/fd/1``,
+    or the file stdout was redirected to): a pull there is a pull to ``-``."""
+    try:
+        there, out = os.stat(path), os.fstat(1)
+    except (OSError, ValueError):
+        return False
+    return (there.st_dev, there.st_ino) == (out.st_dev, out.st_ino)
 
 
 def failure(exc: OSError, what: str) -> TransferError:
@@ -32,18 +64,51 @@ def failure(exc: OSError, what: str) -> TransferError:
     return TransferError(f"cannot {what}: {exc.strerror or exc}")
 
 
+def fitted(name: str, room: int) -> str:
+    """``name`` as the start of a file name that adds ``room`` bytes to it: unchanged
+    when the whole fits in NAME_MAX bytes, else its first bytes and a hash of all of it
+    (so two long names that share a start still make different names)."""
+    raw = os.fsencode(name)
+    if len(raw) + room <= NAME_MAX:
+        return name
+    digest = hashlib.sha256(raw).hexdigest()[:_HASH_TAIL - 1]
+    return os.fsdecode(raw[:NAME_MAX - room - _HASH_TAIL]) + "~" + digest
+
+
+def fits(path: Path) -> bool:
+    """Whether ``path``'s own name fits in a file name (a sidecar of a 255-byte
+    localname does not, and is then never written)."""
+    return len(os.fsencode(path.name)) <= NAME_MAX
+
+
+def _temp_name(dest: Path) -> Path:
+    """A hidden temp name beside ``dest``: its name (shortened to fit) and a tail that
+    says which process made it, which :meth:`LocalFS.sweep_stale` reads."""
+    tail = f"{TEMP_MARK}{_HOST}-{os.getpid()}-{os.urandom(4).hex()}{TEMP_SUFFIX}"
+    return dest.with_name(f".{fitted(dest.name, len(os.fsencode(tail)) + 1)}{tail}")
+
+
+def _old_prefix(name: str) -> str:
+    """The start of an old tree's name beside a directory ``name``: always the same for
+    one name, so :meth:`LocalFS.recover_dir` finds what :meth:`LocalFS.replace_dir` made."""
+    return _OLD_PREFIX.format(fitted(name, _OLD_ROOM))
+
+
 @dataclass(frozen=True)
 class Target:
     """Where a download goes, once the path has been looked at.
 
     ``kind`` is "file" (a regular file or nothing yet: written to a temp file beside
-    ``real`` and renamed onto it) or "stream" (a FIFO or character device: written in
-    place, in order, with no sidecar). ``named`` is the path as given, beside which the
-    sidecar sits; ``real`` is the path with symlinks resolved."""
+    ``real`` and renamed onto it) or "stream" (a FIFO, a character device, or a file
+    reached through a descriptor in /proc such as ``/dev/fd/3``: written in place, in
+    order, with no sidecar). ``named`` is the path as given, beside which the sidecar
+    sits; ``real`` is the path with symlinks resolved. ``sidecar`` is False in /dev,
+    where no sidecar is ever written (so the file is never taken as current)."""
 
     named: Path
     real: Path
     kind: str
+    sidecar: bool = True
 
     @property
     def is_stream(self) -> bool:
@@ -143,8 +208,7 @@ class LocalFS:
         """A new hidden temp file beside ``dest`` with ``size`` bytes claimed, named so
         that a later sweep can tell a dead process's leftovers from a live one's."""
         self.sweep_stale(dest.parent)
-        temp = dest.with_name(f".{dest.name}{TEMP_MARK}{_HOST}-{os.getpid()}-"
-                              f"{os.urandom(4).hex()}{TEMP_SUFFIX}")
+        temp = _temp_name(dest)
         try:
             fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         except OSError as exc:
@@ -158,10 +222,11 @@ class LocalFS:
         return temp, fd
 
     def open_stream(self, path: Path) -> int:
-        """Open a FIFO or character device for writing, in place (may block on a FIFO
-        until a reader opens it)."""
-        try:
-            return os.open(path, os.O_WRONLY)
+        """Open a FIFO, a character device or a file reached through a descriptor
+        (``/dev/fd/3``) for writing, in place (may block on a FIFO until a reader opens
+        it)."""
+        try:  # O_APPEND: a file reached through /dev/fd/N goes on where its writer is
+            return os.open(path, os.O_WRONLY | os.O_APPEND)
         except OSError as exc:
             raise failure(exc, f"write {path}") from exc
 
@@ -223,6 +288,9 @@ class LocalFS:
             except NotADirectoryError:
                 raise UsageError(f"{parent.parent} is not a directory") from None
             except OSError as exc:
+                if exc.errno in _NOT_HERE:  # a place no folder can be made: not a disk fault
+                    raise UsageError(f"cannot create {parent}: {exc.strerror}; choose "
+                                     "another directory") from exc
                 raise failure(exc, f"create {parent}") from exc
             created.append(parent)
         return created
@@ -285,11 +353,18 @@ class LocalFS:
             raise UsageError(f"cannot write {named}: {blocker} is not a directory") from None
         except OSError as exc:
             raise failure(exc, f"write {named}") from exc
+        pseudo = pseudo_fs(named)
+        if pseudo == "/proc" and mode is not None and stat.S_ISREG(mode):
+            return Target(named, named, "stream", sidecar=False)  # a descriptor's file
+        if pseudo == "/proc" and mode is None:
+            raise UsageError(f"cannot write {named}: /proc holds processes, not files; "
+                             "choose another path")
         if mode is None or stat.S_ISREG(mode):
-            return Target(named, Path(os.path.realpath(named)), "file")
+            return Target(named, Path(os.path.realpath(named)), "file",
+                          sidecar=pseudo is None)
         if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
             # opened by the name given: /dev/stdout resolves to a pipe's /proc name
-            return Target(named, named, "stream")
+            return Target(named, named, "stream", sidecar=False)
         what = ("a directory" if stat.S_ISDIR(mode) else "a socket" if stat.S_ISSOCK(mode)
                 else "a block device" if stat.S_ISBLK(mode) else "not a regular file")
         raise UsageError(f"{named} is {what}; pull writes regular files, FIFOs and "
@@ -301,8 +376,7 @@ class LocalFS:
         """A new empty directory beside ``dest`` to extract into, named as temp files are,
         so the same sweep removes it once its process is gone."""
         self.sweep_stale(dest.parent)
-        temp = dest.with_name(f".{dest.name}{TEMP_MARK}{_HOST}-{os.getpid()}-"
-                              f"{os.urandom(4).hex()}{TEMP_SUFFIX}")
+        temp = _temp_name(dest)
         try:
             os.mkdir(temp)
         except OSError as exc:
@@ -314,7 +388,7 @@ class LocalFS:
         renamed into place. Returns the old one (None if there was none), for the caller
         to remove once it has recorded the new one. A crash between the two renames
         leaves ``.NAME.old-*``, which :meth:`recover_dir` puts back."""
-        old = dest.with_name(f"{_OLD_PREFIX.format(dest.name)}{_HOST}-{os.getpid()}-"
+        old = dest.with_name(f"{_old_prefix(dest.name)}{_HOST}-{os.getpid()}-"
                              f"{os.urandom(4).hex()}")
         try:
             os.rename(dest, old)
@@ -338,7 +412,7 @@ class LocalFS:
         the others are removed. Only names of exactly that form are touched (a user's
         ``.NAME.old-backup`` is not ours), and a live process's (on this host) are in
         use and left alone."""
-        prefix = _OLD_PREFIX.format(dest.name)
+        prefix = _old_prefix(dest.name)
         try:
             names = [name for name in os.listdir(dest.parent)
                      if name.startswith(prefix) and _OLD_TAIL.fullmatch(name[len(prefix):])]

@@ -12,6 +12,7 @@ import re
 from .errors import UnsafeRemoteData, UsageError
 
 SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+NAME_MAX = 255  # bytes in a file name on Linux file systems (ext4, xfs, btrfs, tmpfs)
 MAX_SEGMENT = 200  # leaves room for "tycho_" + ".pkg" and sidecar suffixes in 255 bytes
 
 _TOKEN = re.compile(r"\d+|[A-Za-z]+")
@@ -53,8 +54,8 @@ def localname_problem(name: object) -> str | None:
         return "it contains a path separator"
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
         return "it contains a control character"
-    if len(name.encode("utf-8", "surrogatepass")) > 240:
-        return "it is longer than 240 bytes"
+    if len(name.encode("utf-8", "surrogatepass")) > NAME_MAX:
+        return f"it is longer than {NAME_MAX} bytes"
     return None
 
 

@@ -12,8 +12,9 @@ from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import IO, Any, Protocol
 
+from .errors import Interrupted
 from .transfer.engine import NoProgress, ProgressSink, TaskProgress
-from .units import human_rate, human_size
+from .units import human_rate, human_size, plural
 
 LARGE = 4 * 1024 * 1024  # transfers from this size get a bar of their own
 FIRST_LINE = 10.0  # plain mode: a transfer that has run this long prints a line ...
@@ -32,12 +33,35 @@ class Tally:
         self.moved = 0  # bytes so far, finished files or not
         self.total = 0  # bytes of every file begun
 
-    def summary(self, verb: str) -> str:
+    def summary(self, verb: str, *, interrupted: bool = False) -> str:
+        """What moved; a signal's cut says so (what it cut short did not "fail")."""
         elapsed = self.clock() - self.started
-        failed = f", {self.failed} failed" if self.failed else ""
-        return (f"{verb} {self.files} file{'s' if self.files != 1 else ''}, "
-                f"{human_size(self.bytes)} in {elapsed:.1f} s "
+        failed = f", {self.failed} failed" if self.failed and not interrupted else ""
+        return (f"{'interrupted: ' if interrupted else ''}{verb} "
+                f"{plural(self.files, 'file')}, {human_size(self.bytes)} in {elapsed:.1f} s "
                 f"({human_rate(self.bytes, elapsed)}){failed}")
+
+
+class Closing:
+    """When a display sums up: on closing, or (``summary_last``) only once the command
+    has printed its results (``summarize``), so a log reads items, then the summary."""
+
+    def __init__(self, summary_last: bool) -> None:
+        self.summary_last = summary_last
+        self.interrupted = False
+        self.pending = False
+
+    def closed(self, exc: BaseException | None, due: bool) -> bool:
+        """Whether to print the summary now; remembers a deferred one."""
+        self.interrupted = isinstance(exc, (Interrupted, KeyboardInterrupt))
+        if self.summary_last and exc is None:
+            self.pending = due
+            return False
+        return due
+
+    def summarize(self) -> bool:
+        due, self.pending = self.pending, False
+        return due
 
 
 class _PlainTask:
@@ -59,7 +83,8 @@ class PlainProgress:
     several files moved. Never redrawn, never a line per file (stdout lists them)."""
 
     def __init__(self, stream: IO[str], verb: str, clock: Callable[[], float] = time.monotonic,
-                 files: int | None = None) -> None:
+                 files: int | None = None, summary_last: bool = False) -> None:
+        self.closing = Closing(summary_last)
         self.stream = stream
         self.verb = verb
         self.tally = Tally(clock)
@@ -113,8 +138,15 @@ class PlainProgress:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        if self.tally.files > 1 or self.tally.failed:
-            self._write(self.tally.summary(self.verb))
+        if self.closing.closed(exc, self.tally.files > 1 or self.tally.failed > 0):
+            self._sum_up()
+
+    def summarize(self) -> None:
+        if self.closing.summarize():
+            self._sum_up()
+
+    def _sum_up(self) -> None:
+        self._write(self.tally.summary(self.verb, interrupted=self.closing.interrupted))
 
 
 TITLES = {"pushed": "pushing", "pulled": "pulling", "verified": "verifying"}
@@ -132,25 +164,33 @@ class Silent(NoProgress):
     def __exit__(self, *exc: object) -> None:
         return None
 
+    def summarize(self) -> None:
+        return None
+
 
 class ProgressDisplay(ProgressSink, AbstractContextManager[Any], Protocol):
-    """A sink the CLI opens around a command: it may draw while open and sum up on close."""
+    """A sink the CLI opens around a command: it may draw while open and sum up on close
+    (or, opened with ``summary_last``, when ``summarize`` is called)."""
+
+    def summarize(self) -> None: ...
 
 
 def make_progress(mode: bool | None, quiet: bool, verb: str, files: int | None = None,
-                  stream: IO[str] | None = None) -> ProgressDisplay:
-    """``mode`` None: bars on a terminal, plain lines elsewhere; True/False force it."""
+                  stream: IO[str] | None = None, *, summary_last: bool = False
+                  ) -> ProgressDisplay:
+    """``mode`` None: bars on a terminal, plain lines elsewhere; True forces bars, drawn
+    even into a pipe or file (``--progress 2>log``); False the plain lines."""
     import sys
 
     stream = stream or sys.stderr
     if quiet:
         return Silent()
-    if mode is None:
-        mode = stream.isatty()
-    if mode:
+    if mode or (mode is None and stream.isatty()):
         from rich.console import Console
 
         from .bars import RichProgress
 
-        return RichProgress(Console(file=stream, stderr=stream is sys.stderr), verb, files)
-    return PlainProgress(stream, verb, files=files)
+        return RichProgress(Console(file=stream, stderr=stream is sys.stderr,
+                                    force_terminal=True if mode else None),
+                            verb, files, summary_last=summary_last)
+    return PlainProgress(stream, verb, files=files, summary_last=summary_last)

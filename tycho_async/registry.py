@@ -40,6 +40,7 @@ import anyio
 import anyio.to_thread
 
 from . import __version__, processes, retention
+from .config import DEFAULT_CONFIG
 from .digests import file_digests
 from .errors import (
     AlreadyExists,
@@ -63,12 +64,14 @@ from .layout import (
     FILE,
     LATEST,
     PENDING,
+    PROOF,
     RECORDS_KEY,
     TAR_ZSTD,
     TAR_ZSTD_SUFFIX,
     being_deleted,
     checked,
     cut_short,
+    default_max_unpacked,
     dir_name,
     dump,
     etag_sidecar,
@@ -77,6 +80,7 @@ from .layout import (
     is_current,
     is_pending,
     load_record,
+    localname_clash,
     mark,
     meta_key,
     now,
@@ -84,12 +88,11 @@ from .layout import (
     parse_record,
     record_key,
     records_in,
-    sidecar_says,
     state_of,
     version_key,
 )
 from .lifecycle import Liveness, abandoned, holder_of, written_at
-from .localfs import LocalFS, Target, failure
+from .localfs import LocalFS, Target, failure, fits, pseudo_fs, same_as_stdout
 from .names import (
     check_localname_arg,
     check_package,
@@ -103,6 +106,7 @@ from .storage import ObjectInfo
 from .transfer import Engine, Expected
 from .transfer.engine import ExpectedSource, UploadResult
 from .transfer.groups import task_group
+from .units import plural
 
 if TYPE_CHECKING:
     from . import archive
@@ -152,6 +156,7 @@ class DeleteResult:
     versions: list[str]  # deleted (or, with dry_run, that would be)
     latest_cleared: bool  # --force deleted the latest version: latest is null now
     dry_run: bool
+    package_removed: bool = False  # --all: tycho.json too, the package is gone
 
 
 @dataclass(frozen=True)
@@ -220,6 +225,29 @@ def _version_info(pushed: retention.Pushed, record: object, latest: object) -> V
                        pushed.modified)
 
 
+def _unpack_limit(package: str, version: str, expected: Expected | None,
+                  record: dict[str, Any], max_unpacked: int | None) -> archive.Limit:
+    """How far a directory package's tar may expand: its recorded ``tree_size`` exactly;
+    without one (pushed before tree_size was recorded), ``max_unpacked`` or the default
+    bound of its compressed size."""
+    from . import archive
+    from .units import human_size
+
+    tree_size = record.get("tree_size")
+    if tree_size is not None:
+        if not isinstance(tree_size, int) or isinstance(tree_size, bool) or tree_size < 0:
+            raise UnsafeRemoteData(f"{package} {version}: its record's tree_size is malformed")
+        return archive.Limit(tree_size, IntegrityError(
+            f"{package} {version}: the archive expands beyond its recorded tree_size of "
+            f"{tree_size} bytes"))
+    size = max_unpacked if max_unpacked is not None else \
+        default_max_unpacked(expected.size if expected is not None else 0)
+    return archive.Limit(size, UnsafeRemoteData(
+        f"{package} {version}: the archive expands beyond {human_size(size)}, the most a "
+        "directory package without a recorded tree_size may unpack to; pass "
+        "--max-unpacked SIZE to allow more"))
+
+
 def _flush(stream: BinaryIO) -> None:
     try:
         stream.flush()
@@ -227,6 +255,20 @@ def _flush(stream: BinaryIO) -> None:
         raise OutputClosed("the output was closed") from None
     except OSError as exc:
         raise failure(exc, "write the output") from exc
+
+
+def _is_terminal(stream: BinaryIO | None) -> bool:
+    """Whether what a pull to standard output writes to is a terminal."""
+    try:
+        return stream.isatty() if stream is not None else os.isatty(STDOUT)
+    except (OSError, ValueError):
+        return False
+
+
+def _binary_to_terminal(package: str, version: str, what: str) -> UsageError:
+    return UsageError(f"{package} {version} is {what}, and standard output is a terminal; "
+                      "refusing to write it there: redirect it (> FILE, | CMD), or pass "
+                      "--raw to write it anyway")
 
 
 def _read_stream(stream: BinaryIO | None) -> Iterator[bytes]:
@@ -251,6 +293,7 @@ class PullResult:
     skipped: bool
     exact: bool = True  # False: a --fallback prefix chose the version
     format: str = FILE
+    warnings: tuple[str, ...] = ()  # e.g. local edits of a tree this pull replaced
 
 
 @dataclass(frozen=True)
@@ -343,11 +386,15 @@ class _Hold:
 
 class Registry:
     def __init__(self, engine: Engine, outdir: Path, *, missing_root_ok: bool = False,
-                 fs: LocalFS | None = None, liveness: Liveness | None = None) -> None:
+                 fs: LocalFS | None = None, own_files: Sequence[str] = (),
+                 liveness: Liveness | None = None) -> None:
         self.engine = engine
         self.liveness = liveness or Liveness()
         self.outdir = outdir
         self.fs = fs or engine.fs
+        # tychoreg's own files (.tychoreg.json, the dotenv file the config names): no
+        # localname may name them, at push or at pull
+        self.reserved = frozenset({DEFAULT_CONFIG, *own_files})
         # The default local registry is simply empty before its first push; any other
         # registry that does not exist is a typo, and says so (exit 2).
         self.missing_root_ok = missing_root_ok
@@ -408,7 +455,7 @@ class Registry:
 
     async def init(self, package: str, filename: str) -> None:
         check_package(package)
-        check_localname_arg(filename)
+        self._check_new_localname(filename)
         if await self._create(meta_key(package), dump({"localname": filename,
                                                         "latest": None})) is None:
             raise AlreadyExists(f"package {package!r} already exists")
@@ -465,8 +512,16 @@ class Registry:
         return (*found["look"], found["meta"])
 
     async def exists(self, package: str, version: str) -> bool:
+        """Whether the version exists and is complete; ``latest`` means the latest, as
+        for a pull (no latest set: no)."""
         check_package(package)
         check_version(version)
+        if version == LATEST:
+            meta = await self._read_meta_or_none(package)
+            if meta is None or meta.get("latest") is None:
+                return False
+            version = self._resolve(PullRequest(package, version), meta)
+            return await self._state(package, version, meta) == "ok"
         return await self._state(package, version) == "ok"
 
     async def push(self, package: str, version: str, source: Path | BinaryIO, *,
@@ -554,7 +609,8 @@ class Registry:
             with anyio.move_on_after(SHIELD_SECONDS / 4):
                 await looked.wait()
             extra = {} if packer is None else {"format": TAR_ZSTD,
-                                               "tree_sha256": packer.tree_sha256}
+                                               "tree_sha256": packer.tree_sha256,
+                                               "tree_size": packer.tar_size}
             try:
                 initialized.append(await self._publish(package, version, result, name,
                                                        promote=promote, extra=extra,
@@ -646,8 +702,18 @@ class Registry:
             raise UsageError(f"{source} is not a readable file or directory")
         return _Source(source, None, None)
 
-    @staticmethod
-    def _localname_for(package: str, meta: dict[str, Any] | None, source: _Source,
+    def _check_new_localname(self, name: str) -> None:
+        """A new package's localname: a plain file name that will not pass for a
+        sidecar, a proof or tychoreg's own files (nor will the directory a directory
+        package extracts to)."""
+        check_localname_arg(name)
+        for what in {name, dir_name(name) or name}:
+            problem = localname_clash(what, self.reserved)
+            if problem:
+                raise UsageError(f"invalid file name {name!r}: {problem}; pass --localname "
+                                 "NAME to name the package's file")
+
+    def _localname_for(self, package: str, meta: dict[str, Any] | None, source: _Source,
                        given: str | None) -> str:
         """The package's localname: tycho.json's for an existing package (``given`` must
         agree), else ``given``, else the file's name, or ``NAME.tar.zst`` for a directory
@@ -671,7 +737,12 @@ class Registry:
         else:
             raise UsageError(f"package {package!r} is new: a push from standard input needs "
                              "--localname NAME to name its file")
-        check_localname_arg(name)
+        if not isinstance(current, str):
+            self._check_new_localname(name)
+        if source.tree is None and any(format_of(copy) == TAR_ZSTD
+                                       for copy in records_in(meta or {}).values()):
+            raise UsageError(f"package {package!r} holds directories (tar+zstd): push a "
+                             "directory to it, or the file to a package of files")
         if source.tree is not None and dir_name(name) is None:
             raise UsageError(f"package {package!r} names its file {name!r}, not NAME"
                              f"{TAR_ZSTD_SUFFIX}: a directory can only be pushed to a package "
@@ -986,7 +1057,9 @@ class Registry:
             try:
                 meta, _ = await self.read_meta(name)
             except NotFound:
-                summaries[name] = PackageSummary(name, None, None, "no tycho.json")
+                # an emptied folder (SeaweedFS and the local backend keep them) is no package
+                if await self.engine.list_keys(f"{name}/"):
+                    summaries[name] = PackageSummary(name, None, None, "no tycho.json")
                 return
             except UnsafeRemoteData as exc:
                 summaries[name] = PackageSummary(name, None, None, exc.message)
@@ -996,7 +1069,7 @@ class Registry:
         async with task_group() as tg:
             for name in names:
                 tg.start_soon(summarize, name)
-        return [summaries[name] for name in sorted(names)]
+        return [summaries[name] for name in sorted(names) if name in summaries]
 
     async def list_versions(self, package: str) -> list[VersionInfo]:
         """Every version, in natural order, with what tycho.json's copies of the records
@@ -1087,8 +1160,8 @@ class Registry:
         used: list[Expected] = []
 
         async def expected(info: ObjectInfo) -> Expected:
-            used.append(expectation(record, info))
-            return used[0]
+            used.append(expectation(record, info))  # asked again if another answer came
+            return used[-1]
 
         scratch = await anyio.to_thread.run_sync(
             lambda: tempfile.mkdtemp(prefix="tychoreg-verify-"))
@@ -1097,7 +1170,7 @@ class Registry:
                                                 known=None, expected=expected)
         finally:
             await anyio.to_thread.run_sync(shutil.rmtree, scratch, True)
-        return VerifyResult(package, version, info.size, sha256, checked(used[0]), repaired)
+        return VerifyResult(package, version, info.size, sha256, checked(used[-1]), repaired)
 
     async def _repair(self, package: str, version: str,
                       meta: dict[str, Any] | None) -> VerifyResult:
@@ -1152,20 +1225,25 @@ class Registry:
         self, request: PullRequest, *, force: bool = False,
         outfile: Path | BinaryIO | None = None, raw: bool = False,
         fallback: Sequence[str] = (),
-        claim: Callable[[Path], None] | None = None,
+        claim: Callable[[Path], Awaitable[None]] | None = None,
+        max_unpacked: int | None = None,
     ) -> PullResult:
         """Download one version; ``claim`` lets a batch refuse two items with one target.
 
         A directory package is extracted to ``OUTDIR/NAME`` (or ``outfile``) unless
-        ``raw``; ``outfile`` ``-`` is standard output, and a binary file object gets the
-        bytes in order (both checked after the last byte). ``fallback``: prefixes tried in
-        order, each for its most recently pushed version, when the requested version does
-        not exist.
+        ``raw``, never expanding past its recorded ``tree_size`` (without one: past
+        ``max_unpacked``, by default ``default_max_unpacked`` of its size); ``outfile``
+        ``-`` (or any path that is the file standard output is) is standard output, and
+        a binary file object gets the bytes in order (both checked after the last byte);
+        binary bytes are not written to a terminal unless ``raw`` or ``force``.
+        ``fallback``: prefixes tried in order, each for its most recently
+        pushed version, when the requested version does not exist.
 
-        Only where a local copy with its sidecar may already be current is the object
-        asked for with a HEAD first; otherwise its first GET tells size and ETag. A FIFO
-        or character device is written in place, in order; anything else that is not a
-        regular file is refused before a byte moves."""
+        Only where a local copy may already be current is the object asked for with a
+        HEAD first; otherwise its first GET tells size and ETag. A FIFO or character
+        device is written in place, in order; anything else that is not a regular file
+        is refused before a byte moves, unless the version does not exist (that answer
+        comes first: exit 1, whatever the destination)."""
         package = check_package(request.package)
         meta, _ = await self.read_meta(package)
         version, exact = await self._pick(request, meta, fallback)
@@ -1177,35 +1255,74 @@ class Registry:
                 await self._restore_copies(package, {version: record})
         fmt = format_of(record)
         localname = check_remote_localname(package, meta.get("localname"))
+        if isinstance(outfile, Path) and same_as_stdout(outfile):
+            outfile = Path("-")
         if outfile is not None and (not isinstance(outfile, Path) or str(outfile) == "-"):
             return await self._pull_stdout(package, version, expected, exact=exact, fmt=fmt,
                                            stream=None if isinstance(outfile, Path)
-                                           else outfile)
-        if fmt == TAR_ZSTD and not raw:
-            name = dir_name(localname)
-            if name is None:
-                raise UnsafeRemoteData(f"package {package!r}: its localname {localname!r} "
-                                       f"is not NAME{TAR_ZSTD_SUFFIX}, so it names no "
-                                       "directory to extract to (--raw keeps the archive)")
-            dest = outfile if outfile is not None else self.outdir / name
-            if claim is not None:
-                claim(dest.absolute())
-            return await self._pull_tree(package, version, expected, record or {}, dest,
-                                         force=force, exact=exact)
-        named = self.outdir / localname if outfile is None else outfile
-        # A few stats and mkdirs: faster on the event loop than through a worker thread
-        # (measured: a thread hop per file cost more CPU in GIL hand-offs than it saved).
-        target, created, has_sidecar = self._prepare(
-            named, self.outdir if outfile is None else None)
+                                           else outfile, binary_ok=raw or force)
+        try:
+            if outfile is None:
+                self._check_localname(package, localname)
+            if fmt == TAR_ZSTD and not raw:
+                name = dir_name(localname)
+                if name is None:
+                    raise UnsafeRemoteData(f"package {package!r}: its localname {localname!r} "
+                                           f"is not NAME{TAR_ZSTD_SUFFIX}, so it names no "
+                                           "directory to extract to (--raw keeps the archive)")
+                if outfile is None:
+                    self._check_localname(package, name)
+                dest = outfile if outfile is not None else self.outdir / name
+                if claim is not None:
+                    await claim(dest.absolute())
+                return await self._pull_tree(package, version, expected, record or {}, dest,
+                                             force=force, exact=exact,
+                                             max_unpacked=max_unpacked)
+            if outfile is not None and outfile.is_dir():
+                raise UsageError(f"{outfile} is a directory: --outfile names the file to write; "
+                                 f"to save {localname} into it, pass --outdir {outfile}")
+            named = self.outdir / localname if outfile is None else outfile
+            if named.name == PROOF:
+                raise UsageError(f"{named} is the name of the proof inside a pulled "
+                                 "directory; a file pull never writes one")
+            # A few stats and mkdirs: faster on the event loop than through a worker thread
+            # (measured: a thread hop per file cost more CPU in GIL hand-offs than it saved).
+            target, created, has_sidecar = self._prepare(
+                named, self.outdir if outfile is None else None)
+        except (UsageError, UnsafeRemoteData):
+            await self._must_exist(package, version, record)
+            raise
         try:
             if claim is not None:
-                claim(target.real)
+                try:
+                    await claim(target.real)
+                except UsageError:
+                    await self._must_exist(package, version, record)
+                    raise
             result = await self._pull_to(package, version, expected, target, force=force,
                                          has_sidecar=has_sidecar)
         except BaseException:
             self.fs.remove_empty_dirs(created)
             raise
         return dataclasses.replace(result, exact=exact, format=fmt)
+
+    def _check_localname(self, package: str, localname: str) -> None:
+        """A localname that decides where a pull writes must not pass for a sidecar, a
+        proof or one of tychoreg's own files."""
+        problem = localname_clash(localname, self.reserved)
+        if problem:
+            raise UnsafeRemoteData(f"refusing package {package!r}: its tycho.json names the "
+                                   f"local file {localname!r}, and {problem}; pull it with "
+                                   "--outfile PATH")
+
+    async def _must_exist(self, package: str, version: str,
+                          record: dict[str, Any] | None) -> None:
+        """Before refusing a destination, make sure the version exists: a missing version
+        is the answer (exit 1), whatever is in the way. A record says it does (no
+        request); otherwise one HEAD tells."""
+        if record is None and await self.engine.head(version_key(package, version)) is None:
+            await self._require_root()
+            raise NotFound(f"{package} {version} does not exist") from None
 
     async def _pick(self, request: PullRequest, meta: dict[str, Any],
                     fallback: Sequence[str]) -> tuple[str, bool]:
@@ -1256,7 +1373,8 @@ class Registry:
         whether a sidecar may make it current."""
         target = self.fs.target(named, within=within)
         created = self.fs.make_dirs(target.real.parent)
-        return target, created, etag_sidecar(target.named).exists()
+        sidecar = etag_sidecar(target.named)
+        return target, created, target.sidecar and fits(sidecar) and sidecar.exists()
 
     def _expects(self, record: Expected | None) -> ExpectedSource:
         async def expected(info: ObjectInfo) -> Expected:
@@ -1275,10 +1393,21 @@ class Registry:
         return info
 
     async def _pull_stdout(self, package: str, version: str, record: Expected | None, *,
-                           exact: bool, fmt: str, stream: BinaryIO | None) -> PullResult:
+                           exact: bool, fmt: str, stream: BinaryIO | None,
+                           binary_ok: bool) -> PullResult:
         """The bytes, in order, to standard output (or ``stream``); checked after the
-        last one."""
+        last one. Onto a terminal, binary bytes (a directory's archive, or a file whose
+        first bytes hold a NUL) are refused before any is written, unless ``binary_ok``."""
+        guard = not binary_ok and _is_terminal(stream)
+        if guard and fmt == TAR_ZSTD:
+            raise _binary_to_terminal(package, version, "a directory package's archive")
+        refused: list[bool] = []  # decided by the first bytes, kept for any retry
+
         def sink(data: bytes) -> None:
+            if guard and data and not refused:
+                refused.append(b"\0" in data)
+            if refused and refused[0]:
+                raise _binary_to_terminal(package, version, "binary data")
             try:
                 if stream is not None:
                     stream.write(data)
@@ -1328,54 +1457,58 @@ class Registry:
             await anyio.to_thread.run_sync(self.fs.unlink, sidecar)
 
         def write_sidecar(info: ObjectInfo) -> None:
-            self.fs.write_in_place(sidecar, info.etag.encode())
+            if fits(sidecar):  # else (a 251-byte localname or more) never taken as current
+                self.fs.write_in_place(sidecar, info.etag.encode())
 
         info, _ = await self._download(package, version, target.real, known=known,
-                                       expected=self._expects(record), finish=write_sidecar)
+                                       expected=self._expects(record),
+                                       finish=write_sidecar if target.sidecar else None)
         return PullResult(package, version, target.named, info.size, skipped=False)
 
     async def _pull_tree(self, package: str, version: str, expected: Expected | None,
                          record: dict[str, Any], dest: Path, *, force: bool,
-                         exact: bool) -> PullResult:
+                         exact: bool, max_unpacked: int | None) -> PullResult:
         """Extract a directory package at ``dest``, atomically: into a temporary
-        directory beside it while the stream is hashed; ``dest`` is replaced (the old
-        one renamed aside, the new one into place) only once the SHA-256 matches. An
-        existing ``dest`` is replaced only if an earlier pull made it (its sidecar
-        ``dest.etag`` says so)."""
+        directory beside it while the stream is hashed, with the proof written into it;
+        ``dest`` is replaced (the old one renamed aside, the new one into place) only
+        once the SHA-256 matches. An existing ``dest`` is replaced only if its proof
+        says a pull of this package made it, and skipped while that proof names this
+        version's object and its manifest still matches the tree. Replacing a tree with
+        local edits proceeds, with a warning naming them."""
         if dest.name in ("", ".", ".."):
             raise UsageError(f"{dest} names no directory; pull a directory package to a "
                              "path such as ./deps")
-        sidecar = etag_sidecar(dest)
         key = version_key(package, version)
-        created, ours = await anyio.to_thread.run_sync(self._tree_target, package, dest,
-                                                       sidecar)
+        limit = _unpack_limit(package, version, expected, record, max_unpacked)
+        created, proof = await anyio.to_thread.run_sync(self._tree_target, package, dest)
+        from . import archive
+
+        warnings: tuple[str, ...] = ()
         try:
-            if ours and not force:
-                known = await self.engine.head(key)
-                if known is None:
-                    raise NotFound(f"{package} {version} does not exist")
-                if await anyio.to_thread.run_sync(sidecar_says, dest, known.etag):
-                    return PullResult(package, version, dest, known.size, skipped=True,
-                                      exact=exact, format=TAR_ZSTD)
+            if proof is not None:
+                edits = await anyio.to_thread.run_sync(archive.local_edits, dest, proof)
+                if not force and not edits and proof.get("version") == version:
+                    known = await self.engine.head(key)
+                    if known is None:
+                        raise NotFound(f"{package} {version} does not exist")
+                    if proof.get("etag") == known.etag:
+                        return PullResult(package, version, dest, known.size, skipped=True,
+                                          exact=exact, format=TAR_ZSTD)
+                if edits:
+                    warnings = (f"{dest} had local edits, replaced by the pull: "
+                                f"{archive.describe_edits(edits)}",)
             temp = await anyio.to_thread.run_sync(self.fs.create_temp_dir, dest)
             try:
-                info, extracted = await self._extract(package, version, expected, temp)
+                info, extracted = await self._extract(package, version, expected, temp,
+                                                      limit)
                 want = record.get("tree_sha256")
                 if isinstance(want, str) and extracted.tree_sha256 != want:
                     raise IntegrityError(f"{package} {version}: the extracted tree does not "
                                          "match the recorded tree_sha256")
-
-                def install() -> Path | None:
-                    # the old sidecar goes first (a directory without one is never taken
-                    # as current), the new one right after the rename, before the old
-                    # tree is removed (which takes a while)
-                    self.fs.unlink(sidecar)
-                    old = self.fs.replace_dir(temp, dest)
-                    self.fs.write_in_place(sidecar, info.etag.encode())
-                    return old
-
+                await anyio.to_thread.run_sync(archive.write_proof, temp, package, version,
+                                               info.etag)
                 with anyio.CancelScope(shield=True):
-                    old = await anyio.to_thread.run_sync(install)
+                    old = await anyio.to_thread.run_sync(self.fs.replace_dir, temp, dest)
                 if old is not None:
                     await anyio.to_thread.run_sync(self.fs.remove_tree, old)
             except BaseException:
@@ -1386,20 +1519,25 @@ class Registry:
             self.fs.remove_empty_dirs(created)
             raise
         return PullResult(package, version, dest, info.size, skipped=False, exact=exact,
-                          format=TAR_ZSTD)
+                          format=TAR_ZSTD, warnings=warnings)
 
-    def _tree_target(self, package: str, dest: Path, sidecar: Path) -> tuple[list[Path], bool]:
-        """Check where a directory package may go: a missing path, or a directory an
-        earlier pull made (its sidecar says so); never the current directory, the
-        download folder or anything holding them. Finish a replacement a crash cut short
-        (only once the destination is known to be ours or missing); create the folders
-        above it. Returns those created, and whether ``dest`` is an earlier pull's (so
-        it may be current)."""
+    def _tree_target(self, package: str, dest: Path) -> tuple[list[Path], dict[str, Any] | None]:
+        """Check where a directory package may go: a missing path, or a directory whose
+        proof says a pull of this package made it; never the current directory, the
+        download folder, anything holding them, or a place in /proc. Finish a
+        replacement a crash cut short (only once the destination is known to be ours or
+        missing); create the folders above it. Returns those created, and the proof of
+        the directory there (None: there is none yet)."""
+        from . import archive
+
         resolved = dest.resolve()
         for keep in (Path.cwd(), self.outdir.resolve()):
             if resolved == keep or resolved in keep.parents:
                 raise UsageError(f"{dest} is (or holds) {keep}; pull a directory package "
                                  "to a path of its own")
+        if pseudo_fs(dest) == "/proc":
+            raise UsageError(f"cannot extract to {dest}: /proc holds processes, not files; "
+                             "choose another path")
         for above in dest.parents:
             if os.path.lexists(above):
                 if not above.is_dir():
@@ -1409,20 +1547,41 @@ class Registry:
             if dest.is_symlink() or not dest.is_dir():
                 raise UsageError(f"{dest} exists and is not a directory; pull a directory "
                                  "package to a new path, or remove it")
-            if not sidecar.exists():
-                raise UsageError(f"{dest} exists and was not made by a pull of {package} "
-                                 f"(no {sidecar.name} beside it); it is left alone: move it "
-                                 "away or pull to another --outfile")
+            proof = archive.read_proof(dest)
+            self._check_proof(package, dest, proof)
             self.fs.recover_dir(dest)  # leftovers of a replacement: removed
-            return self.fs.make_dirs(dest.parent), True
-        if self.fs.recover_dir(dest):
-            # a crash between the two renames: the old tree is back, and it is ours, but
-            # an empty sidecar never makes it current
-            self.fs.write_in_place(sidecar, b"")
-        return self.fs.make_dirs(dest.parent), False
+            return self.fs.make_dirs(dest.parent), proof
+        proof = None
+        if self.fs.recover_dir(dest):  # a crash between the two renames: the old tree is back
+            proof = archive.read_proof(dest)
+            self._check_proof(package, dest, proof)
+        return self.fs.make_dirs(dest.parent), proof
+
+    @staticmethod
+    def _check_proof(package: str, dest: Path, proof: dict[str, Any] | None) -> None:
+        """Refuse (exit 2) a directory that no pull of ``package`` made, saying how to go
+        on. A ``NAME.etag`` beside it proves nothing (tychoreg 0.1.0 wrote one for the
+        directories it pulled, and any file pull can write one)."""
+        if proof is None:
+            legacy = etag_sidecar(dest)
+            if legacy.is_file():
+                raise UsageError(
+                    f"{dest} exists and nothing in it proves that a pull of {package} made "
+                    f"it (no {PROOF} inside); {legacy.name} beside it is not proof (tychoreg "
+                    f"0.1.0 wrote one, and so can any file pull). If it is a pulled copy you "
+                    f"no longer need, remove it (rm -r {dest}) and pull again; otherwise "
+                    "pull to another --outfile")
+            raise UsageError(f"{dest} exists and was not made by a pull of {package} (no "
+                             f"{PROOF} inside it); it is left alone: move it away or pull "
+                             "to another --outfile")
+        owner = proof.get("package")
+        if owner != package:
+            raise UsageError(f"{dest} holds a pull of package {owner!r}, not {package!r}; "
+                             f"it is left alone: pull {package} to another --outfile, or "
+                             f"remove {dest} first")
 
     async def _extract(self, package: str, version: str, expected: Expected | None,
-                       into: Path) -> tuple[ObjectInfo, archive.Extracted]:
+                       into: Path, limit: archive.Limit) -> tuple[ObjectInfo, archive.Extracted]:
         """Stream the object through the extractor (a worker thread reading a bounded
         pipe) while the engine hashes it; both must succeed."""
         from . import archive
@@ -1432,7 +1591,8 @@ class Registry:
 
         async def extracting() -> None:
             try:
-                done.append(await anyio.to_thread.run_sync(archive.extract, pipe, into))
+                done.append(await anyio.to_thread.run_sync(archive.extract, pipe, into,
+                                                           limit))
             finally:
                 pipe.abandon()
 
@@ -1447,27 +1607,42 @@ class Registry:
         return info, done[0]
 
     async def pull_many(
-        self, requests: Sequence[PullRequest], *, force: bool = False
+        self, requests: Sequence[PullRequest], *, force: bool = False,
+        max_unpacked: int | None = None,
     ) -> list[PullResult]:
         """Pull every item concurrently (an item listed twice, once); report every failure
-        together at the end."""
+        together at the end. Two items that would write one path collide only if both
+        exist: an item meeting a path claimed by another waits for that one to end, and
+        takes the path over if it failed (``tool==1.0 tool==7``, 7 missing: 1.0 is
+        pulled, 7 is "does not exist"). ``max_unpacked`` as for ``pull``."""
         requests = list(dict.fromkeys(requests))
         results: dict[int, PullResult] = {}
         failures: list[tuple[str, TychoError]] = []
-        claimed: dict[Path, str] = {}
+        claimed: dict[Path, tuple[str, anyio.Event]] = {}
         created = await anyio.to_thread.run_sync(self.fs.make_dirs, self.outdir)
 
         async def one(index: int, request: PullRequest) -> None:
-            def claim(dest: Path) -> None:
-                key = dest.absolute()
-                if key in claimed:
-                    raise UsageError(f"{request} and {claimed[key]} both write {dest}")
-                claimed[key] = str(request)
+            ended = anyio.Event()
+            mine: list[Path] = []
+
+            async def claim(key: Path) -> None:  # an absolute path
+                while key in claimed:  # bounded: each claimer ends once
+                    other, other_ended = claimed[key]
+                    await other_ended.wait()
+                    if key in claimed:  # it succeeded: a real collision
+                        raise UsageError(f"{request} and {other} both write {key}")
+                claimed[key] = (str(request), ended)
+                mine.append(key)
 
             try:
-                results[index] = await self.pull(request, force=force, claim=claim)
+                results[index] = await self.pull(request, force=force, claim=claim,
+                                                 max_unpacked=max_unpacked)
             except TychoError as exc:
                 failures.append((str(request), exc))
+                for key in mine:  # a failed item writes nothing: its paths are free
+                    del claimed[key]
+            finally:
+                ended.set()
 
         # A fixed pool of workers, not a task per item: memory stays flat in the length of
         # the list, and twice the request budget keeps every slot busy (an item waits on
@@ -1488,7 +1663,8 @@ class Registry:
         if failures:
             done = len(results)
             raise PartialFailure(
-                f"{len(failures)} of {len(requests)} packages failed ({done} pulled)", failures,
+                f"{len(failures)} of {plural(len(requests), 'package')} failed ({done} "
+                "pulled)", failures,
                 [results[i] for i in sorted(results)])
         return [results[i] for i in range(len(requests))]
 
@@ -1504,15 +1680,20 @@ class Registry:
         return pkg, record, started
 
     async def delete(self, package: str, versions: Sequence[str], *, force: bool = False,
-                     dry_run: bool = False) -> DeleteResult:
+                     dry_run: bool = False, everything: bool = False) -> DeleteResult:
         """Delete versions, all or none: every one is checked first (a missing version,
         or the latest without ``force``, refuses the whole command). Each deletion is
         ordered so that a crash between its steps leaves nothing a pull would trust
-        (``_delete_version``); a later delete or prune finishes it."""
+        (``_delete_versions``); the same command run again, or a prune, finishes it.
+        ``everything`` removes the whole package (``_delete_package``)."""
         check_package(package)
         versions = list(dict.fromkeys(check_version(v) for v in versions))
+        if everything:
+            if versions:
+                raise UsageError("name versions or --all, not both")
+            return await self._delete_package(package, dry_run=dry_run)
         if not versions:
-            raise UsageError("name at least one version to delete")
+            raise UsageError("name at least one version to delete (or --all)")
         if LATEST in versions:
             raise UsageError(f"{LATEST!r} is tycho-station's word for the latest version; "
                              "name the version to delete")
@@ -1537,53 +1718,106 @@ class Registry:
         if problems:
             if len(problems) == 1:
                 raise problems[0][1]
-            raise PartialFailure(f"nothing deleted: {len(problems)} of {len(versions)} "
-                                 "versions refused", problems)
+            raise PartialFailure(f"nothing deleted: {len(problems)} of "
+                                 f"{plural(len(versions), 'version')} refused", problems)
         cleared = meta.get("latest") in versions
         if not dry_run:
-            for version in versions:
-                await self._delete_version(package, version, force=force)
+            await self._delete_versions(package, versions, force=force)
         return DeleteResult(package, versions, cleared, dry_run)
 
-    async def _delete_version(self, package: str, version: str, *, force: bool) -> None:
-        """1. mark the version as being deleted in tycho.json, re-checking latest in that
-        same conditional write (from here no pull trusts it); 2. mark its record object
-        too (for a reader whose tycho.json lost our copy); 3. delete the object;
-        4. delete the record object; 5. drop the copy from tycho.json. A crash anywhere
-        leaves the mark, which the next delete or prune finds and finishes."""
-        rkey = record_key(package, version)
-        old: dict[str, Any] | None = None
-        with contextlib.suppress(NotFound):
-            old = load_record(package, version, (await self.engine.get_bytes(rkey))[0])
-        marked = {**(old if old is not None and state_of(old) == "ok" else {}),
-                  "state": DELETING, "deleting_since": now(),
-                  "deleted_by": f"tychoreg {__version__}"}
+    async def _delete_package(self, package: str, *, dry_run: bool) -> DeleteResult:
+        """Every version (latest included: removing the package is what was asked), by
+        the steps of ``_delete_versions``, then the package's multipart uploads, then
+        tycho.json last: a crash anywhere leaves a package the same command finishes.
+        A push still alive is never cut short: it refuses the whole command."""
+        meta = await self._read_meta_or_none(package)
+        pushed, recorded = await self._listing(package)
+        if meta is None and not pushed and not recorded:
+            await self._require_root()
+            raise NotFound(f"package {package!r} does not exist")
+        copies = records_in(meta or {})
+        versions = sorted((v for v in set(pushed) | recorded | set(copies)
+                           if is_valid_segment(v)), key=natural)
+        for version in sorted(recorded - {v for v, c in copies.items() if state_of(c) == "ok"},
+                              key=natural):
+            _, record, started = await self._deleting(package, version, meta or {})
+            if not started and is_pending(record) and record is not None \
+                    and not await self._abandoned(package, version, record, None):
+                raise _Busy(f"{package} {version} is being pushed by another client right "
+                            "now; nothing deleted (try again once it is done)")
+        latest = (meta or {}).get("latest")
+        cleared = isinstance(latest, str)
+        uploads = await self.engine.list_uploads(f"{package}/tycho_")
+        if dry_run:
+            return DeleteResult(package, versions, cleared, True, package_removed=True)
+        if versions:
+            await self._delete_versions(package, versions, force=True)
+        for upload in uploads:
+            with contextlib.suppress(NotFound):
+                await self.engine.abort_upload(upload.key, upload.upload_id)
+        objects, records = await self._listing(package)
+        if left := sorted(set(objects) | records, key=natural):
+            raise TransferError(f"{package}: {', '.join(left)} pushed meanwhile; tycho.json "
+                                f"kept (run delete {package} --all again)")
+        if meta is not None:
+            await self.engine.delete(meta_key(package))
+        return DeleteResult(package, versions, cleared, False, package_removed=True)
+
+    async def _delete_versions(self, package: str, versions: Sequence[str], *,
+                               force: bool) -> None:
+        """1. mark every version as being deleted in tycho.json, in one conditional
+        write that re-checks latest (from here no pull trusts any of them, and the same
+        command run again knows them: a mark is "deleted by a run cut short", not a
+        typo); then, version by version, 2. mark its record object too (for a reader
+        whose tycho.json lost our copy), 3. delete the object, 4. delete the record
+        object; only once the last object is gone, 5. drop the marks from tycho.json.
+        A crash anywhere leaves the marks, which the next delete or prune finishes."""
+        olds: dict[str, dict[str, Any] | None] = {}
+
+        async def read(version: str) -> None:
+            olds[version] = None
+            with contextlib.suppress(NotFound):
+                olds[version] = load_record(package, version, (await self.engine.get_bytes(
+                    record_key(package, version)))[0])
+
+        async with task_group() as tg:
+            for version in versions:
+                tg.start_soon(read, version)
+        since = now()
+        marked = {v: {**(old if old is not None and state_of(old) == "ok" else {}),
+                      "state": DELETING, "deleting_since": since,
+                      "deleted_by": f"tychoreg {__version__}"} for v, old in olds.items()}
 
         def start(meta: dict[str, Any]) -> None:
-            if meta.get("latest") == version:
+            latest = meta.get("latest")
+            if latest in marked:
                 if not force:
-                    raise Refused(f"{package} {version} became the latest version meanwhile; "
+                    raise Refused(f"{package} {latest} became the latest version meanwhile; "
                                   "nothing deleted")
                 meta["latest"] = None
-            records_in(meta, create=True)[version] = marked
+            records_in(meta, create=True).update(marked)
 
         def finish(meta: dict[str, Any]) -> None:
             records = records_in(meta)
-            if state_of(records.get(version)) == DELETING:
-                del records[version]
+            for version in versions:
+                if state_of(records.get(version)) == DELETING:
+                    del records[version]
 
         await self._update_meta(package, start)
         try:
+            for version in versions:
+                with anyio.CancelScope(shield=True), anyio.fail_after(SHIELD_SECONDS):
+                    rkey = record_key(package, version)
+                    if olds[version] is not None:
+                        await self.engine.put_bytes(rkey, dump(marked[version]))
+                    await self.engine.delete(version_key(package, version))
+                    await self.engine.delete(rkey)
             with anyio.CancelScope(shield=True), anyio.fail_after(SHIELD_SECONDS):
-                if old is not None:
-                    await self.engine.put_bytes(rkey, dump(marked))
-                await self.engine.delete(version_key(package, version))
-                await self.engine.delete(rkey)
                 await self._update_meta(package, finish)
         except TimeoutError:
-            raise TransferError(f"{package} {version}: its deletion got no answer within "
-                                f"{SHIELD_SECONDS} s; 'tychoreg delete {package} {version}' "
-                                "finishes it") from None
+            raise TransferError(f"{package}: a deletion got no answer within "
+                                f"{SHIELD_SECONDS} s; 'tychoreg delete {package} "
+                                f"{' '.join(versions)}' finishes it") from None
 
     async def prune(self, package: str, *, keep: int, older_than: float | None = None,
                     dry_run: bool = False) -> PruneResult:
@@ -1606,8 +1840,9 @@ class Registry:
                 await how()
             for key, upload_id in stale:
                 await self.engine.abort_upload(key, upload_id)
-            for gone in plan.delete:
-                await self._delete_version(package, gone.version, force=False)
+            if plan.delete:
+                await self._delete_versions(package, [p.version for p in plan.delete],
+                                            force=False)
         return PruneResult(package, [p.version for p in plan.delete],
                            [p.version for p in plan.keep], sorted(unfinished, key=natural),
                            len(stale), dry_run)
@@ -1628,7 +1863,7 @@ class Registry:
                 continue
             _, record, started = await self._deleting(package, version, meta)
             if started:
-                todo[version] = functools.partial(self._delete_version, package, version,
+                todo[version] = functools.partial(self._delete_versions, package, [version],
                                                   force=True)
             elif is_pending(record) and record is not None \
                     and await self._abandoned(package, version, record, None):

@@ -38,7 +38,8 @@ def pulled(result: PullResult, item: str | None = None) -> dict[str, Any]:
     return {"item": item or f"{result.package}=={result.version}",
             "package": result.package, "version": result.version, "path": str(result.path),
             "size": result.size, "skipped": result.skipped, "exact": result.exact,
-            "format": result.format, "error": None, "exit_code": 0}
+            "format": result.format, "warnings": list(result.warnings), "error": None,
+            "exit_code": 0}
 
 
 def failed(item: str, error: TychoError) -> dict[str, Any]:
@@ -49,7 +50,8 @@ def failed(item: str, error: TychoError) -> dict[str, Any]:
         request = None
     return {"item": item, "package": request.package if request else None,
             "version": request.version if request else None, "path": None, "size": None,
-            "skipped": False, "exact": None, "format": None, "error": error.message,
+            "skipped": False, "exact": None, "format": None, "warnings": [],
+            "error": error.message,
             "exit_code": error.exit_code}
 
 
@@ -92,7 +94,8 @@ def verify(result: VerifyResult) -> dict[str, Any]:
 
 def delete(result: DeleteResult) -> dict[str, Any]:
     return document("delete", package=result.package, deleted=result.versions,
-                    latest_cleared=result.latest_cleared, dry_run=result.dry_run)
+                    latest_cleared=result.latest_cleared, dry_run=result.dry_run,
+                    package_removed=result.package_removed)
 
 
 def prune(result: PruneResult) -> dict[str, Any]:

@@ -13,3 +13,8 @@ def human_size(size: float) -> str:
 
 def human_rate(nbytes: float, seconds: float) -> str:
     return f"{human_size(nbytes / max(seconds, 1e-9))}/s"
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """``1 version``, ``2 versions``, ``1 entry``/``3 entries`` (``many`` when -s is wrong)."""
+    return f"{count} {word if count == 1 else many or word + 's'}"

@@ -38,7 +38,10 @@ class S3Options:
     ...; none: the AWS chain); ``checksums`` False sends Content-MD5 instead of CRC32s,
     for stores that refuse them; ``max_connections`` sizes the connection pool (the
     caller's concurrency plus a little); ``chunk_size`` is what a download body yields
-    at a time."""
+    at a time. ``connect_timeout`` bounds opening a connection; ``read_timeout`` the
+    wait for an answer's first byte, counted from the request's last byte sent (a slow
+    upload is never cut), and every silence within a body: short, so that a store
+    that accepts connections and never answers fails a command in seconds."""
 
     bucket: str
     prefix: str = ""
@@ -47,6 +50,8 @@ class S3Options:
     addressing_style: str | None = None  # "path" or "virtual"; None: botocore decides
     max_connections: int = 34
     chunk_size: int = 256 * KiB
+    connect_timeout: float = 5.0
+    read_timeout: float = 5.0
 
     @property
     def location(self) -> str:

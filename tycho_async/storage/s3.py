@@ -16,7 +16,7 @@ import hashlib
 import io
 import logging
 import zlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -30,27 +30,32 @@ from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    ConnectTimeoutError,
     HTTPClientError,
     IncompleteReadError,
     NoCredentialsError,
     PartialCredentialsError,
+    ReadTimeoutError,
     ResponseStreamingError,
     SSLError,
 )
 from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
+from botocore.parsers import ResponseParserError
 
 from ..errors import (
     ConfigError,
     MissingRegistry,
     NotFound,
+    NotS3,
     PreconditionFailed,
     StoreError,
     TychoError,
 )
+from ..logs import redact_url
 from . import ObjectInfo, Part, PartReceipt, RangeBody, S3Options, UploadInfo
-from .s3lean import LeanS3, Redirected
+from .s3lean import LeanS3, NotS3Answer, Redirected
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -64,12 +69,31 @@ _TRANSIENT_CODES = {
 _NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchUpload"}
 
 
-def translate(exc: BaseException, what: str, endpoint: str = "S3") -> TychoError:
-    """One place that turns botocore and aiohttp failures into our errors."""
+COMPLETE_TIMEOUT = 60.0  # seconds a CompleteMultipartUpload may take to answer
+_BLACK_HOLE = 5  # timeouts of a store that never answered after which it is given up
+_HEADS = {"HeadObject", "HeadBucket"}  # answers without a body: no error code to read
+
+
+def _not_s3(endpoint: str, what: str, detail: str) -> NotS3:
+    return NotS3(f"the endpoint {endpoint} does not speak S3 ({detail}, to {what}); check "
+                 "endpoint_url in the config (or AWS_ENDPOINT_URL)")
+
+
+def translate(exc: BaseException, what: str, endpoint: str = "S3",
+              timeouts: tuple[float, float] = (5.0, 5.0)) -> TychoError:
+    """One place that turns botocore and aiohttp failures into our errors. ``timeouts``:
+    the store's connect and read timeouts, which the messages name."""
+    if isinstance(exc, NotS3Answer):
+        return _not_s3(endpoint, what, str(exc))
+    if isinstance(exc, ResponseParserError):
+        return _not_s3(endpoint, what, "an answer that is not S3's XML")
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         code = str(error.get("Code", ""))
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if (code == str(status) and status in (400, 404, 405)
+                and exc.operation_name not in _HEADS):
+            return _not_s3(endpoint, what, f"HTTP {status} without an S3 error code")
         if code in _NOT_FOUND_CODES:
             return NotFound(f"{what}: not found")
         if code == "PreconditionFailed" or status == 412:
@@ -84,6 +108,15 @@ def translate(exc: BaseException, what: str, endpoint: str = "S3") -> TychoError
             or status == 429
         message = error.get("Message") or code or f"HTTP {status}"
         return StoreError(f"{what}: {message}", transient=transient, code=code)
+    if isinstance(exc, ConnectTimeoutError) or (
+            isinstance(exc, aiohttp.ServerTimeoutError)
+            and str(exc).lower().startswith("connect")):
+        return StoreError(f"{what}: no connection to {endpoint} within {timeouts[0]:g} s "
+                          "(connect_timeout)", transient=True)
+    if isinstance(exc, (ReadTimeoutError, asyncio.TimeoutError)):
+        return StoreError(f"{what}: {endpoint} sent nothing for {timeouts[1]:g} s "
+                          "(read_timeout); is the store up, and is it an S3 endpoint?",
+                          transient=True)
     if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
         return StoreError(
             f"{what}: no usable AWS credentials (set AWS_ACCESS_KEY_ID and "
@@ -137,7 +170,8 @@ class _PartReader(io.RawIOBase):
         return len(self._view)
 
 
-_FOREIGN = (BotoCoreError, ClientError, aiohttp.ClientError, asyncio.TimeoutError, OSError)
+_FOREIGN = (BotoCoreError, ClientError, aiohttp.ClientError, asyncio.TimeoutError, OSError,
+            NotS3Answer, ResponseParserError)
 
 
 async def _nothing() -> AsyncIterator[bytes]:
@@ -160,8 +194,14 @@ def _http_date(value: str | None) -> float | None:
 
 class S3Store:
     def __init__(self, client: Any, stack: AsyncExitStack, bucket: str, prefix: str,
-                 chunk_size: int, checksums: bool) -> None:
+                 chunk_size: int, checksums: bool,
+                 timeouts: tuple[float, float] = (5.0, 5.0),
+                 client_kwargs: Mapping[str, Any] | None = None) -> None:
         self._client = client
+        self._timeouts = timeouts  # connect, read: named by timeout messages
+        self._answered = False  # the store sent at least one answer
+        self._silences = 0  # requests that timed out or could not connect, before any answer
+        self._silent: str | None = None  # set once the store is taken for a black hole
         self._stack = stack
         self.bucket = bucket
         self.prefix = prefix
@@ -173,6 +213,10 @@ class S3Store:
         self._checksums = checksums
         self._lean: LeanS3 | None = None
         self._lean_resolved = False
+        self._client_kwargs = dict(client_kwargs or {})  # what made the client, for its twin
+        self._completer: Any = None  # the client for CompleteMultipartUpload
+        self._region: str | None = None  # the bucket's, learnt from a redirect
+        self._completer_lock = anyio.Lock()
 
     @classmethod
     async def open(cls, options: S3Options) -> S3Store:
@@ -186,9 +230,9 @@ class S3Store:
             if options.addressing_style else None
         config = Config(
             max_pool_connections=options.max_connections,
-            retries={"max_attempts": 1, "mode": "standard"},
-            connect_timeout=10,
-            read_timeout=60,
+            retries={"total_max_attempts": 1, "mode": "standard"},  # the engine retries
+            connect_timeout=options.connect_timeout,
+            read_timeout=options.read_timeout,
             request_checksum_calculation=checksum_mode,
             response_checksum_validation="when_required",
             s3=s3_options,
@@ -203,9 +247,17 @@ class S3Store:
             raise ConfigError(f"invalid key in the s3 section of the config: {exc}") from exc
         except (BotoCoreError, ValueError) as exc:
             await stack.aclose()
-            raise ConfigError(f"cannot set up the S3 client: {exc}") from exc
+            raise ConfigError(f"cannot set up the S3 client: {redact_url(str(exc))}") from exc
+        endpoint = str(client.meta.endpoint_url)
+        if redact_url(endpoint) != endpoint:
+            await stack.aclose()
+            raise ConfigError(
+                f"the S3 endpoint {redact_url(endpoint)} holds credentials (user:password@), "
+                "which S3 requests cannot use: put them in aws_access_key_id and "
+                "aws_secret_access_key (or the AWS variables) instead")
         return cls(client, stack, options.bucket, options.prefix, options.chunk_size,
-                   options.checksums)
+                   options.checksums, (options.connect_timeout, options.read_timeout),
+                   options.client_kwargs)
 
     async def __aenter__(self) -> Self:
         return self
@@ -220,7 +272,8 @@ class S3Store:
 
     @property
     def endpoint(self) -> str:
-        return str(self._client.meta.endpoint_url)
+        """The endpoint's URL, for messages (never with credentials in it)."""
+        return redact_url(str(self._client.meta.endpoint_url))
 
     creates_root = False  # whether a first write creates the registry itself
 
@@ -229,21 +282,52 @@ class S3Store:
         return f"s3://{self.bucket}/{self.prefix} at {self.endpoint}"
 
     @contextlib.contextmanager
-    def _translated(self, what: str) -> Any:
+    def _translated(self, what: str, *, sends: bool = True, read_timeout: float | None = None
+                    ) -> Any:
+        """Translate what the block raises; ``sends`` False for a block that sends no
+        request (its success says nothing of the store); ``read_timeout``: the block's
+        own, if not the store's."""
+        if self._silent is not None:
+            raise StoreError(f"{what}: {self._silent}")
+        timeouts = (self._timeouts[0], read_timeout or self._timeouts[1])
         try:
             yield
         except _FOREIGN as exc:
-            error = translate(exc, what, self.endpoint)
+            error = translate(exc, what, self.endpoint, timeouts)
             if isinstance(error, MissingRegistry):
                 error = MissingRegistry(f"bucket {self.bucket!r} does not exist at "
                                         f"{self.endpoint}")
+            self._count(exc, error.message.removeprefix(f"{what}: "))
             raise error from exc
+        if sends:
+            self._answered = True
+
+    def _count(self, exc: BaseException, message: str) -> None:
+        """A store that has timed out ``_BLACK_HOLE`` times and never answered at all is
+        a black hole: every further request fails at once, so that a command of many
+        requests (a pull-list) fails as fast as a single one. A store that answered
+        once keeps every retry (a stall in the middle of a transfer may pass)."""
+        if isinstance(exc, (ClientError, NotS3Answer, ResponseParserError)):
+            self._answered = True
+        elif not self._answered and isinstance(exc, (BotoConnectionError, ReadTimeoutError,
+                                                     asyncio.TimeoutError)):
+            self._silences += 1
+            if self._silences >= _BLACK_HOLE:
+                self._silent = (f"{message} (no answer to any of {self._silences} "
+                                "requests: given up)")
+
+    def _page(self, page: dict[str, Any], what: str) -> dict[str, Any]:
+        """A listing page, checked: well-formed HTML parses as XML too, into a page with
+        none of S3's fields, which must not read as an empty bucket."""
+        if not {"IsTruncated", "Name", "Bucket"} & set(page):
+            raise _not_s3(self.endpoint, what, "an answer without S3's listing fields")
+        return page
 
     async def _lean_path(self) -> LeanS3 | None:
         """The lean request path, resolved on first use (no request is sent for it)."""
         if not self._lean_resolved:
             self._lean_resolved = True
-            with self._translated("resolve the bucket's address"):
+            with self._translated("resolve the bucket's address", sends=False):
                 self._lean = await LeanS3.resolve(self._client, self.bucket)
         return self._lean
 
@@ -251,6 +335,8 @@ class S3Store:
         log.debug("bucket %s answers from region %s: requests go through botocore from now",
                   self.bucket, region)
         self._lean = None
+        if isinstance(region, str) and region:
+            self._region = region  # for the completing client, which then starts there
 
     async def head(self, key: str) -> ObjectInfo | None:
         lean = await self._lean_path()
@@ -295,7 +381,7 @@ class S3Store:
         paginator = self._client.get_paginator("list_multipart_uploads")
         with self._translated("list uploads in progress"):
             async for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
-                for item in page.get("Uploads", []):
+                for item in self._page(page, "list uploads in progress").get("Uploads", []):
                     if item["Key"].startswith(full):
                         found.append(UploadInfo(item["Key"][cut:], item["UploadId"],
                                                 _epoch(item.get("Initiated")) or 0.0))
@@ -430,7 +516,7 @@ class S3Store:
         cut = len(self.prefix)
         with self._translated("list the bucket"):
             async for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
-                for item in page.get("Contents", []):
+                for item in self._page(page, "list the bucket").get("Contents", []):
                     yield ObjectInfo(item["Key"][cut:], int(item["Size"]), item["ETag"],
                                      _epoch(item.get("LastModified")))
 
@@ -440,7 +526,7 @@ class S3Store:
         names: list[str] = []
         with self._translated("list the bucket"):
             async for page in paginator.paginate(Bucket=self.bucket, Prefix=full, Delimiter="/"):
-                for item in page.get("CommonPrefixes", []):
+                for item in self._page(page, "list the bucket").get("CommonPrefixes", []):
                     names.append(item["Prefix"][len(full):].rstrip("/"))
         return names
 
@@ -481,12 +567,33 @@ class S3Store:
     ) -> str:
         parts = [{"PartNumber": n, **receipt} for n, receipt in enumerate(receipts, start=1)]
         extra = {"IfNoneMatch": "*"} if if_none_match else {}
-        with self._translated(f"finish upload of {key}"):
-            resp = await self._client.complete_multipart_upload(
+        what = f"finish upload of {key}"
+        with self._translated(what, read_timeout=max(COMPLETE_TIMEOUT, self._timeouts[1])):
+            client = await self._completing_client()
+            resp = await client.complete_multipart_upload(
                 Bucket=self.bucket, Key=self._key(key), UploadId=upload_id,
                 MultipartUpload={"Parts": parts}, **extra,
             )
         return str(resp["ETag"])
+
+    async def _completing_client(self) -> Any:
+        """The client for CompleteMultipartUpload, whose read timeout is at least
+        COMPLETE_TIMEOUT: a store may assemble a large object for a while before its first
+        byte (AWS sends spaces meanwhile, not every store does), and a completion retried
+        after a cut one found the upload gone. Created on first use, beside the client,
+        in the bucket's region if a redirect told it."""
+        if self._timeouts[1] >= COMPLETE_TIMEOUT:
+            return self._client
+        async with self._completer_lock:
+            if self._completer is None:
+                config = self._client.meta.config.merge(
+                    Config(read_timeout=COMPLETE_TIMEOUT, max_pool_connections=4))
+                kwargs = dict(self._client_kwargs)
+                if self._region:
+                    kwargs["region_name"] = self._region
+                self._completer = await self._stack.enter_async_context(
+                    get_session().create_client("s3", config=config, **kwargs))
+        return self._completer
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
         try:

@@ -51,6 +51,16 @@ class Redirected(Exception):
     """The bucket lives in another region: botocore's path follows such redirects."""
 
 
+class NotS3Answer(Exception):
+    """An answer no S3 store gives (an error without an S3 error code, an object
+    without an ETag): the endpoint is something else. The argument describes it."""
+
+
+def _described(response: Any) -> str:
+    kind = response.headers.get("content-type", "").split(";")[0].strip()
+    return f"HTTP {response.status_code}" + (f", {kind}" if kind else "")
+
+
 @dataclass(frozen=True)
 class _Unsigned:
     """What ``S3SigV4Auth`` reads from a client config: no SHA-256 of the payload."""
@@ -131,6 +141,9 @@ class LeanS3:
         log.debug("%s %s -> %d", method, prepared.url, response.status_code)
         if response.status_code >= 300:
             await self._raise(response, operation or method)
+        if "etag" not in response.headers:  # every answer to these requests has one
+            response.raw.release()
+            raise NotS3Answer(f"{_described(response)} without an ETag")
         return response
 
     async def _raise(self, response: Any, operation: str) -> None:
@@ -141,6 +154,8 @@ class LeanS3:
             raise Redirected(region)
         content = await response.content or b""
         code = _CODE.search(content)
+        if code is None and content and 400 <= status < 500 and status not in (412, 416):
+            raise NotS3Answer(f"{_described(response)} without an S3 error code")
         name = code.group(1).decode() if code else str(status)
         in_body = _BODY_REGION.search(content)
         if name in _REDIRECT_CODES and in_body and in_body.group(1).decode() != self._region:

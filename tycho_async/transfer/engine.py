@@ -8,6 +8,9 @@
   destination. When the size is not known yet, the first GET learns it (and brings a
   small object whole). A hasher follows the ranges in order, re-reading them from the
   page cache, and the file is renamed into place only once size and digests check out.
+- A download is bounded by what the caller expects: an object of another size is
+  refused on the headers of its first answer, before a byte is written, and a body that
+  goes on past the object's end (a hostile or broken server) is refused as it comes.
 - Every request is retried on transient errors with exponential backoff and full jitter;
   an interrupted ranged GET resumes where its body stopped.
 - One owner per failure cleanup: the upload aborts its multipart upload, the download
@@ -415,13 +418,14 @@ class Engine:
         The other ranges start as soon as its first bytes arrive. A small object stays in
         memory and is checked, written and renamed in one step. ``expected`` says what
         the bytes must be; as a coroutine function it is asked once the object's size
-        and ETag are known, beside the transfer, and awaited before the file may appear
-        (the caller's integrity policy: the engine checks what it is told, no more).
+        and ETag are known (the caller's integrity policy: the engine checks what it is
+        told, no more). An object whose size is not the expected one is refused before
+        anything is claimed on disk.
         Every later range requires the ETag of the
         first answer, so an object replaced mid-download fails it rather than mixing two
         versions. ``finish`` runs in the same worker thread right after the rename (the
         caller's sidecar): one thread hop fewer per file."""
-        fetch = _Fetch(key, label, known)
+        fetch = _Fetch(key, label, known, _Learned(expected))
         finish = finish or _nothing_finish
         temps: list[tuple[Path, int]] = []
 
@@ -431,11 +435,9 @@ class Engine:
             fetch.fd = fd
             return functools.partial(self._pwrite, fd)
 
-        learned = _Learned(expected)
+        learned = fetch.learned
         try:
-            async with task_group() as tg:
-                tg.start_soon(learned.run, fetch)
-                await self._fetch_file(fetch, open_temp, learned)
+            await self._fetch_file(fetch, open_temp)
             if fetch.small is not None and len(fetch.small) <= INLINE:
                 # A few KiB: checked and written on the event loop, measured faster than a
                 # thread hop (GIL hand-offs) for a pull-list of small packages.
@@ -484,10 +486,11 @@ class Engine:
         expected: ExpectedSource,
     ) -> tuple[ObjectInfo, str]:
         """Fetch ``key`` in order into ``sink`` (called in a worker thread: a pipe, a
-        device, standard output, an extractor), hashing as it goes; the check comes
-        after the last byte, so the reader has seen the bytes by then (IntegrityError
-        all the same)."""
-        fetch = _Fetch(key, label, None)
+        device, standard output, an extractor), hashing as it goes. The size is checked
+        on the first answer's headers, before ``sink`` sees a byte, and ``sink`` never
+        gets more than that size; the digests are checked after the last byte, so the
+        reader has seen the bytes by then (IntegrityError all the same)."""
+        fetch = _Fetch(key, label, None, _Learned(expected))
         sha256 = hashlib.sha256()
         md5: list[Any] = []  # decided by the first answer's ETag, before its first byte
 
@@ -503,11 +506,9 @@ class Engine:
         async def open_stream(size: int) -> _Writer:
             return write
 
-        learned = _Learned(expected)
+        learned = fetch.learned
         try:
-            async with task_group() as tg:
-                tg.start_soon(learned.run, fetch)
-                await self._first(fetch, open_stream, plain=True)
+            await self._first(fetch, open_stream, plain=True)
             digest = md5[0] if md5 else (hashlib.md5() if fetch.known.md5 else None)
             _check(fetch.known, learned.value, sha256.hexdigest(),
                    digest.hexdigest() if digest else None)
@@ -517,7 +518,7 @@ class Engine:
         fetch.end(True)
         return fetch.known, sha256.hexdigest()
 
-    async def _fetch_file(self, fetch: _Fetch, open_temp: _Opener, learned: _Learned) -> None:
+    async def _fetch_file(self, fetch: _Fetch, open_temp: _Opener) -> None:
         """Fetch every range at its offset (or, for a small object, into memory); the
         digests of the whole file end up in ``fetch.digests``."""
         async with task_group() as tg:
@@ -527,13 +528,14 @@ class Engine:
                 if fetch.small is not None:
                     return
             else:
+                await fetch.learned.admit(fetch.info)
                 fetch.write = await open_temp(fetch.info.size)
                 fetch.plan(self.settings, head=0)
                 fetch.begin(self.progress)
             info = fetch.known
             parts = [c.part for c in fetch.cursors]
             log.debug("download of %s: %d bytes in %d ranges", info.key, info.size, len(parts))
-            tg.start_soon(self._hash_in_order, fetch, parts, learned)
+            tg.start_soon(self._hash_in_order, fetch, parts)
             for index, cursor in enumerate(fetch.cursors):
                 if index == 0 and fetch.started_first:
                     continue  # the first GET fetches its own range
@@ -557,6 +559,14 @@ class Engine:
                 return
             whole = plain or fetch.malformed
             async with self.store.open_range(fetch.key, 0, None if whole else head) as body:
+                try:
+                    await fetch.learned.admit(body.info)  # before a byte is read
+                except IntegrityError:
+                    if whole or fetch.learned.value.size:
+                        raise
+                    fetch.malformed = True  # an empty object: the quirk below
+                    raise _TransientCut(f"{fetch.key}: a ranged GET of an empty object "
+                                        "was answered with a body") from None
                 chunks = body.chunks
                 try:
                     first = await anext(chunks, b"")
@@ -565,10 +575,8 @@ class Engine:
                     raise
                 size = body.info.size
                 if not plain and size <= min(head, self.settings.small_object):
-                    data = first + b"".join([chunk async for chunk in chunks])
-                    if len(data) < size:
-                        raise _TransientCut(f"{fetch.key}: the body ended early")
-                    fetch.info, fetch.small = body.info, data[:size]
+                    data = await _whole(first, chunks, body.info)
+                    fetch.info, fetch.small = body.info, data
                     fetch.begin(self.progress)
                     fetch.task.advance(size)
                     fetch.ready.set()
@@ -584,7 +592,7 @@ class Engine:
                 fetch.begin(self.progress)
                 fetch.ready.set()
                 await self._write_chunks(_prepend(first, chunks), fetch.cursors[0],
-                                         fetch.write, fetch.task)
+                                         fetch.write, fetch.task, size)
 
         try:
             await self.call(once)
@@ -596,12 +604,11 @@ class Engine:
         if fetch.small is None:
             fetch.done[0].set()
 
-    async def _hash_in_order(self, fetch: _Fetch, parts: list[Part],
-                             learned: _Learned) -> None:
+    async def _hash_in_order(self, fetch: _Fetch, parts: list[Part]) -> None:
         """Hash the file as its ranges complete, in order, from the page cache. MD5 only
         where it is what will be checked: a plain-MD5 ETag and no SHA-256 record."""
         await fetch.done[0].wait()
-        want = await learned.get()
+        want = fetch.learned.value  # admitted before the first range began
         sha256 = hashlib.sha256()
         md5 = hashlib.md5() if _needs_md5(want) else None
         hashers: list[Any] = [sha256] if md5 is None else [sha256, md5]
@@ -630,7 +637,8 @@ class Engine:
         assert fetch.write is not None
         async with self.store.open_range(fetch.key, cursor.offset, cursor.part.end,
                                          if_match=fetch.known.etag) as body:
-            await self._write_chunks(body.chunks, cursor, fetch.write, fetch.task)
+            await self._write_chunks(body.chunks, cursor, fetch.write, fetch.task,
+                                     fetch.known.size)
 
     async def _fetch_part(
         self, fetch: _Fetch, cursor: _Cursor, done: anyio.Event, ranged: bool,
@@ -655,13 +663,15 @@ class Engine:
 
     async def _write_chunks(
         self, chunks: AsyncIterator[bytes], cursor: _Cursor, write: _Writer,
-        task: TaskProgress,
+        task: TaskProgress, size: int,
     ) -> None:
         """Write a body at the cursor until the cursor's range is full; bytes past it are
-        left unread. A body that ends early raises a transient error with the cursor past
-        every byte kept, so a retry resumes there."""
+        left unread (a store may ignore a range's end), but a body that goes past the
+        object's ``size`` is refused (IntegrityError). A body that ends early raises a
+        transient error with the cursor past every byte kept, so a retry resumes there."""
         pending: list[bytes] = []  # chunks as they came: written together, never joined
         held = 0
+        last = cursor.part.end >= size  # this range ends the object
 
         async def flush() -> None:
             nonlocal held
@@ -673,7 +683,10 @@ class Engine:
 
         try:
             async for chunk in chunks:
-                take = chunk[: cursor.remaining - held]
+                room = cursor.remaining - held
+                if last and len(chunk) > room:
+                    raise _longer(size)
+                take = chunk[:room]
                 pending.append(take)
                 held += len(take)
                 task.advance(len(take))
@@ -681,11 +694,15 @@ class Engine:
                         or len(pending) >= MAX_IOV):
                     await flush()
                     if not cursor.remaining:
-                        return
+                        break
         finally:
             await flush()
         if cursor.remaining:
             raise _TransientCut(f"{cursor.part}: the body ended early")
+        if last:
+            more: bytes = await anext(chunks, b"")
+            if more:
+                raise _longer(size)
 
 
 _Writer = Callable[[int, list[bytes]], None]
@@ -725,10 +742,12 @@ class _Fetch:
     """One download's state, shared by its ranges and their retries: what the object is
     (once known), the ranges and how far each got, the progress task."""
 
-    def __init__(self, key: str, label: str, info: ObjectInfo | None) -> None:
+    def __init__(self, key: str, label: str, info: ObjectInfo | None,
+                 learned: _Learned) -> None:
         self.key = key
         self.label = label
         self.info = info
+        self.learned = learned
         self.cursors: list[_Cursor] = []
         self.done: list[anyio.Event] = []
         self.ready = anyio.Event()
@@ -759,6 +778,26 @@ class _Fetch:
         if self.began:
             self.began = False
             self.task.end(ok)
+
+
+def _longer(size: int) -> IntegrityError:
+    return IntegrityError(f"the store sent a body longer than the object's {size} bytes")
+
+
+async def _whole(first: bytes, rest: AsyncIterator[bytes], info: ObjectInfo) -> bytes:
+    """A small object's body, whole: refused as soon as it goes past its size."""
+    pieces, held = [first], len(first)
+    if held <= info.size:
+        async for chunk in rest:
+            pieces.append(chunk)
+            held += len(chunk)
+            if held > info.size:
+                break
+    if held > info.size:
+        raise _longer(info.size)
+    if held < info.size:
+        raise _TransientCut(f"{info.key}: the body ended early")
+    return b"".join(pieces)
 
 
 async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -805,32 +844,29 @@ class _TransientCut(StoreError):
 
 
 class _Learned:
-    """What the bytes must match, asked of the caller once the object is known (the
-    answer may need a request of its own), beside the transfer."""
+    """What the bytes must match, asked of the caller when an answer's headers tell the
+    object (again only if another answer tells another): ``admit`` refuses an object of
+    another size before any byte moves."""
 
     def __init__(self, source: ExpectedSource) -> None:
         self._source = source
-        self._event = anyio.Event()
+        self._lock = anyio.Lock()
         self._value: Expected | None = None
+        self._asked: ObjectInfo | None = None
 
-    async def run(self, fetch: _Fetch) -> None:
-        source = self._source
-        if callable(source):
-            if fetch.info is None:
-                await fetch.ready.wait()
-            self._value = await source(fetch.known)
-        else:
-            self._value = source
-        self._event.set()
+    async def admit(self, info: ObjectInfo) -> None:
+        async with self._lock:
+            if self._value is None or (callable(self._source) and info != self._asked):
+                source = self._source
+                self._value = await source(info) if callable(source) else source
+                self._asked = info
+        if info.size != self._value.size:
+            raise _size_mismatch(info, self._value)
 
     @property
     def value(self) -> Expected:
         assert self._value is not None
         return self._value
-
-    async def get(self) -> Expected:
-        await self._event.wait()
-        return self.value
 
 
 def _needs_md5(want: Expected) -> bool:
@@ -838,11 +874,15 @@ def _needs_md5(want: Expected) -> bool:
     return want.md5 is not None
 
 
+def _size_mismatch(info: ObjectInfo, want: Expected) -> IntegrityError:
+    return IntegrityError(f"{info.key}: the object is {info.size} bytes, "
+                          f"{want.size} were pushed")
+
+
 def _check(info: ObjectInfo, want: Expected, sha256: str, md5: str | None) -> None:
     """Refuse bytes that are not what the caller expects."""
     if info.size != want.size:
-        raise IntegrityError(f"{info.key}: the object is {info.size} bytes, "
-                             f"{want.size} were pushed")
+        raise _size_mismatch(info, want)
     if want.sha256 and sha256 != want.sha256:
         raise IntegrityError(f"{info.key}: SHA-256 mismatch: pushed {want.sha256}, "
                              f"received {sha256}")
