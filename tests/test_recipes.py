@@ -308,8 +308,6 @@ def test_ci_cache_fails_the_job_when_the_registry_is_broken(
     assert ci_job.objects() == {}
 
 
-@pytest.mark.xfail(strict=False, reason="directory pulls write NAME.etag beside the tree "
-                   "until the proof moves inside it (.venv/.tychoreg-pull, issue 15 item 2)")
 def test_ci_cache_leaves_no_sidecar_in_the_checkout(ci_job: CiJob, tmp_path: Path) -> None:
     ok(ci_job.run(workspace(tmp_path, "first", "alpha\n")))
     ws = workspace(tmp_path, "ws", "alpha\n")
