@@ -34,6 +34,7 @@ from .test_directories import (
     remove_object,
     s3_head,
 )
+from .test_publish import dead_holder
 
 MiB = 1024 * 1024
 
@@ -645,7 +646,7 @@ def test_delete_all_removes_the_whole_package(registry: Registry) -> None:
     put_version(registry, "other", "1", b"stays")
     registry.put("pkg/tycho_4.meta.json", json.dumps(  # a push that died long ago
         {"state": "pending", "started_at": "2020-01-01T00:00:00+00:00",
-         "localname": "pkg.bin"}).encode())
+         "localname": "pkg.bin", "holder": dead_holder()}).encode())
 
     async def upload(faulty: FaultyStore, reg: Reg) -> None:
         await faulty.create_multipart("pkg/tycho_5.pkg", 10 * MiB)
