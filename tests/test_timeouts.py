@@ -18,6 +18,7 @@ import anyio
 import pytest
 from typer.testing import CliRunner, Result
 
+import tycho_async
 from tycho_async.cli import app
 from tycho_async.errors import StoreError
 from tycho_async.storage import S3Options, open_store
@@ -168,6 +169,16 @@ def test_an_endpoint_that_does_not_speak_s3_is_a_config_error(
     assert result.exit_code == 2, result.output
     assert f"the endpoint {not_s3.url} does not speak S3" in result.stderr
     assert "check endpoint_url" in result.stderr and "Traceback" not in result.output
+
+
+def test_an_api_user_can_catch_not_s3_from_the_package(isolated_env: Path,
+                                                       not_s3: NotS3Server) -> None:
+    """A script using the API catches the error by its public name, like the others."""
+    _config(not_s3.url)
+    with (pytest.raises(tycho_async.NotS3, match="does not speak S3"),
+          tycho_async.Client(config=".tychoreg.json") as client):
+        client.packages()
+    assert "NotS3" in tycho_async.__all__
 
 
 def test_a_body_that_stalls_is_cut_by_the_read_timeout(s3_endpoint: str, isolated_env: Path,

@@ -25,6 +25,7 @@ from .errors import (
     MissingRegistry,
     NotFound,
     NothingToPull,
+    NotS3,
     OutputClosed,
     PartialFailure,
     Refused,
@@ -56,9 +57,10 @@ _LAZY = {"Client": "api", "open_registry": "api", "AsyncRegistry": "api",
 
 __all__ = ["AlreadyExists", "AsyncRegistry", "Client", "ConfigError", "DeleteResult",
            "IncompleteVersion", "IntegrityError", "Interrupted", "MissingRegistry", "NotFound",
-           "NothingToPull", "OutputClosed", "PackageSummary", "PartialFailure", "PruneResult",
-           "PullResult", "PushResult", "Refused", "ShowResult", "TransferError", "TychoError",
-           "UsageError", "VerifyResult", "VersionInfo", "__version__", "open_registry"]
+           "NotS3", "NothingToPull", "OutputClosed", "PackageSummary", "PartialFailure",
+           "PruneResult", "PullResult", "PushResult", "Refused", "ShowResult", "TransferError",
+           "TychoError", "UsageError", "VerifyResult", "VersionInfo", "__version__",
+           "open_registry"]
 
 __getattr__ = lazy_names(__name__, _LAZY)
 
