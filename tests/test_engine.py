@@ -15,7 +15,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tycho_async.errors import IntegrityError, NotFound, PreconditionFailed, StoreError
+from tycho_async.errors import (
+    IntegrityError,
+    NotFound,
+    PreconditionFailed,
+    StoreError,
+    TransferError,
+)
 from tycho_async.storage import (
     LocalOptions,
     ObjectInfo,
@@ -399,6 +405,26 @@ async def test_a_cut_first_get_is_resumed(kind: str, tmp_path: Path,
                                          expected=by_etag)
         assert (tmp_path / "dst.bin").read_bytes() == blob
         assert store.ranges[1] == ((PART - 10) // 2, PART - 10)
+
+
+async def test_a_stream_sink_that_fails_is_called_once_and_never_retried(
+        kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """A sink's own error (a full disk, a closed pipe) ends the download as it is: the
+    bytes it refused are not handed to it again, and no GET is asked again for them."""
+    write_file(tmp_path / "src.bin", 3 * PART)
+    async with opened(kind, tmp_path, request) as (inner, _):
+        await Engine(inner, SMALL).upload_file(tmp_path / "src.bin", "k", label="k")
+        store = FaultyStore(inner)
+        given: list[int] = []
+
+        def sink(data: bytes) -> None:
+            given.append(len(data))
+            raise TransferError("cannot write the output: No space left on device")
+
+        with pytest.raises(TransferError, match="No space left on device"):
+            await Engine(store, SMALL).download_stream("k", sink, label="k",
+                                                       expected=by_etag)
+        assert len(given) == 1 and store.calls["open_range"] == 1
 
 
 @pytest.mark.parametrize("size", [0, 1, 1000])

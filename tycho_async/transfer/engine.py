@@ -674,12 +674,16 @@ class Engine:
         last = cursor.part.end >= size  # this range ends the object
 
         async def flush() -> None:
+            """Hand the held chunks to ``write`` once: taken off before the call, so a
+            writer that raised (a full disk, a closed pipe) is not given them again by
+            the flush on the way out, and a stream never gets a byte twice."""
             nonlocal held
             if pending:
-                await anyio.to_thread.run_sync(write, cursor.offset, pending)
-                cursor.received += held
+                batch, nbytes = pending[:], held
                 pending.clear()
                 held = 0
+                await anyio.to_thread.run_sync(write, cursor.offset, batch)
+                cursor.received += nbytes
 
         try:
             async for chunk in chunks:
