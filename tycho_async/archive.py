@@ -151,25 +151,43 @@ def scan(root: Path) -> Tree:
         raise UsageError(f"{root} does not exist") from None
     except OSError as exc:
         raise failure(exc, f"read {root}") from exc
-    found: list[tuple[bytes, str, os.stat_result]] = []
+    found = [(os.fsencode(rel), rel, st) for rel, _, st in _walk(root, lenient=False)]
+    found.sort(key=lambda item: item[0])
+    return _tree(root, found)
+
+
+def _walk(root: Path, *, lenient: bool) -> Iterator[tuple[str, str, os.stat_result]]:
+    """Every entry below ``root`` (in no order) as its relative path, its path and its
+    lstat; no symlink inside is followed, and the proof a pull wrote at the root (a
+    regular file) is left out. ``lenient``, for a pulled tree its user may be editing
+    (:func:`manifest`): an entry that vanished meanwhile is skipped, and a directory
+    without read and search permission is listed but not entered; otherwise (a tree to
+    pack) both are errors."""
     pending = [""]
     while pending:
         rel_dir = pending.pop()
         directory = os.path.join(root, rel_dir) if rel_dir else os.fspath(root)
         try:
             with os.scandir(directory) as listing:
-                for item in listing:
-                    rel = f"{rel_dir}/{item.name}" if rel_dir else item.name
-                    st = item.stat(follow_symlinks=False)
-                    if rel == PROOF and stat.S_ISREG(st.st_mode):
-                        continue
-                    found.append((os.fsencode(rel), rel, st))
-                    if stat.S_ISDIR(st.st_mode):
-                        pending.append(rel)
+                items = list(listing)
         except OSError as exc:
+            if lenient and isinstance(exc, FileNotFoundError):
+                continue
             raise failure(exc, f"read {directory}") from exc
-    found.sort(key=lambda item: item[0])
-    return _tree(root, found)
+        for item in items:
+            rel = f"{rel_dir}/{item.name}" if rel_dir else item.name
+            try:
+                st = item.stat(follow_symlinks=False)
+            except OSError as exc:
+                if lenient and isinstance(exc, FileNotFoundError):
+                    continue
+                raise failure(exc, f"read {item.path if lenient else directory}") from exc
+            if rel == PROOF and stat.S_ISREG(st.st_mode):
+                continue
+            yield rel, item.path, st
+            searchable = st.st_mode & stat.S_IRUSR and st.st_mode & stat.S_IXUSR
+            if stat.S_ISDIR(st.st_mode) and (searchable or not lenient):
+                pending.append(rel)
 
 
 def _tree(root: Path, found: list[tuple[bytes, str, os.stat_result]]) -> Tree:
@@ -825,39 +843,21 @@ def manifest(root: Path) -> Manifest:
     file's mode, size and mtime (ns), a symlink's target, a directory's mode. Two
     manifests differ when a file was added, removed, rewritten or touched."""
     found: Manifest = {}
-    pending = [""]
-    while pending:
-        rel_dir = pending.pop()
-        directory = os.path.join(root, rel_dir) if rel_dir else os.fspath(root)
-        try:
-            with os.scandir(directory) as listing:
-                items = list(listing)
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            raise failure(exc, f"read {directory}") from exc
-        for item in items:
-            rel = f"{rel_dir}/{item.name}" if rel_dir else item.name
-            if rel == PROOF:
-                continue
+    for rel, path, st in _walk(root, lenient=True):
+        mode = stat.S_IMODE(st.st_mode)
+        if stat.S_ISLNK(st.st_mode):
             try:
-                st = item.stat(follow_symlinks=False)
-                if stat.S_ISLNK(st.st_mode):
-                    found[rel] = ["l", os.readlink(item.path)]
-                    continue
+                found[rel] = ["l", os.readlink(path)]
             except FileNotFoundError:
                 continue
             except OSError as exc:
-                raise failure(exc, f"read {item.path}") from exc
-            mode = stat.S_IMODE(st.st_mode)
-            if stat.S_ISDIR(st.st_mode):
-                found[rel] = ["d", mode]
-                if mode & stat.S_IRUSR and mode & stat.S_IXUSR:
-                    pending.append(rel)
-            elif stat.S_ISREG(st.st_mode):
-                found[rel] = ["f", mode, st.st_size, st.st_mtime_ns]
-            else:
-                found[rel] = ["?", stat.S_IFMT(st.st_mode)]
+                raise failure(exc, f"read {path}") from exc
+        elif stat.S_ISDIR(st.st_mode):
+            found[rel] = ["d", mode]
+        elif stat.S_ISREG(st.st_mode):
+            found[rel] = ["f", mode, st.st_size, st.st_mtime_ns]
+        else:
+            found[rel] = ["?", stat.S_IFMT(st.st_mode)]
     return found
 
 
