@@ -92,6 +92,19 @@ def test_an_etag_file_beside_a_user_directory_is_no_proof(registry: Registry) ->
     assert listing(Path("ws/src")) == ["main.c"]
 
 
+def test_a_fifo_in_the_proofs_place_is_no_proof_and_no_hang(registry: Registry) -> None:
+    """A FIFO named like the proof (made by the user, or anything) is refused as "no
+    proof" at once; opening it for reading used to wait for a writer forever."""
+    make_tree(Path("build/src"))
+    ok(registry.cli("push", "tree", "1", "build/src", "--promote-latest"))
+    Path("ws/src").mkdir(parents=True)
+    os.mkfifo(Path("ws/src", PROOF))
+    refused = registry.cli("pull", "tree", "--outdir", "ws")
+    assert refused.exit_code == 2, (refused.stdout, refused.stderr)
+    assert f"no {PROOF} inside" in refused.stderr
+    assert listing(Path("ws/src")) == [PROOF]
+
+
 def test_a_pulled_directory_carries_its_proof_and_no_sidecar(registry: Registry) -> None:
     src = make_tree(Path("build/src"))
     pushed = json.loads(ok(registry.cli("push", "tree", "1", "build/src", "--promote-latest",

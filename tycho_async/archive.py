@@ -884,13 +884,17 @@ def write_proof(root: Path, package: str, version: str, etag: str) -> None:
 
 def read_proof(root: Path) -> dict[str, Any] | None:
     """The proof inside ``root``, or None when there is none that can be read (a
-    symlink, a directory, or not a JSON object is no proof)."""
+    symlink, a directory, a FIFO or anything but a regular file, or not a JSON object is
+    no proof). O_NONBLOCK: opening a FIFO of that name must not wait for a writer."""
     try:
-        fd = os.open(os.path.join(root, PROOF), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(os.path.join(root, PROOF),
+                     os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError:
         return None
     try:
         with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return None
             proof = json.loads(f.read())
     except (OSError, ValueError):
         return None
