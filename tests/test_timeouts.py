@@ -315,3 +315,27 @@ def test_a_slow_completion_is_waited_for(s3_endpoint: str, isolated_env: Path) -
     assert stored["Body"].read() == blob
     _config(s3_endpoint, bucket=bucket)
     assert _cli("exists", "pkg", "1").exit_code == 0
+
+
+def test_the_completing_client_resolves_no_credentials_of_its_own(
+        s3_endpoint: str, isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client that waits longer for CompleteMultipartUpload shares the main client's
+    session: credentials from a credential_process (an MFA prompt, an SSO login) are
+    resolved once per command, not once more for that client."""
+    bucket = make_bucket(s3_endpoint)
+    blob = write_file(Path("f.bin"), 10 * MiB + 3)
+    calls, script = Path("calls.log").absolute(), Path("creds.sh").absolute()
+    answer = json.dumps({"Version": 1, "AccessKeyId": CREDS["aws_access_key_id"],
+                         "SecretAccessKey": CREDS["aws_secret_access_key"]})
+    script.write_text(f"#!/bin/sh\necho asked >> {calls}\necho '{answer}'\n")
+    script.chmod(0o755)
+    Path("aws-config").write_text(f"[default]\ncredential_process = {script}\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(Path("aws-config").absolute()))
+    Path(".tychoreg.json").write_text(json.dumps({
+        "tycho": {"backend": "s3"},
+        "s3": {"bucket": bucket, "endpoint_url": s3_endpoint, "region_name": REGION}}))
+    result = _cli("push", "pkg", "1", "f.bin", "--part-size", "5MiB")
+    assert result.exit_code == 0, result.output
+    stored = s3_client(s3_endpoint).get_object(Bucket=bucket, Key="pkg/tycho_1.pkg")
+    assert stored["Body"].read() == blob
+    assert calls.read_text().split() == ["asked"]

@@ -196,8 +196,9 @@ class S3Store:
     def __init__(self, client: Any, stack: AsyncExitStack, bucket: str, prefix: str,
                  chunk_size: int, checksums: bool,
                  timeouts: tuple[float, float] = (5.0, 5.0),
-                 client_kwargs: Mapping[str, Any] | None = None) -> None:
+                 client_kwargs: Mapping[str, Any] | None = None, session: Any = None) -> None:
         self._client = client
+        self._session = session  # the client's: its credentials and models, for the twin
         self._timeouts = timeouts  # connect, read: named by timeout messages
         self._answered = False  # the store sent at least one answer
         self._silences = 0  # requests that timed out or could not connect, before any answer
@@ -238,9 +239,10 @@ class S3Store:
             s3=s3_options,
         )
         stack = AsyncExitStack()
+        session = get_session()
         try:
             client = await stack.enter_async_context(
-                get_session().create_client("s3", config=config, **options.client_kwargs)
+                session.create_client("s3", config=config, **options.client_kwargs)
             )
         except TypeError as exc:
             await stack.aclose()
@@ -257,7 +259,7 @@ class S3Store:
                 "aws_secret_access_key (or the AWS variables) instead")
         return cls(client, stack, options.bucket, options.prefix, options.chunk_size,
                    options.checksums, (options.connect_timeout, options.read_timeout),
-                   options.client_kwargs)
+                   options.client_kwargs, session)
 
     async def __aenter__(self) -> Self:
         return self
@@ -581,7 +583,8 @@ class S3Store:
         COMPLETE_TIMEOUT: a store may assemble a large object for a while before its first
         byte (AWS sends spaces meanwhile, not every store does), and a completion retried
         after a cut one found the upload gone. Created on first use, beside the client,
-        in the bucket's region if a redirect told it."""
+        in the bucket's region if a redirect told it, from the client's session (its
+        credentials are not resolved again: no second MFA prompt or SSO login)."""
         if self._timeouts[1] >= COMPLETE_TIMEOUT:
             return self._client
         async with self._completer_lock:
@@ -591,8 +594,9 @@ class S3Store:
                 kwargs = dict(self._client_kwargs)
                 if self._region:
                     kwargs["region_name"] = self._region
+                session = self._session or get_session()
                 self._completer = await self._stack.enter_async_context(
-                    get_session().create_client("s3", config=config, **kwargs))
+                    session.create_client("s3", config=config, **kwargs))
         return self._completer
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
