@@ -168,3 +168,14 @@ def test_dir_of_the_package_lists_the_public_api() -> None:
     assert {"Client", "open_registry", "PartialFailure", "PullResult"} <= set(names)
     assert "TYPE_CHECKING" not in names and "annotations" not in names
     assert sorted(names) == sorted(tycho_async.__all__)
+
+
+def test_every_error_a_user_can_meet_is_exported() -> None:
+    """An API user catches what the CLI reports by exit code: every class of the error
+    tree but PreconditionFailed (a lost conditional write, always translated before it
+    leaves the registry) is importable from the package."""
+    from tycho_async import errors
+
+    tree = {name for name, value in vars(errors).items()
+            if isinstance(value, type) and issubclass(value, errors.TychoError)}
+    assert tree - {"PreconditionFailed"} <= set(tycho_async.__all__)

@@ -29,8 +29,10 @@ from .errors import (
     OutputClosed,
     PartialFailure,
     Refused,
+    StoreError,
     TransferError,
     TychoError,
+    UnsafeRemoteData,
     UsageError,
 )
 from .lazy import lazy_names
@@ -58,9 +60,9 @@ _LAZY = {"Client": "api", "open_registry": "api", "AsyncRegistry": "api",
 __all__ = ["AlreadyExists", "AsyncRegistry", "Client", "ConfigError", "DeleteResult",
            "IncompleteVersion", "IntegrityError", "Interrupted", "MissingRegistry", "NotFound",
            "NotS3", "NothingToPull", "OutputClosed", "PackageSummary", "PartialFailure",
-           "PruneResult", "PullResult", "PushResult", "Refused", "ShowResult", "TransferError",
-           "TychoError", "UsageError", "VerifyResult", "VersionInfo", "__version__",
-           "open_registry"]
+           "PruneResult", "PullResult", "PushResult", "Refused", "ShowResult", "StoreError",
+           "TransferError", "TychoError", "UnsafeRemoteData", "UsageError", "VerifyResult",
+           "VersionInfo", "__version__", "open_registry"]
 
 __getattr__ = lazy_names(__name__, _LAZY)
 
