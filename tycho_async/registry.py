@@ -331,6 +331,17 @@ class PullRequest:
         return f"{self.package}=={self.version}" if self.version else self.package
 
 
+async def _own_record(get_bytes: Callable[[str], Awaitable[tuple[bytes, str]]], rkey: str,
+                      push_id: str) -> str | None:
+    """The record's ETag if it is the pending record our push wrote, None if it is gone
+    or another's; a failed read raises (it tells nothing)."""
+    with contextlib.suppress(NotFound, UnsafeRemoteData):
+        data, etag = await get_bytes(rkey)
+        if load_record("", "", data).get("push_id") == push_id:
+            return etag
+    return None
+
+
 class _Hold:
     """A push's hold on its version: its pending record, renewed every ``interval``
     seconds (If-Match its own ETag) while the push runs, however slow its input, so no
@@ -366,17 +377,17 @@ class _Hold:
             # bounded, so that a store that stops answering never holds up the push's end
             # (a renewal that landed unanswered is recognised as ours by the next one)
             with anyio.move_on_after(max(self.interval, 1.0)):
-                self.etag = await store.put_bytes(self.key, dump(self.body),
-                                                  if_match=self.etag)
-        except PreconditionFailed:
-            with contextlib.suppress(TychoError):
-                data, etag = await store.get_bytes(self.key)
-                if load_record("", "", data).get("push_id") == self.push_id:  # answer lost
-                    self.etag = etag
-                    return
-            self._done = True  # taken over: nothing of ours to renew
+                try:
+                    self.etag = await store.put_bytes(self.key, dump(self.body),
+                                                      if_match=self.etag)
+                except PreconditionFailed:
+                    mine = await _own_record(store.get_bytes, self.key, self.push_id)
+                    if mine is None:
+                        self._done = True  # taken over: nothing of ours to renew
+                    else:
+                        self.etag = mine  # an earlier renewal landed, its answer lost
         except TychoError:
-            return
+            return  # a moment's failure (the read included): the next beat tries again
 
     async def stop(self) -> None:
         """No renewal after this returns (one under way is waited for)."""
@@ -899,7 +910,7 @@ class Registry:
         except PreconditionFailed:
             # A retried write whose first answer was lost finds its own record: ours if
             # it carries our push id.
-            mine = await self._ours(rkey, push_id)
+            mine = await _own_record(self.engine.get_bytes, rkey, push_id)
             if mine is None:
                 raise busy from None
             etag = mine
@@ -910,14 +921,6 @@ class Registry:
                     if upload.key == key:
                         await self.engine.abort_upload(key, upload.upload_id)
         return _Hold(self.engine, rkey, body, etag, self.liveness.interval)
-
-    async def _ours(self, rkey: str, push_id: str) -> str | None:
-        """The record's ETag if it is the one our push wrote, else None."""
-        with contextlib.suppress(NotFound, UnsafeRemoteData):
-            data, etag = await self.engine.get_bytes(rkey)
-            if load_record("", "", data).get("push_id") == push_id:
-                return etag
-        return None
 
     async def _abandoned(self, package: str, version: str, record: dict[str, Any],
                          etag: str | None) -> bool:
