@@ -1753,8 +1753,9 @@ class Registry:
         uploads = await self.engine.list_uploads(f"{package}/tycho_")
         if dry_run:
             return DeleteResult(package, versions, cleared, True, package_removed=True)
-        if versions:
-            await self._delete_versions(package, versions, force=True)
+        if versions:  # marks only in a tycho.json that exists (none: no pull trusts any)
+            await self._delete_versions(package, versions, force=True,
+                                        marks=meta is not None)
         for upload in uploads:
             with contextlib.suppress(NotFound):
                 await self.engine.abort_upload(upload.key, upload.upload_id)
@@ -1767,14 +1768,15 @@ class Registry:
         return DeleteResult(package, versions, cleared, False, package_removed=True)
 
     async def _delete_versions(self, package: str, versions: Sequence[str], *,
-                               force: bool) -> None:
+                               force: bool, marks: bool = True) -> None:
         """1. mark every version as being deleted in tycho.json, in one conditional
         write that re-checks latest (from here no pull trusts any of them, and the same
         command run again knows them: a mark is "deleted by a run cut short", not a
         typo); then, version by version, 2. mark its record object too (for a reader
         whose tycho.json lost our copy), 3. delete the object, 4. delete the record
         object; only once the last object is gone, 5. drop the marks from tycho.json.
-        A crash anywhere leaves the marks, which the next delete or prune finishes."""
+        A crash anywhere leaves the marks, which the next delete or prune finishes.
+        ``marks`` False: the package has no tycho.json (steps 1 and 5 are skipped)."""
         olds: dict[str, dict[str, Any] | None] = {}
 
         async def read(version: str) -> None:
@@ -1806,7 +1808,8 @@ class Registry:
                 if state_of(records.get(version)) == DELETING:
                     del records[version]
 
-        await self._update_meta(package, start)
+        if marks:
+            await self._update_meta(package, start)
         try:
             for version in versions:
                 with anyio.CancelScope(shield=True), anyio.fail_after(SHIELD_SECONDS):
@@ -1815,8 +1818,9 @@ class Registry:
                         await self.engine.put_bytes(rkey, dump(marked[version]))
                     await self.engine.delete(version_key(package, version))
                     await self.engine.delete(rkey)
-            with anyio.CancelScope(shield=True), anyio.fail_after(SHIELD_SECONDS):
-                await self._update_meta(package, finish)
+            if marks:
+                with anyio.CancelScope(shield=True), anyio.fail_after(SHIELD_SECONDS):
+                    await self._update_meta(package, finish)
         except TimeoutError:
             raise TransferError(f"{package}: a deletion got no answer within "
                                 f"{SHIELD_SECONDS} s; 'tychoreg delete {package} "
