@@ -609,10 +609,12 @@ class Registry:
         async def look_for_lost_copies() -> None:
             """While the bytes upload: versions whose copy in tycho.json a push that lost
             every race for it left missing; the publication writes them too."""
-            with contextlib.suppress(TychoError):  # a repair on the side: never a failure
-                if meta is not None:
-                    lost.update(await self._lost_copies(package, meta, version))
-            looked.set()
+            try:
+                with contextlib.suppress(TychoError):  # a repair on the side: never a failure
+                    if meta is not None:
+                        lost.update(await self._lost_copies(package, meta, version))
+            finally:  # cancelled too: the shielded recording must not wait for it
+                looked.set()
 
         async def record(result: UploadResult) -> None:
             published.append(result)
