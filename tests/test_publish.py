@@ -13,7 +13,7 @@ import random
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +22,11 @@ import pytest
 
 from tycho_async import processes
 from tycho_async.config import load_settings
-from tycho_async.errors import AlreadyExists, PreconditionFailed, TransferError
+from tycho_async.errors import AlreadyExists, PreconditionFailed, StoreError, TransferError
 from tycho_async.lifecycle import Liveness
 from tycho_async.registry import PushResult
 from tycho_async.registry import Registry as Reg
-from tycho_async.storage import Store, open_store
+from tycho_async.storage import ObjectInfo, Store, open_store
 from tycho_async.transfer import Engine
 
 from .conftest import CREDS, REGION, Registry, write_file
@@ -405,5 +405,122 @@ async def test_a_push_whose_parts_hold_every_slot_keeps_renewing_its_record(
             await anyio.sleep(2 * liveness.bound)
             with pytest.raises(AlreadyExists, match="being pushed"):
                 await rival.push("pkg", "1", tmp_path / "rival.bin", promote=False)
+    assert registry.get("pkg/tycho_1.pkg") == blob
+    assert_published(registry, "pkg", "1")
+
+
+class FlakyRenewals(FaultyStore):
+    """A store that loses the answer to the first renewal of a pending record (the write
+    lands), then fails the next read of that record once: two passing faults, after
+    which every request succeeds."""
+
+    def __init__(self, inner: Store) -> None:
+        super().__init__(inner)
+        self.renewal_lost = False
+        self.read_failed = False
+
+    async def __aenter__(self) -> FlakyRenewals:
+        return self
+
+    async def put_bytes(self, key: str, data: bytes, *, if_none_match: bool = False,
+                        if_match: str | None = None) -> str:
+        etag = await super().put_bytes(key, data, if_none_match=if_none_match,
+                                       if_match=if_match)
+        if key.endswith(".meta.json") and if_match is not None and not self.renewal_lost:
+            self.renewal_lost = True
+            raise StoreError("connection reset after the write", transient=True)
+        return etag
+
+    async def get_bytes(self, key: str) -> tuple[bytes, str]:
+        if key.endswith(".meta.json") and self.renewal_lost and not self.read_failed:
+            self.read_failed = True
+            raise StoreError("connection reset", transient=True)
+        return await super().get_bytes(key)
+
+
+@pytest.mark.anyio
+async def test_a_heartbeat_outlives_a_lost_renewal_and_a_failed_read(
+        registry: Registry, tmp_path: Path) -> None:
+    """A renewal that landed unanswered, then a failed read of the record while the next
+    beat finds out whose it is: passing faults, so the push keeps renewing and a rival
+    past the bound is still refused."""
+    blob = random.Random(8).randbytes(300_000)
+    write_file(tmp_path / "rival.bin", 1000, seed=9)
+    settings = load_settings()
+    liveness = Liveness(3.0)
+    read_fd, write_fd = os.pipe()
+    async with open_store(settings.store) as store:
+        flaky = FlakyRenewals(store)
+        holder = Reg(Engine(flaky, settings.transfer), tmp_path / "out", liveness=liveness)
+        rival = Reg(Engine(store, settings.transfer), tmp_path / "out", liveness=liveness)
+
+        async def push() -> None:
+            with os.fdopen(read_fd, "rb") as stream:
+                await holder.push("pkg", "1", stream, promote=False, localname="x.bin")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(push)
+            os.write(write_fd, blob[:1000])
+            for _ in range(100):
+                if flaky.read_failed:
+                    break
+                await anyio.sleep(0.1)
+            try:
+                assert flaky.read_failed
+                await anyio.sleep(2 * liveness.bound)
+                with pytest.raises(AlreadyExists, match="being pushed"):
+                    await rival.push("pkg", "1", tmp_path / "rival.bin", promote=False)
+                await anyio.to_thread.run_sync(os.write, write_fd, blob[1000:])
+            finally:
+                os.close(write_fd)  # the push's input ends, whatever happened
+    assert registry.get("pkg/tycho_1.pkg") == blob
+    assert_published(registry, "pkg", "1")
+
+
+class StalledListing(FaultyStore):
+    """A store whose listings never answer, and that cancels ``scope`` (as a Ctrl-C
+    would) once the version's object has been written."""
+
+    def __init__(self, inner: Store, scope: anyio.CancelScope) -> None:
+        super().__init__(inner)
+        self.scope = scope
+
+    async def __aenter__(self) -> StalledListing:
+        return self
+
+    async def list_keys(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        await anyio.sleep_forever()
+        nothing: tuple[ObjectInfo, ...] = ()
+        for info in nothing:  # never reached: this only makes the method an async generator
+            yield info
+
+    async def put_bytes(self, key: str, data: bytes, *, if_none_match: bool = False,
+                        if_match: str | None = None) -> str:
+        etag = await super().put_bytes(key, data, if_none_match=if_none_match,
+                                       if_match=if_match)
+        if key.endswith(".pkg"):
+            self.scope.cancel()
+        return etag
+
+
+def test_a_push_interrupted_as_it_publishes_records_without_waiting_for_a_listing(
+        registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The interruption cancels the look for lost copies, a side job still waiting for a
+    listing: the shielded recording goes on at once, and the version is published."""
+    import tycho_async.registry as registry_module
+
+    assert registry.cli("push", "pkg", "0", write_path(tmp_path / "a.bin", 1)).exit_code == 0
+    blob = write_file(tmp_path / "b.bin", 4000, seed=2)
+    monkeypatch.setattr(registry_module, "SHIELD_SECONDS", 4000)  # a wait shows as a hang
+
+    async def main() -> None:
+        settings = load_settings()
+        async with open_store(settings.store) as store:
+            with anyio.fail_after(60), anyio.CancelScope() as scope:
+                reg = Reg(Engine(StalledListing(store, scope), settings.transfer),
+                          tmp_path / "out")
+                await reg.push("pkg", "1", tmp_path / "b.bin", promote=False)
+
+    anyio.run(main)
     assert registry.get("pkg/tycho_1.pkg") == blob
     assert_published(registry, "pkg", "1")

@@ -696,3 +696,18 @@ def test_delete_all_never_cuts_a_live_push_short(registry: Registry) -> None:
     busy = registry.cli("delete", "pkg", "--all")
     assert busy.exit_code == 1 and "being pushed" in busy.stderr
     assert registry.object_keys() == everything
+
+
+def test_delete_all_removes_a_new_package_whose_first_push_died(registry: Registry) -> None:
+    """The first push of a new package killed after its upload: a pending record and
+    the object, no tycho.json yet. delete --all removes it (there are no marks to keep
+    in a tycho.json that does not exist, and no pull trusts a package without one)."""
+    registry.put("fresh/tycho_1.pkg", b"v1")
+    registry.put("fresh/tycho_1.meta.json", json.dumps(
+        {"state": "pending", "started_at": "2020-01-01T00:00:00+00:00",
+         "localname": "fresh.bin", "push_id": "dead", "holder": dead_holder()}).encode())
+    assert "fresh" in ok(registry.cli("list")).stdout
+    done = ok(registry.cli("delete", "fresh", "--all"))
+    assert done.stdout.splitlines() == ["deleted fresh 1", "removed package fresh"]
+    assert [k for k in registry.object_keys() if k.startswith("fresh/")] == []
+    assert ok(registry.cli("list")).stdout == ""

@@ -331,6 +331,17 @@ class PullRequest:
         return f"{self.package}=={self.version}" if self.version else self.package
 
 
+async def _own_record(get_bytes: Callable[[str], Awaitable[tuple[bytes, str]]], rkey: str,
+                      push_id: str) -> str | None:
+    """The record's ETag if it is the pending record our push wrote, None if it is gone
+    or another's; a failed read raises (it tells nothing)."""
+    with contextlib.suppress(NotFound, UnsafeRemoteData):
+        data, etag = await get_bytes(rkey)
+        if load_record("", "", data).get("push_id") == push_id:
+            return etag
+    return None
+
+
 class _Hold:
     """A push's hold on its version: its pending record, renewed every ``interval``
     seconds (If-Match its own ETag) while the push runs, however slow its input, so no
@@ -366,17 +377,17 @@ class _Hold:
             # bounded, so that a store that stops answering never holds up the push's end
             # (a renewal that landed unanswered is recognised as ours by the next one)
             with anyio.move_on_after(max(self.interval, 1.0)):
-                self.etag = await store.put_bytes(self.key, dump(self.body),
-                                                  if_match=self.etag)
-        except PreconditionFailed:
-            with contextlib.suppress(TychoError):
-                data, etag = await store.get_bytes(self.key)
-                if load_record("", "", data).get("push_id") == self.push_id:  # answer lost
-                    self.etag = etag
-                    return
-            self._done = True  # taken over: nothing of ours to renew
+                try:
+                    self.etag = await store.put_bytes(self.key, dump(self.body),
+                                                      if_match=self.etag)
+                except PreconditionFailed:
+                    mine = await _own_record(store.get_bytes, self.key, self.push_id)
+                    if mine is None:
+                        self._done = True  # taken over: nothing of ours to renew
+                    else:
+                        self.etag = mine  # an earlier renewal landed, its answer lost
         except TychoError:
-            return
+            return  # a moment's failure (the read included): the next beat tries again
 
     async def stop(self) -> None:
         """No renewal after this returns (one under way is waited for)."""
@@ -598,10 +609,12 @@ class Registry:
         async def look_for_lost_copies() -> None:
             """While the bytes upload: versions whose copy in tycho.json a push that lost
             every race for it left missing; the publication writes them too."""
-            with contextlib.suppress(TychoError):  # a repair on the side: never a failure
-                if meta is not None:
-                    lost.update(await self._lost_copies(package, meta, version))
-            looked.set()
+            try:
+                with contextlib.suppress(TychoError):  # a repair on the side: never a failure
+                    if meta is not None:
+                        lost.update(await self._lost_copies(package, meta, version))
+            finally:  # cancelled too: the shielded recording must not wait for it
+                looked.set()
 
         async def record(result: UploadResult) -> None:
             published.append(result)
@@ -899,7 +912,7 @@ class Registry:
         except PreconditionFailed:
             # A retried write whose first answer was lost finds its own record: ours if
             # it carries our push id.
-            mine = await self._ours(rkey, push_id)
+            mine = await _own_record(self.engine.get_bytes, rkey, push_id)
             if mine is None:
                 raise busy from None
             etag = mine
@@ -910,14 +923,6 @@ class Registry:
                     if upload.key == key:
                         await self.engine.abort_upload(key, upload.upload_id)
         return _Hold(self.engine, rkey, body, etag, self.liveness.interval)
-
-    async def _ours(self, rkey: str, push_id: str) -> str | None:
-        """The record's ETag if it is the one our push wrote, else None."""
-        with contextlib.suppress(NotFound, UnsafeRemoteData):
-            data, etag = await self.engine.get_bytes(rkey)
-            if load_record("", "", data).get("push_id") == push_id:
-                return etag
-        return None
 
     async def _abandoned(self, package: str, version: str, record: dict[str, Any],
                          etag: str | None) -> bool:
@@ -1750,8 +1755,9 @@ class Registry:
         uploads = await self.engine.list_uploads(f"{package}/tycho_")
         if dry_run:
             return DeleteResult(package, versions, cleared, True, package_removed=True)
-        if versions:
-            await self._delete_versions(package, versions, force=True)
+        if versions:  # marks only in a tycho.json that exists (none: no pull trusts any)
+            await self._delete_versions(package, versions, force=True,
+                                        marks=meta is not None)
         for upload in uploads:
             with contextlib.suppress(NotFound):
                 await self.engine.abort_upload(upload.key, upload.upload_id)
@@ -1764,14 +1770,15 @@ class Registry:
         return DeleteResult(package, versions, cleared, False, package_removed=True)
 
     async def _delete_versions(self, package: str, versions: Sequence[str], *,
-                               force: bool) -> None:
+                               force: bool, marks: bool = True) -> None:
         """1. mark every version as being deleted in tycho.json, in one conditional
         write that re-checks latest (from here no pull trusts any of them, and the same
         command run again knows them: a mark is "deleted by a run cut short", not a
         typo); then, version by version, 2. mark its record object too (for a reader
         whose tycho.json lost our copy), 3. delete the object, 4. delete the record
         object; only once the last object is gone, 5. drop the marks from tycho.json.
-        A crash anywhere leaves the marks, which the next delete or prune finishes."""
+        A crash anywhere leaves the marks, which the next delete or prune finishes.
+        ``marks`` False: the package has no tycho.json (steps 1 and 5 are skipped)."""
         olds: dict[str, dict[str, Any] | None] = {}
 
         async def read(version: str) -> None:
@@ -1803,7 +1810,8 @@ class Registry:
                 if state_of(records.get(version)) == DELETING:
                     del records[version]
 
-        await self._update_meta(package, start)
+        if marks:
+            await self._update_meta(package, start)
         try:
             for version in versions:
                 with anyio.CancelScope(shield=True), anyio.fail_after(SHIELD_SECONDS):
@@ -1812,8 +1820,9 @@ class Registry:
                         await self.engine.put_bytes(rkey, dump(marked[version]))
                     await self.engine.delete(version_key(package, version))
                     await self.engine.delete(rkey)
-            with anyio.CancelScope(shield=True), anyio.fail_after(SHIELD_SECONDS):
-                await self._update_meta(package, finish)
+            if marks:
+                with anyio.CancelScope(shield=True), anyio.fail_after(SHIELD_SECONDS):
+                    await self._update_meta(package, finish)
         except TimeoutError:
             raise TransferError(f"{package}: a deletion got no answer within "
                                 f"{SHIELD_SECONDS} s; 'tychoreg delete {package} "
