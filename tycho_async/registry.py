@@ -788,15 +788,12 @@ class Registry:
         pkg, found = await self._look(package, version)
         loaded = load_record(package, version, found[0]) if found is not None else None
         if pkg is None:
-            if is_pending(loaded) and found is not None and loaded is not None and \
-                    not await self._abandoned(package, version, loaded, found[1]):
+            if await self._alive(package, version, loaded, found):
                 raise _Busy(f"{package} {version} is being pushed by another client")
             return None
         copy = records_in(meta).get(version) if meta is not None else None
         record = copy if copy is not None else loaded
-        if is_pending(record) and isinstance(record, dict) and found is not None and \
-                loaded is not None and is_pending(loaded) and \
-                not await self._abandoned(package, version, loaded, found[1]):
+        if is_pending(record) and await self._alive(package, version, loaded, found):
             raise _Busy(f"{package} {version} is being recorded by another push")
         if state_of(record) != "ok":
             raise AlreadyExists(f"{package} {version} exists, but its "
@@ -871,8 +868,8 @@ class Registry:
         pkg, old = await self._look(package, version)
         loaded = load_record(package, version, old[0]) if old is not None else None
         if pkg is not None:
-            if is_pending(loaded) and old is not None and loaded is not None:
-                if not await self._abandoned(package, version, loaded, old[1]):
+            if is_pending(loaded):
+                if await self._alive(package, version, loaded, old):
                     raise _Busy(f"{package} {version} is being recorded by another push "
                                 "right now; published versions are immutable, push a new "
                                 "version")
@@ -923,6 +920,13 @@ class Registry:
                     if upload.key == key:
                         await self.engine.abort_upload(key, upload.upload_id)
         return _Hold(self.engine, rkey, body, etag, self.liveness.interval)
+
+    async def _alive(self, package: str, version: str, record: dict[str, Any] | None,
+                     found: tuple[bytes, str] | None) -> bool:
+        """Whether ``record`` (read as ``found``: its bytes and ETag; None when that
+        ETag is not known) is the pending record of a push that is still alive."""
+        return record is not None and is_pending(record) and not await self._abandoned(
+            package, version, record, found[1] if found is not None else None)
 
     async def _abandoned(self, package: str, version: str, record: dict[str, Any],
                          etag: str | None) -> bool:
@@ -1746,8 +1750,7 @@ class Registry:
         for version in sorted(recorded - {v for v, c in copies.items() if state_of(c) == "ok"},
                               key=natural):
             _, record, started = await self._deleting(package, version, meta or {})
-            if not started and is_pending(record) and record is not None \
-                    and not await self._abandoned(package, version, record, None):
+            if not started and await self._alive(package, version, record, None):
                 raise _Busy(f"{package} {version} is being pushed by another client right "
                             "now; nothing deleted (try again once it is done)")
         latest = (meta or {}).get("latest")
