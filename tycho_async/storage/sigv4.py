@@ -7,7 +7,8 @@ whitespace collapsed, the path is taken as sent (S3 paths are not encoded twice,
 normalised), the query is sorted by key then value with its encoding kept, and the payload is
 ``UNSIGNED-PAYLOAD`` unless the caller set ``x-amz-content-sha256`` itself. The signing key
 (four HMACs over date, region and service) is derived once per secret and UTC day, not per
-request, so that signing stays a single SHA-256 and two HMACs.
+request, so that signing stays one SHA-256 and one HMAC. Header names are expected in
+lowercase, as the client sends them (one name given twice in two cases is not merged).
 
 What it does not do: no signing of the payload itself (the caller hashes a body if it wants
 one signed), no chunked or streaming (``aws-chunked``) signatures, no SigV4a, no presigned
@@ -60,8 +61,9 @@ def _canonical_query(query: str) -> str:
         return ""
     if "&" not in query:
         return query if "=" in query else query + "="
-    pairs = sorted(pair.partition("=")[::2] for pair in query.split("&"))
-    return "&".join([f"{key}={value}" for key, value in pairs])
+    # (key, "=" or "", value) sorts as botocore's (key, value): a bare key has value ""
+    pairs = sorted([pair.partition("=") for pair in query.split("&")])
+    return "&".join([f"{key}={value}" for key, _, value in pairs])
 
 
 class Signer:
@@ -72,6 +74,7 @@ class Signer:
         self.region = region
         self.service = service
         self._scope_tail = f"/{region}/{service}/aws4_request"
+        self._stamp = (-1, "")  # (second, its x-amz-date): one strftime per second
 
     def sign(self, credentials: Credentials, method: str, path: str, query: str,
              headers: dict[str, str], *, now: float | None = None) -> None:
@@ -86,18 +89,16 @@ class Signer:
         canonicalised as botocore does for S3 (sorted by key then value, values kept as
         encoded, "uploads" / "list-type=2" style keys handled). ``now``: seconds since the epoch
         (tests fix it; None: time.time())."""
-        amz_date = time.strftime(_TIMESTAMP, time.gmtime(time.time() if now is None else now))
-        headers["x-amz-date"] = amz_date
+        second = int(time.time() if now is None else now)
+        stamp = self._stamp
+        if stamp[0] != second:
+            stamp = self._stamp = (second, time.strftime(_TIMESTAMP, time.gmtime(second)))
+        amz_date = headers["x-amz-date"] = stamp[1]
         if credentials.token:
             headers["x-amz-security-token"] = credentials.token
         payload = headers.setdefault("x-amz-content-sha256", UNSIGNED_PAYLOAD)
-        signed: dict[str, str] = {}
-        for name, value in headers.items():
-            lname = name.lower()
-            if lname in _UNSIGNED_HEADERS:
-                continue
-            value = " ".join(value.split())
-            signed[lname] = f"{signed[lname]},{value}" if lname in signed else value
+        signed = {lname: " ".join(value.split()) for name, value in headers.items()
+                  if (lname := name.lower()) not in _UNSIGNED_HEADERS}
         names = sorted(signed)
         signed_headers = ";".join(names)
         canonical = "\n".join([
