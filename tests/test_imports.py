@@ -29,7 +29,8 @@ NOT_BELOW_STORAGE = tuple(f"{ROOT}.{name}" for name in (
     "config", "transfer", "registry", "api", "cli", "layout", "archive", "progress", "bars"))
 NOT_BELOW_TRANSFER = tuple(f"{ROOT}.{name}" for name in (
     "registry", "api", "cli", "config", "progress", "bars"))
-CONCRETE_STORES = (f"{STORAGE}.s3", f"{STORAGE}.s3lean", f"{STORAGE}.local")
+CONCRETE_STORES = tuple(f"{STORAGE}.{name}" for name in (
+    "s3", "s3lean", "s3boto", "s3errors", "http", "sigv4", "local"))
 UI_LIBRARIES = {
     "typer": (f"{ROOT}.cli",),
     "click": (f"{ROOT}.cli",),

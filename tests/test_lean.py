@@ -217,14 +217,12 @@ def _compare(operation: str, lean: Any, boto: Any, *, token: str | None,
         expected.add("x-amz-checksum-crc32")  # where botocore carried it in a trailer
     if not checksums and lean.method == "PUT":
         expected.add("content-md5")  # where botocore signed the payload's SHA-256
-    if operation == "UploadPart":
-        expected.add("content-length")  # set before signing, where botocore sets it after
+    expected.discard("content-length")  # the pool sets it after signing, from the body
     assert lean_sig.signed == expected, what
     # user-agent is never signed (botocore's SigV4 leaves it out too)
     assert set(lean_h) - lean_sig.signed <= {"authorization", "content-length", "user-agent"}, \
         what
-    # botocore's own agent, less the per-operation feature codes ("m/...") it adds
-    assert lean_h["user-agent"].split(" m/")[0] == boto_h["user-agent"].split(" m/")[0], what
+    assert lean_h["user-agent"].startswith("tychoreg/"), what  # ours: botocore is not loaded
     for name in ("range", "if-match", "if-none-match", "x-amz-security-token",
                  "x-amz-checksum-crc32"):
         if name in boto_h:
@@ -253,15 +251,18 @@ async def test_lean_requests_are_botocores(addressing: str, token: str | None,
                         addressing_style=style, checksums=checksums)
     async with open_store(options) as opened:
         store: Any = opened
-        lean = await store._lean_path()
+        lean = store._lean
         assert lean is not None, "the lean path was not resolved"
-        sent: list[Any] = []
+        sent: list[_Sent] = []
 
-        async def hold_lean(request: Any) -> Any:
-            sent.append(request)
+        async def hold_lean(method: str, origin: Any, target: str, headers: Any,
+                            body: Any = b"", **_: Any) -> Any:
+            sent.append(_Sent(method, f"{origin.scheme}://{origin.netloc}{target}",
+                              {"host": origin.netloc, "user-agent": lean.pool._user_agent,
+                               **headers}, bytes(body)))
             raise _Held
 
-        lean._http.send = hold_lean  # the lean path's way out: aiobotocore's session
+        lean.pool.request = hold_lean  # the lean path's way out: our own pool
         lean_requests = {}
         for operation, call in OPERATIONS.items():
             with pytest.raises(_Held):
@@ -276,13 +277,24 @@ async def test_lean_requests_are_botocores(addressing: str, token: str | None,
             raise _Held
 
         store._lean = None  # the store's botocore path, as after a redirect
-        store._client.meta.events.register("before-send.s3", hold_botocore)
+        boto = await store._botocore()
+        boto._client.meta.events.register("before-send.s3", hold_botocore)
         for operation, call in OPERATIONS.items():
             with pytest.raises(_Held):
                 await call(store)
             assert len(held) == 1 and not sent, operation
             _compare(operation, lean_requests[operation], held.pop(), token=token,
                      checksums=checksums, base=base)
+
+
+@dataclass(frozen=True)
+class _Sent:
+    """A request the lean client was about to send."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes
 
 
 # 2. credential_process credentials that expire and refresh mid-command -------------------------
@@ -436,13 +448,17 @@ def tls_proxy(s3_endpoint: str, private_ca: PrivateCA) -> Iterator[FaultProxy]:
     assert running.errors == []
 
 
-@pytest.mark.parametrize("how", ["AWS_CA_BUNDLE", "verify"])
+@pytest.mark.parametrize("how", ["AWS_CA_BUNDLE", "verify", "profile ca_bundle"])
 def test_tls_with_a_private_ca(tls_proxy: FaultProxy, s3_endpoint: str,
                                private_ca: PrivateCA, how: str) -> None:
     bucket = make_bucket(s3_endpoint)
     if how == "AWS_CA_BUNDLE":
         env = _s3_env(tls_proxy.url, bucket)
         env["AWS_CA_BUNDLE"] = str(private_ca.ca_pem)
+    elif how == "profile ca_bundle":  # botocore reads the profile; the lean client uses it
+        env = _s3_env(tls_proxy.url, bucket)
+        Path("aws-config").write_text(f"[default]\nca_bundle = {private_ca.ca_pem}\n")
+        env["AWS_CONFIG_FILE"] = str(Path("aws-config").resolve())
     else:
         env = _config_env(tls_proxy.url, bucket, verify=str(private_ca.ca_pem))
 
@@ -680,3 +696,61 @@ def test_pull_from_a_bucket_in_another_region(region_stub: _RegionStub,
     assert Path("pulled/moved.bin").read_bytes() == blob
     _learned(records, first_lean=True)
     assert not [r for r in records[1:] if r.lean], records  # botocore's for good
+
+
+# 6. start-up discipline: static keys and an http endpoint load no SDK ---------------------------
+
+# What a pull or push with static keys never imports: the SDK, its HTTP stack, and what they
+# pull in (the progress display's rich too, on a pipe).
+SDK_MODULES = ("aiohttp", "aiobotocore", "botocore", "boto3", "urllib3", "yarl", "multidict",
+               "jmespath", "dateutil", "rich", "email.utils", "http.client")
+def _loaded(*args: str, env: dict[str, str]) -> set[str]:
+    """The modules a real ``tychoreg ARGS`` imported, from inside its own process."""
+    script = ("import json, sys\n"
+              "from tycho_async.cli import main\n"
+              "sys.argv = ['tychoreg', *sys.argv[1:]]\n"
+              "try:\n    main()\n"
+              "finally:\n"
+              "    with open('modules.json', 'w') as f:\n"
+              "        json.dump(sorted(sys.modules), f)\n")
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True,
+                          env=env, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    return set(json.loads(Path("modules.json").read_text()))
+
+
+def _sdk(modules: set[str]) -> set[str]:
+    return {name for name in modules
+            if any(name == sdk or name.startswith(sdk + ".") for sdk in SDK_MODULES)}
+
+
+def test_static_keys_on_an_http_endpoint_load_no_sdk(seaweed_endpoint: str) -> None:
+    bucket = make_bucket(seaweed_endpoint)
+    env = _s3_env(seaweed_endpoint, bucket)
+    blob = write_file(Path("blob.bin"), 6 * MiB + 3)
+    pushed = _loaded("push", "blob", "1.0", "blob.bin", "--promote-latest", "--part-size",
+                     "5MiB", env=env)  # multipart: create, parts, complete, the listings
+    assert _sdk(pushed) == set()
+    pulled = _loaded("pull", "blob", "--outdir", "pulled", env=env)
+    assert _sdk(pulled) == set()
+    assert Path("pulled/blob.bin").read_bytes() == blob
+    listed = _loaded("pull-list", "blob==1.0", "--outdir", "again", env=env)
+    assert _sdk(listed) == set()
+    assert Path("again/blob.bin").read_bytes() == blob
+
+
+def test_an_aws_config_file_makes_botocore_decide(seaweed_endpoint: str) -> None:
+    """A profile's settings (here: the region and the addressing style) are botocore's to
+    read: with a config file in play the requests still go through the lean client, with
+    what botocore resolved."""
+    bucket = make_bucket(seaweed_endpoint)
+    env = _s3_env(seaweed_endpoint, bucket)
+    Path("aws-config").write_text("[default]\nregion = us-east-1\ns3 =\n"
+                                  "    addressing_style = path\n")
+    env["AWS_CONFIG_FILE"] = str(Path("aws-config").resolve())
+    blob = write_file(Path("blob.bin"), 1000)
+    pushed = _loaded("push", "blob", "1.0", "blob.bin", "--promote-latest", env=env)
+    assert "botocore" in pushed
+    pulled = _loaded("pull", "blob", "--outdir", "pulled", env=env)
+    assert "botocore" in pulled
+    assert Path("pulled/blob.bin").read_bytes() == blob

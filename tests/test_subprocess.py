@@ -117,7 +117,7 @@ def test_debug_log_redacts_every_secret(s3_endpoint: str) -> None:
                             capture_output=True, text=True, timeout=60, check=False, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     log = result.stderr
-    assert "Credential=***" in log and "Signature=***" in log  # botocore's lines, redacted
+    assert " PUT http://" in log and "pkg/tycho.json -> 200" in log  # the lean client's lines
     for leaked in (secret, key_id, "SessionTokenValue123"):
         assert leaked not in log and leaked not in result.stdout
 
@@ -129,7 +129,8 @@ _SIGNATURE = re.compile(r"Signature=([0-9a-f]{64})")
 def test_a_debug_push_and_pull_show_no_signature_secret_or_token(
         server: str, request: pytest.FixtureRequest) -> None:
     """botocore logs each signature on a line of its own and each canonical request
-    (the session token in it): none of it, nor the keys, may reach the output. moto
+    (the session token in it), the lean client each request's method, URL and status:
+    none of it may show a signature, a key or a token. moto
     takes any keys and a session token; SeaweedFS its own keys, and no token (it would
     look the token up in its STS and refuse the request)."""
     endpoint = request.getfixturevalue(server)
@@ -145,6 +146,10 @@ def test_a_debug_push_and_pull_show_no_signature_secret_or_token(
             env.update(AWS_ACCESS_KEY_ID="AKIAEXAMPLEKEYID", AWS_SECRET_ACCESS_KEY=secrets[0],
                        AWS_SESSION_TOKEN=token)
         env["TYCHOREG_DEBUG"] = "1"
+        # an AWS config file makes botocore resolve the bucket and the credentials, and
+        # log as it does (a signed request it prepares); the lean client sends the rest
+        Path("aws-config").write_text("[default]\n")
+        env["AWS_CONFIG_FILE"] = str(Path("aws-config").resolve())
         push = _run("push", "pkg", "1", "f.bin", "--promote-latest", "--part-size", "5MiB",
                     env=env)
         pull = _run("pull", "pkg", env=env)
@@ -156,6 +161,7 @@ def test_a_debug_push_and_pull_show_no_signature_secret_or_token(
     assert len(signatures) >= 5  # every request was signed, and went through the proxy
     output = push.stdout + push.stderr + pull.stdout + pull.stderr
     assert "CanonicalRequest" in output and "Signature:" in output  # botocore's own lines
+    assert "tycho_async.storage.s3lean DEBUG PUT http://" in output  # and the lean client's
     if server == "s3_endpoint":
         assert "AKIAEXAMPLEKEYID" not in output and "x-amz-security-token:***" in output
     for leaked in (*signatures, *secrets):

@@ -1,177 +1,114 @@
-"""A registry in an S3 bucket (or any S3-compatible store) through aiobotocore.
+"""A registry in an S3 bucket (or any S3-compatible store).
 
-botocore's own retries are off: the engine retries every request itself, per part and
-with one backoff policy, so a throttled part never doubles its wait. The connection pool
-is sized by ``S3Options.max_connections`` (the engine's concurrency plus a little), since
-botocore's default of 10 would silently queue requests beyond it.
+Every request goes through the lean client (``s3lean``: our own SigV4 and HTTP/1.1 pool),
+which costs a fraction of botocore's per-request pipeline and, with static keys and no
+AWS config file, never imports botocore at all. botocore (``s3boto``) is loaded only
+where it must decide: credentials that are not static keys, settings of a profile or of
+``~/.aws/config``, and a bucket that answers from another region, after which every call
+goes through botocore, which follows such redirects.
+
+No request is retried here: the engine retries each one itself, with one backoff policy.
+Payloads are not SHA-256 signed: a CRC32 header (or Content-MD5, ``checksums`` off) lets
+the store refuse bytes damaged in flight, and the engine checks every download whole.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
-import email.utils
 import hashlib
-import io
 import logging
 import zlib
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
-import aiohttp
-import anyio
-import anyio.to_thread
-from aiobotocore.session import get_session
-from botocore.config import Config
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectTimeoutError,
-    HTTPClientError,
-    IncompleteReadError,
-    NoCredentialsError,
-    PartialCredentialsError,
-    ReadTimeoutError,
-    ResponseStreamingError,
-    SSLError,
-)
-from botocore.exceptions import (
-    ConnectionError as BotoConnectionError,
-)
-from botocore.parsers import ResponseParserError
-
-from ..errors import (
-    ConfigError,
-    MissingRegistry,
-    NotFound,
-    NotS3,
-    PreconditionFailed,
-    StoreError,
-    TychoError,
-)
+from ..errors import ConfigError, MissingRegistry, NotFound, StoreError, TychoError
 from ..logs import redact_url
 from . import ObjectInfo, Part, PartReceipt, RangeBody, S3Options, UploadInfo
-from .s3lean import LeanS3, NotS3Answer, Redirected
+from .http import (
+    ConnectFailed,
+    ConnectTimeout,
+    HTTPFailure,
+    Pool,
+    ReadTimeout,
+    TLSFailure,
+)
+from .s3errors import (
+    Silence,
+    answer_error,
+    connect_timeout,
+    connection_failed,
+    not_s3,
+    read_timeout,
+    tls_failed,
+)
+from .s3lean import (
+    USER_AGENT,
+    Address,
+    Element,
+    LeanS3,
+    NotS3Answer,
+    Redirected,
+    S3ErrorAnswer,
+    configured_endpoint,
+    encoded_query,
+    listed_key,
+    plain_address,
+    plain_credentials,
+)
+from .sigv4 import Credentials
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
+    from .s3boto import BotoS3
+
+T = TypeVar("T")
 log = logging.getLogger(__name__)
-_TRANSIENT_CODES = {
-    "SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
-    "InternalError", "ServiceUnavailable", "503", "500", "502", "504",
-    "ConditionalRequestConflict", "OperationAborted",
-}
-_NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchUpload"}
-
-
 COMPLETE_TIMEOUT = 60.0  # seconds a CompleteMultipartUpload may take to answer
-_BLACK_HOLE = 5  # timeouts of a store that never answered after which it is given up
-_HEADS = {"HeadObject", "HeadBucket"}  # answers without a body: no error code to read
+_LEAN_FAILURES = (HTTPFailure, S3ErrorAnswer, NotS3Answer)
+_MONTHS = {name: n for n, name in enumerate(
+    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
 
 
-def _not_s3(endpoint: str, what: str, detail: str) -> NotS3:
-    return NotS3(f"the endpoint {endpoint} does not speak S3 ({detail}, to {what}); check "
-                 "endpoint_url in the config (or AWS_ENDPOINT_URL)")
+def _epoch_of(year: int, month: int, day: int, hour: int, minute: int, second: float
+              ) -> float:
+    """Seconds since the epoch of a UTC time (days from the civil date, as in Hinnant's
+    algorithm): no datetime or email import on the request path."""
+    y = year - (month <= 2)
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    days = era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
+    return days * 86400 + hour * 3600 + minute * 60 + second
 
 
-def translate(exc: BaseException, what: str, endpoint: str = "S3",
-              timeouts: tuple[float, float] = (5.0, 5.0)) -> TychoError:
-    """One place that turns botocore and aiohttp failures into our errors. ``timeouts``:
-    the store's connect and read timeouts, which the messages name."""
-    if isinstance(exc, NotS3Answer):
-        return _not_s3(endpoint, what, str(exc))
-    if isinstance(exc, ResponseParserError):
-        return _not_s3(endpoint, what, "an answer that is not S3's XML")
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        code = str(error.get("Code", ""))
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        if (code == str(status) and status in (400, 404, 405)
-                and exc.operation_name not in _HEADS):
-            return _not_s3(endpoint, what, f"HTTP {status} without an S3 error code")
-        if code in _NOT_FOUND_CODES:
-            return NotFound(f"{what}: not found")
-        if code == "PreconditionFailed" or status == 412:
-            return PreconditionFailed(f"{what}: precondition failed")
-        if code == "NoSuchBucket":
-            return MissingRegistry(f"{what}: no such bucket at {endpoint}")
-        if code in {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId",
-                    "SignatureDoesNotMatch"}:
-            return StoreError(f"{what}: access denied ({code})")
-        # 501 Not Implemented is a store's final word (no If-Match, no multipart listing)
-        transient = code in _TRANSIENT_CODES or (status >= 500 and status != 501) \
-            or status == 429
-        message = error.get("Message") or code or f"HTTP {status}"
-        return StoreError(f"{what}: {message}", transient=transient, code=code)
-    if isinstance(exc, ConnectTimeoutError) or (
-            isinstance(exc, aiohttp.ServerTimeoutError)
-            and str(exc).lower().startswith("connect")):
-        return StoreError(f"{what}: no connection to {endpoint} within {timeouts[0]:g} s "
-                          "(connect_timeout)", transient=True)
-    if isinstance(exc, (ReadTimeoutError, asyncio.TimeoutError)):
-        return StoreError(f"{what}: {endpoint} sent nothing for {timeouts[1]:g} s "
-                          "(read_timeout); is the store up, and is it an S3 endpoint?",
-                          transient=True)
-    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
-        return StoreError(
-            f"{what}: no usable AWS credentials (set AWS_ACCESS_KEY_ID and "
-            "AWS_SECRET_ACCESS_KEY, a profile, or keys in the config)"
-        )
-    if isinstance(exc, SSLError):
-        return StoreError(
-            f"{what}: the TLS connection to {endpoint} failed ({exc.kwargs.get('error', exc)});"
-            " for a private CA, set AWS_CA_BUNDLE or the s3 section's \"verify\" to its "
-            "certificate bundle")
-    if isinstance(exc, (BotoConnectionError, HTTPClientError, IncompleteReadError,
-                        ResponseStreamingError, aiohttp.ClientError, asyncio.TimeoutError,
-                        ConnectionError)):
-        return StoreError(f"{what}: connection to {endpoint} failed ({type(exc).__name__})",
-                          transient=True)
-    if isinstance(exc, BotoCoreError):
-        return StoreError(f"{what}: {exc}")
-    return StoreError(f"{what}: {type(exc).__name__}: {exc}")
+def http_date(value: str | None) -> float | None:
+    """An HTTP date (IMF-fixdate, "Sun, 06 Nov 1994 08:49:37 GMT") in seconds since the
+    epoch; None if absent or not in that form."""
+    try:
+        _, day, month, year, clock, zone = (value or "").split()
+        hour, minute, second = clock.split(":")
+        if zone != "GMT":
+            return None
+        return _epoch_of(int(year), _MONTHS[month], int(day), int(hour), int(minute),
+                         int(second))
+    except (ValueError, KeyError):
+        return None
 
 
-class _PartReader(io.RawIOBase):
-    """A seekable reader over bytes already in memory. aiohttp copies a bytes or BytesIO
-    body whole (and Python 3.11's transport copies what the socket does not take at once),
-    but streams any other file object in small chunks: this keeps one copy of each part."""
-
-    def __init__(self, data: bytes) -> None:
-        self._view = memoryview(data)
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    def readinto(self, buffer: Any) -> int:
-        chunk = self._view[self._pos:self._pos + len(buffer)]
-        buffer[:len(chunk)] = chunk
-        self._pos += len(chunk)
-        return len(chunk)
-
-    def __len__(self) -> int:
-        return len(self._view)
-
-
-_FOREIGN = (BotoCoreError, ClientError, aiohttp.ClientError, asyncio.TimeoutError, OSError,
-            NotS3Answer, ResponseParserError)
+def iso_date(value: str | None) -> float | None:
+    """An ISO 8601 UTC time of a listing ("2026-12-01T23:00:00.000Z")."""
+    try:
+        date, _, clock = (value or "").rstrip("Z").partition("T")
+        year, month, day = date.split("-")
+        hour, minute, second = clock.split(":")
+        return _epoch_of(int(year), int(month), int(day), int(hour), int(minute),
+                         float(second))
+    except ValueError:
+        return None
 
 
 async def _nothing() -> AsyncIterator[bytes]:
@@ -179,434 +116,466 @@ async def _nothing() -> AsyncIterator[bytes]:
     yield
 
 
-def _epoch(value: Any) -> float | None:
-    return value.timestamp() if hasattr(value, "timestamp") else None
+def checksum(data: bytes | memoryview, crc32: bool) -> dict[str, str]:
+    """The CRC32 header botocore would add (the store verifies it): in-flight damage is
+    refused at a fraction of the cost of signing the payload. Stores that refuse CRC32
+    headers (``"checksums": false``) get Content-MD5, which every store takes."""
+    if not crc32:
+        return {"content-md5": base64.b64encode(hashlib.md5(data).digest()).decode()}
+    crc = zlib.crc32(data).to_bytes(4, "big")
+    return {"x-amz-checksum-crc32": base64.b64encode(crc).decode()}
 
 
-def _http_date(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return email.utils.parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError):
-        return None
+def _escaped(text: str) -> str:
+    """Text for an XML element (xml.sax.saxutils would import urllib.request for this)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _static(credentials: Credentials) -> Callable[[], Awaitable[Credentials]]:
+    async def get() -> Credentials:
+        return credentials
+
+    return get
 
 
 class S3Store:
-    def __init__(self, client: Any, stack: AsyncExitStack, bucket: str, prefix: str,
-                 chunk_size: int, checksums: bool,
-                 timeouts: tuple[float, float] = (5.0, 5.0),
-                 client_kwargs: Mapping[str, Any] | None = None, session: Any = None) -> None:
-        self._client = client
-        self._session = session  # the client's: its credentials and models, for the twin
-        self._timeouts = timeouts  # connect, read: named by timeout messages
-        self._answered = False  # the store sent at least one answer
-        self._silences = 0  # requests that timed out or could not connect, before any answer
-        self._silent: str | None = None  # set once the store is taken for a black hole
-        self._stack = stack
-        self.bucket = bucket
-        self.prefix = prefix
-        self.chunk_size = chunk_size
-        # As s3transfer does: botocore adds a CRC32 to every part, so the upload must be
-        # created with that algorithm and completed with each part's checksum, or
-        # stricter stores refuse the parts ("checksum type mismatch").
-        self._part_checksum = {"ChecksumAlgorithm": "CRC32"} if checksums else {}
-        self._checksums = checksums
-        self._lean: LeanS3 | None = None
-        self._lean_resolved = False
-        self._client_kwargs = dict(client_kwargs or {})  # what made the client, for its twin
-        self._completer: Any = None  # the client for CompleteMultipartUpload
-        self._region: str | None = None  # the bucket's, learnt from a redirect
-        self._completer_lock = anyio.Lock()
+    def __init__(self, options: S3Options, pool: Pool, lean: LeanS3 | None,
+                 boto: BotoS3 | None, endpoint: str, silence: Silence | None = None) -> None:
+        self._options = options
+        self.bucket = options.bucket
+        self.prefix = options.prefix
+        self._pool = pool
+        self._lean = lean
+        self._boto = boto
+        self._endpoint = endpoint
+        self._silence = silence or Silence()  # one count for both paths
 
     @classmethod
     async def open(cls, options: S3Options) -> S3Store:
-        """A store with its client open: ``async with`` it, or ``aclose`` it. ConfigError
-        if botocore refuses the client options."""
-        # Uploads send CRC32s so the store refuses bytes damaged in flight. Downloads skip
-        # botocore's CRC32 pass: the engine checks every file whole (SHA-256, or size and
-        # MD5) before it may appear, which is stronger, and the CPU is better spent there.
-        checksum_mode = "when_supported" if options.checksums else "when_required"
-        s3_options = {"addressing_style": options.addressing_style} \
-            if options.addressing_style else None
-        config = Config(
-            max_pool_connections=options.max_connections,
-            retries={"total_max_attempts": 1, "mode": "standard"},  # the engine retries
-            connect_timeout=options.connect_timeout,
-            read_timeout=options.read_timeout,
-            request_checksum_calculation=checksum_mode,
-            response_checksum_validation="when_required",
-            s3=s3_options,
-        )
-        stack = AsyncExitStack()
-        session = get_session()
-        try:
-            client = await stack.enter_async_context(
-                session.create_client("s3", config=config, **options.client_kwargs)
-            )
-        except TypeError as exc:
-            await stack.aclose()
-            raise ConfigError(f"invalid key in the s3 section of the config: {exc}") from exc
-        except (BotoCoreError, ValueError) as exc:
-            await stack.aclose()
-            raise ConfigError(f"cannot set up the S3 client: {redact_url(str(exc))}") from exc
-        endpoint = str(client.meta.endpoint_url)
-        if redact_url(endpoint) != endpoint:
-            await stack.aclose()
+        """A store ready for requests: ``async with`` it, or ``aclose`` it. ConfigError
+        for options the client refuses."""
+        kwargs = options.client_kwargs
+        endpoint = configured_endpoint(kwargs)
+        if endpoint and redact_url(endpoint) != endpoint:
             raise ConfigError(
                 f"the S3 endpoint {redact_url(endpoint)} holds credentials (user:password@), "
                 "which S3 requests cannot use: put them in aws_access_key_id and "
                 "aws_secret_access_key (or the AWS variables) instead")
-        return cls(client, stack, options.bucket, options.prefix, options.chunk_size,
-                   options.checksums, (options.connect_timeout, options.read_timeout),
-                   options.client_kwargs, session)
+        verify = kwargs.get("verify")
+        verify = verify if isinstance(verify, (bool, str)) else None
+
+        def pool(bundle: str | None = None) -> Pool:
+            return Pool(connect_timeout=options.connect_timeout,
+                        read_timeout=options.read_timeout, max_idle=options.max_connections,
+                        verify=bundle if verify is None and bundle else verify,
+                        user_agent=USER_AGENT)
+
+        address = plain_address(options.bucket, kwargs, options.addressing_style)
+        credentials = plain_credentials(kwargs)
+        if address is not None and credentials is not None:
+            connections = pool()
+            origin = address.origin
+            shown = endpoint or f"{origin.scheme}://{origin.netloc}"
+            return cls(options, connections, LeanS3(connections, address,
+                                                    _static(credentials)), None, shown)
+        from .s3boto import BotoS3  # only where botocore must decide
+
+        silence = Silence()
+        boto = await BotoS3.open(options, silence)
+        try:
+            resolved = await boto.lean_address()
+        except BaseException:
+            await boto.aclose()
+            raise
+        lean = None
+        connections = pool(boto.ca_bundle())
+        if resolved is not None:
+            url, region = resolved
+            log.debug("lean request path: %s..., region %s", redact_url(url), region)
+
+            async def refreshed() -> Credentials:
+                return Credentials(*await boto.credentials())
+
+            lean = LeanS3(connections, Address.of_url(url, region), refreshed)
+        return cls(options, connections, lean, boto, boto.endpoint, silence)
 
     async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
+        import anyio
+
         with anyio.CancelScope(shield=True), anyio.move_on_after(10):
             await self.aclose()
 
-    def _key(self, key: str) -> str:
-        return self.prefix + key
+    creates_root = False  # whether a first write creates the registry itself
 
     @property
     def endpoint(self) -> str:
         """The endpoint's URL, for messages (never with credentials in it)."""
-        return redact_url(str(self._client.meta.endpoint_url))
-
-    creates_root = False  # whether a first write creates the registry itself
+        return redact_url(self._endpoint)
 
     @property
     def location(self) -> str:
         return f"s3://{self.bucket}/{self.prefix} at {self.endpoint}"
 
+    def _key(self, key: str) -> str:
+        return self.prefix + key
+
+    # -- errors ---------------------------------------------------------------------------
+
     @contextlib.contextmanager
-    def _translated(self, what: str, *, sends: bool = True, read_timeout: float | None = None
-                    ) -> Any:
-        """Translate what the block raises; ``sends`` False for a block that sends no
-        request (its success says nothing of the store); ``read_timeout``: the block's
-        own, if not the store's."""
-        if self._silent is not None:
-            raise StoreError(f"{what}: {self._silent}")
-        timeouts = (self._timeouts[0], read_timeout or self._timeouts[1])
+    def _translated(self, what: str, *, read_timeout_: float | None = None) -> Iterator[None]:
+        """Translate what the block raises into our errors (a redirect passes: the caller
+        falls back to botocore)."""
+        self._silence.check(what)
         try:
             yield
-        except _FOREIGN as exc:
-            error = translate(exc, what, self.endpoint, timeouts)
+        except _LEAN_FAILURES as exc:
+            error = self._error(exc, what, read_timeout_ or self._options.read_timeout)
             if isinstance(error, MissingRegistry):
                 error = MissingRegistry(f"bucket {self.bucket!r} does not exist at "
                                         f"{self.endpoint}")
-            self._count(exc, error.message.removeprefix(f"{what}: "))
+            if isinstance(exc, (ConnectFailed, ReadTimeout)) and \
+                    not isinstance(exc, TLSFailure):
+                self._silence.silent(error.message.removeprefix(f"{what}: "))
+            else:
+                self._silence.answered = isinstance(exc, (S3ErrorAnswer, NotS3Answer)) \
+                    or self._silence.answered
             raise error from exc
-        if sends:
-            self._answered = True
+        self._silence.answered = True
 
-    def _count(self, exc: BaseException, message: str) -> None:
-        """A store that has timed out ``_BLACK_HOLE`` times and never answered at all is
-        a black hole: every further request fails at once, so that a command of many
-        requests (a pull-list) fails as fast as a single one. A store that answered
-        once keeps every retry (a stall in the middle of a transfer may pass)."""
-        if isinstance(exc, (ClientError, NotS3Answer, ResponseParserError)):
-            self._answered = True
-        elif not self._answered and isinstance(exc, (BotoConnectionError, ReadTimeoutError,
-                                                     asyncio.TimeoutError)):
-            self._silences += 1
-            if self._silences >= _BLACK_HOLE:
-                self._silent = (f"{message} (no answer to any of {self._silences} "
-                                "requests: given up)")
+    def _error(self, exc: BaseException, what: str, read_seconds: float) -> TychoError:
+        if isinstance(exc, S3ErrorAnswer):
+            return answer_error(exc.code, exc.status, exc.message, exc.operation, what,
+                                self.endpoint)
+        if isinstance(exc, NotS3Answer):
+            return not_s3(self.endpoint, what, str(exc))
+        if isinstance(exc, ConnectTimeout):
+            return connect_timeout(what, self.endpoint, self._options.connect_timeout)
+        if isinstance(exc, ReadTimeout):
+            return read_timeout(what, self.endpoint, read_seconds)
+        if isinstance(exc, TLSFailure):
+            return tls_failed(what, self.endpoint, str(exc).partition(": ")[2] or exc)
+        if isinstance(exc, ConnectFailed) and "proxy" in str(exc):
+            return StoreError(f"{what}: {exc}", transient=True)
+        return connection_failed(what, self.endpoint, type(exc).__name__)
 
-    def _page(self, page: dict[str, Any], what: str) -> dict[str, Any]:
-        """A listing page, checked: well-formed HTML parses as XML too, into a page with
-        none of S3's fields, which must not read as an empty bucket."""
-        if not {"IsTruncated", "Name", "Bucket"} & set(page):
-            raise _not_s3(self.endpoint, what, "an answer without S3's listing fields")
-        return page
+    # -- the two paths --------------------------------------------------------------------
 
-    async def _lean_path(self) -> LeanS3 | None:
-        """The lean request path, resolved on first use (no request is sent for it)."""
-        if not self._lean_resolved:
-            self._lean_resolved = True
-            with self._translated("resolve the bucket's address", sends=False):
-                self._lean = await LeanS3.resolve(self._client, self.bucket)
-        return self._lean
+    async def _botocore(self) -> BotoS3:
+        if self._boto is None:
+            from .s3boto import BotoS3
 
-    def _redirected(self, region: object) -> None:
+            self._boto = await BotoS3.open(self._options, self._silence)
+        return self._boto
+
+    async def _fall_back(self, region: object) -> BotoS3:
         log.debug("bucket %s answers from region %s: requests go through botocore from now",
                   self.bucket, region)
         self._lean = None
-        if isinstance(region, str) and region:
-            self._region = region  # for the completing client, which then starts there
+        boto = await self._botocore()
+        boto.redirected(region)
+        return boto
+
+    async def _either(self, lean_call: Callable[[LeanS3], Awaitable[T]],
+                      boto_call: Callable[[BotoS3], Awaitable[T]]) -> T:
+        if self._lean is not None:
+            try:
+                return await lean_call(self._lean)
+            except Redirected as exc:
+                return await boto_call(await self._fall_back(exc.args[0]))
+        return await boto_call(await self._botocore())
+
+    # -- the Store operations -------------------------------------------------------------
 
     async def head(self, key: str) -> ObjectInfo | None:
-        lean = await self._lean_path()
-        try:
-            with self._translated(f"head {key}"):
-                if lean is not None:
-                    try:
-                        resp = await lean.send("HEAD", self._key(key), operation="HeadObject")
-                        return ObjectInfo(key, int(resp.headers["content-length"]),
-                                          resp.headers["etag"],
-                                          _http_date(resp.headers.get("last-modified")),
-                                          _http_date(resp.headers.get("date")))
-                    except Redirected as exc:
-                        self._redirected(exc.args[0])
-                resp = await self._client.head_object(Bucket=self.bucket, Key=self._key(key))
-        except NotFound:
-            return None
-        headers = resp.get("ResponseMetadata", {}).get("HTTPHeaders", {})
-        return ObjectInfo(key, int(resp["ContentLength"]), resp["ETag"],
-                          _epoch(resp.get("LastModified")), _http_date(headers.get("date")))
+        async def lean(client: LeanS3) -> ObjectInfo | None:
+            try:
+                with self._translated(f"head {key}"):
+                    resp = await client.send("HEAD", self._key(key), operation="HeadObject")
+                    await resp.read()
+            except NotFound:
+                return None
+            headers = resp.headers
+            if "etag" not in headers:
+                raise not_s3(self.endpoint, f"head {key}", f"HTTP {resp.status} without an "
+                             "ETag")
+            return ObjectInfo(key, int(headers.get("content-length", 0)), headers["etag"],
+                              http_date(headers.get("last-modified")),
+                              http_date(headers.get("date")))
+
+        return await self._either(lean, lambda boto: boto.head(key))
 
     async def root_exists(self) -> bool:
-        try:
-            with self._translated(f"look up the bucket {self.bucket}"):
-                await self._client.head_bucket(Bucket=self.bucket)
-        except NotFound:
-            return False
-        except StoreError as exc:
-            if exc.code in {"403", "AccessDenied"}:
-                return True  # it exists, we may not look at it: the real call will say
-            raise
-        return True
+        async def lean(client: LeanS3) -> bool:
+            try:
+                with self._translated(f"look up the bucket {self.bucket}"):
+                    resp = await client.send("HEAD", "", operation="HeadBucket", bucket=True)
+                    await resp.read()
+            except NotFound:
+                return False
+            except StoreError as exc:
+                if exc.code in {"403", "AccessDenied"}:
+                    return True  # it exists, we may not look at it: the real call will say
+                raise
+            return True
+
+        return await self._either(lean, lambda boto: boto.root_exists())
 
     async def delete(self, key: str) -> None:
-        with self._translated(f"delete {key}"):
-            await self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        async def lean(client: LeanS3) -> None:
+            with self._translated(f"delete {key}"):
+                await (await client.send("DELETE", self._key(key),
+                                         operation="DeleteObject")).read()
 
-    async def list_uploads(self, prefix: str) -> list[UploadInfo]:
-        found: list[UploadInfo] = []
-        full = self._key(prefix)
-        cut = len(self.prefix)
-        paginator = self._client.get_paginator("list_multipart_uploads")
-        with self._translated("list uploads in progress"):
-            async for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
-                for item in self._page(page, "list uploads in progress").get("Uploads", []):
-                    if item["Key"].startswith(full):
-                        found.append(UploadInfo(item["Key"][cut:], item["UploadId"],
-                                                _epoch(item.get("Initiated")) or 0.0))
-        return found
+        await self._either(lean, lambda boto: boto.delete(key))
 
     async def get_bytes(self, key: str) -> tuple[bytes, str]:
-        lean = await self._lean_path()
-        with self._translated(f"read {key}"):
-            if lean is not None:
-                try:
-                    resp = await lean.send("GET", self._key(key), operation="GetObject")
-                    return await resp.content, resp.headers["etag"]
-                except Redirected as exc:
-                    self._redirected(exc.args[0])
-            resp = await self._client.get_object(Bucket=self.bucket, Key=self._key(key))
-            async with resp["Body"] as body:
-                return await body.read(), resp["ETag"]
+        async def lean(client: LeanS3) -> tuple[bytes, str]:
+            with self._translated(f"read {key}"):
+                resp = await client.send("GET", self._key(key), operation="GetObject")
+                content = await resp.read()
+            return content, self._etag(resp.headers, f"read {key}", resp.status)
+
+        return await self._either(lean, lambda boto: boto.get_bytes(key))
+
+    def _etag(self, headers: dict[str, str], what: str, status: int) -> str:
+        """The answer's ETag: every answer to these requests has one."""
+        etag = headers.get("etag")
+        if etag is None:
+            raise not_s3(self.endpoint, what, f"HTTP {status} without an ETag")
+        return etag
 
     async def put_bytes(
         self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None
     ) -> str:
-        lean = await self._lean_path()
-        with self._translated(f"write {key}"):
-            if lean is not None:
-                headers = self._checksum(data)
-                if if_none_match:
-                    headers["If-None-Match"] = "*"
-                if if_match is not None:
-                    headers["If-Match"] = if_match
-                try:
-                    resp = await lean.send("PUT", self._key(key), headers=headers, body=data,
-                                           operation="PutObject")
-                    return str(resp.headers["etag"])
-                except Redirected as exc:
-                    self._redirected(exc.args[0])
-            extra: dict[str, str] = {}
+        async def lean(client: LeanS3) -> str:
+            headers = checksum(data, self._options.checksums)
             if if_none_match:
-                extra["IfNoneMatch"] = "*"
+                headers["if-none-match"] = "*"
             if if_match is not None:
-                extra["IfMatch"] = if_match
-            resp = await self._client.put_object(
-                Bucket=self.bucket, Key=self._key(key), Body=data, **extra
-            )
-        return str(resp["ETag"])
+                headers["if-match"] = if_match
+            with self._translated(f"write {key}"):
+                resp = await client.send("PUT", self._key(key), headers=headers, body=data,
+                                         operation="PutObject")
+                await resp.read()
+            return self._etag(resp.headers, f"write {key}", resp.status)
 
-    def _checksum(self, data: bytes | memoryview) -> dict[str, str]:
-        """The CRC32 header botocore would add (the store verifies it): in-flight damage
-        is refused at a fraction of the cost of signing the payload. Stores that refuse
-        CRC32 headers (``"checksums": false``) get Content-MD5, which every store takes."""
-        if not self._checksums:
-            digest = hashlib.md5(data).digest()
-            return {"Content-MD5": base64.b64encode(digest).decode()}
-        crc = zlib.crc32(data).to_bytes(4, "big")
-        return {"x-amz-checksum-crc32": base64.b64encode(crc).decode()}
+        return await self._either(lean, lambda boto: boto.put_bytes(
+            key, data, if_none_match=if_none_match, if_match=if_match))
 
     @contextlib.asynccontextmanager
     async def open_range(
         self, key: str, start: int, end: int | None, *, if_match: str | None = None
     ) -> AsyncIterator[RangeBody]:
-        lean = await self._lean_path()
-        resp: Any = None
-        empty: ObjectInfo | None = None
-        try:
-            with self._translated(f"read {key}"):
-                if lean is not None:
-                    try:
-                        resp = await self._lean_range(lean, key, start, end, if_match)
-                    except Redirected as exc:
-                        self._redirected(exc.args[0])
-                if resp is None:
-                    extra = {"IfMatch": if_match} if if_match is not None else {}
-                    if end is not None:
-                        extra["Range"] = f"bytes={start}-{end - 1}"
-                    resp = await self._client.get_object(
-                        Bucket=self.bucket, Key=self._key(key), **extra)
-        except StoreError as exc:
-            if exc.code != "InvalidRange":
-                raise
-            empty = await self.head(key)  # S3 answers 416 to any range of an empty object
-            if empty is None or empty.size != 0 or (if_match and empty.etag != if_match):
-                raise
-        if empty is not None:
-            yield RangeBody(empty, _nothing())
-            return
-        if isinstance(resp, dict):
-            span = str(resp.get("ContentRange", ""))
-            if start and not span.startswith(f"bytes {start}-"):
-                resp["Body"].close()
-                raise StoreError(f"read {key}: asked for bytes from {start}, the store "
-                                 f"answered {span or 'the whole object'}")
-            total = int(span.rpartition("/")[2] or resp["ContentLength"])
-            body = resp["Body"]
-            info = ObjectInfo(key, total, resp["ETag"], _epoch(resp.get("LastModified")))
+        what = f"read {key}"
+        if self._lean is not None:
+            headers = {"if-match": if_match} if if_match is not None else {}
+            if end is not None:
+                headers["range"] = f"bytes={start}-{end - 1}"
+            resp: Any = None
+            empty: ObjectInfo | None = None
             try:
-                yield RangeBody(info, self._chunks(body, key))
-            finally:
-                body.close()
-            return
+                with self._translated(what):
+                    resp = await self._lean.send("GET", self._key(key), headers=headers,
+                                                 operation="GetObject")
+            except Redirected as exc:
+                await self._fall_back(exc.args[0])
+            except StoreError as exc:
+                if exc.code != "InvalidRange":
+                    raise
+                empty = await self.head(key)  # S3 answers 416 to any range of an empty object
+                if empty is None or empty.size != 0 or (if_match and empty.etag != if_match):
+                    raise
+            if empty is not None:
+                yield RangeBody(empty, _nothing())  # outside the except: no hidden cause
+                return
+            if resp is not None:
+                try:
+                    yield RangeBody(self._range_info(key, start, resp), self._chunks(resp, what))
+                finally:
+                    resp.release()
+                return
+        boto = await self._botocore()
+        async with boto.open_range(key, start, end, if_match=if_match) as body:
+            yield body
+
+    def _range_info(self, key: str, start: int, resp: Any) -> ObjectInfo:
         headers = resp.headers
         span = str(headers.get("content-range", ""))
         if start and not span.startswith(f"bytes {start}-"):
-            resp.raw.release()  # a store that ignored Range would put byte 0 at ``start``
+            # a store that ignored Range would put byte 0 at ``start``
             raise StoreError(f"read {key}: asked for bytes from {start}, the store answered "
                              f"{span or 'the whole object'}")
-        total = int(span.rpartition("/")[2] or headers["content-length"])
-        info = ObjectInfo(key, total, headers["etag"], _http_date(headers.get("last-modified")))
-        try:
-            yield RangeBody(info, self._lean_chunks(resp.raw, key))
-        finally:
-            resp.raw.release()
+        etag = self._etag(headers, f"read {key}", resp.status)
+        total = int(span.rpartition("/")[2] or headers.get("content-length", 0))
+        return ObjectInfo(key, total, etag, http_date(headers.get("last-modified")))
 
-    async def _lean_range(self, lean: LeanS3, key: str, start: int, end: int | None,
-                          if_match: str | None) -> Any:
-        headers = {"If-Match": if_match} if if_match is not None else {}
-        if end is not None:
-            headers["Range"] = f"bytes={start}-{end - 1}"
-        return await lean.send("GET", self._key(key), headers=headers, stream=True,
-                               operation="GetObject")
-
-    async def _chunks(self, body: Any, key: str) -> AsyncIterator[bytes]:
-        with self._translated(f"read {key}"):
-            while chunk := await body.read(self.chunk_size):
-                yield chunk
-
-    async def _lean_chunks(self, raw: Any, key: str) -> AsyncIterator[bytes]:
-        with self._translated(f"read {key}"):
-            async for chunk in raw.content.iter_any():  # as received: no joining copy
+    async def _chunks(self, resp: Any, what: str) -> AsyncIterator[bytes]:
+        with self._translated(what):
+            async for chunk in resp.chunks():
                 yield chunk
 
     async def list_keys(self, prefix: str) -> AsyncIterator[ObjectInfo]:
-        paginator = self._client.get_paginator("list_objects_v2")
-        cut = len(self.prefix)
-        with self._translated("list the bucket"):
-            async for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
-                for item in self._page(page, "list the bucket").get("Contents", []):
-                    yield ObjectInfo(item["Key"][cut:], int(item["Size"]), item["ETag"],
-                                     _epoch(item.get("LastModified")))
+        if self._lean is not None:
+            try:
+                async for page in self._pages(self._lean, self._key(prefix), None):
+                    for item in page.children("Contents"):
+                        yield ObjectInfo(listed_key(item.text_of("Key"))[len(self.prefix):],
+                                         int(item.text_of("Size") or 0),
+                                         item.text_of("ETag") or "",
+                                         iso_date(item.text_of("LastModified")))
+                return
+            except Redirected as exc:
+                await self._fall_back(exc.args[0])
+        boto = await self._botocore()
+        async for info in boto.list_keys(prefix):
+            yield info
 
     async def list_dirs(self, prefix: str) -> list[str]:
-        paginator = self._client.get_paginator("list_objects_v2")
         full = self._key(prefix)
-        names: list[str] = []
-        with self._translated("list the bucket"):
-            async for page in paginator.paginate(Bucket=self.bucket, Prefix=full, Delimiter="/"):
-                for item in self._page(page, "list the bucket").get("CommonPrefixes", []):
-                    names.append(item["Prefix"][len(full):].rstrip("/"))
-        return names
+
+        async def lean(client: LeanS3) -> list[str]:
+            names = []
+            async for page in self._pages(client, full, "/"):
+                for item in page.children("CommonPrefixes"):
+                    names.append(listed_key(item.text_of("Prefix"))[len(full):].rstrip("/"))
+            return names
+
+        return await self._either(lean, lambda boto: boto.list_dirs(prefix))
+
+    async def _pages(self, client: LeanS3, prefix: str, delimiter: str | None
+                     ) -> AsyncIterator[Element]:
+        """ListObjectsV2, every page, keys url-encoded by the store (as botocore asks,
+        so that any key survives the XML)."""
+        token: str | None = None
+        what = "list the bucket"
+        for _ in range(1_000_000):  # a store that never stops truncating is cut off
+            params = {"list-type": "2", "encoding-type": "url", "prefix": prefix}
+            if delimiter:
+                params["delimiter"] = delimiter
+            if token:
+                params["continuation-token"] = token
+            with self._translated(what):
+                page = await client.xml("GET", "", query=encoded_query(dict(sorted(
+                    params.items()))), operation="ListObjectsV2", bucket=True)
+            self._listing(page, what)
+            yield page
+            token = page.text_of("NextContinuationToken")
+            if page.text_of("IsTruncated") != "true" or not token:
+                return
+
+    def _listing(self, page: Element, what: str) -> None:
+        """Well-formed HTML parses as XML too, into a page with none of S3's fields,
+        which must not read as an empty bucket."""
+        if page.tag not in ("ListBucketResult", "ListMultipartUploadsResult") or \
+                page.text_of("IsTruncated") is None:
+            raise not_s3(self.endpoint, what, "an answer without S3's listing fields")
+
+    async def list_uploads(self, prefix: str) -> list[UploadInfo]:
+        full = self._key(prefix)
+        what = "list uploads in progress"
+
+        async def lean(client: LeanS3) -> list[UploadInfo]:
+            found: list[UploadInfo] = []
+            markers: dict[str, str] = {}
+            for _ in range(1_000_000):
+                params = {"uploads": None, "prefix": full, **markers}
+                with self._translated(what):
+                    page = await client.xml("GET", "", query=encoded_query(dict(sorted(
+                        params.items()))), operation="ListMultipartUploads", bucket=True)
+                self._listing(page, what)
+                for item in page.children("Upload"):
+                    name = item.text_of("Key") or ""
+                    if name.startswith(full):
+                        found.append(UploadInfo(name[len(self.prefix):],
+                                                item.text_of("UploadId") or "",
+                                                iso_date(item.text_of("Initiated")) or 0.0))
+                key_marker = page.text_of("NextKeyMarker")
+                if page.text_of("IsTruncated") != "true" or not key_marker:
+                    break
+                markers = {"key-marker": key_marker,
+                           "upload-id-marker": page.text_of("NextUploadIdMarker") or ""}
+            return found
+
+        return await self._either(lean, lambda boto: boto.list_uploads(prefix))
 
     async def create_multipart(self, key: str, size: int) -> str:
-        with self._translated(f"start upload of {key}"):
-            resp = await self._client.create_multipart_upload(
-                Bucket=self.bucket, Key=self._key(key), **self._part_checksum
-            )
-        return str(resp["UploadId"])
+        async def lean(client: LeanS3) -> str:
+            headers = {"x-amz-checksum-algorithm": "CRC32"} if self._options.checksums else {}
+            with self._translated(f"start upload of {key}"):
+                root = await client.xml("POST", self._key(key), query="uploads",
+                                        headers=headers, operation="CreateMultipartUpload")
+            upload_id = root.text_of("UploadId")
+            if not upload_id:
+                raise not_s3(self.endpoint, f"start upload of {key}", "no UploadId")
+            return upload_id
+
+        return await self._either(lean, lambda boto: boto.create_multipart(key, size))
 
     async def upload_part(self, key: str, upload_id: str, part: Part, data: bytes
                           ) -> PartReceipt:
-        lean = await self._lean_path()
-        with self._translated(f"upload part {part.number} of {key}"):
-            if lean is not None:
-                headers = await anyio.to_thread.run_sync(self._checksum, data)
-                headers["Content-Length"] = str(len(data))
-                query = f"partNumber={part.number}&uploadId={quote(upload_id, safe='-_.~')}"
-                try:
-                    resp = await lean.send("PUT", self._key(key), headers=headers,
-                                           body=_PartReader(data), query=query,
-                                           operation="UploadPart")
-                    receipt = {"ETag": str(resp.headers["etag"])}
-                    if "x-amz-checksum-crc32" in headers:
-                        receipt["ChecksumCRC32"] = headers["x-amz-checksum-crc32"]
-                    return receipt
-                except Redirected as exc:
-                    self._redirected(exc.args[0])
-            resp = await self._client.upload_part(
-                Bucket=self.bucket, Key=self._key(key), UploadId=upload_id,
-                PartNumber=part.number, Body=_PartReader(data), **self._part_checksum,
-            )
-        return {name: str(resp[name]) for name in ("ETag", "ChecksumCRC32") if name in resp}
+        async def lean(client: LeanS3) -> PartReceipt:
+            import anyio.to_thread
+
+            what = f"upload part {part.number} of {key}"
+            headers = await anyio.to_thread.run_sync(checksum, data, self._options.checksums)
+            query = f"partNumber={part.number}&uploadId={quote(upload_id, safe='-_.~')}"
+            with self._translated(what):
+                resp = await client.send("PUT", self._key(key), headers=headers, body=data,
+                                         query=query, operation="UploadPart")
+                await resp.read()
+            receipt = {"ETag": self._etag(resp.headers, what, resp.status)}
+            if "x-amz-checksum-crc32" in headers:
+                receipt["ChecksumCRC32"] = headers["x-amz-checksum-crc32"]
+            return receipt
+
+        return await self._either(lean, lambda boto: boto.upload_part(key, upload_id, part,
+                                                                      data))
 
     async def complete_multipart(
         self, key: str, upload_id: str, receipts: Sequence[PartReceipt], *,
         if_none_match: bool,
     ) -> str:
-        parts = [{"PartNumber": n, **receipt} for n, receipt in enumerate(receipts, start=1)]
-        extra = {"IfNoneMatch": "*"} if if_none_match else {}
-        what = f"finish upload of {key}"
-        with self._translated(what, read_timeout=max(COMPLETE_TIMEOUT, self._timeouts[1])):
-            client = await self._completing_client()
-            resp = await client.complete_multipart_upload(
-                Bucket=self.bucket, Key=self._key(key), UploadId=upload_id,
-                MultipartUpload={"Parts": parts}, **extra,
-            )
-        return str(resp["ETag"])
+        async def lean(client: LeanS3) -> str:
+            parts = "".join(
+                f"<Part><PartNumber>{n}</PartNumber>" + "".join(
+                    f"<{name}>{_escaped(value)}</{name}>" for name, value in receipt.items())
+                + "</Part>" for n, receipt in enumerate(receipts, start=1))
+            body = (f'<CompleteMultipartUpload xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+                    f"{parts}</CompleteMultipartUpload>").encode()
+            headers = {"if-none-match": "*"} if if_none_match else {}
+            seconds = max(COMPLETE_TIMEOUT, self._options.read_timeout)
+            what = f"finish upload of {key}"
+            with self._translated(what, read_timeout_=seconds):
+                root = await client.xml(
+                    "POST", self._key(key), query=f"uploadId={quote(upload_id, safe='-_.~')}",
+                    body=body, headers=headers, operation="CompleteMultipartUpload",
+                    read_timeout=seconds)
+            etag = root.text_of("ETag")
+            if not etag:
+                raise not_s3(self.endpoint, what, "no ETag in the answer")
+            return etag
 
-    async def _completing_client(self) -> Any:
-        """The client for CompleteMultipartUpload, whose read timeout is at least
-        COMPLETE_TIMEOUT: a store may assemble a large object for a while before its first
-        byte (AWS sends spaces meanwhile, not every store does), and a completion retried
-        after a cut one found the upload gone. Created on first use, beside the client,
-        in the bucket's region if a redirect told it, from the client's session (its
-        credentials are not resolved again: no second MFA prompt or SSO login)."""
-        if self._timeouts[1] >= COMPLETE_TIMEOUT:
-            return self._client
-        async with self._completer_lock:
-            if self._completer is None:
-                config = self._client.meta.config.merge(
-                    Config(read_timeout=COMPLETE_TIMEOUT, max_pool_connections=4))
-                kwargs = dict(self._client_kwargs)
-                if self._region:
-                    kwargs["region_name"] = self._region
-                session = self._session or get_session()
-                self._completer = await self._stack.enter_async_context(
-                    session.create_client("s3", config=config, **kwargs))
-        return self._completer
+        return await self._either(lean, lambda boto: boto.complete_multipart(
+            key, upload_id, receipts, if_none_match=if_none_match))
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
-        try:
-            with self._translated(f"abort upload of {key}"):
-                await self._client.abort_multipart_upload(
-                    Bucket=self.bucket, Key=self._key(key), UploadId=upload_id
-                )
-        except NotFound:
-            return
+        async def lean(client: LeanS3) -> None:
+            try:
+                with self._translated(f"abort upload of {key}"):
+                    await (await client.send(
+                        "DELETE", self._key(key),
+                        query=f"uploadId={quote(upload_id, safe='-_.~')}",
+                        operation="AbortMultipartUpload")).read()
+            except NotFound:
+                return
+
+        await self._either(lean, lambda boto: boto.abort_multipart(key, upload_id))
 
     async def aclose(self) -> None:
-        await self._stack.aclose()
+        await self._pool.aclose()
+        if self._boto is not None:
+            await self._boto.aclose()

@@ -1,166 +1,278 @@
-"""The lean request path: the hot S3 calls (GET, ranged GET, HEAD, PUT, UploadPart) sent
-without botocore's per-request pipeline (parameter validation, serialization, endpoint
-rules, event hooks, response parsing: 3.5-4 ms of CPU a request, measured), yet with
-everything of botocore that users rely on:
+"""The lean S3 client: every request tychoreg sends to a bucket, built, signed (SigV4, by
+``sigv4``) and sent (by ``http``) without botocore's per-request pipeline, and answers
+parsed with the standard library (ElementTree for the few XML bodies).
 
-- the URL comes from botocore's own endpoint resolution, captured once per store from a
-  HeadObject that is prepared and signed but never sent (addressing style, custom
-  endpoints, regions, FIPS/dual-stack settings all apply as botocore decides);
-- requests are signed with botocore's SigV4 signer (``S3SigV4Auth``) and the client's
-  own credentials object, so refreshing credentials (SSO, instance roles,
-  ``credential_process``) and session tokens work as they do for botocore;
-- they go out through the client's own aiohttp session (aiobotocore's): the same pool,
-  TLS settings (``verify``, ``AWS_CA_BUNDLE``), proxies and timeouts.
+Where the bucket is and who signs come either from here (``plain_address``,
+``plain_credentials``: an endpoint_url or AWS itself, static keys from the config or the
+AWS variables, no profile and no AWS config file), so that botocore is never imported, or
+from botocore when it must decide (profiles, SSO, ``credential_process``, instance roles,
+``~/.aws/config`` settings): the store then hands this client botocore's URL and its
+refreshing credentials.
 
-A bucket in another region (a redirect) makes the store fall back to botocore for good,
-which follows redirects itself. Payloads are not SHA-256 signed (``UNSIGNED-PAYLOAD``):
-their integrity is carried by a CRC32 checksum header, which the store verifies, at a
-fraction of the cost.
+What it does not do: follow a redirect to another region (``Redirected`` is raised: the
+store falls back to botocore, which does), sign payloads (``UNSIGNED-PAYLOAD``: a CRC32
+or Content-MD5 header carries integrity, and the store checks it), presign, or parse any
+answer beyond the fields tychoreg reads.
 """
 
 from __future__ import annotations
 
-import inspect
-import io
 import logging
+import os
 import re
-from collections.abc import Mapping
+import sys
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote_plus, urlsplit
 
-from botocore.auth import S3SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.exceptions import ClientError
+from .. import __version__
+from .http import Origin, Pool, Response
+from .sigv4 import Credentials, Signer
 
 log = logging.getLogger(__name__)
-_SENTINEL = "tychoreg-lean-probe"
-_REGION = re.compile(r"Credential=[^/]+/\d{8}/([^/]+)/s3/aws4_request")
+USER_AGENT = (f"tychoreg/{__version__} python/{sys.version_info[0]}.{sys.version_info[1]}."
+              f"{sys.version_info[2]}")
+_ERROR_LIMIT = 1024 * 1024  # bytes of an error answer read, at most
+_XML_LIMIT = 64 * 1024 * 1024  # bytes of a listing page or multipart answer, at most
 _CODE = re.compile(rb"<Code>([^<]*)</Code>")
 _MESSAGE = re.compile(rb"<Message>([^<]*)</Message>")
 _BODY_REGION = re.compile(rb"<Region>([^<]*)</Region>")
 _REDIRECT_CODES = {"PermanentRedirect", "AuthorizationHeaderMalformed",
                    "IllegalLocationConstraintException"}
-
-
-class _Captured(Exception):
-    """Raised from a before-send hook: the request was prepared and signed, not sent."""
+# A bucket name that can be a host name label (no dots: TLS certificates cover one label)
+_HOSTABLE = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
+_IP = re.compile(r"\d+\.\d+\.\d+\.\d+|\[?[0-9a-fA-F:]*:[0-9a-fA-F:.]*\]?")
+# Environment settings whose meaning only botocore knows: with any of them set, botocore
+# resolves the endpoint and the credentials.
+_BOTOCORE_ENV = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_USE_FIPS_ENDPOINT",
+                 "AWS_USE_DUALSTACK_ENDPOINT", "AWS_S3_US_EAST_1_REGIONAL_ENDPOINT",
+                 "AWS_S3_USE_ARN_REGION", "AWS_S3_DISABLE_MULTIREGION_ACCESS_POINTS")
+# Client options this module maps itself; any other makes botocore decide.
+_PLAIN_KWARGS = {"endpoint_url", "region_name", "aws_access_key_id", "aws_secret_access_key",
+                 "aws_session_token", "verify"}
 
 
 class Redirected(Exception):
-    """The bucket lives in another region: botocore's path follows such redirects."""
+    """The bucket lives in another region (the argument: that region, if the answer
+    named it): botocore's path follows such redirects."""
 
 
 class NotS3Answer(Exception):
-    """An answer no S3 store gives (an error without an S3 error code, an object
-    without an ETag): the endpoint is something else. The argument describes it."""
+    """An answer no S3 store gives (an error without an S3 error code, an object without
+    an ETag, a body that is not S3's XML): the endpoint is something else."""
 
 
-def _described(response: Any) -> str:
-    kind = response.headers.get("content-type", "").split(";")[0].strip()
-    return f"HTTP {response.status_code}" + (f", {kind}" if kind else "")
+class S3ErrorAnswer(Exception):
+    """An S3 error answer: its code (the status where the body has none), message and
+    HTTP status, and the operation that got it."""
+
+    def __init__(self, code: str, message: str, status: int, operation: str) -> None:
+        super().__init__(f"{operation}: {code} {message}")
+        self.code = code
+        self.message = message
+        self.status = status
+        self.operation = operation
 
 
 @dataclass(frozen=True)
-class _Unsigned:
-    """What ``S3SigV4Auth`` reads from a client config: no SHA-256 of the payload."""
+class Address:
+    """Where a bucket's objects are: the origin, the encoded path before every key, and
+    the region requests are signed for."""
 
-    s3: Mapping[str, Any]
+    origin: Origin
+    base: str  # "/bucket/" for path style, "/" for virtual-host style (endpoint path first)
+    region: str
+
+    @classmethod
+    def of_url(cls, url: str, region: str) -> Address:
+        """From a bucket URL that ends where the key would start."""
+        parts = urlsplit(url)
+        return cls(Origin.of(url), parts.path or "/", region)
 
 
-_UNSIGNED = _Unsigned({"payload_signing_enabled": False})
+def _config_file() -> bool:
+    path = os.environ.get("AWS_CONFIG_FILE") or os.path.expanduser("~/.aws/config")
+    return os.path.isfile(path)
+
+
+def configured_endpoint(kwargs: Mapping[str, Any]) -> str:
+    """The endpoint URL the options or the AWS variables name ("" for AWS itself)."""
+    endpoint = kwargs.get("endpoint_url")
+    if not endpoint and os.environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() \
+            != "true":
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    return str(endpoint or "")
+
+
+def plain_address(bucket: str, kwargs: Mapping[str, Any], style: str | None
+                  ) -> Address | None:
+    """The bucket's address as botocore would compute it, for the settings this module
+    knows (a test holds it to botocore's); None where botocore must decide."""
+    if set(kwargs) - _PLAIN_KWARGS or any(os.environ.get(name) for name in _BOTOCORE_ENV):
+        return None
+    if _config_file():
+        return None  # it may name a region, an endpoint, an addressing style
+    region = (kwargs.get("region_name") or os.environ.get("AWS_REGION")
+              or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1")
+    endpoint = configured_endpoint(kwargs)
+    name = quote(bucket, safe="")
+    if endpoint:
+        parts = urlsplit(str(endpoint))
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+            return None
+        path = parts.path.rstrip("/")
+        if style == "virtual":
+            if not _HOSTABLE.fullmatch(bucket) or _IP.fullmatch(parts.hostname):
+                return None if "." in bucket else Address(
+                    Origin.of(str(endpoint)), f"{path}/{name}/", region)
+            host = f"{bucket}.{parts.netloc}"
+            return Address(Origin.of(f"{parts.scheme}://{host}"), f"{path}/", region)
+        if style not in (None, "path", "auto"):
+            return None
+        return Address(Origin.of(str(endpoint)), f"{path}/{name}/", region)
+    host = "s3.amazonaws.com" if region == "us-east-1" else f"s3.{region}.amazonaws.com"
+    if style == "path" or not _HOSTABLE.fullmatch(bucket):
+        return Address(Origin("https", host, 443), f"/{name}/", region)
+    if style not in (None, "virtual", "auto"):
+        return None
+    return Address(Origin("https", f"{bucket}.{host}", 443), "/", region)
+
+
+def plain_credentials(kwargs: Mapping[str, Any]) -> Credentials | None:
+    """Static keys, from the config's s3 section or the AWS variables (botocore's order:
+    explicit keys first, then the environment); None where botocore's chain must look
+    further (profiles, SSO, roles)."""
+    key, secret = kwargs.get("aws_access_key_id"), kwargs.get("aws_secret_access_key")
+    if key and secret:
+        return Credentials(str(key), str(secret), kwargs.get("aws_session_token") or None)
+    if key or secret:
+        return None  # half a pair: botocore says what is missing
+    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if key and secret:
+        token = os.environ.get("AWS_SESSION_TOKEN") or os.environ.get("AWS_SECURITY_TOKEN")
+        return Credentials(key, secret, token or None)
+    return None
+
+
+def _described(response: Response) -> str:
+    kind = response.headers.get("content-type", "").split(";")[0].strip()
+    return f"HTTP {response.status}" + (f", {kind}" if kind else "")
 
 
 class LeanS3:
-    """Builds, signs and sends one request; returns aiobotocore's response object."""
+    """Signs and sends one request to the bucket; answers errors as exceptions."""
 
-    def __init__(self, client: Any, bucket: str, base: str, region: str,
-                 user_agent: str = "") -> None:
-        self._client = client
-        self._user_agent = user_agent
-        self._http = client._endpoint.http_session
-        self._credentials = client._request_signer._credentials
-        self._bucket = bucket
-        self._base = base
-        self._region = region
+    def __init__(self, pool: Pool, address: Address,
+                 credentials: Callable[[], Awaitable[Credentials]]) -> None:
+        self.pool = pool
+        self.address = address
+        self._credentials = credentials
+        self._signer = Signer(address.region)
 
-    @classmethod
-    async def resolve(cls, client: Any, bucket: str) -> LeanS3 | None:
-        """Let botocore prepare and sign a HeadObject of a sentinel key, and keep its URL
-        (minus the key) and signing region. None where the lean path cannot mirror
-        botocore (unsigned requests, an unexpected URL shape): botocore then serves."""
-        captured: list[Any] = []
-
-        def capture(request: Any, **kwargs: Any) -> None:
-            captured.append(request)
-            raise _Captured
-
-        event = "before-send.s3.HeadObject"
-        client.meta.events.register_first(event, capture)
-        try:
-            await client.head_object(Bucket=bucket, Key=_SENTINEL)
-        except _Captured:
-            pass
-        finally:
-            client.meta.events.unregister(event, capture)
-        if not captured or not captured[0].url.endswith(_SENTINEL):
-            return None
-        auth = captured[0].headers.get("Authorization")
-        auth = auth.decode() if isinstance(auth, bytes) else auth
-        match = _REGION.search(auth or "")
-        if match is None or client._request_signer._credentials is None:
-            return None
-        base = captured[0].url[: -len(_SENTINEL)]
-        agent = captured[0].headers.get("User-Agent") or b""
-        log.debug("lean request path: %s..., region %s", base, match.group(1))
-        return cls(client, bucket, base, match.group(1),
-                   agent.decode() if isinstance(agent, bytes) else str(agent))
+    def target(self, key: str, query: str = "") -> str:
+        """The request target of ``key`` (path and query, encoded)."""
+        path = self.address.base + quote(key, safe="/~")
+        return f"{path}?{query}" if query else path
 
     def url(self, key: str, query: str = "") -> str:
-        return self._base + quote(key, safe="/~") + (f"?{query}" if query else "")
+        return f"{self.address.origin.scheme}://{self.address.origin.netloc}" + \
+            self.target(key, query)
 
-    async def send(self, method: str, key: str, *, headers: dict[str, str] | None = None,
-                   body: bytes | io.RawIOBase = b"", query: str = "", stream: bool = False,
-                   operation: str = "") -> Any:
-        """Sign and send; the response of aiobotocore's session (body read unless
-        ``stream``). Errors become botocore's own exceptions (ClientError for an error
-        answer), which the store translates like any other."""
-        frozen = self._credentials.get_frozen_credentials()
-        if inspect.isawaitable(frozen):
-            frozen = await frozen
-        headers = dict(headers or {})
-        if self._user_agent:
-            headers["User-Agent"] = self._user_agent
-        request = AWSRequest(method=method, url=self.url(key, query), headers=headers,
-                             data=body)
-        request.context = {"client_config": _UNSIGNED}  # the signer writes into it
-        S3SigV4Auth(frozen, "s3", self._region).add_auth(request)
-        prepared = request.prepare()
-        prepared.stream_output = stream
-        response = await self._http.send(prepared)
-        log.debug("%s %s -> %d", method, prepared.url, response.status_code)
-        if response.status_code >= 300:
+    async def send(self, method: str, key: str, *, headers: Mapping[str, str] | None = None,
+                   body: bytes | memoryview = b"", query: str = "", operation: str = "",
+                   read_timeout: float | None = None, bucket: bool = False) -> Response:
+        """Sign and send; the answer once its headers are in (read or release its body).
+        ``bucket``: a request to the bucket itself (no key). Error answers raise
+        S3ErrorAnswer, Redirected or NotS3Answer."""
+        credentials = await self._credentials()
+        path = self.address.base if bucket else self.address.base + quote(key, safe="/~")
+        signed = {"host": self.address.origin.netloc, **(headers or {})}
+        self._signer.sign(credentials, method, path, query, signed)
+        del signed["host"]  # the pool sets it, from the same origin
+        target = f"{path}?{query}" if query else path
+        response = await self.pool.request(method, self.address.origin, target, signed, body,
+                                           read_timeout=read_timeout)
+        if log.isEnabledFor(logging.DEBUG):  # the URL only: headers carry the signature
+            log.debug("%s %s://%s%s -> %d", method, self.address.origin.scheme,
+                      self.address.origin.netloc, target, response.status)
+        if response.status >= 300:
             await self._raise(response, operation or method)
-        if "etag" not in response.headers:  # every answer to these requests has one
-            response.raw.release()
-            raise NotS3Answer(f"{_described(response)} without an ETag")
         return response
 
-    async def _raise(self, response: Any, operation: str) -> None:
-        status = response.status_code
+    async def _raise(self, response: Response, operation: str) -> None:
+        status = response.status
         region = response.headers.get("x-amz-bucket-region")
-        if status in (301, 307) or (region and region != self._region):
-            response.raw.release()
+        if status in (301, 307) or (region and region != self.address.region):
+            response.release()
             raise Redirected(region)
-        content = await response.content or b""
+        # to its end (none for a HEAD), so that the connection stays
+        content = await response.read(_ERROR_LIMIT)
         code = _CODE.search(content)
         if code is None and content and 400 <= status < 500 and status not in (412, 416):
             raise NotS3Answer(f"{_described(response)} without an S3 error code")
         name = code.group(1).decode() if code else str(status)
         in_body = _BODY_REGION.search(content)
-        if name in _REDIRECT_CODES and in_body and in_body.group(1).decode() != self._region:
+        if name in _REDIRECT_CODES and in_body and \
+                in_body.group(1).decode() != self.address.region:
             raise Redirected(in_body.group(1).decode())  # the region named in the body only
         message = _MESSAGE.search(content)
-        error = {"Code": name, "Message": message.group(1).decode() if message else ""}
-        raise ClientError({"Error": error, "ResponseMetadata": {"HTTPStatusCode": status}},
-                          operation)
+        raise S3ErrorAnswer(name, message.group(1).decode() if message else "", status,
+                            operation)
+
+    async def xml(self, method: str, key: str, *, query: str, operation: str,
+                  body: bytes = b"", headers: Mapping[str, str] | None = None,
+                  read_timeout: float | None = None, bucket: bool = False) -> Element:
+        """A request whose answer is an XML document (its root, namespace-free). An
+        error document in a 200 answer (CompleteMultipartUpload may send one after a
+        while) is raised like any error answer."""
+        response = await self.send(method, key, query=query, operation=operation, body=body,
+                                   headers=headers, read_timeout=read_timeout, bucket=bucket)
+        content = await response.read(_XML_LIMIT)
+        root = parse_xml(content, f"{_described(response)} that is not S3's XML")
+        if root.tag == "Error":
+            raise S3ErrorAnswer(root.text_of("Code") or str(response.status),
+                                root.text_of("Message") or "", response.status, operation)
+        return root
+
+
+class Element:
+    """An XML element with the namespace cut from every tag, and the two lookups the S3
+    answers need."""
+
+    def __init__(self, node: Any) -> None:
+        self._node = node
+        self.tag = node.tag.rpartition("}")[2]
+
+    def children(self, tag: str) -> Iterator[Element]:
+        for child in self._node:
+            if child.tag.rpartition("}")[2] == tag:
+                yield Element(child)
+
+    def text_of(self, tag: str) -> str | None:
+        for child in self.children(tag):
+            return str(child._node.text or "")
+        return None
+
+
+def parse_xml(content: bytes, what: str) -> Element:
+    """The document's root; NotS3Answer (``what``) if it is not XML."""
+    import xml.etree.ElementTree as ElementTree  # only listings and multipart answers
+
+    try:
+        return Element(ElementTree.fromstring(content))
+    except ElementTree.ParseError:
+        raise NotS3Answer(what) from None
+
+
+def encoded_query(params: Mapping[str, str | None]) -> str:
+    """A query string in the order given; a None value is a bare key (``?uploads``)."""
+    return "&".join(quote(name, safe="-_.~") if value is None
+                    else f"{quote(name, safe='-_.~')}={quote(value, safe='-_.~')}"
+                    for name, value in params.items())
+
+
+def listed_key(value: str | None) -> str:
+    """A key or prefix of a listing asked with ``encoding-type=url``, decoded as botocore
+    decodes it."""
+    return unquote_plus(value or "")

@@ -1,0 +1,88 @@
+"""What an S3 store's failures mean to tychoreg, shared by the lean client's store and
+botocore's: an error answer's code and status, an endpoint that is not S3, and the
+messages that name the timeouts. Nothing here imports botocore."""
+
+from __future__ import annotations
+
+from ..errors import MissingRegistry, NotFound, NotS3, PreconditionFailed, StoreError, TychoError
+
+TRANSIENT_CODES = {
+    "SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
+    "InternalError", "ServiceUnavailable", "503", "500", "502", "504",
+    "ConditionalRequestConflict", "OperationAborted",
+}
+NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchUpload"}
+DENIED_CODES = {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId",
+                "SignatureDoesNotMatch"}
+HEADS = {"HeadObject", "HeadBucket"}  # answers without a body: no error code to read
+BLACK_HOLE = 5  # timeouts of a store that never answered after which it is given up
+
+
+def not_s3(endpoint: str, what: str, detail: str) -> NotS3:
+    return NotS3(f"the endpoint {endpoint} does not speak S3 ({detail}, to {what}); check "
+                 "endpoint_url in the config (or AWS_ENDPOINT_URL)")
+
+
+def answer_error(code: str, status: int, message: str, operation: str, what: str,
+                 endpoint: str) -> TychoError:
+    """The error an S3 error answer is: ``code`` from its body (the status where it has
+    none), for ``operation``."""
+    if code == str(status) and status in (400, 404, 405) and operation not in HEADS:
+        return not_s3(endpoint, what, f"HTTP {status} without an S3 error code")
+    if code in NOT_FOUND_CODES:
+        return NotFound(f"{what}: not found")
+    if code == "PreconditionFailed" or status == 412:
+        return PreconditionFailed(f"{what}: precondition failed")
+    if code == "NoSuchBucket":
+        return MissingRegistry(f"{what}: no such bucket at {endpoint}")
+    if code in DENIED_CODES:
+        return StoreError(f"{what}: access denied ({code})")
+    # 501 Not Implemented is a store's final word (no If-Match, no multipart listing)
+    transient = code in TRANSIENT_CODES or (status >= 500 and status != 501) or status == 429
+    return StoreError(f"{what}: {message or code or f'HTTP {status}'}", transient=transient,
+                      code=code)
+
+
+def connect_timeout(what: str, endpoint: str, seconds: float) -> StoreError:
+    return StoreError(f"{what}: no connection to {endpoint} within {seconds:g} s "
+                      "(connect_timeout)", transient=True)
+
+
+def read_timeout(what: str, endpoint: str, seconds: float) -> StoreError:
+    return StoreError(f"{what}: {endpoint} sent nothing for {seconds:g} s (read_timeout); "
+                      "is the store up, and is it an S3 endpoint?", transient=True)
+
+
+def tls_failed(what: str, endpoint: str, detail: object) -> StoreError:
+    return StoreError(
+        f"{what}: the TLS connection to {endpoint} failed ({detail}); for a private CA, set "
+        "AWS_CA_BUNDLE or the s3 section's \"verify\" to its certificate bundle")
+
+
+def connection_failed(what: str, endpoint: str, kind: str) -> StoreError:
+    return StoreError(f"{what}: connection to {endpoint} failed ({kind})", transient=True)
+
+
+class Silence:
+    """A store that has timed out ``BLACK_HOLE`` times and never answered at all is a
+    black hole: every further request fails at once, so that a command of many requests
+    (a pull-list) fails as fast as a single one. A store that answered once keeps every
+    retry (a stall in the middle of a transfer may pass)."""
+
+    def __init__(self) -> None:
+        self.answered = False
+        self._silences = 0
+        self._given_up: str | None = None
+
+    def check(self, what: str) -> None:
+        if self._given_up is not None:
+            raise StoreError(f"{what}: {self._given_up}")
+
+    def silent(self, message: str) -> None:
+        """A request that timed out or could not connect (``message``: why)."""
+        if self.answered:
+            return
+        self._silences += 1
+        if self._silences >= BLACK_HOLE:
+            self._given_up = (f"{message} (no answer to any of {self._silences} requests: "
+                              "given up)")
