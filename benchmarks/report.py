@@ -523,15 +523,18 @@ class Verdict:
         return f"<= {spec.limit:g} {'MiB' if spec.measure is Measure.RSS else 'ms'}"
 
 
-def _state_of(results: Results, scenario: Scenario, client: ClientName,
-              layout: Layout | None) -> tuple[Row | None, str]:
-    """``client``'s row in ``scenario`` with good runs, or None and why there is none."""
-    row = results.find(scenario, client, layout)
-    if row is not None:
-        return row, ""
-    ran = [r for r in results.rows if r.scenario == scenario and r.client is client
-           and (layout is None or r.layout is layout) and r.runs]
-    return None, f"{client.value}: {'every run failed' if ran else NOT_RUN}"
+def _all_failed(results: Results, scenario: Scenario, client: ClientName,
+                layout: Layout | None) -> bool:
+    """Whether ``client`` ran in ``scenario`` (on ``layout``) and no run succeeded."""
+    return any(r.scenario == scenario and r.client is client and r.runs and not r.good
+               and (layout is None or r.layout is layout) for r in results.rows)
+
+
+def _missing(results: Results, scenario: Scenario, client: ClientName,
+             layout: Layout | None) -> str:
+    """Why ``client`` has no good row in ``scenario``."""
+    failed = _all_failed(results, scenario, client, layout)
+    return f"{client.value}: {'every run failed' if failed else NOT_RUN}"
 
 
 def verdict(results: Results, spec: Spec) -> Verdict:
@@ -540,26 +543,29 @@ def verdict(results: Results, spec: Spec) -> Verdict:
     scenario = next((s for s in results.scenarios() if s.name == spec.scenario), None)
     if scenario is None:
         return Verdict(spec, None, NOT_RUN, "", None)
-    mine, why = _state_of(results, scenario, ClientName.TYCHOREG, spec.layout)
+    mine = results.find(scenario, ClientName.TYCHOREG, spec.layout)
     if mine is None:
-        return Verdict(spec, None, why, "0", False if "failed" in why else None)
+        failed = _all_failed(results, scenario, ClientName.TYCHOREG, spec.layout)
+        return Verdict(spec, None, _missing(results, scenario, ClientName.TYCHOREG,
+                                            spec.layout), "0", False if failed else None)
     runs = str(len(mine.good))
     if spec.measure is Measure.RSS:
         rss = mine.peak_rss()
         assert rss is not None  # a row with good runs has a peak
-        return Verdict(spec, rss, f"tychoreg's largest of {runs} runs", runs,
-                       rss <= spec.limit)
+        return Verdict(spec, rss, f"tychoreg's peak over {runs} run"
+                       + ("" if runs == "1" else "s"), runs, rss <= spec.limit)
     if spec.measure is Measure.CPU:
         per = mine.cpu_per_request()
         requests = mine.requests()
         if per is None or requests is None:
-            return Verdict(spec, None, "requests not counted (an https endpoint?)", runs, None)
+            return Verdict(spec, None, "requests not counted (only SeaweedFS counts them)",
+                           runs, None)
         return Verdict(spec, per * 1000, f"{mine.work_cpu() or 0:.3f} s CPU, "
                        f"{requests:,} requests (medians)", runs, per * 1000 <= spec.limit)
     assert spec.versus is not None
-    theirs, why = _state_of(results, scenario, spec.versus, None)
+    theirs = results.find(scenario, spec.versus)
     if theirs is None:
-        return Verdict(spec, None, why, runs, None)
+        return Verdict(spec, None, _missing(results, scenario, spec.versus, None), runs, None)
     tycho, other = mine.median(), theirs.median()
     vs = ratio(tycho, other)
     runs = f"{runs}/{len(theirs.good)}"

@@ -112,7 +112,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     parser.add_argument("--quick", action="store_true",
                         help="smoke run of about a minute: 16 MiB, one run each, lists of "
                              "20 x 1 MiB and 100 x 16 KiB, scaling 50/200/500 (300 vs s5cmd), "
-                             "a tree of 40 MiB with 2,000 small files")
+                             "pull_many of 100 x 16 KiB, a tree of 40 MiB with 2,000 small "
+                             "files")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--server", choices=[ServerKind.SEAWEEDFS.value, ServerKind.MOTO.value],
                        default=ServerKind.SEAWEEDFS.value,
@@ -152,15 +153,18 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     parser.add_argument("--clients", metavar="NAMES",
                         default=",".join(c.value for c in DEFAULT_CLIENTS),
                         help=f"subset of {','.join(c.value for c in ClientName)} (default: "
-                             "all but raw-http, a single plain HTTP request as a ceiling)")
+                             "all but raw-http, a single plain HTTP request as a ceiling; "
+                             "python is python -c pass of tychoreg's interpreter, in the "
+                             "start-up scenarios)")
     parser.add_argument("--repeat", type=int, metavar="N",
-                        help="runs per client and scenario (default 3, start-up at least 5; "
-                             "1 with --quick)")
+                        help="runs per client and scenario (default 5, as issue 16's targets "
+                             "ask; start-up at least 5; 1 with --quick)")
     parser.add_argument("--timeout", type=float, default=600, metavar="S",
                         help="seconds one run may take before it is killed (default 600)")
     parser.add_argument("--budget", type=float, default=45, metavar="S",
                         help="seconds after which a client is not run again in a scenario "
-                             "(it runs at least once; default 45)")
+                             "(it runs at least once; default 45); tychoreg, s5cmd and "
+                             "python, whose medians the targets compare, always get --repeat")
     parser.add_argument("--max-minutes", type=float, metavar="M",
                         help="no new run after this many minutes (default 120; 10 with "
                              "--quick)")
