@@ -547,7 +547,8 @@ def verdict(results: Results, spec: Spec) -> Verdict:
     if mine is None:
         failed = _all_failed(results, scenario, ClientName.TYCHOREG, spec.layout)
         return Verdict(spec, None, _missing(results, scenario, ClientName.TYCHOREG,
-                                            spec.layout), "0", False if failed else None)
+                                            spec.layout), "0" if failed else "",
+                       False if failed else None)
     runs = str(len(mine.good))
     if spec.measure is Measure.RSS:
         rss = mine.peak_rss()

@@ -201,6 +201,11 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         print("--endpoint over https: the delay proxy speaks plain HTTP; running at 0 ms only",
               file=sys.stderr)
         options = replace(options, latencies=(0,))
+    if args.readme is not None:  # said now, not after the run
+        try:
+            readme_with_results(args.readme.read_text(), "", "", "")
+        except (OSError, ValueError) as exc:
+            parser.error(f"--readme {args.readme}: {exc}")
     server = ServerKind.ENDPOINT if args.endpoint else ServerKind(args.server)
     max_minutes = args.max_minutes or (10.0 if args.quick else 120.0)
     return Config(options, server, args.endpoint, clients, args.timeout, args.budget,
@@ -520,11 +525,15 @@ def report_text(bench: Bench, config: Config, info: dict[str, object],
 
 
 def write_readme(path: Path, report: str, argv: Sequence[str], date: str) -> str:
-    """Put the report in the README's results block; what to tell the user."""
+    """Put the report in the README's results block, through a temporary file renamed
+    over it (never half-written); what to tell the user."""
     command = shlex.join(["python", "benchmarks/run.py", *argv])
+    temp = path.with_name(f".{path.name}.tmp")
     try:
-        path.write_text(readme_with_results(path.read_text(), report, command, date))
+        temp.write_text(readme_with_results(path.read_text(), report, command, date))
+        os.replace(temp, path)
     except (OSError, ValueError) as exc:
+        temp.unlink(missing_ok=True)
         return f"README not updated: {exc}"
     return f"results written to {path}'s results block"
 

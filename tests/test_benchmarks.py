@@ -900,10 +900,11 @@ def test_startup_targets_are_ratios_to_the_bare_interpreter_of_the_same_scenario
     assert pulled.measured == "tychoreg 0.400 s, python -c pass 0.055 s"
     assert pulled.runs == "3/2"
     assert found["--help"].value == pytest.approx(7.0) and found["--help"].state == "MISS"
-    # without the baseline, no ratio: not run, never a PASS
-    found = verdicts_of(rows[:1])
+    # without the baseline, no ratio: not run, never a PASS (likewise without tychoreg)
+    found = verdicts_of([rows[0], rows[3]])
     assert found["one pull of 1 KiB, start-up included"].state == "not run"
     assert found["one pull of 1 KiB, start-up included"].measured == "python: not run"
+    assert found["--help"].measured == "tychoreg: not run" and found["--help"].runs == ""
 
 
 @pytest.mark.parametrize(("tycho", "s5", "state_at_0"), [
