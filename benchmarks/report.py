@@ -489,6 +489,7 @@ def _issue16_specs() -> tuple[Spec, ...]:
 
 ISSUE16 = _issue16_specs()
 NOT_RUN = "not run"
+TARGET_MIN_RUNS = 5  # issue 16: medians of at least 5 interleaved runs
 
 
 @dataclass(frozen=True)
@@ -505,6 +506,18 @@ class Verdict:
     @property
     def state(self) -> str:
         return {True: "PASS", False: "MISS", None: NOT_RUN}[self.passed]
+
+    @property
+    def few_runs(self) -> bool:
+        """Whether the value rests on fewer runs (on either side) than the issue's medians
+        ask for: then the verdict is only indicative."""
+        return self.value is not None and min(
+            int(n) for n in self.runs.split("/")) < TARGET_MIN_RUNS
+
+    @property
+    def result(self) -> str:
+        """PASS, MISS or not run, as the table shows it (marked when on few runs)."""
+        return f"{self.state}*" if self.few_runs else self.state
 
     @property
     def shown(self) -> str:
@@ -586,11 +599,16 @@ TARGET_HEADER = ("target (issue 16)", "measured", "value", "bound", "runs", "res
 
 def target_table(verdicts: Sequence[Verdict]) -> str:
     """Issue 16's targets, one a row: what was compared, the figures, the ratio, the
-    bound, the runs behind the medians (tychoreg's/the baseline's), PASS/MISS/not run."""
+    bound, the runs behind the medians (tychoreg's/the baseline's), PASS/MISS/not run;
+    a verdict on fewer runs than the issue asks is starred, and the star explained."""
     lines = [TARGET_HEADER]
-    lines += [(v.spec.label, v.measured, v.shown, v.target, v.runs, v.state)
+    lines += [(v.spec.label, v.measured, v.shown, v.target, v.runs, v.result)
               for v in verdicts]
-    return render(lines, frozenset({2, 4}))
+    text = render(lines, frozenset({2, 4}))
+    if any(v.few_runs for v in verdicts):
+        text += (f"\n* fewer than {TARGET_MIN_RUNS} runs on a side (--repeat): indicative "
+                 "only; the issue's targets are medians of at least 5")
+    return text
 
 
 def verdict_summary(verdict: Verdict) -> dict[str, Any]:
@@ -598,7 +616,7 @@ def verdict_summary(verdict: Verdict) -> dict[str, Any]:
     spec = verdict.spec
     return {"target": spec.label, "scenario": spec.scenario, "measure": spec.measure.value,
             "limit": spec.limit, "value": verdict.value, "measured": verdict.measured,
-            "runs": verdict.runs, "result": verdict.state}
+            "runs": verdict.runs, "result": verdict.state, "few_runs": verdict.few_runs}
 
 
 # -- the README's results block ------------------------------------------------------------

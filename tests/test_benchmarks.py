@@ -977,19 +977,23 @@ def test_cpu_per_request_target(cpu: float, requests: int | None, state: str) ->
 
 def test_target_table_has_a_row_per_target() -> None:
     rows = [api_row(0.38, 1000),
-            row_of(named("push 256 MiB"), ClientName.TYCHOREG, 1.0),
-            row_of(named("push 256 MiB"), ClientName.S5CMD, 1.25)]
+            row_of(named("push 256 MiB"), ClientName.TYCHOREG, 1.0, 1.0, 1.0, 1.0, 1.0),
+            row_of(named("push 256 MiB"), ClientName.S5CMD, 1.25, 1.25, 1.2, 1.3, 1.25)]
     text = target_table(issue16_verdicts(Results(rows, FULL)))
     lines = text.splitlines()
     assert lines[0].split()[:3] == ["target", "(issue", "16)"]
     assert lines[0].rstrip().endswith("result") and set(lines[1]) == {"-", " "}
-    assert len(lines) == 2 + len(ISSUE16)
+    assert len(lines) == 2 + len(ISSUE16) + 1
     push = next(line for line in lines if line.startswith("push 256 MiB"))
     assert push.endswith("PASS") and "0.80x" in push and "<= 1.0x s5cmd" in push
+    assert push.split()[-2] == "5/5"
     api = next(line for line in lines if line.startswith("pull_many"))
-    assert api.endswith("PASS") and "0.38 ms" in api and "<= 0.5 ms" in api
+    assert api.endswith("PASS*") and "0.38 ms" in api and "<= 0.5 ms" in api
     assert sum(line.endswith("not run") for line in lines) == len(ISSUE16) - 2
-    assert not any(line.endswith("MISS") for line in lines)
+    assert not any(line.endswith(("MISS", "MISS*")) for line in lines)
+    assert lines[-1].startswith("* fewer than 5 runs on a side")  # the api row had one
+    rows[0].runs *= 5
+    assert "* fewer" not in target_table(issue16_verdicts(Results(rows, FULL)))
 
 
 def test_json_has_the_verdicts_and_cpu_per_request() -> None:
