@@ -2,7 +2,8 @@
 writes the CPU time and the wall time of that call alone as JSON.
 
 Issue 16's per-request target excludes start-up: the imports, the settings and opening
-the registry are done before the clock starts. CPU is this process's user + system time
+the registry are done before the clock starts (what the engine builds lazily on its first
+request is part of the call, and counts). CPU is this process's user + system time
 (every thread: ``RUSAGE_SELF``) around the call. The requests are counted by the harness
 (from the server's own counters), not here: this script only uses the public
 API, so the count cannot depend on the engine's internals.
