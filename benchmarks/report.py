@@ -1,5 +1,6 @@
 """The report: the table, the ratios, the marginal cost per package, the targets of issue 9
-(and of issue 10's directory scenario).
+(and of issue 10's directory scenario), issue 16's target table (PASS, MISS or not run),
+and the README's results block.
 
 All pure functions of the rows (and of the options that made them), so they are unit-tested
 without a server; ``machine_info`` is the one part that asks the system.
@@ -15,6 +16,7 @@ import platform
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import Enum
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 from typing import Any
@@ -223,7 +225,9 @@ rate: MiB/s for push and pull, packages/s for pull-list. net MiB/s: throughput e
 t/s5cmd, t/station: the row's median time / s5cmd's or tycho-station's in the same scenario
   (below 1: faster than it). peak RSS: of the largest process of the command (kernel's
   ru_maxrss, not sampled). client CPU: user + system seconds of the command (median).
-server CPU, proxy CPU: the server's / the delay proxy's CPU seconds per second of the run."""
+server CPU, proxy CPU: the server's / the delay proxy's CPU seconds per second of the run.
+python -c pass: the bare interpreter that runs tychoreg, in each start-up scenario (the
+  floor of issue 16's start-up targets). api pull_many: the Python API in one process."""
 
 DIRECTORY_LEGEND = """\
 directory: the s5cmd row is the shell pipeline, tar -I 'zstd -T0 -LEVEL' -cf - -C PARENT NAME
@@ -436,6 +440,205 @@ def targets(results: Results) -> list[Target]:
     return found
 
 
+# -- the targets of issue 16 ---------------------------------------------------------------
+
+
+class Measure(Enum):
+    """What a target of issue 16 bounds."""
+
+    TIME = "time"  # tychoreg's median wall time / the baseline's (python -c pass, s5cmd)
+    RSS = "rss"  # tychoreg's peak RSS, MiB
+    CPU = "cpu"  # tychoreg's client CPU per request, start-up excluded, ms
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One row of issue 16's table: the scenario (by name, as a run names it), what is
+    bounded, and the bound."""
+
+    label: str  # what the target table calls it
+    scenario: str  # Scenario.name of the scenario measured
+    measure: Measure
+    limit: float
+    layout: Layout | None = None  # tychoreg's fixture layout (None: its only row)
+    versus: ClientName | None = None  # TIME: the baseline's client
+
+
+def _issue16_specs() -> tuple[Spec, ...]:
+    py, s5 = ClientName.PYTHON, ClientName.S5CMD
+    time_, rss, cpu = Measure.TIME, Measure.RSS, Measure.CPU
+    station, mine = Layout.STATION, Layout.TYCHOREG
+    specs = [Spec("one pull of 1 KiB, start-up included", "start-up pull 1 KiB", time_, 8.0,
+                  mine, py),
+             Spec("--help", "start-up --help", time_, 6.0, None, py),
+             Spec("pull 256 MiB, SHA-256 verified", "pull 256 MiB", time_, 1.0, mine, s5),
+             Spec("push 256 MiB", "push 256 MiB", time_, 1.0, None, s5)]
+    for what, at0, at20 in (("100 x 1 MiB", 1.0, 1.0), ("500 x 16 KiB", 1.0, 0.8)):
+        for ms, limit in ((0, at0), (20, at20)):
+            for layout in (station, mine):
+                specs.append(Spec(f"pull-list {what} @{ms}ms [{layout.value}]",
+                                  f"pull-list {what} @{ms}ms", time_, limit, layout, s5))
+    for count in ("5,000", "10,000"):
+        name = f"scaling pull-list {count} x 4 KiB"
+        specs += [Spec(f"pull-list {count} x 4 KiB", name, time_, 1.0, mine, s5),
+                  Spec(f"pull-list {count} x 4 KiB: peak RSS", name, rss, 150.0, mine)]
+    specs.append(Spec("pull_many 500 x 16 KiB (API): client CPU per request",
+                      "api pull_many 500 x 16 KiB", cpu, 0.5, mine))
+    return tuple(specs)
+
+
+ISSUE16 = _issue16_specs()
+NOT_RUN = "not run"
+TARGET_MIN_RUNS = 5  # issue 16: medians of at least 5 interleaved runs
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A target of issue 16 against one run: the value (None: not run here), what it
+    came from, the runs behind it, and PASS / MISS / not run."""
+
+    spec: Spec
+    value: float | None
+    measured: str  # the figures behind the value, or why there is none
+    runs: str  # runs that counted: tychoreg's, and the baseline's after a slash
+    passed: bool | None  # None: not run in this invocation (never a PASS)
+
+    @property
+    def state(self) -> str:
+        return {True: "PASS", False: "MISS", None: NOT_RUN}[self.passed]
+
+    @property
+    def few_runs(self) -> bool:
+        """Whether the value rests on fewer runs (on either side) than the issue's medians
+        ask for: then the verdict is only indicative."""
+        return self.value is not None and min(
+            int(n) for n in self.runs.split("/")) < TARGET_MIN_RUNS
+
+    @property
+    def result(self) -> str:
+        """PASS, MISS or not run, as the table shows it (marked when on few runs)."""
+        return f"{self.state}*" if self.few_runs else self.state
+
+    @property
+    def shown(self) -> str:
+        """The value as the table shows it: 1.23x, 0.38 ms, 77 MiB."""
+        if self.value is None:
+            return "-"
+        unit = {Measure.TIME: "x", Measure.RSS: " MiB", Measure.CPU: " ms"}[self.spec.measure]
+        return f"{self.value:.{0 if self.spec.measure is Measure.RSS else 2}f}{unit}"
+
+    @property
+    def target(self) -> str:
+        spec = self.spec
+        if spec.measure is Measure.TIME:
+            against = "python -c pass" if spec.versus is ClientName.PYTHON else "s5cmd"
+            return f"<= {spec.limit:.1f}x {against}"
+        return f"<= {spec.limit:g} {'MiB' if spec.measure is Measure.RSS else 'ms'}"
+
+
+def _all_failed(results: Results, scenario: Scenario, client: ClientName,
+                layout: Layout | None) -> bool:
+    """Whether ``client`` ran in ``scenario`` (on ``layout``) and no run succeeded."""
+    return any(r.scenario == scenario and r.client is client and r.runs and not r.good
+               and (layout is None or r.layout is layout) for r in results.rows)
+
+
+def _missing(results: Results, scenario: Scenario, client: ClientName,
+             layout: Layout | None) -> str:
+    """Why ``client`` has no good row in ``scenario``."""
+    failed = _all_failed(results, scenario, client, layout)
+    return f"{client.value}: {'every run failed' if failed else NOT_RUN}"
+
+
+def verdict(results: Results, spec: Spec) -> Verdict:
+    """One target of issue 16 against the run: MISS when tychoreg's runs all failed, not
+    run when the scenario, tychoreg or the baseline was not measured."""
+    scenario = next((s for s in results.scenarios() if s.name == spec.scenario), None)
+    if scenario is None:
+        return Verdict(spec, None, NOT_RUN, "", None)
+    mine = results.find(scenario, ClientName.TYCHOREG, spec.layout)
+    if mine is None:
+        failed = _all_failed(results, scenario, ClientName.TYCHOREG, spec.layout)
+        return Verdict(spec, None, _missing(results, scenario, ClientName.TYCHOREG,
+                                            spec.layout), "0" if failed else "",
+                       False if failed else None)
+    runs = str(len(mine.good))
+    if spec.measure is Measure.RSS:
+        rss = mine.peak_rss()
+        assert rss is not None  # a row with good runs has a peak
+        return Verdict(spec, rss, f"tychoreg's peak over {runs} run"
+                       + ("" if runs == "1" else "s"), runs, rss <= spec.limit)
+    if spec.measure is Measure.CPU:
+        per = mine.cpu_per_request()
+        requests = mine.requests()
+        if per is None or requests is None:
+            return Verdict(spec, None, "requests not counted (only SeaweedFS counts them)",
+                           runs, None)
+        return Verdict(spec, per * 1000, f"{mine.work_cpu() or 0:.3f} s CPU, "
+                       f"{requests:,} requests (medians)", runs, per * 1000 <= spec.limit)
+    assert spec.versus is not None
+    theirs = results.find(scenario, spec.versus)
+    if theirs is None:
+        return Verdict(spec, None, _missing(results, scenario, spec.versus, None), runs, None)
+    tycho, other = mine.median(), theirs.median()
+    vs = ratio(tycho, other)
+    runs = f"{runs}/{len(theirs.good)}"
+    name = theirs.label if spec.versus is ClientName.PYTHON else spec.versus.value
+    if vs is None or tycho is None or other is None:
+        return Verdict(spec, None, f"{name}: no time", runs, None)
+    return Verdict(spec, vs, f"tychoreg {tycho:.3f} s, {name} {other:.3f} s", runs,
+                   vs <= spec.limit)
+
+
+def issue16_verdicts(results: Results) -> list[Verdict]:
+    return [verdict(results, spec) for spec in ISSUE16]
+
+
+TARGET_HEADER = ("target (issue 16)", "measured", "value", "bound", "runs", "result")
+
+
+def target_table(verdicts: Sequence[Verdict]) -> str:
+    """Issue 16's targets, one a row: what was compared, the figures, the ratio, the
+    bound, the runs behind the medians (tychoreg's/the baseline's), PASS/MISS/not run;
+    a verdict on fewer runs than the issue asks is starred, and the star explained."""
+    lines = [TARGET_HEADER]
+    lines += [(v.spec.label, v.measured, v.shown, v.target, v.runs, v.result)
+              for v in verdicts]
+    text = render(lines, frozenset({2, 4}))
+    if any(v.few_runs for v in verdicts):
+        text += (f"\n* fewer than {TARGET_MIN_RUNS} runs on a side (--repeat): indicative "
+                 "only; the issue's targets are medians of at least 5")
+    return text
+
+
+def verdict_summary(verdict: Verdict) -> dict[str, Any]:
+    """One target of issue 16, as JSON-ready data."""
+    spec = verdict.spec
+    return {"target": spec.label, "scenario": spec.scenario, "measure": spec.measure.value,
+            "limit": spec.limit, "value": verdict.value, "measured": verdict.measured,
+            "runs": verdict.runs, "result": verdict.state, "few_runs": verdict.few_runs}
+
+
+# -- the README's results block ------------------------------------------------------------
+
+RESULTS_START = "<!-- results: written by benchmarks/run.py --readme; edits here are lost -->"
+RESULTS_END = "<!-- end of results -->"
+
+
+def readme_with_results(readme: str, report: str, command: str, date: str) -> str:
+    """``readme`` with the text between its results markers replaced by ``report`` (the
+    markers stay, so the next run replaces it again). ValueError when the markers are
+    missing, repeated or out of order: nothing is guessed."""
+    if readme.count(RESULTS_START) != 1 or readme.count(RESULTS_END) != 1:
+        raise ValueError(f"expected the lines {RESULTS_START!r} and {RESULTS_END!r} once each")
+    head, rest = readme.split(RESULTS_START)
+    if RESULTS_END not in rest:
+        raise ValueError(f"{RESULTS_END!r} comes before {RESULTS_START!r}")
+    tail = rest.split(RESULTS_END)[1]
+    block = f"Run of {date} (`{command}`):\n\n```\n{report.strip()}\n```"
+    return f"{head}{RESULTS_START}\n{block}\n{RESULTS_END}{tail}"
+
+
 # -- what it ran on ------------------------------------------------------------------------
 
 
@@ -529,6 +732,7 @@ def summary(results: Results, info: dict[str, Any], found: Sequence[Target],
                     "latencies": list(options.latencies),
                     "list_lengths": list(options.list_lengths),
                     "s5cmd_length": options.s5cmd_length, "scaling_size": options.scaling_size,
+                    "api": list(options.api),
                     "repeat": options.repeat, "startup_repeat": options.startup_repeat,
                     "groups": sorted(g.value for g in options.groups),
                     "dir_size": options.dir_size, "dir_files": options.dir_files,

@@ -4,9 +4,11 @@ One command: starts SeaweedFS on loopback (or moto with ``--server moto``, or us
 ``--endpoint URL``), adds latency with a delay proxy where a scenario asks for it, writes the
 fixtures, runs every scenario with every client, repeated and interleaved, and prints a
 table (medians, ranges, net throughput, ratios to s5cmd and tycho-station, peak RSS, CPU,
-compressed sizes), the marginal cost per package, and the targets of issues 9 and 10 with
-PASS or MISS. Every client runs as a user runs it, as its own process, timed from spawn to
-exit; a directory is pushed and pulled by tychoreg and by a tar | zstd | s5cmd pipeline.
+compressed sizes), the marginal cost per package, the targets of issues 9 and 10 with
+PASS or MISS, and issue 16's as a table of ratios (to s5cmd, or to a bare ``python -c
+pass`` of tychoreg's interpreter) with PASS, MISS or not run. Every client runs as a user
+runs it, as its own process, timed from spawn to exit; a directory is pushed and pulled by
+tychoreg and by a tar | zstd | s5cmd pipeline; ``pull_many`` runs through the Python API.
 See benchmarks/README.md.
 
     python benchmarks/run.py [--quick] [--server seaweedfs|moto | --endpoint URL] [--json FILE]
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -52,13 +55,18 @@ from benchmarks.report import (
     LEGEND,
     Results,
     Target,
+    Verdict,
     directory_tree,
     header,
+    issue16_verdicts,
     machine_info,
     marginal_lines,
+    readme_with_results,
     summary,
     table,
+    target_table,
     targets,
+    verdict_summary,
 )
 from benchmarks.scenarios import (
     DEFAULT_CLIENTS,
@@ -95,6 +103,8 @@ class Config:
     budget: float
     max_minutes: float
     json: Path | None
+    readme: Path | None = None  # whose results block the report replaces
+    argv: tuple[str, ...] = ()  # the options given, as the README quotes them
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Config:
@@ -102,7 +112,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     parser.add_argument("--quick", action="store_true",
                         help="smoke run of about a minute: 16 MiB, one run each, lists of "
                              "20 x 1 MiB and 100 x 16 KiB, scaling 50/200/500 (300 vs s5cmd), "
-                             "a tree of 40 MiB with 2,000 small files")
+                             "pull_many of 100 x 16 KiB, a tree of 40 MiB with 2,000 small "
+                             "files")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--server", choices=[ServerKind.SEAWEEDFS.value, ServerKind.MOTO.value],
                        default=ServerKind.SEAWEEDFS.value,
@@ -142,19 +153,25 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     parser.add_argument("--clients", metavar="NAMES",
                         default=",".join(c.value for c in DEFAULT_CLIENTS),
                         help=f"subset of {','.join(c.value for c in ClientName)} (default: "
-                             "all but raw-http, a single plain HTTP request as a ceiling)")
+                             "all but raw-http, a single plain HTTP request as a ceiling; "
+                             "python is python -c pass of tychoreg's interpreter, in the "
+                             "start-up scenarios)")
     parser.add_argument("--repeat", type=int, metavar="N",
-                        help="runs per client and scenario (default 3, start-up at least 5; "
-                             "1 with --quick)")
+                        help="runs per client and scenario (default 5, as issue 16's targets "
+                             "ask; start-up at least 5; 1 with --quick)")
     parser.add_argument("--timeout", type=float, default=600, metavar="S",
                         help="seconds one run may take before it is killed (default 600)")
     parser.add_argument("--budget", type=float, default=45, metavar="S",
                         help="seconds after which a client is not run again in a scenario "
-                             "(it runs at least once; default 45)")
+                             "(it runs at least once; default 45); tychoreg, s5cmd and "
+                             "python, whose medians the targets compare, always get --repeat")
     parser.add_argument("--max-minutes", type=float, metavar="M",
                         help="no new run after this many minutes (default 120; 10 with "
                              "--quick)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write all results here")
+    parser.add_argument("--readme", type=Path, metavar="FILE",
+                        help="after a run that was not interrupted, replace the results "
+                             "block of this README (benchmarks/README.md) with the report")
     args = parser.parse_args(argv)
     base = QUICK if args.quick else FULL
     try:
@@ -184,10 +201,16 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         print("--endpoint over https: the delay proxy speaks plain HTTP; running at 0 ms only",
               file=sys.stderr)
         options = replace(options, latencies=(0,))
+    if args.readme is not None:  # said now, not after the run
+        try:
+            readme_with_results(args.readme.read_text(), "", "", "")
+        except (OSError, ValueError) as exc:
+            parser.error(f"--readme {args.readme}: {exc}")
     server = ServerKind.ENDPOINT if args.endpoint else ServerKind(args.server)
     max_minutes = args.max_minutes or (10.0 if args.quick else 120.0)
     return Config(options, server, args.endpoint, clients, args.timeout, args.budget,
-                  max_minutes, args.json)
+                  max_minutes, args.json, args.readme,
+                  tuple(sys.argv[1:] if argv is None else argv))
 
 
 def run_setup(argv: Sequence[str], cwd: Path, env: dict[str, str],
@@ -395,7 +418,7 @@ class Bench:
         workdir = self.runner.workdir()
         measure = partial(self.runner.measure, through_proxy=proxy is not None)
         try:
-            if scenario.action is Action.HELP:
+            if scenario.action is Action.HELP or client.baseline:
                 measure(row, client.help()[1], workdir, self.client_env(None))
             elif scenario.action is Action.PUSH_DIR:
                 self.run_push_dir(row, client, url, workdir, measure)
@@ -403,6 +426,9 @@ class Bench:
                 self.run_pull_dir(row, client, url, workdir, measure)
             elif scenario.action is Action.PUSH:
                 self.run_push(row, client, url, workdir, measure)
+            elif scenario.action is Action.PULL_MANY:
+                assert fixture is not None
+                self.run_pull_many(row, client, fixture, workdir, measure)
             else:
                 assert fixture is not None
                 self.run_pull(row, client, fixture, url, workdir, measure)
@@ -440,46 +466,76 @@ class Bench:
                 self.client_env(fixture.bucket, scenario.latency_ms), check=check)
 
 
+    def run_pull_many(self, row: Row, client: Client, fixture: PackageSet, workdir: Path,
+                      measure: Callable[..., object]) -> None:
+        """pull_many in one process; its requests are the server's count for the bucket
+        (before and after), so nothing but the server is on the path."""
+        scenario = row.scenario
+        names = fixture.names[:scenario.count]
+        job = Job(self.endpoints.backend.endpoint, fixture.bucket, workdir, names[0],
+                  packages=names)
+        before = self.endpoints.backend.requests(fixture.bucket)
+
+        def work() -> tuple[float | None, int | None]:
+            try:
+                cpu = float(json.loads(job.api_report.read_text())["cpu_s"])
+            except (OSError, ValueError, KeyError, TypeError):
+                cpu = None
+            after = self.endpoints.backend.requests(fixture.bucket)
+            return cpu, None if before is None or after is None else after - before
+
+        measure(row, client.command(Action.PULL_MANY, job), workdir,
+                self.client_env(fixture.bucket), work=work,
+                check=partial(files_of_size, job.outdir, scenario.size, len(names)))
+
+
 def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def print_report(bench: Bench, config: Config, info: dict[str, object],
-                 interrupted: bool) -> list[Target]:
+def report_text(bench: Bench, config: Config, info: dict[str, object],
+                interrupted: bool) -> tuple[str, list[Target], list[Verdict]]:
+    """The whole report as printed (and as ``--readme`` puts it in the README), with
+    the targets of issues 9 and 10 and the verdicts on issue 16's."""
     results = Results(bench.rows, config.options)
     found = targets(results)
+    verdicts = issue16_verdicts(results)
     latencies = latencies_used(row.scenario for row in bench.rows) or (0,)
-    print()
-    print(header(info, config.options, latencies))
+    out = [header(info, config.options, latencies)]
     if interrupted:
-        print("INTERRUPTED: what was measured before Ctrl-C")
-    print()
-    print(table(results, bench.endpoints.backend.saturates_at))
-    print()
-    print(LEGEND)
+        out.append("INTERRUPTED: what was measured before Ctrl-C")
+    out += ["", table(results, bench.endpoints.backend.saturates_at), "", LEGEND]
     tree = directory_tree(results)
     if tree is not None:
-        print(DIRECTORY_LEGEND)
-        print(f"directory tree: {tree.describe()}")
+        out += [DIRECTORY_LEGEND, f"directory tree: {tree.describe()}"]
     marginal = marginal_lines(results)
     if marginal:
-        print()
-        print("marginal cost per package (scaling, 0 ms):")
-        for line in marginal:
-            print(f"  {line}")
-    print()
-    print("targets of issues 9 and 10 (shown, not asserted):")
-    for target in found:
-        print(f"  {target.state}  {target.name}: {target.measured}")
+        out += ["", "marginal cost per package (scaling, 0 ms):"]
+        out += [f"  {line}" for line in marginal]
+    out += ["", "targets of issue 16 (medians of interleaved runs; shown, not asserted):",
+            target_table(verdicts), "", "targets of issues 9 and 10 (shown, not asserted):"]
+    out += [f"  {target.state}  {target.name}: {target.measured}" for target in found]
     failures = [(row, run.error) for row in bench.rows for run in row.runs if not run.ok]
     if bench.notes or failures:
-        print()
-        print("notes:")
-        for note in bench.notes:
-            print(f"  - {note}")
-        for row, error in failures:
-            print(f"  - FAILED {row.scenario.name} / {row.label}: {error}")
-    return found
+        out += ["", "notes:"]
+        out += [f"  - {note}" for note in bench.notes]
+        out += [f"  - FAILED {row.scenario.name} / {row.label}: {error}"
+                for row, error in failures]
+    return "\n".join(out), found, verdicts
+
+
+def write_readme(path: Path, report: str, argv: Sequence[str], date: str) -> str:
+    """Put the report in the README's results block, through a temporary file renamed
+    over it (never half-written); what to tell the user."""
+    command = shlex.join(["python", "benchmarks/run.py", *argv])
+    temp = path.with_name(f".{path.name}.tmp")
+    try:
+        temp.write_text(readme_with_results(path.read_text(), report, command, date))
+        os.replace(temp, path)
+    except (OSError, ValueError) as exc:
+        temp.unlink(missing_ok=True)
+        return f"README not updated: {exc}"
+    return f"results written to {path}'s results block"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -527,9 +583,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             info = machine_info(locate(ClientName.AWS), locate(ClientName.S5CMD),
                                 endpoints.backend.description)
         print(f"done in {time.monotonic() - started:.0f} s; servers stopped", file=sys.stderr)
-        found = print_report(bench, config, info, interrupted)
+        report, found, verdicts = report_text(bench, config, info, interrupted)
+        print()
+        print(report)
+        if config.readme is not None:
+            print()
+            print(write_readme(config.readme, report, config.argv, str(info["date"]))
+                  if not interrupted else "README not updated: the run was interrupted")
         if config.json is not None:
             data = summary(Results(bench.rows, config.options), info, found, bench.notes)
+            data["issue16"] = [verdict_summary(v) for v in verdicts]
+            data["report"] = report
             config.json.parent.mkdir(parents=True, exist_ok=True)
             config.json.write_text(json.dumps(data, indent=2, default=str))
             print(f"\nresults written to {config.json}")

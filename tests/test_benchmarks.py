@@ -1,6 +1,7 @@
 """Unit tests of the benchmark harness's pure parts (benchmarks/): sizes, the plan, rows and
 the budget, fixtures' objects, the directory scenario's tree and its check, command lines,
-the table, ratios, marginal cost and targets.
+the table, ratios, marginal cost and targets (issue 16's target table with PASS, MISS and
+not run), the README's results block.
 
 No server, no subprocess: fast, and importable with the test extra alone (no psutil).
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.clients import AwsCli, Job, S5cmd, Station, Tychoreg
+from benchmarks.clients import AwsCli, BarePython, Job, S5cmd, Station, Tychoreg, interpreter_of
 from benchmarks.fixtures import (
     layout_differences,
     package_names,
@@ -32,22 +33,31 @@ from benchmarks.measure import (
     TreeSummary,
     files_of_size,
     rate_mib_s,
+    s3_requests,
     summarize_tree,
     tree_difference,
     tree_mismatch,
 )
 from benchmarks.report import (
     DIRECTORY_TARGET,
+    ISSUE16,
+    RESULTS_END,
+    RESULTS_START,
     Results,
     Target,
+    Verdict,
+    issue16_verdicts,
     marginal_cost,
     marginal_lines,
     net_rate,
     ratio,
+    readme_with_results,
     render,
     summary,
     table,
+    target_table,
     targets,
+    verdict_summary,
 )
 from benchmarks.scenarios import (
     FULL,
@@ -158,6 +168,7 @@ def test_full_plan_has_the_issue_scenarios() -> None:
         "pull-list 500 x 16 KiB @0ms", "pull-list 500 x 16 KiB @20ms",
         "scaling pull-list 100 x 4 KiB", "scaling pull-list 1,000 x 4 KiB",
         "scaling pull-list 5,000 x 4 KiB", "scaling pull-list 10,000 x 4 KiB",
+        "api pull_many 500 x 16 KiB",
         "directory push 500 MiB, 20,003 files, zstd -3",
         "directory pull 500 MiB, 20,003 files, zstd -3",
     ]
@@ -264,7 +275,7 @@ class Clock:
 def test_budget_bounds_runs_by_count_time_and_deadline() -> None:
     clock = Clock()
     budget = Budget(row_seconds=10, total_seconds=100, clock=clock)
-    row = Row(Scenario(Group.PUSH, Action.PUSH, MiB), ClientName.TYCHOREG, "tychoreg")
+    row = Row(Scenario(Group.PUSH, Action.PUSH, MiB), ClientName.STATION, "tycho-station")
     assert budget.due(row, 3)  # the first run always
     row.runs.append(run(30.0))
     assert not budget.due(row, 3)  # over the row's budget: no second run
@@ -725,3 +736,296 @@ def test_directory_json() -> None:
     assert tycho["runs"][0]["stored_bytes"] == 30 * MiB
     json.dumps(data)
     assert summary(Results([], FULL), {}, [], [])["directory_tree"] is None
+
+
+# -- issue 16: the bare interpreter, the API scenario, the target table, the README ---------
+
+
+EVERYONE = (*ALL, ClientName.PYTHON)
+
+
+def test_bare_python_is_timed_in_every_startup_scenario_and_nowhere_else() -> None:
+    for scenario in build_scenarios(FULL):
+        pairs = scenario.runs(EVERYONE)
+        if scenario.group is Group.STARTUP:
+            assert (ClientName.PYTHON, None) in pairs
+            assert [c for c, _ in pairs].index(ClientName.PYTHON) == len(pairs) - 1
+        else:
+            assert ClientName.PYTHON not in [c for c, _ in pairs], scenario.name
+    assert ClientName.PYTHON in ClientName.parse("tychoreg,python")
+
+
+def test_bare_python_runs_pass_whatever_the_action(tmp_path: Path) -> None:
+    bare = BarePython("/venv/bin/python")
+    job = Job("http://127.0.0.1:9", "bkt", tmp_path, "tiny", tmp_path / "f.bin")
+    for action in (Action.HELP, Action.PULL, Action.PUSH):
+        assert bare.command(action, job) == ["/venv/bin/python", "-c", "pass"]
+        assert bare.label(action) == "python -c pass"
+    assert bare.baseline and not bare.writes_files and not Tychoreg("t").baseline
+
+
+def test_interpreter_of_console_scripts(tmp_path: Path) -> None:
+    plain = tmp_path / "tychoreg"
+    plain.write_text("#!/work/x/.venv/bin/python3\n# -*- coding: utf-8 -*-\nimport re\n")
+    assert interpreter_of(str(plain)) == "/work/x/.venv/bin/python3"
+    long = tmp_path / "long"  # what pip writes when the path is too long for #!
+    long.write_text("#!/bin/sh\n'''exec' '/a very/long/bin/python' \"$0\" \"$@\"\n' '''\n")
+    assert interpreter_of(str(long)) == "/a very/long/bin/python"
+    env = tmp_path / "env"
+    env.write_text("#!/usr/bin/env sh\necho\n")
+    assert interpreter_of(str(env)) == shutil.which("sh")
+    binary = tmp_path / "s5cmd"
+    binary.write_bytes(b"\x7fELF\x02\x01")
+    assert interpreter_of(str(binary)) is None
+    assert interpreter_of(str(tmp_path / "missing")) is None
+    assert Tychoreg(str(plain)).pull_many(Job("http://h:1", "b", tmp_path, "p1",
+                                              packages=("p1",)))[0] == "/work/x/.venv/bin/python3"
+
+
+def test_api_scenario_and_its_command_line(tmp_path: Path) -> None:
+    (api,) = [s for s in build_scenarios(FULL) if s.group is Group.API]
+    assert api.name == "api pull_many 500 x 16 KiB" and api.reads
+    assert api.runs(EVERYONE) == [(ClientName.TYCHOREG, Layout.TYCHOREG)]
+    assert Group.parse("api") == {Group.API}
+    assert [s.count for s in build_scenarios(QUICK) if s.group is Group.API] == [100]
+    job = Job("http://127.0.0.1:9", "bkt", tmp_path, "p1", packages=("p1", "p2"))
+    argv = Tychoreg("/nowhere/tychoreg").command(Action.PULL_MANY, job)
+    assert argv[1].endswith("benchmarks/api_pull.py")
+    assert argv[2:] == ["--registry", "s3://bkt", "--endpoint-url", "http://127.0.0.1:9",
+                        "--from-file", str(job.listfile), "--outdir", str(job.outdir),
+                        "--report", str(job.api_report)]
+    assert job.listfile.read_text() == "p1\np2\n"
+    with pytest.raises(NotImplementedError):
+        S5cmd("s5cmd").command(Action.PULL_MANY, job)
+
+
+def test_default_repeat_is_five_and_the_budget_spares_the_compared_clients() -> None:
+    assert FULL.repeat == 5 and repeat_for(build_scenarios(FULL)[0], FULL) == 5
+    budget = Budget(row_seconds=10, total_seconds=1000, clock=Clock())
+    scenario = Scenario(Group.PUSH, Action.PUSH, MiB)
+    for client in ClientName:
+        row = Row(scenario, client, client.value, runs=[run(30.0)])
+        compared = client in (ClientName.TYCHOREG, ClientName.S5CMD, ClientName.PYTHON)
+        assert budget.due(row, 5) is compared, client
+        row.runs += [run(30.0)] * 4
+        assert not budget.due(row, 5)  # --repeat still bounds every row
+
+
+def api_row(cpu: float | None, requests: int | None, *, rss: float = 60.0,
+            error: str = "") -> Row:
+    (api,) = [s for s in build_scenarios(FULL) if s.group is Group.API]
+    return Row(api, ClientName.TYCHOREG, "tychoreg", Layout.TYCHOREG,
+               [Run(1.0, rss, 0.9, None, None, error, None, cpu, requests)])
+
+
+def test_cpu_per_request_is_the_median_over_counted_runs() -> None:
+    row = api_row(0.19, 1000)
+    row.runs += [Run(1.0, 60.0, 0.9, work_cpu=0.5, requests=1000),
+                 Run(1.0, 60.0, 0.9, work_cpu=0.25, requests=1000),
+                 Run(1.0, 60.0, 0.9, work_cpu=0.1, requests=None),  # not counted
+                 Run(1.0, 60.0, 0.9, error="exit 3", work_cpu=0.1, requests=10)]
+    assert row.cpu_per_request() == pytest.approx(0.00025)
+    assert row.requests() == 1000 and row.work_cpu() == pytest.approx(0.22)
+    assert api_row(None, 1000).cpu_per_request() is None
+    assert api_row(0.1, 0).cpu_per_request() is None
+
+
+def test_s3_requests_sums_one_buckets_counters() -> None:
+    metrics = "\n".join([
+        "# HELP SeaweedFS_s3_request_total Counter of s3 requests.",
+        'SeaweedFS_s3_request_seconds_count{bucket="b1",type="GET"} 5',
+        'SeaweedFS_s3_request_total{bucket="b1",code="200",type="GET"} 998',
+        'SeaweedFS_s3_request_total{bucket="b1",code="206",type="GET"} 2',
+        'SeaweedFS_s3_request_total{bucket="b1",code="304",type="HEAD"} 1e+01',
+        'SeaweedFS_s3_request_total{bucket="b10",code="200",type="GET"} 7',
+        'SeaweedFS_s3_request_total{bucket="other",code="200",type="PUT"} 3'])
+    assert s3_requests(metrics, "b1") == 1010
+    assert s3_requests(metrics, "b10") == 7 and s3_requests(metrics, "none") == 0
+
+
+def named(name: str) -> Scenario:
+    """The scenario of the full plan called ``name``."""
+    return next(s for s in build_scenarios(FULL) if s.name == name)
+
+
+def verdicts_of(rows: list[Row]) -> dict[str, Verdict]:
+    return {v.spec.label: v for v in issue16_verdicts(Results(rows, FULL))}
+
+
+def test_every_target_of_issue_16_is_a_scenario_of_the_full_plan() -> None:
+    names = {s.name for s in build_scenarios(FULL)}
+    assert {spec.scenario for spec in ISSUE16} <= names
+    assert [spec.label for spec in ISSUE16] == [
+        "one pull of 1 KiB, start-up included", "--help", "pull 256 MiB, SHA-256 verified",
+        "push 256 MiB",
+        *(f"pull-list {what} @{ms}ms [{layout}]" for what in ("100 x 1 MiB", "500 x 16 KiB")
+          for ms in (0, 20) for layout in ("tycho-station", "tychoreg")),
+        "pull-list 5,000 x 4 KiB", "pull-list 5,000 x 4 KiB: peak RSS",
+        "pull-list 10,000 x 4 KiB", "pull-list 10,000 x 4 KiB: peak RSS",
+        "pull_many 500 x 16 KiB (API): client CPU per request"]
+    limits = {spec.label: spec.limit for spec in ISSUE16}
+    assert limits["one pull of 1 KiB, start-up included"] == 8.0
+    assert limits["--help"] == 6.0
+    assert limits["pull-list 500 x 16 KiB @20ms [tychoreg]"] == 0.8
+    assert limits["pull-list 500 x 16 KiB @0ms [tychoreg]"] == 1.0
+    assert limits["pull-list 10,000 x 4 KiB: peak RSS"] == 150.0
+    assert limits["pull_many 500 x 16 KiB (API): client CPU per request"] == 0.5
+
+
+def test_nothing_measured_is_not_run_never_pass() -> None:
+    found = issue16_verdicts(Results([], FULL))
+    assert len(found) == len(ISSUE16)
+    assert {(v.state, v.value, v.measured) for v in found} == {("not run", None, "not run")}
+    # a --quick run measures other sizes: only its start-up scenarios are the issue's
+    quick = [row_of(s, ClientName.TYCHOREG, 0.01, layout=(s.layouts or (None,))[-1])
+             for s in build_scenarios(QUICK)]
+    quick += [row_of(s, c, 10.0) for s in build_scenarios(QUICK)
+              for c in (ClientName.S5CMD, ClientName.PYTHON)]
+    states = {v.spec.label: v.state for v in issue16_verdicts(Results(quick, QUICK))}
+    assert states.pop("one pull of 1 KiB, start-up included") == states.pop("--help") == "PASS"
+    assert set(states.values()) == {"not run"}
+
+
+def test_startup_targets_are_ratios_to_the_bare_interpreter_of_the_same_scenario() -> None:
+    pull, helps = named("start-up pull 1 KiB"), named("start-up --help")
+    rows = [row_of(pull, ClientName.TYCHOREG, 0.40, 0.41, 0.39, layout=Layout.TYCHOREG),
+            Row(pull, ClientName.PYTHON, "python -c pass", None, [run(0.05), run(0.06)]),
+            Row(helps, ClientName.TYCHOREG, "tychoreg --help", None, [run(0.07)]),
+            # the --help scenario's interpreter is not the pull's baseline
+            Row(helps, ClientName.PYTHON, "python -c pass", None, [run(0.01)])]
+    found = verdicts_of(rows)
+    pulled = found["one pull of 1 KiB, start-up included"]
+    assert pulled.value == pytest.approx(0.40 / 0.055) and pulled.state == "PASS"
+    assert pulled.shown == "7.27x" and pulled.target == "<= 8.0x python -c pass"
+    assert pulled.measured == "tychoreg 0.400 s, python -c pass 0.055 s"
+    assert pulled.runs == "3/2"
+    assert found["--help"].value == pytest.approx(7.0) and found["--help"].state == "MISS"
+    # without the baseline, no ratio: not run, never a PASS (likewise without tychoreg)
+    found = verdicts_of([rows[0], rows[3]])
+    assert found["one pull of 1 KiB, start-up included"].state == "not run"
+    assert found["one pull of 1 KiB, start-up included"].measured == "python: not run"
+    assert found["--help"].measured == "tychoreg: not run" and found["--help"].runs == ""
+
+
+@pytest.mark.parametrize(("tycho", "s5", "state_at_0"), [
+    (1.0, 1.0, "PASS"), (0.79, 1.0, "PASS"), (0.81, 1.0, "PASS"), (2.0, 1.0, "MISS")])
+def test_pull_list_at_20ms_is_bounded_at_0_8x_s5cmd(tycho: float, s5: float,
+                                                    state_at_0: str) -> None:
+    scenario = named("pull-list 500 x 16 KiB @20ms")
+    rows = [row_of(scenario, ClientName.TYCHOREG, tycho, layout=Layout.TYCHOREG),
+            row_of(scenario, ClientName.TYCHOREG, tycho / 4, layout=Layout.STATION),
+            row_of(scenario, ClientName.S5CMD, s5, layout=Layout.STATION)]
+    found = verdicts_of(rows)
+    mine = found["pull-list 500 x 16 KiB @20ms [tychoreg]"]
+    assert mine.state == ("MISS" if tycho > 0.8 * s5 else "PASS")
+    assert found["pull-list 500 x 16 KiB @20ms [tycho-station]"].state == "PASS"
+    assert found["pull-list 500 x 16 KiB @0ms [tychoreg]"].state == "not run"
+    at0 = named("pull-list 500 x 16 KiB @0ms")
+    found = verdicts_of([row_of(at0, ClientName.TYCHOREG, tycho, layout=Layout.TYCHOREG),
+                         row_of(at0, ClientName.S5CMD, s5, layout=Layout.STATION)])
+    assert found["pull-list 500 x 16 KiB @0ms [tychoreg]"].state == state_at_0
+
+
+def test_transfer_targets_and_failures() -> None:
+    pull, push = named("pull 256 MiB"), named("push 256 MiB")
+    rows = [row_of(pull, ClientName.TYCHOREG, 0.2, layout=Layout.STATION),  # not the target
+            row_of(pull, ClientName.TYCHOREG, 0.5, layout=Layout.TYCHOREG),
+            row_of(pull, ClientName.S5CMD, 0.4, layout=Layout.STATION),
+            Row(push, ClientName.TYCHOREG, "tychoreg", None, [run(1.0, error="exit 3")]),
+            row_of(push, ClientName.S5CMD, 1.2)]
+    found = verdicts_of(rows)
+    assert found["pull 256 MiB, SHA-256 verified"].state == "MISS"  # 1.25x, SHA-256 layout
+    assert found["pull 256 MiB, SHA-256 verified"].shown == "1.25x"
+    failed = found["push 256 MiB"]
+    assert (failed.state, failed.measured, failed.value) == (
+        "MISS", "tychoreg: every run failed", None)
+    # s5cmd failing leaves nothing to compare with: not run, never a PASS
+    found = verdicts_of([row_of(push, ClientName.TYCHOREG, 1.0),
+                         Row(push, ClientName.S5CMD, "s5cmd", None, [run(1.0, error="x")])])
+    assert (found["push 256 MiB"].state, found["push 256 MiB"].measured) == (
+        "not run", "s5cmd: every run failed")
+
+
+def test_long_lists_time_and_peak_rss() -> None:
+    rows = [row_of(scaling(5000), ClientName.TYCHOREG, 6.0, 7.0, layout=Layout.TYCHOREG,
+                   rss=71.0),
+            row_of(scaling(5000), ClientName.S5CMD, 6.5, layout=Layout.TYCHOREG),
+            row_of(scaling(10000), ClientName.TYCHOREG, 12.0, layout=Layout.TYCHOREG,
+                   rss=151.0),
+            row_of(scaling(10000), ClientName.S5CMD, 11.0, layout=Layout.TYCHOREG)]
+    found = verdicts_of(rows)
+    assert found["pull-list 5,000 x 4 KiB"].state == "PASS"  # median 6.5 s
+    assert found["pull-list 10,000 x 4 KiB"].state == "MISS"
+    assert found["pull-list 5,000 x 4 KiB: peak RSS"].shown == "71 MiB"
+    assert found["pull-list 5,000 x 4 KiB: peak RSS"].state == "PASS"
+    assert found["pull-list 10,000 x 4 KiB: peak RSS"].state == "MISS"
+    assert found["pull-list 10,000 x 4 KiB: peak RSS"].target == "<= 150 MiB"
+
+
+@pytest.mark.parametrize(("cpu", "requests", "state"), [
+    (0.38, 1000, "PASS"), (0.5, 1000, "PASS"), (0.65, 1000, "MISS"), (0.38, None, "not run")])
+def test_cpu_per_request_target(cpu: float, requests: int | None, state: str) -> None:
+    found = verdicts_of([api_row(cpu, requests)])
+    mine = found["pull_many 500 x 16 KiB (API): client CPU per request"]
+    assert mine.state == state
+    if requests:
+        assert mine.value == pytest.approx(cpu)  # ms: seconds per 1,000 requests
+        assert mine.measured == f"{cpu:.3f} s CPU, 1,000 requests (medians)"
+    failed = verdicts_of([api_row(cpu, requests, error="exit 3")])
+    assert failed["pull_many 500 x 16 KiB (API): client CPU per request"].state == "MISS"
+
+
+def test_target_table_has_a_row_per_target() -> None:
+    rows = [api_row(0.38, 1000),
+            row_of(named("push 256 MiB"), ClientName.TYCHOREG, 1.0, 1.0, 1.0, 1.0, 1.0),
+            row_of(named("push 256 MiB"), ClientName.S5CMD, 1.25, 1.25, 1.2, 1.3, 1.25)]
+    text = target_table(issue16_verdicts(Results(rows, FULL)))
+    lines = text.splitlines()
+    assert lines[0].split()[:3] == ["target", "(issue", "16)"]
+    assert lines[0].rstrip().endswith("result") and set(lines[1]) == {"-", " "}
+    assert len(lines) == 2 + len(ISSUE16) + 1
+    push = next(line for line in lines if line.startswith("push 256 MiB"))
+    assert push.endswith("PASS") and "0.80x" in push and "<= 1.0x s5cmd" in push
+    assert push.split()[-2] == "5/5"
+    api = next(line for line in lines if line.startswith("pull_many"))
+    assert api.endswith("PASS*") and "0.38 ms" in api and "<= 0.5 ms" in api
+    assert sum(line.endswith("not run") for line in lines) == len(ISSUE16) - 2
+    assert not any(line.endswith(("MISS", "MISS*")) for line in lines)
+    assert lines[-1].startswith("* fewer than 5 runs on a side")  # the api row had one
+    rows[0].runs *= 5
+    assert "* fewer" not in target_table(issue16_verdicts(Results(rows, FULL)))
+
+
+def test_json_has_the_verdicts_and_cpu_per_request() -> None:
+    rows = [api_row(0.38, 1000)]
+    data = summary(Results(rows, FULL), {}, [], [])
+    assert data["rows"][0]["cpu_per_request_s"] == pytest.approx(0.00038)
+    assert data["rows"][0]["requests"] == 1000
+    (api,) = [verdict_summary(v) for v in issue16_verdicts(Results(rows, FULL))
+              if v.spec.measure.value == "cpu"]
+    assert api["result"] == "PASS" and api["limit"] == 0.5
+    json.dumps(api)
+
+
+README = "# B\n\n## Results\n\nprose\n\n{start}\nold figures\n{end}\n\n### Analysis\nkept\n"
+
+
+def test_readme_results_block_is_replaced_and_only_it() -> None:
+    readme = README.format(start=RESULTS_START, end=RESULTS_END)
+    out = readme_with_results(readme, "table\nrows\n", "python benchmarks/run.py", "today")
+    block = "Run of today (`python benchmarks/run.py`):\n\n```\ntable\nrows\n```"
+    assert out == readme.replace("old figures", block)
+    again = readme_with_results(out, "table\nrows", "python benchmarks/run.py", "today")
+    assert again == out  # the markers stay: the next run replaces its own block
+    for broken in (README.format(start="", end=RESULTS_END),
+                   README.format(start=RESULTS_START, end=""),
+                   README.format(start=RESULTS_END, end=RESULTS_START),
+                   README.format(start=RESULTS_START * 2, end=RESULTS_END)):
+        with pytest.raises(ValueError):
+            readme_with_results(broken, "t", "c", "d")
+
+
+def test_the_benchmarks_readme_has_one_results_block() -> None:
+    text = (Path(__file__).resolve().parent.parent / "benchmarks" / "README.md").read_text()
+    assert text.count(RESULTS_START) == text.count(RESULTS_END) == 1
+    assert text.index(RESULTS_START) < text.index(RESULTS_END)
