@@ -1386,8 +1386,14 @@ class Registry:
         return target, created, target.sidecar and fits(sidecar) and sidecar.exists()
 
     def _expects(self, record: Expected | None) -> ExpectedSource:
+        """What a pull checks: the record itself when there is one (its size known before
+        the first request, so a small object is asked with a plain GET), else layout's
+        policy, asked on the first answer's headers."""
+        if record is not None:
+            return record
+
         async def expected(info: ObjectInfo) -> Expected:
-            return expectation(record, info)
+            return expectation(None, info)
 
         return expected
 

@@ -6,8 +6,10 @@
   ``parts_in_memory`` parts are held at once.
 - Downloads are ranged GETs written at their offsets into a temporary file beside the
   destination. When the size is not known yet, the first GET learns it (and brings a
-  small object whole). A hasher follows the ranges in order, re-reading them from the
-  page cache, and the file is renamed into place only once size and digests check out.
+  small object whole); when the caller knows it (a record) and one GET covers it, that
+  GET is a plain one, without a Range, which costs a store less. A hasher follows the
+  ranges in order, re-reading them from the page cache, and the file is renamed into
+  place only once size and digests check out.
 - A download is bounded by what the caller expects: an object of another size is
   refused on the headers of its first answer, before a byte is written, and a body that
   goes on past the object's end (a hostile or broken server) is refused as it comes.
@@ -419,12 +421,13 @@ class Engine:
         memory and is checked, written and renamed in one step. ``expected`` says what
         the bytes must be; as a coroutine function it is asked once the object's size
         and ETag are known (the caller's integrity policy: the engine checks what it is
-        told, no more). An object whose size is not the expected one is refused before
-        anything is claimed on disk.
-        Every later range requires the ETag of the
-        first answer, so an object replaced mid-download fails it rather than mixing two
-        versions. ``finish`` runs in the same worker thread right after the rename (the
-        caller's sidecar): one thread hop fewer per file."""
+        told, no more); as an Expected, its size is known up front, and an object up to
+        the multipart threshold is asked whole, without a Range. An object whose size is
+        not the expected one is refused before anything is claimed on disk.
+        Every later range requires the ETag of the first answer, so an object replaced
+        mid-download fails it rather than mixing two versions. ``finish`` runs in the
+        same worker thread right after the rename (the caller's sidecar): one thread hop
+        fewer per file."""
         fetch = _Fetch(key, label, known, _Learned(expected))
         finish = finish or _nothing_finish
         temps: list[tuple[Path, int]] = []
@@ -552,12 +555,17 @@ class Engine:
         with a malformed body."""
         fetch.started_first = True
         head = max(1, self.settings.multipart_threshold)
+        # A size known up front (a record's) that one GET covers: asked without a Range,
+        # which costs a store less than a ranged GET; still refused on the headers if the
+        # object is another size, and bounded by it as it comes.
+        known = fetch.learned.known_size
+        single = known is not None and known <= head
 
         async def once() -> None:
             if fetch.ready.is_set():
                 await self._resume(fetch, fetch.cursors[0])
                 return
-            whole = plain or fetch.malformed
+            whole = plain or single or fetch.malformed
             async with self.store.open_range(fetch.key, 0, None if whole else head) as body:
                 try:
                     await fetch.learned.admit(body.info)  # before a byte is read
@@ -871,6 +879,12 @@ class _Learned:
     def value(self) -> Expected:
         assert self._value is not None
         return self._value
+
+    @property
+    def known_size(self) -> int | None:
+        """The size the bytes must have, when the caller knew it before any answer (an
+        Expected, not a coroutine function asked on the headers)."""
+        return None if callable(self._source) else self._source.size
 
 
 def _needs_md5(want: Expected) -> bool:

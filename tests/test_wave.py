@@ -1,0 +1,124 @@
+"""pull-list seen from the requests it sends, on every backend: each package's tycho.json
+read once, in one wave ahead of the objects; a small object whose record gives its size
+asked with a plain GET (no Range), and still refused when it is another size."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import anyio
+import pytest
+
+from tycho_async.errors import IntegrityError
+from tycho_async.registry import PullRequest
+from tycho_async.registry import Registry as Reg
+from tycho_async.storage import LocalOptions, S3Options, StoreOptions, open_store
+from tycho_async.transfer import Engine, TransferSettings
+
+from .conftest import CREDS, REGION, Registry, write_file
+from .faults import FaultyStore
+from .httpproxy import FaultProxy
+
+T = TypeVar("T")
+KiB = 1024
+MiB = 1024 * KiB
+THRESHOLD = TransferSettings().multipart_threshold
+
+
+@contextlib.asynccontextmanager
+async def watched(reg: Registry) -> AsyncIterator[tuple[FaultyStore, Reg]]:
+    """The fixture's registry through a store that records what is asked of it."""
+    options: StoreOptions
+    if reg.kind == "s3":
+        options = S3Options(reg.root, client_kwargs={"endpoint_url": reg.endpoint,
+                                                     "region_name": REGION, **CREDS})
+    else:
+        options = LocalOptions(Path(reg.root))
+    async with open_store(options) as inner:
+        store = FaultyStore(inner)
+        yield store, Reg(Engine(store), reg.workdir / "tycho_packages")
+
+
+def run(reg: Registry, body: Callable[[FaultyStore, Reg], Awaitable[T]]) -> tuple[FaultyStore, T]:
+    """Run ``body`` against the watched registry (its own event loop: the CLI used to
+    set up runs its own)."""
+    async def main() -> tuple[FaultyStore, T]:
+        async with watched(reg) as (store, registry):
+            return store, await body(store, registry)
+
+    return anyio.run(main)
+
+
+def pushed(reg: Registry, package: str, version: str, size: int, seed: int) -> bytes:
+    blob = write_file(Path(f"{package}-{version}.bin"), size, seed=seed)
+    result = reg.cli("push", package, version, f"{package}-{version}.bin", "--promote-latest",
+                     "--localname", f"{package}.bin")
+    assert result.exit_code == 0, result.output
+    return blob
+
+
+@pytest.mark.parametrize("size", [0, 1000, 2 * MiB])
+def test_an_object_whose_record_gives_its_size_is_asked_without_a_range(
+        registry: Registry, size: int) -> None:
+    """Up to the single-GET threshold a recorded size makes the GET a plain one (cheaper
+    for the store); a version with no record (tycho-station's) keeps the ranged first GET
+    that learns the size."""
+    blob = pushed(registry, "pkg", "1.0", size, 7)
+    registry.put("old/tycho.json", b'{"localname": "old.bin", "latest": "1"}')
+    registry.put("old/tycho_1.pkg", b"station bytes")
+
+    async def pull(store: FaultyStore, reg: Reg) -> list[tuple[int, int | None]]:
+        await reg.pull(PullRequest("pkg"))
+        first = list(store.ranges)
+        await reg.pull(PullRequest("old"))
+        return first
+
+    store, first = run(registry, pull)
+    assert first == [(0, None)]
+    assert store.ranges[1:] == [(0, THRESHOLD)]
+    out = registry.workdir / "tycho_packages"
+    assert (out / "pkg.bin").read_bytes() == blob
+    assert (out / "old.bin").read_bytes() == b"station bytes"
+    assert sorted(p.name for p in out.iterdir()) == ["old.bin", "old.bin.etag", "pkg.bin",
+                                                     "pkg.bin.etag"]
+
+
+@pytest.mark.parametrize("stored", [999, 1001, THRESHOLD + 1])
+def test_an_object_of_another_size_than_its_record_is_refused_unread(
+        registry: Registry, stored: int) -> None:
+    """The plain GET is bounded by the record all the same: refused on its headers, before
+    a byte of the body is taken (exit 3 from the CLI, nothing written)."""
+    pushed(registry, "pkg", "1.0", 1000, 1)
+    registry.put("pkg/tycho_1.0.pkg", bytes(stored))
+
+    async def pull(store: FaultyStore, reg: Reg) -> None:
+        with pytest.raises(IntegrityError, match="were pushed"):
+            await reg.pull(PullRequest("pkg"))
+
+    store, _ = run(registry, pull)
+    assert store.delivered == 0 and store.ranges == [(0, None)]
+    result = registry.cli("pull", "pkg")
+    assert result.exit_code == 3 and "1000 were pushed" in result.stderr
+    out = registry.workdir / "tycho_packages"
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_on_the_wire_a_pull_list_sends_two_plain_gets_per_package(
+        proxy: FaultProxy, s3_registry: Registry) -> None:
+    """What the server sees of ``pull-list`` of three small packages: three tycho.json
+    GETs and three object GETs, none with a Range header, no HEAD."""
+    for i, name in enumerate("xyz"):
+        pushed(s3_registry, name, "1", 500 + i, i)
+    s3_registry.endpoint = proxy.url
+    s3_registry.write_config()
+    proxy.clear()
+    result = s3_registry.cli("pull-list", "x", "y", "z")
+    assert result.exit_code == 0, result.output
+    gets = [r for r in proxy.requests if r.method == "GET"]
+    assert sorted(r.path.split("?")[0].rsplit("/", 2)[-2:][1] for r in gets) == \
+        ["tycho.json"] * 3 + ["tycho_1.pkg"] * 3
+    assert [r for r in proxy.requests if r.method != "GET"] == []
+    assert [r.path for r in gets if "range" in r.headers] == []
