@@ -12,7 +12,7 @@ from typing import TypeVar
 import anyio
 import pytest
 
-from tycho_async.errors import IntegrityError
+from tycho_async.errors import IntegrityError, PartialFailure
 from tycho_async.registry import PullRequest
 from tycho_async.registry import Registry as Reg
 from tycho_async.storage import LocalOptions, S3Options, StoreOptions, open_store
@@ -58,6 +58,49 @@ def pushed(reg: Registry, package: str, version: str, size: int, seed: int) -> b
                      "--localname", f"{package}.bin")
     assert result.exit_code == 0, result.output
     return blob
+
+
+def test_a_pull_list_reads_each_tycho_json_once_and_each_object_once(
+        registry: Registry) -> None:
+    """Five items naming three packages: three tycho.json GETs, one GET per object pulled,
+    no HEAD (nothing is there yet); the two items that write another's file are refused
+    as before."""
+    pushed(registry, "a", "1.0", 1000, 1)
+    blob_a = pushed(registry, "a", "2.0", 1001, 2)
+    blob_b = pushed(registry, "b", "1.0", 1002, 3)
+    blob_c = pushed(registry, "c", "1.0", 1003, 4)
+    items = [PullRequest("a"), PullRequest("b"), PullRequest("a", "2.0"), PullRequest("c"),
+             PullRequest("b", "1.0")]
+
+    async def pull(store: FaultyStore, reg: Reg) -> PartialFailure:
+        with pytest.raises(PartialFailure) as failed:
+            await reg.pull_many(items)
+        return failed.value
+
+    store, failure = run(registry, pull)
+    # whichever of two items naming one file claims it first pulls it; the other is refused
+    assert sorted(item.partition("==")[0] for item, _ in failure.failures) == ["a", "b"]
+    assert all("both write" in exc.message for _, exc in failure.failures)
+    out = registry.workdir / "tycho_packages"
+    assert [(out / f"{n}.bin").read_bytes() for n in "abc"] == [blob_a, blob_b, blob_c]
+    assert store.calls["get_bytes"] == 3  # one tycho.json per package (was one per item)
+    assert store.calls["open_range"] == 3 and store.calls["head"] == 0
+
+
+def test_a_pull_list_of_many_packages_costs_two_requests_each(registry: Registry) -> None:
+    """More packages than the wave reads ahead at once (a budget of 2 reads 32 ahead):
+    every item still pulled, with one tycho.json GET and one object GET each."""
+    count = 40
+    blobs = [pushed(registry, f"p{i}", "1", 100 + i, i) for i in range(count)]
+
+    async def pull(store: FaultyStore, reg: Reg) -> None:
+        small = Engine(store, TransferSettings(concurrency=2))
+        await Reg(small, reg.outdir).pull_many([PullRequest(f"p{i}") for i in range(count)])
+
+    store, _ = run(registry, pull)
+    out = registry.workdir / "tycho_packages"
+    assert [(out / f"p{i}.bin").read_bytes() for i in range(count)] == blobs
+    assert store.calls["get_bytes"] == count and store.calls["open_range"] == count
 
 
 @pytest.mark.parametrize("size", [0, 1000, 2 * MiB])

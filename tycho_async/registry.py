@@ -109,6 +109,8 @@ from .transfer.groups import task_group
 from .units import plural
 
 if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
     from . import archive
 
 META_ATTEMPTS = 20
@@ -393,6 +395,68 @@ class _Hold:
         """No renewal after this returns (one under way is waited for)."""
         async with self._lock:
             self._done = True
+
+
+WAVE_PER_SLOT = 16  # tycho.json read ahead of the items, per slot of the request budget
+
+
+class _MetaWave:
+    """The tycho.json of every package of a pull-list, each read once (however many
+    items name it), by readers that run ahead of the items as fast as the budget lets
+    them: one wave for a list of up to ``ahead`` packages, a wave sliding that far ahead
+    of the items beyond, so memory stays flat for any length. A package's slot ahead is
+    given back when its first item takes its tycho.json (items are taken in list order,
+    packages are read in order of first appearance, so the oldest package read is
+    always one an item is about to take: no deadlock), and the parsed tycho.json is
+    dropped once its last item has ended. A failed read is each item's failure, as if
+    the item had read tycho.json itself."""
+
+    def __init__(self, registry: Registry, packages: Sequence[str], ahead: int) -> None:
+        self._registry = registry
+        self._order = iter(dict.fromkeys(packages))
+        self._uses: dict[str, int] = {}
+        for package in packages:
+            self._uses[package] = self._uses.get(package, 0) + 1
+        self._ahead = anyio.Semaphore(max(1, ahead))
+        self._read: dict[str, anyio.Event] = {}
+        self._found: dict[str, dict[str, Any] | TychoError] = {}
+        self._taken: set[str] = set()
+
+    def start(self, tg: TaskGroup, readers: int) -> None:
+        for _ in range(min(len(self._uses), max(1, readers))):
+            tg.start_soon(self._reader)
+
+    async def _reader(self) -> None:
+        for package in self._order:
+            await self._ahead.acquire()
+            try:
+                check_package(package)
+                found: dict[str, Any] | TychoError = \
+                    (await self._registry.read_meta(package))[0]
+            except TychoError as exc:
+                found = exc
+            self._found[package] = found
+            self._read.setdefault(package, anyio.Event()).set()
+
+    async def meta(self, package: str) -> dict[str, Any]:
+        """The package's tycho.json, once the wave has read it (its error, raised)."""
+        await self._read.setdefault(package, anyio.Event()).wait()
+        if package not in self._taken:
+            self._taken.add(package)
+            self._ahead.release()
+        found = self._found[package]
+        if isinstance(found, TychoError):
+            raise found
+        return found
+
+    def done(self, package: str) -> None:
+        """An item of ``package`` ended: the last one drops its tycho.json."""
+        self._uses[package] -= 1
+        if not self._uses[package]:
+            del self._uses[package]
+            self._found.pop(package, None)
+            self._read.pop(package, None)
+            self._taken.discard(package)
 
 
 class Registry:
@@ -1235,9 +1299,10 @@ class Registry:
         outfile: Path | BinaryIO | None = None, raw: bool = False,
         fallback: Sequence[str] = (),
         claim: Callable[[Path], Awaitable[None]] | None = None,
-        max_unpacked: int | None = None,
+        max_unpacked: int | None = None, meta: dict[str, Any] | None = None,
     ) -> PullResult:
-        """Download one version; ``claim`` lets a batch refuse two items with one target.
+        """Download one version; ``claim`` lets a batch refuse two items with one target,
+        ``meta`` hands over the package's tycho.json when the batch has read it already.
 
         A directory package is extracted to ``OUTDIR/NAME`` (or ``outfile``) unless
         ``raw``, never expanding past its recorded ``tree_size`` (without one: past
@@ -1254,7 +1319,8 @@ class Registry:
         is refused before a byte moves, unless the version does not exist (that answer
         comes first: exit 1, whatever the destination)."""
         package = check_package(request.package)
-        meta, _ = await self.read_meta(package)
+        if meta is None:
+            meta, _ = await self.read_meta(package)
         version, exact = await self._pick(request, meta, fallback)
         record = await self._raw_record(package, version, meta)
         expected = None if record is None else parse_record(package, version, record)
@@ -1629,12 +1695,22 @@ class Registry:
         together at the end. Two items that would write one path collide only if both
         exist: an item meeting a path claimed by another waits for that one to end, and
         takes the path over if it failed (``tool==1.0 tool==7``, 7 missing: 1.0 is
-        pulled, 7 is "does not exist"). ``max_unpacked`` as for ``pull``."""
-        requests = list(dict.fromkeys(requests))
+        pulled, 7 is "does not exist"). ``max_unpacked`` as for ``pull``.
+
+        Every package's tycho.json is read once, however many items name it, in one wave
+        ahead of the objects (``_MetaWave``), so the objects' GETs follow without each
+        item waiting on its own round trip first."""
+        return await self._pull_many(list(dict.fromkeys(requests)), force=force,
+                                     max_unpacked=max_unpacked)
+
+    async def _pull_many(self, requests: list[PullRequest], *, force: bool,
+                         max_unpacked: int | None) -> list[PullResult]:
         results: dict[int, PullResult] = {}
         failures: list[tuple[str, TychoError]] = []
         claimed: dict[Path, tuple[str, anyio.Event]] = {}
         created = await anyio.to_thread.run_sync(self.fs.make_dirs, self.outdir)
+        concurrency = self.engine.settings.concurrency
+        wave = _MetaWave(self, [r.package for r in requests], WAVE_PER_SLOT * concurrency)
 
         async def one(index: int, request: PullRequest) -> None:
             ended = anyio.Event()
@@ -1650,13 +1726,15 @@ class Registry:
                 mine.append(key)
 
             try:
+                meta = await wave.meta(request.package)
                 results[index] = await self.pull(request, force=force, claim=claim,
-                                                 max_unpacked=max_unpacked)
+                                                 max_unpacked=max_unpacked, meta=meta)
             except TychoError as exc:
                 failures.append((str(request), exc))
                 for key in mine:  # a failed item writes nothing: its paths are free
                     del claimed[key]
             finally:
+                wave.done(request.package)
                 ended.set()
 
         # A fixed pool of workers, not a task per item: memory stays flat in the length of
@@ -1670,7 +1748,8 @@ class Registry:
 
         try:
             async with task_group() as tg:
-                for _ in range(min(len(requests), 2 * self.engine.settings.concurrency)):
+                wave.start(tg, concurrency)
+                for _ in range(min(len(requests), 2 * concurrency)):
                     tg.start_soon(worker)
         finally:
             if not results:
