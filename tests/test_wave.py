@@ -5,6 +5,7 @@ asked with a plain GET (no Range), and still refused when it is another size."""
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
@@ -165,3 +166,24 @@ def test_on_the_wire_a_pull_list_sends_two_plain_gets_per_package(
         ["tycho.json"] * 3 + ["tycho_1.pkg"] * 3
     assert [r for r in proxy.requests if r.method != "GET"] == []
     assert [r.path for r in gets if "range" in r.headers] == []
+
+
+def test_a_pull_list_into_a_symlinked_outdir_looks_at_each_file_still(
+        registry: Registry) -> None:
+    """The folder is resolved once per pull-list, each file is still looked at: files
+    land in the folder the link points to, a localname that is a symlink out of it is
+    refused (the other items pulled), and a second run finds them current."""
+    blobs = [pushed(registry, name, "1", 300 + i, i) for i, name in enumerate("abc")]
+    Path("real-deps").mkdir()
+    Path("deps").symlink_to("real-deps")
+    Path("precious").write_bytes(b"keep me")
+    Path("real-deps/c.bin").symlink_to(Path("precious").absolute())
+    result = registry.cli("pull-list", "a", "b", "c", "--outdir", "deps")
+    assert result.exit_code == 2 and "outside" in result.stderr
+    assert [Path(f"real-deps/{n}.bin").read_bytes() for n in "ab"] == blobs[:2]
+    assert Path("precious").read_bytes() == b"keep me" and Path("deps").is_symlink()
+    assert sorted(p.name for p in Path("real-deps").iterdir()) == [
+        "a.bin", "a.bin.etag", "b.bin", "b.bin.etag", "c.bin"]
+    again = registry.cli("pull-list", "a", "b", "--outdir", "deps", "--json")
+    assert again.exit_code == 0, again.output
+    assert [item["skipped"] for item in json.loads(again.stdout)["items"]] == [True, True]

@@ -9,12 +9,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import itertools
 import os
 import re
 import shutil
 import socket
 import stat
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,15 +38,19 @@ def _under(path: str, top: str) -> bool:
     return path == top or path.startswith(top + "/")
 
 
-def pseudo_fs(path: Path) -> str | None:
+def pseudo_fs(path: Path, *, parent: str | None = None, link: bool = True) -> str | None:
     """"/proc" or "/dev" when ``path`` lies in one of them (its directory resolved, or
     a symlink to a descriptor such as ``/dev/stdout``), else None: no sidecar is ever
-    written there, and nothing but descriptors is written in /proc."""
-    parent = os.path.realpath(path.parent)
-    link = ""
-    with contextlib.suppress(OSError):
-        link = os.path.normpath(os.path.join(parent, os.readlink(path)))
-    if _under(parent, "/proc") or _under(link, "/proc"):
+    written there, and nothing but descriptors is written in /proc. ``parent``: the
+    directory already resolved; ``link`` False: ``path`` is known not to be a symlink
+    (no readlink asked)."""
+    if parent is None:
+        parent = os.path.realpath(path.parent)
+    link_to = ""
+    if link:
+        with contextlib.suppress(OSError):
+            link_to = os.path.normpath(os.path.join(parent, os.readlink(path)))
+    if _under(parent, "/proc") or _under(link_to, "/proc"):
         return "/proc"
     return "/dev" if _under(parent, "/dev") else None
 
@@ -81,10 +87,20 @@ def fits(path: Path) -> bool:
     return len(os.fsencode(path.name)) <= NAME_MAX
 
 
+_SERIAL = itertools.count(int.from_bytes(os.urandom(4), "big"))
+
+
+def _unique() -> str:
+    """8 hex digits no other temp name of this process has (with the pid, of this host):
+    a counter from a random start, so a temp file costs no getrandom call; O_EXCL
+    still refuses a clash."""
+    return f"{next(_SERIAL) & 0xFFFFFFFF:08x}"
+
+
 def _temp_name(dest: Path) -> Path:
     """A hidden temp name beside ``dest``: its name (shortened to fit) and a tail that
     says which process made it, which :meth:`LocalFS.sweep_stale` reads."""
-    tail = f"{TEMP_MARK}{_HOST}-{os.getpid()}-{os.urandom(4).hex()}{TEMP_SUFFIX}"
+    tail = f"{TEMP_MARK}{_HOST}-{os.getpid()}-{_unique()}{TEMP_SUFFIX}"
     return dest.with_name(f".{fitted(dest.name, len(os.fsencode(tail)) + 1)}{tail}")
 
 
@@ -126,6 +142,33 @@ class LocalFS:
         self.sys_pread = os.pread
         self.sys_pwrite = os.pwrite
         self.sys_pwritev = os.pwritev
+        self._batches = 0
+        self._resolved: dict[Path, str] = {}  # within a batch: a folder's real path
+        self._made: set[Path] = set()  # within a batch: folders known to exist
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Within the block (a pull-list writing thousands of files into a few folders),
+        what a destination's folder resolves to and that it exists are looked up once
+        per folder, not once per file: some 30 system calls a file saved. Only for one
+        command's run, so a folder whose symlink is switched between two commands of a
+        long-lived Client is seen anew."""
+        self._batches += 1
+        try:
+            yield
+        finally:
+            self._batches -= 1
+            if not self._batches:
+                self._resolved.clear()
+                self._made.clear()
+
+    def _real_dir(self, directory: Path) -> str:
+        if not self._batches:
+            return os.path.realpath(directory)
+        real = self._resolved.get(directory)
+        if real is None:
+            real = self._resolved[directory] = os.path.realpath(directory)
+        return real
 
     # -- reading --------------------------------------------------------------------------
 
@@ -275,6 +318,8 @@ class LocalFS:
     def make_dirs(self, path: Path) -> list[Path]:
         """Create ``path`` and its missing parents; return those created (deepest last),
         so a failed command can take them back."""
+        if path in self._made:
+            return []
         created: list[Path] = []
         for parent in [*reversed(path.parents), path]:
             if parent.is_dir():
@@ -293,6 +338,8 @@ class LocalFS:
                                      "another directory") from exc
                 raise failure(exc, f"create {parent}") from exc
             created.append(parent)
+        if self._batches:
+            self._made.add(path)
         return created
 
     def remove_empty_dirs(self, created: list[Path]) -> None:
@@ -301,6 +348,7 @@ class LocalFS:
                 path.rmdir()
             except OSError:
                 return
+            self._made.discard(path)
 
     def sweep_stale(self, directory: Path) -> None:
         """Remove temp files that processes no longer running left in ``directory``
@@ -337,31 +385,27 @@ class LocalFS:
         ``within``, a link that resolves outside that directory is refused. FIFOs and
         character devices are written in place; sockets, directories and block devices
         are refused: a pull replaces regular files only."""
-        if within is not None and named.is_symlink():
+        mode = self._mode(named, follow=False)  # one lstat tells what a plain name is
+        link = mode is not None and stat.S_ISLNK(mode)
+        if link:  # follows links, /proc's fd links included (None: a dangling link)
+            mode = self._mode(named, follow=True)
+        if within is not None and link:
             real = Path(os.path.realpath(named))
             root = Path(os.path.realpath(within))
             if real != root and root not in real.parents:
                 raise UsageError(f"{named} is a symlink to {real}, outside {within}; "
                                  "refusing to write there")
-        try:
-            mode = os.stat(named).st_mode  # follows links, /proc's fd links included
-        except FileNotFoundError:
-            mode = None
-        except NotADirectoryError:
-            blocker = next((p for p in named.parents if p.exists() and not p.is_dir()),
-                           named.parent)
-            raise UsageError(f"cannot write {named}: {blocker} is not a directory") from None
-        except OSError as exc:
-            raise failure(exc, f"write {named}") from exc
-        pseudo = pseudo_fs(named)
+        parent = self._real_dir(named.parent)
+        pseudo = pseudo_fs(named, parent=parent, link=link)
         if pseudo == "/proc" and mode is not None and stat.S_ISREG(mode):
             return Target(named, named, "stream", sidecar=False)  # a descriptor's file
         if pseudo == "/proc" and mode is None:
             raise UsageError(f"cannot write {named}: /proc holds processes, not files; "
                              "choose another path")
         if mode is None or stat.S_ISREG(mode):
-            return Target(named, Path(os.path.realpath(named)), "file",
-                          sidecar=pseudo is None)
+            plain = not link and named.name not in ("", ".", "..")
+            real = Path(parent, named.name) if plain else Path(os.path.realpath(named))
+            return Target(named, real, "file", sidecar=pseudo is None)
         if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
             # opened by the name given: /dev/stdout resolves to a pipe's /proc name
             return Target(named, named, "stream", sidecar=False)
@@ -369,6 +413,20 @@ class LocalFS:
                 else "a block device" if stat.S_ISBLK(mode) else "not a regular file")
         raise UsageError(f"{named} is {what}; pull writes regular files, FIFOs and "
                          "character devices only")
+
+    @staticmethod
+    def _mode(named: Path, *, follow: bool) -> int | None:
+        """The file type and mode at ``named`` (None: nothing there)."""
+        try:
+            return (os.stat(named) if follow else os.lstat(named)).st_mode
+        except FileNotFoundError:
+            return None
+        except NotADirectoryError:
+            blocker = next((p for p in named.parents if p.exists() and not p.is_dir()),
+                           named.parent)
+            raise UsageError(f"cannot write {named}: {blocker} is not a directory") from None
+        except OSError as exc:
+            raise failure(exc, f"write {named}") from exc
 
     # -- directory packages ---------------------------------------------------------------
 

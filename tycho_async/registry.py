@@ -1700,8 +1700,9 @@ class Registry:
         Every package's tycho.json is read once, however many items name it, in one wave
         ahead of the objects (``_MetaWave``), so the objects' GETs follow without each
         item waiting on its own round trip first."""
-        return await self._pull_many(list(dict.fromkeys(requests)), force=force,
-                                     max_unpacked=max_unpacked)
+        with self.fs.batch():  # the folders written to are looked at once, not per file
+            return await self._pull_many(list(dict.fromkeys(requests)), force=force,
+                                         max_unpacked=max_unpacked)
 
     async def _pull_many(self, requests: list[PullRequest], *, force: bool,
                          max_unpacked: int | None) -> list[PullResult]:
