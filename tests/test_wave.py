@@ -187,3 +187,19 @@ def test_a_pull_list_into_a_symlinked_outdir_looks_at_each_file_still(
     again = registry.cli("pull-list", "a", "b", "--outdir", "deps", "--json")
     assert again.exit_code == 0, again.output
     assert [item["skipped"] for item in json.loads(again.stdout)["items"]] == [True, True]
+
+
+def test_a_new_latest_over_a_local_copy_costs_a_head_and_a_plain_get(
+        registry: Registry) -> None:
+    """A sidecar there (the local copy may be current): a HEAD first, which tells the
+    size, then the object whole with a plain GET, not a ranged one."""
+    pushed(registry, "pkg", "1.0", 1000, 1)
+    assert registry.cli("pull", "pkg").exit_code == 0
+    blob = pushed(registry, "pkg", "2.0", 2000, 2)
+
+    async def pull(store: FaultyStore, reg: Reg) -> None:
+        await reg.pull_many([PullRequest("pkg")])
+
+    store, _ = run(registry, pull)
+    assert store.calls["head"] == 1 and store.ranges == [(0, None)]
+    assert (registry.workdir / "tycho_packages" / "pkg.bin").read_bytes() == blob

@@ -643,7 +643,10 @@ class Engine:
         if not cursor.remaining:
             return
         assert fetch.write is not None
-        async with self.store.open_range(fetch.key, cursor.offset, cursor.part.end,
+        # the whole object (one range, a known size): a plain GET, bounded all the same
+        whole = cursor.offset == 0 and cursor.part.end >= fetch.known.size
+        async with self.store.open_range(fetch.key, cursor.offset,
+                                         None if whole else cursor.part.end,
                                          if_match=fetch.known.etag) as body:
             await self._write_chunks(body.chunks, cursor, fetch.write, fetch.task,
                                      fetch.known.size)
