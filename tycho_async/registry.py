@@ -1698,8 +1698,9 @@ class Registry:
         pulled, 7 is "does not exist"). ``max_unpacked`` as for ``pull``.
 
         Every package's tycho.json is read once, however many items name it, in one wave
-        ahead of the objects (``_MetaWave``), so the objects' GETs follow without each
-        item waiting on its own round trip first."""
+        ahead of the objects (``_MetaWave``): the reads go out at once, at the head of the
+        budget's queue, and an item whose tycho.json is in starts its object's GET without
+        a round trip of its own."""
         with self.fs.batch():  # the folders written to are looked at once, not per file
             return await self._pull_many(list(dict.fromkeys(requests)), force=force,
                                          max_unpacked=max_unpacked)
