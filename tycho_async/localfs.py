@@ -150,7 +150,8 @@ class LocalFS:
     def batch(self) -> Iterator[None]:
         """Within the block (a pull-list writing thousands of files into a few folders),
         what a destination's folder resolves to and that it exists are looked up once
-        per folder, not once per file: some 30 system calls a file saved. Only for one
+        per folder, not once per file (a realpath's lstats, a stat per folder above it:
+        a dozen system calls a file or more, by the folder's depth). Only for one
         command's run, so a folder whose symlink is switched between two commands of a
         long-lived Client is seen anew."""
         self._batches += 1
