@@ -203,3 +203,21 @@ def test_a_new_latest_over_a_local_copy_costs_a_head_and_a_plain_get(
     store, _ = run(registry, pull)
     assert store.calls["head"] == 1 and store.ranges == [(0, None)]
     assert (registry.workdir / "tycho_packages" / "pkg.bin").read_bytes() == blob
+
+
+@pytest.mark.parametrize("size", [1000, 2 * MiB])
+def test_a_plain_get_whose_body_runs_past_the_recorded_size_is_refused(
+        registry: Registry, size: int) -> None:
+    """No Range asked, still bounded: a body that goes on past the size the record and
+    the headers give is refused as it comes, and nothing is left on disk."""
+    pushed(registry, "pkg", "1.0", size, 3)
+
+    async def pull(store: FaultyStore, reg: Reg) -> None:
+        store.inject("open_range", "extend")
+        with pytest.raises(IntegrityError, match="longer than"):
+            await reg.pull(PullRequest("pkg"))
+
+    store, _ = run(registry, pull)
+    assert store.ranges == [(0, None)]
+    out = registry.workdir / "tycho_packages"
+    assert not out.exists() or list(out.iterdir()) == []
