@@ -175,7 +175,9 @@ async def test_pull_many_shares_one_budget(kind: str, tmp_path: Path,
 async def test_pull_many_keeps_a_bounded_number_of_items_in_progress(
         tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """Memory flat in the length of the list: at most twice the request budget of items
-    are being pulled at any time, whatever the number of items."""
+    are being pulled at any time, whatever the number of items (an item enters ``pull``
+    once the wave has read its tycho.json, so how many overlap below that bound depends
+    on the reads' timing; that the budget is used is the test above's)."""
     from tycho_async.registry import PullRequest, PullResult, Registry
 
     class Counting(Registry):
@@ -197,7 +199,7 @@ async def test_pull_many_keeps_a_bounded_number_of_items_in_progress(
             await store.put_bytes(f"p{i}/tycho_1.pkg", b"x" * i)
         results = await registry.pull_many([PullRequest(f"p{i}") for i in range(40)])
         assert [r.path.read_bytes() for r in results] == [b"x" * i for i in range(40)]
-        assert Counting.peak == 6
+        assert 1 <= Counting.peak <= 6
 
 
 async def test_a_failed_part_aborts_the_upload(kind: str, tmp_path: Path,
