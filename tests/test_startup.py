@@ -12,11 +12,13 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import typer.main
+from typer.testing import CliRunner
 
-from tycho_async.cli import app
+from tycho_async.cli import app, commands
 from tycho_async.config import default_local_root
 
 from .conftest import write_file
@@ -133,8 +135,36 @@ def test_help_lists_every_command_and_the_default_registry() -> None:
 def test_command_annotations_are_evaluated_once_at_import() -> None:
     """typer reads every command's type hints on every run; string annotations (``from
     __future__ import annotations``) would be evaluated again each time."""
-    for info in app.registered_commands:
+    for info in commands.registered_commands:
         hints = info.callback.__annotations__
         assert hints, info.name
         assert [name for name, hint in hints.items() if isinstance(hint, str)] == [], \
             info.name
+
+
+def test_a_run_builds_only_the_command_it_runs(monkeypatch: pytest.MonkeyPatch,
+                                               tmp_path: Path) -> None:
+    """typer turns a command's function into a click command by reading its signature;
+    a run needs only the one it runs (the root help needs them all)."""
+    built: list[str] = []
+    build = typer.main.get_command_from_info
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        command = build(*args, **kwargs)
+        built.append(str(command.name))
+        return command
+
+    monkeypatch.setattr(typer.main, "get_command_from_info", counted)
+    runner = CliRunner()
+    result = runner.invoke(app, ["exists", "--registry", str(tmp_path), "pkg", "1.0"])
+    assert result.exit_code == 1, result.output
+    assert built == ["exists"]
+    built.clear()
+    assert runner.invoke(app, ["--help"]).exit_code == 0
+    assert built == list(typer.main.get_group(app).list_commands(None))  # type: ignore[arg-type]
+
+
+def test_a_mistyped_command_is_still_told_the_close_ones() -> None:
+    result = CliRunner().invoke(app, ["pul"])
+    assert result.exit_code == 2
+    assert "No such command 'pul'. Did you mean 'pull'" in result.output

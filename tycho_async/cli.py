@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import inspect
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -47,13 +47,64 @@ nothing to pull), 2 bad usage or config, 3 transfer failed, 128+N ended by signa
 (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP: uploads aborted, temp files removed), 141
 standard output closed."""
 
+# The commands register here; the root (``app``) turns each into a click command when
+# it is first looked up (see LazyCommands).
+commands = typer.Typer()
+
+
+class LazyCommands(MutableMapping[str, Any]):
+    """The root's commands by name (click's ``Group.commands``), each built from its
+    function when first looked up: typer reads the signature and makes the options, about
+    0.6 ms a command, so a run builds the one it runs and only the root help all."""
+
+    def __init__(self, source: typer.Typer, like: typer.Typer) -> None:
+        from typer.main import get_command_name
+
+        self._like = like  # the Typer whose settings the commands take
+        self._infos = {info.name or get_command_name(info.callback.__name__): info
+                       for info in source.registered_commands if info.callback}
+        self._built: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._built:
+            from typer.main import get_command_from_info
+
+            self._built[name] = get_command_from_info(
+                self._infos[name], pretty_exceptions_short=self._like.pretty_exceptions_short,
+                rich_markup_mode=self._like.rich_markup_mode)
+        return self._built[name]
+
+    def __setitem__(self, name: str, command: Any) -> None:
+        self._built[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        if name not in self:
+            raise KeyError(name)
+        self._infos.pop(name, None)
+        self._built.pop(name, None)
+
+    def __contains__(self, name: object) -> bool:  # without building it
+        return name in self._infos or name in self._built
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict.fromkeys([*self._infos, *self._built]))
+
+    def __len__(self) -> int:
+        return len(set(self._infos) | set(self._built))
 
 
 class Root(TyperGroup):
-    """The root command, whose help names the default registry's directory: looked up
-    (platformdirs) when the help is shown, not on every start."""
+    """The root command: its commands are built on demand, and its help names the default
+    registry's directory, looked up (platformdirs) when the help is shown."""
 
-    def format_help_text(self, ctx: Any, formatter: Any) -> None:  # click's types
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        self.commands = LazyCommands(commands, app)
+
+    def list_commands(self, ctx: Any) -> list[str]:  # a click Context
+        return list(self.commands)  # the names, in order, without building the commands
+
+    def format_help_text(self, ctx: Any, formatter: Any) -> None:
         self.help = HELP.format(config=DEFAULT_CONFIG, local_root=default_local_root())
         super().format_help_text(ctx, formatter)
 
@@ -335,7 +386,7 @@ def _report() -> Any:
     return report
 
 
-@app.command(cls=Command, short_help="Create PACKAGE and the file name pulls save it as.")
+@commands.command(cls=Command, short_help="Create PACKAGE and the file name pulls save it as.")
 @_command
 def init(
     package: PackageArg,
@@ -352,7 +403,7 @@ def init(
         _out(f"initialized {package} (pulls save as {filename})")
 
 
-@app.command(cls=Command,
+@commands.command(cls=Command,
              short_help="Upload a file, a directory or stdin as a new VERSION.")
 @_command
 def push(
@@ -422,7 +473,7 @@ def push(
         _out(f"promoted {package} {version} to latest")
 
 
-@app.command(cls=Command, short_help="Make an existing VERSION the latest of PACKAGE.")
+@commands.command(cls=Command, short_help="Make an existing VERSION the latest of PACKAGE.")
 @_command
 def promote(
     package: PackageArg,
@@ -439,7 +490,7 @@ def promote(
         _out(f"promoted {package} {version} to latest")
 
 
-@app.command(cls=Command, short_help="Download a version of PACKAGE unless already current.")
+@commands.command(cls=Command, short_help="Download a version of PACKAGE unless already current.")
 @_command
 def pull(
     package: PackageArg,
@@ -533,7 +584,7 @@ def _echo_pull(result: Any, fallback: list[str] | None = None) -> None:
              f"({human_size(result.size)}){_hit(result, fallback)}")
 
 
-@app.command("pull-list", cls=Command,
+@commands.command("pull-list", cls=Command,
              short_help="Pull many packages at once; failures reported at the end.")
 @_command
 def pull_list(
@@ -599,7 +650,7 @@ def pull_list(
         raise failure
 
 
-@app.command(cls=Command, short_help="Re-check a stored version against its SHA-256 record.")
+@commands.command(cls=Command, short_help="Re-check a stored version against its SHA-256 record.")
 @_command
 def verify(
     package: PackageArg,
@@ -628,7 +679,7 @@ def verify(
              f"sha256 {result.sha256}; checked {result.checked})")
 
 
-@app.command("list", cls=Command, short_help="Every package with its latest version.")
+@commands.command("list", cls=Command, short_help="Every package with its latest version.")
 @_command
 def list_(
     as_json: JsonOpt = False, config: ConfigOpt = None, registry: RegistryOpt = None,
@@ -643,7 +694,7 @@ def list_(
     _table(("PACKAGE", "LATEST", "LOCALNAME", "NOTE"), rows)
 
 
-@app.command("list-versions", cls=Command,
+@commands.command("list-versions", cls=Command,
              short_help="Every version of PACKAGE, oldest to newest.")
 @_command
 def list_versions(
@@ -660,7 +711,7 @@ def list_versions(
         _out(v.version)
 
 
-@app.command(cls=Command, short_help="Say whether VERSION of PACKAGE exists (exit 0 or 1).")
+@commands.command(cls=Command, short_help="Say whether VERSION of PACKAGE exists (exit 0 or 1).")
 @_command
 def exists(
     package: PackageArg,
@@ -679,7 +730,7 @@ def exists(
         raise typer.Exit(1)
 
 
-@app.command(cls=Command, short_help="What is known of PACKAGE, or of one VERSION of it.")
+@commands.command(cls=Command, short_help="What is known of PACKAGE, or of one VERSION of it.")
 @_command
 def show(
     package: PackageArg,
@@ -717,7 +768,7 @@ def show(
     _table(("FIELD", "VALUE"), rows)
 
 
-@app.command(cls=Command, short_help="Delete versions of PACKAGE (all or none), or all of it.")
+@commands.command(cls=Command, short_help="Delete versions of PACKAGE (all or none), or all of it.")
 @_command
 def delete(
     package: PackageArg,
@@ -752,7 +803,7 @@ def delete(
         _out(f"{package} has no latest version {'then' if dry_run else 'now'}")
 
 
-@app.command(cls=Command, short_help="Keep the N newest versions of PACKAGE, delete the rest.")
+@commands.command(cls=Command, short_help="Keep the N newest versions of PACKAGE, delete the rest.")
 @_command
 def prune(
     package: PackageArg,
@@ -791,7 +842,7 @@ def prune(
          f"{'to delete' if dry_run else 'deleted'}")
 
 
-@app.command(cls=Command, short_help="Where the registry is and which settings apply.")
+@commands.command(cls=Command, short_help="Where the registry is and which settings apply.")
 @_command
 def info(
     config: ConfigOpt = None, registry: RegistryOpt = None, as_json: JsonOpt = False,
