@@ -43,12 +43,13 @@ NOT_FOR_HELP = (*NOT_FOR_LOCAL_TRANSFERS, "asyncio", "anyio", "json", "dataclass
 _IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)$", re.MULTILINE)
 
 
-def _traced(*args: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+def _traced(*args: str, env: dict[str, str] | None = None
+            ) -> tuple[subprocess.CompletedProcess[str], set[str]]:
     """Run the real executable; its result (the trace removed from stderr) and the
     modules it imported."""
     done = subprocess.run([sys.executable, "-X", "importtime", TYCHOREG, *args],
                           capture_output=True, text=True, timeout=60, check=False,
-                          stdin=subprocess.DEVNULL)
+                          stdin=subprocess.DEVNULL, env=env)
     modules = set(_IMPORTED.findall(done.stderr))
     done.stderr = "".join(line for line in done.stderr.splitlines(keepends=True)
                           if not line.startswith("import time:"))
@@ -61,6 +62,26 @@ def _loaded(modules: set[str], forbidden: tuple[str, ...]) -> list[str]:
                    if module == name or module.startswith(name + ".")})
 
 
+def check_transfers(registry: list[str], forbidden: tuple[str, ...], workdir: Path,
+                    env: dict[str, str] | None = None) -> None:
+    """A push of a 1 KiB file, a pull that downloads it, one that finds it current, one
+    to another file, and a pull-list, each run as a user runs it against ``registry``
+    (options naming it), none loading any of ``forbidden``; the bytes arrive intact."""
+    blob = write_file(workdir / "data.bin", 1024)
+    commands = [["push", *registry, "pkg", "1.0", "data.bin", "--promote-latest"],
+                ["pull", *registry, "pkg"],
+                ["pull", *registry, "pkg"],
+                ["pull", *registry, "pkg", "--force", "--outfile", "copy.bin"],
+                ["pull-list", *registry, "pkg", "--force"]]
+    for command in commands:
+        done, modules = _traced(*command, env=env)
+        assert done.returncode == 0, (command, done.stderr)
+        assert "tycho_async.registry" in modules  # the trace is read
+        assert _loaded(modules, forbidden) == [], command
+    assert (workdir / "tycho_packages" / "data.bin").read_bytes() == blob
+    assert (workdir / "copy.bin").read_bytes() == blob
+
+
 @pytest.fixture
 def local_registry(tmp_path: Path) -> Path:
     return tmp_path / "registry"
@@ -68,20 +89,8 @@ def local_registry(tmp_path: Path) -> Path:
 
 def test_a_local_push_pull_and_pull_list_load_only_what_they_use(
         local_registry: Path, isolated_env: Path) -> None:
-    blob = write_file(isolated_env / "data.bin", 1024)
-    reg = ["--registry", str(local_registry)]
-    commands = [["push", *reg, "pkg", "1.0", "data.bin", "--promote-latest"],
-                ["pull", *reg, "pkg"],  # downloads
-                ["pull", *reg, "pkg"],  # finds it current
-                ["pull", *reg, "pkg", "--force", "--outfile", "copy.bin"],
-                ["pull-list", *reg, "pkg", "--force"]]
-    for command in commands:
-        done, modules = _traced(*command)
-        assert done.returncode == 0, (command, done.stderr)
-        assert "tycho_async.registry" in modules  # the trace is read
-        assert _loaded(modules, NOT_FOR_LOCAL_TRANSFERS) == [], command
-    assert (isolated_env / "tycho_packages" / "data.bin").read_bytes() == blob
-    assert (isolated_env / "copy.bin").read_bytes() == blob
+    check_transfers(["--registry", str(local_registry)], NOT_FOR_LOCAL_TRANSFERS,
+                    isolated_env)
 
 
 def test_bars_and_directories_still_load_what_they_need(
