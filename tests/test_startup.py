@@ -124,6 +124,14 @@ def test_help_loads_no_event_loop_settings_or_registry(command: list[str]) -> No
     assert _loaded(modules, NOT_FOR_HELP) == shown
 
 
+def test_a_usage_error_loads_no_rich_and_no_event_loop() -> None:
+    """typer renders errors with rich unless told not to (``rich_markup_mode=None``)."""
+    done, modules = _traced("pull")
+    assert done.returncode == 2
+    assert "Missing argument 'PACKAGE'" in done.stderr
+    assert _loaded(modules, NOT_FOR_HELP) == []
+
+
 def test_help_lists_every_command_and_the_default_registry() -> None:
     """The root help, rendered on demand, still names every command and the directory of
     the default registry (found with platformdirs only when the help is shown)."""
