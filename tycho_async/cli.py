@@ -4,10 +4,10 @@ and turn errors into messages and exit codes. Nothing else lives here.
 Start-up is part of the product (tests/test_startup.py keeps it so): anything beyond
 typer is imported inside the command that needs it. ``--help`` loads no settings, no
 event loop and no registry; a transfer loads the engine and its store, rich only to draw
-bars, the S3 stack only for an S3 registry.
+bars, the S3 stack only for an S3 registry. Annotations are evaluated as the module
+loads (no ``from __future__ import annotations``): typer reads every command's hints on
+every run, and strings it would compile and evaluate each time.
 """
-
-from __future__ import annotations
 
 import functools
 import inspect
@@ -257,7 +257,7 @@ def _fail(exc: TychoError) -> typer.Exit:
 
 
 def _settings(config: str | None, registry: str | None, *, strict: bool = True,
-              **overrides: Any) -> Settings:
+              **overrides: Any) -> "Settings":
     from .config import SECRET_KEYS, load_settings
     from .logs import register_secrets
     from .storage import S3Options
@@ -271,8 +271,8 @@ def _settings(config: str | None, registry: str | None, *, strict: bool = True,
     return settings
 
 
-def _run(settings: Settings, work: Callable[[Registry], Awaitable[T]],
-         progress: ProgressSink | None = None) -> T:
+def _run(settings: "Settings", work: Callable[["Registry"], Awaitable[T]],
+         progress: "ProgressSink | None" = None) -> T:
     """Run ``work`` on one event loop; SIGINT, SIGTERM or SIGHUP cancel it, and every
     transfer cleans up (aborts uploads, removes temp files) before the command exits
     128+N. A version whose object is published is recorded first (shielded)."""
@@ -318,7 +318,7 @@ def _run(settings: Settings, work: Callable[[Registry], Awaitable[T]],
                       "was left behind", signum)
 
 
-def _transfer(settings: Settings, work: Callable[[Registry], Awaitable[T]], *, verb: str,
+def _transfer(settings: "Settings", work: Callable[["Registry"], Awaitable[T]], *, verb: str,
               files: int, quiet: bool, progress: bool | None) -> T:
     """Run a command that moves bytes, with its progress display open around it."""
     from .progress import make_progress
@@ -361,16 +361,10 @@ def _command(fn: Callable[..., None]) -> Callable[..., None]:
             raise typer.Exit(3) from None
 
     keyword = inspect.Parameter.KEYWORD_ONLY
-    signature = signature.replace(
+    wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
         parameters=[*signature.parameters.values(),
                     inspect.Parameter("debug", keyword, default=False, annotation=DebugOpt),
                     inspect.Parameter("ctx", keyword, annotation=typer.Context)])
-    wrapper.__signature__ = signature  # type: ignore[attr-defined]
-    # typer reads the type hints of every command on every run (not only the one run):
-    # evaluated here once, not the strings it would evaluate each time (~10 ms of CPU)
-    wrapper.__annotations__ = {
-        **{name: p.annotation for name, p in signature.parameters.items()},
-        "return": signature.return_annotation}
     return wrapper
 
 
