@@ -162,7 +162,7 @@ def test_command_annotations_are_evaluated_once_at_import() -> None:
 def test_a_run_builds_only_the_command_it_runs(monkeypatch: pytest.MonkeyPatch,
                                                tmp_path: Path) -> None:
     """typer turns a command's function into a click command by reading its signature;
-    a run needs only the one it runs (the root help needs them all)."""
+    a run needs only the one it runs, and the root help none."""
     built: list[str] = []
     build = typer.main.get_command_from_info
 
@@ -176,9 +176,8 @@ def test_a_run_builds_only_the_command_it_runs(monkeypatch: pytest.MonkeyPatch,
     result = runner.invoke(app, ["exists", "--registry", str(tmp_path), "pkg", "1.0"])
     assert result.exit_code == 1, result.output
     assert built == ["exists"]
-    built.clear()
     assert runner.invoke(app, ["--help"]).exit_code == 0
-    assert built == list(typer.main.get_group(app).list_commands(None))  # type: ignore[arg-type]
+    assert built == ["exists"]  # the root help lists the commands by their summaries
 
 
 def test_a_mistyped_command_is_still_told_the_close_ones() -> None:

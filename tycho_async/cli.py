@@ -55,7 +55,7 @@ commands = typer.Typer()
 class LazyCommands(MutableMapping[str, Any]):
     """The root's commands by name (click's ``Group.commands``), each built from its
     function when first looked up: typer reads the signature and makes the options, about
-    0.6 ms a command, so a run builds the one it runs and only the root help all."""
+    0.6 ms a command, so a run builds the one it runs (the root help lists summaries)."""
 
     def __init__(self, source: typer.Typer, like: typer.Typer) -> None:
         from typer.main import get_command_name
@@ -92,6 +92,12 @@ class LazyCommands(MutableMapping[str, Any]):
     def __len__(self) -> int:
         return len(set(self._infos) | set(self._built))
 
+    def summaries(self) -> list[tuple[str, str]]:
+        """Each visible command's name and summary, read from its registration (built
+        only for a command registered without one, which click derives)."""
+        return [(name, info.short_help or self[name].get_short_help_str())
+                for name, info in self._infos.items() if not info.hidden]
+
 
 class Root(TyperGroup):
     """The root command: its commands are built on demand, and its help names the default
@@ -99,10 +105,15 @@ class Root(TyperGroup):
 
     def __init__(self, **attrs: Any) -> None:
         super().__init__(**attrs)
-        self.commands = LazyCommands(commands, app)
+        self.lazy = self.commands = LazyCommands(commands, app)
 
     def list_commands(self, ctx: Any) -> list[str]:  # a click Context
         return list(self.commands)  # the names, in order, without building the commands
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        """The list of commands in the root help, built from their summaries alone."""
+        with formatter.section("Commands"):
+            formatter.write_dl(self.lazy.summaries())
 
     def format_help_text(self, ctx: Any, formatter: Any) -> None:
         self.help = HELP.format(config=DEFAULT_CONFIG, local_root=default_local_root())
