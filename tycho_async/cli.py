@@ -409,7 +409,7 @@ def init(
 
 
 @commands.command(cls=Command,
-             short_help="Upload a file, a directory or stdin as a new VERSION.")
+                  short_help="Upload a file, a directory or stdin as a new VERSION.")
 @_command
 def push(
     package: PackageArg,
@@ -590,7 +590,7 @@ def _echo_pull(result: Any, fallback: list[str] | None = None) -> None:
 
 
 @commands.command("pull-list", cls=Command,
-             short_help="Pull many packages at once; failures reported at the end.")
+                  short_help="Pull many packages at once; failures reported at the end.")
 @_command
 def pull_list(
     packages: Annotated[list[str] | None, typer.Argument(
@@ -700,7 +700,7 @@ def list_(
 
 
 @commands.command("list-versions", cls=Command,
-             short_help="Every version of PACKAGE, oldest to newest.")
+                  short_help="Every version of PACKAGE, oldest to newest.")
 @_command
 def list_versions(
     package: PackageArg,
