@@ -20,7 +20,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from . import __version__
-from .defaults import DEFAULT_CONFIG, default_local_root
+from .defaults import DEFAULT_CONFIG
 from .errors import Interrupted, OutputClosed, PartialFailure, TychoError, UsageError
 from .units import human_size, plural
 
@@ -31,11 +31,12 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-HELP = """Versioned packages and archives on S3 (or any S3-compatible store) or in a local
+HELP = f"""Versioned packages and archives on S3 (or any S3-compatible store) or in a local
 directory: push, promote and pull them, many at once.
 
-With no config file ({config}) and no --registry, the registry is a local
-directory ({local_root}), so it works on a fresh machine with nothing set up.
+With no config file ({DEFAULT_CONFIG}) and no --registry, the registry is a local
+directory in your user data directory (tychoreg info shows which), so it works on a
+fresh machine with nothing set up.
 
 --registry, --config and --debug go before or after the command name (if given
 in both places, the one after it wins).
@@ -100,8 +101,7 @@ class LazyCommands(MutableMapping[str, Any]):
 
 
 class Root(TyperGroup):
-    """The root command: its commands are built on demand, and its help names the default
-    registry's directory, looked up (platformdirs) when the help is shown."""
+    """The root command, whose commands are built on demand."""
 
     def __init__(self, **attrs: Any) -> None:
         super().__init__(**attrs)
@@ -115,13 +115,10 @@ class Root(TyperGroup):
         with formatter.section("Commands"):
             formatter.write_dl(self.lazy.summaries())
 
-    def format_help_text(self, ctx: Any, formatter: Any) -> None:
-        self.help = HELP.format(config=DEFAULT_CONFIG, local_root=default_local_root())
-        super().format_help_text(ctx, formatter)
-
 
 app = typer.Typer(
     cls=Root,
+    help=HELP,
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
