@@ -1,29 +1,31 @@
 """The command line: parse, load settings, run one coroutine on one event loop, render,
 and turn errors into messages and exit codes. Nothing else lives here.
 
-Heavy imports (aiobotocore, rich progress, the engine) happen inside the commands that
-need them, so ``tychoreg --help`` stays fast.
+Start-up is part of the product (tests/test_startup.py keeps it so): anything beyond
+typer is imported inside the command that needs it. ``--help`` loads no settings, no
+event loop and no registry; a transfer loads the engine and its store, rich only to draw
+bars, the S3 stack only for an S3 registry. Annotations are evaluated as the module
+loads (no ``from __future__ import annotations``): typer reads every command's hints on
+every run, and strings it would compile and evaluate each time.
 """
-
-from __future__ import annotations
 
 import functools
 import inspect
-import json
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from typer.core import TyperCommand
+from typer.core import TyperCommand, TyperGroup
 
 from . import __version__
-from .config import DEFAULT_CONFIG, Settings, default_local_root, load_settings
+from .defaults import DEFAULT_CONFIG
 from .errors import Interrupted, OutputClosed, PartialFailure, TychoError, UsageError
 from .units import human_size, plural
 
 if TYPE_CHECKING:
+    from .config import Settings
     from .registry import Registry
     from .transfer import ProgressSink
 
@@ -33,7 +35,8 @@ HELP = f"""Versioned packages and archives on S3 (or any S3-compatible store) or
 directory: push, promote and pull them, many at once.
 
 With no config file ({DEFAULT_CONFIG}) and no --registry, the registry is a local
-directory ({default_local_root()}), so it works on a fresh machine with nothing set up.
+directory in your user data directory (tychoreg info shows which), so it works on a
+fresh machine with nothing set up.
 
 --registry, --config and --debug go before or after the command name (if given
 in both places, the one after it wins).
@@ -45,7 +48,76 @@ nothing to pull), 2 bad usage or config, 3 transfer failed, 128+N ended by signa
 (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP: uploads aborted, temp files removed), 141
 standard output closed."""
 
+# The commands register here; the root (``app``) turns each into a click command when
+# it is first looked up (see LazyCommands).
+commands = typer.Typer()
+
+
+class LazyCommands(MutableMapping[str, Any]):
+    """The root's commands by name (click's ``Group.commands``), each built from its
+    function when first looked up: typer reads the signature and makes the options, about
+    0.6 ms a command, so a run builds the one it runs (the root help lists summaries)."""
+
+    def __init__(self, source: typer.Typer, like: typer.Typer) -> None:
+        from typer.main import get_command_name
+
+        self._like = like  # the Typer whose settings the commands take
+        self._infos = {info.name or get_command_name(info.callback.__name__): info
+                       for info in source.registered_commands if info.callback}
+        self._built: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._built:
+            from typer.main import get_command_from_info
+
+            self._built[name] = get_command_from_info(
+                self._infos[name], pretty_exceptions_short=self._like.pretty_exceptions_short,
+                rich_markup_mode=self._like.rich_markup_mode)
+        return self._built[name]
+
+    def __setitem__(self, name: str, command: Any) -> None:
+        self._built[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        if name not in self:
+            raise KeyError(name)
+        self._infos.pop(name, None)
+        self._built.pop(name, None)
+
+    def __contains__(self, name: object) -> bool:  # without building it
+        return name in self._infos or name in self._built
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict.fromkeys([*self._infos, *self._built]))
+
+    def __len__(self) -> int:
+        return len(set(self._infos) | set(self._built))
+
+    def summaries(self) -> list[tuple[str, str]]:
+        """Each visible command's name and summary, read from its registration (built
+        only for a command registered without one, which click derives)."""
+        return [(name, info.short_help or self[name].get_short_help_str())
+                for name, info in self._infos.items() if not info.hidden]
+
+
+class Root(TyperGroup):
+    """The root command, whose commands are built on demand."""
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        self.lazy = self.commands = LazyCommands(commands, app)
+
+    def list_commands(self, ctx: Any) -> list[str]:  # a click Context
+        return list(self.commands)  # the names, in order, without building the commands
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        """The list of commands in the root help, built from their summaries alone."""
+        with formatter.section("Commands"):
+            formatter.write_dl(self.lazy.summaries())
+
+
 app = typer.Typer(
+    cls=Root,
     help=HELP,
     no_args_is_help=True,
     add_completion=True,
@@ -193,8 +265,8 @@ def _fail(exc: TychoError) -> typer.Exit:
 
 
 def _settings(config: str | None, registry: str | None, *, strict: bool = True,
-              **overrides: Any) -> Settings:
-    from .config import SECRET_KEYS
+              **overrides: Any) -> "Settings":
+    from .config import SECRET_KEYS, load_settings
     from .logs import register_secrets
     from .storage import S3Options
 
@@ -207,8 +279,8 @@ def _settings(config: str | None, registry: str | None, *, strict: bool = True,
     return settings
 
 
-def _run(settings: Settings, work: Callable[[Registry], Awaitable[T]],
-         progress: ProgressSink | None = None) -> T:
+def _run(settings: "Settings", work: Callable[["Registry"], Awaitable[T]],
+         progress: "ProgressSink | None" = None) -> T:
     """Run ``work`` on one event loop; SIGINT, SIGTERM or SIGHUP cancel it, and every
     transfer cleans up (aborts uploads, removes temp files) before the command exits
     128+N. A version whose object is published is recorded first (shielded)."""
@@ -254,7 +326,7 @@ def _run(settings: Settings, work: Callable[[Registry], Awaitable[T]],
                       "was left behind", signum)
 
 
-def _transfer(settings: Settings, work: Callable[[Registry], Awaitable[T]], *, verb: str,
+def _transfer(settings: "Settings", work: Callable[["Registry"], Awaitable[T]], *, verb: str,
               files: int, quiet: bool, progress: bool | None) -> T:
     """Run a command that moves bytes, with its progress display open around it."""
     from .progress import make_progress
@@ -305,6 +377,8 @@ def _command(fn: Callable[..., None]) -> Callable[..., None]:
 
 
 def _echo_json(data: object) -> None:
+    import json  # not loaded by --help
+
     _out(json.dumps(data, indent=2))
 
 
@@ -314,7 +388,7 @@ def _report() -> Any:
     return report
 
 
-@app.command(cls=Command, short_help="Create PACKAGE and the file name pulls save it as.")
+@commands.command(cls=Command, short_help="Create PACKAGE and the file name pulls save it as.")
 @_command
 def init(
     package: PackageArg,
@@ -331,8 +405,8 @@ def init(
         _out(f"initialized {package} (pulls save as {filename})")
 
 
-@app.command(cls=Command,
-             short_help="Upload a file, a directory or stdin as a new VERSION.")
+@commands.command(cls=Command,
+                  short_help="Upload a file, a directory or stdin as a new VERSION.")
 @_command
 def push(
     package: PackageArg,
@@ -401,7 +475,7 @@ def push(
         _out(f"promoted {package} {version} to latest")
 
 
-@app.command(cls=Command, short_help="Make an existing VERSION the latest of PACKAGE.")
+@commands.command(cls=Command, short_help="Make an existing VERSION the latest of PACKAGE.")
 @_command
 def promote(
     package: PackageArg,
@@ -418,7 +492,7 @@ def promote(
         _out(f"promoted {package} {version} to latest")
 
 
-@app.command(cls=Command, short_help="Download a version of PACKAGE unless already current.")
+@commands.command(cls=Command, short_help="Download a version of PACKAGE unless already current.")
 @_command
 def pull(
     package: PackageArg,
@@ -512,8 +586,8 @@ def _echo_pull(result: Any, fallback: list[str] | None = None) -> None:
              f"({human_size(result.size)}){_hit(result, fallback)}")
 
 
-@app.command("pull-list", cls=Command,
-             short_help="Pull many packages at once; failures reported at the end.")
+@commands.command("pull-list", cls=Command,
+                  short_help="Pull many packages at once; failures reported at the end.")
 @_command
 def pull_list(
     packages: Annotated[list[str] | None, typer.Argument(
@@ -578,7 +652,7 @@ def pull_list(
         raise failure
 
 
-@app.command(cls=Command, short_help="Re-check a stored version against its SHA-256 record.")
+@commands.command(cls=Command, short_help="Re-check a stored version against its SHA-256 record.")
 @_command
 def verify(
     package: PackageArg,
@@ -607,7 +681,7 @@ def verify(
              f"sha256 {result.sha256}; checked {result.checked})")
 
 
-@app.command("list", cls=Command, short_help="Every package with its latest version.")
+@commands.command("list", cls=Command, short_help="Every package with its latest version.")
 @_command
 def list_(
     as_json: JsonOpt = False, config: ConfigOpt = None, registry: RegistryOpt = None,
@@ -622,8 +696,8 @@ def list_(
     _table(("PACKAGE", "LATEST", "LOCALNAME", "NOTE"), rows)
 
 
-@app.command("list-versions", cls=Command,
-             short_help="Every version of PACKAGE, oldest to newest.")
+@commands.command("list-versions", cls=Command,
+                  short_help="Every version of PACKAGE, oldest to newest.")
 @_command
 def list_versions(
     package: PackageArg,
@@ -639,7 +713,7 @@ def list_versions(
         _out(v.version)
 
 
-@app.command(cls=Command, short_help="Say whether VERSION of PACKAGE exists (exit 0 or 1).")
+@commands.command(cls=Command, short_help="Say whether VERSION of PACKAGE exists (exit 0 or 1).")
 @_command
 def exists(
     package: PackageArg,
@@ -658,7 +732,7 @@ def exists(
         raise typer.Exit(1)
 
 
-@app.command(cls=Command, short_help="What is known of PACKAGE, or of one VERSION of it.")
+@commands.command(cls=Command, short_help="What is known of PACKAGE, or of one VERSION of it.")
 @_command
 def show(
     package: PackageArg,
@@ -696,7 +770,7 @@ def show(
     _table(("FIELD", "VALUE"), rows)
 
 
-@app.command(cls=Command, short_help="Delete versions of PACKAGE (all or none), or all of it.")
+@commands.command(cls=Command, short_help="Delete versions of PACKAGE (all or none), or all of it.")
 @_command
 def delete(
     package: PackageArg,
@@ -731,7 +805,7 @@ def delete(
         _out(f"{package} has no latest version {'then' if dry_run else 'now'}")
 
 
-@app.command(cls=Command, short_help="Keep the N newest versions of PACKAGE, delete the rest.")
+@commands.command(cls=Command, short_help="Keep the N newest versions of PACKAGE, delete the rest.")
 @_command
 def prune(
     package: PackageArg,
@@ -770,7 +844,7 @@ def prune(
          f"{'to delete' if dry_run else 'deleted'}")
 
 
-@app.command(cls=Command, short_help="Where the registry is and which settings apply.")
+@commands.command(cls=Command, short_help="Where the registry is and which settings apply.")
 @_command
 def info(
     config: ConfigOpt = None, registry: RegistryOpt = None, as_json: JsonOpt = False,

@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from .defaults import DEFAULT_CONFIG, DEFAULT_OUTDIR, default_local_root
 from .errors import ConfigError
 from .storage import LocalOptions, S3Options, StoreOptions
 from .transfer.plan import MAX_PART, MIN_PART, TransferSettings
 
-DEFAULT_CONFIG = ".tychoreg.json"
-DEFAULT_OUTDIR = "tycho_packages"
 REGISTRY_ENV = "TYCHOREG_REGISTRY"
 SECRET_KEYS = ("aws_secret_access_key", "aws_session_token", "aws_access_key_id")
 # Keys of the s3 section that are ours; the S3 client takes the others as they are.
@@ -60,12 +59,6 @@ class Settings:
     @property
     def location(self) -> str:
         return self.store.location
-
-
-def default_local_root() -> Path:
-    from platformdirs import user_data_path
-
-    return user_data_path("tychoreg", appauthor=False) / "registry"
 
 
 def parse_size(value: object, what: str) -> int:

@@ -28,7 +28,6 @@ import functools
 import itertools
 import os
 import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -1235,6 +1234,8 @@ class Registry:
         async def expected(info: ObjectInfo) -> Expected:
             used.append(expectation(record, info))  # asked again if another answer came
             return used[-1]
+
+        import tempfile  # only verify needs a scratch directory
 
         scratch = await anyio.to_thread.run_sync(
             lambda: tempfile.mkdtemp(prefix="tychoreg-verify-"))

@@ -1,0 +1,187 @@
+"""Start-up discipline (DESIGN.md: start-up is part of the product): a real ``tychoreg``
+runs in a subprocess under ``python -X importtime``, whose trace on stderr names every
+module the command loaded, and a command must not load what it has no use for.
+
+The module sets are constants, so that a backend can extend them: the S3 backends add
+their own (with static credentials and an http endpoint, no SDK either).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer.main
+from typer.testing import CliRunner
+
+from tycho_async.cli import app, commands
+from tycho_async.defaults import default_local_root
+
+from .conftest import write_file
+
+TYCHOREG = str(Path(sys.executable).with_name("tychoreg"))
+
+# The S3 stack (an SDK, an HTTP framework, and what they pull in).
+S3_STACK = ("aiobotocore", "aiohttp", "botocore", "boto3", "s3transfer", "urllib3",
+            "dateutil", "jmespath", "yarl", "multidict", "frozenlist", "aiosignal",
+            "aiohappyeyeballs", "propcache", "attr")
+# Never loaded by a push, pull or pull-list of a plain file on the local backend named
+# by --registry, with standard error not a terminal and no dotenv file configured: no
+# bars (rich), no archive (zstandard), no user data directory (platformdirs), no dotenv.
+NOT_FOR_LOCAL_TRANSFERS = (*S3_STACK, "rich", "zstandard", "tycho_async.archive",
+                           "platformdirs", "dotenv", "tempfile")
+# Never loaded by --help (of the root or of a command): no event loop, no settings,
+# no registry and nothing a transfer needs.
+NOT_FOR_HELP = (*NOT_FOR_LOCAL_TRANSFERS, "asyncio", "anyio", "json", "dataclasses",
+                "tycho_async.config", "tycho_async.storage", "tycho_async.registry",
+                "tycho_async.transfer", "tycho_async.api", "tycho_async.progress")
+
+_IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)$", re.MULTILINE)
+
+
+def _traced(*args: str, env: dict[str, str] | None = None
+            ) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """Run the real executable; its result (the trace removed from stderr) and the
+    modules it imported."""
+    done = subprocess.run([sys.executable, "-X", "importtime", TYCHOREG, *args],
+                          capture_output=True, text=True, timeout=60, check=False,
+                          stdin=subprocess.DEVNULL, env=env)
+    modules = set(_IMPORTED.findall(done.stderr))
+    done.stderr = "".join(line for line in done.stderr.splitlines(keepends=True)
+                          if not line.startswith("import time:"))
+    return done, modules
+
+
+def _loaded(modules: set[str], forbidden: tuple[str, ...]) -> list[str]:
+    """The forbidden packages (or modules) that were loaded, each once."""
+    return sorted({name for name in forbidden for module in modules
+                   if module == name or module.startswith(name + ".")})
+
+
+def check_transfers(registry: list[str], forbidden: tuple[str, ...], workdir: Path,
+                    env: dict[str, str] | None = None) -> None:
+    """A push of a 1 KiB file, a pull that downloads it, one that finds it current, one
+    to another file, and a pull-list, each run as a user runs it against ``registry``
+    (options naming it), none loading any of ``forbidden``; the bytes arrive intact."""
+    blob = write_file(workdir / "data.bin", 1024)
+    commands = [["push", *registry, "pkg", "1.0", "data.bin", "--promote-latest"],
+                ["pull", *registry, "pkg"],
+                ["pull", *registry, "pkg"],
+                ["pull", *registry, "pkg", "--force", "--outfile", "copy.bin"],
+                ["pull-list", *registry, "pkg", "--force"]]
+    for command in commands:
+        done, modules = _traced(*command, env=env)
+        assert done.returncode == 0, (command, done.stderr)
+        assert "tycho_async.registry" in modules  # the trace is read
+        assert _loaded(modules, forbidden) == [], command
+    assert (workdir / "tycho_packages" / "data.bin").read_bytes() == blob
+    assert (workdir / "copy.bin").read_bytes() == blob
+
+
+@pytest.fixture
+def local_registry(tmp_path: Path) -> Path:
+    return tmp_path / "registry"
+
+
+def test_a_local_push_pull_and_pull_list_load_only_what_they_use(
+        local_registry: Path, isolated_env: Path) -> None:
+    check_transfers(["--registry", str(local_registry)], NOT_FOR_LOCAL_TRANSFERS,
+                    isolated_env)
+
+
+def test_bars_and_directories_still_load_what_they_need(
+        local_registry: Path, isolated_env: Path) -> None:
+    """The sets above are not vacuous: forced bars load rich, a directory zstandard,
+    and the default registry (no --registry, no config) platformdirs."""
+    tree = isolated_env / "tree"
+    tree.mkdir()
+    write_file(tree / "a.bin", 100)
+    reg = ["--registry", str(local_registry)]
+    done, modules = _traced("push", *reg, "dir", "1.0", "tree", "--promote-latest")
+    assert done.returncode == 0, done.stderr
+    assert _loaded(modules, NOT_FOR_LOCAL_TRANSFERS) == ["tycho_async.archive", "zstandard"]
+    done, modules = _traced("pull", *reg, "dir", "--progress")
+    assert done.returncode == 0, done.stderr
+    assert "rich" in _loaded(modules, NOT_FOR_LOCAL_TRANSFERS)
+    assert (isolated_env / "tycho_packages" / "tree" / "a.bin").exists()
+    done, modules = _traced("list")
+    assert done.returncode == 0, done.stderr
+    assert _loaded(modules, ("platformdirs",)) == ["platformdirs"]
+
+
+@pytest.mark.parametrize("command", [[], ["pull"], ["pull-list"], ["push"]])
+def test_help_loads_no_event_loop_settings_or_registry(command: list[str]) -> None:
+    done, modules = _traced(*command, "--help")
+    assert done.returncode == 0, done.stderr
+    assert "Usage: tychoreg" in done.stdout
+    assert "typer" in modules
+    assert _loaded(modules, NOT_FOR_HELP) == []
+
+
+def test_a_usage_error_loads_no_rich_and_no_event_loop() -> None:
+    """typer renders errors with rich unless told not to (``rich_markup_mode=None``)."""
+    done, modules = _traced("pull")
+    assert done.returncode == 2
+    assert "Missing argument 'PACKAGE'" in done.stderr
+    assert _loaded(modules, NOT_FOR_HELP) == []
+
+
+def test_help_lists_every_command_and_says_where_the_default_registry_is() -> None:
+    """The root help names every command, and sends the user to ``info`` for the default
+    registry's directory (finding it takes platformdirs, which --help does not load)."""
+    done, _ = _traced("--help")
+    assert done.returncode == 0, done.stderr
+    listed = [line.split()[0] for line in
+              done.stdout.split("Commands:\n", 1)[1].splitlines() if line.strip()]
+    names = list(typer.main.get_group(app).commands)
+    assert listed == names
+    assert len(names) >= 13
+    assert "(tychoreg info shows which)" in " ".join(done.stdout.split())
+    info, _ = _traced("info")
+    assert info.returncode == 0, info.stderr
+    assert str(default_local_root()) in info.stdout
+    for name in names:
+        sub, _ = _traced(name, "--help")
+        assert sub.returncode == 0, (name, sub.stderr)
+        assert f"Usage: tychoreg {name} [OPTIONS]" in sub.stdout
+
+
+def test_command_annotations_are_evaluated_once_at_import() -> None:
+    """typer reads every command's type hints on every run; string annotations (``from
+    __future__ import annotations``) would be evaluated again each time."""
+    for info in commands.registered_commands:
+        hints = info.callback.__annotations__
+        assert hints, info.name
+        assert [name for name, hint in hints.items() if isinstance(hint, str)] == [], \
+            info.name
+
+
+def test_a_run_builds_only_the_command_it_runs(monkeypatch: pytest.MonkeyPatch,
+                                               tmp_path: Path) -> None:
+    """typer turns a command's function into a click command by reading its signature;
+    a run needs only the one it runs, and the root help none."""
+    built: list[str] = []
+    build = typer.main.get_command_from_info
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        command = build(*args, **kwargs)
+        built.append(str(command.name))
+        return command
+
+    monkeypatch.setattr(typer.main, "get_command_from_info", counted)
+    runner = CliRunner()
+    result = runner.invoke(app, ["exists", "--registry", str(tmp_path), "pkg", "1.0"])
+    assert result.exit_code == 1, result.output
+    assert built == ["exists"]
+    assert runner.invoke(app, ["--help"]).exit_code == 0
+    assert built == ["exists"]  # the root help lists the commands by their summaries
+
+
+def test_a_mistyped_command_is_still_told_the_close_ones() -> None:
+    result = CliRunner().invoke(app, ["pul"])
+    assert result.exit_code == 2
+    assert "No such command 'pul'. Did you mean 'pull'" in result.output
