@@ -8,6 +8,7 @@ their own (with static credentials and an http endpoint, no SDK either).
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from typer.testing import CliRunner
 from tycho_async.cli import app, commands
 from tycho_async.defaults import default_local_root
 
-from .conftest import write_file
+from .conftest import REGION, make_bucket, write_file
 
 TYCHOREG = str(Path(sys.executable).with_name("tychoreg"))
 
@@ -91,6 +92,17 @@ def test_a_local_push_pull_and_pull_list_load_only_what_they_use(
         local_registry: Path, isolated_env: Path) -> None:
     check_transfers(["--registry", str(local_registry)], NOT_FOR_LOCAL_TRANSFERS,
                     isolated_env)
+
+
+def test_an_s3_push_pull_and_pull_list_with_static_keys_load_no_sdk(
+        seaweed_endpoint: str, isolated_env: Path) -> None:
+    """The same commands on SeaweedFS, with static keys and an http endpoint: the lean
+    client's modules only, nothing of the SDK."""
+    bucket = make_bucket(seaweed_endpoint)
+    env = {**os.environ, "AWS_ENDPOINT_URL": seaweed_endpoint, "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION}
+    check_transfers(["--registry", f"s3://{bucket}"], NOT_FOR_LOCAL_TRANSFERS, isolated_env,
+                    env)
 
 
 def test_bars_and_directories_still_load_what_they_need(
