@@ -22,7 +22,6 @@ import logging
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -67,7 +66,7 @@ from .s3errors import (
 )
 
 if TYPE_CHECKING:
-    from typing_extensions import Self
+    pass
 
 log = logging.getLogger(__name__)
 _SENTINEL = "tychoreg-lean-probe"
@@ -235,14 +234,6 @@ class BotoS3:
                    options.checksums, (options.connect_timeout, options.read_timeout),
                    options.client_kwargs, session, silence)
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
-        with anyio.CancelScope(shield=True), anyio.move_on_after(10):
-            await self.aclose()
-
     def _key(self, key: str) -> str:
         return self.prefix + key
 
@@ -250,12 +241,6 @@ class BotoS3:
     def endpoint(self) -> str:
         """The endpoint's URL, for messages (never with credentials in it)."""
         return redact_url(str(self._client.meta.endpoint_url))
-
-    creates_root = False  # whether a first write creates the registry itself
-
-    @property
-    def location(self) -> str:
-        return f"s3://{self.bucket}/{self.prefix} at {self.endpoint}"
 
     @contextlib.contextmanager
     def _translated(self, what: str, *, sends: bool = True, read_timeout: float | None = None
