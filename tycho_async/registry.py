@@ -102,7 +102,7 @@ from .names import (
 )
 from .names import version_key as natural
 from .storage import ObjectInfo
-from .transfer import Engine, Expected
+from .transfer import CONFLICT, SETTLE, Engine, Expected
 from .transfer.engine import ExpectedSource, UploadResult
 from .transfer.groups import task_group
 from .units import plural
@@ -510,7 +510,7 @@ class Registry:
                 await self.engine.put_bytes(meta_key(package), dump(meta), if_match=etag)
                 return meta
             except (PreconditionFailed, NotFound) as exc:
-                await self.engine.backoff(attempt, exc, base=0.01, cap=0.5)
+                await self.engine.backoff(attempt, exc, CONFLICT)
         raise _Contended(f"package {package!r}: tycho.json kept changing under "
                          f"{META_ATTEMPTS} attempts to update it; try again")
 
@@ -830,16 +830,17 @@ class Registry:
         """``_already_there``, once no other push of the version is under way: parallel
         jobs publishing one version wait for the first to finish, then compare (at most
         SETTLE_SECONDS, polling with backoff)."""
-        deadline = time.monotonic() + SETTLE_SECONDS
+        retry = self.engine.retry
+        deadline = retry.now() + SETTLE_SECONDS
         for attempt in itertools.count():
             try:
                 return await self._already_there(package, version, meta, source)
             except _Busy as exc:
-                if time.monotonic() > deadline:
+                if retry.now() > deadline:
                     raise AlreadyExists(f"{exc.message}, still after {SETTLE_SECONDS} s; it "
                                         "cannot be told whether it holds the same content") \
                         from None
-            await anyio.sleep(min(2.0, 0.1 * 2 ** attempt))
+            await retry.wait(SETTLE, attempt)
             meta = await self._read_meta_or_none(package)
         raise AssertionError("unreachable")
 

@@ -26,7 +26,6 @@ import functools
 import hashlib
 import logging
 import os
-import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +49,7 @@ from .plan import (
     plan_ranges,
     stream_part_size,
 )
+from .retry import Backoff, RetryPolicy
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -119,6 +119,7 @@ class Engine:
         progress: ProgressSink | None = None,
         *,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        retry: RetryPolicy | None = None,
         fs: LocalFS | None = None,
     ) -> None:
         self.store = store
@@ -127,33 +128,29 @@ class Engine:
         self.progress: ProgressSink = progress or NoProgress()
         self.budget = Budget(self.settings.concurrency)
         self.stats = EngineStatistics()
-        self._sleep = sleep
+        self.retry = retry or RetryPolicy(self.settings, sleep=sleep)
 
     # -- one request: a budget slot, retries with backoff ---------------------------------
 
-    async def backoff(self, attempt: int, error: TychoError, *, base: float | None = None,
-                      cap: float | None = None) -> None:
-        """The one retry policy: exponential backoff with full jitter, counted and logged
-        under --debug. ``base`` and ``cap`` for retries that are not the store's fault
-        (a conditional write that lost a race is retried at once, lightly)."""
+    async def backoff(self, attempt: int, error: TychoError, backoff: Backoff | None = None
+                      ) -> None:
+        """Wait before retrying after ``error`` as the retry policy says (``backoff``: the
+        kind of wait, the request's by default), counted and logged under --debug."""
         self.stats.retries += 1
-        limit = min(self.settings.backoff_max if cap is None else cap,
-                    (self.settings.backoff_base if base is None else base) * 2 ** attempt)
-        delay = random.uniform(0, limit)
-        log.debug("retry %d in %.2f s after: %s", attempt + 1, delay, error.message)
-        await self._sleep(delay)
+        delay = await self.retry.wait(backoff or self.retry.request, attempt)
+        log.debug("retry %d after %.2f s: %s", attempt + 1, delay, error.message)
 
     async def call(self, fn: Callable[[], Awaitable[T]], lease: Lease | None = None) -> T:
         """Run one request within the budget, retrying transient failures with backoff.
         ``lease``: a slot already taken, for the first attempt."""
-        for attempt in range(self.settings.max_attempts):
+        for attempt in range(self.retry.attempts):
             slot = lease if attempt == 0 and lease is not None else await self.budget.acquire()
             try:
                 async with slot:
                     self.stats.requests += 1
                     return await fn()
             except StoreError as exc:
-                if not exc.transient or attempt + 1 == self.settings.max_attempts:
+                if not exc.transient or attempt + 1 == self.retry.attempts:
                     raise
                 await self.backoff(attempt, exc)
         raise AssertionError("unreachable")
