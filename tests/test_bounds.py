@@ -27,8 +27,8 @@ from tycho_async.api import Client
 from tycho_async.config import load_settings
 from tycho_async.errors import IntegrityError, TychoError, UnsafeRemoteData
 from tycho_async.localfs import LocalFS
-from tycho_async.registry import PullRequest
 from tycho_async.registry import Registry as Reg
+from tycho_async.results import PullRequest
 from tycho_async.storage import open_store
 from tycho_async.transfer import Engine
 

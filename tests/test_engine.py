@@ -157,7 +157,8 @@ async def test_budget_is_never_exceeded_and_is_used(kind: str, tmp_path: Path,
 
 async def test_pull_many_shares_one_budget(kind: str, tmp_path: Path,
                                            request: pytest.FixtureRequest) -> None:
-    from tycho_async.registry import PullRequest, Registry
+    from tycho_async.registry import Registry
+    from tycho_async.results import PullRequest
 
     settings = replace(SMALL, concurrency=5)
     async with opened(kind, tmp_path, request, settings) as (inner, _):
@@ -178,7 +179,8 @@ async def test_pull_many_keeps_a_bounded_number_of_items_in_progress(
     are being pulled at any time, whatever the number of items (an item enters ``pull``
     once the wave has read its tycho.json, so how many overlap below that bound depends
     on the reads' timing; that the budget is used is the test above's)."""
-    from tycho_async.registry import PullRequest, PullResult, Registry
+    from tycho_async.registry import Registry
+    from tycho_async.results import PullRequest, PullResult
 
     class Counting(Registry):
         active = peak = 0
@@ -472,7 +474,8 @@ async def test_download_of_a_missing_object(kind: str, tmp_path: Path,
 
 async def test_a_pull_of_our_push_costs_two_requests(kind: str, tmp_path: Path,
                                                      request: pytest.FixtureRequest) -> None:
-    from tycho_async.registry import PullRequest, Registry
+    from tycho_async.registry import Registry
+    from tycho_async.results import PullRequest
 
     blob = write_file(tmp_path / "f.bin", 1000)
     async with opened(kind, tmp_path, request) as (inner, _):
@@ -489,7 +492,8 @@ async def test_a_pull_of_our_push_costs_two_requests(kind: str, tmp_path: Path,
 
 async def test_a_pull_of_a_tycho_station_package_costs_two_requests(
         kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    from tycho_async.registry import PullRequest, Registry
+    from tycho_async.registry import Registry
+    from tycho_async.results import PullRequest
 
     async with opened(kind, tmp_path, request) as (inner, _):
         await inner.put_bytes("old/tycho.json", b'{"localname": "o.bin", "latest": "1"}')

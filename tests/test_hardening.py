@@ -21,8 +21,8 @@ import pytest
 
 from tycho_async.errors import TransferError
 from tycho_async.localfs import LocalFS
-from tycho_async.registry import PullRequest
 from tycho_async.registry import Registry as Reg
+from tycho_async.results import PullRequest
 from tycho_async.transfer import Engine, Expected
 
 from .conftest import Registry, by_etag, make_bucket, s3_client, write_file

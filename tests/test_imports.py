@@ -6,7 +6,12 @@ imported, so a lazy or TYPE_CHECKING-only import counts as much as any other):
 - the registry uses the engine's public names only, and never a concrete store;
 - transfer imports nothing of the registry, the API, the CLI, config or the display;
 - only the CLI imports typer; rich only in the CLI and the progress display
-  (``progress.py``, which loads ``bars.py`` on a terminal).
+  (``progress.py``, which loads ``bars.py`` on a terminal); bars imports nothing of
+  progress (what both use is in ``tally.py``), so the two do not import each other;
+- the public result types (``results.py``) are plain values: they import nothing of the
+  registry, the API or the CLI;
+- the package has no import cycle at module level (what runs when a module is imported:
+  not the imports inside functions or TYPE_CHECKING blocks).
 
 Each rule is also fed a forbidden import, so that none of them can pass vacuously.
 """
@@ -14,6 +19,7 @@ Each rule is also fed a forbidden import, so that none of them can pass vacuousl
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +37,10 @@ NOT_BELOW_TRANSFER = tuple(f"{ROOT}.{name}" for name in (
     "registry", "api", "cli", "config", "progress", "bars"))
 CONCRETE_STORES = tuple(f"{STORAGE}.{name}" for name in (
     "s3", "s3lean", "s3boto", "s3errors", "http", "sigv4", "local"))
+RESULTS = f"{ROOT}.results"
+NOT_BELOW_RESULTS = tuple(f"{ROOT}.{name}" for name in ("registry", "api", "cli"))
+PROGRESS = f"{ROOT}.progress"
+BARS = f"{ROOT}.bars"
 UI_LIBRARIES = {
     "typer": (f"{ROOT}.cli",),
     "click": (f"{ROOT}.cli",),
@@ -70,11 +80,37 @@ def within(name: str, prefixes: tuple[str, ...]) -> bool:
     return any(name == prefix or name.startswith(prefix + ".") for prefix in prefixes)
 
 
-def imports_of(tree: ast.AST, module: str, *, is_package: bool = False) -> list[Import]:
-    """Every import in the tree, anywhere in it (functions, TYPE_CHECKING blocks)."""
+def _type_checking(node: ast.AST) -> bool:
+    """``if TYPE_CHECKING:`` or ``if typing.TYPE_CHECKING:``: never run on import."""
+    return isinstance(node, ast.If) and (_dotted(node.test) or [""])[-1] == "TYPE_CHECKING"
+
+
+def _nodes(tree: ast.AST, module_level: bool) -> Iterator[ast.AST]:
+    """Every node of the tree; with ``module_level``, only those run when the module is
+    imported (no function bodies, no TYPE_CHECKING block: its ``else`` does run)."""
+    if not module_level:
+        yield from ast.walk(tree)
+        return
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        yield node
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            continue
+        if _type_checking(node):
+            assert isinstance(node, ast.If)
+            todo.extend(node.orelse)
+            continue
+        todo.extend(ast.iter_child_nodes(node))
+
+
+def imports_of(tree: ast.AST, module: str, *, is_package: bool = False,
+               module_level: bool = False) -> list[Import]:
+    """Every import in the tree, anywhere in it (functions, TYPE_CHECKING blocks), or
+    with ``module_level`` only those that run when the module is imported."""
     package = module if is_package else module.rpartition(".")[0]
     found: list[Import] = []
-    for node in ast.walk(tree):
+    for node in _nodes(tree, module_level):
         if isinstance(node, ast.Import):
             found.extend(Import(alias.name, None, node.lineno, alias.asname)
                          for alias in node.names)
@@ -145,6 +181,10 @@ def problems(source: str, module: str, *, is_package: bool = False) -> list[str]
                 say(imp, "the registry uses the engine's public names only")
             if any(within(t, CONCRETE_STORES) for t in targets):
                 say(imp, "the registry never imports a concrete store")
+        if module == RESULTS and any(within(t, NOT_BELOW_RESULTS) for t in targets):
+            say(imp, "results are plain values: nothing of the registry, API or CLI")
+        if module == BARS and any(within(t, (PROGRESS,)) for t in targets):
+            say(imp, "bars imports nothing of progress, which loads it (shared: tally)")
         top = imp.module.partition(".")[0]
         if top in UI_LIBRARIES and module not in UI_LIBRARIES[top]:
             say(imp, f"only {', '.join(UI_LIBRARIES[top])} may import {top}")
@@ -225,6 +265,11 @@ FORBIDDEN = [
     ("tycho_async.progress", False, "import typer"),
     ("tycho_async.bars", False, "from typer import Exit"),
     ("tycho_async.transfer.engine", False, "def f():\n    import rich.progress"),
+    # (e) results below the registry; bars imports nothing of progress, even lazily
+    ("tycho_async.results", False, "from .registry import Registry"),
+    ("tycho_async.results", False, "def f():\n    from . import api"),
+    ("tycho_async.bars", False, "from .progress import Tally"),
+    ("tycho_async.bars", False, "def f():\n    from . import progress"),
 ]
 
 
@@ -246,6 +291,8 @@ ALLOWED = [
     ("tycho_async.cli", False, "import typer\nfrom rich.table import Table"),
     ("tycho_async.bars", False, "from rich.console import Console"),
     ("tycho_async.progress", False, "def f():\n    from rich.console import Console"),
+    ("tycho_async.bars", False, "from .tally import LARGE, Closing\nfrom .units import human_size"),
+    ("tycho_async.results", False, "from .layout import FILE\nfrom .names import check_version"),
 ]
 
 
@@ -264,3 +311,67 @@ def test_relative_imports_resolve() -> None:
                          is_package=True)
     assert [(i.module, i.name) for i in package] == [("tycho_async.storage", "a"),
                                                      ("tycho_async", "b")]
+
+
+def import_graph(sources: dict[str, tuple[str, bool]]) -> dict[str, set[str]]:
+    """Module -> the modules of ``sources`` it imports at module level; ``sources`` maps
+    each module to its text and whether it is a package (its ``__init__``)."""
+    return {module: {target for imp in imports_of(ast.parse(source), module,
+                                                   is_package=is_package, module_level=True)
+                     for target in imp.targets if target in sources and target != module}
+            for module, (source, is_package) in sources.items()}
+
+
+def a_cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One import cycle of the graph, as the modules along it (first repeated last); empty
+    when there is none. A depth-first walk that keeps the path it is on."""
+    done: set[str] = set()
+    for start in sorted(graph):
+        if start in done:
+            continue
+        path = [start]
+        todo = [iter(sorted(graph[start]))]
+        while todo:
+            nxt = next(todo[-1], None)
+            if nxt is None:
+                done.add(path.pop())
+                todo.pop()
+            elif nxt in path:
+                return [*path[path.index(nxt):], nxt]
+            elif nxt not in done:
+                path.append(nxt)
+                todo.append(iter(sorted(graph[nxt])))
+    return []
+
+
+def test_the_package_has_no_import_cycle_at_module_level() -> None:
+    graph = import_graph({module: (path.read_text(encoding="utf-8"), is_package)
+                          for module, path, is_package in MODULES})
+    assert f"{ROOT}.tally" in graph[BARS] and f"{ROOT}.results" in graph[f"{ROOT}.report"]
+    assert a_cycle(graph) == []
+
+
+CYCLES = [
+    # (sources, the cycle a_cycle must find: empty for none)
+    ({"p.a": ("from . import b", False), "p.b": ("from .c import x", False),
+      "p.c": ("import p.a", False)}, ["p.a", "p.b", "p.c", "p.a"]),
+    ({"p": ("from .a import A", True), "p.a": ("from . import __version__", False)},
+     ["p", "p.a", "p"]),
+    ({"p.a": ("if True:\n    from . import b", False),
+      "p.b": ("class B:\n    from .a import A", False)}, ["p.a", "p.b", "p.a"]),
+    ({"p.a": ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from . import b\n"
+              "else:\n    from . import c", False),
+      "p.b": ("from . import a", False), "p.c": ("from . import a", False)},
+     ["p.a", "p.c", "p.a"]),
+    # what runs only later, or never, is no cycle: a lazy import, a TYPE_CHECKING one
+    ({"p.a": ("from . import b", False), "p.b": ("def f():\n    from . import a", False)}, []),
+    ({"p.a": ("from . import b", False),
+      "p.b": ("import typing\nif typing.TYPE_CHECKING:\n    from .a import A", False),
+      "p.c": ("async def g():\n    import p.a", False)}, []),
+]
+
+
+@pytest.mark.parametrize(("sources", "cycle"), CYCLES)
+def test_a_cycle_is_found_and_only_a_real_one(sources: dict[str, tuple[str, bool]],
+                                             cycle: list[str]) -> None:
+    assert a_cycle(import_graph(sources)) == cycle

@@ -24,8 +24,8 @@ from tycho_async import processes
 from tycho_async.config import load_settings
 from tycho_async.errors import AlreadyExists, PreconditionFailed, StoreError, TransferError
 from tycho_async.lifecycle import Liveness
-from tycho_async.registry import PushResult
 from tycho_async.registry import Registry as Reg
+from tycho_async.results import PushResult
 from tycho_async.storage import ObjectInfo, Store, open_store
 from tycho_async.transfer import Engine
 

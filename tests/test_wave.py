@@ -14,8 +14,8 @@ import anyio
 import pytest
 
 from tycho_async.errors import IntegrityError, PartialFailure
-from tycho_async.registry import PullRequest
 from tycho_async.registry import Registry as Reg
+from tycho_async.results import PullRequest
 from tycho_async.storage import LocalOptions, S3Options, StoreOptions, open_store
 from tycho_async.transfer import Engine, TransferSettings
 

@@ -39,7 +39,7 @@ from .lazy import lazy_names
 
 if TYPE_CHECKING:
     from .api import AsyncRegistry, Client, open_registry
-    from .registry import (
+    from .results import (
         DeleteResult,
         PackageSummary,
         PruneResult,
@@ -53,9 +53,9 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 _LAZY = {"Client": "api", "open_registry": "api", "AsyncRegistry": "api",
-         "PushResult": "registry", "PullResult": "registry", "VersionInfo": "registry",
-         "PackageSummary": "registry", "VerifyResult": "registry",
-         "DeleteResult": "registry", "PruneResult": "registry", "ShowResult": "registry"}
+         "PushResult": "results", "PullResult": "results", "VersionInfo": "results",
+         "PackageSummary": "results", "VerifyResult": "results",
+         "DeleteResult": "results", "PruneResult": "results", "ShowResult": "results"}
 
 __all__ = ["AlreadyExists", "AsyncRegistry", "Client", "ConfigError", "DeleteResult",
            "IncompleteVersion", "IntegrityError", "Interrupted", "MissingRegistry", "NotFound",

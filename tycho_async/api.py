@@ -21,13 +21,13 @@ if TYPE_CHECKING:
     from anyio.from_thread import BlockingPortal
 
     from .lifecycle import Liveness
-    from .registry import (
+    from .registry import Registry
+    from .results import (
         DeleteResult,
         PackageSummary,
         PruneResult,
         PullResult,
         PushResult,
-        Registry,
         ShowResult,
         VerifyResult,
         VersionInfo,
@@ -118,7 +118,7 @@ class AsyncRegistry:
         exist (``PullResult.exact`` says which happened). ``PullResult.warnings`` names
         local edits that replacing a pulled tree discarded."""
         from .names import check_version
-        from .registry import PullRequest
+        from .results import PullRequest
 
         request = PullRequest(package, None if version in (None, "latest")
                               else check_version(version))
@@ -133,7 +133,7 @@ class AsyncRegistry:
         """Items are ``PKG`` or ``PKG==VERSION``. A partial failure raises
         ``PartialFailure``, whose ``results`` hold what was pulled. ``max_unpacked``
         as for ``pull``."""
-        from .registry import PullRequest
+        from .results import PullRequest
 
         requests = [PullRequest.parse(item) for item in items]
         return await self._at(outdir).pull_many(requests, force=force,
@@ -173,7 +173,7 @@ class AsyncRegistry:
 
     async def verify(self, package: str, version: str | None = None, *,
                      repair: bool = False) -> VerifyResult:
-        from .registry import PullRequest
+        from .results import PullRequest
 
         request = PullRequest(package, None if version in (None, "latest") else version)
         return await self._registry.verify(request, repair=repair)

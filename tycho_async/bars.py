@@ -19,7 +19,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from .progress import LARGE, TITLES, Closing, Tally
+from .tally import LARGE, TITLES, Closing, Tally
 from .transfer.engine import TaskProgress
 from .units import human_size
 

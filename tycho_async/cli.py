@@ -570,7 +570,7 @@ def _hit(result: Any, fallback: list[str] | None) -> str:
 
 def _pull_request(package: str, version: str | None) -> Any:
     from .names import check_package, check_version
-    from .registry import PullRequest
+    from .results import PullRequest
 
     if version is None:
         return PullRequest.parse(package)
@@ -610,7 +610,7 @@ def pull_list(
 ) -> None:
     """Pull many packages at once; every failure is reported at the end (what was
     pulled is still listed)."""
-    from .registry import PullRequest
+    from .results import PullRequest
 
     items = list(packages or [])
     if from_file is not None:

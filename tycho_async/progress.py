@@ -1,7 +1,8 @@
 """Progress on stderr: rich bars on a terminal (``bars.py``, imported only then), a short
 plain log elsewhere (CI).
 
-The engine only calls ``begin``/``advance``/``end``; everything visible is decided here.
+The engine only calls ``begin``/``advance``/``end``; everything visible is decided here
+(and in ``tally.py``, what the bars share).
 """
 
 from __future__ import annotations
@@ -12,56 +13,12 @@ from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import IO, Any, Protocol
 
-from .errors import Interrupted
+from .tally import TITLES, Closing, Tally
 from .transfer.engine import NoProgress, ProgressSink, TaskProgress
-from .units import human_rate, human_size, plural
+from .units import human_size
 
-LARGE = 4 * 1024 * 1024  # transfers from this size get a bar of their own
 FIRST_LINE = 10.0  # plain mode: a transfer that has run this long prints a line ...
 EVERY = 10.0  # ... and then at most one this often
-
-
-class Tally:
-    """Counts shared by both renderers."""
-
-    def __init__(self, clock: Callable[[], float]) -> None:
-        self.clock = clock
-        self.started = clock()
-        self.files = 0
-        self.bytes = 0
-        self.failed = 0
-        self.moved = 0  # bytes so far, finished files or not
-        self.total = 0  # bytes of every file begun
-
-    def summary(self, verb: str, *, interrupted: bool = False) -> str:
-        """What moved; a signal's cut says so (what it cut short did not "fail")."""
-        elapsed = self.clock() - self.started
-        failed = f", {self.failed} failed" if self.failed and not interrupted else ""
-        return (f"{'interrupted: ' if interrupted else ''}{verb} "
-                f"{plural(self.files, 'file')}, {human_size(self.bytes)} in {elapsed:.1f} s "
-                f"({human_rate(self.bytes, elapsed)}){failed}")
-
-
-class Closing:
-    """When a display sums up: on closing, or (``summary_last``) only once the command
-    has printed its results (``summarize``), so a log reads items, then the summary."""
-
-    def __init__(self, summary_last: bool) -> None:
-        self.summary_last = summary_last
-        self.interrupted = False
-        self.pending = False
-
-    def closed(self, exc: BaseException | None, due: bool) -> bool:
-        """Whether to print the summary now; remembers a deferred one."""
-        self.interrupted = isinstance(exc, (Interrupted, KeyboardInterrupt))
-        if self.summary_last and exc is None:
-            self.pending = due
-            return False
-        return due
-
-    def summarize(self) -> bool:
-        due, self.pending = self.pending, False
-        return due
 
 
 class _PlainTask:
@@ -147,9 +104,6 @@ class PlainProgress:
 
     def _sum_up(self) -> None:
         self._write(self.tally.summary(self.verb, interrupted=self.closing.interrupted))
-
-
-TITLES = {"pushed": "pushing", "pulled": "pulling", "verified": "verifying"}
 
 
 def _clock(seconds: float) -> str:

@@ -101,6 +101,18 @@ from .names import (
     sort_versions,
 )
 from .names import version_key as natural
+from .results import (
+    DeleteResult,
+    PackageSummary,
+    ProbeResult,
+    PruneResult,
+    PullRequest,
+    PullResult,
+    PushResult,
+    ShowResult,
+    VerifyResult,
+    VersionInfo,
+)
 from .storage import ObjectInfo
 from .transfer import CONFLICT, SETTLE, Engine, Expected
 from .transfer.engine import ExpectedSource, UploadResult
@@ -127,79 +139,6 @@ class _Busy(AlreadyExists):
 
 class _Contended(TransferError):
     """tycho.json kept changing under every attempt to update it."""
-
-
-@dataclass(frozen=True)
-class PackageSummary:
-    name: str
-    latest: str | None
-    localname: str | None
-    problem: str | None = None  # why tycho.json could not be used, if it could not
-
-
-@dataclass(frozen=True)
-class VersionInfo:
-    """A version as the listing and tycho.json's copies of the records show it."""
-
-    version: str
-    size: int
-    sha256: str | None = None  # None: no record (pushed by tycho-station)
-    pushed_at: str | None = None
-    format: str = FILE
-    latest: bool = False
-    state: str = "ok"  # "pending" or "deleting" while a push or deletion is cut short
-    modified: float | None = None  # the object's Last-Modified, seconds since the epoch
-
-
-@dataclass(frozen=True)
-class DeleteResult:
-    package: str
-    versions: list[str]  # deleted (or, with dry_run, that would be)
-    latest_cleared: bool  # --force deleted the latest version: latest is null now
-    dry_run: bool
-    package_removed: bool = False  # --all: tycho.json too, the package is gone
-
-
-@dataclass(frozen=True)
-class PruneResult:
-    package: str
-    deleted: list[str]  # (or, with dry_run, would be)
-    kept: list[str]
-    finished: list[str]  # interrupted pushes and deletions completed or cleared
-    aborted_uploads: int  # multipart uploads older than a day, aborted
-    dry_run: bool
-
-
-@dataclass(frozen=True)
-class ShowResult:
-    """What is known of a package, and of one version when one was asked for."""
-
-    package: str
-    localname: str | None
-    latest: str | None
-    versions: int
-    size: int  # of every version together
-    version: VersionInfo | None = None
-    tool: str | None = None  # what pushed the version
-    tree_sha256: str | None = None
-
-
-@dataclass(frozen=True)
-class PushResult:
-    package: str
-    version: str
-    size: int
-    sha256: str
-    initialized: bool
-    promoted: bool
-    created_registry: str | None = None  # the new local registry this push created
-    skipped: bool = False  # --skip-existing or --skip-identical: nothing was uploaded
-    format: str = FILE  # "file", or "tar+zstd" for a directory
-    tree_sha256: str | None = None  # a directory's: the SHA-256 of its canonical tar
-    # Skipped: whether the version there holds the source's content (None: not known, a
-    # stream or a push of it still under way); None when not skipped.
-    same_content: bool | None = None
-    warnings: tuple[str, ...] = ()  # what went wrong without failing the push
 
 
 @dataclass(frozen=True)
@@ -283,53 +222,6 @@ def _read_stream(stream: BinaryIO | None) -> Iterator[bytes]:
         if not data:
             return
         yield data
-
-
-@dataclass(frozen=True)
-class PullResult:
-    package: str
-    version: str
-    path: Path  # the file, the directory (a directory package), or "-" (standard output)
-    size: int
-    skipped: bool
-    exact: bool = True  # False: a --fallback prefix chose the version
-    format: str = FILE
-    warnings: tuple[str, ...] = ()  # e.g. local edits of a tree this pull replaced
-
-
-@dataclass(frozen=True)
-class VerifyResult:
-    package: str
-    version: str
-    size: int
-    sha256: str
-    checked: str  # what the bytes were checked against
-    repaired: str | None = None  # what --repair did, if anything
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    if_none_match: bool
-    if_match: bool
-
-
-@dataclass(frozen=True)
-class PullRequest:
-    package: str
-    version: str | None = None  # None: latest
-
-    @classmethod
-    def parse(cls, item: str) -> PullRequest:
-        """``PKG`` or ``PKG==VERSION`` (``PKG==latest``: its latest, as tycho-station)."""
-        package, sep, version = item.strip().partition("==")
-        check_package(package)
-        if sep and version != LATEST:
-            check_version(version)
-            return cls(package, version)
-        return cls(package)
-
-    def __str__(self) -> str:
-        return f"{self.package}=={self.version}" if self.version else self.package
 
 
 async def _own_record(get_bytes: Callable[[str], Awaitable[tuple[bytes, str]]], rkey: str,

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import PartialFailure, TychoError
-from .registry import (
+from .results import (
     DeleteResult,
     PackageSummary,
     PruneResult,
