@@ -213,7 +213,7 @@ class LocalStore:
                 entry.name for entry in os.scandir(base)
                 if entry.is_dir() and not entry.name.startswith(".")
             )
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # no such "directory": as on S3
             return []
         except OSError as exc:
             raise _oserror(exc, "list the registry") from exc
@@ -272,21 +272,26 @@ class LocalStore:
         await anyio.to_thread.run_sync(self._delete, key)
 
     def _list_uploads(self, prefix: str) -> list[UploadInfo]:
-        """Temp files ``.NAME.<32 hex>.tmp`` (``_temp_beside``) of keys under the
-        prefix's directory whose key starts with the prefix."""
+        """Temp files ``.NAME.<32 hex>.tmp`` (``_temp_beside``) of keys starting with the
+        prefix: in the prefix's directory and in every directory below it whose path
+        starts with the prefix, as S3 lists the uploads of any key under a prefix."""
         directory, _, head = prefix.rpartition("/")
         base = self._path(directory) if directory else self.root
-        try:
-            entries = list(os.scandir(base))
-        except OSError:
-            return []
         found = []
-        for entry in entries:
-            match = _TEMP_NAME.fullmatch(entry.name)
-            if match and match.group(1).startswith(head):
-                key = f"{directory}/{match.group(1)}" if directory else match.group(1)
-                with contextlib.suppress(OSError):
-                    found.append(UploadInfo(key, entry.name, entry.stat().st_mtime))
+        for dirpath, dirnames, filenames in os.walk(base):
+            top = dirpath == str(base)
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")
+                           and (not top or d.startswith(head))]
+            rel = Path(dirpath).relative_to(self.root).as_posix()
+            for name in filenames:
+                match = _TEMP_NAME.fullmatch(name)
+                if match is None:
+                    continue
+                key = match.group(1) if rel == "." else f"{rel}/{match.group(1)}"
+                if key.startswith(prefix):
+                    with contextlib.suppress(OSError):
+                        found.append(UploadInfo(key, name,
+                                                os.stat(os.path.join(dirpath, name)).st_mtime))
         return found
 
     async def list_uploads(self, prefix: str) -> list[UploadInfo]:
