@@ -2,9 +2,10 @@
 
 Each test opens its store as the product does (the registry fixture's config file,
 ``load_settings``, ``open_store``) on every backend: a local directory, S3 on moto and
-S3 on SeaweedFS. Every observable sentence of the protocol's docstrings has a test
-here; each test has a bucket (or directory) of its own, and hypothesis examples a
-key prefix of their own.
+S3 on SeaweedFS, and the S3 store's botocore path on moto (what serves every call once
+a bucket answered from another region). Every observable sentence of the protocol's
+docstrings has a test here; each test has a bucket (or directory) of its own, and
+hypothesis examples a key prefix of their own.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from hypothesis import strategies as st
 from tycho_async.config import load_settings
 from tycho_async.errors import MissingRegistry, NotFound, PreconditionFailed, StoreError
 from tycho_async.storage import LocalOptions, ObjectInfo, Part, S3Options, Store, open_store
+from tycho_async.storage.s3 import S3Store
 
-from .conftest import Registry
+from .conftest import Registry, _registry_on
 
 pytestmark = pytest.mark.anyio
 MiB = 1024 * 1024
@@ -44,12 +46,31 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+@dataclasses.dataclass
+class Backend(Registry):
+    """A registry of the conftest kind; ``botocore``: its S3 store goes through
+    botocore, as after a redirect."""
+
+    botocore: bool = False
+
+
+@pytest.fixture(params=["local", "s3", "s3-botocore", "seaweedfs"])
+def registry(request: pytest.FixtureRequest, isolated_env: Path, tmp_path: Path) -> Backend:
+    """The conftest fixture's backends, plus the S3 store's botocore path on moto."""
+    botocore = request.param == "s3-botocore"
+    made = _registry_on(request, "s3_endpoint" if botocore else "", isolated_env, tmp_path)
+    return Backend(**vars(made), botocore=botocore)
+
+
 @contextlib.asynccontextmanager
-async def opened(registry: Registry, **changes: Any) -> AsyncIterator[Store]:
+async def opened(registry: Backend, **changes: Any) -> AsyncIterator[Store]:
     """The fixture registry's store, opened through its config as the CLI opens it
     (``changes`` replace fields of its options, e.g. another bucket)."""
     options = load_settings(str(registry.workdir / ".tychoreg.json"), environment=False).store
     async with open_store(dataclasses.replace(options, **changes)) as store:
+        if registry.botocore:
+            assert isinstance(store, S3Store)
+            store._lean = None  # the store's botocore path, as after a redirect
         yield store
 
 
@@ -71,7 +92,7 @@ async def ranged(store: Store, key: str, start: int, end: int | None,
 # -- missing objects ----------------------------------------------------------------------
 
 async def test_a_missing_object_is_none_to_head_and_not_found_to_reads(
-        registry: Registry) -> None:
+        registry: Backend) -> None:
     async with opened(registry) as store:
         assert await store.head("no/such") is None
         with pytest.raises(NotFound):
@@ -85,7 +106,7 @@ async def test_a_missing_object_is_none_to_head_and_not_found_to_reads(
         assert await store.list_uploads("no/") == []
 
 
-async def test_delete_removes_and_a_missing_object_is_no_error(registry: Registry) -> None:
+async def test_delete_removes_and_a_missing_object_is_no_error(registry: Backend) -> None:
     async with opened(registry) as store:
         await store.delete("never/was")
         await store.put_bytes("d/k", b"x")
@@ -99,7 +120,7 @@ async def test_delete_removes_and_a_missing_object_is_no_error(registry: Registr
 
 @EXAMPLES
 @given(key=KEYS, data=st.binary(max_size=300))
-async def test_put_then_read_back_any_key(registry: Registry, key: str, data: bytes) -> None:
+async def test_put_then_read_back_any_key(registry: Backend, key: str, data: bytes) -> None:
     """Bytes, size and ETag (quotes included) agree between put, head, get and list;
     keys that need encoding come back as they were written."""
     key = unique() + key
@@ -120,7 +141,7 @@ async def test_put_then_read_back_any_key(registry: Registry, key: str, data: by
 
 @pytest.mark.parametrize("key", ["a%2Fb", "100%", "%", "a+b", "sp ace/x y", "~t", "ünï/cødé",
                                  "q?x=1&y=2", "#h", "a;b,c=d", "*'()!"])
-async def test_keys_that_need_encoding(registry: Registry, key: str) -> None:
+async def test_keys_that_need_encoding(registry: Backend, key: str) -> None:
     async with opened(registry) as store:
         etag = await store.put_bytes(key, key.encode())
         assert await store.get_bytes(key) == (key.encode(), etag)
@@ -131,7 +152,7 @@ async def test_keys_that_need_encoding(registry: Registry, key: str) -> None:
         assert await store.head(key) is None
 
 
-async def test_keys_are_relative_to_the_registry_root(registry: Registry) -> None:
+async def test_keys_are_relative_to_the_registry_root(registry: Backend) -> None:
     """A registry under a prefix of its bucket (or a subdirectory) sees its keys only,
     without the prefix."""
     inner = {"prefix": "sub/"} if registry.kind == "s3" else {"root": Path(registry.root, "sub")}
@@ -150,7 +171,7 @@ async def test_keys_are_relative_to_the_registry_root(registry: Registry) -> Non
     assert registry.get("sub/d/k") == b"abc"
 
 
-async def test_head_reports_the_time_by_both_clocks(registry: Registry) -> None:
+async def test_head_reports_the_time_by_both_clocks(registry: Backend) -> None:
     async with opened(registry) as store:
         await store.put_bytes("t/k", b"abc")
         info = await store.head("t/k")
@@ -158,7 +179,7 @@ async def test_head_reports_the_time_by_both_clocks(registry: Registry) -> None:
     assert abs(info.server_time - info.modified) < 3600
 
 
-async def test_put_if_none_match_writes_only_an_absent_object(registry: Registry) -> None:
+async def test_put_if_none_match_writes_only_an_absent_object(registry: Backend) -> None:
     async with opened(registry) as store:
         etag = await store.put_bytes("c/k", b"first", if_none_match=True)
         with pytest.raises(PreconditionFailed):
@@ -166,7 +187,7 @@ async def test_put_if_none_match_writes_only_an_absent_object(registry: Registry
         assert await store.get_bytes("c/k") == (b"first", etag)
 
 
-async def test_put_if_match_needs_the_current_etag(registry: Registry) -> None:
+async def test_put_if_match_needs_the_current_etag(registry: Backend) -> None:
     async with opened(registry) as store:
         stale = await store.put_bytes("m/k", b"one")
         current = await store.put_bytes("m/k", b"two")
@@ -190,7 +211,7 @@ BLOB = bytes(range(10))
     (0, None), (0, 10), (0, 1), (2, 5), (9, 10), (3, 100), (0, 10**9), (4, None), (10, 20),
     (10, None)])
 async def test_open_range_yields_the_clipped_bytes_and_the_whole_objects_info(
-        registry: Registry, start: int, end: int | None) -> None:
+        registry: Backend, start: int, end: int | None) -> None:
     async with opened(registry) as store:
         etag = await store.put_bytes("r/k", BLOB)
         info, got = await ranged(store, "r/k", start, end)
@@ -201,7 +222,7 @@ async def test_open_range_yields_the_clipped_bytes_and_the_whole_objects_info(
 
 
 @pytest.mark.parametrize("end", [None, 1, 5])
-async def test_open_range_of_an_empty_object(registry: Registry, end: int | None) -> None:
+async def test_open_range_of_an_empty_object(registry: Backend, end: int | None) -> None:
     async with opened(registry) as store:
         etag = await store.put_bytes("r/empty", b"")
         info, got = await ranged(store, "r/empty", 0, end, if_match=etag)
@@ -211,7 +232,7 @@ async def test_open_range_of_an_empty_object(registry: Registry, end: int | None
 
 @pytest.mark.parametrize(("start", "end"), [(0, None), (2, 5)])
 async def test_open_range_with_a_stale_etag_is_precondition_failed(
-        registry: Registry, start: int, end: int | None) -> None:
+        registry: Backend, start: int, end: int | None) -> None:
     async with opened(registry) as store:
         stale = await store.put_bytes("r/k", b"old bytes")
         await store.put_bytes("r/k", BLOB)
@@ -221,7 +242,7 @@ async def test_open_range_with_a_stale_etag_is_precondition_failed(
 
 # -- listings -----------------------------------------------------------------------------
 
-async def test_list_keys_is_every_key_starting_with_the_prefix(registry: Registry) -> None:
+async def test_list_keys_is_every_key_starting_with_the_prefix(registry: Backend) -> None:
     """(No key is also a "directory" of others: a local directory cannot hold both.)"""
     async with opened(registry) as store:
         for key in ["p/a1", "p/ab", "p/a/b", "p/a/c/d", "p/b", "q/a"]:
@@ -236,7 +257,7 @@ async def test_list_keys_is_every_key_starting_with_the_prefix(registry: Registr
 MANY = 1_005  # past S3's page of 1,000 keys
 
 
-async def test_list_keys_reads_every_page(registry: Registry) -> None:
+async def test_list_keys_reads_every_page(registry: Backend) -> None:
     """1,005 tiny keys, written 16 at a time, some needing encoding."""
     names = [f"many/{i:04d} {'+%é'[i % 3]}" for i in range(MANY)]
     limiter = anyio.CapacityLimiter(16)
@@ -254,7 +275,7 @@ async def test_list_keys_reads_every_page(registry: Registry) -> None:
     assert all(info.size == 0 for info in listed.values())
 
 
-async def test_list_dirs_names_the_directories_directly_under(registry: Registry) -> None:
+async def test_list_dirs_names_the_directories_directly_under(registry: Backend) -> None:
     async with opened(registry) as store:
         for key in ["p/d1/x", "p/d2/y/z", "p/d 3+é/w", "p/f", "q/d4/x"]:
             await store.put_bytes(key, b"")
@@ -279,7 +300,7 @@ async def upload(store: Store, key: str, blobs: list[bytes]) -> tuple[str, list[
     return upload_id, receipts
 
 
-async def test_multipart_round_trip(registry: Registry) -> None:
+async def test_multipart_round_trip(registry: Backend) -> None:
     """Three parts of S3's minimum size; the upload is listed until it completes."""
     blobs = [bytes([n]) * PART for n in range(3)]
     async with opened(registry) as store:
@@ -302,7 +323,7 @@ async def test_multipart_round_trip(registry: Registry) -> None:
 
 
 async def test_complete_if_none_match_on_an_existing_object_is_precondition_failed(
-        registry: Registry) -> None:
+        registry: Backend) -> None:
     async with opened(registry) as store:
         etag = await store.put_bytes("mp/k", b"first")
         upload_id, receipts = await upload(store, "mp/k", [b"second"])
@@ -313,7 +334,7 @@ async def test_complete_if_none_match_on_an_existing_object_is_precondition_fail
         assert await store.list_uploads("mp/") == []
 
 
-async def test_abort_drops_the_upload_and_a_gone_one_is_no_error(registry: Registry) -> None:
+async def test_abort_drops_the_upload_and_a_gone_one_is_no_error(registry: Backend) -> None:
     async with opened(registry) as store:
         upload_id, _ = await upload(store, "ab/k", [b"part"])
         kept, _ = await upload(store, "ab/other", [b"part"])
@@ -328,7 +349,7 @@ async def test_abort_drops_the_upload_and_a_gone_one_is_no_error(registry: Regis
     assert registry.multipart_uploads() == []
 
 
-async def test_a_gone_upload_takes_no_parts_and_does_not_complete(registry: Registry) -> None:
+async def test_a_gone_upload_takes_no_parts_and_does_not_complete(registry: Backend) -> None:
     """NotFound on S3, StoreError on a local store (NotFound is a TychoError too)."""
     gone = (NotFound, StoreError)
     async with opened(registry) as store:
@@ -342,7 +363,7 @@ async def test_a_gone_upload_takes_no_parts_and_does_not_complete(registry: Regi
 
 
 async def test_list_uploads_is_every_upload_of_keys_starting_with_the_prefix(
-        registry: Registry) -> None:
+        registry: Backend) -> None:
     async with opened(registry) as store:
         ids = {key: (await upload(store, key, [b"x"]))[0]
                for key in ["u/a1", "u/ab", "u/a/b", "u/a/c/d", "v/a"]}
@@ -359,7 +380,7 @@ async def test_list_uploads_is_every_upload_of_keys_starting_with_the_prefix(
 
 # -- the store itself ---------------------------------------------------------------------
 
-async def test_root_exists_and_creates_root(registry: Registry) -> None:
+async def test_root_exists_and_creates_root(registry: Backend) -> None:
     missing = {"bucket": f"missing-{uuid.uuid4().hex[:12]}"} if registry.kind == "s3" \
         else {"root": registry.workdir / "missing"}
     async with opened(registry) as store:
@@ -376,7 +397,7 @@ async def test_root_exists_and_creates_root(registry: Registry) -> None:
             assert await store.root_exists()
 
 
-async def test_the_store_is_an_async_resource(registry: Registry) -> None:
+async def test_the_store_is_an_async_resource(registry: Backend) -> None:
     options = load_settings(str(registry.workdir / ".tychoreg.json"),
                             environment=False).store
     assert isinstance(options, S3Options | LocalOptions)
