@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import os
 import re
+import stat
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -95,7 +96,7 @@ class LocalStore:
             return None
         except OSError as exc:
             raise _oserror(exc, f"read {key}") from exc
-        return _info(key, st)
+        return _info(key, st) if stat.S_ISREG(st.st_mode) else None  # a "directory": none
 
     async def head(self, key: str) -> ObjectInfo | None:
         info = await anyio.to_thread.run_sync(self._head, key)
@@ -107,7 +108,7 @@ class LocalStore:
         try:
             with path.open("rb") as f:
                 return f.read(), _etag(os.fstat(f.fileno()))
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError):
             raise NotFound(f"{key} does not exist") from None
         except OSError as exc:
             raise _oserror(exc, f"read {key}") from exc
@@ -164,6 +165,8 @@ class LocalStore:
             raise _oserror(exc, f"read {key}") from exc
         try:
             st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise NotFound(f"{key} does not exist")
             info = _info(key, st)
             if if_match is not None and info.etag != if_match:
                 raise PreconditionFailed(f"{key} changed since it was read")
@@ -265,6 +268,8 @@ class LocalStore:
         try:
             with self._locked():
                 self._path(key).unlink(missing_ok=True)
+        except IsADirectoryError:
+            return  # a "directory" of other keys: no object of that key to remove
         except OSError as exc:
             raise _oserror(exc, f"delete {key}") from exc
 
