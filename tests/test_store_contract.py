@@ -106,6 +106,19 @@ async def test_a_missing_object_is_none_to_head_and_not_found_to_reads(
         assert await store.list_uploads("no/") == []
 
 
+async def test_a_prefix_of_other_keys_is_no_object(registry: Backend) -> None:
+    """"dir" holds "dir/k" on a local disk; to the store it is a missing object."""
+    async with opened(registry) as store:
+        await store.put_bytes("dir/k", b"x")
+        assert await store.head("dir") is None
+        with pytest.raises(NotFound):
+            await store.get_bytes("dir")
+        with pytest.raises(NotFound):
+            await ranged(store, "dir", 0, None)
+        await store.delete("dir")
+        assert set(await keys_under(store, "")) == {"dir/k"}
+
+
 async def test_delete_removes_and_a_missing_object_is_no_error(registry: Backend) -> None:
     async with opened(registry) as store:
         await store.delete("never/was")
@@ -219,6 +232,20 @@ async def test_open_range_yields_the_clipped_bytes_and_the_whole_objects_info(
         assert (info.key, info.size, info.etag) == ("r/k", len(BLOB), etag)
         info, got = await ranged(store, "r/k", start, end, if_match=etag)
         assert got == BLOB[start:end]
+
+
+@EXAMPLES
+@given(data=st.binary(max_size=40), start=st.integers(0, 50),
+       length=st.none() | st.integers(0, 60))
+async def test_open_range_of_any_bounds(registry: Backend, data: bytes, start: int,
+                                        length: int | None) -> None:
+    key = unique() + "k"
+    end = None if length is None else start + length
+    async with opened(registry) as store:
+        etag = await store.put_bytes(key, data)
+        info, got = await ranged(store, key, start, end, if_match=etag)
+    assert got == data[start:end]
+    assert (info.size, info.etag) == (len(data), etag)
 
 
 @pytest.mark.parametrize("end", [None, 1, 5])
