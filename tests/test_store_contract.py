@@ -52,6 +52,7 @@ class Backend(Registry):
     botocore, as after a redirect."""
 
     botocore: bool = False
+    backend: str = ""  # the fixture's parameter
 
 
 @pytest.fixture(params=["local", "s3", "s3-botocore", "seaweedfs"])
@@ -59,7 +60,7 @@ def registry(request: pytest.FixtureRequest, isolated_env: Path, tmp_path: Path)
     """The conftest fixture's backends, plus the S3 store's botocore path on moto."""
     botocore = request.param == "s3-botocore"
     made = _registry_on(request, "s3_endpoint" if botocore else "", isolated_env, tmp_path)
-    return Backend(**vars(made), botocore=botocore)
+    return Backend(**vars(made), botocore=botocore, backend=request.param)
 
 
 @contextlib.asynccontextmanager
@@ -422,6 +423,18 @@ async def test_root_exists_and_creates_root(registry: Backend) -> None:
         else:
             await store.put_bytes("k", b"x")  # a first write creates the directory
             assert await store.root_exists()
+
+
+async def test_a_bucket_we_may_not_look_at_counts_as_existing(registry: Backend) -> None:
+    """Keys the store refuses (403) stand for a policy that allows no HeadBucket: only
+    SeaweedFS checks signatures."""
+    if registry.backend != "seaweedfs":
+        pytest.skip("only SeaweedFS refuses a request (moto checks no signature)")
+    options = load_settings(str(registry.workdir / ".tychoreg.json"), environment=False).store
+    assert isinstance(options, S3Options)
+    refused = {**options.client_kwargs, "aws_secret_access_key": "not-the-secret"}
+    async with opened(registry, client_kwargs=refused) as store:
+        assert await store.root_exists()
 
 
 async def test_the_store_is_an_async_resource(registry: Backend) -> None:
