@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import os
 import re
+import stat
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -95,7 +96,7 @@ class LocalStore:
             return None
         except OSError as exc:
             raise _oserror(exc, f"read {key}") from exc
-        return _info(key, st)
+        return _info(key, st) if stat.S_ISREG(st.st_mode) else None  # a "directory": none
 
     async def head(self, key: str) -> ObjectInfo | None:
         info = await anyio.to_thread.run_sync(self._head, key)
@@ -107,7 +108,7 @@ class LocalStore:
         try:
             with path.open("rb") as f:
                 return f.read(), _etag(os.fstat(f.fileno()))
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError):
             raise NotFound(f"{key} does not exist") from None
         except OSError as exc:
             raise _oserror(exc, f"read {key}") from exc
@@ -164,6 +165,8 @@ class LocalStore:
             raise _oserror(exc, f"read {key}") from exc
         try:
             st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise NotFound(f"{key} does not exist")
             info = _info(key, st)
             if if_match is not None and info.etag != if_match:
                 raise PreconditionFailed(f"{key} changed since it was read")
@@ -213,7 +216,7 @@ class LocalStore:
                 entry.name for entry in os.scandir(base)
                 if entry.is_dir() and not entry.name.startswith(".")
             )
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # no such "directory": as on S3
             return []
         except OSError as exc:
             raise _oserror(exc, "list the registry") from exc
@@ -265,6 +268,8 @@ class LocalStore:
         try:
             with self._locked():
                 self._path(key).unlink(missing_ok=True)
+        except IsADirectoryError:
+            return  # a "directory" of other keys: no object of that key to remove
         except OSError as exc:
             raise _oserror(exc, f"delete {key}") from exc
 
@@ -272,21 +277,26 @@ class LocalStore:
         await anyio.to_thread.run_sync(self._delete, key)
 
     def _list_uploads(self, prefix: str) -> list[UploadInfo]:
-        """Temp files ``.NAME.<32 hex>.tmp`` (``_temp_beside``) of keys under the
-        prefix's directory whose key starts with the prefix."""
+        """Temp files ``.NAME.<32 hex>.tmp`` (``_temp_beside``) of keys starting with the
+        prefix: in the prefix's directory and in every directory below it whose path
+        starts with the prefix, as S3 lists the uploads of any key under a prefix."""
         directory, _, head = prefix.rpartition("/")
         base = self._path(directory) if directory else self.root
-        try:
-            entries = list(os.scandir(base))
-        except OSError:
-            return []
         found = []
-        for entry in entries:
-            match = _TEMP_NAME.fullmatch(entry.name)
-            if match and match.group(1).startswith(head):
-                key = f"{directory}/{match.group(1)}" if directory else match.group(1)
-                with contextlib.suppress(OSError):
-                    found.append(UploadInfo(key, entry.name, entry.stat().st_mtime))
+        for dirpath, dirnames, filenames in os.walk(base):
+            top = dirpath == str(base)
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")
+                           and (not top or d.startswith(head))]
+            rel = Path(dirpath).relative_to(self.root).as_posix()
+            for name in filenames:
+                match = _TEMP_NAME.fullmatch(name)
+                if match is None:
+                    continue
+                key = match.group(1) if rel == "." else f"{rel}/{match.group(1)}"
+                if key.startswith(prefix):
+                    with contextlib.suppress(OSError):
+                        found.append(UploadInfo(key, name,
+                                                os.stat(os.path.join(dirpath, name)).st_mtime))
         return found
 
     async def list_uploads(self, prefix: str) -> list[UploadInfo]:

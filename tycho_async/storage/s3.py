@@ -24,7 +24,14 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
-from ..errors import ConfigError, MissingRegistry, NotFound, StoreError, TychoError
+from ..errors import (
+    ConfigError,
+    MissingRegistry,
+    NotFound,
+    PreconditionFailed,
+    StoreError,
+    TychoError,
+)
 from ..logs import redact_url
 from . import ObjectInfo, Part, PartReceipt, RangeBody, S3Options, UploadInfo
 from .http import (
@@ -363,8 +370,14 @@ class S3Store:
                 await resp.read()
             return self._etag(resp.headers, f"write {key}", resp.status)
 
-        return await self._either(lean, lambda boto: boto.put_bytes(
-            key, data, if_none_match=if_none_match, if_match=if_match))
+        try:
+            return await self._either(lean, lambda boto: boto.put_bytes(
+                key, data, if_none_match=if_none_match, if_match=if_match))
+        except NotFound as exc:
+            if if_match is None:
+                raise
+            # S3 answers If-Match on a missing object with 404: the ETag did not hold
+            raise PreconditionFailed(f"{key} changed since it was read") from exc
 
     @contextlib.asynccontextmanager
     async def open_range(
@@ -375,6 +388,8 @@ class S3Store:
             headers = {"if-match": if_match} if if_match is not None else {}
             if end is not None:
                 headers["range"] = f"bytes={start}-{end - 1}"
+            elif start:
+                headers["range"] = f"bytes={start}-"
             resp: Any = None
             empty: ObjectInfo | None = None
             try:
@@ -386,8 +401,10 @@ class S3Store:
             except StoreError as exc:
                 if exc.code != "InvalidRange":
                     raise
-                empty = await self.head(key)  # S3 answers 416 to any range of an empty object
-                if empty is None or empty.size != 0 or (if_match and empty.etag != if_match):
+                # S3 answers 416 to a range starting at or past the end (any range of
+                # an empty object): clipped to the object's size, that is no bytes
+                empty = await self.head(key)
+                if empty is None or start < empty.size or (if_match and empty.etag != if_match):
                     raise
             if empty is not None:
                 yield RangeBody(empty, _nothing())  # outside the except: no hidden cause

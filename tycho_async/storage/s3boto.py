@@ -346,13 +346,17 @@ class BotoS3:
                 extra = {"IfMatch": if_match} if if_match is not None else {}
                 if end is not None:
                     extra["Range"] = f"bytes={start}-{end - 1}"
+                elif start:
+                    extra["Range"] = f"bytes={start}-"
                 resp = await self._client.get_object(
                     Bucket=self.bucket, Key=self._key(key), **extra)
         except StoreError as exc:
             if exc.code != "InvalidRange":
                 raise
-            empty = await self.head(key)  # S3 answers 416 to any range of an empty object
-            if empty is None or empty.size != 0 or (if_match and empty.etag != if_match):
+            # S3 answers 416 to a range starting at or past the end (any range of an
+            # empty object): clipped to the object's size, that is no bytes
+            empty = await self.head(key)
+            if empty is None or start < empty.size or (if_match and empty.etag != if_match):
                 raise
         if empty is not None:
             yield RangeBody(empty, _nothing())

@@ -36,7 +36,7 @@ def answer_error(code: str, status: int, message: str, operation: str, what: str
     if code == "NoSuchBucket":
         return MissingRegistry(f"{what}: no such bucket at {endpoint}")
     if code in DENIED_CODES:
-        return StoreError(f"{what}: access denied ({code})")
+        return StoreError(f"{what}: access denied ({code})", code=code)
     # 501 Not Implemented is a store's final word (no If-Match, no multipart listing)
     transient = code in TRANSIENT_CODES or (status >= 500 and status != 501) or status == 429
     return StoreError(f"{what}: {message or code or f'HTTP {status}'}", transient=transient,
