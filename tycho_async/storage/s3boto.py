@@ -58,9 +58,13 @@ from . import ObjectInfo, Part, PartReceipt, RangeBody, S3Options, UploadInfo
 from .s3errors import (
     Silence,
     answer_error,
+    check_span,
     connect_timeout,
     connection_failed,
+    no_bytes,
     not_s3,
+    past_the_end,
+    range_header,
     read_timeout,
     tls_failed,
 )
@@ -148,11 +152,6 @@ class _PartReader(io.RawIOBase):
 
 _FOREIGN = (BotoCoreError, ClientError, aiohttp.ClientError, asyncio.TimeoutError, OSError,
             ResponseParserError)
-
-
-async def _nothing() -> AsyncIterator[bytes]:
-    return
-    yield
 
 
 def _epoch(value: Any) -> float | None:
@@ -344,28 +343,26 @@ class BotoS3:
         try:
             with self._translated(f"read {key}"):
                 extra = {"IfMatch": if_match} if if_match is not None else {}
-                if end is not None:
-                    extra["Range"] = f"bytes={start}-{end - 1}"
-                elif start:
-                    extra["Range"] = f"bytes={start}-"
+                span = range_header(start, end)
+                if span is not None:
+                    extra["Range"] = span
                 resp = await self._client.get_object(
                     Bucket=self.bucket, Key=self._key(key), **extra)
         except StoreError as exc:
             if exc.code != "InvalidRange":
                 raise
-            # S3 answers 416 to a range starting at or past the end (any range of an
-            # empty object): clipped to the object's size, that is no bytes
             empty = await self.head(key)
-            if empty is None or start < empty.size or (if_match and empty.etag != if_match):
+            if not past_the_end(start, empty, if_match):
                 raise
         if empty is not None:
-            yield RangeBody(empty, _nothing())
+            yield RangeBody(empty, no_bytes())
             return
         span = str(resp.get("ContentRange", ""))
-        if start and not span.startswith(f"bytes {start}-"):
-            resp["Body"].close()  # a store that ignored Range would put byte 0 at ``start``
-            raise StoreError(f"read {key}: asked for bytes from {start}, the store "
-                             f"answered {span or 'the whole object'}")
+        try:
+            check_span(key, start, span)
+        except StoreError:
+            resp["Body"].close()
+            raise
         total = int(span.rpartition("/")[2] or resp["ContentLength"])
         body = resp["Body"]
         info = ObjectInfo(key, total, resp["ETag"], _epoch(resp.get("LastModified")))

@@ -1,10 +1,14 @@
-"""What an S3 store's failures mean to tychoreg, shared by the lean client's store and
-botocore's: an error answer's code and status, an endpoint that is not S3, and the
-messages that name the timeouts. Nothing here imports botocore."""
+"""What the lean client's S3 store and botocore's share: what a failure means to tychoreg
+(an error answer's code and status, an endpoint that is not S3, the messages that name
+the timeouts) and how a ranged read is asked and its answer checked. Nothing here
+imports botocore."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from ..errors import MissingRegistry, NotFound, NotS3, PreconditionFailed, StoreError, TychoError
+from . import ObjectInfo
 
 TRANSIENT_CODES = {
     "SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
@@ -86,3 +90,31 @@ class Silence:
         if self._silences >= BLACK_HOLE:
             self._given_up = (f"{message} (no answer to any of {self._silences} requests: "
                               "given up)")
+
+
+def range_header(start: int, end: int | None) -> str | None:
+    """The Range header of ``open_range``'s bounds; None for the whole object."""
+    if end is not None:
+        return f"bytes={start}-{end - 1}"
+    return f"bytes={start}-" if start else None
+
+
+def past_the_end(start: int, info: ObjectInfo | None, if_match: str | None) -> bool:
+    """Whether S3's 416 to a range from ``start`` means no bytes (the range clipped to the
+    object's size): the object is there, the range starts at or past its end (any range
+    of an empty object), and its ETag is still ``if_match``."""
+    return info is not None and start >= info.size and not (if_match and info.etag != if_match)
+
+
+def check_span(key: str, start: int, span: str) -> None:
+    """StoreError unless the answer's Content-Range starts at ``start``: a store that
+    ignored Range would put byte 0 there."""
+    if start and not span.startswith(f"bytes {start}-"):
+        raise StoreError(f"read {key}: asked for bytes from {start}, the store answered "
+                         f"{span or 'the whole object'}")
+
+
+async def no_bytes() -> AsyncIterator[bytes]:
+    """The body of a range past the end."""
+    return
+    yield
