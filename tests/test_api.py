@@ -11,8 +11,8 @@ import pytest
 
 import tycho_async
 
-from .conftest import CREDS, REGION, Registry, make_bucket, write_file
 from .httpproxy import FaultProxy
+from .support import CREDS, REGION, Registry, make_bucket, write_file
 
 
 @pytest.fixture

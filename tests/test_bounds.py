@@ -32,9 +32,8 @@ from tycho_async.results import PullRequest
 from tycho_async.storage import open_store
 from tycho_async.transfer import Engine
 
-from .conftest import Registry, write_file
 from .faults import FaultyStore
-from .test_subprocess import TYCHOREG
+from .support import TYCHOREG, Registry, write_file
 from .trees import hand_tar, member, set_mtimes, snapshot
 
 MiB = 1024 * 1024

@@ -18,7 +18,7 @@ import pytest
 
 from tycho_async import archive
 
-from .conftest import Registry
+from .support import Registry
 from .trees import pulled_snapshot, set_mtimes
 
 

@@ -17,7 +17,7 @@ import tycho_async.logs
 from tycho_async import __version__, cli
 from tycho_async.cli import app
 
-from .conftest import Registry, write_file
+from .support import Registry, write_file
 
 COMMANDS = ["init", "push", "promote", "pull", "pull-list", "verify", "list",
             "list-versions", "exists", "show", "delete", "prune", "info"]

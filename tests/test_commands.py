@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Registry, write_file
+from .support import Registry, write_file
 
 MiB = 1024 * 1024
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from boto3.s3.transfer import TransferConfig
 
-from .conftest import Registry, s3_client, write_file
+from .support import Registry, s3_client, write_file
 
 MiB = 1024 * 1024
 

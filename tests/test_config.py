@@ -14,7 +14,7 @@ from tycho_async.cli import app
 from tycho_async.config import load_settings, parse_size, resolve_env
 from tycho_async.errors import ConfigError
 
-from .conftest import REGION, Registry, make_bucket, write_file
+from .support import REGION, Registry, make_bucket, write_file
 
 
 def _cli(*args: str) -> Result:

@@ -4,18 +4,15 @@ tycho-station reading the archive as a plain file."""
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
-import random
 import shutil
 import socket
 import stat
 import subprocess
 import tarfile
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -25,19 +22,29 @@ import zstandard
 from tycho_async import localfs
 from tycho_async.layout import PROOF
 
-from . import conftest
-from .conftest import Registry
-from .trees import Member, hand_tar, member, set_mtimes
+from .support import (
+    ONE,
+    TWO,
+    Registry,
+    contents,
+    listing,
+    make_tree,
+    ok,
+    put_archive,
+    put_version,
+    s3_head,
+    tree_tar,
+)
+from .trees import Member, hand_tar, member
 from .trees import snapshot as _snapshot
+
+pytestmark = pytest.mark.usefixtures("one_raw_client")
 
 MiB = 1024 * 1024
 PART = "5MiB"
-UNICODE = "Grüße-日本-é.txt"
 
 
-# -- helpers (also used by test_streams and test_retention) ------------------------------------
-
-_new_client = conftest.s3_client
+# -- helpers ---------------------------------------------------------------------------------
 
 
 def snapshot_(root: Path) -> dict[str, tuple[Any, ...]]:
@@ -45,130 +52,10 @@ def snapshot_(root: Path) -> dict[str, tuple[Any, ...]]:
     return _snapshot(root, link_mtimes=False)
 
 
-@functools.cache
-def raw_client(endpoint: str) -> Any:
-    return _new_client(endpoint)
-
-
-@pytest.fixture(autouse=True)
-def one_raw_client(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The fixture's raw access creates a boto3 client per call; these tests make many
-    calls, so they share one client per endpoint (boto3 clients are thread-safe)."""
-    monkeypatch.setattr(conftest, "s3_client", raw_client)
-
-
-def make_tree(root: Path, *, big: int = 0, reverse: bool = False, seed: int = 0) -> Path:
-    """A tree with what a round trip must keep: nested and empty directories, an empty
-    file, a unicode name, an executable and a read-only file, relative and absolute
-    symlinks (one leaving the tree), a hard link inside and, with ``big``, a file of that
-    many random bytes. ``reverse`` creates the same tree in another order."""
-    blob = random.Random(seed).randbytes(big)
-    steps: list[Callable[[], object]] = [
-        lambda: (root / "a" / "b").mkdir(parents=True),
-        lambda: (root / "empty-dir" / "nested-empty").mkdir(parents=True),
-        lambda: (root / "empty-file").write_bytes(b""),
-        lambda: (root / "a" / "text.txt").write_text(f"hello {seed}\n"),
-        lambda: (root / UNICODE).write_text("unicode\n"),
-        lambda: (root / "run.sh").write_text("#!/bin/sh\necho hi\n"),
-        lambda: os.chmod(root / "run.sh", 0o755),
-        lambda: (root / "ro.txt").write_text("read only\n"),
-        lambda: os.chmod(root / "ro.txt", 0o444),
-        lambda: os.symlink("../text.txt", root / "a" / "b" / "rel-link"),
-        lambda: os.symlink("/usr/bin/env", root / "abs-link"),
-        lambda: os.symlink("../../somewhere/else", root / "a" / "escaping-link"),
-        lambda: os.link(root / "a" / "text.txt", root / "a" / "hard"),
-        lambda: (root / "big.bin").write_bytes(blob) if big else None,
-    ]
-    root.mkdir(parents=True)
-    if reverse:  # dependencies first, everything else the other way round
-        order = [0, 3, 12, 11, 10, 9, 13, 7, 8, 5, 6, 4, 2, 1]
-        assert sorted(order) == list(range(len(steps)))
-        steps = [steps[i] for i in order]
-    for step in steps:
-        step()
-    set_mtimes(root)
-    return root
-
-
-def listing(path: Path) -> list[str]:
-    """The names in a directory, hidden ones included ([] if it does not exist)."""
-    return sorted(p.name for p in path.iterdir()) if path.is_dir() else []
-
-
-def ok(result: Any) -> Any:
-    assert result.exit_code == 0, (result.stdout, result.stderr)
-    return result
-
-
 def dead_pid() -> int:
     proc = subprocess.Popen(["true"])
     proc.wait()
     return proc.pid
-
-
-def s3_head(registry: Registry, key: str) -> dict[str, Any]:
-    return dict(raw_client(registry.endpoint or "").head_object(Bucket=registry.root, Key=key))
-
-
-def remove_object(registry: Registry, key: str) -> None:
-    if registry.kind == "s3":
-        raw_client(registry.endpoint or "").delete_object(Bucket=registry.root, Key=key)
-    else:
-        Path(registry.root, key).unlink()
-
-
-def put_archive(registry: Registry, package: str, version: str, tar: bytes) -> bytes:
-    """Store a hand-made .tar.zst as a directory package whose record is right for these
-    very bytes (so only the extractor stands between them and the disk)."""
-    data = zstandard.ZstdCompressor(write_checksum=True).compress(tar)
-    record = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
-              "pushed_at": "2024-01-01T00:00:00+00:00", "tool": "tychoreg 0.1.0",
-              "localname": f"{package}.tar.zst", "format": "tar+zstd",
-              "tree_sha256": hashlib.sha256(tar).hexdigest()}
-    meta = {"localname": f"{package}.tar.zst", "latest": version,
-            "tychoreg": {"records": {version: record}}}
-    registry.put(f"{package}/tycho_{version}.pkg", data)
-    registry.put(f"{package}/tycho_{version}.meta.json", json.dumps(record, indent=2).encode())
-    registry.put(f"{package}/tycho.json", json.dumps(meta, indent=2).encode())
-    return data
-
-
-def tree_tar(files: dict[str, bytes]) -> bytes:
-    """A plain archive of ``files`` (their directories first)."""
-    members: list[Member] = []
-    dirs = sorted({"/".join(name.split("/")[:i]) for name in files
-                   for i in range(1, name.count("/") + 1)})
-    members += [member(d, tarfile.DIRTYPE, mode=0o755) for d in dirs]
-    members += [member(name, data=data) for name, data in sorted(files.items())]
-    return hand_tar(members)
-
-
-def contents(root: Path) -> dict[str, bytes]:
-    """The files below ``root`` and their bytes (the proof of a pull left out)."""
-    return {p.relative_to(root).as_posix(): p.read_bytes()
-            for p in root.rglob("*") if p.is_file() and p != root / PROOF}
-
-
-ONE = {"a/text.txt": b"version one\n", "top.txt": b"top\n"}
-TWO = {"a/text.txt": b"version two\n", "b/new.txt": b"new\n"}
-
-
-def put_version(registry: Registry, package: str, version: str, data: bytes, *,
-                latest: bool = False) -> None:
-    """A version as a tychoreg push leaves it (object, record, its copy in tycho.json),
-    stored directly: the tests of deletion need versions, not pushes."""
-    record = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
-              "pushed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "tool": "tychoreg 0.1.0", "localname": f"{package}.bin"}
-    raw = registry.get(f"{package}/tycho.json")
-    meta: dict[str, Any] = json.loads(raw) if raw else {"localname": f"{package}.bin",
-                                                         "latest": None}
-    meta.setdefault("tychoreg", {}).setdefault("records", {})[version] = record
-    if latest:
-        meta["latest"] = version
-    registry.put(f"{package}/tycho_{version}.pkg", data)
-    registry.put(f"{package}/tycho_{version}.meta.json", json.dumps(record, indent=2).encode())
-    registry.put(f"{package}/tycho.json", json.dumps(meta, indent=2).encode())
 
 
 # -- round trips -----------------------------------------------------------------------------

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import itertools
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,11 +21,9 @@ from tycho_async.errors import (
     TransferError,
 )
 from tycho_async.storage import (
-    LocalOptions,
     ObjectInfo,
     S3Options,
     Store,
-    StoreOptions,
     open_store,
 )
 from tycho_async.transfer import Engine, Expected, TransferSettings, plan_parts
@@ -40,17 +36,23 @@ from tycho_async.transfer.plan import (
     plan_ranges,
 )
 
-from .conftest import CREDS, REGION, by_etag, make_bucket, s3_client, write_file
 from .faults import FaultyStore
+from .support import (
+    CREDS,
+    PART,
+    REGION,
+    SMALL,
+    by_etag,
+    make_bucket,
+    opened,
+    s3_client,
+    write_file,
+)
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
 pytestmark = pytest.mark.anyio
-PART = 64 * 1024
-SMALL = TransferSettings(concurrency=4, part_size=PART, multipart_threshold=PART,
-                         chunk_size=16 * 1024, min_part_size=1, backoff_base=0.001,
-                         backoff_max=0.002, small_object=1024)
 
 
 @pytest.fixture
@@ -61,26 +63,6 @@ def anyio_backend() -> str:
 @pytest.fixture(params=["local", "s3"])
 def kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
-
-
-@contextlib.asynccontextmanager
-async def opened(kind: str, tmp_path: Path, request: pytest.FixtureRequest,
-                 settings: TransferSettings = SMALL) -> AsyncIterator[tuple[Store, str]]:
-    """A store of ``kind`` and the bucket (or root) behind it."""
-    options: StoreOptions
-    if kind == "s3":
-        endpoint = request.getfixturevalue("s3_endpoint")
-        bucket = make_bucket(endpoint)
-        options = S3Options(bucket, client_kwargs={"endpoint_url": endpoint,
-                                                   "region_name": REGION, **CREDS},
-                            max_connections=settings.concurrency + 2,
-                            chunk_size=settings.chunk_size)
-        where = bucket
-    else:
-        where = str(tmp_path / "registry")
-        options = LocalOptions(Path(where))
-    async with open_store(options) as store:
-        yield store, where
 
 
 async def fetch(engine: Engine, info: ObjectInfo, dest: Path, expected: Expected) -> str:

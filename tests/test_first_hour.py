@@ -17,9 +17,7 @@ from tycho_async.cli import app
 from tycho_async.errors import Interrupted, NotFound, PartialFailure, UsageError
 from tycho_async.progress import PlainProgress
 
-from .conftest import Registry, write_file
-from .test_directories import make_tree, ok, put_version
-from .test_subprocess import TYCHOREG
+from .support import TYCHOREG, Registry, make_tree, ok, put_version, write_file
 
 
 def test_pull_list_reports_a_missing_version_not_a_collision(registry: Registry) -> None:

@@ -25,11 +25,20 @@ from tycho_async.registry import Registry as Reg
 from tycho_async.results import PullRequest
 from tycho_async.transfer import Engine, Expected
 
-from .conftest import Registry, by_etag, make_bucket, s3_client, write_file
 from .faults import FaultyStore
-from .test_engine import SMALL, opened
-from .test_publish import dead_holder
-from .test_subprocess import TYCHOREG, _env, _wait_for
+from .support import (
+    SMALL,
+    TYCHOREG,
+    Registry,
+    _env,
+    _wait_for,
+    by_etag,
+    dead_holder,
+    make_bucket,
+    opened,
+    s3_client,
+    write_file,
+)
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, SupportsLenAndGetItem

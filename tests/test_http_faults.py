@@ -8,9 +8,8 @@ import json
 import subprocess
 from pathlib import Path
 
-from .conftest import REGION, Registry, make_bucket, write_file
 from .httpproxy import FaultProxy
-from .test_subprocess import TYCHOREG, _env
+from .support import REGION, TYCHOREG, Registry, _env, make_bucket, write_file
 
 MiB = 1024 * 1024
 

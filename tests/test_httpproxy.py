@@ -25,8 +25,8 @@ from botocore.exceptions import (
 )
 from urllib3.exceptions import ProtocolError
 
-from tests.conftest import CREDS, REGION, make_bucket, s3_client
 from tests.httpproxy import FaultProxy
+from tests.support import CREDS, REGION, make_bucket, s3_client
 
 MIB = 1024 * 1024
 

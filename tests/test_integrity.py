@@ -21,8 +21,16 @@ from tycho_async.registry import Registry as Reg
 from tycho_async.storage import open_store
 from tycho_async.transfer import Engine
 
-from .conftest import Registry, free_port, make_bucket, s3_client, write_file
-from .test_subprocess import TYCHOREG, _env, _wait_for
+from .support import (
+    TYCHOREG,
+    Registry,
+    _env,
+    _wait_for,
+    free_port,
+    make_bucket,
+    s3_client,
+    write_file,
+)
 
 MiB = 1024 * 1024
 

@@ -35,9 +35,8 @@ from botocore.credentials import RefreshableCredentials
 
 from tycho_async.storage import Part, S3Options, open_store
 
-from .conftest import CREDS, REGION, make_bucket, s3_client, write_file
 from .httpproxy import FaultProxy, RequestRecord
-from .test_subprocess import TYCHOREG, _env
+from .support import CREDS, REGION, TYCHOREG, _env, make_bucket, s3_client, write_file
 
 MiB = 1024 * 1024
 _PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY",

@@ -8,7 +8,6 @@ import dataclasses
 import functools
 import hashlib
 import json
-import os
 import random
 import signal
 import subprocess
@@ -20,7 +19,6 @@ from typing import Any
 import anyio
 import pytest
 
-from tycho_async import processes
 from tycho_async.config import load_settings
 from tycho_async.errors import AlreadyExists, PreconditionFailed, StoreError, TransferError
 from tycho_async.lifecycle import Liveness
@@ -29,19 +27,10 @@ from tycho_async.results import PushResult
 from tycho_async.storage import ObjectInfo, Store, open_store
 from tycho_async.transfer import Engine
 
-from .conftest import CREDS, REGION, Registry, write_file
 from .faults import FaultyStore
-from .test_subprocess import TYCHOREG
+from .support import CREDS, REGION, TYCHOREG, Registry, dead_holder, stalled_push, write_file
 
 MiB = 1024 * 1024
-
-
-def dead_holder() -> dict[str, Any]:
-    """A holder on this machine that no longer runs: this PID with another start time
-    (as when the holder died and its PID was reused)."""
-    here = processes.this_process()
-    assert here is not None, "the tests run on Linux, with /proc"
-    return {**here.to_json(), "start": here.start + 1}
 
 
 @pytest.fixture
@@ -164,20 +153,10 @@ async def test_a_live_push_whose_input_stalls_is_never_taken_over(
     write_file(tmp_path / "rival.bin", 1000, seed=4)
     settings = load_settings()
     liveness = Liveness(3.0)
-    read_fd, write_fd = os.pipe()
     async with open_store(settings.store) as store:
         holder = Reg(Engine(store, settings.transfer), tmp_path / "out", liveness=liveness)
         rival = Reg(Engine(store, settings.transfer), tmp_path / "out", liveness=liveness)
-        outcome: list[object] = []
-
-        async def push() -> None:
-            with os.fdopen(read_fd, "rb") as stream:
-                outcome.append(await holder.push("pkg", "1", stream, promote=False,
-                                                 localname="x.bin"))
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(push)
-            os.write(write_fd, blob[:1000])
+        async with stalled_push(holder, "pkg", "1", blob[:1000], localname="x.bin") as pipe:
             for _ in range(100):
                 if registry.get("pkg/tycho_1.meta.json") is not None:
                     break
@@ -185,9 +164,8 @@ async def test_a_live_push_whose_input_stalls_is_never_taken_over(
             await anyio.sleep(2 * liveness.bound)  # silent input, twice the bound
             with pytest.raises(AlreadyExists, match="being pushed"):
                 await rival.push("pkg", "1", tmp_path / "rival.bin", promote=False)
-            await anyio.to_thread.run_sync(os.write, write_fd, blob[1000:])
-            os.close(write_fd)
-    assert not isinstance(outcome[0], BaseException)
+            await pipe.feed(blob[1000:])
+    assert not isinstance(pipe.outcome[0], BaseException)
     assert registry.get("pkg/tycho_1.pkg") == blob
     assert_published(registry, "pkg", "1")
 
@@ -448,31 +426,20 @@ async def test_a_heartbeat_outlives_a_lost_renewal_and_a_failed_read(
     write_file(tmp_path / "rival.bin", 1000, seed=9)
     settings = load_settings()
     liveness = Liveness(3.0)
-    read_fd, write_fd = os.pipe()
     async with open_store(settings.store) as store:
         flaky = FlakyRenewals(store)
         holder = Reg(Engine(flaky, settings.transfer), tmp_path / "out", liveness=liveness)
         rival = Reg(Engine(store, settings.transfer), tmp_path / "out", liveness=liveness)
-
-        async def push() -> None:
-            with os.fdopen(read_fd, "rb") as stream:
-                await holder.push("pkg", "1", stream, promote=False, localname="x.bin")
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(push)
-            os.write(write_fd, blob[:1000])
+        async with stalled_push(holder, "pkg", "1", blob[:1000], localname="x.bin") as pipe:
             for _ in range(100):
                 if flaky.read_failed:
                     break
                 await anyio.sleep(0.1)
-            try:
-                assert flaky.read_failed
-                await anyio.sleep(2 * liveness.bound)
-                with pytest.raises(AlreadyExists, match="being pushed"):
-                    await rival.push("pkg", "1", tmp_path / "rival.bin", promote=False)
-                await anyio.to_thread.run_sync(os.write, write_fd, blob[1000:])
-            finally:
-                os.close(write_fd)  # the push's input ends, whatever happened
+            assert flaky.read_failed
+            await anyio.sleep(2 * liveness.bound)
+            with pytest.raises(AlreadyExists, match="being pushed"):
+                await rival.push("pkg", "1", tmp_path / "rival.bin", promote=False)
+            await pipe.feed(blob[1000:])
     assert registry.get("pkg/tycho_1.pkg") == blob
     assert_published(registry, "pkg", "1")
 

@@ -23,22 +23,26 @@ from hypothesis import strategies as st
 from tycho_async import archive
 from tycho_async.layout import PROOF
 
-from .conftest import Registry, make_bucket, write_file
-from .test_directories import (  # noqa: F401
+from .support import (
     ONE,
     TWO,
+    TYCHOREG,
+    Registry,
+    _env,
     contents,
     listing,
+    make_bucket,
     make_tree,
     ok,
-    one_raw_client,
     put_archive,
     put_version,
     s3_head,
     tree_tar,
+    write_file,
 )
-from .test_subprocess import TYCHOREG, _env
 from .trees import hand_tar, member, snapshot
+
+pytestmark = pytest.mark.usefixtures("one_raw_client")
 
 
 def etag_of(registry: Registry, key: str) -> str:

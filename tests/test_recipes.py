@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import CREDS, REGION, s3_client
+from .support import CREDS, REGION, s3_client
 from .trees import pulled_snapshot
 
 README = Path(__file__).resolve().parent.parent / "README.md"

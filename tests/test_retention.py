@@ -23,20 +23,22 @@ from tycho_async.registry import Registry as Reg
 from tycho_async.storage import open_store
 from tycho_async.transfer import Engine
 
-from .conftest import Registry, write_file
 from .faults import FaultyStore
-from .test_directories import (
+from .support import (
+    Registry,
+    dead_holder,
     make_tree,
     ok,
-    one_raw_client,  # noqa: F401 (autouse)
     put_version,
     raw_client,
     remove_object,
     s3_head,
+    write_file,
 )
-from .test_publish import dead_holder
 
 MiB = 1024 * 1024
+
+pytestmark = pytest.mark.usefixtures("one_raw_client")
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -557,7 +559,7 @@ def test_parallel_publishes_of_one_version_with_skip_identical_both_succeed(
     import tycho_async
     from tycho_async.errors import AlreadyExists
 
-    from .conftest import CREDS, REGION
+    from .support import CREDS, REGION
 
     for name, value in (("AWS_ACCESS_KEY_ID", CREDS["aws_access_key_id"]),
                         ("AWS_SECRET_ACCESS_KEY", CREDS["aws_secret_access_key"]),

@@ -22,6 +22,7 @@ from tycho_async.transfer import (
 )
 
 from .faults import FaultyStore
+from .support import stalled_push
 
 
 @pytest.fixture
@@ -88,8 +89,6 @@ async def test_waiting_for_a_rival_push_polls_as_the_policy_says_and_gives_up_in
     stalls: a pipe nobody writes to) waits for it at SETTLE's pace, on the policy's clock,
     and gives up after SETTLE_SECONDS: here without spending them, as the clock jumps
     100 s a look."""
-    import os
-
     import anyio
 
     from tycho_async.errors import AlreadyExists
@@ -103,20 +102,12 @@ async def test_waiting_for_a_rival_push_polls_as_the_policy_says_and_gives_up_in
     async def no_sleep(seconds: float) -> None:
         waited.append(seconds)
 
-    read_fd, write_fd = os.pipe()
     async with open_store(LocalOptions(tmp_path / "registry")) as store:
         rival = Registry(Engine(store, TransferSettings()), tmp_path / "out")
         patient = Registry(Engine(store, TransferSettings(), retry=RetryPolicy(
             TransferSettings(), sleep=no_sleep, clock=lambda: float(next(ticks)))),
             tmp_path / "out")
-
-        async def stalled_push() -> None:
-            with os.fdopen(read_fd, "rb") as stream:
-                await rival.push("pkg", "1", stream, promote=False, localname="f.bin")
-
-        async with anyio.create_task_group() as group:
-            group.start_soon(stalled_push)
-            os.write(write_fd, b"x" * 1000)
+        async with stalled_push(rival, "pkg", "1", b"x" * 1000, localname="f.bin") as pipe:
             record = tmp_path / "registry" / "pkg" / "tycho_1.meta.json"
             with anyio.fail_after(20):
                 for _ in range(2000):  # until the rival's pending record is written
@@ -125,7 +116,6 @@ async def test_waiting_for_a_rival_push_polls_as_the_policy_says_and_gives_up_in
                     await anyio.sleep(0.01)
                 with pytest.raises(AlreadyExists, match=f"still after {SETTLE_SECONDS} s"):
                     await patient.push("pkg", "1", source, promote=False, skip_identical=True)
-            group.cancel_scope.cancel()
-            os.close(write_fd)  # the rival's blocked read ends, and it sees the cancel
+            pipe.cancel()  # the rival's blocked read ends with the pipe; it sees the cancel
     assert waited == [SETTLE.delay(n) for n in range(len(waited))]
     assert len(waited) == SETTLE_SECONDS // 100  # looks at 100, 200, 300 s; gives up at 400

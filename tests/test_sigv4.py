@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 
 from tycho_async.storage.sigv4 import Credentials, Signer, signing_key
 
-from .conftest import CREDS, REGION, make_bucket
+from .support import CREDS, REGION, make_bucket
 
 KEYS = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
 TOKEN = "IQoJb3JpZ2luX2VjEJr//////////wEaCXVzLWVhc3QtMSJHMEUCIQDp+/=="

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from tycho_async.cli import app, commands
 from tycho_async.defaults import default_local_root
 
-from .conftest import REGION, make_bucket, write_file
+from .support import REGION, make_bucket, write_file
 
 TYCHOREG = str(Path(sys.executable).with_name("tychoreg"))
 

@@ -28,7 +28,7 @@ from tycho_async.errors import MissingRegistry, NotFound, PreconditionFailed, St
 from tycho_async.storage import LocalOptions, ObjectInfo, Part, S3Options, Store, open_store
 from tycho_async.storage.s3 import S3Store
 
-from .conftest import Registry, _registry_on
+from .support import Registry, _registry_on
 
 pytestmark = pytest.mark.anyio
 MiB = 1024 * 1024

@@ -7,14 +7,16 @@ import hashlib
 import random
 from pathlib import Path
 
+import pytest
 from typer.testing import Result
 
 from tycho_async.cli import app
 
-from .conftest import Registry
-from .test_directories import ok, one_raw_client, put_version, s3_head  # noqa: F401
+from .support import Registry, ok, put_version, s3_head
 
 MiB = 1024 * 1024
+
+pytestmark = pytest.mark.usefixtures("one_raw_client")
 
 
 def push_stdin(registry: Registry, data: bytes, *args: str) -> Result:

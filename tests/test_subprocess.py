@@ -8,27 +8,15 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
-from .conftest import CREDS, REGION, make_bucket, s3_client, write_file
 from .httpproxy import FaultProxy
+from .support import CREDS, REGION, TYCHOREG, _env, _wait_for, make_bucket, s3_client, write_file
 
 MiB = 1024 * 1024
-TYCHOREG = str(Path(sys.executable).with_name("tychoreg"))
-
-
-def _env(endpoint: str, bucket: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({"TYCHOREG_REGISTRY": f"s3://{bucket}", "AWS_ENDPOINT_URL": endpoint,
-                "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                "AWS_DEFAULT_REGION": REGION})
-    return env
-
-
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([TYCHOREG, *args], capture_output=True, text=True, env=env,
                           timeout=60, check=False)
@@ -67,15 +55,6 @@ def test_unreachable_endpoint_is_exit_3_without_traceback(isolated_env: Path) ->
     assert result.returncode == 3
     assert "connection to http://127.0.0.1:9 failed" in result.stderr
     assert "Traceback" not in result.stderr
-
-
-def _wait_for(condition: object, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return
-        time.sleep(0.02)
-    pytest.fail("condition not reached in time")
 
 
 def test_ctrl_c_during_pull_list_leaves_no_partial_file(s3_endpoint: str) -> None:

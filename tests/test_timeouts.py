@@ -24,8 +24,8 @@ from tycho_async.errors import StoreError
 from tycho_async.storage import S3Options, open_store
 from tycho_async.transfer.plan import TransferSettings
 
-from .conftest import CREDS, REGION, make_bucket, s3_client, write_file
 from .httpproxy import FaultProxy
+from .support import CREDS, REGION, make_bucket, s3_client, write_file
 
 ATTEMPTS = TransferSettings().max_attempts
 MiB = 1024 * 1024

@@ -19,9 +19,9 @@ from tycho_async.results import PullRequest
 from tycho_async.storage import LocalOptions, S3Options, StoreOptions, open_store
 from tycho_async.transfer import Engine, TransferSettings
 
-from .conftest import CREDS, REGION, Registry, write_file
 from .faults import FaultyStore
 from .httpproxy import FaultProxy
+from .support import CREDS, REGION, Registry, write_file
 
 T = TypeVar("T")
 KiB = 1024
