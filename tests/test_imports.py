@@ -230,6 +230,18 @@ def test_the_rules_see_the_modules_they_guard() -> None:
     assert "typer" in edges[f"{ROOT}.cli"]
 
 
+
+def test_storage_imports_nothing_above_it() -> None:
+    above = ("tycho_async.transfer", "tycho_async.registry", "tycho_async.cli",
+             "tycho_async.progress", "tycho_async.bars")
+    for module, path, is_package in MODULES:
+        if path.parent != PACKAGE / "storage":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        bad = {t for imp in imports_of(tree, module, is_package=is_package)
+               for t in imp.targets if t.startswith(above)}
+        assert not bad, f"{path.name} imports {sorted(bad)}"
+
 FORBIDDEN = [
     # (a) storage at the bottom, relative imports resolved, TYPE_CHECKING included
     ("tycho_async.storage.s3", False, "from ..config import Settings"),

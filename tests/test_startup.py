@@ -197,3 +197,12 @@ def test_a_mistyped_command_is_still_told_the_close_ones() -> None:
     result = CliRunner().invoke(app, ["pul"])
     assert result.exit_code == 2
     assert "No such command 'pul'. Did you mean 'pull'" in result.output
+
+
+def test_help_loads_no_engine_and_no_s3_library() -> None:
+    code = ("import sys\nfrom tycho_async.cli import app\n"
+            "print(','.join(m for m in ('tycho_async.transfer.engine', 'aiobotocore', "
+            "'botocore', 'aiohttp', 'rich.progress') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, check=True)
+    assert result.stdout.strip() == ""
