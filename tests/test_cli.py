@@ -3,6 +3,7 @@ name, the two meanings of --version, shell completion, command summaries."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -17,7 +18,7 @@ import tycho_async.logs
 from tycho_async import __version__, cli
 from tycho_async.cli import app
 
-from .support import Registry, write_file
+from .support import TYCHOREG, MiB, Registry, _env, make_bucket, s3_client, write_file
 
 COMMANDS = ["init", "push", "promote", "pull", "pull-list", "verify", "list",
             "list-versions", "exists", "show", "delete", "prune", "info"]
@@ -186,3 +187,44 @@ def test_completion_completes_commands_and_options() -> None:
                                               "COMP_CWORD": "2"},
                              capture_output=True, text=True, timeout=60, check=True)
     assert options.stdout.split() == ["--version"]
+
+
+def test_results_go_to_stdout_only(registry: Registry) -> None:
+    write_file(Path("f.bin"), 3000)
+    pushed = registry.cli("push", "pkg", "1.0", "f.bin", "--promote-latest", "--no-progress")
+    assert pushed.stderr == "" and "pushed pkg 1.0 (2.9 KiB, sha256 " in pushed.stdout
+    pulled = registry.cli("pull", "pkg", "--no-progress")
+    assert pulled.stderr == "" and "(2.9 KiB)" in pulled.stdout
+
+
+def test_a_closed_stdout_ends_quietly_with_141(s3_endpoint: str) -> None:
+    bucket = make_bucket(s3_endpoint)
+    client = s3_client(s3_endpoint)
+    for i in range(40):
+        client.put_object(Bucket=bucket, Key=f"p{i}/tycho.json",
+                          Body=json.dumps({"localname": "x", "latest": None}))
+    proc = subprocess.Popen([TYCHOREG, "list"], env=_env(s3_endpoint, bucket),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    proc.stdout.close()  # as `| head` does once it has its lines
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 141
+    assert err == b""
+
+
+def test_a_closed_stderr_never_aborts_a_push(s3_endpoint: str) -> None:
+    bucket = make_bucket(s3_endpoint)
+    blob = write_file(Path("big.bin"), 12 * MiB)
+    env = _env(s3_endpoint, bucket)
+    proc = subprocess.Popen([TYCHOREG, "--debug", "push", "big", "1.0", "big.bin",
+                             "--promote-latest", "--part-size", "5MiB", "--progress"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    proc.stderr.close()
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert b"pushed big 1.0" in out
+    meta = json.loads(s3_client(s3_endpoint).get_object(Bucket=bucket, Key="big/tycho.json")[
+        "Body"].read())
+    assert meta["latest"] == "1.0"
+    assert meta["tychoreg"]["records"]["1.0"]["sha256"] == hashlib.sha256(blob).hexdigest()

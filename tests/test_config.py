@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from tycho_async.cli import app
 from tycho_async.config import load_settings, parse_size, resolve_env
 from tycho_async.errors import ConfigError
 
-from .support import REGION, Registry, make_bucket, write_file
+from .support import REGION, TYCHOREG, Registry, _env, make_bucket, write_file
 
 
 def _cli(*args: str) -> Result:
@@ -297,3 +298,85 @@ def test_credentials_in_an_endpoint_url_are_never_shown(
                                                       endpoint_url=endpoint) as client:
         client.packages()
     assert "SKPASSWORD" not in str(caught.value) and "AKUSERID" not in str(caught.value)
+
+
+def test_a_typod_local_registry_is_exit_2_and_a_push_says_it_creates_one(
+        isolated_env: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from tycho_async.cli import app
+
+    runner = CliRunner()
+    typo = str(tmp_path / "typo" / "dir")
+    for args in (["list"], ["exists", "pkg", "1"], ["pull", "pkg"], ["list-versions", "pkg"],
+                 ["promote", "pkg", "1"]):
+        result = runner.invoke(app, [*args, "--registry", typo])
+        assert result.exit_code == 2, (args, result.output)
+        assert typo in result.stderr and "does not exist" in result.stderr
+    assert not Path(typo).exists()
+    write_file(Path("f.bin"), 10)
+    pushed = runner.invoke(app, ["push", "pkg", "1", "f.bin", "--registry", typo])
+    assert pushed.exit_code == 0, pushed.output
+    assert f"created a new local registry at {typo}" in pushed.stderr
+    assert runner.invoke(app, ["exists", "pkg", "1", "--registry", typo]).exit_code == 0
+
+
+def test_the_default_registry_is_simply_empty_before_its_first_push(
+        isolated_env: Path) -> None:
+    from typer.testing import CliRunner
+
+    from tycho_async.cli import app
+
+    runner = CliRunner()
+    listed = runner.invoke(app, ["list"])
+    assert listed.exit_code == 0 and listed.stdout == ""
+    assert runner.invoke(app, ["exists", "pkg", "1"]).exit_code == 1
+    assert runner.invoke(app, ["pull", "pkg"]).exit_code == 1
+
+
+def test_a_missing_bucket_is_exit_2(s3_endpoint: str, isolated_env: Path) -> None:
+    env = _env(s3_endpoint, "no-such-bucket-here")
+    write_file(Path("f.bin"), 10)
+    for args in (["list"], ["exists", "pkg", "1"], ["pull", "pkg"], ["push", "pkg", "1", "f.bin"]):
+        result = subprocess.run([TYCHOREG, *args], env=env, capture_output=True, text=True,
+                                timeout=60, check=False)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "no-such-bucket-here" in result.stderr and "does not exist" in result.stderr
+
+
+def test_unknown_config_keys_warn_with_the_closest_one(registry: Registry) -> None:
+    registry.write_config(outdri="elsewhere")
+    result = registry.cli("list")
+    assert result.exit_code == 0
+    assert "unknown key 'outdri'" in result.stderr and "did you mean 'outdir'" in result.stderr
+
+
+def test_info_shows_an_unset_credential_variable(s3_registry: Registry) -> None:
+    config = s3_registry.config()
+    config["s3"]["aws_access_key_id"] = {"env": "REG_WRITE_KEY"}
+    Path(".tychoreg.json").write_text(json.dumps(config))
+    result = s3_registry.cli("info")
+    assert result.exit_code == 0, result.output
+    assert "REG_WRITE_KEY is not set" in result.stdout
+    assert s3_registry.endpoint is not None and s3_registry.endpoint in result.stdout
+    assert s3_registry.cli("list").exit_code == 2  # every other command still refuses
+
+
+def test_unset_bucket_and_outdir_variables_are_shown_not_used(isolated_env: Path) -> None:
+    from typer.testing import CliRunner
+
+    from tycho_async.cli import app
+
+    Path(".tychoreg.json").write_text(json.dumps({
+        "tycho": {"backend": "s3", "outdir": {"env": "REG_OUTDIR"}},
+        "s3": {"bucket": {"env": "REG_BUCKET"}}}))
+    runner = CliRunner()
+    shown = runner.invoke(app, ["info", "--json"])
+    assert shown.exit_code == 0, shown.output
+    info = json.loads(shown.stdout)
+    assert info["registry"] == "s3://(unset)/" and info["outdir"] == "tycho_packages"
+    assert any("REG_BUCKET is not set" in u for u in info["unset"])
+    assert any("REG_OUTDIR is not set" in u for u in info["unset"])
+    probe = runner.invoke(app, ["info", "--probe"])
+    assert probe.exit_code == 2 and "REG_BUCKET" in probe.stderr
+    assert runner.invoke(app, ["list"]).exit_code == 2

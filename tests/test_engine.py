@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import itertools
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +22,7 @@ from tycho_async.errors import (
     StoreError,
     TransferError,
 )
+from tycho_async.localfs import LocalFS
 from tycho_async.storage import (
     ObjectInfo,
     S3Options,
@@ -50,7 +53,7 @@ from .support import (
 )
 
 if TYPE_CHECKING:
-    from _typeshed import ReadableBuffer
+    from _typeshed import ReadableBuffer, SupportsLenAndGetItem
 
 pytestmark = pytest.mark.anyio
 
@@ -549,3 +552,102 @@ async def test_a_pending_record_whose_answer_was_lost_is_recognised_as_ours(
         result = await registry.push("pkg", "1.0", tmp_path / "f.bin", promote=True)
         assert result.sha256 == hashlib.sha256(blob).hexdigest()
         assert store.calls["put_bytes"] >= 4  # pending twice, record, tycho.json
+
+
+def short_writes() -> LocalFS:
+    """A disk that takes at most 1000 bytes a write, as pwrite may."""
+    fs = LocalFS()
+
+    def short_pwrite(fd: int, data: ReadableBuffer, offset: int) -> int:
+        return os.pwrite(fd, memoryview(data)[:1000], offset)
+
+    def short_pwritev(fd: int, chunks: SupportsLenAndGetItem[ReadableBuffer], offset: int,
+                      flags: int = 0) -> int:
+        return os.pwrite(fd, memoryview(chunks[0])[:1000], offset)
+
+    fs.sys_pwrite = short_pwrite
+    fs.sys_pwritev = short_pwritev
+    return fs
+
+
+def failing_disk(*, write: bool = False, read: bool = False) -> LocalFS:
+    """A disk whose writes take nothing, or whose reads fail with EIO."""
+    fs = LocalFS()
+
+    def no_read(fd: int, size: int, offset: int) -> bytes:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    def no_pwrite(fd: int, data: ReadableBuffer, offset: int) -> int:
+        return 0
+
+    def no_pwritev(fd: int, chunks: SupportsLenAndGetItem[ReadableBuffer], offset: int,
+                   flags: int = 0) -> int:
+        return 0
+
+    if write:
+        fs.sys_pwrite = no_pwrite
+        fs.sys_pwritev = no_pwritev
+    if read:
+        fs.sys_pread = no_read
+    return fs
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", ["local", "s3"])
+async def test_short_writes_are_continued(kind: str, tmp_path: Path,
+                                          request: pytest.FixtureRequest) -> None:
+    blob = write_file(tmp_path / "src.bin", 300_000)
+    async with opened(kind, tmp_path, request) as (store, _):
+        engine = Engine(store, SMALL, fs=short_writes())
+        result = await engine.upload_file(tmp_path / "src.bin", "k", label="k")
+        info, _ = await engine.download("k", tmp_path / "dst.bin", label="k",
+                                          expected=Expected(len(blob), sha256=result.sha256))
+        assert (tmp_path / "dst.bin").read_bytes() == blob and info.size == len(blob)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", ["local", "s3"])
+async def test_a_disk_that_takes_nothing_or_cannot_read_fails_cleanly(
+        kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    write_file(tmp_path / "src.bin", 300_000)
+    async with opened(kind, tmp_path, request) as (store, _):
+        await Engine(store, SMALL).upload_file(tmp_path / "src.bin", "k", label="k")
+        (tmp_path / "out").mkdir()
+        with pytest.raises(TransferError, match="cannot write the download: the disk"):
+            await Engine(store, SMALL, fs=failing_disk(write=True)).download(
+                "k", tmp_path / "out" / "dst.bin", label="k", expected=by_etag)
+        with pytest.raises(TransferError, match="cannot read the file: Input/output error"):
+            await Engine(store, SMALL, fs=failing_disk(read=True)).upload_file(
+                tmp_path / "src.bin", "k2", label="k2")
+        with pytest.raises(TransferError, match="cannot read the download: Input/output"):
+            await Engine(store, SMALL, fs=failing_disk(read=True)).download(
+                "k", tmp_path / "out" / "dst.bin", label="k", expected=by_etag)
+        assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_size_learned_from_the_first_bytes_starts_the_bar(tmp_path: Path) -> None:
+    async def main() -> list[int]:
+        from tycho_async.storage.local import LocalStore
+
+        store = LocalStore(tmp_path / "reg")
+        await store.put_bytes("k", b"z" * (3 * 64 * 1024))
+        seen: list[int] = []
+
+        class Sink:
+            def begin(self, label: str, total: int) -> object:
+                seen.append(total)
+
+                class Task:
+                    def advance(self, n: int) -> None:
+                        return None
+
+                    def end(self, ok: bool) -> None:
+                        return None
+
+                return Task()
+
+        engine = Engine(store, SMALL, Sink())  # type: ignore[arg-type]
+        await engine.download("k", tmp_path / "out.bin", label="k", expected=by_etag)
+        return seen
+
+    assert anyio.run(main) == [3 * 64 * 1024]

@@ -36,7 +36,7 @@ from botocore.credentials import RefreshableCredentials
 from tycho_async.storage import Part, S3Options, open_store
 
 from .httpproxy import FaultProxy, RequestRecord
-from .support import CREDS, REGION, TYCHOREG, _env, make_bucket, s3_client, write_file
+from .support import CREDS, REGION, TYCHOREG, _env, make_bucket, opened, s3_client, write_file
 
 MiB = 1024 * 1024
 _PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY",
@@ -753,3 +753,15 @@ def test_an_aws_config_file_makes_botocore_decide(seaweed_endpoint: str) -> None
     pulled = _loaded("pull", "blob", "--outdir", "pulled", env=env)
     assert "botocore" in pulled
     assert Path("pulled/blob.bin").read_bytes() == blob
+
+
+@pytest.mark.anyio
+async def test_an_error_inside_an_empty_objects_range_has_no_hidden_cause(
+        tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    async with opened("s3", tmp_path, request) as (store, _):
+        await store.put_bytes("empty", b"")
+        with pytest.raises(ValueError) as caught:
+            async with store.open_range("empty", 0, 100) as body:
+                assert body.info.size == 0 and [c async for c in body.chunks] == []
+                raise ValueError("the caller's own error")
+        assert caught.value.__context__ is None

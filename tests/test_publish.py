@@ -28,7 +28,24 @@ from tycho_async.storage import ObjectInfo, Store, open_store
 from tycho_async.transfer import Engine
 
 from .faults import FaultyStore
-from .support import CREDS, REGION, TYCHOREG, Registry, dead_holder, stalled_push, write_file
+from .support import (
+    CREDS,
+    OLD,
+    REGION,
+    SMALL,
+    TYCHOREG,
+    Registry,
+    _env,
+    _pending,
+    _pushed,
+    _wait_for,
+    dead_holder,
+    make_bucket,
+    opened,
+    s3_client,
+    stalled_push,
+    write_file,
+)
 
 MiB = 1024 * 1024
 
@@ -491,3 +508,124 @@ def test_a_push_interrupted_as_it_publishes_records_without_waiting_for_a_listin
     anyio.run(main)
     assert registry.get("pkg/tycho_1.pkg") == blob
     assert_published(registry, "pkg", "1")
+
+
+def test_init_twice_looks_before_it_leaps(registry: Registry) -> None:
+    assert registry.cli("init", "pkg", "x.bin").exit_code == 0
+    registry.put("pkg/tycho.json", json.dumps({"localname": "x.bin", "latest": "9",
+                                               "mine": 1}).encode())
+    again = registry.cli("init", "pkg", "y.bin")
+    assert again.exit_code == 1 and "already exists" in again.stderr
+    assert registry.meta("pkg") == {"localname": "x.bin", "latest": "9", "mine": 1}
+
+
+def test_a_dead_push_is_taken_over_and_a_live_one_refused(registry: Registry) -> None:
+    _pushed(registry)
+    blob = write_file(Path("g.bin"), 5000, seed=3)
+    registry.put("pkg/tycho_2.0.meta.json", _pending(OLD))  # no object: died before upload
+    taken = registry.cli("push", "pkg", "2.0", "g.bin")
+    assert taken.exit_code == 0, taken.output
+    assert registry.get("pkg/tycho_2.0.pkg") == blob
+    from datetime import datetime, timezone
+
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    registry.put("pkg/tycho_3.0.meta.json", _pending(now))
+    busy = registry.cli("push", "pkg", "3.0", "g.bin")
+    assert busy.exit_code == 1 and "being pushed" in busy.stderr
+    assert registry.get("pkg/tycho_3.0.pkg") is None
+    cleared = registry.cli("verify", "pkg", "--version", "3.0", "--repair")
+    assert cleared.exit_code == 1 and "being pushed" in cleared.stderr
+    registry.put("pkg/tycho_3.0.meta.json", _pending(OLD))
+    cleared = registry.cli("verify", "pkg", "--version", "3.0", "--repair")
+    assert cleared.exit_code == 1 and "cleared the record" in cleared.stderr
+    assert registry.get("pkg/tycho_3.0.meta.json") is None
+
+
+@pytest.mark.anyio
+async def test_a_failed_upload_leaves_no_pending_record(tmp_path: Path,
+                                                       request: pytest.FixtureRequest) -> None:
+    from tycho_async.errors import StoreError
+
+    write_file(tmp_path / "f.bin", 300_000)
+    async with opened("s3", tmp_path, request) as (store, _):
+        faulty = FaultyStore(store)
+        reg = Reg(Engine(faulty, SMALL), tmp_path / "out")
+        faulty.inject("upload_part", None, StoreError("access denied"))
+        with pytest.raises(StoreError, match="access denied"):
+            await reg.push("pkg", "1.0", tmp_path / "f.bin", promote=True)
+        assert [info.key async for info in store.list_keys("")] == []
+        assert await reg.exists("pkg", "1.0") is False
+        await reg.push("pkg", "1.0", tmp_path / "f.bin", promote=True)  # free again
+        assert await reg.exists("pkg", "1.0") is True
+
+
+@pytest.mark.anyio
+async def test_tycho_json_that_keeps_changing_is_a_transfer_failure(
+        tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    from tycho_async.errors import PreconditionFailed
+
+    async with opened("local", tmp_path, request) as (store, _):
+        faulty = FaultyStore(store)
+        reg = Reg(Engine(faulty, SMALL), tmp_path / "out")
+        await reg.init("pkg", "x.bin")
+        await store.put_bytes("pkg/tycho_1.pkg", b"x")
+        faulty.inject("put_bytes", *[PreconditionFailed("lost the race")] * 20)
+        with pytest.raises(TransferError, match="kept changing") as caught:
+            await reg.promote("pkg", "1")
+        assert caught.value.exit_code == 3
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129),
+                                              (signal.SIGINT, 130)])
+def test_a_signal_during_push_aborts_the_upload(s3_endpoint: str, signum: int,
+                                                code: int) -> None:
+    bucket = make_bucket(s3_endpoint)
+    write_file(Path("big.bin"), 60 * MiB)
+    client = s3_client(s3_endpoint)
+    proc = subprocess.Popen([TYCHOREG, "push", "big", "1.0", "big.bin", "--concurrency", "1",
+                             "--part-size", "5MiB"], env=_env(s3_endpoint, bucket),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: client.list_multipart_uploads(Bucket=bucket).get("Uploads"))
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == code, err
+    assert f"interrupted by {signal.Signals(signum).name}" in err
+    assert "interrupted: pushed 0 files" in err and "failed" not in err  # cut, not failed
+    assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert client.list_objects_v2(Bucket=bucket).get("KeyCount") == 0  # no pending record
+
+
+def test_a_signal_between_publish_and_record_leaves_a_recorded_version(
+        s3_endpoint: str) -> None:
+    """SIGTERM sent when the request that publishes the object goes out: the push
+    records the version (and reports it) before it exits."""
+    bucket = make_bucket(s3_endpoint)
+    blob = write_file(Path("big.bin"), 12 * MiB)
+    env = _env(s3_endpoint, bucket)
+    proc = subprocess.Popen([TYCHOREG, "--debug", "push", "big", "1.0", "big.bin",
+                             "--promote-latest", "--part-size", "5MiB"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    try:
+        for line in proc.stderr:  # bounded: the process ends, and so does its stderr
+            if "CompleteMultipartUpload" in line:
+                proc.send_signal(signal.SIGTERM)
+                break
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err[-2000:]  # the publication was under way: it finished
+    assert "pushed big 1.0" in out
+    client = s3_client(s3_endpoint)
+    record = json.loads(client.get_object(Bucket=bucket, Key="big/tycho_1.0.meta.json")[
+        "Body"].read())
+    assert record["sha256"] == hashlib.sha256(blob).hexdigest()
+    meta = json.loads(client.get_object(Bucket=bucket, Key="big/tycho.json")["Body"].read())
+    assert meta["latest"] == "1.0" and meta["tychoreg"]["records"]["1.0"] == record
+    pulled = subprocess.run([TYCHOREG, "pull", "big"], env=env, timeout=60, check=False,
+                            capture_output=True, text=True)
+    assert pulled.returncode == 0, pulled.stderr
+    assert Path("tycho_packages/big.bin").read_bytes() == blob

@@ -1,0 +1,216 @@
+"""Pulls (the registry's pull operation): the kinds of destination (a file, a
+symlink, a FIFO, a device, standard output, and what is refused), what a failed or
+interrupted pull leaves behind, which version a request names (``latest``, fallback
+keys), and what a pull costs in requests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from tycho_async.results import PullRequest
+
+from .support import (
+    OLD,
+    TYCHOREG,
+    MiB,
+    Registry,
+    _env,
+    _pending,
+    _pushed,
+    _wait_for,
+    make_bucket,
+    write_file,
+)
+
+
+def test_outfile_dash_writes_standard_output_and_creates_nothing(registry: Registry) -> None:
+    blob = _pushed(registry)
+    result = registry.cli("pull", "pkg", "-o", "-")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout_bytes == blob
+    assert not Path("-").exists() and not Path("-.etag").exists()
+
+
+def test_outfile_through_a_symlink_replaces_the_target_and_keeps_the_link(
+        registry: Registry) -> None:
+    blob = _pushed(registry)
+    Path("real").mkdir()
+    Path("real/target.bin").write_bytes(b"old")
+    Path("link.bin").symlink_to("real/target.bin")
+    result = registry.cli("pull", "pkg", "-o", "link.bin")
+    assert result.exit_code == 0, result.output
+    assert Path("link.bin").is_symlink() and os.readlink("link.bin") == "real/target.bin"
+    assert Path("real/target.bin").read_bytes() == blob
+    assert Path("link.bin.etag").is_file()  # beside the named path
+    assert sorted(p.name for p in Path("real").iterdir()) == ["target.bin"]
+    again = registry.cli("pull", "pkg", "-o", "link.bin")
+    assert again.exit_code == 0 and "up to date" in again.stdout
+
+
+def test_a_localname_symlink_leaving_outdir_is_refused(registry: Registry) -> None:
+    _pushed(registry)
+    Path("tycho_packages").mkdir()
+    Path("precious").write_bytes(b"keep me")
+    Path("tycho_packages/f.bin").symlink_to(Path("precious").absolute())
+    result = registry.cli("pull", "pkg")
+    assert result.exit_code == 2 and "outside" in result.stderr
+    assert Path("precious").read_bytes() == b"keep me"
+    assert sorted(p.name for p in Path("tycho_packages").iterdir()) == ["f.bin"]
+
+
+def test_a_localname_symlink_inside_outdir_is_followed(registry: Registry) -> None:
+    blob = _pushed(registry)
+    Path("tycho_packages/store").mkdir(parents=True)
+    Path("tycho_packages/f.bin").symlink_to("store/f.bin")
+    result = registry.cli("pull", "pkg")
+    assert result.exit_code == 0, result.output
+    assert Path("tycho_packages/store/f.bin").read_bytes() == blob
+    assert Path("tycho_packages/f.bin").is_symlink()
+
+
+def _drain(path: Path, into: list[bytes]) -> threading.Thread:
+    def read() -> None:
+        with path.open("rb") as f:
+            into.append(f.read())
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("size", [0, 3000, 2 * MiB + 5])
+def test_a_fifo_is_written_in_place_in_order(registry: Registry, size: int) -> None:
+    blob = _pushed(registry, size)
+    fifo = Path("pipe")
+    os.mkfifo(fifo)
+    for _ in range(2):  # no sidecar, so no up-to-date skip: both pulls write
+        got: list[bytes] = []
+        reader = _drain(fifo, got)
+        result = registry.cli("pull", "pkg", "-o", "pipe")
+        reader.join(timeout=30)
+        assert result.exit_code == 0, result.output
+        assert got == [blob]
+    assert stat.S_ISFIFO(fifo.stat().st_mode) and not Path("pipe.etag").exists()
+    assert sorted(p.name for p in Path().iterdir()) == [".tychoreg.json", "f.bin", "pipe"]
+
+
+def test_a_fifo_gets_the_bytes_then_a_failed_check(registry: Registry) -> None:
+    _pushed(registry)
+    registry.put("pkg/tycho_1.0.pkg", b"x" * 3000)  # same size, other bytes
+    os.mkfifo("pipe")
+    got: list[bytes] = []
+    reader = _drain(Path("pipe"), got)
+    result = registry.cli("pull", "pkg", "-o", "pipe")
+    reader.join(timeout=30)
+    assert result.exit_code == 3 and "SHA-256 mismatch" in result.stderr
+    assert got == [b"x" * 3000]
+
+
+def test_a_character_device_is_written_in_place(registry: Registry) -> None:
+    _pushed(registry)
+    try:
+        os.mknod("null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    except PermissionError:
+        pytest.skip("cannot make a device node here (not root)")
+    result = registry.cli("pull", "pkg", "-o", "null")
+    assert result.exit_code == 0, result.output
+    assert stat.S_ISCHR(Path("null").stat().st_mode)
+    assert not Path("null.etag").exists()
+
+
+def test_a_socket_or_directory_is_refused(registry: Registry) -> None:
+    _pushed(registry)
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind("sock")
+        result = registry.cli("pull", "pkg", "-o", "sock")
+        assert result.exit_code == 2 and "is a socket" in result.stderr
+        assert stat.S_ISSOCK(Path("sock").stat().st_mode)
+    Path("adir").mkdir()
+    result = registry.cli("pull", "pkg", "-o", "adir")
+    assert result.exit_code == 2 and "is a directory" in result.stderr
+    assert list(Path("adir").iterdir()) == []
+
+
+def test_outfile_dev_stdout_into_a_pipe(s3_endpoint: str) -> None:
+    """`pull -o /dev/stdout | tar x`: the bytes go down the pipe, /dev/stdout stays."""
+    bucket = make_bucket(s3_endpoint)
+    env = _env(s3_endpoint, bucket)
+    blob = write_file(Path("f.bin"), 3 * MiB + 7)
+    assert subprocess.run([TYCHOREG, "push", "pkg", "1", "f.bin", "--promote-latest", "-q"],
+                          env=env, timeout=60, check=False).returncode == 0
+    result = subprocess.run([TYCHOREG, "pull", "pkg", "-o", "/dev/stdout", "-q"], env=env,
+                            capture_output=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == blob
+    assert Path("/dev/stdout").is_symlink() and not Path("/dev/stdout.etag").exists()
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129),
+                                              (signal.SIGINT, 130)])
+def test_a_signal_during_pull_cleans_up(s3_endpoint: str, signum: int, code: int) -> None:
+    bucket = make_bucket(s3_endpoint)
+    env = _env(s3_endpoint, bucket)
+    write_file(Path("big.bin"), 40 * MiB)
+    assert subprocess.run([TYCHOREG, "push", "big", "1", "big.bin", "--promote-latest", "-q"],
+                          env=env, timeout=120, check=False).returncode == 0
+    out = Path("tycho_packages")
+    proc = subprocess.Popen([TYCHOREG, "pull", "big", "--concurrency", "1"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: out.exists() and any(p.name.endswith(".part")
+                                               and p.stat().st_size for p in out.iterdir()))
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == code, err
+    assert signal.Signals(signum).name in err
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_a_version_whose_record_is_pending_is_never_pulled(registry: Registry) -> None:
+    _pushed(registry)
+    write_file(Path("g.bin"), 5000, seed=3)
+    registry.put("pkg/tycho_2.0.pkg", Path("g.bin").read_bytes())
+    registry.put("pkg/tycho_2.0.meta.json", _pending(OLD))
+    result = registry.cli("pull", "pkg", "--version", "2.0")
+    assert result.exit_code == 3 and "cut short" in result.stderr and "--repair" in result.stderr
+    assert not Path("tycho_packages").exists()
+    assert registry.cli("exists", "pkg", "2.0").exit_code == 1
+    assert registry.cli("promote", "pkg", "2.0").exit_code == 3
+    again = registry.cli("push", "pkg", "2.0", "g.bin")
+    assert again.exit_code == 1 and "--repair" in again.stderr
+
+
+def test_a_failed_pull_leaves_no_fresh_outdir(registry: Registry) -> None:
+    _pushed(registry)
+    registry.put("pkg/tycho_1.0.pkg", b"y" * 3000)
+    result = registry.cli("pull", "pkg", "--outdir", "fresh/deeper")
+    assert result.exit_code == 3
+    assert not Path("fresh").exists()
+    listed = registry.cli("pull-list", "pkg", "--outdir", "fresh2")
+    assert listed.exit_code == 3 and not Path("fresh2").exists()
+
+
+def test_version_latest_means_the_latest(registry: Registry) -> None:
+    blob = _pushed(registry)
+    result = registry.cli("pull", "pkg", "--version", "latest")
+    assert result.exit_code == 0, result.output
+    assert Path("tycho_packages/f.bin").read_bytes() == blob
+    listed = registry.cli("pull-list", "pkg==latest", "--force")
+    assert listed.exit_code == 0 and "pulled pkg 1.0" in listed.stdout
+    assert registry.cli("verify", "pkg", "--version", "latest").exit_code == 0
+    refused = registry.cli("push", "pkg", "latest", "f.bin")
+    assert refused.exit_code == 2 and "latest" in refused.stderr
+
+
+def test_pull_request_latest_parses_to_no_version() -> None:
+    assert PullRequest.parse("pkg==latest") == PullRequest("pkg")
