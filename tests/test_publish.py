@@ -8,17 +8,21 @@ import dataclasses
 import functools
 import hashlib
 import json
+import os
 import random
 import signal
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+from boto3.s3.transfer import TransferConfig
 
+from tycho_async.cli import app
 from tycho_async.config import load_settings
 from tycho_async.errors import AlreadyExists, PreconditionFailed, StoreError, TransferError
 from tycho_async.lifecycle import Liveness
@@ -41,8 +45,13 @@ from .support import (
     _wait_for,
     dead_holder,
     make_bucket,
+    make_tree,
+    ok,
     opened,
+    put_station,
+    raw_client,
     s3_client,
+    s3_head,
     stalled_push,
     write_file,
 )
@@ -629,3 +638,212 @@ def test_a_signal_between_publish_and_record_leaves_a_recorded_version(
                             capture_output=True, text=True)
     assert pulled.returncode == 0, pulled.stderr
     assert Path("tycho_packages/big.bin").read_bytes() == blob
+
+
+def test_skip_identical_file(registry: Registry) -> None:
+    blob = write_file(Path("f.bin"), 1000, seed=1)
+    ok(registry.cli("push", "pkg", "1", "f.bin"))
+    record = registry.get("pkg/tycho_1.meta.json")
+
+    same = ok(registry.cli("push", "pkg", "1", "f.bin", "--skip-identical"))
+    assert "already there" in same.stdout
+    assert registry.get("pkg/tycho_1.meta.json") == record
+    assert registry.meta("pkg")["latest"] is None
+
+    promoted = ok(registry.cli("push", "pkg", "1", "f.bin", "--skip-identical",
+                               "--promote-latest"))
+    assert "already there" in promoted.stdout and "promoted" in promoted.stdout
+    assert registry.meta("pkg")["latest"] == "1"
+
+    write_file(Path("f.bin"), 1000, seed=2)  # the same size, other bytes
+    other = registry.cli("push", "pkg", "1", "f.bin", "--skip-identical")
+    assert other.exit_code == 1
+    assert "other content" in other.stderr
+    assert registry.get("pkg/tycho_1.pkg") == blob
+
+    new = ok(registry.cli("push", "pkg", "2", "f.bin", "--skip-identical"))
+    assert "pushed pkg 2" in new.stdout
+    assert registry.get("pkg/tycho_2.pkg") == Path("f.bin").read_bytes()
+    assert registry.multipart_uploads() == []
+
+
+def test_skip_identical_directory_compares_the_tree_not_the_archive(
+        registry: Registry) -> None:
+    make_tree(Path("one/tree"), seed=1)
+    ok(registry.cli("push", "cache", "1", "one/tree", "--level", "3"))
+    stored = registry.get("cache/tycho_1.pkg")
+
+    make_tree(Path("two/tree"), seed=1, reverse=True)  # created in another order
+    reordered = ok(registry.cli("push", "cache", "1", "two/tree", "--skip-identical"))
+    assert "already there" in reordered.stdout
+    relevel = ok(registry.cli("push", "cache", "1", "one/tree", "--skip-identical",
+                              "--level", "19"))
+    assert "already there" in relevel.stdout
+    assert registry.get("cache/tycho_1.pkg") == stored  # nothing uploaded
+
+    text = Path("two/tree/a/text.txt")
+    os.utime(text, (text.stat().st_mtime + 60,) * 2)  # the same bytes, another mtime
+    touched = registry.cli("push", "cache", "1", "two/tree", "--skip-identical")
+    assert touched.exit_code == 1
+    assert "other content" in touched.stderr
+    assert registry.get("cache/tycho_1.pkg") == stored
+    assert registry.multipart_uploads() == []
+
+
+def pushed_doc(result: Any) -> dict[str, Any]:
+    doc = json.loads(result.stdout)
+    assert doc["command"] == "push"
+    return dict(doc)
+
+
+def test_skip_existing_is_a_cache_hit_whatever_the_content(registry: Registry) -> None:
+    """actions/cache's rule: the key exists, so nothing is saved and the job goes on
+    (exit 0), told whether the content matched."""
+    blob = write_file(Path("f.bin"), 1000, seed=1)
+    ok(registry.cli("push", "pkg", "1", "f.bin"))
+    record = registry.get("pkg/tycho_1.meta.json")
+
+    same = pushed_doc(ok(registry.cli("push", "pkg", "1", "f.bin", "--skip-existing",
+                                      "--json")))
+    assert (same["skipped"], same["same_content"]) == (True, True)
+    write_file(Path("f.bin"), 1000, seed=2)  # the same size, other bytes
+    other = ok(registry.cli("push", "pkg", "1", "f.bin", "--skip-existing"))
+    assert "already there with other content" in other.stdout
+    other_doc = pushed_doc(ok(registry.cli("push", "pkg", "1", "f.bin", "--skip-existing",
+                                           "--json", "--promote-latest")))
+    assert (other_doc["skipped"], other_doc["same_content"], other_doc["promoted"]) == \
+        (True, False, True)
+    assert registry.meta("pkg")["latest"] == "1"
+    streamed = registry.runner.invoke(app, ["push", "pkg", "1", "-", "--skip-existing",
+                                               "--json"], input=b"other bytes")
+    assert streamed.exit_code == 0, streamed.output
+    assert (pushed_doc(streamed)["skipped"], pushed_doc(streamed)["same_content"]) == \
+        (True, None)
+    assert registry.get("pkg/tycho_1.pkg") == blob
+    assert registry.get("pkg/tycho_1.meta.json") == record
+
+    make_tree(Path("tree"), seed=1)
+    ok(registry.cli("push", "dirs", "1", "tree"))
+    text = Path("tree/a/text.txt")
+    os.utime(text, (text.stat().st_mtime + 60,) * 2)  # a restored tree, touched by a job
+    touched = pushed_doc(ok(registry.cli("push", "dirs", "1", "tree", "--skip-existing",
+                                         "--json")))
+    assert (touched["skipped"], touched["same_content"]) == (True, False)
+    new = ok(registry.cli("push", "pkg", "2", "f.bin", "--skip-existing"))
+    assert "pushed pkg 2" in new.stdout
+    assert registry.multipart_uploads() == []
+
+
+def test_skip_existing_does_not_wait_for_a_live_push(registry: Registry) -> None:
+    """Another job is uploading the key right now (its pending record was just written):
+    --skip-existing exits 0 at once, --skip-identical and a plain push refuse it."""
+    write_file(Path("f.bin"), 1000, seed=1)
+    ok(registry.cli("push", "pkg", "1", "f.bin"))
+    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    registry.put("pkg/tycho_2.meta.json", json.dumps(
+        {"state": "pending", "tool": "tychoreg test", "started_at": stamp,
+         "localname": "f.bin", "push_id": "rival"}).encode())
+    skipped = pushed_doc(ok(registry.cli("push", "pkg", "2", "f.bin", "--skip-existing",
+                                         "--json", "--promote-latest")))
+    assert (skipped["skipped"], skipped["same_content"], skipped["promoted"]) == \
+        (True, None, False)
+    assert "not promoted" in skipped["warnings"][0]
+    said = ok(registry.cli("push", "pkg", "2", "f.bin", "--skip-existing", "--promote-latest"))
+    assert "being pushed by another push" in said.stdout
+    assert "warning: not promoted" in said.stderr
+    assert registry.get("pkg/tycho_2.pkg") is None
+    assert json.loads(registry.get("pkg/tycho_2.meta.json") or b"")["push_id"] == "rival"
+    plain = registry.cli("push", "pkg", "2", "f.bin")
+    assert plain.exit_code == 1 and "being pushed" in plain.stderr
+    both = registry.cli("push", "pkg", "2", "f.bin", "--skip-existing", "--skip-identical")
+    assert both.exit_code == 2
+
+
+def only_s3(registry: Registry) -> None:
+    if registry.kind != "s3":
+        pytest.skip("tycho-station writes only to S3: its ETags are S3's")
+
+
+@pytest.mark.parametrize("how", ["put_object", "upload_file", "other part size"])
+def test_skip_identical_of_a_tycho_station_version(registry: Registry, how: str) -> None:
+    only_s3(registry)
+    size = 1000 if how == "put_object" else 9 * MiB + 5
+    blob = write_file(Path("f.bin"), size, seed=1)
+    put_station(registry, "ts", {}, localname="f.bin")
+    client = raw_client(registry.endpoint or "")
+    if how == "put_object":
+        client.put_object(Bucket=registry.root, Key="ts/tycho_1.pkg", Body=blob)
+    else:  # boto3's defaults (8 MiB parts), or parts tychoreg cannot guess
+        config = TransferConfig() if how == "upload_file" else \
+            TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB)
+        client.upload_file("f.bin", registry.root, "ts/tycho_1.pkg", Config=config)
+    etag = s3_head(registry, "ts/tycho_1.pkg")["ETag"]
+    assert ("-" in etag) == (how != "put_object")
+
+    result = registry.cli("push", "ts", "1", "f.bin", "--skip-identical")
+    if how == "other part size":
+        assert result.exit_code == 1, (result.stdout, result.stderr)
+        assert "cannot" in result.stderr
+    else:
+        assert result.exit_code == 0, (result.stdout, result.stderr)
+        assert "already there" in result.stdout
+        tampered = bytearray(blob)
+        tampered[-1] ^= 1  # the same size, in the last part
+        Path("f.bin").write_bytes(bytes(tampered))
+        other = registry.cli("push", "ts", "1", "f.bin", "--skip-identical")
+        assert other.exit_code == 1
+        if how == "put_object":  # a plain MD5 that differs: other content, for sure
+            assert "other content" in other.stderr
+        else:  # other parts could give the same count: either answer is honest
+            assert "other content" in other.stderr or "cannot" in other.stderr
+    assert registry.get("ts/tycho_1.pkg") == blob
+    assert "ts/tycho_1.meta.json" not in registry.object_keys()
+    assert s3_head(registry, "ts/tycho_1.pkg")["ETag"] == etag
+    if how == "put_object":
+        shown = ok(registry.cli("show", "ts", "--version", "1", "--json"))
+        version = json.loads(shown.stdout)["version"]
+        assert (version["tool"], version["sha256"], version["size"], version["format"]) == \
+            ("tycho-station", None, size, "file")
+
+
+def test_parallel_publishes_of_one_version_with_skip_identical_both_succeed(
+        registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two jobs publishing the same version at once: one uploads, the other waits for it
+    to finish and finds the same tree there (exit 0 for both, one version in the bucket)."""
+    import tycho_async
+    from tycho_async.errors import AlreadyExists
+
+    from .support import CREDS, REGION
+
+    for name, value in (("AWS_ACCESS_KEY_ID", CREDS["aws_access_key_id"]),
+                        ("AWS_SECRET_ACCESS_KEY", CREDS["aws_secret_access_key"]),
+                        ("AWS_DEFAULT_REGION", REGION)):
+        monkeypatch.setenv(name, value)
+    src = make_tree(Path("src"), big=3 * MiB)
+    where = registry.root if registry.kind == "local" else f"s3://{registry.root}"
+    results: list[Any] = []
+
+    async def save() -> None:
+        async with tycho_async.open_registry(registry=where,
+                                             endpoint_url=registry.endpoint) as reg:
+            results.append(await reg.push("cache", "k1", src, skip_identical=True))
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(save)
+            tg.start_soon(save)
+
+    anyio.run(main)
+    assert sorted(r.skipped for r in results) == [False, True]
+    assert results[0].tree_sha256 == results[1].tree_sha256
+    assert [k for k in registry.object_keys() if k.endswith(".pkg")] == ["cache/tycho_k1.pkg"]
+
+    Path("src/a/text.txt").write_text("changed\n")  # other content: still exit 1, no upload
+
+    async def other() -> None:
+        async with tycho_async.open_registry(registry=where,
+                                             endpoint_url=registry.endpoint) as reg:
+            await reg.push("cache", "k1", src, skip_identical=True)
+
+    with pytest.raises(AlreadyExists, match="other content"):
+        anyio.run(other)

@@ -5,12 +5,14 @@ keys), and what a pull costs in requests."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import stat
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,11 @@ from .support import (
     _pushed,
     _wait_for,
     make_bucket,
+    make_tree,
+    ok,
+    put_station,
+    s3_head,
+    versions_stored,
     write_file,
 )
 
@@ -214,3 +221,98 @@ def test_version_latest_means_the_latest(registry: Registry) -> None:
 
 def test_pull_request_latest_parses_to_no_version() -> None:
     assert PullRequest.parse("pkg==latest") == PullRequest("pkg")
+
+
+def modified(registry: Registry, key: str) -> float:
+    """The object's Last-Modified as a listing shows it."""
+    if registry.kind == "s3":
+        return float(s3_head(registry, key)["LastModified"].timestamp())
+    return Path(registry.root, key).stat().st_mtime
+
+
+def next_second() -> None:
+    """Sleep to just past the next whole second: what is written right after it shares
+    one Last-Modified (S3 keeps whole seconds), and differs from what came before."""
+    time.sleep(1.02 - time.time() % 1)
+
+
+def test_fallback_and_prune_share_one_order(registry: Registry) -> None:
+    """S1 (one second for all four): a-1, k-10, t-10, t-9; S2: k-2."""
+    data = {v: f"bytes of {v}".encode() for v in ("a-1", "k-10", "t-10", "t-9", "k-2")}
+    older = {v: data[v] for v in ("a-1", "k-10", "t-10", "t-9")}
+    if registry.kind == "s3":
+        for _ in range(3):  # a burst that straddles a second is simply written again
+            if time.time() % 1 > 0.7:
+                next_second()
+            put_station(registry, "fb", older, "a-1")
+            if len({modified(registry, f"fb/tycho_{v}.pkg") for v in older}) == 1:
+                break
+        next_second()
+        put_station(registry, "fb", {"k-2": data["k-2"]}, "a-1")
+    else:
+        put_station(registry, "fb", data, "a-1")
+        base = time.time() - 3600
+        for version in data:
+            os.utime(Path(registry.root, f"fb/tycho_{version}.pkg"),
+                     (base + 10 * (version == "k-2"),) * 2)
+    at = {v: modified(registry, f"fb/tycho_{v}.pkg") for v in data}
+    assert at["a-1"] == at["k-10"] == at["t-10"] == at["t-9"] < at["k-2"], at
+
+    recent = ok(registry.cli("pull", "fb", "--version", "k-42", "--fallback", "k-"))
+    assert "k-2" in recent.stdout and "fallback" in recent.stdout
+    assert Path("tycho_packages/fb.bin").read_bytes() == data["k-2"]
+
+    tie = ok(registry.cli("pull", "fb", "--version", "t-42", "--fallback", "t-",
+                          "-o", "tie.bin", "--json"))
+    assert {k: json.loads(tie.stdout)[k] for k in ("version", "exact")} == \
+        {"version": "t-10", "exact": False}
+    assert Path("tie.bin").read_bytes() == data["t-10"]
+
+    first_prefix = ok(registry.cli("pull", "fb", "--version", "x-1", "--fallback", "z-",
+                                   "--fallback", "a-", "--fallback", "k-", "-o", "a.bin"))
+    assert "a-1" in first_prefix.stdout
+    assert Path("a.bin").read_bytes() == data["a-1"]
+
+    exact = ok(registry.cli("pull", "fb", "--version", "k-10", "--fallback", "k-",
+                            "-o", "exact.bin"))
+    assert "exact hit" in exact.stdout
+    assert Path("exact.bin").read_bytes() == data["k-10"]
+
+    none = registry.cli("pull", "fb", "--version", "x-1", "--fallback", "nope-")
+    assert none.exit_code == 1
+    assert "nope-" in none.stderr
+
+    # newest first: k-2, then the tie by natural order: t-10, t-9, k-10, a-1 (the latest)
+    pruned = ok(registry.cli("prune", "fb", "--keep", "2"))
+    assert "deleted fb t-9" in pruned.stdout and "deleted fb k-10" in pruned.stdout
+    assert versions_stored(registry, "fb") == ["a-1", "k-2", "t-10"]
+
+
+def test_fallback_usage_errors(registry: Registry) -> None:
+    put_station(registry, "fb", {"k-1": b"one"}, latest="k-1")
+    no_version = registry.cli("pull", "fb", "--fallback", "k-")
+    assert no_version.exit_code == 2
+    assert "--version" in no_version.stderr
+    empty = registry.cli("pull", "fb", "--version", "k-9", "--fallback", "")
+    assert empty.exit_code == 2
+    assert not Path("tycho_packages").exists()
+
+
+def test_a_ci_cache_restored_from_a_near_key(registry: Registry) -> None:
+    venv = make_tree(Path("build/venv"), seed=1)
+    ok(registry.cli("push", "deps", "lock-aaa", "build/venv"))
+    restored = ok(registry.cli("pull", "deps", "--version", "lock-bbb", "--fallback",
+                               "lock-", "--outfile", "venv", "--json"))
+    doc = json.loads(restored.stdout)
+    assert {k: doc[k] for k in ("version", "exact", "format", "path")} == \
+        {"version": "lock-aaa", "exact": False, "format": "tar+zstd", "path": "venv"}
+    assert Path("venv/a/text.txt").read_bytes() == (venv / "a/text.txt").read_bytes()
+
+    Path("venv/installed.txt").write_text("pip install ran")
+    ok(registry.cli("push", "deps", "lock-bbb", "venv", "--skip-existing"))
+    again = ok(registry.cli("pull", "deps", "--version", "lock-bbb", "--fallback", "lock-",
+                            "--outfile", "venv", "--json"))
+    doc = json.loads(again.stdout)
+    assert {k: doc[k] for k in ("version", "exact")} == {"version": "lock-bbb",
+                                                          "exact": True}
+    assert Path("venv/installed.txt").read_text() == "pip install ran"

@@ -14,9 +14,7 @@ from typing import Any
 
 import anyio
 import pytest
-from boto3.s3.transfer import TransferConfig
 
-from tycho_async.cli import app
 from tycho_async.config import load_settings
 from tycho_async.errors import StoreError
 from tycho_async.registry import Registry as Reg
@@ -30,9 +28,8 @@ from .support import (
     make_tree,
     ok,
     put_version,
-    raw_client,
     remove_object,
-    s3_head,
+    versions_stored,
     write_file,
 )
 
@@ -42,28 +39,6 @@ pytestmark = pytest.mark.usefixtures("one_raw_client")
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-def put_station(registry: Registry, package: str, versions: dict[str, bytes],
-                latest: str | None = None, localname: str | None = None) -> None:
-    """A package as tycho-station leaves it: tycho.json without our section, and .pkg
-    objects without records, each written with one PUT (its ETag is the MD5)."""
-    meta = {"localname": localname or f"{package}.bin", "latest": latest}
-    registry.put(f"{package}/tycho.json", json.dumps(meta, indent=2).encode())
-    for version, data in versions.items():
-        registry.put(f"{package}/tycho_{version}.pkg", data)
-
-
-def modified(registry: Registry, key: str) -> float:
-    """The object's Last-Modified as a listing shows it."""
-    if registry.kind == "s3":
-        return float(s3_head(registry, key)["LastModified"].timestamp())
-    return Path(registry.root, key).stat().st_mtime
-
-
-def next_second() -> None:
-    """Sleep to just past the next whole second: what is written right after it shares
-    one Last-Modified (S3 keeps whole seconds), and differs from what came before."""
-    time.sleep(1.02 - time.time() % 1)
 
 
 def let_time_pass(registry: Registry, seconds: float) -> None:
@@ -77,12 +52,6 @@ def let_time_pass(registry: Registry, seconds: float) -> None:
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns - int(seconds * 1e9)))
 
 
-def versions_stored(registry: Registry, package: str) -> list[str]:
-    head = f"{package}/tycho_"
-    return sorted(k[len(head):-len(".pkg")] for k in registry.object_keys()
-                  if k.startswith(head) and k.endswith(".pkg"))
-
-
 def copies(registry: Registry, package: str) -> dict[str, Any]:
     return dict(registry.meta(package).get("tychoreg", {}).get("records", {}))
 
@@ -92,258 +61,6 @@ def assert_gone(registry: Registry, package: str, version: str) -> None:
     assert f"{package}/tycho_{version}.pkg" not in keys
     assert f"{package}/tycho_{version}.meta.json" not in keys
     assert version not in copies(registry, package)
-
-
-def only_s3(registry: Registry) -> None:
-    if registry.kind != "s3":
-        pytest.skip("tycho-station writes only to S3: its ETags are S3's")
-
-
-# -- push --skip-identical ----------------------------------------------------------------------
-
-def test_skip_identical_file(registry: Registry) -> None:
-    blob = write_file(Path("f.bin"), 1000, seed=1)
-    ok(registry.cli("push", "pkg", "1", "f.bin"))
-    record = registry.get("pkg/tycho_1.meta.json")
-
-    same = ok(registry.cli("push", "pkg", "1", "f.bin", "--skip-identical"))
-    assert "already there" in same.stdout
-    assert registry.get("pkg/tycho_1.meta.json") == record
-    assert registry.meta("pkg")["latest"] is None
-
-    promoted = ok(registry.cli("push", "pkg", "1", "f.bin", "--skip-identical",
-                               "--promote-latest"))
-    assert "already there" in promoted.stdout and "promoted" in promoted.stdout
-    assert registry.meta("pkg")["latest"] == "1"
-
-    write_file(Path("f.bin"), 1000, seed=2)  # the same size, other bytes
-    other = registry.cli("push", "pkg", "1", "f.bin", "--skip-identical")
-    assert other.exit_code == 1
-    assert "other content" in other.stderr
-    assert registry.get("pkg/tycho_1.pkg") == blob
-
-    new = ok(registry.cli("push", "pkg", "2", "f.bin", "--skip-identical"))
-    assert "pushed pkg 2" in new.stdout
-    assert registry.get("pkg/tycho_2.pkg") == Path("f.bin").read_bytes()
-    assert registry.multipart_uploads() == []
-
-
-def test_skip_identical_directory_compares_the_tree_not_the_archive(
-        registry: Registry) -> None:
-    make_tree(Path("one/tree"), seed=1)
-    ok(registry.cli("push", "cache", "1", "one/tree", "--level", "3"))
-    stored = registry.get("cache/tycho_1.pkg")
-
-    make_tree(Path("two/tree"), seed=1, reverse=True)  # created in another order
-    reordered = ok(registry.cli("push", "cache", "1", "two/tree", "--skip-identical"))
-    assert "already there" in reordered.stdout
-    relevel = ok(registry.cli("push", "cache", "1", "one/tree", "--skip-identical",
-                              "--level", "19"))
-    assert "already there" in relevel.stdout
-    assert registry.get("cache/tycho_1.pkg") == stored  # nothing uploaded
-
-    text = Path("two/tree/a/text.txt")
-    os.utime(text, (text.stat().st_mtime + 60,) * 2)  # the same bytes, another mtime
-    touched = registry.cli("push", "cache", "1", "two/tree", "--skip-identical")
-    assert touched.exit_code == 1
-    assert "other content" in touched.stderr
-    assert registry.get("cache/tycho_1.pkg") == stored
-    assert registry.multipart_uploads() == []
-
-
-def pushed_doc(result: Any) -> dict[str, Any]:
-    doc = json.loads(result.stdout)
-    assert doc["command"] == "push"
-    return dict(doc)
-
-
-def test_skip_existing_is_a_cache_hit_whatever_the_content(registry: Registry) -> None:
-    """actions/cache's rule: the key exists, so nothing is saved and the job goes on
-    (exit 0), told whether the content matched."""
-    blob = write_file(Path("f.bin"), 1000, seed=1)
-    ok(registry.cli("push", "pkg", "1", "f.bin"))
-    record = registry.get("pkg/tycho_1.meta.json")
-
-    same = pushed_doc(ok(registry.cli("push", "pkg", "1", "f.bin", "--skip-existing",
-                                      "--json")))
-    assert (same["skipped"], same["same_content"]) == (True, True)
-    write_file(Path("f.bin"), 1000, seed=2)  # the same size, other bytes
-    other = ok(registry.cli("push", "pkg", "1", "f.bin", "--skip-existing"))
-    assert "already there with other content" in other.stdout
-    other_doc = pushed_doc(ok(registry.cli("push", "pkg", "1", "f.bin", "--skip-existing",
-                                           "--json", "--promote-latest")))
-    assert (other_doc["skipped"], other_doc["same_content"], other_doc["promoted"]) == \
-        (True, False, True)
-    assert registry.meta("pkg")["latest"] == "1"
-    streamed = registry.runner.invoke(app, ["push", "pkg", "1", "-", "--skip-existing",
-                                               "--json"], input=b"other bytes")
-    assert streamed.exit_code == 0, streamed.output
-    assert (pushed_doc(streamed)["skipped"], pushed_doc(streamed)["same_content"]) == \
-        (True, None)
-    assert registry.get("pkg/tycho_1.pkg") == blob
-    assert registry.get("pkg/tycho_1.meta.json") == record
-
-    make_tree(Path("tree"), seed=1)
-    ok(registry.cli("push", "dirs", "1", "tree"))
-    text = Path("tree/a/text.txt")
-    os.utime(text, (text.stat().st_mtime + 60,) * 2)  # a restored tree, touched by a job
-    touched = pushed_doc(ok(registry.cli("push", "dirs", "1", "tree", "--skip-existing",
-                                         "--json")))
-    assert (touched["skipped"], touched["same_content"]) == (True, False)
-    new = ok(registry.cli("push", "pkg", "2", "f.bin", "--skip-existing"))
-    assert "pushed pkg 2" in new.stdout
-    assert registry.multipart_uploads() == []
-
-
-def test_skip_existing_does_not_wait_for_a_live_push(registry: Registry) -> None:
-    """Another job is uploading the key right now (its pending record was just written):
-    --skip-existing exits 0 at once, --skip-identical and a plain push refuse it."""
-    write_file(Path("f.bin"), 1000, seed=1)
-    ok(registry.cli("push", "pkg", "1", "f.bin"))
-    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    registry.put("pkg/tycho_2.meta.json", json.dumps(
-        {"state": "pending", "tool": "tychoreg test", "started_at": stamp,
-         "localname": "f.bin", "push_id": "rival"}).encode())
-    skipped = pushed_doc(ok(registry.cli("push", "pkg", "2", "f.bin", "--skip-existing",
-                                         "--json", "--promote-latest")))
-    assert (skipped["skipped"], skipped["same_content"], skipped["promoted"]) == \
-        (True, None, False)
-    assert "not promoted" in skipped["warnings"][0]
-    said = ok(registry.cli("push", "pkg", "2", "f.bin", "--skip-existing", "--promote-latest"))
-    assert "being pushed by another push" in said.stdout
-    assert "warning: not promoted" in said.stderr
-    assert registry.get("pkg/tycho_2.pkg") is None
-    assert json.loads(registry.get("pkg/tycho_2.meta.json") or b"")["push_id"] == "rival"
-    plain = registry.cli("push", "pkg", "2", "f.bin")
-    assert plain.exit_code == 1 and "being pushed" in plain.stderr
-    both = registry.cli("push", "pkg", "2", "f.bin", "--skip-existing", "--skip-identical")
-    assert both.exit_code == 2
-
-
-@pytest.mark.parametrize("how", ["put_object", "upload_file", "other part size"])
-def test_skip_identical_of_a_tycho_station_version(registry: Registry, how: str) -> None:
-    only_s3(registry)
-    size = 1000 if how == "put_object" else 9 * MiB + 5
-    blob = write_file(Path("f.bin"), size, seed=1)
-    put_station(registry, "ts", {}, localname="f.bin")
-    client = raw_client(registry.endpoint or "")
-    if how == "put_object":
-        client.put_object(Bucket=registry.root, Key="ts/tycho_1.pkg", Body=blob)
-    else:  # boto3's defaults (8 MiB parts), or parts tychoreg cannot guess
-        config = TransferConfig() if how == "upload_file" else \
-            TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB)
-        client.upload_file("f.bin", registry.root, "ts/tycho_1.pkg", Config=config)
-    etag = s3_head(registry, "ts/tycho_1.pkg")["ETag"]
-    assert ("-" in etag) == (how != "put_object")
-
-    result = registry.cli("push", "ts", "1", "f.bin", "--skip-identical")
-    if how == "other part size":
-        assert result.exit_code == 1, (result.stdout, result.stderr)
-        assert "cannot" in result.stderr
-    else:
-        assert result.exit_code == 0, (result.stdout, result.stderr)
-        assert "already there" in result.stdout
-        tampered = bytearray(blob)
-        tampered[-1] ^= 1  # the same size, in the last part
-        Path("f.bin").write_bytes(bytes(tampered))
-        other = registry.cli("push", "ts", "1", "f.bin", "--skip-identical")
-        assert other.exit_code == 1
-        if how == "put_object":  # a plain MD5 that differs: other content, for sure
-            assert "other content" in other.stderr
-        else:  # other parts could give the same count: either answer is honest
-            assert "other content" in other.stderr or "cannot" in other.stderr
-    assert registry.get("ts/tycho_1.pkg") == blob
-    assert "ts/tycho_1.meta.json" not in registry.object_keys()
-    assert s3_head(registry, "ts/tycho_1.pkg")["ETag"] == etag
-    if how == "put_object":
-        shown = ok(registry.cli("show", "ts", "--version", "1", "--json"))
-        version = json.loads(shown.stdout)["version"]
-        assert (version["tool"], version["sha256"], version["size"], version["format"]) == \
-            ("tycho-station", None, size, "file")
-
-
-# -- fallback keys and the one order of "most recently pushed" -------------------------------------
-
-def test_fallback_and_prune_share_one_order(registry: Registry) -> None:
-    """S1 (one second for all four): a-1, k-10, t-10, t-9; S2: k-2."""
-    data = {v: f"bytes of {v}".encode() for v in ("a-1", "k-10", "t-10", "t-9", "k-2")}
-    older = {v: data[v] for v in ("a-1", "k-10", "t-10", "t-9")}
-    if registry.kind == "s3":
-        for _ in range(3):  # a burst that straddles a second is simply written again
-            if time.time() % 1 > 0.7:
-                next_second()
-            put_station(registry, "fb", older, "a-1")
-            if len({modified(registry, f"fb/tycho_{v}.pkg") for v in older}) == 1:
-                break
-        next_second()
-        put_station(registry, "fb", {"k-2": data["k-2"]}, "a-1")
-    else:
-        put_station(registry, "fb", data, "a-1")
-        base = time.time() - 3600
-        for version in data:
-            os.utime(Path(registry.root, f"fb/tycho_{version}.pkg"),
-                     (base + 10 * (version == "k-2"),) * 2)
-    at = {v: modified(registry, f"fb/tycho_{v}.pkg") for v in data}
-    assert at["a-1"] == at["k-10"] == at["t-10"] == at["t-9"] < at["k-2"], at
-
-    recent = ok(registry.cli("pull", "fb", "--version", "k-42", "--fallback", "k-"))
-    assert "k-2" in recent.stdout and "fallback" in recent.stdout
-    assert Path("tycho_packages/fb.bin").read_bytes() == data["k-2"]
-
-    tie = ok(registry.cli("pull", "fb", "--version", "t-42", "--fallback", "t-",
-                          "-o", "tie.bin", "--json"))
-    assert {k: json.loads(tie.stdout)[k] for k in ("version", "exact")} == \
-        {"version": "t-10", "exact": False}
-    assert Path("tie.bin").read_bytes() == data["t-10"]
-
-    first_prefix = ok(registry.cli("pull", "fb", "--version", "x-1", "--fallback", "z-",
-                                   "--fallback", "a-", "--fallback", "k-", "-o", "a.bin"))
-    assert "a-1" in first_prefix.stdout
-    assert Path("a.bin").read_bytes() == data["a-1"]
-
-    exact = ok(registry.cli("pull", "fb", "--version", "k-10", "--fallback", "k-",
-                            "-o", "exact.bin"))
-    assert "exact hit" in exact.stdout
-    assert Path("exact.bin").read_bytes() == data["k-10"]
-
-    none = registry.cli("pull", "fb", "--version", "x-1", "--fallback", "nope-")
-    assert none.exit_code == 1
-    assert "nope-" in none.stderr
-
-    # newest first: k-2, then the tie by natural order: t-10, t-9, k-10, a-1 (the latest)
-    pruned = ok(registry.cli("prune", "fb", "--keep", "2"))
-    assert "deleted fb t-9" in pruned.stdout and "deleted fb k-10" in pruned.stdout
-    assert versions_stored(registry, "fb") == ["a-1", "k-2", "t-10"]
-
-
-def test_fallback_usage_errors(registry: Registry) -> None:
-    put_station(registry, "fb", {"k-1": b"one"}, latest="k-1")
-    no_version = registry.cli("pull", "fb", "--fallback", "k-")
-    assert no_version.exit_code == 2
-    assert "--version" in no_version.stderr
-    empty = registry.cli("pull", "fb", "--version", "k-9", "--fallback", "")
-    assert empty.exit_code == 2
-    assert not Path("tycho_packages").exists()
-
-
-def test_a_ci_cache_restored_from_a_near_key(registry: Registry) -> None:
-    venv = make_tree(Path("build/venv"), seed=1)
-    ok(registry.cli("push", "deps", "lock-aaa", "build/venv"))
-    restored = ok(registry.cli("pull", "deps", "--version", "lock-bbb", "--fallback",
-                               "lock-", "--outfile", "venv", "--json"))
-    doc = json.loads(restored.stdout)
-    assert {k: doc[k] for k in ("version", "exact", "format", "path")} == \
-        {"version": "lock-aaa", "exact": False, "format": "tar+zstd", "path": "venv"}
-    assert Path("venv/a/text.txt").read_bytes() == (venv / "a/text.txt").read_bytes()
-
-    Path("venv/installed.txt").write_text("pip install ran")
-    ok(registry.cli("push", "deps", "lock-bbb", "venv", "--skip-existing"))
-    again = ok(registry.cli("pull", "deps", "--version", "lock-bbb", "--fallback", "lock-",
-                            "--outfile", "venv", "--json"))
-    doc = json.loads(again.stdout)
-    assert {k: doc[k] for k in ("version", "exact")} == {"version": "lock-bbb",
-                                                          "exact": True}
-    assert Path("venv/installed.txt").read_text() == "pip install ran"
 
 
 # -- delete ----------------------------------------------------------------------------------
@@ -550,49 +267,6 @@ def test_json_documents(registry: Registry) -> None:
                        "dry_run"})
     assert (pruned["deleted"], pruned["kept"], pruned["finished"], pruned["aborted_uploads"],
             pruned["dry_run"]) == (["2"], ["1"], [], 0, False)
-
-
-def test_parallel_publishes_of_one_version_with_skip_identical_both_succeed(
-        registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two jobs publishing the same version at once: one uploads, the other waits for it
-    to finish and finds the same tree there (exit 0 for both, one version in the bucket)."""
-    import tycho_async
-    from tycho_async.errors import AlreadyExists
-
-    from .support import CREDS, REGION
-
-    for name, value in (("AWS_ACCESS_KEY_ID", CREDS["aws_access_key_id"]),
-                        ("AWS_SECRET_ACCESS_KEY", CREDS["aws_secret_access_key"]),
-                        ("AWS_DEFAULT_REGION", REGION)):
-        monkeypatch.setenv(name, value)
-    src = make_tree(Path("src"), big=3 * MiB)
-    where = registry.root if registry.kind == "local" else f"s3://{registry.root}"
-    results: list[Any] = []
-
-    async def save() -> None:
-        async with tycho_async.open_registry(registry=where,
-                                             endpoint_url=registry.endpoint) as reg:
-            results.append(await reg.push("cache", "k1", src, skip_identical=True))
-
-    async def main() -> None:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(save)
-            tg.start_soon(save)
-
-    anyio.run(main)
-    assert sorted(r.skipped for r in results) == [False, True]
-    assert results[0].tree_sha256 == results[1].tree_sha256
-    assert [k for k in registry.object_keys() if k.endswith(".pkg")] == ["cache/tycho_k1.pkg"]
-
-    Path("src/a/text.txt").write_text("changed\n")  # other content: still exit 1, no upload
-
-    async def other() -> None:
-        async with tycho_async.open_registry(registry=where,
-                                             endpoint_url=registry.endpoint) as reg:
-            await reg.push("cache", "k1", src, skip_identical=True)
-
-    with pytest.raises(AlreadyExists, match="other content"):
-        anyio.run(other)
 
 
 # -- a multi-version delete cut short, then run again ----------------------------------------
