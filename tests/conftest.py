@@ -60,6 +60,12 @@ def serial_s3_endpoint() -> Iterator[str]:
     thread.join(timeout=10)
 
 
+@pytest.fixture(params=["local", "s3"])
+def kind(request: pytest.FixtureRequest) -> str:
+    """The kind of store a test opens directly (support.opened): a directory, or moto."""
+    return str(request.param)
+
+
 @pytest.fixture
 def one_raw_client(monkeypatch: pytest.MonkeyPatch) -> None:
     """The registry's raw access creates a boto3 client per call; modules that make many

@@ -847,3 +847,18 @@ def test_parallel_publishes_of_one_version_with_skip_identical_both_succeed(
 
     with pytest.raises(AlreadyExists, match="other content"):
         anyio.run(other)
+
+
+@pytest.mark.anyio
+async def test_a_pending_record_whose_answer_was_lost_is_recognised_as_ours(
+        tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    from tycho_async.registry import Registry
+
+    blob = write_file(tmp_path / "f.bin", 1000)
+    async with opened("s3", tmp_path, request) as (inner, _):
+        store = FaultyStore(inner)
+        registry = Registry(Engine(store, SMALL), tmp_path / "out")
+        store.inject("put_bytes", "landed")  # the pending record lands, its answer is lost
+        result = await registry.push("pkg", "1.0", tmp_path / "f.bin", promote=True)
+        assert result.sha256 == hashlib.sha256(blob).hexdigest()
+        assert store.calls["put_bytes"] >= 4  # pending twice, record, tycho.json

@@ -13,14 +13,19 @@ import stat
 import subprocess
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from tycho_async.results import PullRequest
+from tycho_async.transfer import Engine
 
+from .faults import FaultyStore
 from .support import (
     OLD,
+    PART,
+    SMALL,
     TYCHOREG,
     MiB,
     Registry,
@@ -31,11 +36,17 @@ from .support import (
     make_bucket,
     make_tree,
     ok,
+    opened,
     put_station,
     s3_head,
     versions_stored,
     write_file,
 )
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
 
 
 def test_outfile_dash_writes_standard_output_and_creates_nothing(registry: Registry) -> None:
@@ -316,3 +327,88 @@ def test_a_ci_cache_restored_from_a_near_key(registry: Registry) -> None:
     assert {k: doc[k] for k in ("version", "exact")} == {"version": "lock-bbb",
                                                           "exact": True}
     assert Path("venv/installed.txt").read_text() == "pip install ran"
+
+
+@pytest.mark.anyio
+async def test_pull_many_shares_one_budget(kind: str, tmp_path: Path,
+                                           request: pytest.FixtureRequest) -> None:
+    from tycho_async.registry import Registry
+    from tycho_async.results import PullRequest
+
+    settings = replace(SMALL, concurrency=5)
+    async with opened(kind, tmp_path, request, settings) as (inner, _):
+        store = FaultyStore(inner, delay=0.01)
+        registry = Registry(Engine(store, settings), tmp_path / "out")
+        for i in range(12):
+            write_file(tmp_path / f"f{i}.bin", PART * 2 + i, seed=i)
+            await registry.push(f"p{i}", "1", tmp_path / f"f{i}.bin", promote=True)
+        results = await registry.pull_many([PullRequest(f"p{i}") for i in range(12)])
+        assert [r.path.read_bytes() for r in results] == [
+            (tmp_path / f"f{i}.bin").read_bytes() for i in range(12)]
+        assert registry.engine.budget.statistics().peak == 5 and store.peak == 5
+
+
+@pytest.mark.anyio
+async def test_pull_many_keeps_a_bounded_number_of_items_in_progress(
+        tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """Memory flat in the length of the list: at most twice the request budget of items
+    are being pulled at any time, whatever the number of items (an item enters ``pull``
+    once the wave has read its tycho.json, so how many overlap below that bound depends
+    on the reads' timing; that the budget is used is the test above's)."""
+    from tycho_async.registry import Registry
+    from tycho_async.results import PullRequest, PullResult
+
+    class Counting(Registry):
+        active = peak = 0
+
+        async def pull(self, request: PullRequest, **kwargs: object) -> PullResult:
+            Counting.active += 1
+            Counting.peak = max(Counting.peak, Counting.active)
+            try:
+                return await super().pull(request, **kwargs)  # type: ignore[arg-type]
+            finally:
+                Counting.active -= 1
+
+    settings = replace(SMALL, concurrency=3)
+    async with opened("local", tmp_path, request, settings) as (store, _):
+        registry = Counting(Engine(FaultyStore(store, delay=0.002), settings), tmp_path / "out")
+        for i in range(40):
+            await store.put_bytes(f"p{i}/tycho.json", b'{"localname": "f%d", "latest": "1"}' % i)
+            await store.put_bytes(f"p{i}/tycho_1.pkg", b"x" * i)
+        results = await registry.pull_many([PullRequest(f"p{i}") for i in range(40)])
+        assert [r.path.read_bytes() for r in results] == [b"x" * i for i in range(40)]
+        assert 1 <= Counting.peak <= 6
+
+
+@pytest.mark.anyio
+async def test_a_pull_of_our_push_costs_two_requests(kind: str, tmp_path: Path,
+                                                     request: pytest.FixtureRequest) -> None:
+    from tycho_async.registry import Registry
+    from tycho_async.results import PullRequest
+
+    blob = write_file(tmp_path / "f.bin", 1000)
+    async with opened(kind, tmp_path, request) as (inner, _):
+        await Registry(Engine(inner, SMALL), tmp_path).push("p", "1", tmp_path / "f.bin",
+                                                             promote=True)
+        store = FaultyStore(inner)
+        registry = Registry(Engine(store, SMALL), tmp_path / "out")
+        result = await registry.pull(PullRequest("p"))
+        assert result.path.read_bytes() == blob
+        assert registry.engine.stats.requests == 2  # tycho.json, then the object
+        again = await registry.pull(PullRequest("p"))
+        assert again.skipped and store.calls["head"] == 1
+
+
+@pytest.mark.anyio
+async def test_a_pull_of_a_tycho_station_package_costs_two_requests(
+        kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    from tycho_async.registry import Registry
+    from tycho_async.results import PullRequest
+
+    async with opened(kind, tmp_path, request) as (inner, _):
+        await inner.put_bytes("old/tycho.json", b'{"localname": "o.bin", "latest": "1"}')
+        await inner.put_bytes("old/tycho_1.pkg", b"station bytes")
+        registry = Registry(Engine(FaultyStore(inner), SMALL), tmp_path / "out")
+        result = await registry.pull(PullRequest("old"))
+        assert result.path.read_bytes() == b"station bytes"
+        assert registry.engine.stats.requests == 2
