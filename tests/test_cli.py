@@ -1,5 +1,6 @@
 """CLI conventions: usage lines, metavars, global options before or after the command
-name, the two meanings of --version, shell completion, command summaries."""
+name, the two meanings of --version, shell completion, command summaries, results on
+stdout only, and closed pipes."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Publishing under contention: racing pushers of one version, live pushes kept alive by
-their heartbeat, dead ones taken over, on every backend."""
+"""Publishing (init, push, promote), on every backend: racing pushers of one version, live
+pushes kept alive by their heartbeat, dead ones taken over, signals while a push uploads
+or records, tycho.json that keeps changing, and --skip-identical / --skip-existing."""
 
 from __future__ import annotations
 

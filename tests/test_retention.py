@@ -1,5 +1,5 @@
-"""Save-if-missing, fallback keys, delete and prune, and the JSON documents, through the
-CLI on every backend."""
+"""Delete and prune, deletions cut short, and the JSON documents, through the CLI on every
+backend (save-if-missing is in test_publish.py, fallback keys in test_pull.py)."""
 
 from __future__ import annotations
 
