@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class UploadResult:
+    """What an upload published, for the caller's record: its size, digest, ETag, parts."""
+
     size: int
     sha256: str
     etag: str
@@ -58,6 +60,8 @@ Published = Callable[[UploadResult], Awaitable[None]]
 
 @dataclass
 class EngineStatistics:
+    """What a command's requests cost: what the tests read to tell retries and ranges."""
+
     requests: int = 0
     retries: int = 0
     ranged_gets: int = 0  # GETs of one range among several of an object
@@ -65,6 +69,9 @@ class EngineStatistics:
 
 
 class Engine:
+    """Moves bytes between local files and one Store for one command: every request within
+    the command's Budget and retried by its RetryPolicy, progress to its ProgressSink."""
+
     def __init__(
         self,
         store: Store,
