@@ -32,7 +32,7 @@ if TYPE_CHECKING:
         VerifyResult,
         VersionInfo,
     )
-    from .transfer.engine import ProgressSink
+    from .transfer.sink import ProgressSink
 
 
 def resolve_settings(*, registry: str | None = None, config: str | None = None,
