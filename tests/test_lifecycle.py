@@ -3,6 +3,7 @@ machine and its processes are named."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -10,13 +11,17 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from tycho_async import processes
+from tycho_async.config import load_settings
+from tycho_async.errors import StoreError, TychoError
 from tycho_async.lifecycle import (
     Holder,
     Liveness,
@@ -28,8 +33,12 @@ from tycho_async.lifecycle import (
     observe,
     written_at,
 )
+from tycho_async.registry import Registry as Reg
+from tycho_async.storage import open_store
+from tycho_async.transfer import Engine
 
-from .conftest import Registry
+from .conftest import Registry, write_file
+from .faults import FaultyStore
 
 LIVE = Liveness(60.0)  # BOUND
 PENDING = {"state": "pending", "started_at": "2026-01-01T00:00:00+00:00"}
@@ -285,7 +294,9 @@ def _crashed(registry: Registry) -> dict[str, tuple[Bucket, bool]]:
 def _stored(registry: Registry, version: str, alive: bool) -> VersionState:
     """The state of a version as the bucket holds it now."""
     record = registry.get(f"pkg/tycho_{version}.meta.json")
-    copy = registry.meta("pkg").get("tychoreg", {}).get("records", {}).get(version)
+    meta = registry.get("pkg/tycho.json")
+    copies = json.loads(meta).get("tychoreg", {}).get("records", {}) if meta else {}
+    copy = copies.get(version)
     return observe(registry.get(f"pkg/tycho_{version}.pkg"),
                    None if record is None else json.loads(record), copy, alive=alive)
 
@@ -335,3 +346,73 @@ def test_repair_and_delete_take_the_step_the_state_names(registry: Registry) -> 
             assert result.exit_code == code, (version, result.stdout, result.stderr)
             assert words in result.stdout + result.stderr, version
         assert _stored(registry, version, alive) is _after_step(bucket, alive), version
+
+
+def _alive(registry: Registry, version: str) -> bool | None:
+    data = registry.get(f"pkg/tycho_{version}.meta.json")
+    return None if data is None else processes.alive(holder_of(json.loads(data)))
+
+
+def test_a_real_push_failing_at_each_write_leaves_the_state_of_that_crash_point(
+        registry: Registry) -> None:
+    """A push (through the registry, on a store that fails its k-th write: the pending
+    record, the object, the full record, tycho.json) leaves the state of that crash
+    point; its holder (this process) being alive, what it left is waited for."""
+    write_file(Path("f.bin"), 3000)
+    seen: list[VersionState] = []
+
+    async def push(version: str, fail_at: int) -> None:
+        settings = load_settings(str(registry.workdir / ".tychoreg.json"))
+        async with open_store(settings.store) as store:
+            faulty = FaultyStore(store)
+            faulty.inject("put_bytes", *[None] * (fail_at - 1), StoreError("cut here"))
+            with contextlib.suppress(TychoError):
+                await Reg(Engine(faulty, settings.transfer), settings.outdir).push(
+                    "pkg", version, Path("f.bin"), promote=False)
+
+    for fail_at in range(1, 10):
+        version = f"k{fail_at}"
+        anyio.run(push, version, fail_at)
+        seen.append(_stored(registry, version, _alive(registry, version) is not False))
+        if seen[-1] is VersionState.COMPLETE:
+            break
+    # the pending record's write and the object's fail: the push removes its record
+    assert seen == [VersionState.ABSENT, VersionState.ABSENT, VersionState.RECORDING,
+                    VersionState.UNCOPIED, VersionState.COMPLETE]
+    assert [next_step(s) for s in seen] == [Step.NOTHING, Step.NOTHING, Step.WAIT,
+                                            Step.RESTORE_COPY, Step.NOTHING]
+
+
+@pytest.mark.parametrize(("method", "fail_at", "state"), [
+    ("put_bytes", 1, VersionState.COMPLETE),  # marking tycho.json: nothing changed
+    ("put_bytes", 2, VersionState.DELETING),  # marking the record object
+    ("delete", 1, VersionState.DELETING),  # deleting the object
+    ("delete", 2, VersionState.DELETING),  # deleting the record object
+    ("put_bytes", 3, VersionState.DELETING),  # dropping the mark from tycho.json
+    ("put_bytes", 4, VersionState.ABSENT),  # (no fourth write: the deletion completes)
+])
+def test_a_real_deletion_failing_at_each_step_leaves_the_state_of_that_crash_point(
+        registry: Registry, method: str, fail_at: int, state: VersionState) -> None:
+    """A deletion (through the registry, on a store that fails one of its writes) leaves
+    the state of that crash point; delete run again takes its step and settles it."""
+    write_file(Path("f.bin"), 3000)
+    for version in ("keep", "1"):
+        pushed = registry.cli("push", "pkg", version, "f.bin")
+        assert pushed.exit_code == 0, pushed.stderr
+
+    async def delete() -> None:
+        settings = load_settings(str(registry.workdir / ".tychoreg.json"))
+        async with open_store(settings.store) as store:
+            faulty = FaultyStore(store)
+            faulty.inject(method, *[None] * (fail_at - 1), StoreError("cut here"))
+            with contextlib.suppress(TychoError):
+                await Reg(Engine(faulty, settings.transfer), settings.outdir).delete(
+                    "pkg", ["1"])
+
+    anyio.run(delete)
+    assert _stored(registry, "1", True) is state
+    if next_step(state) is Step.FINISH_DELETION:
+        again = registry.cli("delete", "pkg", "1")
+        assert again.exit_code == 0, again.stderr
+    assert _stored(registry, "1", True) in SETTLED
+    assert _stored(registry, "keep", True) is VersionState.COMPLETE
