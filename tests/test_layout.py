@@ -5,17 +5,21 @@ neither the engine nor any S3 library."""
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tycho_async.errors import IncompleteVersion, TychoError, UnsafeRemoteData
+from tycho_async.config import load_settings
+from tycho_async.errors import IncompleteVersion, StoreError, TychoError, UnsafeRemoteData
 from tycho_async.layout import (
     PackageMeta,
     Record,
@@ -26,9 +30,13 @@ from tycho_async.layout import (
     parse_record,
     state_of,
 )
+from tycho_async.registry import Registry as Reg
+from tycho_async.storage import open_store
+from tycho_async.transfer import Engine
 from tycho_async.transfer.engine import Expected
 
 from .conftest import Registry
+from .faults import FaultyStore
 
 PACKAGE = Path(__file__).resolve().parent.parent / "tycho_async"
 
@@ -254,3 +262,54 @@ def test_what_a_push_writes_reads_back_as_the_same_bytes(registry: Registry) -> 
         assert meta.records["1.0"] == Record.load(package, "1.0", record)
         assert meta.records["1.0"].format == ("file" if source == "f.bin" else "tar+zstd")
         assert (meta.latest, meta.marked) == ("1.0", True)
+
+
+def _cut(registry: Registry, method: str, fail_at: int,
+         work: Callable[[Reg], Awaitable[object]]) -> None:
+    """Run ``work`` on the registry's store failing its ``fail_at``-th ``method`` call."""
+    async def main() -> None:
+        settings = load_settings(str(registry.workdir / ".tychoreg.json"))
+        async with open_store(settings.store) as store:
+            faulty = FaultyStore(store)
+            faulty.inject(method, *[None] * (fail_at - 1), StoreError("cut here"))
+            with contextlib.suppress(TychoError):
+                await work(Reg(Engine(faulty, settings.transfer), settings.outdir))
+
+    anyio.run(main)
+
+
+def test_the_records_a_push_and_a_deletion_write_are_the_ones_record_makes(
+        registry: Registry) -> None:
+    """The pending record of a push cut short after its upload, the full record of a
+    push, and the mark of a deletion cut short, each as Record's constructors make it
+    from the same values: the same bytes."""
+    Path("f.bin").write_bytes(b"file bytes")
+    assert registry.cli("push", "pkg", "1.0", "f.bin").exit_code == 0
+    _cut(registry, "put_bytes", 3, lambda reg: reg.push("pkg", "2.0", Path("f.bin"),
+                                                        promote=False))
+    full_data = registry.get("pkg/tycho_1.0.meta.json")
+    pending_data = registry.get("pkg/tycho_2.0.meta.json")
+    assert full_data is not None and pending_data is not None
+    full = Record.load("pkg", "1.0", full_data)
+    pending = Record.load("pkg", "2.0", pending_data)
+    fields = full.fields
+    assert Record.complete(fields["sha256"], fields["size"], pushed_at=fields["pushed_at"],
+                           tool=fields["tool"], localname="f.bin").dump() == full_data
+    fields = pending.fields
+    assert pending.pending and Record.reservation(
+        tool=fields["tool"], started_at=fields["started_at"], localname="f.bin",
+        push_id=fields["push_id"], holder=fields["holder"]).dump() == pending_data
+    assert list(pending.renewed("later").fields)[-1] == "renewed_at"
+    assert pending.renewed("later").renewed("later still").fields == {
+        **pending.fields, "renewed_at": "later still"}
+    _cut(registry, "delete", 1, lambda reg: reg.delete("pkg", ["1.0"]))
+    marked_data = registry.get("pkg/tycho_1.0.meta.json")
+    assert marked_data is not None
+    marked = Record.load("pkg", "1.0", marked_data)
+    assert marked.deleting and Record.deletion_mark(
+        full, since=marked.fields["deleting_since"],
+        by=marked.fields["deleted_by"]).dump() == marked_data
+    assert PackageMeta.parse("pkg", registry.get("pkg/tycho.json") or b"").records[
+        "1.0"] == marked
+    assert Record.deletion_mark(pending, since="s", by="b").fields == {
+        "state": "deleting", "deleting_since": "s", "deleted_by": "b"}

@@ -117,6 +117,34 @@ class Record:
         """A record object's bytes, checked as ``load_record`` checks them."""
         return cls(load_record(package, version, data))
 
+    @classmethod
+    def reservation(cls, *, tool: str, started_at: str, localname: str, push_id: str,
+                fmt: str = FILE, holder: Mapping[str, Any] | None = None) -> Record:
+        """The record a push holds its version with while it uploads."""
+        return cls({"state": PENDING, "tool": tool, "started_at": started_at,
+                    "localname": localname, "push_id": push_id,
+                    **({} if fmt == FILE else {"format": fmt}),
+                    **({} if holder is None else {"holder": dict(holder)})})
+
+    def renewed(self, at: str) -> Record:
+        """A pending record's heartbeat: the same record, written again at ``at``."""
+        return Record({**self.fields, "renewed_at": at})
+
+    @classmethod
+    def complete(cls, sha256: str, size: int, *, pushed_at: str, tool: str,
+                 localname: str, extra: Mapping[str, Any] | None = None) -> Record:
+        """The full record of a published version (``extra``: a directory's format,
+        tree_sha256 and tree_size)."""
+        return cls({"sha256": sha256, "size": size, "pushed_at": pushed_at, "tool": tool,
+                    "localname": localname, **(extra or {})})
+
+    @classmethod
+    def deletion_mark(cls, old: Record | None, *, since: str, by: str) -> Record:
+        """What a deletion writes first: the full record it deletes (none when there is
+        no full one) saying so."""
+        kept = old.fields if old is not None and old.state == "ok" else {}
+        return cls({**kept, "state": DELETING, "deleting_since": since, "deleted_by": by})
+
     def to_json(self) -> object:
         return self._json
 
