@@ -1,5 +1,6 @@
-"""The liveness rule of a push under way (pure: the clock is passed in) and how this
-machine and its processes are named."""
+"""The version lifecycle: the liveness rule of a push under way (pure: the clock is passed
+in), how this machine and its processes are named, the states a crash leaves and the step
+that settles each (pure, then tied to what the registry does today on every backend)."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ from tycho_async.transfer import Engine
 from .conftest import Registry, write_file
 from .faults import FaultyStore
 
-LIVE = Liveness(60.0)  # BOUND
+LIVE = Liveness(60.0)
 PENDING = {"state": "pending", "started_at": "2026-01-01T00:00:00+00:00"}
 
 
@@ -107,7 +108,7 @@ def test_this_process_is_alive_and_a_finished_one_is_not() -> None:
 
 # -- version states: what a crash leaves, and the step that settles it -----------------------
 
-BOUND = 60.0
+BOUND = LIVE.bound
 PUSH_STEPS = ("reserve", "upload", "record", "copy")
 DELETE_STEPS = ("mark copy", "mark record", "delete object", "delete record", "drop marks")
 SETTLED = {VersionState.ABSENT, VersionState.COMPLETE}
