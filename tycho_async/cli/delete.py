@@ -34,8 +34,8 @@ def delete(
     or the latest without --force (exit 1). A deletion cut short is never trusted by a
     pull; the same command run again (or prune) finishes it."""
     settings = settings_for(config, registry)
-    result = execute(settings, lambda reg: reg.delete(package, versions or [], force=force,
-                                                   dry_run=dry_run, everything=everything))
+    result = execute(settings, lambda reg: reg.delete(
+        package, *(versions or []), force=force, dry_run=dry_run, everything=everything))
     if as_json:
         echo_json(reports().delete(result))
         return
@@ -71,7 +71,7 @@ def prune(
     age = parse_age(older_than) if older_than is not None else None
     settings = settings_for(config, registry)
     result = execute(settings, lambda reg: reg.prune(package, keep=keep, older_than=age,
-                                                  dry_run=dry_run))
+                                                     dry_run=dry_run))
     if as_json:
         echo_json(reports().prune(result))
         return

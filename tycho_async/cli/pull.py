@@ -64,14 +64,14 @@ def pull(
     request = _pull_request(package, version)
     limit = _max_unpacked(max_unpacked)
     settings = settings_for(config, registry, concurrency=concurrency, part_size=part_size,
-                         outdir=outdir)
+                            outdir=outdir)
     to_stdout = outfile is not None and (str(outfile) == "-" or _is_stdout(outfile))
     if to_stdout and as_json:
         raise UsageError("--json and --outfile - both want standard output; choose one")
     target: Any = sys.stdout.buffer if to_stdout else outfile
     result = execute_transfer(settings, lambda reg: reg.pull(
-        request, force=force, outfile=target, raw=raw, fallback=tuple(fallback or ()),
-        max_unpacked=limit),
+        request.package, request.version, force=force, outfile=target, raw=raw,
+        fallback=tuple(fallback or ()), max_unpacked=limit),
         verb="pulled", files=1, quiet=quiet or as_json, progress=progress)
     for warning in result.warnings:
         say(f"warning: {warning}")
@@ -161,7 +161,7 @@ def pull_list(
     requests = [PullRequest.parse(item) for item in items]
     limit = _max_unpacked(max_unpacked)
     settings = settings_for(config, registry, concurrency=concurrency, part_size=part_size,
-                         outdir=outdir)
+                            outdir=outdir)
     from ..progress import make_progress
 
     failure: PartialFailure | None = None
@@ -170,8 +170,8 @@ def pull_list(
                             summary_last=True)
     with display as sink:
         try:
-            results = execute(settings, lambda reg: reg.pull_many(requests, force=force,
-                                                                   max_unpacked=limit), sink)
+            results = execute(settings, lambda reg: reg.pull_many(items, force=force,
+                                                                  max_unpacked=limit), sink)
         except PartialFailure as exc:
             failure, results = exc, exc.results
     for result in results:
@@ -204,7 +204,8 @@ def verify(
     pushed by tycho-station) without keeping a file; exit 3 if it does not match."""
     request = _pull_request(package, version)
     settings = settings_for(config, registry, concurrency=concurrency, part_size=part_size)
-    result = execute_transfer(settings, lambda reg: reg.verify(request, repair=repair),
+    result = execute_transfer(settings, lambda reg: reg.verify(
+        request.package, request.version, repair=repair),
                        verb="verified", files=1, quiet=quiet or as_json, progress=progress)
     if as_json:
         echo_json(reports().verify(result))

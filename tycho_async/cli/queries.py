@@ -19,7 +19,7 @@ def list_(
 ) -> None:
     """Every package with its latest version."""
     settings = settings_for(config, registry)
-    packages = execute(settings, lambda reg: reg.list_packages())
+    packages = execute(settings, lambda reg: reg.packages())
     if as_json:
         echo_json(reports().packages(packages))
         return
@@ -36,7 +36,7 @@ def list_versions(
 ) -> None:
     """Every version of PACKAGE, oldest to newest (natural order: 1.9 < 1.10)."""
     settings = settings_for(config, registry)
-    versions = execute(settings, lambda reg: reg.list_versions(package))
+    versions = execute(settings, lambda reg: reg.versions(package))
     if as_json:
         echo_json(reports().versions(package, versions))
         return

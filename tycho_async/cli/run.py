@@ -14,8 +14,8 @@ from .options import DebugOpt
 from .render import fail, say
 
 if TYPE_CHECKING:
+    from ..api import AsyncRegistry
     from ..config import Settings
-    from ..registry import Registry
     from ..transfer import ProgressSink
 
 T = TypeVar("T")
@@ -58,7 +58,7 @@ def settings_for(config: str | None, registry: str | None, *, strict: bool = Tru
     return settings
 
 
-def execute(settings: "Settings", work: Callable[["Registry"], Awaitable[T]],
+def execute(settings: "Settings", work: Callable[["AsyncRegistry"], Awaitable[T]],
             progress: "ProgressSink | None" = None) -> T:
     """Run ``work`` on one event loop; SIGINT, SIGTERM or SIGHUP cancel it, and every
     transfer cleans up (aborts uploads, removes temp files) before the command exits
@@ -105,7 +105,7 @@ def execute(settings: "Settings", work: Callable[["Registry"], Awaitable[T]],
                       "was left behind", signum)
 
 
-def execute_transfer(settings: "Settings", work: Callable[["Registry"], Awaitable[T]], *,
+def execute_transfer(settings: "Settings", work: Callable[["AsyncRegistry"], Awaitable[T]], *,
                      verb: str, files: int, quiet: bool, progress: bool | None) -> T:
     """Run a command that moves bytes, with its progress display open around it."""
     from ..progress import make_progress
