@@ -14,8 +14,9 @@ import pytest
 from typer.testing import CliRunner
 
 import tycho_async.logs
-from tycho_async import __version__, cli
+from tycho_async import __version__
 from tycho_async.cli import app
+from tycho_async.cli import run as cli
 
 from .conftest import Registry, write_file
 
