@@ -205,6 +205,16 @@ class Tychoreg(Client):
         return "tychoreg --help", [self.exe, "--help"]
 
 
+class TychoregBase(Tychoreg):
+    """``--baseline EXE``: another install of tychoreg (the wheel before a change) with
+    the same command lines, so an A/B comparison is interleaved in one run."""
+
+    name = ClientName.BASELINE
+
+    def help(self) -> tuple[str, list[str]]:
+        return "tychoreg-base --help", [self.exe, "--help"]
+
+
 class Station(Client):
     """benchmarks/tycho_station.py: the old tool's way of working (boto3, sequential)."""
 
@@ -342,7 +352,9 @@ class RawHttp(Client):
         return [PYTHON, self.exe, "get", job.presign("get_object", pkg_key(job.package))]
 
 
-def locate(name: ClientName) -> str | None:
+def locate(name: ClientName, baseline: str | None = None) -> str | None:
+    if name is ClientName.BASELINE:
+        return baseline
     if name is ClientName.TYCHOREG:
         return find_tool("tychoreg")
     if name is ClientName.STATION:
@@ -359,14 +371,19 @@ def locate(name: ClientName) -> str | None:
 KINDS: dict[ClientName, type[Client]] = {
     ClientName.TYCHOREG: Tychoreg, ClientName.STATION: Station, ClientName.AWS: AwsCli,
     ClientName.S5CMD: S5cmd, ClientName.RAW_HTTP: RawHttp, ClientName.PYTHON: BarePython,
+    ClientName.BASELINE: TychoregBase,
 }
 
 
-def make_clients(names: tuple[ClientName, ...], notes: list[str]) -> dict[ClientName, Client]:
+def make_clients(names: tuple[ClientName, ...], notes: list[str],
+                 baseline: str | None = None) -> dict[ClientName, Client]:
     """The clients found, by name; a note for each that is not installed."""
     clients: dict[ClientName, Client] = {}
     for name in names:
-        exe = locate(name)
+        exe = locate(name, baseline)
+        if exe is None and name is ClientName.BASELINE:
+            notes.append("tychoreg-base: no --baseline EXE given; skipped")
+            continue
         if exe is None:
             notes.append(f"{name.value}: not found beside {sys.executable} nor on PATH; "
                          "skipped (pip install -e '.[benchmarks]' installs it)")

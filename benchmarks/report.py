@@ -214,6 +214,26 @@ def table(results: Results, saturates_at: float | None = None) -> str:
     return render(lines)
 
 
+def ab_table(results: Results) -> str:
+    """tychoreg against tychoreg-base (``--baseline``) row by row: the ratio of their median
+    wall times and client CPU (below 1: the change is faster) and both peak RSS figures;
+    empty when no baseline ran."""
+    lines: list[tuple[str, ...]] = [("scenario", "data", "wall", "base wall", "wall ratio",
+                                     "cpu ratio", "RSS MiB", "base RSS MiB")]
+    for row in results.rows:
+        if row.client is not ClientName.TYCHOREG:
+            continue
+        base = results.find(row.scenario, ClientName.BASELINE, row.layout)
+        if base is None or not row.good:
+            continue
+        lines.append((row.scenario.name, row.layout.value if row.layout else "",
+                      num(row.median(), ".3f"), num(base.median(), ".3f"),
+                      num(ratio(row.median(), base.median()), ".2f"),
+                      num(ratio(row.cpu(), base.cpu()), ".2f"),
+                      num(row.peak_rss(), ".0f"), num(base.peak_rss(), ".0f")))
+    return render(lines, frozenset(range(2, 8))) if len(lines) > 1 else ""
+
+
 LEGEND = """\
 data: how the packages read were written: tycho-station's layout (tychoreg checks size and
   MD5, or size alone for a multipart object) or tychoreg's (it checks its SHA-256 record).

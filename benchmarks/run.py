@@ -56,6 +56,7 @@ from benchmarks.report import (
     Results,
     Target,
     Verdict,
+    ab_table,
     directory_tree,
     header,
     issue16_verdicts,
@@ -105,6 +106,7 @@ class Config:
     json: Path | None
     readme: Path | None = None  # whose results block the report replaces
     argv: tuple[str, ...] = ()  # the options given, as the README quotes them
+    baseline: str | None = None  # --baseline: another tychoreg, run as tychoreg-base
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Config:
@@ -156,6 +158,11 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
                              "all but raw-http, a single plain HTTP request as a ceiling; "
                              "python is python -c pass of tychoreg's interpreter, in the "
                              "start-up scenarios)")
+    parser.add_argument("--baseline", metavar="EXE",
+                        help="another tychoreg executable (say, the venv of the wheel before a "
+                             "change): run as the client tychoreg-base beside tychoreg, "
+                             "interleaved, in every scenario tychoreg runs, and compared in an "
+                             "A/B table (tychoreg's median / tychoreg-base's)")
     parser.add_argument("--repeat", type=int, metavar="N",
                         help="runs per client and scenario (default 5, as issue 16's targets "
                              "ask; start-up at least 5; 1 with --quick)")
@@ -193,6 +200,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         clients = ClientName.parse(args.clients)
     except ValueError as exc:
         parser.error(str(exc))
+    if args.baseline is not None:
+        if not os.access(args.baseline, os.X_OK):
+            parser.error(f"--baseline {args.baseline}: not an executable file")
+        if ClientName.BASELINE not in clients and ClientName.TYCHOREG in clients:
+            at = clients.index(ClientName.TYCHOREG) + 1  # runs right after tychoreg
+            clients = (*clients[:at], ClientName.BASELINE, *clients[at:])
     if options.repeat < 1 or not options.latencies or min(options.latencies) < 0 or \
             options.s5cmd_length < 1 or args.timeout <= 0 or args.budget < 0:
         parser.error("--repeat, --s5cmd-length and --timeout must be positive, --latencies "
@@ -210,7 +223,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     max_minutes = args.max_minutes or (10.0 if args.quick else 120.0)
     return Config(options, server, args.endpoint, clients, args.timeout, args.budget,
                   max_minutes, args.json, args.readme,
-                  tuple(sys.argv[1:] if argv is None else argv))
+                  tuple(sys.argv[1:] if argv is None else argv), args.baseline)
 
 
 def run_setup(argv: Sequence[str], cwd: Path, env: dict[str, str],
@@ -512,6 +525,10 @@ def report_text(bench: Bench, config: Config, info: dict[str, object],
     if marginal:
         out += ["", "marginal cost per package (scaling, 0 ms):"]
         out += [f"  {line}" for line in marginal]
+    versus_base = ab_table(results)
+    if versus_base:
+        out += ["", "A/B: tychoreg against tychoreg-base (--baseline), medians of interleaved "
+                "runs:", versus_base]
     out += ["", "targets of issue 16 (medians of interleaved runs; shown, not asserted):",
             target_table(verdicts), "", "targets of issues 9 and 10 (shown, not asserted):"]
     out += [f"  {target.state}  {target.name}: {target.measured}" for target in found]
@@ -558,7 +575,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _with_bytecode()
     tmp = Path(tempfile.mkdtemp(prefix="tychobench-"))
     notes: list[str] = []
-    clients = make_clients(config.clients, notes)
+    clients = make_clients(config.clients, notes, config.baseline)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     scenarios = build_scenarios(config.options)

@@ -27,6 +27,14 @@ class ClientName(Enum):
     # not a client: ``python -c pass`` of the interpreter that runs tychoreg, in every
     # start-up scenario, the floor issue 16's start-up targets are ratios to
     PYTHON = "python"
+    # another install of tychoreg (``--baseline EXE``: the wheel before a change), run as
+    # tychoreg is and interleaved with it, for an A/B comparison in one run
+    BASELINE = "tychoreg-base"
+
+    @property
+    def is_tychoreg(self) -> bool:
+        """tychoreg itself or its baseline: the same commands, layouts and scenarios."""
+        return self in (ClientName.TYCHOREG, ClientName.BASELINE)
 
     @classmethod
     def parse(cls, text: str) -> tuple[ClientName, ...]:
@@ -43,7 +51,8 @@ class ClientName(Enum):
 DEFAULT_CLIENTS = (ClientName.TYCHOREG, ClientName.STATION, ClientName.AWS, ClientName.S5CMD,
                    ClientName.PYTHON)
 # The clients whose medians the targets compare: --budget never cuts their runs short.
-TARGET_CLIENTS = frozenset({ClientName.TYCHOREG, ClientName.S5CMD, ClientName.PYTHON})
+TARGET_CLIENTS = frozenset({ClientName.TYCHOREG, ClientName.S5CMD, ClientName.PYTHON,
+                            ClientName.BASELINE})
 
 
 class Layout(Enum):
@@ -137,6 +146,8 @@ class Scenario:
                                Action.PULL_DIR)
 
     def takes(self, client: ClientName) -> bool:
+        if client is ClientName.BASELINE:
+            client = ClientName.TYCHOREG
         return self.clients is None or client in self.clients
 
     def runs(self, clients: Sequence[ClientName]) -> list[tuple[ClientName, Layout | None]]:
@@ -152,7 +163,7 @@ class Scenario:
                     out.append((client, None))
             elif not self.layouts:
                 out.append((client, None))
-            elif client is ClientName.TYCHOREG:
+            elif client.is_tychoreg:
                 out.extend((client, layout) for layout in self.layouts)
             else:
                 out.append((client, self.layouts[0]))
@@ -167,9 +178,9 @@ def supports(client: ClientName, action: Action) -> bool:
     directory is pushed and pulled by tychoreg and by the shell pipeline around s5cmd;
     only tychoreg has a Python API."""
     if action in (Action.PUSH_DIR, Action.PULL_DIR):
-        return client in DIRECTORY_CLIENTS
+        return client in DIRECTORY_CLIENTS or client is ClientName.BASELINE
     if action is Action.PULL_MANY:
-        return client is ClientName.TYCHOREG
+        return client.is_tychoreg
     if client is ClientName.RAW_HTTP:
         return action in (Action.PUSH, Action.PULL)
     return True

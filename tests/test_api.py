@@ -91,6 +91,35 @@ def test_a_partial_failure_keeps_what_succeeded(registry: Registry) -> None:
     assert caught.value.exit_code == 1
 
 
+def test_init_and_probe_are_operations_of_the_api_too(registry: Registry) -> None:
+    """What the CLI's init and info --probe do, the API does: a new package names its
+    localname and has no latest (a second init is AlreadyExists), and the store says
+    whether it honours conditional writes (every backend under test does), leaving no
+    probe object behind."""
+    with tycho_async.Client(config=".tychoreg.json") as client:
+        client.init("pkg", "thing.bin")
+        with pytest.raises(tycho_async.AlreadyExists):
+            client.init("pkg", "other.bin")
+        shown = client.show("pkg")
+        probed = client.probe()
+    assert (shown.localname, shown.latest, shown.versions) == ("thing.bin", None, 0)
+    assert (probed.if_none_match, probed.if_match) == (True, True)
+    assert registry.object_keys() == ["pkg/tycho.json"]
+
+
+def test_latest_means_the_same_to_the_api_and_the_cli(registry: Registry) -> None:
+    """``version="latest"`` is what ``--version latest`` is, with a fallback too: the
+    latest, which exists, is the exact hit."""
+    write_file(Path("f.bin"), 100)
+    assert registry.cli("push", "pkg", "k-1", "f.bin", "--promote-latest").exit_code == 0
+    by_cli = registry.cli("pull", "pkg", "--version", "latest", "--fallback", "k-", "--json")
+    assert by_cli.exit_code == 0, by_cli.output
+    with tycho_async.Client(config=".tychoreg.json") as client:
+        pulled = client.pull("pkg", "latest", fallback=["k-"], force=True)
+    assert (pulled.version, pulled.exact) == ("k-1", True)
+    assert pulled.path.read_bytes() == Path("f.bin").read_bytes()
+
+
 def test_a_client_reuses_its_connections_and_works_inside_an_event_loop(
         proxy: FaultProxy, s3_endpoint: str, aws_env: None) -> None:
     bucket = make_bucket(s3_endpoint)

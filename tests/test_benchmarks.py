@@ -17,7 +17,16 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.clients import AwsCli, BarePython, Job, S5cmd, Station, Tychoreg, interpreter_of
+from benchmarks.clients import (
+    AwsCli,
+    BarePython,
+    Job,
+    S5cmd,
+    Station,
+    Tychoreg,
+    interpreter_of,
+    make_clients,
+)
 from benchmarks.fixtures import (
     layout_differences,
     package_names,
@@ -46,6 +55,7 @@ from benchmarks.report import (
     Results,
     Target,
     Verdict,
+    ab_table,
     issue16_verdicts,
     marginal_cost,
     marginal_lines,
@@ -805,7 +815,8 @@ def test_default_repeat_is_five_and_the_budget_spares_the_compared_clients() -> 
     scenario = Scenario(Group.PUSH, Action.PUSH, MiB)
     for client in ClientName:
         row = Row(scenario, client, client.value, runs=[run(30.0)])
-        compared = client in (ClientName.TYCHOREG, ClientName.S5CMD, ClientName.PYTHON)
+        compared = client in (ClientName.TYCHOREG, ClientName.S5CMD, ClientName.PYTHON,
+                              ClientName.BASELINE)
         assert budget.due(row, 5) is compared, client
         row.runs += [run(30.0)] * 4
         assert not budget.due(row, 5)  # --repeat still bounds every row
@@ -1029,3 +1040,41 @@ def test_the_benchmarks_readme_has_one_results_block() -> None:
     text = (Path(__file__).resolve().parent.parent / "benchmarks" / "README.md").read_text()
     assert text.count(RESULTS_START) == text.count(RESULTS_END) == 1
     assert text.index(RESULTS_START) < text.index(RESULTS_END)
+
+
+# -- A/B against another install (--baseline) ------------------------------------------------
+
+
+def test_baseline_runs_where_tychoreg_runs_with_its_commands(tmp_path: Path) -> None:
+    both = (Layout.STATION, Layout.TYCHOREG)
+    pull_list = Scenario(Group.PULL_LIST, Action.PULL_LIST, KiB, 10, layouts=both)
+    clients = (ClientName.TYCHOREG, ClientName.BASELINE, ClientName.S5CMD)
+    assert pull_list.runs(clients) == [
+        (ClientName.TYCHOREG, Layout.STATION), (ClientName.TYCHOREG, Layout.TYCHOREG),
+        (ClientName.BASELINE, Layout.STATION), (ClientName.BASELINE, Layout.TYCHOREG),
+        (ClientName.S5CMD, Layout.STATION)]
+    only_tychoreg = [s for s in build_scenarios(FULL)
+                     if s.clients == (ClientName.TYCHOREG,)]
+    assert only_tychoreg and all(
+        [c for c, _ in s.runs(clients)] == [ClientName.TYCHOREG, ClientName.BASELINE]
+        for s in only_tychoreg)
+    base = make_clients((ClientName.BASELINE,), [], "/old/bin/tychoreg")[ClientName.BASELINE]
+    job = Job("http://127.0.0.1:1", "b", tmp_path, "pkg")
+    assert base.command(Action.PULL, job)[0] == "/old/bin/tychoreg"
+    assert base.command(Action.PULL, job)[1:] == Tychoreg("x").command(Action.PULL, job)[1:]
+    assert base.label(Action.PULL) == "tychoreg-base"
+    notes: list[str] = []
+    assert make_clients((ClientName.BASELINE,), notes) == {}
+    assert notes and "--baseline" in notes[0]
+
+
+def test_ab_table_compares_tychoreg_with_its_baseline() -> None:
+    scenario = Scenario(Group.PUSH, Action.PUSH, MiB)
+    other = Scenario(Group.PULL, Action.PULL, MiB)
+    rows = [row_of(scenario, ClientName.TYCHOREG, 1.0, 2.0, 3.0, rss=40.0),
+            row_of(scenario, ClientName.BASELINE, 4.0, 4.0, 4.0, rss=80.0),
+            row_of(other, ClientName.TYCHOREG, 1.0)]  # no baseline: no A/B line
+    lines = ab_table(Results(rows, FULL)).splitlines()
+    assert len(lines) == 3 and lines[2].split()[-6:] == ["2.000", "4.000", "0.50", "0.50",
+                                                          "40", "80"]
+    assert ab_table(Results(rows[:1] + rows[2:], FULL)) == ""

@@ -16,8 +16,9 @@ import pytest
 from typer.testing import CliRunner
 
 import tycho_async.logs
-from tycho_async import __version__, cli
+from tycho_async import __version__
 from tycho_async.cli import app
+from tycho_async.cli import run as cli
 
 from .support import TYCHOREG, MiB, Registry, _env, make_bucket, s3_client, write_file
 

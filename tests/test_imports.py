@@ -186,7 +186,7 @@ def problems(source: str, module: str, *, is_package: bool = False) -> list[str]
         if module == BARS and any(within(t, (PROGRESS,)) for t in targets):
             say(imp, "bars imports nothing of progress, which loads it (shared: tally)")
         top = imp.module.partition(".")[0]
-        if top in UI_LIBRARIES and module not in UI_LIBRARIES[top]:
+        if top in UI_LIBRARIES and not within(module, UI_LIBRARIES[top]):
             say(imp, f"only {', '.join(UI_LIBRARIES[top])} may import {top}")
     if module == REGISTRY:
         for line, name in _private_uses(tree, imports, (TRANSFER,)):

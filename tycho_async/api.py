@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .results import (
         DeleteResult,
         PackageSummary,
+        ProbeResult,
         PruneResult,
         PullResult,
         PushResult,
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
         VerifyResult,
         VersionInfo,
     )
-    from .transfer.engine import ProgressSink
+    from .transfer.sink import ProgressSink
 
 
 def resolve_settings(*, registry: str | None = None, config: str | None = None,
@@ -57,18 +58,20 @@ def resolve_settings(*, registry: str | None = None, config: str | None = None,
 
 @asynccontextmanager
 async def open_settings(settings: Settings, progress: ProgressSink | None = None, *,
-                        liveness: Liveness | None = None) -> AsyncIterator[Registry]:
-    """The registry the settings name, with its store open for the block's lifetime.
-    ``liveness``: when a silent push counts as gone (the default: 60 s)."""
+                        liveness: Liveness | None = None) -> AsyncIterator[AsyncRegistry]:
+    """What ``open_registry`` yields, for settings already resolved (the CLI resolves its
+    own, with its options and warnings): the registry the settings name, with its store
+    open for the block's lifetime. ``liveness``: when a silent push counts as gone (the
+    default: 60 s)."""
     from .registry import Registry
     from .storage import open_store
     from .transfer.engine import Engine
 
     async with open_store(settings.store) as store:
-        yield Registry(Engine(store, settings.transfer, progress), settings.outdir,
-                       missing_root_ok=settings.default_registry,
-                       own_files=[settings.dotenv.name] if settings.dotenv else [],
-                       liveness=liveness)
+        yield AsyncRegistry(Registry(
+            Engine(store, settings.transfer, progress), settings.outdir,
+            missing_root_ok=settings.default_registry,
+            own_files=[settings.dotenv.name] if settings.dotenv else [], liveness=liveness))
 
 
 def _size_or_none(value: int | str | None) -> int | None:
@@ -84,10 +87,10 @@ class AsyncRegistry:
     def __init__(self, registry: Registry) -> None:
         self._registry = registry
 
-    @property
-    def registry(self) -> Registry:
-        """The registry underneath (the CLI's)."""
-        return self._registry
+    async def init(self, package: str, filename: str) -> None:
+        """A new package whose pulls save as ``filename``, with no latest version yet
+        (AlreadyExists if the package exists)."""
+        await self._registry.init(package, filename)
 
     async def push(self, package: str, version: str, source: str | Path | BinaryIO, *,
                    promote: bool = False, localname: str | None = None,
@@ -120,8 +123,7 @@ class AsyncRegistry:
         from .names import check_version
         from .results import PullRequest
 
-        request = PullRequest(package, None if version in (None, "latest")
-                              else check_version(version))
+        request = PullRequest(package, None if version is None else check_version(version))
         target = Path(outfile) if isinstance(outfile, str | Path) else outfile
         return await self._at(outdir).pull(request, force=force, outfile=target, raw=raw,
                                            fallback=tuple(fallback),
@@ -175,8 +177,13 @@ class AsyncRegistry:
                      repair: bool = False) -> VerifyResult:
         from .results import PullRequest
 
-        request = PullRequest(package, None if version in (None, "latest") else version)
+        request = PullRequest(package, version)
         return await self._registry.verify(request, repair=repair)
+
+    async def probe(self) -> ProbeResult:
+        """Whether the store honours conditional writes (If-None-Match, If-Match), found
+        by writing and removing a probe object under the registry root."""
+        return await self._registry.probe()
 
     def _at(self, outdir: str | Path | None) -> Registry:
         if outdir is None:
@@ -212,11 +219,11 @@ async def open_registry(*, registry: str | None = None, config: str | None = Non
 
         with make_progress(None, False, "moved") as sink:
             async with open_settings(settings, sink, liveness=liveness) as reg:
-                yield AsyncRegistry(reg)
+                yield reg
         return
     async with open_settings(settings, None if progress is False else progress,
                              liveness=liveness) as reg:
-        yield AsyncRegistry(reg)
+        yield reg
 
 
 class Client:
@@ -272,6 +279,9 @@ class Client:
         method = getattr(self._registry, name)
         return self._portal.call(lambda: method(*args, **kwargs))
 
+    def init(self, package: str, filename: str) -> None:
+        self._call("init", package, filename)
+
     def push(self, package: str, version: str, source: str | Path | BinaryIO, *,
              promote: bool = False, localname: str | None = None, level: int | None = None,
              skip_existing: bool = False, skip_identical: bool = False) -> PushResult:
@@ -321,3 +331,6 @@ class Client:
     def verify(self, package: str, version: str | None = None, *,
                repair: bool = False) -> VerifyResult:
         return self._call("verify", package, version, repair=repair)
+
+    def probe(self) -> ProbeResult:
+        return self._call("probe")

@@ -20,7 +20,7 @@ from rich.progress import (
 from rich.text import Text
 
 from .tally import LARGE, TITLES, Closing, Tally
-from .transfer.engine import TaskProgress
+from .transfer.sink import TaskProgress
 from .units import human_size
 
 

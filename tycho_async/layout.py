@@ -2,6 +2,12 @@
 copy of our records under its ``tychoreg`` key), the record states of a push, the
 ``.etag`` sidecar rule, and what a record says the bytes must be.
 
+``Record`` (a version's record) and ``PackageMeta`` (tycho.json) are parsed once, where
+every shape is checked, and dumped once; both keep every key they do not know, so a newer
+or older client's fields survive a rewrite. The functions on plain dicts beside them
+(``parse_meta``, ``load_record``, ``state_of`` ...) apply the same rules for callers that
+still hold dicts.
+
 tycho-station lists versions as the keys under ``PKG/tycho_`` ending in ``.pkg``, writes
 tycho.json with ``indent=2`` and keeps the keys it does not know; everything here keeps
 to that, so old and new clients share one bucket and one download folder.
@@ -11,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -72,7 +79,213 @@ def default_max_unpacked(size: int) -> int:
     return max(UNPACKED_RATIO * size, UNPACKED_FLOOR)
 
 
+def _state(fields: Mapping[str, Any]) -> str:
+    state = fields.get("state")
+    return state if state in (PENDING, DELETING) else "ok"
+
+
+def _format(fields: Mapping[str, Any]) -> str:
+    value = fields.get("format")
+    return value if isinstance(value, str) else FILE
+
+
+def _fields(record: object) -> Mapping[str, Any]:
+    """A record given as any JSON value: one that is not an object has no fields."""
+    return record if isinstance(record, dict) else {}
+
+
+class Record:
+    """A version's record, as its record object or its copy in tycho.json holds it:
+    read-only, every key kept (``fields``), the known ones typed. A copy that is not a
+    JSON object reads as an empty (malformed) record and is written back as it was."""
+
+    __slots__ = ("_json", "fields")
+
+    def __init__(self, fields: Mapping[str, Any]) -> None:
+        self.fields: Mapping[str, Any] = fields
+        self._json: object = fields
+
+    @classmethod
+    def from_json(cls, value: object) -> Record:
+        """A record from its JSON value (a copy in tycho.json may be of any type)."""
+        record = cls(_fields(value))
+        record._json = value
+        return record
+
+    @classmethod
+    def load(cls, package: str, version: str, data: bytes) -> Record:
+        """A record object's bytes, checked as ``load_record`` checks them."""
+        return cls(load_record(package, version, data))
+
+    @classmethod
+    def reservation(cls, *, tool: str, started_at: str, localname: str, push_id: str,
+                fmt: str = FILE, holder: Mapping[str, Any] | None = None) -> Record:
+        """The record a push holds its version with while it uploads."""
+        return cls({"state": PENDING, "tool": tool, "started_at": started_at,
+                    "localname": localname, "push_id": push_id,
+                    **({} if fmt == FILE else {"format": fmt}),
+                    **({} if holder is None else {"holder": dict(holder)})})
+
+    def renewed(self, at: str) -> Record:
+        """A pending record's heartbeat: the same record, written again at ``at``."""
+        return Record({**self.fields, "renewed_at": at})
+
+    @classmethod
+    def complete(cls, sha256: str, size: int, *, pushed_at: str, tool: str,
+                 localname: str, extra: Mapping[str, Any] | None = None) -> Record:
+        """The full record of a published version (``extra``: a directory's format,
+        tree_sha256 and tree_size)."""
+        return cls({"sha256": sha256, "size": size, "pushed_at": pushed_at, "tool": tool,
+                    "localname": localname, **(extra or {})})
+
+    @classmethod
+    def deletion_mark(cls, old: Record | None, *, since: str, by: str) -> Record:
+        """What a deletion writes first: the full record it deletes (none when there is
+        no full one) saying so."""
+        kept = old.fields if old is not None and old.state == "ok" else {}
+        return cls({**kept, "state": DELETING, "deleting_since": since, "deleted_by": by})
+
+    def to_json(self) -> object:
+        return self._json
+
+    def dump(self) -> bytes:
+        return dump(self._json)
+
+    def _text(self, key: str) -> str | None:
+        value = self.fields.get(key)
+        return value if isinstance(value, str) else None
+
+    @property
+    def pending(self) -> bool:
+        """A push under way (or cut short): not trusted yet."""
+        return self.fields.get("state") == PENDING
+
+    @property
+    def deleting(self) -> bool:
+        """A deletion under way (or cut short): not trusted any more."""
+        return self.fields.get("state") == DELETING
+
+    @property
+    def state(self) -> str:
+        """"pending", "deleting", or "ok" (a full record)."""
+        return _state(self.fields)
+
+    @property
+    def format(self) -> str:
+        """How the bytes are to be read: "file" (as they are) or "tar+zstd" (a directory)."""
+        return _format(self.fields)
+
+    @property
+    def sha256(self) -> str | None:
+        return self._text("sha256")
+
+    @property
+    def tree_sha256(self) -> str | None:
+        return self._text("tree_sha256")
+
+    @property
+    def pushed_at(self) -> str | None:
+        return self._text("pushed_at")
+
+    @property
+    def tool(self) -> str | None:
+        return self._text("tool")
+
+    @property
+    def localname(self) -> object:
+        """Untrusted: names.check_remote_localname decides whether it is usable."""
+        return self.fields.get("localname")
+
+    @property
+    def push_id(self) -> str | None:
+        return self._text("push_id")
+
+    def expected(self, package: str, version: str) -> Expected:
+        """What the bytes must be; a record of a push or deletion cut short, or one
+        without a well-formed SHA-256 and size, is refused."""
+        if self.pending:
+            raise cut_short(package, version)
+        if self.deleting:
+            raise being_deleted(package, version)
+        sha256, size = self.fields.get("sha256"), self.fields.get("size")
+        if not (isinstance(sha256, str) and _SHA256.fullmatch(sha256) and
+                isinstance(size, int) and not isinstance(size, bool)):
+            raise UnsafeRemoteData(f"{package} {version}: its checksum record is malformed")
+        return Expected(size, sha256=sha256)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Record) and self._json == other._json
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Record({self._json!r})"
+
+
+class PackageMeta:
+    """tycho.json: ``localname`` and ``latest`` (tycho-station's), the copies of our
+    records (``records``, under ``{"tychoreg": {"records": ...}}``) and every other key
+    as it was, in its order, so a dump of what was parsed is the same bytes."""
+
+    __slots__ = ("_json", "records")
+
+    def __init__(self, value: dict[str, Any]) -> None:
+        self._json = value
+        self.records: dict[str, Record] = {
+            version: Record.from_json(copy) for version, copy in records_in(value).items()}
+
+    @classmethod
+    def new(cls, localname: str) -> PackageMeta:
+        """A new package's tycho.json, as tycho-station's init writes it."""
+        return cls({"localname": localname, "latest": None})
+
+    @classmethod
+    def parse(cls, package: str, data: bytes) -> PackageMeta:
+        """tycho.json's bytes, checked as ``parse_meta`` checks them."""
+        return cls(parse_meta(package, data))
+
+    @property
+    def localname(self) -> str | None:
+        """Untrusted: names.check_remote_localname decides whether it is usable."""
+        value = self._json.get("localname")
+        return value if isinstance(value, str) else None
+
+    @property
+    def latest(self) -> str | None:
+        value = self._json.get("latest")
+        return value if isinstance(value, str) else None
+
+    @latest.setter
+    def latest(self, version: str | None) -> None:
+        self._json["latest"] = version
+
+    @property
+    def marked(self) -> bool:
+        """Whether tychoreg pushed to the package (a push marks it before it uploads),
+        so a version without a copy here may still have a record object."""
+        return RECORDS_KEY in self._json
+
+    def mark(self) -> None:
+        records_in(self._json, create=True)
+
+    def to_json(self) -> dict[str, Any]:
+        """The whole object, the records written back into it (into a section that can
+        hold them: one of another shape is replaced only when there are records)."""
+        section = self._json.get(RECORDS_KEY)
+        holds = isinstance(section, dict) and isinstance(section.get("records"), dict)
+        if self.records or holds:
+            copies = records_in(self._json, create=True)
+            copies.clear()
+            copies.update((v, r.to_json()) for v, r in self.records.items())
+        return self._json
+
+    def dump(self) -> bytes:
+        return dump(self.to_json())
+
+
 def parse_meta(package: str, data: bytes) -> dict[str, Any]:
+    """tycho.json's bytes: a JSON object whose ``latest`` and ``localname`` are strings
+    where present (``latest`` may be null)."""
     try:
         meta = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -107,7 +320,7 @@ def records_in(meta: dict[str, Any], *, create: bool = False) -> dict[str, Any]:
 
 
 def is_pending(record: object) -> bool:
-    return isinstance(record, dict) and record.get("state") == PENDING
+    return _fields(record).get("state") == PENDING
 
 
 def dir_name(localname: str) -> str | None:
@@ -121,14 +334,12 @@ def dir_name(localname: str) -> str | None:
 
 def state_of(record: object) -> str:
     """"pending", "deleting", or "ok" (a full record, or none: tycho-station's)."""
-    state = record.get("state") if isinstance(record, dict) else None
-    return state if state in (PENDING, DELETING) else "ok"
+    return _state(_fields(record))
 
 
 def format_of(record: object) -> str:
     """How the bytes are to be read: "file" (as they are) or "tar+zstd" (a directory)."""
-    value = record.get("format") if isinstance(record, dict) else None
-    return value if isinstance(value, str) else FILE
+    return _format(_fields(record))
 
 
 def being_deleted(package: str, version: str) -> IncompleteVersion:
@@ -145,16 +356,7 @@ def cut_short(package: str, version: str) -> IncompleteVersion:
 
 
 def parse_record(package: str, version: str, record: object) -> Expected:
-    if is_pending(record):
-        raise cut_short(package, version)
-    if state_of(record) == DELETING:
-        raise being_deleted(package, version)
-    sha256 = record.get("sha256") if isinstance(record, dict) else None
-    size = record.get("size") if isinstance(record, dict) else None
-    if not (isinstance(sha256, str) and _SHA256.fullmatch(sha256) and isinstance(size, int)
-            and not isinstance(size, bool)):
-        raise UnsafeRemoteData(f"{package} {version}: its checksum record is malformed")
-    return Expected(size, sha256=sha256)
+    return Record.from_json(record).expected(package, version)
 
 
 def expectation(record: Expected | None, info: ObjectInfo) -> Expected:
@@ -170,6 +372,7 @@ def checked(expected: Expected) -> str:
 
 
 def load_record(package: str, version: str, data: bytes) -> dict[str, Any]:
+    """A record object's bytes, which must hold a JSON object."""
     try:
         record = json.loads(data)
     except ValueError:
@@ -187,7 +390,8 @@ def mark(meta: dict[str, Any]) -> None:
     records_in(meta, create=True)
 
 
-def dump(data: dict[str, Any]) -> bytes:
+def dump(data: object) -> bytes:
+    """JSON as tycho-station writes tycho.json (``indent=2``), for every object we write."""
     return json.dumps(data, indent=2).encode("utf-8")
 
 

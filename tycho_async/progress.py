@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import IO, Any, Protocol
 
 from .tally import TITLES, Closing, Tally
-from .transfer.engine import NoProgress, ProgressSink, TaskProgress
+from .transfer.sink import NoProgress, ProgressSink, TaskProgress
 from .units import human_size
 
 FIRST_LINE = 10.0  # plain mode: a transfer that has run this long prints a line ...

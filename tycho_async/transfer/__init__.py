@@ -1,5 +1,6 @@
-"""The transfer engine: part planning, parallel multipart upload, parallel ranged download,
-retries (one policy: retry.py), and one concurrency budget shared by every transfer of a command.
+"""The transfer engine: part planning, parallel multipart upload (upload.py), parallel ranged
+download (download.py), retries (one policy: retry.py), one concurrency budget shared by every
+transfer of a command, and the progress protocols the engine reports through (sink.py).
 
 Names are loaded on first use (PEP 562), so that importing the planner (the config needs
 its limits) does not load the engine: ``tychoreg --help`` stays fast.
@@ -13,21 +14,15 @@ from ..lazy import lazy_names
 
 if TYPE_CHECKING:
     from .budget import Budget, BudgetStatistics
-    from .engine import (
-        Engine,
-        EngineStatistics,
-        Expected,
-        NoProgress,
-        ProgressSink,
-        TaskProgress,
-    )
+    from .engine import Engine, EngineStatistics, Expected
     from .plan import Part, TransferSettings, plan_parts
     from .retry import CONFLICT, SETTLE, Backoff, RetryPolicy
+    from .sink import NoProgress, ProgressSink, TaskProgress
 
 _WHERE = {
     "Budget": "budget", "BudgetStatistics": "budget",
     "Engine": "engine", "EngineStatistics": "engine", "Expected": "engine",
-    "NoProgress": "engine", "ProgressSink": "engine", "TaskProgress": "engine",
+    "NoProgress": "sink", "ProgressSink": "sink", "TaskProgress": "sink",
     "Part": "plan", "TransferSettings": "plan", "plan_parts": "plan",
     "Backoff": "retry", "CONFLICT": "retry", "RetryPolicy": "retry", "SETTLE": "retry",
 }

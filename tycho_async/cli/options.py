@@ -1,0 +1,56 @@
+"""What the commands share on their command lines: the options and arguments (as
+``Annotated`` hints, one definition each) and the command class that writes usage lines."""
+
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperCommand
+
+from ..defaults import DEFAULT_CONFIG
+
+ConfigOpt = Annotated[str | None, typer.Option(
+    "--config", "-c", metavar="PATH", envvar="TYCHOREG_CONFIG", show_default=False,
+    help=f"Config file (default: {DEFAULT_CONFIG} if it exists).")]
+RegistryOpt = Annotated[str | None, typer.Option(
+    "--registry", "-r", metavar="URL", envvar="TYCHOREG_REGISTRY", show_default=False,
+    help="Registry to use instead of the config's: s3://BUCKET/PREFIX or a directory path.")]
+ConcurrencyOpt = Annotated[int | None, typer.Option(
+    "--concurrency", "-j", min=1, max=256, metavar="N", envvar="TYCHOREG_CONCURRENCY",
+    show_default=False,
+    help="Requests in flight at once, shared by every file of the command (default 32; "
+         "config key tycho.concurrency).")]
+PartSizeOpt = Annotated[str | None, typer.Option(
+    "--part-size", metavar="SIZE", envvar="TYCHOREG_PART_SIZE", show_default=False,
+    help="Part size for multipart uploads and ranged downloads, e.g. 8MiB (5MiB to 5GiB; "
+         "default 8MiB; config key tycho.part_size). An upload keeps at most 40 MiB of "
+         "parts in memory (at least 4 parts).")]
+MaxUnpackedOpt = Annotated[str | None, typer.Option(
+    "--max-unpacked", metavar="SIZE", show_default=False,
+    help="The most a directory package without a recorded tree_size may unpack to, e.g. "
+         "20GiB (default: 64 times its compressed size, at least 8GiB). A recorded "
+         "tree_size is always the exact bound.")]
+QuietOpt = Annotated[bool, typer.Option(
+    "--quiet", "-q", help="Print nothing but errors.")]
+ProgressOpt = Annotated[bool | None, typer.Option(
+    "--progress/--no-progress", show_default=False,
+    help="Force progress bars on or off (default: bars on a terminal, a plain log elsewhere).")]
+JsonOpt = Annotated[bool, typer.Option(
+    "--json", help='Print one JSON document on stdout ("schema": 1; keys in the README).')]
+VersionOpt = Annotated[str | None, typer.Option(
+    "--version", "-v", metavar="VERSION", show_default=False,
+    help="Package version (default: the latest). tychoreg's own version: tychoreg -V.")]
+DebugOpt = Annotated[bool, typer.Option(
+    "--debug", envvar="TYCHOREG_DEBUG",
+    help="Log every request and retry (ours and botocore's) to stderr, secrets "
+         "redacted; show tracebacks of internal errors.")]
+PackageArg = Annotated[str, typer.Argument(metavar="PACKAGE", help="Package name.")]
+
+
+class Command(TyperCommand):
+    """A command whose usage line names its arguments as users know them:
+    ``tychoreg push [OPTIONS] PACKAGE VERSION FILE`` (typer writes ``{PACKAGE}``)."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:  # a click Context
+        return [piece[1:-1] if piece.startswith("{") and piece.endswith("}") else piece
+                for piece in super().collect_usage_pieces(ctx)]
+

@@ -1,0 +1,218 @@
+"""Downloading: pull, pull-list, and verify (a download that keeps no file)."""
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ..errors import PartialFailure, UsageError
+from ..units import human_size
+from .options import (
+    Command,
+    ConcurrencyOpt,
+    ConfigOpt,
+    JsonOpt,
+    MaxUnpackedOpt,
+    PackageArg,
+    PartSizeOpt,
+    ProgressOpt,
+    QuietOpt,
+    RegistryOpt,
+    VersionOpt,
+)
+from .render import echo_json, out, reports, say
+from .run import cli_command, execute, execute_transfer, settings_for
+
+group = typer.Typer()  # these commands; the root (cli/__init__.py) lists every group in order
+
+
+@group.command(cls=Command, short_help="Download a version of PACKAGE unless already current.")
+@cli_command
+def pull(
+    package: PackageArg,
+    version: VersionOpt = None,
+    force: Annotated[bool, typer.Option(
+        "--force", "-f", help="Download even when the local copy is current.")] = False,
+    outfile: Annotated[Path | None, typer.Option(
+        "--outfile", "-o", metavar="PATH", show_default=False,
+        help="Save here instead of OUTDIR/localname (a directory package: extract here "
+             "instead of OUTDIR/NAME); - (or /dev/stdout, or the file standard output "
+             "goes to) writes the bytes to standard output.")] = None,
+    raw: Annotated[bool, typer.Option(
+        "--raw", help="A directory package: keep the archive (OUTDIR/localname, a .tar.zst) "
+        "instead of extracting it, as tycho-station does. With -o - onto a terminal: "
+        "write binary bytes there anyway.")] = False,
+    fallback: Annotated[list[str] | None, typer.Option(
+        "--fallback", metavar="PREFIX", show_default=False,
+        help="If --version does not exist, pull the most recently pushed version starting "
+             "with PREFIX; repeat to try several prefixes in order.")] = None,
+    outdir: Annotated[str | None, typer.Option(
+        "--outdir", metavar="DIR", envvar="TYCHOREG_OUTDIR", show_default=False,
+        help="Directory for pulls (default: tycho.outdir, else tycho_packages).")] = None,
+    max_unpacked: MaxUnpackedOpt = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None, registry: RegistryOpt = None,
+    concurrency: ConcurrencyOpt = None, part_size: PartSizeOpt = None,
+    quiet: QuietOpt = False, progress: ProgressOpt = None,
+) -> None:
+    """Download a version of PACKAGE, unless the local copy is already current. A
+    directory package is extracted to OUTDIR/NAME, atomically (the old one is replaced
+    only once the new one checks out, and only if the proof inside it,
+    NAME/.tychoreg-pull, says a pull of PACKAGE made it); it is current only while it
+    still matches that proof's manifest, and replacing local edits warns."""
+    request = _pull_request(package, version)
+    limit = _max_unpacked(max_unpacked)
+    settings = settings_for(config, registry, concurrency=concurrency, part_size=part_size,
+                            outdir=outdir)
+    to_stdout = outfile is not None and (str(outfile) == "-" or _is_stdout(outfile))
+    if to_stdout and as_json:
+        raise UsageError("--json and --outfile - both want standard output; choose one")
+    target: Any = sys.stdout.buffer if to_stdout else outfile
+    result = execute_transfer(settings, lambda reg: reg.pull(
+        request.package, request.version, force=force, outfile=target, raw=raw,
+        fallback=tuple(fallback or ()), max_unpacked=limit),
+        verb="pulled", files=1, quiet=quiet or as_json, progress=progress)
+    for warning in result.warnings:
+        say(f"warning: {warning}")
+    if as_json:
+        echo_json(reports().pull(result))
+    elif to_stdout:
+        if not quiet:
+            say(f"pulled {result.package} {result.version} to standard output "
+                 f"({human_size(result.size)}){_hit(result, fallback)}")
+    elif not quiet:
+        _echo_pull(result, fallback)
+
+
+def _max_unpacked(value: str | None) -> int | None:
+    from ..config import parse_size
+
+    return None if value is None else parse_size(value, "--max-unpacked")
+
+
+def _is_stdout(path: Path) -> bool:
+    from ..localfs import same_as_stdout
+
+    return same_as_stdout(path)
+
+
+def _hit(result: Any, fallback: list[str] | None) -> str:
+    if not fallback:
+        return ""
+    return " (exact hit)" if result.exact else " (fallback: not the exact version asked)"
+
+
+def _pull_request(package: str, version: str | None) -> Any:
+    from ..names import check_package, check_version
+    from ..results import PullRequest
+
+    if version is None:
+        return PullRequest.parse(package)
+    return PullRequest(check_package(package), check_version(version))
+
+
+def _echo_pull(result: Any, fallback: list[str] | None = None) -> None:
+    if result.skipped:
+        out(f"{result.package} {result.version} is up to date: {result.path}"
+             f"{_hit(result, fallback)}")
+    else:
+        out(f"pulled {result.package} {result.version} -> {result.path} "
+             f"({human_size(result.size)}){_hit(result, fallback)}")
+
+
+@group.command("pull-list", cls=Command,
+               short_help="Pull many packages at once; failures reported at the end.")
+@cli_command
+def pull_list(
+    packages: Annotated[list[str] | None, typer.Argument(
+        metavar="PACKAGE...", help="Packages to pull: PKG (its latest) or PKG==VERSION.",
+        show_default=False)] = None,
+    from_file: Annotated[Path | None, typer.Option(
+        "--from-file", metavar="FILE", show_default=False,
+        help="Read more items from FILE, one a line ('#' starts a comment); - reads "
+             "standard input.")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", "-f", help="Download even when local copies are current.")] = False,
+    outdir: Annotated[str | None, typer.Option(
+        "--outdir", metavar="DIR", envvar="TYCHOREG_OUTDIR", show_default=False,
+        help="Directory for pulls (default: tycho.outdir, else tycho_packages).")] = None,
+    max_unpacked: MaxUnpackedOpt = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None, registry: RegistryOpt = None,
+    concurrency: ConcurrencyOpt = None, part_size: PartSizeOpt = None,
+    quiet: QuietOpt = False, progress: ProgressOpt = None,
+) -> None:
+    """Pull many packages at once; every failure is reported at the end (what was
+    pulled is still listed)."""
+    from ..results import PullRequest
+
+    items = list(packages or [])
+    if from_file is not None:
+        try:
+            lines = (sys.stdin.read() if str(from_file) == "-" else
+                     from_file.read_text(encoding="utf-8")).splitlines()
+        except OSError as exc:
+            raise UsageError(f"cannot read {from_file}: {exc.strerror or exc}") from exc
+        items += [line.split("#", 1)[0].strip() for line in lines]
+        items = [item for item in items if item]
+    if not items:
+        raise UsageError("name at least one package (or --from-file FILE)")
+    requests = [PullRequest.parse(item) for item in items]
+    limit = _max_unpacked(max_unpacked)
+    settings = settings_for(config, registry, concurrency=concurrency, part_size=part_size,
+                            outdir=outdir)
+    from ..progress import make_progress
+
+    failure: PartialFailure | None = None
+    # the items (stdout) first, then the summary (stderr): in a CI log too
+    display = make_progress(progress, quiet or as_json, "pulled", files=len(requests),
+                            summary_last=True)
+    with display as sink:
+        try:
+            results = execute(settings, lambda reg: reg.pull_many(items, force=force,
+                                                                  max_unpacked=limit), sink)
+        except PartialFailure as exc:
+            failure, results = exc, exc.results
+    for result in results:
+        for warning in result.warnings:
+            say(f"warning: {warning}")
+    if as_json:
+        echo_json(reports().pull_list(requests, results, failure))
+    elif not quiet:
+        for result in results:
+            _echo_pull(result)
+    display.summarize()
+    if failure is not None:
+        raise failure
+
+
+@group.command(cls=Command, short_help="Re-check a stored version against its SHA-256 record.")
+@cli_command
+def verify(
+    package: PackageArg,
+    version: VersionOpt = None,
+    repair: Annotated[bool, typer.Option(
+        "--repair", help="Finish what an interrupted push left: record a version whose "
+        "upload completed (from the stored bytes' SHA-256), clear one whose upload did "
+        "not, restore a lost copy of the record in tycho.json.")] = False,
+    as_json: JsonOpt = False, config: ConfigOpt = None, registry: RegistryOpt = None,
+    concurrency: ConcurrencyOpt = None, part_size: PartSizeOpt = None,
+    quiet: QuietOpt = False, progress: ProgressOpt = None,
+) -> None:
+    """Re-check a stored version against its SHA-256 record (size and MD5 for versions
+    pushed by tycho-station) without keeping a file; exit 3 if it does not match."""
+    request = _pull_request(package, version)
+    settings = settings_for(config, registry, concurrency=concurrency, part_size=part_size)
+    result = execute_transfer(settings, lambda reg: reg.verify(
+        request.package, request.version, repair=repair),
+                       verb="verified", files=1, quiet=quiet or as_json, progress=progress)
+    if as_json:
+        echo_json(reports().verify(result))
+        return
+    if result.repaired:
+        out(f"{result.package} {result.version}: {result.repaired}")
+    if not quiet:
+        out(f"{result.package} {result.version} is intact ({human_size(result.size)}, "
+             f"sha256 {result.sha256}; checked {result.checked})")
+
