@@ -38,10 +38,10 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import anyio
 import anyio.to_thread
 
-from . import __version__, processes, retention
-from .config import DEFAULT_CONFIG
-from .digests import file_digests
-from .errors import (
+from .. import __version__, processes, retention
+from ..config import DEFAULT_CONFIG
+from ..digests import file_digests
+from ..errors import (
     AlreadyExists,
     IncompleteVersion,
     IntegrityError,
@@ -58,7 +58,7 @@ from .errors import (
     UnsafeRemoteData,
     UsageError,
 )
-from .layout import (
+from ..layout import (
     DELETING,
     FILE,
     LATEST,
@@ -90,9 +90,9 @@ from .layout import (
     state_of,
     version_key,
 )
-from .lifecycle import Liveness, abandoned, holder_of, written_at
-from .localfs import LocalFS, Target, failure, fits, pseudo_fs, same_as_stdout
-from .names import (
+from ..lifecycle import Liveness, abandoned, holder_of, written_at
+from ..localfs import LocalFS, Target, failure, fits, pseudo_fs, same_as_stdout
+from ..names import (
     check_localname_arg,
     check_package,
     check_remote_localname,
@@ -100,8 +100,8 @@ from .names import (
     is_valid_segment,
     sort_versions,
 )
-from .names import version_key as natural
-from .results import (
+from ..names import version_key as natural
+from ..results import (
     DeleteResult,
     PackageSummary,
     ProbeResult,
@@ -113,16 +113,16 @@ from .results import (
     VerifyResult,
     VersionInfo,
 )
-from .storage import ObjectInfo
-from .transfer import CONFLICT, SETTLE, Engine, Expected
-from .transfer.engine import ExpectedSource, UploadResult
-from .transfer.groups import task_group
-from .units import plural
+from ..storage import ObjectInfo
+from ..transfer import CONFLICT, SETTLE, Engine, Expected
+from ..transfer.engine import ExpectedSource, UploadResult
+from ..transfer.groups import task_group
+from ..units import plural
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
-    from . import archive
+    from .. import archive
 
 META_ATTEMPTS = 20
 # A pending record (a push under way) is taken over by a later push, or cleared by
@@ -170,8 +170,8 @@ def _unpack_limit(package: str, version: str, expected: Expected | None,
     """How far a directory package's tar may expand: its recorded ``tree_size`` exactly;
     without one (pushed before tree_size was recorded), ``max_unpacked`` or the default
     bound of its compressed size."""
-    from . import archive
-    from .units import human_size
+    from .. import archive
+    from ..units import human_size
 
     tree_size = record.get("tree_size")
     if tree_size is not None:
@@ -522,7 +522,7 @@ class Registry:
                              "uploaded as they are)")
         packer = None
         if source_.tree is not None:
-            from . import archive  # loaded only for directories: pulls of files start faster
+            from .. import archive  # loaded only for directories: pulls of files start faster
 
             packer = archive.Packer(source_.tree, level if level is not None
                                     else archive.DEFAULT_LEVEL)
@@ -662,7 +662,7 @@ class Registry:
             return _Source(None, None, source)
         path = anyio.Path(source)
         if await path.is_dir():
-            from . import archive
+            from .. import archive
 
             tree = await anyio.to_thread.run_sync(archive.scan, source)
             return _Source(source, tree, None)
@@ -798,7 +798,7 @@ class Registry:
         if source.tree is not None:
             if fmt != TAR_ZSTD or not isinstance(record, dict):
                 return False if record is not None else None
-            from . import archive
+            from .. import archive
 
             digest = await anyio.to_thread.run_sync(archive.tree_sha256, source.tree)
             return bool(digest == record.get("tree_sha256"))
@@ -1456,7 +1456,7 @@ class Registry:
         key = version_key(package, version)
         limit = _unpack_limit(package, version, expected, record, max_unpacked)
         created, proof = await anyio.to_thread.run_sync(self._tree_target, package, dest)
-        from . import archive
+        from .. import archive
 
         warnings: tuple[str, ...] = ()
         try:
@@ -1503,7 +1503,7 @@ class Registry:
         replacement a crash cut short (only once the destination is known to be ours or
         missing); create the folders above it. Returns those created, and the proof of
         the directory there (None: there is none yet)."""
-        from . import archive
+        from .. import archive
 
         resolved = dest.resolve()
         for keep in (Path.cwd(), self.outdir.resolve()):
@@ -1559,7 +1559,7 @@ class Registry:
                        into: Path, limit: archive.Limit) -> tuple[ObjectInfo, archive.Extracted]:
         """Stream the object through the extractor (a worker thread reading a bounded
         pipe) while the engine hashes it; both must succeed."""
-        from . import archive
+        from .. import archive
 
         pipe = archive.ChunkPipe()
         done: list[archive.Extracted] = []
