@@ -66,6 +66,32 @@ def same_as_stdout(path: Path) -> bool:
     return (there.st_dev, there.st_ino) == (out.st_dev, out.st_ino)
 
 
+def dir_target(dest: Path, *, keep: tuple[Path, ...]) -> bool:
+    """Look at where a directory package goes before anything is written: True when
+    a directory is there, False when nothing is. Refused: the current directory,
+    ``keep`` or anything holding them, a place in /proc, a path under something
+    that is not a directory, and anything there that is not a directory."""
+    resolved = dest.resolve()
+    for place in (Path.cwd(), *(path.resolve() for path in keep)):
+        if resolved == place or resolved in place.parents:
+            raise UsageError(f"{dest} is (or holds) {place}; pull a directory package "
+                             "to a path of its own")
+    if pseudo_fs(dest) == "/proc":
+        raise UsageError(f"cannot extract to {dest}: /proc holds processes, not files; "
+                         "choose another path")
+    for above in dest.parents:
+        if os.path.lexists(above):
+            if not above.is_dir():
+                raise UsageError(f"{above} is not a directory")
+            break
+    if not os.path.lexists(dest):
+        return False
+    if dest.is_symlink() or not dest.is_dir():
+        raise UsageError(f"{dest} exists and is not a directory; pull a directory "
+                         "package to a new path, or remove it")
+    return True
+
+
 def is_terminal(stream: BinaryIO | None, fd: int) -> bool:
     """Whether ``stream`` (None: the descriptor ``fd``) is a terminal."""
     try:
@@ -439,31 +465,6 @@ class LocalFS:
             raise failure(exc, f"write {named}") from exc
 
     # -- directory packages ---------------------------------------------------------------
-
-    def dir_target(self, dest: Path, *, keep: tuple[Path, ...]) -> bool:
-        """Look at where a directory package goes before anything is written: True when
-        a directory is there, False when nothing is. Refused: the current directory,
-        ``keep`` or anything holding them, a place in /proc, a path under something
-        that is not a directory, and anything there that is not a directory."""
-        resolved = dest.resolve()
-        for place in (Path.cwd(), *(path.resolve() for path in keep)):
-            if resolved == place or resolved in place.parents:
-                raise UsageError(f"{dest} is (or holds) {place}; pull a directory package "
-                                 "to a path of its own")
-        if pseudo_fs(dest) == "/proc":
-            raise UsageError(f"cannot extract to {dest}: /proc holds processes, not files; "
-                             "choose another path")
-        for above in dest.parents:
-            if os.path.lexists(above):
-                if not above.is_dir():
-                    raise UsageError(f"{above} is not a directory")
-                break
-        if not os.path.lexists(dest):
-            return False
-        if dest.is_symlink() or not dest.is_dir():
-            raise UsageError(f"{dest} exists and is not a directory; pull a directory "
-                             "package to a new path, or remove it")
-        return True
 
     def create_temp_dir(self, dest: Path) -> Path:
         """A new empty directory beside ``dest`` to extract into, named as temp files are,

@@ -16,6 +16,7 @@ import anyio.to_thread
 from .. import archive
 from ..errors import IntegrityError, NotFound, UnsafeRemoteData, UsageError
 from ..layout import PROOF, TAR_ZSTD, default_max_unpacked, etag_sidecar, version_key
+from ..localfs import dir_target
 from ..results import PullResult
 from ..storage import ObjectInfo
 from ..transfer import Expected
@@ -137,7 +138,7 @@ class TreeInstall:
         missing); create the folders above it. Returns those created, and the proof of
         the directory there (None: there is none yet)."""
         fs = self.ctx.fs
-        if fs.dir_target(dest, keep=(self.outdir,)):
+        if dir_target(dest, keep=(self.outdir,)):
             proof = archive.read_proof(dest)
             _check_proof(package, dest, proof)
             fs.recover_dir(dest)  # leftovers of a replacement: removed
