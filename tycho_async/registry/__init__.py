@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..config import DEFAULT_CONFIG
 from ..lifecycle import Liveness
@@ -102,7 +102,7 @@ class Registry:
         self, request: PullRequest, *, outdir: Path | None = None, force: bool = False,
         outfile: Path | BinaryIO | None = None, raw: bool = False,
         fallback: Sequence[str] = (), claim: Claim | None = None,
-        max_unpacked: int | None = None,
+        max_unpacked: int | None = None, meta: dict[str, Any] | None = None,
     ) -> PullResult:
         """See ``pull.Pull.pull``; ``outdir`` None: the registry's download folder."""
         from .pull import Pull
@@ -110,17 +110,18 @@ class Registry:
         return await Pull(self.ctx).pull(
             request, outdir=self.outdir if outdir is None else outdir, force=force,
             outfile=outfile, raw=raw, fallback=fallback, claim=claim,
-            max_unpacked=max_unpacked)
+            max_unpacked=max_unpacked, meta=meta)
 
     async def pull_many(self, requests: Sequence[PullRequest], *,
                         outdir: Path | None = None, force: bool = False,
                         max_unpacked: int | None = None) -> list[PullResult]:
-        """See ``pull.Pull.pull_many``; ``outdir`` as for ``pull``."""
+        """See ``pull.Pull.pull_many``; ``outdir`` as for ``pull``. Each item goes
+        through ``pull`` here, the one entry point of a pull."""
         from .pull import Pull
 
         return await Pull(self.ctx).pull_many(
             requests, outdir=self.outdir if outdir is None else outdir, force=force,
-            max_unpacked=max_unpacked)
+            max_unpacked=max_unpacked, each=self.pull)
 
     async def verify(self, request: PullRequest, *, repair: bool = False) -> VerifyResult:
         """See ``verify.Verify.run``."""

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import anyio
 import anyio.to_thread
@@ -56,6 +57,15 @@ from .catalog import WAVE_PER_SLOT, Context, MetaWave, expects, resolve
 STDOUT = 1
 
 Claim = Callable[[Path], Awaitable[None]]
+
+
+class PullOne(Protocol):
+    """How pull_many pulls one item: ``Pull.pull``, or the composition's own ``pull``
+    (so that whatever wraps the registry's pulls sees every item of a batch too)."""
+
+    async def __call__(self, request: PullRequest, *, outdir: Path, force: bool,
+                       claim: Claim | None, max_unpacked: int | None,
+                       meta: dict[str, Any] | None) -> PullResult: ...
 
 
 def check_localname(package: str, localname: str, reserved: frozenset[str]) -> None:
@@ -127,7 +137,7 @@ class Wanted:
         return self._target
 
 
-class Destination:
+class Destination(ABC):
     """A kind of place a pull writes to: ``fits`` says whether it takes a pull (it may
     look at the file system, and refuse the place: UsageError), ``write`` does it."""
 
@@ -137,11 +147,11 @@ class Destination:
         self.want = want
 
     @classmethod
-    def fits(cls, want: Wanted, ctx: Context) -> bool:
-        raise NotImplementedError
+    @abstractmethod
+    def fits(cls, want: Wanted, ctx: Context) -> bool: ...
 
-    async def write(self) -> PullResult:
-        raise NotImplementedError
+    @abstractmethod
+    async def write(self) -> PullResult: ...
 
 
 class ToStdout(Destination):
@@ -253,8 +263,8 @@ class ToLocalFile(Destination):
             raise
         return dataclasses.replace(result, exact=want.exact, format=want.fmt)
 
-    async def transfer(self, target: Target, has_sidecar: bool) -> PullResult:
-        raise NotImplementedError
+    @abstractmethod
+    async def transfer(self, target: Target, has_sidecar: bool) -> PullResult: ...
 
 
 class ToDevice(ToLocalFile):
@@ -409,7 +419,7 @@ class Pull:
 
     async def pull_many(
         self, requests: Sequence[PullRequest], *, outdir: Path, force: bool = False,
-        max_unpacked: int | None = None,
+        max_unpacked: int | None = None, each: PullOne | None = None,
     ) -> list[PullResult]:
         """Pull every item concurrently (an item listed twice, once); report every failure
         together at the end. Two items that would write one path collide only if both
@@ -420,13 +430,14 @@ class Pull:
         Every package's tycho.json is read once, however many items name it, in one wave
         ahead of the objects (``MetaWave``): the reads go out at once, at the head of the
         budget's queue, and an item whose tycho.json is in starts its object's GET without
-        a round trip of its own."""
+        a round trip of its own. ``each`` pulls one item (by default ``pull``)."""
         with self.ctx.fs.batch():  # the folders written to are looked at once, not per file
             return await self._pull_many(list(dict.fromkeys(requests)), outdir=outdir,
-                                         force=force, max_unpacked=max_unpacked)
+                                         force=force, max_unpacked=max_unpacked,
+                                         each=each or self.pull)
 
     async def _pull_many(self, requests: list[PullRequest], *, outdir: Path, force: bool,
-                         max_unpacked: int | None) -> list[PullResult]:
+                         max_unpacked: int | None, each: PullOne) -> list[PullResult]:
         results: dict[int, PullResult] = {}
         failures: list[tuple[str, TychoError]] = []
         claimed: dict[Path, tuple[str, anyio.Event]] = {}
@@ -451,9 +462,9 @@ class Pull:
 
             try:
                 meta = await wave.meta(request.package)
-                results[index] = await self.pull(request, outdir=outdir, force=force,
-                                                 claim=claim, max_unpacked=max_unpacked,
-                                                 meta=meta)
+                results[index] = await each(request, outdir=outdir, force=force,
+                                            claim=claim, max_unpacked=max_unpacked,
+                                            meta=meta)
             except TychoError as exc:
                 failures.append((str(request), exc))
                 for key in mine:  # a failed item writes nothing: its paths are free
