@@ -3,7 +3,10 @@ imported, so a lazy or TYPE_CHECKING-only import counts as much as any other):
 
 - storage is at the bottom: it imports nothing of config, transfer, the registry, the API,
   the CLI, the package format or the progress display;
-- the registry uses the engine's public names only, and never a concrete store;
+- the registry uses the engine's public names only, and never a concrete store; it
+  leaves file mechanics (``os``, ``shutil``, ``tempfile``) to ``localfs.py``; its
+  operation modules import ``catalog`` and ``publish`` at most from one another (and
+  their own parts: publish its ``skips``, pull its ``trees``);
 - transfer imports nothing of the registry, the API, the CLI, config or the display;
 - only the CLI imports typer; rich only in the CLI and the progress display
   (``progress.py``, which loads ``bars.py`` on a terminal); bars imports nothing of
@@ -37,6 +40,10 @@ NOT_BELOW_TRANSFER = tuple(f"{ROOT}.{name}" for name in (
     "registry", "api", "cli", "config", "progress", "bars"))
 CONCRETE_STORES = tuple(f"{STORAGE}.{name}" for name in (
     "s3", "s3lean", "s3boto", "s3errors", "http", "sigv4", "local"))
+REGISTRY_SHARED = (f"{REGISTRY}.catalog", f"{REGISTRY}.publish")
+REGISTRY_PARTS = {f"{REGISTRY}.publish": (f"{REGISTRY}.skips",),
+                  f"{REGISTRY}.pull": (f"{REGISTRY}.trees",)}
+FILE_MECHANICS = ("os", "shutil", "tempfile")
 RESULTS = f"{ROOT}.results"
 NOT_BELOW_RESULTS = tuple(f"{ROOT}.{name}" for name in ("registry", "api", "cli"))
 PROGRESS = f"{ROOT}.progress"
@@ -174,13 +181,20 @@ def problems(source: str, module: str, *, is_package: bool = False) -> list[str]
             say(imp, "storage imports nothing above it")
         if within(module, (TRANSFER,)) and any(within(t, NOT_BELOW_TRANSFER) for t in targets):
             say(imp, "transfer imports nothing of the registry, API, CLI, config or display")
-        if module == REGISTRY:
+        if within(module, (REGISTRY,)):
             if within(imp.module, (TRANSFER,)) and (
                     (imp.name is not None and _private(imp.name))
                     or any(_private(part) for part in imp.module.split("."))):
                 say(imp, "the registry uses the engine's public names only")
             if any(within(t, CONCRETE_STORES) for t in targets):
                 say(imp, "the registry never imports a concrete store")
+            if imp.module.partition(".")[0] in FILE_MECHANICS:
+                say(imp, "the registry leaves file mechanics to localfs")
+            target = f"{REGISTRY}.{imp.name}" if imp.module == REGISTRY and imp.name \
+                else imp.module
+            if module != REGISTRY and within(target, (REGISTRY,)) and target not in (
+                    module, *REGISTRY_SHARED, *REGISTRY_PARTS.get(module, ())):
+                say(imp, "an operation imports catalog and publish at most (and its parts)")
         if module == RESULTS and any(within(t, NOT_BELOW_RESULTS) for t in targets):
             say(imp, "results are plain values: nothing of the registry, API or CLI")
         if module == BARS and any(within(t, (PROGRESS,)) for t in targets):
@@ -188,7 +202,7 @@ def problems(source: str, module: str, *, is_package: bool = False) -> list[str]
         top = imp.module.partition(".")[0]
         if top in UI_LIBRARIES and not within(module, UI_LIBRARIES[top]):
             say(imp, f"only {', '.join(UI_LIBRARIES[top])} may import {top}")
-    if module == REGISTRY:
+    if within(module, (REGISTRY,)):
         for line, name in _private_uses(tree, imports, (TRANSFER,)):
             found.append(f"{module}:{line}: {name}: the registry uses the engine's public "
                          "names only")
@@ -265,6 +279,15 @@ FORBIDDEN = [
     ("tycho_async.registry", False, "from .storage import local"),
     ("tycho_async.registry", False, "import tycho_async.storage.s3"),
     ("tycho_async.registry", False, "from .storage.s3lean import LeanS3"),
+    ("tycho_async.registry.pull", False, "from ..transfer.engine import _check"),
+    # (b') the registry's operations: catalog and publish shared, no file mechanics
+    ("tycho_async.registry.pull", False, "from .delete import Delete"),
+    ("tycho_async.registry.delete", False, "def f():\n    from .verify import Verify"),
+    ("tycho_async.registry.queries", False, "from . import pull"),
+    ("tycho_async.registry.verify", False, "from .skips import Skips"),
+    ("tycho_async.registry.trees", False, "import os"),
+    ("tycho_async.registry", True, "import shutil"),
+    ("tycho_async.registry.catalog", False, "def f():\n    import tempfile"),
     # (c) transfer below the registry, API, CLI and config
     ("tycho_async.transfer.engine", False, "from ..registry import Registry"),
     ("tycho_async.transfer.engine", False, "from ..config import Settings"),
@@ -298,6 +321,10 @@ ALLOWED = [
      "from . import __version__\nfrom .transfer import Engine\n"
      "from .transfer.engine import ExpectedSource\nfrom .storage import ObjectInfo\n"
      "from .transfer import engine\nengine.Engine.__name__"),
+    ("tycho_async.registry.delete", False,
+     "from .catalog import Context\nfrom .publish import repair\nfrom .. import archive"),
+    ("tycho_async.registry.pull", False, "def f():\n    from .trees import TreeInstall"),
+    ("tycho_async.registry", True, "from .pull import Pull\nfrom .queries import Queries"),
     ("tycho_async.transfer.engine", False,
      "from ..storage import Store\nfrom ..errors import TychoError\nfrom .plan import _x"),
     ("tycho_async.cli", False, "import typer\nfrom rich.table import Table"),

@@ -122,7 +122,7 @@ async def test_concurrent_promotes_lose_no_update(race_registry: Registry,
         async with anyio.create_task_group() as tg:
             for i, version in enumerate(versions):
                 tg.start_soon(reg.promote, "pkg", version)
-                tg.start_soon(reg._update_meta, "pkg", add_key(i))
+                tg.start_soon(reg.catalog.update_meta, "pkg", add_key(i))
     final = registry.meta("pkg")
     assert final["latest"] in versions
     assert final["owner"] == "team-x" and final["localname"] == "f.bin"

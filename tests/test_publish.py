@@ -501,7 +501,7 @@ def test_a_push_interrupted_as_it_publishes_records_without_waiting_for_a_listin
         registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The interruption cancels the look for lost copies, a side job still waiting for a
     listing: the shielded recording goes on at once, and the version is published."""
-    import tycho_async.registry as registry_module
+    import tycho_async.registry.publish as registry_module
 
     assert registry.cli("push", "pkg", "0", write_path(tmp_path / "a.bin", 1)).exit_code == 0
     blob = write_file(tmp_path / "b.bin", 4000, seed=2)

@@ -92,7 +92,8 @@ async def test_waiting_for_a_rival_push_polls_as_the_policy_says_and_gives_up_in
     import anyio
 
     from tycho_async.errors import AlreadyExists
-    from tycho_async.registry import SETTLE_SECONDS, Registry
+    from tycho_async.registry import Registry
+    from tycho_async.registry.skips import SETTLE_SECONDS
 
     source = tmp_path / "f.bin"
     source.write_bytes(b"x" * 4000)

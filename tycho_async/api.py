@@ -125,9 +125,10 @@ class AsyncRegistry:
 
         request = PullRequest(package, None if version is None else check_version(version))
         target = Path(outfile) if isinstance(outfile, str | Path) else outfile
-        return await self._at(outdir).pull(request, force=force, outfile=target, raw=raw,
-                                           fallback=tuple(fallback),
-                                           max_unpacked=_size_or_none(max_unpacked))
+        return await self._registry.pull(
+            request, outdir=None if outdir is None else Path(outdir), force=force,
+            outfile=target, raw=raw, fallback=tuple(fallback),
+            max_unpacked=_size_or_none(max_unpacked))
 
     async def pull_many(self, items: Iterable[str], *, outdir: str | Path | None = None,
                         force: bool = False,
@@ -138,8 +139,9 @@ class AsyncRegistry:
         from .results import PullRequest
 
         requests = [PullRequest.parse(item) for item in items]
-        return await self._at(outdir).pull_many(requests, force=force,
-                                                max_unpacked=_size_or_none(max_unpacked))
+        return await self._registry.pull_many(
+            requests, outdir=None if outdir is None else Path(outdir), force=force,
+            max_unpacked=_size_or_none(max_unpacked))
 
     async def delete(self, package: str, *versions: str, force: bool = False,
                      dry_run: bool = False, everything: bool = False) -> DeleteResult:
@@ -184,16 +186,6 @@ class AsyncRegistry:
         """Whether the store honours conditional writes (If-None-Match, If-Match), found
         by writing and removing a probe object under the registry root."""
         return await self._registry.probe()
-
-    def _at(self, outdir: str | Path | None) -> Registry:
-        if outdir is None:
-            return self._registry
-        from .registry import Registry
-
-        return Registry(self._registry.engine, Path(outdir),
-                        missing_root_ok=self._registry.missing_root_ok,
-                        own_files=tuple(self._registry.reserved),
-                        liveness=self._registry.liveness)
 
 
 @asynccontextmanager

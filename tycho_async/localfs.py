@@ -19,6 +19,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from .errors import TransferError, UsageError
 from .names import NAME_MAX
@@ -63,6 +64,40 @@ def same_as_stdout(path: Path) -> bool:
     except (OSError, ValueError):
         return False
     return (there.st_dev, there.st_ino) == (out.st_dev, out.st_ino)
+
+
+def dir_target(dest: Path, *, keep: tuple[Path, ...]) -> bool:
+    """Look at where a directory package goes before anything is written: True when
+    a directory is there, False when nothing is. Refused: the current directory,
+    ``keep`` or anything holding them, a place in /proc, a path under something
+    that is not a directory, and anything there that is not a directory."""
+    resolved = dest.resolve()
+    for place in (Path.cwd(), *(path.resolve() for path in keep)):
+        if resolved == place or resolved in place.parents:
+            raise UsageError(f"{dest} is (or holds) {place}; pull a directory package "
+                             "to a path of its own")
+    if pseudo_fs(dest) == "/proc":
+        raise UsageError(f"cannot extract to {dest}: /proc holds processes, not files; "
+                         "choose another path")
+    for above in dest.parents:
+        if os.path.lexists(above):
+            if not above.is_dir():
+                raise UsageError(f"{above} is not a directory")
+            break
+    if not os.path.lexists(dest):
+        return False
+    if dest.is_symlink() or not dest.is_dir():
+        raise UsageError(f"{dest} exists and is not a directory; pull a directory "
+                         "package to a new path, or remove it")
+    return True
+
+
+def is_terminal(stream: BinaryIO | None, fd: int) -> bool:
+    """Whether ``stream`` (None: the descriptor ``fd``) is a terminal."""
+    try:
+        return stream.isatty() if stream is not None else os.isatty(fd)
+    except (OSError, ValueError):
+        return False
 
 
 def failure(exc: OSError, what: str) -> TransferError:
@@ -498,6 +533,18 @@ class LocalFS:
         for _, path in olds:
             self.remove_tree(path)
         return restored
+
+    def make_scratch_dir(self, prefix: str) -> Path:
+        """A new private directory in the system's temporary folder (verify downloads
+        into one)."""
+        import tempfile  # only verify needs one: pulls start without it
+
+        return Path(tempfile.mkdtemp(prefix=prefix))
+
+    def drop_scratch_dir(self, path: Path) -> None:
+        """Remove a scratch directory and everything in it; what cannot be removed is
+        left to the system's temporary folder."""
+        shutil.rmtree(path, ignore_errors=True)
 
     def remove_tree(self, path: Path) -> None:
         """Remove a directory and everything in it (a file or symlink: just that), if it

@@ -1,0 +1,153 @@
+"""What is there, without moving a byte of any version: exists, list, list-versions,
+show, and the probe of whether the store honours conditional writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import uuid
+from typing import Any
+
+import anyio
+
+from .. import retention
+from ..errors import NotFound, PreconditionFailed, StoreError, UnsafeRemoteData
+from ..layout import LATEST, format_of, records_in, state_of
+from ..names import check_package, check_version, is_valid_segment, sort_versions
+from ..results import PackageSummary, ProbeResult, PullRequest, ShowResult, VersionInfo
+from ..transfer.groups import task_group
+from .catalog import Context, resolve
+
+
+def _version_info(pushed: retention.Pushed, record: object, latest: object) -> VersionInfo:
+    fields = record if isinstance(record, dict) else {}
+    sha256, pushed_at = fields.get("sha256"), fields.get("pushed_at")
+    return VersionInfo(pushed.version, pushed.size,
+                       sha256 if isinstance(sha256, str) else None,
+                       pushed_at if isinstance(pushed_at, str) else None,
+                       format_of(record), latest == pushed.version, state_of(record),
+                       pushed.modified)
+
+
+class Queries:
+    """The read-only questions a user asks of a registry."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.catalog = ctx.catalog
+
+    async def exists(self, package: str, version: str) -> bool:
+        """Whether the version exists and is complete; ``latest`` means the latest, as
+        for a pull (no latest set: no)."""
+        check_package(package)
+        check_version(version)
+        if version == LATEST:
+            meta = await self.catalog.read_meta_or_none(package)
+            if meta is None or meta.get("latest") is None:
+                return False
+            version = resolve(PullRequest(package, version), meta)
+            return await self.catalog.state(package, version, meta) == "ok"
+        return await self.catalog.state(package, version) == "ok"
+
+    async def list_packages(self) -> list[PackageSummary]:
+        names = [n for n in await self.ctx.engine.list_dirs("") if is_valid_segment(n)]
+        if not names:
+            await self.catalog.require_root()
+        summaries: dict[str, PackageSummary] = {}
+
+        async def summarize(name: str) -> None:
+            try:
+                meta, _ = await self.catalog.read_meta(name)
+            except NotFound:
+                # an emptied folder (SeaweedFS and the local backend keep them) is no package
+                if await self.ctx.engine.list_keys(f"{name}/"):
+                    summaries[name] = PackageSummary(name, None, None, "no tycho.json")
+                return
+            except UnsafeRemoteData as exc:
+                summaries[name] = PackageSummary(name, None, None, exc.message)
+                return
+            summaries[name] = PackageSummary(name, meta.get("latest"), meta.get("localname"))
+
+        async with task_group() as tg:
+            for name in names:
+                tg.start_soon(summarize, name)
+        return [summaries[name] for name in sorted(names) if name in summaries]
+
+    async def list_versions(self, package: str) -> list[VersionInfo]:
+        """Every version, in natural order, with what tycho.json's copies of the records
+        say of it (asked beside the listing: one round trip, no request per version)."""
+        return (await self._versions(package))[0]
+
+    async def _versions(self, package: str) -> tuple[list[VersionInfo], dict[str, Any]]:
+        """The versions (as ``list_versions``) and tycho.json ({} if there is none)."""
+        check_package(package)
+        found: dict[str, Any] = {}
+
+        async def meta() -> None:
+            with contextlib.suppress(NotFound):
+                found["meta"] = (await self.catalog.read_meta(package))[0]
+
+        async def listing() -> None:
+            found["pushed"] = await self.catalog.pushed(package)
+
+        async with task_group() as tg:
+            tg.start_soon(meta)
+            tg.start_soon(listing)
+        pushed: list[retention.Pushed] = found["pushed"]
+        if "meta" not in found and not pushed:
+            raise NotFound(f"package {package!r} does not exist (no tycho.json)")
+        meta_: dict[str, Any] = found.get("meta") or {}
+        copies = records_in(meta_)
+        by_version = {p.version: p for p in pushed}
+        return [_version_info(by_version[v], copies.get(v), meta_.get("latest"))
+                for v in sort_versions(list(by_version))], meta_
+
+    async def show(self, package: str, version: str | None = None) -> ShowResult:
+        """What is known of a package (and of one version): no byte is downloaded."""
+        check_package(package)
+        if version is not None and version != LATEST:
+            check_version(version)
+        versions, meta = await self._versions(package)
+        latest = meta.get("latest")
+        localname = meta.get("localname")
+        result = ShowResult(package, localname if isinstance(localname, str) else None,
+                            latest if isinstance(latest, str) else None, len(versions),
+                            sum(v.size for v in versions))
+        if version is None:
+            return result
+        name = resolve(PullRequest(package, version), meta)
+        info = next((v for v in versions if v.version == name), None)
+        record = await self.catalog.raw_record(package, name, meta, authoritative=True)
+        if info is None:
+            raise NotFound(f"{package} {name} does not exist")
+        fields = record or {}
+        if info.sha256 is None and record is not None:  # the record object, not a copy
+            info = _version_info(retention.Pushed(name, info.modified or 0.0, info.size),
+                                 record, latest)
+        tool, tree = fields.get("tool"), fields.get("tree_sha256")
+        return dataclasses.replace(
+            result, version=info, tool=tool if isinstance(tool, str) else
+            ("tycho-station" if record is None else None),
+            tree_sha256=tree if isinstance(tree, str) else None)
+
+    async def probe(self) -> ProbeResult:
+        """Whether the store honours conditional writes: write a probe object under the
+        registry root, try to overwrite it against If-None-Match and a wrong If-Match,
+        and remove it whatever happens."""
+        key = f".tychoreg-probe-{uuid.uuid4().hex}"
+        await self.catalog.require_root()
+        await self.ctx.engine.put_bytes(key, b"probe", if_none_match=True)
+        try:
+            outcomes = []
+            kwargs: dict[str, Any]
+            for kwargs in ({"if_none_match": True}, {"if_match": '"0000"'}):
+                try:
+                    await self.ctx.engine.put_bytes(key, b"probe again", **kwargs)
+                    outcomes.append(False)
+                except PreconditionFailed:
+                    outcomes.append(True)
+        finally:
+            with anyio.CancelScope(shield=True), contextlib.suppress(StoreError):
+                await self.ctx.engine.delete(key)
+        return ProbeResult(*outcomes)
