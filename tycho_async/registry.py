@@ -122,7 +122,8 @@ from .units import plural
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
-    from . import archive
+    from .archive.extract import Extracted, Limit
+    from .archive.tree import Tree
 
 META_ATTEMPTS = 20
 # A pending record (a push under way) is taken over by a later push, or cleared by
@@ -147,7 +148,7 @@ class _Source:
     a stream."""
 
     path: Path | None
-    tree: archive.Tree | None
+    tree: Tree | None
     stream: BinaryIO | None
 
 
@@ -166,23 +167,23 @@ def _version_info(pushed: retention.Pushed, record: object, latest: object) -> V
 
 
 def _unpack_limit(package: str, version: str, expected: Expected | None,
-                  record: dict[str, Any], max_unpacked: int | None) -> archive.Limit:
+                  record: dict[str, Any], max_unpacked: int | None) -> Limit:
     """How far a directory package's tar may expand: its recorded ``tree_size`` exactly;
     without one (pushed before tree_size was recorded), ``max_unpacked`` or the default
     bound of its compressed size."""
-    from . import archive
+    from .archive.extract import Limit
     from .units import human_size
 
     tree_size = record.get("tree_size")
     if tree_size is not None:
         if not isinstance(tree_size, int) or isinstance(tree_size, bool) or tree_size < 0:
             raise UnsafeRemoteData(f"{package} {version}: its record's tree_size is malformed")
-        return archive.Limit(tree_size, IntegrityError(
+        return Limit(tree_size, IntegrityError(
             f"{package} {version}: the archive expands beyond its recorded tree_size of "
             f"{tree_size} bytes"))
     size = max_unpacked if max_unpacked is not None else \
         default_max_unpacked(expected.size if expected is not None else 0)
-    return archive.Limit(size, UnsafeRemoteData(
+    return Limit(size, UnsafeRemoteData(
         f"{package} {version}: the archive expands beyond {human_size(size)}, the most a "
         "directory package without a recorded tree_size may unpack to; pass "
         "--max-unpacked SIZE to allow more"))
@@ -522,10 +523,10 @@ class Registry:
                              "uploaded as they are)")
         packer = None
         if source_.tree is not None:
-            from . import archive  # loaded only for directories: pulls of files start faster
+            from .archive import pack  # loaded only for directories: pulls of files start faster
 
-            packer = archive.Packer(source_.tree, level if level is not None
-                                    else archive.DEFAULT_LEVEL)
+            packer = pack.Packer(source_.tree, level if level is not None
+                                 else pack.DEFAULT_LEVEL)
         try:  # not read_meta: a push may create the (local) registry itself
             data, _ = await self.engine.get_bytes(meta_key(package))
             meta: dict[str, Any] | None = parse_meta(package, data)
@@ -662,9 +663,9 @@ class Registry:
             return _Source(None, None, source)
         path = anyio.Path(source)
         if await path.is_dir():
-            from . import archive
+            from .archive.tree import scan
 
-            tree = await anyio.to_thread.run_sync(archive.scan, source)
+            tree = await anyio.to_thread.run_sync(scan, source)
             return _Source(source, tree, None)
         if not await path.is_file():
             raise UsageError(f"{source} is not a readable file or directory")
@@ -798,9 +799,9 @@ class Registry:
         if source.tree is not None:
             if fmt != TAR_ZSTD or not isinstance(record, dict):
                 return False if record is not None else None
-            from . import archive
+            from .archive.pack import tree_sha256
 
-            digest = await anyio.to_thread.run_sync(archive.tree_sha256, source.tree)
+            digest = await anyio.to_thread.run_sync(tree_sha256, source.tree)
             return bool(digest == record.get("tree_sha256"))
         if source.path is None:
             return None
@@ -1456,12 +1457,12 @@ class Registry:
         key = version_key(package, version)
         limit = _unpack_limit(package, version, expected, record, max_unpacked)
         created, proof = await anyio.to_thread.run_sync(self._tree_target, package, dest)
-        from . import archive
+        from .archive.proof import describe_edits, local_edits, write_proof
 
         warnings: tuple[str, ...] = ()
         try:
             if proof is not None:
-                edits = await anyio.to_thread.run_sync(archive.local_edits, dest, proof)
+                edits = await anyio.to_thread.run_sync(local_edits, dest, proof)
                 if not force and not edits and proof.get("version") == version:
                     known = await self.engine.head(key)
                     if known is None:
@@ -1471,7 +1472,7 @@ class Registry:
                                           exact=exact, format=TAR_ZSTD)
                 if edits:
                     warnings = (f"{dest} had local edits, replaced by the pull: "
-                                f"{archive.describe_edits(edits)}",)
+                                f"{describe_edits(edits)}",)
             temp = await anyio.to_thread.run_sync(self.fs.create_temp_dir, dest)
             try:
                 info, extracted = await self._extract(package, version, expected, temp,
@@ -1480,7 +1481,7 @@ class Registry:
                 if isinstance(want, str) and extracted.tree_sha256 != want:
                     raise IntegrityError(f"{package} {version}: the extracted tree does not "
                                          "match the recorded tree_sha256")
-                await anyio.to_thread.run_sync(archive.write_proof, temp, package, version,
+                await anyio.to_thread.run_sync(write_proof, temp, package, version,
                                                info.etag)
                 with anyio.CancelScope(shield=True):
                     old = await anyio.to_thread.run_sync(self.fs.replace_dir, temp, dest)
@@ -1503,7 +1504,7 @@ class Registry:
         replacement a crash cut short (only once the destination is known to be ours or
         missing); create the folders above it. Returns those created, and the proof of
         the directory there (None: there is none yet)."""
-        from . import archive
+        from .archive.proof import read_proof
 
         resolved = dest.resolve()
         for keep in (Path.cwd(), self.outdir.resolve()):
@@ -1522,13 +1523,13 @@ class Registry:
             if dest.is_symlink() or not dest.is_dir():
                 raise UsageError(f"{dest} exists and is not a directory; pull a directory "
                                  "package to a new path, or remove it")
-            proof = archive.read_proof(dest)
+            proof = read_proof(dest)
             self._check_proof(package, dest, proof)
             self.fs.recover_dir(dest)  # leftovers of a replacement: removed
             return self.fs.make_dirs(dest.parent), proof
         proof = None
         if self.fs.recover_dir(dest):  # a crash between the two renames: the old tree is back
-            proof = archive.read_proof(dest)
+            proof = read_proof(dest)
             self._check_proof(package, dest, proof)
         return self.fs.make_dirs(dest.parent), proof
 
@@ -1556,17 +1557,17 @@ class Registry:
                              f"remove {dest} first")
 
     async def _extract(self, package: str, version: str, expected: Expected | None,
-                       into: Path, limit: archive.Limit) -> tuple[ObjectInfo, archive.Extracted]:
+                       into: Path, limit: Limit) -> tuple[ObjectInfo, Extracted]:
         """Stream the object through the extractor (a worker thread reading a bounded
         pipe) while the engine hashes it; both must succeed."""
-        from . import archive
+        from .archive.extract import ChunkPipe, extract
 
-        pipe = archive.ChunkPipe()
-        done: list[archive.Extracted] = []
+        pipe = ChunkPipe()
+        done: list[Extracted] = []
 
         async def extracting() -> None:
             try:
-                done.append(await anyio.to_thread.run_sync(archive.extract, pipe, into,
+                done.append(await anyio.to_thread.run_sync(extract, pipe, into,
                                                            limit))
             finally:
                 pipe.abandon()
