@@ -23,8 +23,17 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tycho_async import archive, localfs
-from tycho_async.archive import ChunkPipe, Extracted, Packer, Tree
+from tycho_async import localfs
+from tycho_async.archive.extract import ChunkPipe, Extracted, Limit, _TarInfo, extract
+from tycho_async.archive.pack import (
+    DEFAULT_LEVEL,
+    MAX_LEVEL,
+    Packer,
+    _ustar,
+    tar_chunks,
+    tree_sha256,
+)
+from tycho_async.archive.tree import Tree, scan
 from tycho_async.errors import TransferError, TychoError, UnsafeRemoteData, UsageError
 from tycho_async.localfs import LocalFS
 
@@ -69,14 +78,14 @@ def make_sample(root: Path, *, reverse: bool = False, big: int = 3 << 20) -> Pat
     return root
 
 
-def pack(tree: Tree, level: int = archive.DEFAULT_LEVEL) -> tuple[bytes, Packer]:
+def pack(tree: Tree, level: int = DEFAULT_LEVEL) -> tuple[bytes, Packer]:
     packer = Packer(tree, level=level)
     return b"".join(packer), packer
 
 
 def extract_bytes(data: bytes, into: Path) -> Extracted:
     into.mkdir(exist_ok=True)
-    return archive.extract(io.BytesIO(data), into)
+    return extract(io.BytesIO(data), into)
 
 
 def zst(tar: bytes) -> bytes:
@@ -87,7 +96,7 @@ def zst(tar: bytes) -> bytes:
 
 def test_round_trip_keeps_bytes_modes_mtimes_links_and_hard_links(tmp_path: Path) -> None:
     src = make_sample(tmp_path / "src")
-    tree = archive.scan(src)
+    tree = scan(src)
     data, packer = pack(tree)
     got = extract_bytes(data, tmp_path / "out")
 
@@ -103,14 +112,14 @@ def test_round_trip_keeps_bytes_modes_mtimes_links_and_hard_links(tmp_path: Path
     # counts agree between the scan and the extraction; the hash three ways
     assert (got.files, got.dirs, got.symlinks, got.bytes) == (
         tree.files, tree.dirs, tree.symlinks, tree.bytes) == (8, 4, 4, (3 << 20) + 43)
-    assert got.tree_sha256 == packer.tree_sha256 == archive.tree_sha256(tree)
+    assert got.tree_sha256 == packer.tree_sha256 == tree_sha256(tree)
     assert got.tar_size == packer.tar_size and packer.tar_size % 10240 == 0
     assert packer.size == len(data)
 
 
 def test_empty_tree_round_trips(tmp_path: Path) -> None:
     (tmp_path / "src").mkdir()
-    tree = archive.scan(tmp_path / "src")
+    tree = scan(tmp_path / "src")
     assert (tree.entries, tree.files, tree.bytes) == ((), 0, 0)
     data, packer = pack(tree)
     got = extract_bytes(data, tmp_path / "out")
@@ -129,7 +138,7 @@ def test_read_only_and_setgid_directories_get_their_mode_and_mtime_last(
     os.chmod(src / "ro" / "inner", 0o2755)
     os.chmod(src / "ro", 0o555)
     try:
-        data, _ = pack(archive.scan(src))
+        data, _ = pack(scan(src))
         extract_bytes(data, tmp_path / "out")
         out = tmp_path / "out"
         assert stat.S_IMODE((out / "ro").stat().st_mode) == 0o555
@@ -145,7 +154,7 @@ def test_read_only_and_setgid_directories_get_their_mode_and_mtime_last(
 
 def test_system_tar_lists_and_extracts_the_archive(tmp_path: Path) -> None:
     src = make_sample(tmp_path / "src")
-    data, _ = pack(archive.scan(src))
+    data, _ = pack(scan(src))
     (tmp_path / "x.tar.zst").write_bytes(data)
     listing = subprocess.run(["tar", "-I", "zstd", "-tvf", "x.tar.zst"], cwd=tmp_path,
                              capture_output=True, check=True).stdout.decode("utf-8", "replace")
@@ -177,9 +186,9 @@ def test_same_tree_same_hash_whatever_order_atime_owner_or_level(tmp_path: Path)
     if ROOT:
         os.chown(two / "run.sh", 1234, 5678)
         os.chown(two / "a", 1234, 5678)
-    tree_one, tree_two = archive.scan(one), archive.scan(two)
-    want = archive.tree_sha256(tree_one)
-    assert archive.tree_sha256(tree_two) == want
+    tree_one, tree_two = scan(one), scan(two)
+    want = tree_sha256(tree_one)
+    assert tree_sha256(tree_two) == want
     assert {pack(tree_one, level)[1].tree_sha256 for level in (1, 3, 9)} == {want}
     assert pack(tree_two, 2)[1].tree_sha256 == want
 
@@ -187,7 +196,7 @@ def test_same_tree_same_hash_whatever_order_atime_owner_or_level(tmp_path: Path)
 @pytest.mark.parametrize("change", ["content", "mode", "mtime", "name", "link", "new dir"])
 def test_any_change_changes_the_hash(tmp_path: Path, change: str) -> None:
     src = make_sample(tmp_path / "src", big=1000)
-    before = archive.tree_sha256(archive.scan(src))
+    before = tree_sha256(scan(src))
     text = src / "a" / "text.txt"
     mtime = text.stat().st_mtime
     if change == "content":
@@ -207,7 +216,7 @@ def test_any_change_changes_the_hash(tmp_path: Path, change: str) -> None:
     else:
         (src / "empty-dir" / "more").mkdir()
         set_mtimes(src)
-    assert archive.tree_sha256(archive.scan(src)) != before
+    assert tree_sha256(scan(src)) != before
 
 
 def test_canonical_tar_is_stable(tmp_path: Path) -> None:
@@ -227,7 +236,7 @@ def test_canonical_tar_is_stable(tmp_path: Path) -> None:
         os.utime(src / rel, (mtime, mtime), follow_symlinks=False)
     os.chmod(src / "d" / "f", 0o644)
     os.chmod(src / "d", 0o755)
-    tar = b"".join(archive.tar_chunks(archive.scan(src)))
+    tar = b"".join(tar_chunks(scan(src)))
     assert len(tar) == 10240
     assert hashlib.sha256(tar).hexdigest() == (
         "ada3ead9d6c36bbb5814df653121809d66e1a4c3edab6ff71f480cd894999eaa")
@@ -244,7 +253,7 @@ def test_headers_for_what_ustar_cannot_hold(tmp_path: Path) -> None:
     (src / "future").write_bytes(b"4")
     os.utime(src / "old", ns=(0, -5_000_000_000))  # before 1970
     os.utime(src / "future", (0, 8 ** 11 + 7))  # past the 11 octal digits
-    data = b"".join(archive.tar_chunks(archive.scan(src)))
+    data = b"".join(tar_chunks(scan(src)))
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         got = {m.name: m for m in tar.getmembers()}
     assert set(got) == {"d" * 120, f"{'d' * 120}/{UNICODE_NAME}", BAD_NAME, "long-target",
@@ -267,10 +276,10 @@ def parsed(cls: type[tarfile.TarInfo], block: bytes) -> object:
 
 def test_the_fast_header_parser_takes_the_common_header(monkeypatch: pytest.MonkeyPatch
                                                         ) -> None:
-    block = archive._ustar(b"dir/name", tarfile.REGTYPE, 0o644, 5, T0, b"")
+    block = _ustar(b"dir/name", tarfile.REGTYPE, 0o644, 5, T0, b"")
     want = parsed(tarfile.TarInfo, block)
     monkeypatch.setattr(tarfile.TarInfo, "frombuf", None)  # no fallback to be had
-    assert parsed(archive._TarInfo, block) == want
+    assert parsed(_TarInfo, block) == want
 
 
 FIELDS = [0, 99, 100, 107, 108, 124, 130, 135, 136, 148, 156, 157, 257, 265, 297, 329,
@@ -295,7 +304,7 @@ def test_the_fast_header_parser_agrees_with_tarfile(
         name: bytes, link: bytes, kind: bytes, mode: int, size: int, mtime: int,
         prefix: bytes, owner: bytes, changes: list[tuple[int, int]],
         fix_checksum: bool) -> None:
-    block = bytearray(archive._ustar(name, kind, mode, size, mtime, link))
+    block = bytearray(_ustar(name, kind, mode, size, mtime, link))
     block[345:345 + len(prefix)] = prefix
     block[265:265 + len(owner)] = owner
     for at, value in changes:
@@ -303,7 +312,7 @@ def test_the_fast_header_parser_agrees_with_tarfile(
     if fix_checksum:
         block[148:156] = b" " * 8
         block[148:156] = b"%06o\0 " % sum(block)
-    assert parsed(archive._TarInfo, bytes(block)) == parsed(tarfile.TarInfo, bytes(block))
+    assert parsed(_TarInfo, bytes(block)) == parsed(tarfile.TarInfo, bytes(block))
 
 
 def test_chunks_are_bounded_and_files_read_in_pieces(tmp_path: Path) -> None:
@@ -312,8 +321,8 @@ def test_chunks_are_bounded_and_files_read_in_pieces(tmp_path: Path) -> None:
     (src / "big").write_bytes(os.urandom(5 << 20))
     for i in range(50):
         (src / f"small{i}").write_bytes(b"s" * i)
-    tree = archive.scan(src)
-    chunks = list(archive.tar_chunks(tree, chunk=256 << 10))
+    tree = scan(src)
+    chunks = list(tar_chunks(tree, chunk=256 << 10))
     assert max(len(c) for c in chunks) <= 2 * (256 << 10)
     assert len(chunks) >= 20
     packed = list(Packer(tree, level=1, chunk=256 << 10))
@@ -325,7 +334,7 @@ def test_a_file_changing_while_packed_is_an_error(tmp_path: Path, change: str) -
     src = tmp_path / "src"
     src.mkdir()
     (src / "f").write_bytes(b"x" * 100_000)
-    tree = archive.scan(src)
+    tree = scan(src)
     if change == "grow":
         with open(src / "f", "ab") as f:
             f.write(b"more")
@@ -335,7 +344,7 @@ def test_a_file_changing_while_packed_is_an_error(tmp_path: Path, change: str) -
         (src / "f").rename(tmp_path / "old-f")
         (src / "f").write_bytes(b"x" * 100_000)
     with pytest.raises(TransferError, match="while it was being packed"):
-        list(archive.tar_chunks(tree))
+        list(tar_chunks(tree))
 
 
 @pytest.mark.parametrize("change,message", [("grow", "grew"), ("shrink", "shrank")])
@@ -343,7 +352,7 @@ def test_a_file_changing_during_its_read_is_an_error(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str, message: str) -> None:
     path = tmp_path / "f"
     path.write_bytes(b"x" * 300_000)
-    tree = archive.scan(tmp_path)
+    tree = scan(tmp_path)
     real_read = os.read
 
     def read_and_change(fd: int, size: int) -> bytes:
@@ -354,15 +363,15 @@ def test_a_file_changing_during_its_read_is_an_error(
                 f.write(b"more")
         return real_read(fd, size)
 
-    monkeypatch.setattr(archive.os, "read", read_and_change)
+    monkeypatch.setattr(os, "read", read_and_change)
     with pytest.raises(TransferError, match=message):
-        list(archive.tar_chunks(tree, chunk=100_000))
+        list(tar_chunks(tree, chunk=100_000))
 
 
 def test_level_out_of_range_is_a_usage_error(tmp_path: Path) -> None:
     (tmp_path / "src").mkdir()
-    tree = archive.scan(tmp_path / "src")
-    for level in (0, archive.MAX_LEVEL + 1):
+    tree = scan(tmp_path / "src")
+    for level in (0, MAX_LEVEL + 1):
         with pytest.raises(UsageError, match="level"):
             Packer(tree, level=level)
     with pytest.raises(RuntimeError):
@@ -387,7 +396,7 @@ def test_scan_refuses_what_cannot_be_restored_listing_every_path(tmp_path: Path)
         expected.append("chr (a character device)")
     try:
         with pytest.raises(UsageError) as caught:
-            archive.scan(src)
+            scan(src)
     finally:
         sock.close()
     message = str(caught.value)
@@ -401,7 +410,7 @@ def test_scan_lists_the_first_twenty_and_counts_the_rest(tmp_path: Path) -> None
     for i in range(25):
         os.mkfifo(tmp_path / f"fifo{i:02d}")
     with pytest.raises(UsageError) as caught:
-        archive.scan(tmp_path)
+        scan(tmp_path)
     message = str(caught.value)
     assert "fifo19" in message and "fifo20" not in message and "and 5 more" in message
 
@@ -412,18 +421,18 @@ def test_scan_follows_the_root_symlink_only(tmp_path: Path) -> None:
     (src / "d" / "f").write_text("x")
     os.symlink("d", src / "to-d")
     os.symlink(src, tmp_path / "root-link")
-    tree = archive.scan(tmp_path / "root-link")
+    tree = scan(tmp_path / "root-link")
     assert [(e.path, e.kind) for e in tree.entries] == [
         ("d", "dir"), ("d/f", "file"), ("to-d", "symlink")]
-    assert archive.tree_sha256(tree) == archive.tree_sha256(archive.scan(src))
+    assert tree_sha256(tree) == tree_sha256(scan(src))
 
 
 def test_scan_refuses_a_root_that_is_not_a_directory(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(UsageError, match="not a directory"):
-        archive.scan(tmp_path / "file")
+        scan(tmp_path / "file")
     with pytest.raises(UsageError, match="does not exist"):
-        archive.scan(tmp_path / "missing")
+        scan(tmp_path / "missing")
 
 
 def test_entries_sorted_by_bytes_directories_first(box: Path) -> None:
@@ -431,7 +440,7 @@ def test_entries_sorted_by_bytes_directories_first(box: Path) -> None:
     for rel in ("b/z", "a.txt", "a/b", "B", "é", high, "😀"):
         (box / rel).parent.mkdir(parents=True, exist_ok=True)
         (box / rel).write_text("x")
-    paths = [e.path for e in archive.scan(box).entries]
+    paths = [e.path for e in scan(box).entries]
     assert paths == ["B", "a", "a.txt", "a/b", "b", "b/z", "é", "😀", high]
 
 
@@ -460,7 +469,7 @@ def arena(box: Path) -> Iterator[Callable[[list[Member] | bytes], UnsafeRemoteDa
     def run(members: list[Member] | bytes) -> UnsafeRemoteData:
         tar = members if isinstance(members, bytes) else hand_tar(members)
         with pytest.raises(UnsafeRemoteData) as caught:
-            archive.extract(io.BytesIO(zst(tar)), into)
+            extract(io.BytesIO(zst(tar)), into)
         return caught.value
 
     yield run
@@ -563,7 +572,7 @@ def test_setuid_and_setgid_bits_are_dropped(tmp_path: Path) -> None:
 @pytest.fixture
 def packed(tmp_path: Path) -> bytes:
     src = make_sample(tmp_path / "src", big=1 << 20)
-    return pack(archive.scan(src), level=1)[0]
+    return pack(scan(src), level=1)[0]
 
 
 @pytest.mark.parametrize("damage,message", [
@@ -682,7 +691,7 @@ def test_data_after_the_tar_is_refused_and_the_writer_released(tmp_path: Path,
     (tmp_path / "out").mkdir()
     with pytest.raises(UnsafeRemoteData, match="after the end of its tar"):
         try:
-            archive.extract(pipe, tmp_path / "out")
+            extract(pipe, tmp_path / "out")
         finally:
             pipe.abandon()
     thread.join(5)
@@ -698,7 +707,7 @@ def test_the_limit_stops_decompression_past_it(tmp_path: Path, limit: int) -> No
     error = UnsafeRemoteData("too big")
     (tmp_path / "out").mkdir()
     with pytest.raises(UnsafeRemoteData) as raised:
-        archive.extract(io.BytesIO(bomb), tmp_path / "out", archive.Limit(limit, error))
+        extract(io.BytesIO(bomb), tmp_path / "out", Limit(limit, error))
     assert raised.value is error
     written = sum(p.stat().st_size for p in (tmp_path / "out").rglob("*") if p.is_file())
     assert written <= limit
@@ -707,8 +716,8 @@ def test_the_limit_stops_decompression_past_it(tmp_path: Path, limit: int) -> No
 def test_a_tar_of_exactly_the_limit_extracts(tmp_path: Path, packed: bytes) -> None:
     size = len(zstandard.ZstdDecompressor().decompress(packed, max_output_size=1 << 30))
     (tmp_path / "out").mkdir()
-    got = archive.extract(io.BytesIO(packed), tmp_path / "out",
-                          archive.Limit(size, UnsafeRemoteData("too big")))
+    got = extract(io.BytesIO(packed), tmp_path / "out",
+                  Limit(size, UnsafeRemoteData("too big")))
     assert got.tar_size == size
     assert snapshot(tmp_path / "out") == snapshot(tmp_path / "src")
 
@@ -726,7 +735,7 @@ def test_a_refused_extraction_releases_the_writer(tmp_path: Path) -> None:
     (tmp_path / "out").mkdir()
     with pytest.raises(UnsafeRemoteData):
         try:
-            archive.extract(pipe, tmp_path / "out")
+            extract(pipe, tmp_path / "out")
         finally:
             pipe.abandon()
     thread.join(5)
@@ -764,11 +773,11 @@ def test_random_trees_round_trip(shape: dict[str, Any], base: int) -> None:
         src, out = Path(tmp) / "src", Path(tmp) / "out"
         build(src, shape)
         set_mtimes(src, base)
-        tree = archive.scan(src)
+        tree = scan(src)
         data, packer = pack(tree, level=1)
         got = extract_bytes(data, out)
         assert snapshot(out) == snapshot(src)
-        assert got.tree_sha256 == packer.tree_sha256 == archive.tree_sha256(tree)
+        assert got.tree_sha256 == packer.tree_sha256 == tree_sha256(tree)
 
 
 # -- local directory mechanics -----------------------------------------------------------

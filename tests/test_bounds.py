@@ -22,8 +22,10 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tycho_async import archive, localfs
+from tycho_async import localfs
 from tycho_async.api import Client
+from tycho_async.archive.pack import tar_chunks
+from tycho_async.archive.tree import scan
 from tycho_async.config import load_settings
 from tycho_async.errors import IntegrityError, TychoError, UnsafeRemoteData
 from tycho_async.localfs import LocalFS
@@ -301,7 +303,7 @@ def test_a_directory_push_records_its_tree_size(registry: Registry) -> None:
     write_file(src / "d" / "f.bin", 100_000)
     set_mtimes(src)
     ok(registry.cli("push", "tree", "1", "src"))
-    size = len(b"".join(archive.tar_chunks(archive.scan(src))))
+    size = len(b"".join(tar_chunks(scan(src))))
     record = json.loads(registry.get("tree/tycho_1.meta.json") or b"")
     assert record["tree_size"] == size
     assert registry.meta("tree")["tychoreg"]["records"]["1"]["tree_size"] == size

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tycho_async import archive
+from tycho_async.archive.pack import tree_sha256
+from tycho_async.archive.tree import scan
 
 from .support import Registry
 from .trees import pulled_snapshot, set_mtimes
@@ -69,7 +70,7 @@ def test_a_hard_link_into_a_cache_outside_is_pushed_as_its_content(
     os.link(copy / "lib" / "twin-a.py", copy / "lib" / "twin-b.py")
     set_mtimes(copy)
     record = registry.meta("envs")["tychoreg"]["records"]["1"]
-    assert record["tree_sha256"] == archive.tree_sha256(archive.scan(copy))
+    assert record["tree_sha256"] == tree_sha256(scan(copy))
 
 
 # -- a real uv environment -------------------------------------------------------------------

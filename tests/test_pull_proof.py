@@ -20,7 +20,7 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tycho_async import archive
+from tycho_async.archive.proof import local_edits, read_proof, write_proof
 from tycho_async.layout import PROOF
 
 from .support import (
@@ -288,9 +288,9 @@ def test_the_manifest_names_exactly_what_changed(files: set[str],
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             (root / name).write_text(name)
             os.utime(root / name, (1_600_000_000, 1_600_000_000))
-        archive.write_proof(root, "pkg", "1", '"etag"')
-        proof = archive.read_proof(root)
-        assert proof is not None and archive.local_edits(root, proof) == []
+        write_proof(root, "pkg", "1", '"etag"')
+        proof = read_proof(root)
+        assert proof is not None and local_edits(root, proof) == []
         before = _state(root)
         for op, name in edits:
             path = root / name
@@ -311,7 +311,7 @@ def test_the_manifest_names_exactly_what_changed(files: set[str],
         want = sorted(f"{p} (added)" if p not in before else f"{p} (deleted)"
                       if p not in after else f"{p} (modified)"
                       for p in before.keys() | after.keys() if before.get(p) != after.get(p))
-        assert archive.local_edits(root, proof) == want
+        assert local_edits(root, proof) == want
 
 
 # -- section C: destinations ------------------------------------------------------------------

@@ -303,10 +303,10 @@ class Push:
                              "uploaded as they are)")
         packer = None
         if source_.tree is not None:
-            from .. import archive  # loaded only for directories: pulls of files start faster
+            from ..archive import pack  # loaded only for directories: pulls of files start faster
 
-            packer = archive.Packer(source_.tree, level if level is not None
-                                    else archive.DEFAULT_LEVEL)
+            packer = pack.Packer(source_.tree, level if level is not None
+                                    else pack.DEFAULT_LEVEL)
         try:  # not read_meta: a push may create the (local) registry itself
             data, _ = await self.ctx.engine.get_bytes(meta_key(package))
             meta: dict[str, Any] | None = parse_meta(package, data)

@@ -38,7 +38,7 @@ from ..transfer import SETTLE, Expected
 from .catalog import Busy, Context
 
 if TYPE_CHECKING:
-    from .. import archive
+    from ..archive.tree import Tree
 
 SETTLE_SECONDS = 300  # push --skip-identical waits at most this for a rival push to finish
 STREAM_CHUNK = 1 << 20
@@ -50,7 +50,7 @@ class Source:
     a stream."""
 
     path: Path | None
-    tree: archive.Tree | None
+    tree: Tree | None
     stream: BinaryIO | None
 
 
@@ -61,9 +61,9 @@ async def source_of(source: Path | BinaryIO) -> Source:
         return Source(None, None, source)
     path = anyio.Path(source)
     if await path.is_dir():
-        from .. import archive
+        from ..archive.tree import scan
 
-        tree = await anyio.to_thread.run_sync(archive.scan, source)
+        tree = await anyio.to_thread.run_sync(scan, source)
         return Source(source, tree, None)
     if not await path.is_file():
         raise UsageError(f"{source} is not a readable file or directory")
@@ -184,9 +184,9 @@ class Skips:
         if source.tree is not None:
             if fmt != TAR_ZSTD or not isinstance(record, dict):
                 return False if record is not None else None
-            from .. import archive
+            from ..archive.pack import tree_sha256
 
-            digest = await anyio.to_thread.run_sync(archive.tree_sha256, source.tree)
+            digest = await anyio.to_thread.run_sync(tree_sha256, source.tree)
             return bool(digest == record.get("tree_sha256"))
         if source.path is None:
             return None

@@ -13,7 +13,8 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from .. import archive
+from ..archive.extract import ChunkPipe, Extracted, Limit, extract
+from ..archive.proof import describe_edits, local_edits, read_proof, write_proof
 from ..errors import IntegrityError, NotFound, UnsafeRemoteData, UsageError
 from ..layout import PROOF, TAR_ZSTD, default_max_unpacked, etag_sidecar, version_key
 from ..localfs import dir_target
@@ -26,7 +27,7 @@ from .catalog import Context
 
 
 def _unpack_limit(package: str, version: str, expected: Expected | None,
-                  record: dict[str, Any], max_unpacked: int | None) -> archive.Limit:
+                  record: dict[str, Any], max_unpacked: int | None) -> Limit:
     """How far a directory package's tar may expand: its recorded ``tree_size`` exactly;
     without one (pushed before tree_size was recorded), ``max_unpacked`` or the default
     bound of its compressed size."""
@@ -34,12 +35,12 @@ def _unpack_limit(package: str, version: str, expected: Expected | None,
     if tree_size is not None:
         if not isinstance(tree_size, int) or isinstance(tree_size, bool) or tree_size < 0:
             raise UnsafeRemoteData(f"{package} {version}: its record's tree_size is malformed")
-        return archive.Limit(tree_size, IntegrityError(
+        return Limit(tree_size, IntegrityError(
             f"{package} {version}: the archive expands beyond its recorded tree_size of "
             f"{tree_size} bytes"))
     size = max_unpacked if max_unpacked is not None else \
         default_max_unpacked(expected.size if expected is not None else 0)
-    return archive.Limit(size, UnsafeRemoteData(
+    return Limit(size, UnsafeRemoteData(
         f"{package} {version}: the archive expands beyond {human_size(size)}, the most a "
         "directory package without a recorded tree_size may unpack to; pass "
         "--max-unpacked SIZE to allow more"))
@@ -95,7 +96,7 @@ class TreeInstall:
         warnings: tuple[str, ...] = ()
         try:
             if proof is not None:
-                edits = await anyio.to_thread.run_sync(archive.local_edits, dest, proof)
+                edits = await anyio.to_thread.run_sync(local_edits, dest, proof)
                 if not force and not edits and proof.get("version") == version:
                     known = await self.ctx.engine.head(key)
                     if known is None:
@@ -105,7 +106,7 @@ class TreeInstall:
                                           exact=exact, format=TAR_ZSTD)
                 if edits:
                     warnings = (f"{dest} had local edits, replaced by the pull: "
-                                f"{archive.describe_edits(edits)}",)
+                                f"{describe_edits(edits)}",)
             temp = await anyio.to_thread.run_sync(self.ctx.fs.create_temp_dir, dest)
             try:
                 info, extracted = await self._extract(package, version, expected, temp,
@@ -114,7 +115,7 @@ class TreeInstall:
                 if isinstance(want, str) and extracted.tree_sha256 != want:
                     raise IntegrityError(f"{package} {version}: the extracted tree does not "
                                          "match the recorded tree_sha256")
-                await anyio.to_thread.run_sync(archive.write_proof, temp, package, version,
+                await anyio.to_thread.run_sync(write_proof, temp, package, version,
                                                info.etag)
                 with anyio.CancelScope(shield=True):
                     old = await anyio.to_thread.run_sync(self.ctx.fs.replace_dir, temp, dest)
@@ -139,26 +140,26 @@ class TreeInstall:
         the directory there (None: there is none yet)."""
         fs = self.ctx.fs
         if dir_target(dest, keep=(self.outdir,)):
-            proof = archive.read_proof(dest)
+            proof = read_proof(dest)
             _check_proof(package, dest, proof)
             fs.recover_dir(dest)  # leftovers of a replacement: removed
             return fs.make_dirs(dest.parent), proof
         proof = None
         if fs.recover_dir(dest):  # a crash between the two renames: the old tree is back
-            proof = archive.read_proof(dest)
+            proof = read_proof(dest)
             _check_proof(package, dest, proof)
         return fs.make_dirs(dest.parent), proof
 
     async def _extract(self, package: str, version: str, expected: Expected | None,
-                       into: Path, limit: archive.Limit) -> tuple[ObjectInfo, archive.Extracted]:
+                       into: Path, limit: Limit) -> tuple[ObjectInfo, Extracted]:
         """Stream the object through the extractor (a worker thread reading a bounded
         pipe) while the engine hashes it; both must succeed."""
-        pipe = archive.ChunkPipe()
-        done: list[archive.Extracted] = []
+        pipe = ChunkPipe()
+        done: list[Extracted] = []
 
         async def extracting() -> None:
             try:
-                done.append(await anyio.to_thread.run_sync(archive.extract, pipe, into,
+                done.append(await anyio.to_thread.run_sync(extract, pipe, into,
                                                            limit))
             finally:
                 pipe.abandon()
