@@ -48,6 +48,12 @@ RESULTS = f"{ROOT}.results"
 NOT_BELOW_RESULTS = tuple(f"{ROOT}.{name}" for name in ("registry", "api", "cli"))
 PROGRESS = f"{ROOT}.progress"
 BARS = f"{ROOT}.bars"
+CLI = f"{ROOT}.cli"
+LIFECYCLE = f"{ROOT}.lifecycle"
+# what the pure version lifecycle may import: no os, no storage, no anyio, no clock of its
+# own (the caller passes time and the probes in); the layout's value types are pure too
+PURE = ("__future__", "collections.abc", "dataclasses", "datetime", "enum", "typing",
+        f"{ROOT}.layout")
 UI_LIBRARIES = {
     "typer": (f"{ROOT}.cli",),
     "click": (f"{ROOT}.cli",),
@@ -199,6 +205,10 @@ def problems(source: str, module: str, *, is_package: bool = False) -> list[str]
             say(imp, "results are plain values: nothing of the registry, API or CLI")
         if module == BARS and any(within(t, (PROGRESS,)) for t in targets):
             say(imp, "bars imports nothing of progress, which loads it (shared: tally)")
+        if within(module, (CLI,)) and any(within(t, (REGISTRY,)) for t in targets):
+            say(imp, "the CLI imports the API, never the registry")
+        if module == LIFECYCLE and imp.module not in PURE:
+            say(imp, "the lifecycle is pure: it imports nothing that does I/O")
         top = imp.module.partition(".")[0]
         if top in UI_LIBRARIES and not within(module, UI_LIBRARIES[top]):
             say(imp, f"only {', '.join(UI_LIBRARIES[top])} may import {top}")
@@ -242,6 +252,9 @@ def test_the_rules_see_the_modules_they_guard() -> None:
     assert f"{STORAGE}.ObjectInfo" in edges[f"{TRANSFER}.engine"]
     assert TRANSFER in edges[REGISTRY]
     assert "typer" in edges[f"{ROOT}.cli"]
+    assert LIFECYCLE in names and edges[LIFECYCLE]
+    assert any(within(t, (f"{ROOT}.api",)) for module in names if within(module, (CLI,))
+               for t in edges[module])
 
 
 
@@ -305,6 +318,18 @@ FORBIDDEN = [
     ("tycho_async.results", False, "def f():\n    from . import api"),
     ("tycho_async.bars", False, "from .progress import Tally"),
     ("tycho_async.bars", False, "def f():\n    from . import progress"),
+    # (f) the CLI on the API, never the registry, not even for a type
+    ("tycho_async.cli.pull", False, "from ..registry import Registry"),
+    ("tycho_async.cli.run", False,
+     "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..registry import Registry"),
+    ("tycho_async.cli", True, "from .. import registry"),
+    ("tycho_async.cli.queries", False, "def f():\n    import tycho_async.registry.queries"),
+    # (g) the lifecycle is pure
+    ("tycho_async.lifecycle", False, "import os"),
+    ("tycho_async.lifecycle", False, "import time"),
+    ("tycho_async.lifecycle", False, "def f():\n    import anyio"),
+    ("tycho_async.lifecycle", False, "from .storage import Store"),
+    ("tycho_async.lifecycle", False, "from .localfs import LocalFS"),
 ]
 
 
@@ -328,6 +353,10 @@ ALLOWED = [
     ("tycho_async.transfer.engine", False,
      "from ..storage import Store\nfrom ..errors import TychoError\nfrom .plan import _x"),
     ("tycho_async.cli", False, "import typer\nfrom rich.table import Table"),
+    ("tycho_async.cli.run", False,
+     "from ..api import AsyncRegistry\nfrom ..errors import TychoError"),
+    ("tycho_async.lifecycle", False,
+     "from __future__ import annotations\nfrom enum import Enum\nfrom .layout import Record"),
     ("tycho_async.bars", False, "from rich.console import Console"),
     ("tycho_async.progress", False, "def f():\n    from rich.console import Console"),
     ("tycho_async.bars", False, "from .tally import LARGE, Closing\nfrom .units import human_size"),

@@ -4,7 +4,6 @@ that settles each (pure, then tied to what the registry does today on every back
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import copy
 import hashlib
@@ -21,7 +20,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tycho_async import lifecycle, processes
+from tycho_async import processes
 from tycho_async.config import load_settings
 from tycho_async.errors import StoreError, TychoError
 from tycho_async.lifecycle import (
@@ -418,14 +417,3 @@ def test_a_real_deletion_failing_at_each_step_leaves_the_state_of_that_crash_poi
         assert again.exit_code == 0, again.stderr
     assert _stored(registry, "1", True) in SETTLED
     assert _stored(registry, "keep", True) is VersionState.COMPLETE
-
-
-def test_the_lifecycle_imports_nothing_that_does_io() -> None:
-    """No os, no storage, no anyio: the clock and the probes are the caller's."""
-    tree = ast.parse(Path(lifecycle.__file__).read_text(encoding="utf-8"))
-    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
-                for alias in node.names}
-    imported |= {"." * node.level + (node.module or "") for node in ast.walk(tree)
-                 if isinstance(node, ast.ImportFrom)}
-    assert imported <= {"__future__", "collections.abc", "dataclasses", "datetime", "enum",
-                        "typing"}
