@@ -105,18 +105,18 @@ class S3Store:
         silence = Silence()
         boto = await BotoS3.open(options, silence)
         try:
-            resolved = await boto.lean_address()
+            resolved = await boto.conn.lean_address()
         except BaseException:
             await boto.aclose()
             raise
         lean = None
-        connections = pool(boto.ca_bundle())
+        connections = pool(boto.conn.ca_bundle())
         if resolved is not None:
             url, region = resolved
             log.debug("lean request path: %s..., region %s", redact_url(url), region)
 
             async def refreshed() -> Credentials:
-                return Credentials(*await boto.credentials())
+                return Credentials(*await boto.conn.credentials())
 
             lean = LeanS3(connections, Address.of_url(url, region), refreshed)
         return cls(options, connections, lean, boto, boto.endpoint, silence)
@@ -156,7 +156,7 @@ class S3Store:
                   self.bucket, region)
         self._lean = None
         boto = await self._botocore()
-        boto.redirected(region)
+        boto.conn.redirected(region)
         return boto
 
     async def _either(self, lean_call: Callable[[LeanS3], Awaitable[T]],
