@@ -35,13 +35,13 @@ from .s3lean import (
     plain_address,
     plain_credentials,
 )
-from .s3uploads import LeanUploads
 from .sigv4 import Credentials
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
     from .s3boto import BotoS3
+    from .s3uploads import LeanUploads
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ class S3Store:
         self._endpoint = endpoint
         self._silence = silence or Silence()  # one count for both paths
         self._calls = LeanCalls(options, self.endpoint, self._silence)
-        self._uploads = LeanUploads(self._calls, options)
+        self._lean_uploads: LeanUploads | None = None  # loaded by the first multipart call
 
     @classmethod
     async def open(cls, options: S3Options) -> S3Store:
@@ -141,6 +141,15 @@ class S3Store:
     @property
     def location(self) -> str:
         return f"s3://{self.bucket}/{self.prefix} at {self.endpoint}"
+
+    @property
+    def _uploads(self) -> LeanUploads:
+        """The lean multipart calls, loaded on first use: a pull never needs them."""
+        if self._lean_uploads is None:
+            from .s3uploads import LeanUploads
+
+            self._lean_uploads = LeanUploads(self._calls, self._options)
+        return self._lean_uploads
 
     # -- the two paths --------------------------------------------------------------------
 
