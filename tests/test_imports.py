@@ -39,7 +39,8 @@ NOT_BELOW_STORAGE = tuple(f"{ROOT}.{name}" for name in (
 NOT_BELOW_TRANSFER = tuple(f"{ROOT}.{name}" for name in (
     "registry", "api", "cli", "config", "progress", "bars"))
 CONCRETE_STORES = tuple(f"{STORAGE}.{name}" for name in (
-    "s3", "s3lean", "s3boto", "s3errors", "http", "sigv4", "local"))
+    "s3", "s3calls", "s3uploads", "s3lean", "s3boto", "s3botoclient", "s3errors", "http",
+    "sigv4", "local"))
 REGISTRY_SHARED = (f"{REGISTRY}.catalog", f"{REGISTRY}.publish")
 REGISTRY_PARTS = {f"{REGISTRY}.publish": (f"{REGISTRY}.skips",),
                   f"{REGISTRY}.pull": (f"{REGISTRY}.trees",)}

@@ -257,6 +257,27 @@ def _transfer_settings(tycho: Mapping[str, Any], overrides: Mapping[str, Any],
                    multipart_threshold=part_size)
 
 
+@dataclass
+class _Common:
+    """What every backend's Settings share, gathered before the backend's own section is
+    read: where the config came from, the warnings so far, which env-indirected values
+    stayed unset, the dotenv file, the outdir and the transfer settings."""
+
+    path: Path
+    config_path: Path | None
+    dotenv: Path | None
+    warnings: list[str]
+    unset: list[str]
+    outdir: Path
+    transfer: TransferSettings
+
+    def settings(self, store: StoreOptions, *, default_registry: bool = False) -> Settings:
+        return Settings(store=store, outdir=self.outdir, transfer=self.transfer,
+                        config_path=self.config_path, warnings=tuple(self.warnings),
+                        default_registry=default_registry, unset=tuple(self.unset),
+                        dotenv=self.dotenv)
+
+
 def load_settings(
     config: str | None = None,
     registry: str | None = None,
@@ -272,48 +293,21 @@ def load_settings(
     ``./.tychoreg.json`` unless ``config`` names it; the AWS chain still applies."""
     env: Mapping[str, str] = os.environ if environment else {}
     overrides = overrides or {}
-    explicit = config is not None
-    path = Path(config) if config is not None else Path(DEFAULT_CONFIG)
-    data: dict[str, Any] = {}
-    if explicit or (environment and path.exists()):
-        data = _read_config(path)
-        config_path: Path | None = path
-    else:
-        config_path = None
-
+    path, config_path, data = _config_file(config, environment)
     tycho_raw = _section(data, "tycho", path)
-    dotenv = tycho_raw.get("dotenv")
-    if dotenv is not None:
-        if not isinstance(dotenv, str):
-            raise ConfigError(f"config {path}: tycho.dotenv must be a file name")
-        from dotenv import load_dotenv
-
-        load_dotenv(Path(dotenv).expanduser(), override=False)
-    dotenv_path = Path(dotenv).expanduser() if isinstance(dotenv, str) else None
+    dotenv = _load_dotenv(tycho_raw, path)
     unset: list[str] = []
     tycho = _set_only(resolve_env(tycho_raw, "tycho", strict=strict), "tycho", unset)
     sections = _unknown_keys(data, SECTIONS, f"config {path}", "section")
     warnings: list[str] = [*sections, *_unknown_keys(tycho_raw, TYCHO_KEYS,
                                                      f"config {path}: tycho")]
-    local_raw = _section(data, "local", path)
-    local_typos = _unknown_keys(local_raw, LOCAL_KEYS, f"config {path}: local")
+    local_typos = _unknown_keys(_section(data, "local", path), LOCAL_KEYS,
+                                f"config {path}: local")
     warnings += local_typos
 
     registry = registry or env.get(REGISTRY_ENV) or None
     backend_name = tycho.get("backend")
-    section_raw: dict[str, Any] = {}
-    if backend_name is not None:
-        if not isinstance(backend_name, str) or backend_name not in data:
-            raise ConfigError(
-                f"config {path}: tycho.backend is {backend_name!r} but there is no such section"
-            )
-        section_raw = _section(data, backend_name, path)
-    elif not registry and (named := [s for s in ("s3", "local") if s in data]):
-        # A registry described but never chosen must not quietly become the default one.
-        hint = "; ".join(sections)
-        raise ConfigError(
-            f"config {path} has a {named[0]!r} section but no tycho.backend naming it: add "
-            f'"tycho": {{"backend": "{named[0]}"}}' + (f" ({hint})" if hint else ""))
+    section_raw = _backend_section(data, backend_name, registry, path, sections)
     if "s3" in data and backend_name != "s3":
         typo = _check_s3_keys(_section(data, "s3", path), f"config {path}")
         if typo:
@@ -322,76 +316,129 @@ def load_settings(
                         backend_name or "backend", unset)
     kind = backend_name or "local"
     if registry:
-        url = parse_registry_url(registry)
-        if url.pop("backend") != kind:
-            kind, section = ("s3" if "bucket" in url else "local"), {}
-        section.update(url)
-
-    outdir = overrides.get("outdir") or env.get("TYCHOREG_OUTDIR") or tycho.get(
-        "outdir", DEFAULT_OUTDIR
-    )
-    if not isinstance(outdir, str) or not outdir:
-        raise ConfigError(f"config {path}: tycho.outdir must be a directory name")
-
+        kind, section = _with_registry_url(kind, section, registry)
+    outdir = _outdir(overrides, env, tycho, path)
     if config_path is not None:
         warning = _secret_warning(config_path, section_raw)
         if warning:
             warnings.append(warning)
-
-    outdir_path = Path(outdir).expanduser()
-    transfer = _transfer_settings(tycho, overrides, env)
+    common = _Common(path, config_path, dotenv, warnings, unset, outdir,
+                     _transfer_settings(tycho, overrides, env))
     if kind == "local":
-        root = section.get("path")
-        if root is not None and not isinstance(root, str):
-            raise ConfigError("local registry path must be a string")
-        if not root and backend_name == "local" and not registry:
-            if not strict and any(u.startswith("local.path ") for u in unset):
-                root = "(unset)"  # shown by info; every other command refuses it
-            else:
-                hint = "".join(f"; {typo}" for typo in local_typos)
-                raise ConfigError(f"config {path}: the local section needs a 'path' (the "
-                                  f"registry's directory){hint}")
-        return Settings(
-            store=LocalOptions(Path(root).expanduser() if root else default_local_root()),
-            outdir=outdir_path,
-            transfer=transfer,
-            config_path=config_path,
-            warnings=tuple(warnings),
-            default_registry=not root,
-            unset=tuple(unset),
-            dotenv=dotenv_path,
-        )
+        root = _local_root(section, backend_name == "local" and not registry, common,
+                           local_typos, strict=strict)
+        return common.settings(
+            LocalOptions(Path(root).expanduser() if root else default_local_root()),
+            default_registry=not root)
     if kind != "s3":
         raise ConfigError(f"unknown backend {kind!r}: use 's3' or 'local'")
     typo = _check_s3_keys(section_raw, f"config {path}") if backend_name == "s3" else None
     if typo:
         raise ConfigError(typo)
+    return common.settings(_s3_options(section, common, env, strict=strict))
+
+
+def _config_file(config: str | None, environment: bool
+                 ) -> tuple[Path, Path | None, dict[str, Any]]:
+    """The config's path (for messages), the file read (None: none) and its contents:
+    the file ``config`` names, else the default file if the environment counts and it
+    exists."""
+    path = Path(config) if config is not None else Path(DEFAULT_CONFIG)
+    if config is not None or (environment and path.exists()):
+        return path, path, _read_config(path)
+    return path, None, {}
+
+
+def _load_dotenv(tycho_raw: Mapping[str, Any], path: Path) -> Path | None:
+    """Load the dotenv file tycho.dotenv names (before any env indirection is resolved,
+    never overriding a variable already set); the file, or None."""
+    dotenv = tycho_raw.get("dotenv")
+    if dotenv is None:
+        return None
+    if not isinstance(dotenv, str):
+        raise ConfigError(f"config {path}: tycho.dotenv must be a file name")
+    from dotenv import load_dotenv
+
+    load_dotenv(Path(dotenv).expanduser(), override=False)
+    return Path(dotenv).expanduser()
+
+
+def _backend_section(data: Mapping[str, Any], backend_name: object, registry: str | None,
+                     path: Path, sections: list[str]) -> dict[str, Any]:
+    """The raw section tycho.backend names ({} when none is named); a section described
+    but never chosen is refused, so it never quietly becomes the default registry."""
+    if backend_name is not None:
+        if not isinstance(backend_name, str) or backend_name not in data:
+            raise ConfigError(
+                f"config {path}: tycho.backend is {backend_name!r} but there is no such section"
+            )
+        return _section(data, backend_name, path)
+    if not registry and (named := [s for s in ("s3", "local") if s in data]):
+        hint = "; ".join(sections)
+        raise ConfigError(
+            f"config {path} has a {named[0]!r} section but no tycho.backend naming it: add "
+            f'"tycho": {{"backend": "{named[0]}"}}' + (f" ({hint})" if hint else ""))
+    return {}
+
+
+def _with_registry_url(kind: str, section: dict[str, Any], registry: str
+                       ) -> tuple[str, dict[str, Any]]:
+    """The backend and section once a registry URL applies: it overrides the section's
+    location, and replaces the section whole when it names another backend."""
+    url = parse_registry_url(registry)
+    if url.pop("backend") != kind:
+        kind, section = ("s3" if "bucket" in url else "local"), {}
+    section.update(url)
+    return kind, section
+
+
+def _outdir(overrides: Mapping[str, Any], env: Mapping[str, str], tycho: Mapping[str, Any],
+            path: Path) -> Path:
+    """Where pulls land: the option, else TYCHOREG_OUTDIR, else tycho.outdir."""
+    outdir = overrides.get("outdir") or env.get("TYCHOREG_OUTDIR") or tycho.get(
+        "outdir", DEFAULT_OUTDIR
+    )
+    if not isinstance(outdir, str) or not outdir:
+        raise ConfigError(f"config {path}: tycho.outdir must be a directory name")
+    return Path(outdir).expanduser()
+
+
+def _local_root(section: Mapping[str, Any], needs_path: bool, common: _Common,
+                local_typos: list[str], *, strict: bool) -> str | None:
+    """The local registry's directory (None: the default one in the data folder); a
+    local section chosen by tycho.backend must name it."""
+    root = section.get("path")
+    if root is not None and not isinstance(root, str):
+        raise ConfigError("local registry path must be a string")
+    if not root and needs_path:
+        if not strict and any(u.startswith("local.path ") for u in common.unset):
+            return "(unset)"  # shown by info; every other command refuses it
+        hint = "".join(f"; {typo}" for typo in local_typos)
+        raise ConfigError(f"config {common.path}: the local section needs a 'path' (the "
+                          f"registry's directory){hint}")
+    return root
+
+
+def _s3_options(section: Mapping[str, Any], common: _Common, env: Mapping[str, str], *,
+                strict: bool) -> S3Options:
+    """The S3 store's options from its resolved section: our own keys checked, the rest
+    passed to the client."""
     bucket = section.get("bucket")
-    if bucket is None and unset and not strict:
+    if bucket is None and common.unset and not strict:
         bucket = "(unset)"  # shown by info, which refuses to --probe it
     if not isinstance(bucket, str) or not bucket:
-        raise ConfigError(f"config {path}: the s3 section needs a 'bucket'")
+        raise ConfigError(f"config {common.path}: the s3 section needs a 'bucket'")
     timeouts = {key: _seconds(value, f"{key} ({source})")
                 for key, (source, value) in _timeouts(section, env).items()}
-    client_kwargs = {k: v for k, v in section.items() if k in S3_CLIENT_KEYS}
-    store = S3Options(
+    return S3Options(
         bucket=bucket,
         prefix=_normalize_prefix(section.get("prefix")),
-        client_kwargs=client_kwargs,
+        client_kwargs={k: v for k, v in section.items() if k in S3_CLIENT_KEYS},
         checksums=_as_bool(section.get("checksums", True), "s3.checksums"),
         addressing_style=section.get("addressing_style"),
-        max_connections=transfer.concurrency + 2,  # the engine's budget, and a spare pair
-        chunk_size=transfer.chunk_size,
+        max_connections=common.transfer.concurrency + 2,  # the engine's budget, and a spare pair
+        chunk_size=common.transfer.chunk_size,
         **timeouts,
-    )
-    return Settings(
-        store=store,
-        outdir=outdir_path,
-        transfer=transfer,
-        config_path=config_path,
-        warnings=tuple(warnings),
-        unset=tuple(unset),
-        dotenv=dotenv_path,
     )
 
 

@@ -1,7 +1,8 @@
 """Local file mechanics: temp names, atomic replacement, stale-temp sweeps, special-file
-checks and OSError translation. One object owns them so the engine and the registry
+checks, directory packages' swaps. One object owns them so the engine and the registry
 never call ``os`` for file I/O themselves, and tests inject a subclass that fails the
-way disks do (short writes, read errors) without touching the process.
+way disks do (short writes, read errors) without touching the process; the descriptor
+I/O under it, and the wording of an OSError, are ``localio``'s.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .errors import TransferError, UsageError
+from .localio import FileIO, failure
 from .names import NAME_MAX
 
 TEMP_MARK = ".tychoreg-"
@@ -100,11 +102,6 @@ def is_terminal(stream: BinaryIO | None, fd: int) -> bool:
         return False
 
 
-def failure(exc: OSError, what: str) -> TransferError:
-    """The one wording of a local I/O failure: exit 3, naming what could not be done."""
-    return TransferError(f"cannot {what}: {exc.strerror or exc}")
-
-
 def fitted(name: str, room: int) -> str:
     """``name`` as the start of a file name that adds ``room`` bytes to it: unchanged
     when the whole fits in NAME_MAX bytes, else its first bytes and a hash of all of it
@@ -166,17 +163,15 @@ class Target:
         return self.kind == "stream"
 
 
-class LocalFS:
-    """File operations the transfer engine and the registry need, with errors translated.
-
-    The two system calls on the hot path are attributes, so a test can put a disk that
-    writes short or fails to read under the policy (continue, translate) that uses them."""
+class LocalFS(FileIO):
+    """File operations the transfer engine and the registry need, with errors translated:
+    temp files and atomic writes, folders, destinations, directory packages and sweeps,
+    on the descriptor I/O of :class:`~tycho_async.localio.FileIO` (whose system-call
+    attributes a test replaces to inject a failing disk)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._swept: set[Path] = set()
-        self.sys_pread = os.pread
-        self.sys_pwrite = os.pwrite
-        self.sys_pwritev = os.pwritev
         self._batches = 0
         self._resolved: dict[Path, str] = {}  # within a batch: a folder's real path
         self._made: set[Path] = set()  # within a batch: folders known to exist
@@ -206,82 +201,7 @@ class LocalFS:
             real = self._resolved[directory] = os.path.realpath(directory)
         return real
 
-    # -- reading --------------------------------------------------------------------------
-
-    def open_read(self, path: Path) -> int:
-        try:
-            return os.open(path, os.O_RDONLY)
-        except OSError as exc:
-            raise failure(exc, f"read {path}") from exc
-
-    def pread(self, fd: int, size: int, offset: int, what: str) -> bytes:
-        try:
-            return self.sys_pread(fd, size, offset)
-        except OSError as exc:
-            raise failure(exc, what) from exc
-
     # -- writing --------------------------------------------------------------------------
-
-    def pwrite(self, fd: int, data: bytes | memoryview, offset: int, what: str) -> None:
-        """Write all of ``data`` at ``offset``: a short write is continued, and a write
-        that makes no progress is an error (never a cursor moved past unwritten bytes)."""
-        view = memoryview(data)
-        while view:
-            try:
-                written = self.sys_pwrite(fd, view, offset)
-            except OSError as exc:
-                raise failure(exc, what) from exc
-            if written <= 0:
-                raise failure(OSError(errno.EIO, "the disk accepted no bytes"), what)
-            view = view[written:]
-            offset += written
-
-    def pwritev(self, fd: int, chunks: list[bytes], offset: int, what: str) -> None:
-        """Write ``chunks`` back to back at ``offset`` in one system call, without joining
-        them first; a short write is continued from the byte where it stopped."""
-        try:
-            written = self.sys_pwritev(fd, chunks, offset)
-        except OSError as exc:
-            raise failure(exc, what) from exc
-        total = sum(len(chunk) for chunk in chunks)
-        if written >= total:
-            return
-        if written <= 0:
-            raise failure(OSError(errno.EIO, "the disk accepted no bytes"), what)
-        for chunk in chunks:  # continue past the bytes that were written
-            if written >= len(chunk):
-                written -= len(chunk)
-                offset += len(chunk)
-                continue
-            self.pwrite(fd, memoryview(chunk)[written:], offset + written, what)
-            offset += len(chunk)
-            written = 0
-
-    def write(self, fd: int, data: bytes | memoryview, what: str) -> None:
-        """Write all of ``data`` at the current position (pipes and devices)."""
-        view = memoryview(data)
-        while view:
-            try:
-                written = os.write(fd, view)
-            except OSError as exc:
-                raise failure(exc, what) from exc
-            if written <= 0:
-                raise failure(OSError(errno.EIO, "the device accepted no bytes"), what)
-            view = view[written:]
-
-    def preallocate(self, fd: int, size: int) -> None:
-        """Claim the space up front, so a full disk fails at once rather than midway."""
-        if size == 0:
-            return
-        try:
-            try:
-                os.posix_fallocate(fd, 0, size)
-            except OSError as exc:
-                if exc.errno not in {errno.EOPNOTSUPP, errno.EINVAL}:
-                    raise
-                os.ftruncate(fd, size)
-        except OSError as exc:
-            raise failure(exc, "write the download") from exc
 
     def create_temp(self, dest: Path, size: int = 0) -> tuple[Path, int]:
         """A new hidden temp file beside ``dest`` with ``size`` bytes claimed, named so
@@ -300,21 +220,6 @@ class LocalFS:
             raise
         return temp, fd
 
-    def open_stream(self, path: Path) -> int:
-        """Open a FIFO, a character device or a file reached through a descriptor
-        (``/dev/fd/3``) for writing, in place (may block on a FIFO until a reader opens
-        it)."""
-        try:  # O_APPEND: a file reached through /dev/fd/N goes on where its writer is
-            return os.open(path, os.O_WRONLY | os.O_APPEND)
-        except OSError as exc:
-            raise failure(exc, f"write {path}") from exc
-
-    def replace(self, src: Path, dst: Path) -> None:
-        try:
-            os.replace(src, dst)
-        except OSError as exc:
-            raise failure(exc, f"write {dst}") from exc
-
     def write_atomic(self, path: Path, data: bytes) -> None:
         """Write a small file by temp file and rename (sidecars, records)."""
         temp, fd = self.create_temp(path)
@@ -327,27 +232,6 @@ class LocalFS:
         except BaseException:
             self.unlink(temp)
             raise
-
-    def write_in_place(self, path: Path, data: bytes) -> None:
-        """Write a small file directly, truncating it: for files whose every prefix is
-        harmless (a sidecar cut short by a crash holds no whole ETag, so it never makes a
-        file look current). One file operation fewer than a temp file and a rename."""
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        except OSError as exc:
-            raise failure(exc, f"write {path}") from exc
-        try:
-            self.write(fd, data, f"write {path}")
-        finally:
-            self.close(fd)
-
-    def unlink(self, path: Path) -> None:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-
-    def close(self, fd: int) -> None:
-        with contextlib.suppress(OSError):
-            os.close(fd)
 
     # -- directories ----------------------------------------------------------------------
 

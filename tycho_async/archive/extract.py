@@ -22,7 +22,7 @@ import zstandard
 
 from ..errors import TransferError, TychoError, UnsafeRemoteData
 from ..layout import PROOF
-from ..localfs import failure
+from ..localio import failure
 from .tree import BLOCK, DIR, FILE, RECORD, SYMLINK
 
 _ZERO_BLOCK = bytes(BLOCK)

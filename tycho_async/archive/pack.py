@@ -32,7 +32,7 @@ import zstandard
 
 from ..errors import TransferError, UsageError
 from ..hashing import BackgroundSha256
-from ..localfs import failure
+from ..localio import failure
 from .tree import BLOCK, DIR, FILE, HARDLINK, RECORD, SYMLINK, Entry, Tree
 
 MIN_LEVEL = 1

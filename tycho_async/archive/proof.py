@@ -12,7 +12,7 @@ from typing import Any
 
 from .. import __version__
 from ..layout import PROOF
-from ..localfs import failure
+from ..localio import failure
 from .tree import walk
 
 Manifest = dict[str, list[object]]

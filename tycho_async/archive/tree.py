@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..layout import PROOF
-from ..localfs import failure
+from ..localio import failure
 from ..units import plural
 
 BLOCK = 512  # a tar block: every header and every file's padded data

@@ -45,7 +45,8 @@ from ..layout import (
     state_of,
     version_key,
 )
-from ..localfs import Target, failure, fits, is_terminal, same_as_stdout
+from ..localfs import Target, fits, is_terminal, same_as_stdout
+from ..localio import failure
 from ..names import check_package, check_remote_localname
 from ..results import PullRequest, PullResult
 from ..storage import ObjectInfo

@@ -31,7 +31,7 @@ from ..layout import (
     records_in,
     state_of,
 )
-from ..localfs import failure
+from ..localio import failure
 from ..results import PushResult
 from ..storage import ObjectInfo
 from ..transfer import SETTLE, Expected
