@@ -863,3 +863,30 @@ async def test_a_pending_record_whose_answer_was_lost_is_recognised_as_ours(
         result = await registry.push("pkg", "1.0", tmp_path / "f.bin", promote=True)
         assert result.sha256 == hashlib.sha256(blob).hexdigest()
         assert store.calls["put_bytes"] >= 4  # pending twice, record, tycho.json
+
+
+def test_foreign_keys_survive_push_promote_and_delete_of_other_versions(
+        registry: Registry) -> None:
+    """Keys another client wrote (top-level in tycho.json, in our section, in a copy of a
+    record, in a record object) are kept, as they were, by every rewrite tychoreg makes
+    of those objects while it pushes, promotes and deletes other versions."""
+    write_file(Path("f.bin"), 100)
+    assert registry.cli("push", "pkg", "1.0", "f.bin").exit_code == 0
+    meta = registry.meta("pkg")
+    meta["owner"] = "team-x"
+    meta["tychoreg"]["future"] = [1, 2]
+    meta["tychoreg"]["records"]["1.0"]["signed_by"] = "ci"
+    registry.put("pkg/tycho.json", json.dumps(meta, indent=2).encode())
+    record = json.loads(registry.get("pkg/tycho_1.0.meta.json") or b"{}")
+    stored = json.dumps({**record, "signed_by": "ci"}, indent=2).encode()
+    registry.put("pkg/tycho_1.0.meta.json", stored)
+    for args in (("push", "pkg", "2.0", "f.bin"), ("promote", "pkg", "2.0"),
+                 ("push", "pkg", "3.0", "f.bin"), ("delete", "pkg", "3.0"),
+                 ("prune", "pkg", "--keep", "5")):
+        result = registry.cli(*args)
+        assert result.exit_code == 0, (args, result.output)
+        after = registry.meta("pkg")
+        assert after["owner"] == "team-x" and after["tychoreg"]["future"] == [1, 2], args
+        assert after["tychoreg"]["records"]["1.0"]["signed_by"] == "ci", args
+    assert registry.meta("pkg")["latest"] == "2.0"
+    assert registry.get("pkg/tycho_1.0.meta.json") == stored
