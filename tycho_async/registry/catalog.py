@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.to_thread
@@ -151,19 +151,20 @@ class Catalog:
                    ) -> tuple[ObjectInfo | None, tuple[bytes, str] | None]:
         """The version's object (HEAD) and its record object (bytes, ETag), asked at
         once: one round trip."""
-        found: dict[str, Any] = {"record": None}
+        pkg: list[ObjectInfo | None] = [None]
+        record: list[tuple[bytes, str] | None] = [None]
 
         async def head() -> None:
-            found["pkg"] = await self.engine.head(version_key(package, version))
+            pkg[0] = await self.engine.head(version_key(package, version))
 
         async def read() -> None:
             with contextlib.suppress(NotFound):
-                found["record"] = await self.engine.get_bytes(record_key(package, version))
+                record[0] = await self.engine.get_bytes(record_key(package, version))
 
         async with task_group() as tg:
             tg.start_soon(head)
             tg.start_soon(read)
-        return found["pkg"], found["record"]
+        return pkg[0], record[0]
 
     async def lookup(self, package: str, version: str
                      ) -> tuple[ObjectInfo | None, Record | None, str | None]:
@@ -176,8 +177,8 @@ class Catalog:
     async def state(self, package: str, version: str, meta: PackageMeta | None = None
                     ) -> tuple[VersionState, ObjectInfo | None]:
         """What the version is (``lifecycle.observe``; a pending record's push is not
-        probed: it reads as alive) and its object. With no object, only a deletion's
-        mark is told apart: an unreadable record object is no record then."""
+        probed: it reads as alive) and its object. Beside no object, an unreadable
+        record object reads as none (the answer is the object's absence, as before)."""
         if meta is None:  # tycho.json too, asked beside the object and its record
             pkg, found, meta = await self._look_all(package, version)
         else:
@@ -197,18 +198,19 @@ class Catalog:
 
     async def _look_all(self, package: str, version: str) -> tuple[
             ObjectInfo | None, tuple[bytes, str] | None, PackageMeta | None]:
-        found: dict[str, Any] = {}
+        looked: list[tuple[ObjectInfo | None, tuple[bytes, str] | None]] = []
+        metas: list[PackageMeta | None] = []
 
         async def look() -> None:
-            found["look"] = await self.look(package, version)
+            looked.append(await self.look(package, version))
 
         async def meta() -> None:
-            found["meta"] = await self.read_meta_or_none(package)
+            metas.append(await self.read_meta_or_none(package))
 
         async with task_group() as tg:
             tg.start_soon(look)
             tg.start_soon(meta)
-        return (*found["look"], found["meta"])
+        return (*looked[0], metas[0])
 
     async def raw_record(self, package: str, version: str, meta: PackageMeta | None,
                          *, authoritative: bool = False) -> Record | None:

@@ -256,6 +256,43 @@ async def repair(ctx: Context, package: str, version: str,
     return await complete(ctx, package, version, record)
 
 
+def localname_for(ctx: Context, package: str, meta: PackageMeta | None, source: Source,
+                  given: str | None) -> str:
+    """The package's localname: tycho.json's for an existing package (``given`` must
+    agree), else ``given``, else the file's name, or ``NAME.tar.zst`` for a directory
+    (NAME: its resolved base name, so ``.`` works)."""
+    current = meta.localname if meta is not None else None
+    if current is not None:
+        name = check_remote_localname(package, current)
+        if given is not None and given != name:
+            raise UsageError(f"package {package!r} already names its file {name!r}; "
+                             f"--localname {given!r} can only name a new package")
+    elif given is not None:
+        name = given
+    elif source.tree is not None:
+        base = source.tree.root.resolve().name
+        if not base:
+            raise UsageError(f"{source.tree.root} has no name to give the package's "
+                             "file; pass --localname NAME.tar.zst")
+        name = base + TAR_ZSTD_SUFFIX
+    elif source.path is not None:
+        name = source.path.name
+    else:
+        raise UsageError(f"package {package!r} is new: a push from standard input needs "
+                         "--localname NAME to name its file")
+    if current is None:
+        check_new_localname(ctx, name)
+    if source.tree is None and meta is not None and any(
+            copy.format == TAR_ZSTD for copy in meta.records.values()):
+        raise UsageError(f"package {package!r} holds directories (tar+zstd): push a "
+                         "directory to it, or the file to a package of files")
+    if source.tree is not None and dir_name(name) is None:
+        raise UsageError(f"package {package!r} names its file {name!r}, not NAME"
+                         f"{TAR_ZSTD_SUFFIX}: a directory can only be pushed to a package "
+                         "of directories")
+    return name
+
+
 class Push:
     """One push, as one object whose steps are methods (as rclone's copy): ``run`` checks
     the request and reads tycho.json, ``_claim`` skips the push or reserves the version,
@@ -318,7 +355,7 @@ class Push:
             self.meta = PackageMeta.parse(package, data)
         except NotFound:
             self.meta = None
-        self.name = self._localname_for(source_, localname)
+        self.name = localname_for(self.ctx, package, self.meta, source_, localname)
         store = self.ctx.engine.store
         created_registry = None
         if store.creates_root and not await self.ctx.engine.root_exists():
@@ -446,42 +483,6 @@ class Push:
             return dataclasses.replace(result, warnings=(
                 *result.warnings, f"not promoted: {exc.message}"))
         return dataclasses.replace(result, promoted=True)
-
-    def _localname_for(self, source: Source, given: str | None) -> str:
-        """The package's localname: tycho.json's for an existing package (``given`` must
-        agree), else ``given``, else the file's name, or ``NAME.tar.zst`` for a directory
-        (NAME: its resolved base name, so ``.`` works)."""
-        package, meta = self.package, self.meta
-        current = meta.localname if meta is not None else None
-        if current is not None:
-            name = check_remote_localname(package, current)
-            if given is not None and given != name:
-                raise UsageError(f"package {package!r} already names its file {name!r}; "
-                                 f"--localname {given!r} can only name a new package")
-        elif given is not None:
-            name = given
-        elif source.tree is not None:
-            base = source.tree.root.resolve().name
-            if not base:
-                raise UsageError(f"{source.tree.root} has no name to give the package's "
-                                 "file; pass --localname NAME.tar.zst")
-            name = base + TAR_ZSTD_SUFFIX
-        elif source.path is not None:
-            name = source.path.name
-        else:
-            raise UsageError(f"package {package!r} is new: a push from standard input needs "
-                             "--localname NAME to name its file")
-        if current is None:
-            check_new_localname(self.ctx, name)
-        if source.tree is None and meta is not None and any(
-                copy.format == TAR_ZSTD for copy in meta.records.values()):
-            raise UsageError(f"package {package!r} holds directories (tar+zstd): push a "
-                             "directory to it, or the file to a package of files")
-        if source.tree is not None and dir_name(name) is None:
-            raise UsageError(f"package {package!r} names its file {name!r}, not NAME"
-                             f"{TAR_ZSTD_SUFFIX}: a directory can only be pushed to a package "
-                             "of directories")
-        return name
 
     async def _reserve(self) -> Hold:
         """Create the version's pending record and hold it, as the version's state

@@ -86,22 +86,22 @@ class Queries:
                         ) -> tuple[list[VersionInfo], PackageMeta | None]:
         """The versions (as ``list_versions``) and tycho.json (None if there is none)."""
         check_package(package)
-        found: dict[str, Any] = {}
+        metas: list[PackageMeta] = []
+        pushed: list[retention.Pushed] = []
 
         async def meta() -> None:
             with contextlib.suppress(NotFound):
-                found["meta"] = (await self.catalog.read_meta(package))[0]
+                metas.append((await self.catalog.read_meta(package))[0])
 
         async def listing() -> None:
-            found["pushed"] = await self.catalog.pushed(package)
+            pushed.extend(await self.catalog.pushed(package))
 
         async with task_group() as tg:
             tg.start_soon(meta)
             tg.start_soon(listing)
-        pushed: list[retention.Pushed] = found["pushed"]
-        if "meta" not in found and not pushed:
+        if not metas and not pushed:
             raise NotFound(f"package {package!r} does not exist (no tycho.json)")
-        meta_: PackageMeta | None = found.get("meta")
+        meta_ = metas[0] if metas else None
         copies = meta_.records if meta_ is not None else {}
         latest = meta_.latest if meta_ is not None else None
         by_version = {p.version: p for p in pushed}
