@@ -13,7 +13,7 @@ import anyio
 
 from .. import retention
 from ..errors import NotFound, PreconditionFailed, StoreError, UnsafeRemoteData
-from ..layout import FILE, LATEST, PackageMeta, Record
+from ..layout import LATEST, PackageMeta, Record
 from ..names import check_package, check_version, is_valid_segment, sort_versions
 from ..results import PackageSummary, ProbeResult, PullRequest, ShowResult, VersionInfo
 from ..transfer.groups import task_group
@@ -22,12 +22,9 @@ from .catalog import Context, resolve
 
 def _version_info(pushed: retention.Pushed, record: Record | None, latest: str | None
                   ) -> VersionInfo:
-    """One version as list-versions shows it: by its record ("ok": complete, or
-    tycho-station's, which has none), its state "pending" or "deleting" while a push or
-    a deletion is unfinished."""
-    if record is None:
-        return VersionInfo(pushed.version, pushed.size, None, None, FILE,
-                           latest == pushed.version, "ok", pushed.modified)
+    """One version as list-versions shows it, by its record (none: tycho-station's,
+    read as an empty record is: complete, a file); its state is the record's."""
+    record = record if record is not None else Record({})
     return VersionInfo(pushed.version, pushed.size, record.sha256, record.pushed_at,
                        record.format, latest == pushed.version, record.state,
                        pushed.modified)
