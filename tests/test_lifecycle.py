@@ -476,3 +476,23 @@ def test_prune_and_delete_wait_for_a_push_begun_after_a_deletion_cut_short(
         assert "being pushed" in refused.stderr, args
     assert registry.get("pkg/tycho_1.0.meta.json") == pending
     assert registry.get("pkg/tycho_2.0.pkg") is not None
+
+
+def test_a_copy_that_says_pending_is_refused_as_cut_short_and_left_by_prune(
+        registry: Registry) -> None:
+    """No tychoreg writes a pending copy into tycho.json; one found there (beside a
+    complete record object) reads as a push not recorded yet: not trusted, refused by
+    ``verify --repair`` as cut short (exit 3), and left alone by prune, as before."""
+    write_file(Path("f.bin"), 100)
+    assert registry.cli("push", "pkg", "1.0", "f.bin").exit_code == 0
+    meta = registry.meta("pkg")
+    meta["tychoreg"]["records"]["1.0"] = {"state": "pending", "started_at": "x"}
+    registry.put("pkg/tycho.json", json.dumps(meta, indent=2).encode())
+    assert observe(b"", {"sha256": "0" * 64, "size": 100},
+                   meta["tychoreg"]["records"]["1.0"]) is VersionState.RECORDING
+    assert registry.cli("exists", "pkg", "1.0").exit_code == 1
+    repaired = registry.cli("verify", "pkg", "--version", "1.0", "--repair")
+    assert repaired.exit_code == 3 and "cut short" in repaired.stderr, repaired.output
+    pruned = registry.cli("prune", "pkg", "--keep", "5", "--json")
+    assert pruned.exit_code == 0 and json.loads(pruned.stdout)["finished"] == []
+    assert registry.meta("pkg") == meta
