@@ -178,7 +178,7 @@ class Catalog:
                     ) -> tuple[VersionState, ObjectInfo | None]:
         """What the version is (``lifecycle.observe``; a pending record's push is not
         probed: it reads as alive) and its object. Beside no object, an unreadable
-        record object reads as none (the answer is the object's absence, as before)."""
+        record object reads as none: the callers answer by the object's absence."""
         if meta is None:  # tycho.json too, asked beside the object and its record
             pkg, found, meta = await self._look_all(package, version)
         else:
