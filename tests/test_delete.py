@@ -6,9 +6,15 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import time
 from pathlib import Path
 
-from .support import TYCHOREG, _env, make_bucket, s3_client, write_file
+import pytest
+
+from tycho_async.registry import Registry
+from tycho_async.transfer import Engine
+
+from .support import SMALL, TYCHOREG, _env, make_bucket, opened, s3_client, write_file
 
 
 def test_delete_killed_midway_is_finished_by_the_same_command(s3_endpoint: str) -> None:
@@ -44,3 +50,25 @@ def test_delete_killed_midway_is_finished_by_the_same_command(s3_endpoint: str) 
     assert keys == ["P/tycho.json"]
     meta = json.loads(client.get_object(Bucket=bucket, Key="P/tycho.json")["Body"].read())
     assert meta["tychoreg"]["records"] == {}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", ["local", "s3"])
+async def test_prune_ages_versions_by_the_registrys_clock(
+        kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """prune --older-than measures ages by the clock the registry was given: versions
+    pushed a moment ago are young by the wall clock and two days old by a clock two
+    days ahead, which prunes all but latest."""
+    write_file(tmp_path / "f.bin", 100)
+    ahead = 2 * 86400.0
+    async with opened(kind, tmp_path, request) as (store, _):
+        now = Registry(Engine(store, SMALL), tmp_path / "out")
+        for version in ("1", "2", "3"):
+            await now.push("pkg", version, tmp_path / "f.bin", promote=version == "3")
+        young = await now.prune("pkg", keep=0, older_than=86400)
+        assert young.deleted == []
+        later = Registry(Engine(store, SMALL), tmp_path / "out",
+                         clock=lambda: time.time() + ahead)
+        old = await later.prune("pkg", keep=0, older_than=86400)
+        assert sorted(old.deleted) == ["1", "2"]
+        assert [v.version for v in await later.list_versions("pkg")] == ["3"]

@@ -10,13 +10,13 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
 
 from tycho_async.config import load_settings
 from tycho_async.errors import AlreadyExists
+from tycho_async.layout import PackageMeta
 from tycho_async.registry import Registry as Reg
 from tycho_async.storage import open_store
 from tycho_async.transfer import Engine
@@ -114,9 +114,9 @@ async def test_concurrent_promotes_lose_no_update(race_registry: Registry,
         for version in versions:
             await reg.push("pkg", version, tmp_path / "f.bin", promote=False)
 
-        def add_key(i: int) -> Callable[[dict[str, Any]], None]:
-            def change(meta: dict[str, Any]) -> None:
-                meta[f"k{i}"] = i
+        def add_key(i: int) -> Callable[[PackageMeta], None]:
+            def change(meta: PackageMeta) -> None:
+                meta.to_json()[f"k{i}"] = i
             return change
 
         async with anyio.create_task_group() as tg:

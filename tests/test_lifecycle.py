@@ -39,7 +39,7 @@ from tycho_async.storage import open_store
 from tycho_async.transfer import Engine
 
 from .faults import FaultyStore
-from .support import Registry, write_file
+from .support import Registry, remove_object, write_file
 
 LIVE = Liveness(60.0)
 PENDING = {"state": "pending", "started_at": "2026-01-01T00:00:00+00:00"}
@@ -417,3 +417,70 @@ def test_a_real_deletion_failing_at_each_step_leaves_the_state_of_that_crash_poi
         assert again.exit_code == 0, again.stderr
     assert _stored(registry, "1", True) in SETTLED
     assert _stored(registry, "keep", True) is VersionState.COMPLETE
+
+
+@pytest.mark.parametrize("alive", [True, False])
+def test_a_pending_record_beside_a_deletion_mark_is_a_new_push(alive: bool) -> None:
+    """A deletion marks the record object before deleting it, so a pending record beside
+    a deleting copy belongs to a push begun after the deletion removed object and record:
+    its own state, waited for while it lives, never finished as the deletion."""
+    mark = {"state": "deleting", "deleting_since": "2026-01-01T00:00:00+00:00"}
+    pending = {"state": "pending", "started_at": "2026-01-01T00:00:00+00:00"}
+    state = observe(None, pending, mark, alive=alive)
+    assert state is (VersionState.PENDING if alive else VersionState.ABANDONED)
+    assert next_step(state) is (Step.WAIT if alive else Step.CLEAR)
+    assert observe(b"", pending, mark, alive=alive) is \
+        (VersionState.RECORDING if alive else VersionState.UPLOADED)
+
+
+def test_prune_and_delete_wait_for_a_push_begun_after_a_deletion_cut_short(
+        registry: Registry) -> None:
+    """A deletion cut short after it removed the object and the record leaves only its
+    mark in tycho.json; a new push of that version then holds it with a pending record.
+    prune leaves that live push alone, and delete (of the version, or --all) refuses
+    while it runs: neither finishes the deletion over it."""
+    write_file(Path("f.bin"), 100)
+    for version in ("1.0", "2.0"):
+        result = registry.cli("push", "pkg", version, "f.bin", "--promote-latest")
+        assert result.exit_code == 0, result.output
+    meta = registry.meta("pkg")
+    meta["tychoreg"]["records"]["1.0"] = {
+        **meta["tychoreg"]["records"]["1.0"], "state": "deleting",
+        "deleting_since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "deleted_by": "tychoreg test"}
+    registry.put("pkg/tycho.json", json.dumps(meta, indent=2).encode())
+    remove_object(registry, "pkg/tycho_1.0.pkg")
+    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    pending = json.dumps({"state": "pending", "tool": "tychoreg test", "started_at": stamp,
+                          "localname": "f.bin", "push_id": "live",
+                          "holder": _holder(True)}).encode()
+    registry.put("pkg/tycho_1.0.meta.json", pending)
+    pruned = registry.cli("prune", "pkg", "--keep", "100", "--json")
+    assert pruned.exit_code == 0, pruned.stderr
+    assert json.loads(pruned.stdout)["finished"] == []
+    for args in (("delete", "pkg", "1.0"), ("delete", "pkg", "--all")):
+        refused = registry.cli(*args)
+        assert refused.exit_code == 1, (args, refused.output)
+        assert "being pushed" in refused.stderr, args
+    assert registry.get("pkg/tycho_1.0.meta.json") == pending
+    assert registry.get("pkg/tycho_2.0.pkg") is not None
+
+
+def test_a_copy_that_says_pending_is_refused_as_cut_short_and_left_by_prune(
+        registry: Registry) -> None:
+    """No tychoreg writes a pending copy into tycho.json; one found there (beside a
+    complete record object) reads as a push not recorded yet: not trusted, refused by
+    ``verify --repair`` as cut short (exit 3), and left alone by prune, as before."""
+    write_file(Path("f.bin"), 100)
+    assert registry.cli("push", "pkg", "1.0", "f.bin").exit_code == 0
+    meta = registry.meta("pkg")
+    meta["tychoreg"]["records"]["1.0"] = {"state": "pending", "started_at": "x"}
+    registry.put("pkg/tycho.json", json.dumps(meta, indent=2).encode())
+    assert observe(b"", {"sha256": "0" * 64, "size": 100},
+                   meta["tychoreg"]["records"]["1.0"]) is VersionState.RECORDING
+    assert registry.cli("exists", "pkg", "1.0").exit_code == 1
+    repaired = registry.cli("verify", "pkg", "--version", "1.0", "--repair")
+    assert repaired.exit_code == 3 and "cut short" in repaired.stderr, repaired.output
+    pruned = registry.cli("prune", "pkg", "--keep", "5", "--json")
+    assert pruned.exit_code == 0 and json.loads(pruned.stdout)["finished"] == []
+    assert registry.meta("pkg") == meta

@@ -3,10 +3,8 @@ copy of our records under its ``tychoreg`` key), the record states of a push, th
 ``.etag`` sidecar rule, and what a record says the bytes must be.
 
 ``Record`` (a version's record) and ``PackageMeta`` (tycho.json) are parsed once, where
-every shape is checked, and dumped once; both keep every key they do not know, so a newer
-or older client's fields survive a rewrite. The functions on plain dicts beside them
-(``parse_meta``, ``load_record``, ``state_of`` ...) apply the same rules for callers that
-still hold dicts.
+every shape is checked (``parse_meta``, ``load_record``), and dumped once; both keep
+every key they do not know, so a newer or older client's fields survive a rewrite.
 
 tycho-station lists versions as the keys under ``PKG/tycho_`` ending in ``.pkg``, writes
 tycho.json with ``indent=2`` and keeps the keys it does not know; everything here keeps
@@ -232,7 +230,7 @@ class PackageMeta:
     def __init__(self, value: dict[str, Any]) -> None:
         self._json = value
         self.records: dict[str, Record] = {
-            version: Record.from_json(copy) for version, copy in records_in(value).items()}
+            version: Record.from_json(copy) for version, copy in _records_in(value).items()}
 
     @classmethod
     def new(cls, localname: str) -> PackageMeta:
@@ -266,7 +264,7 @@ class PackageMeta:
         return RECORDS_KEY in self._json
 
     def mark(self) -> None:
-        records_in(self._json, create=True)
+        _records_in(self._json, create=True)
 
     def to_json(self) -> dict[str, Any]:
         """The whole object, the records written back into it (into a section that can
@@ -274,7 +272,7 @@ class PackageMeta:
         section = self._json.get(RECORDS_KEY)
         holds = isinstance(section, dict) and isinstance(section.get("records"), dict)
         if self.records or holds:
-            copies = records_in(self._json, create=True)
+            copies = _records_in(self._json, create=True)
             copies.clear()
             copies.update((v, r.to_json()) for v, r in self.records.items())
         return self._json
@@ -303,7 +301,7 @@ def parse_meta(package: str, data: bytes) -> dict[str, Any]:
     return meta
 
 
-def records_in(meta: dict[str, Any], *, create: bool = False) -> dict[str, Any]:
+def _records_in(meta: dict[str, Any], *, create: bool = False) -> dict[str, Any]:
     """tycho.json's copy of the checksum records: {"tychoreg": {"records": {VERSION: ...}}}.
     A value of the wrong type reads as no records (and is replaced when writing)."""
     section = meta.get(RECORDS_KEY)
@@ -319,9 +317,6 @@ def records_in(meta: dict[str, Any], *, create: bool = False) -> dict[str, Any]:
     return records
 
 
-def is_pending(record: object) -> bool:
-    return _fields(record).get("state") == PENDING
-
 
 def dir_name(localname: str) -> str | None:
     """The directory a directory package extracts to: its localname without
@@ -332,14 +327,6 @@ def dir_name(localname: str) -> str | None:
     return name if name not in ("", ".", "..") else None
 
 
-def state_of(record: object) -> str:
-    """"pending", "deleting", or "ok" (a full record, or none: tycho-station's)."""
-    return _state(_fields(record))
-
-
-def format_of(record: object) -> str:
-    """How the bytes are to be read: "file" (as they are) or "tar+zstd" (a directory)."""
-    return _format(_fields(record))
 
 
 def being_deleted(package: str, version: str) -> IncompleteVersion:
@@ -354,9 +341,6 @@ def cut_short(package: str, version: str) -> IncompleteVersion:
         f"is not trusted; run 'tychoreg verify {package} --version {version} --repair' "
         "to complete or clear it")
 
-
-def parse_record(package: str, version: str, record: object) -> Expected:
-    return Record.from_json(record).expected(package, version)
 
 
 def expectation(record: Expected | None, info: ObjectInfo) -> Expected:
@@ -385,9 +369,6 @@ def load_record(package: str, version: str, data: bytes) -> dict[str, Any]:
         raise UnsafeRemoteData(f"{package} {version}: its checksum record is malformed")
     return record
 
-
-def mark(meta: dict[str, Any]) -> None:
-    records_in(meta, create=True)
 
 
 def dump(data: object) -> bytes:

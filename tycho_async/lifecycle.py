@@ -173,8 +173,13 @@ def observe(obj: object | None, record: Mapping[str, Any] | None, copy: object =
     record is alive (the caller's ``not abandoned(...)``; None, not known, reads as alive:
     a push that cannot be shown gone is never cut short). A deletion marks the copy
     first, so either mark means DELETING, object or not; a copy that says pending (no
-    tychoreg writes one) reads as a pending record would."""
+    tychoreg writes one) reads as a pending record would. A deletion marks the record
+    object before it deletes it, so a pending record beside a deleting copy is a new
+    push, begun after the deletion had removed object and record: its own state (a live
+    one is waited for, never finished as the deletion over it)."""
     states = (_state(record), _state(copy))
+    if _state(record) == PENDING:
+        states = (PENDING, None)
     if DELETING in states:
         return VersionState.DELETING
     pending = PENDING in states

@@ -31,9 +31,10 @@ modules import ``catalog`` and ``publish`` at most from one another (and pull it
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from ..config import DEFAULT_CONFIG
 from ..lifecycle import Liveness
@@ -41,6 +42,7 @@ from ..transfer import Engine
 from .catalog import Catalog, Context
 
 if TYPE_CHECKING:
+    from ..layout import PackageMeta
     from ..localfs import LocalFS
     from ..results import (
         DeleteResult,
@@ -65,15 +67,17 @@ class Registry:
     none; ``own_files``: tychoreg's own files (the config, the dotenv file it names),
     which no localname may name at push or at pull; ``missing_root_ok``: the default
     local registry, simply empty before its first push (any other registry that does
-    not exist is a typo, exit 2); ``liveness``: when a silent push counts as gone."""
+    not exist is a typo, exit 2); ``liveness``: when a silent push counts as gone;
+    ``clock``: the wall clock of every decision on time (a push gone, prune's ages)."""
 
     def __init__(self, engine: Engine, outdir: Path, *, missing_root_ok: bool = False,
                  fs: LocalFS | None = None, own_files: Sequence[str] = (),
-                 liveness: Liveness | None = None) -> None:
+                 liveness: Liveness | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.engine = engine
         self.outdir = outdir
         self.catalog = Catalog(engine, liveness or Liveness(),
-                               missing_root_ok=missing_root_ok)
+                               missing_root_ok=missing_root_ok, clock=clock)
         self.ctx = Context(engine, self.catalog, fs or engine.fs,
                            frozenset({DEFAULT_CONFIG, *own_files}))
 
@@ -102,7 +106,7 @@ class Registry:
         self, request: PullRequest, *, outdir: Path | None = None, force: bool = False,
         outfile: Path | BinaryIO | None = None, raw: bool = False,
         fallback: Sequence[str] = (), claim: Claim | None = None,
-        max_unpacked: int | None = None, meta: dict[str, Any] | None = None,
+        max_unpacked: int | None = None, meta: PackageMeta | None = None,
     ) -> PullResult:
         """See ``pull.Pull.pull``; ``outdir`` None: the registry's download folder."""
         from .pull import Pull

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.to_thread
@@ -32,21 +32,15 @@ from ..errors import (
 )
 from ..layout import (
     LATEST,
-    RECORDS_KEY,
+    PackageMeta,
+    Record,
     checked,
-    dump,
     expectation,
-    is_pending,
-    load_record,
     meta_key,
-    parse_meta,
-    parse_record,
     record_key,
-    records_in,
-    state_of,
     version_key,
 )
-from ..lifecycle import Liveness, abandoned, holder_of, written_at
+from ..lifecycle import Liveness, VersionState, abandoned, holder_of, observe, written_at
 from ..names import check_package, is_valid_segment
 from ..results import PullRequest, VerifyResult
 from ..storage import ObjectInfo
@@ -71,11 +65,11 @@ class Contended(TransferError):
     """tycho.json kept changing under every attempt to update it."""
 
 
-def resolve(request: PullRequest, meta: dict[str, Any]) -> str:
+def resolve(request: PullRequest, meta: PackageMeta | None) -> str:
     """The version a request names: its own, or tycho.json's latest."""
     package = request.package
     version = request.version if request.version not in (None, LATEST) \
-        else meta.get("latest")
+        else meta.latest if meta is not None else None
     if version is None:
         raise NothingToPull(f"package {package!r} has no latest version; promote one "
                             "or pass --version")
@@ -90,9 +84,11 @@ class Catalog:
     format; it decides nothing about what an operation does with them."""
 
     def __init__(self, engine: Engine, liveness: Liveness, *,
-                 missing_root_ok: bool = False) -> None:
+                 missing_root_ok: bool = False, clock: Callable[[], float] = time.time
+                 ) -> None:
         self.engine = engine
         self.liveness = liveness
+        self.clock = clock  # the registry's one wall clock (seconds since the epoch)
         # The default local registry is simply empty before its first push; any other
         # registry that does not exist is a typo, and says so (exit 2).
         self.missing_root_ok = missing_root_ok
@@ -109,29 +105,29 @@ class Catalog:
 
     # -- tycho.json ---------------------------------------------------------------------
 
-    async def read_meta(self, package: str) -> tuple[dict[str, Any], str]:
+    async def read_meta(self, package: str) -> tuple[PackageMeta, str]:
         try:
             data, etag = await self.engine.get_bytes(meta_key(package))
         except NotFound:
             await self.require_root()
             raise NotFound(f"package {package!r} does not exist (no tycho.json)") from None
-        return parse_meta(package, data), etag
+        return PackageMeta.parse(package, data), etag
 
-    async def read_meta_or_none(self, package: str) -> dict[str, Any] | None:
+    async def read_meta_or_none(self, package: str) -> PackageMeta | None:
         try:
             return (await self.read_meta(package))[0]
         except NotFound:
             return None
 
     async def update_meta(
-        self, package: str, change: Callable[[dict[str, Any]], None]
-    ) -> dict[str, Any]:
+        self, package: str, change: Callable[[PackageMeta], None]
+    ) -> PackageMeta:
         """Apply ``change`` to tycho.json with optimistic concurrency, keeping foreign keys."""
         for attempt in range(META_ATTEMPTS):
             meta, etag = await self.read_meta(package)
             change(meta)
             try:
-                await self.engine.put_bytes(meta_key(package), dump(meta), if_match=etag)
+                await self.engine.put_bytes(meta_key(package), meta.dump(), if_match=etag)
                 return meta
             except (PreconditionFailed, NotFound) as exc:
                 await self.engine.backoff(attempt, exc, CONFLICT)
@@ -155,102 +151,127 @@ class Catalog:
                    ) -> tuple[ObjectInfo | None, tuple[bytes, str] | None]:
         """The version's object (HEAD) and its record object (bytes, ETag), asked at
         once: one round trip."""
-        found: dict[str, Any] = {"record": None}
+        pkg: list[ObjectInfo | None] = [None]
+        record: list[tuple[bytes, str] | None] = [None]
 
         async def head() -> None:
-            found["pkg"] = await self.engine.head(version_key(package, version))
+            pkg[0] = await self.engine.head(version_key(package, version))
 
         async def read() -> None:
             with contextlib.suppress(NotFound):
-                found["record"] = await self.engine.get_bytes(record_key(package, version))
+                record[0] = await self.engine.get_bytes(record_key(package, version))
 
         async with task_group() as tg:
             tg.start_soon(head)
             tg.start_soon(read)
-        return found["pkg"], found["record"]
+        return pkg[0], record[0]
 
-    async def state(self, package: str, version: str,
-                    meta: dict[str, Any] | None = None) -> str:
-        """What the version is: "missing", "pending" (a push cut short), "deleting" (a
-        deletion cut short) or "ok"."""
+    async def lookup(self, package: str, version: str
+                     ) -> tuple[ObjectInfo | None, Record | None, str | None]:
+        """``look``, the record parsed: the object, the record object and its ETag."""
+        pkg, found = await self.look(package, version)
+        if found is None:
+            return pkg, None, None
+        return pkg, Record.load(package, version, found[0]), found[1]
+
+    async def state(self, package: str, version: str, meta: PackageMeta | None = None
+                    ) -> tuple[VersionState, ObjectInfo | None]:
+        """What the version is (``lifecycle.observe``; a pending record's push is not
+        probed: it reads as alive) and its object. Beside no object, an unreadable
+        record object reads as none: the callers answer by the object's absence."""
         if meta is None:  # tycho.json too, asked beside the object and its record
-            pkg, record, meta = await self._look_all(package, version)
+            pkg, found, meta = await self._look_all(package, version)
         else:
-            pkg, record = await self.look(package, version)
+            pkg, found = await self.look(package, version)
         if pkg is None:
             await self.require_root()
-            return "missing"
-        copy = state_of(records_in(meta or {}).get(version))
-        if copy != "ok":  # a deletion marks the copy first
-            return copy
-        if record is not None:
-            return state_of(load_record(package, version, record[0]))
-        return "ok"
+        record = None
+        if found is not None:
+            try:
+                record = Record.load(package, version, found[0])
+            except UnsafeRemoteData:
+                if pkg is not None:
+                    raise
+        copy = meta.records.get(version) if meta is not None else None
+        return observe(pkg, None if record is None else record.fields,
+                       None if copy is None else copy.to_json()), pkg
 
     async def _look_all(self, package: str, version: str) -> tuple[
-            ObjectInfo | None, tuple[bytes, str] | None, dict[str, Any] | None]:
-        found: dict[str, Any] = {}
+            ObjectInfo | None, tuple[bytes, str] | None, PackageMeta | None]:
+        looked: list[tuple[ObjectInfo | None, tuple[bytes, str] | None]] = []
+        metas: list[PackageMeta | None] = []
 
         async def look() -> None:
-            found["look"] = await self.look(package, version)
+            looked.append(await self.look(package, version))
 
         async def meta() -> None:
-            found["meta"] = await self.read_meta_or_none(package)
+            metas.append(await self.read_meta_or_none(package))
 
         async with task_group() as tg:
             tg.start_soon(look)
             tg.start_soon(meta)
-        return (*found["look"], found["meta"])
+        return (*looked[0], metas[0])
 
-    async def raw_record(self, package: str, version: str, meta: dict[str, Any] | None,
-                         *, authoritative: bool = False) -> dict[str, Any] | None:
+    async def raw_record(self, package: str, version: str, meta: PackageMeta | None,
+                         *, authoritative: bool = False) -> Record | None:
         """The version's record: the copy in tycho.json (no request), else the record
         object, else None (a version pushed by tycho-station).
 
         A package whose tycho.json has no section of ours was never pushed to by tychoreg
         (a push marks it before it uploads), so a pull does not look for a record object
         there (one request a package saved); ``authoritative`` lookups (verify) always do."""
-        copy = records_in(meta).get(version) if meta is not None else None
+        copy = meta.records.get(version) if meta is not None else None
         if copy is not None:
-            return copy if isinstance(copy, dict) else {}
-        if meta is not None and RECORDS_KEY not in meta and not authoritative:
+            return copy
+        if meta is not None and not meta.marked and not authoritative:
             return None
         try:
             data, _ = await self.engine.get_bytes(record_key(package, version))
         except NotFound:
             return None
-        return load_record(package, version, data)
+        return Record.load(package, version, data)
 
-    async def record(self, package: str, version: str, meta: dict[str, Any] | None, *,
+    async def record(self, package: str, version: str, meta: PackageMeta | None, *,
                      authoritative: bool = False) -> Expected | None:
         """What the pushed bytes were, by the record (None: no record). A record of a push
         or deletion cut short raises IncompleteVersion: it is never trusted."""
         record = await self.raw_record(package, version, meta, authoritative=authoritative)
-        return None if record is None else parse_record(package, version, record)
+        return None if record is None else record.expected(package, version)
 
-    async def alive(self, package: str, version: str, record: dict[str, Any] | None,
-                    found: tuple[bytes, str] | None) -> bool:
-        """Whether ``record`` (read as ``found``: its bytes and ETag; None when that
-        ETag is not known) is the pending record of a push that is still alive."""
-        return record is not None and is_pending(record) and not await self.abandoned(
-            package, version, record, found[1] if found is not None else None)
+    async def alive(self, package: str, version: str, record: Record | None,
+                    etag: str | None) -> bool:
+        """Whether ``record`` (read with ``etag``; None when that ETag is not known) is
+        the pending record of a push that is still alive."""
+        return record is not None and record.pending and not await self.abandoned(
+            package, version, record, etag)
 
-    async def abandoned(self, package: str, version: str, record: dict[str, Any],
+    async def observe(self, package: str, version: str, pkg: ObjectInfo | None,
+                      record: Record | None, etag: str | None,
+                      copy: Record | None = None) -> VersionState:
+        """The version's state from what was looked up, a pending record's push probed
+        (``abandoned``) to tell a live push from a dead one."""
+        alive = None
+        if record is not None and record.pending:
+            alive = not await self.abandoned(package, version, record, etag)
+        return observe(pkg, None if record is None else record.fields,
+                       None if copy is None else copy.to_json(), alive=alive)
+
+    async def abandoned(self, package: str, version: str, record: Record,
                         etag: str | None) -> bool:
         """Whether a pending record (read with ``etag``) belongs to a push that is gone:
         its process on this machine no longer exists, or it has not been renewed for
         ``liveness.bound`` seconds by the store's clock (Date against Last-Modified)."""
-        alive = processes.alive(holder_of(record))
-        if alive is False or not is_pending(record):
-            return abandoned(record, now=0.0, renewed=None, holder_alive=alive,
+        alive = processes.alive(holder_of(record.fields))
+        if alive is False or not record.pending:
+            return abandoned(record.fields, now=0.0, renewed=None, holder_alive=alive,
                              liveness=self.liveness)
         info = await self.engine.head(record_key(package, version))
         if info is None or (etag is not None and info.etag != etag):
             return False  # renewed or replaced since it was read: someone holds it
         now_, renewed = info.server_time, info.modified
         if now_ is None or renewed is None:  # a store that tells no time: the record's
-            now_, renewed = time.time(), written_at(record)  # own stamp, by our clock
-        return abandoned(record, now=now_, renewed=renewed, holder_alive=alive,
+            now_, renewed = self.clock(), written_at(record.fields)  # own stamp, our clock
+        return abandoned(record.fields, now=now_, renewed=renewed, holder_alive=alive,
                          liveness=self.liveness)
 
     # -- listings and lost copies -------------------------------------------------------
@@ -275,25 +296,24 @@ class Catalog:
         return pushed, recorded
 
     async def lost_copies(
-        self, package: str, meta: dict[str, Any], *exclude: str,
+        self, package: str, meta: PackageMeta, *exclude: str,
         listing: tuple[dict[str, retention.Pushed], set[str]] | None = None,
-    ) -> dict[str, dict[str, Any]]:
+    ) -> dict[str, Record]:
         """Complete records of versions whose object is there but whose copy is missing
         from ``meta`` (one listing, unless given; a record read per such version, rarely
         any)."""
-        if RECORDS_KEY not in meta:
+        if not meta.marked:
             return {}
         pushed, recorded = listing or await self.listing(package)
-        copies = records_in(meta)
         wanted = sorted(v for v in recorded & set(pushed)
-                        if v not in copies and v not in exclude)
-        found: dict[str, dict[str, Any]] = {}
+                        if v not in meta.records and v not in exclude)
+        found: dict[str, Record] = {}
 
         async def read(version: str) -> None:
             with contextlib.suppress(TychoError):
                 data, _ = await self.engine.get_bytes(record_key(package, version))
-                record = load_record(package, version, data)
-                parse_record(package, version, record)  # complete and well formed only
+                record = Record.load(package, version, data)
+                record.expected(package, version)  # complete and well formed only
                 found[version] = record
 
         async with task_group() as tg:
@@ -301,13 +321,11 @@ class Catalog:
                 tg.start_soon(read, version)
         return found
 
-    async def restore_copies(self, package: str, records: dict[str, dict[str, Any]]
-                             ) -> None:
+    async def restore_copies(self, package: str, records: dict[str, Record]) -> None:
         """Copy complete records into tycho.json where it has none for their version."""
-        def restore(meta: dict[str, Any]) -> None:
-            copies = records_in(meta, create=True)
+        def restore(meta: PackageMeta) -> None:
             for version, record in records.items():
-                copies.setdefault(version, record)
+                meta.records.setdefault(version, record)
 
         if records:
             await self.update_meta(package, restore)
@@ -371,12 +389,18 @@ def expects(record: Expected | None) -> ExpectedSource:
 @dataclass(frozen=True)
 class Context:
     """What every operation shares: the engine that moves the bytes, the catalog, the
-    local file system, and tychoreg's own file names (no localname may name them)."""
+    local file system, and tychoreg's own file names (no localname may name them).
+    ``clock`` is the catalog's: the one wall clock of the registry's decisions (a push
+    gone, a version's age), injected so tests can drive it."""
 
     engine: Engine
     catalog: Catalog
     fs: LocalFS
     reserved: frozenset[str]
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self.catalog.clock
 
 
 class MetaWave:
@@ -398,7 +422,7 @@ class MetaWave:
             self._uses[package] = self._uses.get(package, 0) + 1
         self._ahead = anyio.Semaphore(max(1, ahead))
         self._read: dict[str, anyio.Event] = {}
-        self._found: dict[str, dict[str, Any] | TychoError] = {}
+        self._found: dict[str, PackageMeta | TychoError] = {}
         self._taken: set[str] = set()
 
     def start(self, tg: TaskGroup, readers: int) -> None:
@@ -410,14 +434,14 @@ class MetaWave:
             await self._ahead.acquire()
             try:
                 check_package(package)
-                found: dict[str, Any] | TychoError = \
+                found: PackageMeta | TychoError = \
                     (await self._catalog.read_meta(package))[0]
             except TychoError as exc:
                 found = exc
             self._found[package] = found
             self._read.setdefault(package, anyio.Event()).set()
 
-    async def meta(self, package: str) -> dict[str, Any]:
+    async def meta(self, package: str) -> PackageMeta:
         """The package's tycho.json, once the wave has read it (its error, raised)."""
         await self._read.setdefault(package, anyio.Event()).wait()
         if package not in self._taken:

@@ -1,15 +1,15 @@
 """Deletion and retention: delete (versions, all or none, or a whole package) and prune
 (keep the newest and latest, delete the rest), each deletion in steps a crash can cut
 anywhere without leaving anything a pull would trust; and finishing what crashes left
-(deletions finished, dead pushes finished by publish's ``repair``, lost copies
-restored, stale multipart uploads aborted).
+(each version's state, by lifecycle, names the step: deletions finished, dead pushes
+completed or cleared by publish's ``complete`` / ``clear``, lost copies restored; a
+live push is waited for), and stale multipart uploads aborted.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -17,19 +17,8 @@ import anyio
 
 from .. import __version__, retention
 from ..errors import NotFound, PartialFailure, Refused, TransferError, TychoError, UsageError
-from ..layout import (
-    DELETING,
-    LATEST,
-    dump,
-    is_pending,
-    load_record,
-    meta_key,
-    now,
-    record_key,
-    records_in,
-    state_of,
-    version_key,
-)
+from ..layout import LATEST, PackageMeta, Record, meta_key, now, record_key, version_key
+from ..lifecycle import Step, VersionState, next_step
 from ..names import check_package, check_version, is_valid_segment
 from ..names import version_key as natural
 from ..results import DeleteResult, PruneResult
@@ -37,19 +26,19 @@ from ..storage import ObjectInfo
 from ..transfer.groups import task_group
 from ..units import plural
 from .catalog import Busy, Context
-from .publish import SHIELD_SECONDS, repair
+from .publish import SHIELD_SECONDS, clear, complete
 
 STALE_UPLOAD_SECONDS = 86400  # prune aborts multipart uploads older than this
 
 
-async def _deleting(ctx: Context, package: str, version: str, meta: dict[str, Any]
-                    ) -> tuple[ObjectInfo | None, dict[str, Any] | None, bool]:
-    """The version's object, its record object, and whether a deletion of it was
-    started (its copy in tycho.json or its record says so)."""
-    pkg, found = await ctx.catalog.look(package, version)
-    record = load_record(package, version, found[0]) if found is not None else None
-    started = DELETING in (state_of(records_in(meta).get(version)), state_of(record))
-    return pkg, record, started
+async def _observe(ctx: Context, package: str, version: str, meta: PackageMeta | None
+                   ) -> tuple[ObjectInfo | None, VersionState]:
+    """The version's object and its state (``lifecycle.observe``, a pending record's
+    push probed): DELETING when a deletion of it was started (its copy in tycho.json or
+    its record says so), unless a new push holds the version since."""
+    pkg, record, etag = await ctx.catalog.lookup(package, version)
+    copy = meta.records.get(version) if meta is not None else None
+    return pkg, await ctx.catalog.observe(package, version, pkg, record, etag, copy)
 
 
 async def delete_versions(ctx: Context, package: str, versions: Sequence[str], *,
@@ -63,36 +52,36 @@ async def delete_versions(ctx: Context, package: str, versions: Sequence[str], *
     A crash anywhere leaves the marks, which the next delete or prune finishes.
     ``marks`` False: the package has no tycho.json (steps 1 and 5 are skipped)."""
     engine = ctx.engine
-    olds: dict[str, dict[str, Any] | None] = {}
+    olds: dict[str, Record | None] = {}
 
     async def read(version: str) -> None:
         olds[version] = None
         with contextlib.suppress(NotFound):
-            olds[version] = load_record(package, version, (await engine.get_bytes(
+            olds[version] = Record.load(package, version, (await engine.get_bytes(
                 record_key(package, version)))[0])
 
     async with task_group() as tg:
         for version in versions:
             tg.start_soon(read, version)
     since = now()
-    marked = {v: {**(old if old is not None and state_of(old) == "ok" else {}),
-                  "state": DELETING, "deleting_since": since,
-                  "deleted_by": f"tychoreg {__version__}"} for v, old in olds.items()}
+    marked = {v: Record.deletion_mark(old, since=since, by=f"tychoreg {__version__}")
+              for v, old in olds.items()}
 
-    def start(meta: dict[str, Any]) -> None:
-        latest = meta.get("latest")
+    def start(meta: PackageMeta) -> None:
+        latest = meta.latest
         if latest in marked:
             if not force:
                 raise Refused(f"{package} {latest} became the latest version meanwhile; "
                               "nothing deleted")
-            meta["latest"] = None
-        records_in(meta, create=True).update(marked)
+            meta.latest = None
+        meta.mark()
+        meta.records.update(marked)
 
-    def finish(meta: dict[str, Any]) -> None:
-        records = records_in(meta)
+    def finish(meta: PackageMeta) -> None:
         for version in versions:
-            if state_of(records.get(version)) == DELETING:
-                del records[version]
+            copy = meta.records.get(version)
+            if copy is not None and copy.deleting:
+                del meta.records[version]
 
     if marks:
         await ctx.catalog.update_meta(package, start)
@@ -101,7 +90,7 @@ async def delete_versions(ctx: Context, package: str, versions: Sequence[str], *
             with anyio.CancelScope(shield=True), anyio.fail_after(SHIELD_SECONDS):
                 rkey = record_key(package, version)
                 if olds[version] is not None:
-                    await engine.put_bytes(rkey, dump(marked[version]))
+                    await engine.put_bytes(rkey, marked[version].dump())
                 await engine.delete(version_key(package, version))
                 await engine.delete(rkey)
         if marks:
@@ -139,20 +128,26 @@ class Delete:
             raise UsageError(f"{LATEST!r} is tycho-station's word for the latest version; "
                              "name the version to delete")
         meta, _ = await self.catalog.read_meta(package)
-        looked: dict[str, tuple[ObjectInfo | None, dict[str, Any] | None, bool]] = {}
+        looked: dict[str, tuple[ObjectInfo | None, VersionState]] = {}
 
         async def look(version: str) -> None:
-            looked[version] = await _deleting(self.ctx, package, version, meta)
+            looked[version] = await _observe(self.ctx, package, version, meta)
 
         async with task_group() as tg:
             for version in versions:
                 tg.start_soon(look, version)
         problems: list[tuple[str, TychoError]] = []
         for version in versions:
-            pkg, _, started = looked[version]
-            if pkg is None and not started:
+            pkg, state = looked[version]
+            copy = meta.records.get(version)
+            if next_step(state) is Step.WAIT and copy is not None and copy.deleting:
+                # a push began after a deletion cut short had removed object and record
+                problems.append((version, Busy(
+                    f"{package} {version} is being pushed by another client right now; "
+                    "nothing deleted (try again once it is done)")))
+            elif pkg is None and state is not VersionState.DELETING:
                 problems.append((version, NotFound(f"{package} {version} does not exist")))
-            elif meta.get("latest") == version and not force:
+            elif meta.latest == version and not force:
                 problems.append((version, Refused(
                     f"{package} {version} is the latest version; promote another first, or "
                     "pass --force to delete it and leave latest unset")))
@@ -161,7 +156,7 @@ class Delete:
                 raise problems[0][1]
             raise PartialFailure(f"nothing deleted: {len(problems)} of "
                                  f"{plural(len(versions), 'version')} refused", problems)
-        cleared = meta.get("latest") in versions
+        cleared = meta.latest in versions
         if not dry_run:
             await delete_versions(self.ctx, package, versions, force=force)
         return DeleteResult(package, versions, cleared, dry_run)
@@ -176,17 +171,16 @@ class Delete:
         if meta is None and not pushed and not recorded:
             await self.catalog.require_root()
             raise NotFound(f"package {package!r} does not exist")
-        copies = records_in(meta or {})
+        copies = meta.records if meta is not None else {}
         versions = sorted((v for v in set(pushed) | recorded | set(copies)
                            if is_valid_segment(v)), key=natural)
-        for version in sorted(recorded - {v for v, c in copies.items() if state_of(c) == "ok"},
-                              key=natural):
-            _, record, started = await _deleting(self.ctx, package, version, meta or {})
-            if not started and await self.catalog.alive(package, version, record, None):
+        complete = {v for v, c in copies.items() if not (c.pending or c.deleting)}
+        for version in sorted(recorded - complete, key=natural):
+            _, state = await _observe(self.ctx, package, version, meta)
+            if next_step(state) is Step.WAIT:
                 raise Busy(f"{package} {version} is being pushed by another client right "
                             "now; nothing deleted (try again once it is done)")
-        latest = (meta or {}).get("latest")
-        cleared = isinstance(latest, str)
+        cleared = meta is not None and meta.latest is not None
         uploads = await self.ctx.engine.list_uploads(f"{package}/tycho_")
         if dry_run:
             return DeleteResult(package, versions, cleared, True, package_removed=True)
@@ -226,8 +220,8 @@ class Prune:
         pushed, recorded = await self.catalog.listing(package)
         unfinished = await self._unfinished(package, meta, pushed, recorded)
         plan = retention.plan_prune([p for v, p in pushed.items() if v not in unfinished],
-                                    keep=keep, latest=meta.get("latest"),
-                                    older_than=older_than, now=time.time())
+                                    keep=keep, latest=meta.latest,
+                                    older_than=older_than, now=self.ctx.clock())
         stale = await self._stale_uploads(package)
         if not dry_run:
             for how in dict.fromkeys(unfinished.values()):  # one restore serves several
@@ -241,45 +235,48 @@ class Prune:
                            [p.version for p in plan.keep], sorted(unfinished, key=natural),
                            len(stale), dry_run)
 
-    async def _unfinished(self, package: str, meta: dict[str, Any],
+    async def _unfinished(self, package: str, meta: PackageMeta,
                           pushed: dict[str, retention.Pushed], recorded: set[str]
                           ) -> dict[str, Callable[[], Awaitable[Any]]]:
-        """Versions left half-way by a crash, each with what finishes it: a deletion
-        (finished), a push that died (recorded if its object is there, else cleared).
-        A push still alive is left alone."""
-        copies = records_in(meta)
+        """Versions left half-way by a crash, each with the step its state names: a
+        deletion finished, a push that died completed (its object is there) or cleared
+        (it is not), a lost copy restored. A push still alive (WAIT) is left alone."""
+        copies = meta.records
         todo: dict[str, Callable[[], Awaitable[Any]]] = {}
-        candidates = {v for v, c in copies.items() if state_of(c) != "ok"} | \
+        candidates = {v for v, c in copies.items() if c.pending or c.deleting} | \
             (recorded - set(pushed)) | \
             {v for v in recorded & set(pushed) if v not in copies}
         for version in sorted(candidates, key=natural):
             if not is_valid_segment(version):
                 continue
-            _, record, started = await _deleting(self.ctx, package, version, meta)
-            if started:
+            _, state = await _observe(self.ctx, package, version, meta)
+            step = next_step(state)
+            if step is Step.FINISH_DELETION:
                 todo[version] = functools.partial(delete_versions, self.ctx, package,
                                                   [version], force=True)
-            elif is_pending(record) and record is not None \
-                    and await self.catalog.abandoned(package, version, record, None):
-                todo[version] = functools.partial(
-                    self._repair_quietly, package, version)
+            elif step in (Step.COMPLETE, Step.CLEAR):
+                todo[version] = functools.partial(self._settle_push, package, version)
         lost = await self.catalog.lost_copies(package, meta, *todo, listing=(pushed, recorded))
         if lost:  # recorded, but tycho.json lost the copy: restored in one write
             restore = functools.partial(self.catalog.restore_copies, package, lost)
             todo.update(dict.fromkeys(lost, restore))
         return todo
 
-    async def _repair_quietly(self, package: str, version: str) -> None:
-        """A push that died, finished as ``verify --repair`` would (tycho.json read
-        afresh); NotFound: its pending record was cleared, as asked."""
-        with contextlib.suppress(NotFound):
-            await repair(self.ctx, package, version,
-                         await self.catalog.read_meta_or_none(package))
+    async def _settle_push(self, package: str, version: str) -> None:
+        """A push that died, settled by publish's ``complete`` or ``clear`` as its state,
+        looked at again now, says (a push that took the version over meanwhile is
+        alive: left alone)."""
+        pkg, record, etag = await self.catalog.lookup(package, version)
+        step = next_step(await self.catalog.observe(package, version, pkg, record, etag))
+        if step is Step.COMPLETE and record is not None:
+            await complete(self.ctx, package, version, record)
+        elif step is Step.CLEAR:
+            await clear(self.ctx, package, version)
 
     async def _stale_uploads(self, package: str) -> list[tuple[str, str]]:
         """Multipart uploads of the package's versions started over a day ago, whatever
         became of the version (one listing)."""
-        cutoff = time.time() - STALE_UPLOAD_SECONDS
+        cutoff = self.ctx.clock() - STALE_UPLOAD_SECONDS
         return [(u.key, u.upload_id)
                 for u in await self.ctx.engine.list_uploads(f"{package}/tycho_")
                 if u.key.endswith(".pkg") and u.initiated < cutoff]

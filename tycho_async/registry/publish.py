@@ -12,9 +12,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import anyio
 
@@ -30,31 +30,22 @@ from ..errors import (
     UsageError,
 )
 from ..layout import (
-    DELETING,
     FILE,
     LATEST,
-    PENDING,
-    RECORDS_KEY,
     TAR_ZSTD,
     TAR_ZSTD_SUFFIX,
+    PackageMeta,
+    Record,
     being_deleted,
     cut_short,
     dir_name,
-    dump,
-    format_of,
-    is_pending,
-    load_record,
     localname_clash,
-    mark,
     meta_key,
     now,
-    parse_meta,
-    parse_record,
     record_key,
-    records_in,
-    state_of,
     version_key,
 )
+from ..lifecycle import Step, VersionState, next_step
 from ..names import check_localname_arg, check_package, check_remote_localname, check_version
 from ..results import PushResult, VerifyResult
 from ..transfer import Engine
@@ -62,6 +53,9 @@ from ..transfer.engine import UploadResult
 from ..transfer.groups import task_group
 from .catalog import Busy, Contended, Context
 from .skips import Skips, Source, read_stream, skip, source_of
+
+if TYPE_CHECKING:
+    from ..archive.pack import Packer
 
 # A pending record (a push under way) is taken over by a later push, or cleared by
 # verify --repair or prune, only once lifecycle.abandoned says its push is gone.
@@ -75,9 +69,11 @@ async def _own_record(get_bytes: Callable[[str], Awaitable[tuple[bytes, str]]], 
     or another's; a failed read raises (it tells nothing)."""
     with contextlib.suppress(NotFound, UnsafeRemoteData):
         data, etag = await get_bytes(rkey)
-        if load_record("", "", data).get("push_id") == push_id:
+        if Record.load("", "", data).push_id == push_id:
             return etag
     return None
+
+
 class Hold:
     """A push's hold on its version: its pending record, renewed every ``interval``
     seconds (If-Match its own ETag) while the push runs, however slow its input, so no
@@ -88,14 +84,14 @@ class Hold:
     push's record lets the upload go on: If-None-Match on the object still decides who
     publishes."""
 
-    def __init__(self, engine: Engine, key: str, body: dict[str, Any], etag: str,
+    def __init__(self, engine: Engine, key: str, body: Record, etag: str,
                  interval: float) -> None:
         self.engine = engine
         self.key = key
         self.body = body
         self.etag = etag
         self.interval = interval
-        self.push_id = str(body["push_id"])
+        self.push_id = str(body.push_id)
         self._lock = anyio.Lock()
         self._done = False
 
@@ -107,14 +103,14 @@ class Hold:
                     await self._renew()
 
     async def _renew(self) -> None:
-        self.body["renewed_at"] = now()
+        self.body = self.body.renewed(now())
         store = self.engine.store
         try:
             # bounded, so that a store that stops answering never holds up the push's end
             # (a renewal that landed unanswered is recognised as ours by the next one)
             with anyio.move_on_after(max(self.interval, 1.0)):
                 try:
-                    self.etag = await store.put_bytes(self.key, dump(self.body),
+                    self.etag = await store.put_bytes(self.key, self.body.dump(),
                                                       if_match=self.etag)
                 except PreconditionFailed:
                     mine = await _own_record(store.get_bytes, self.key, self.push_id)
@@ -129,7 +125,6 @@ class Hold:
         """No renewal after this returns (one under way is waited for)."""
         async with self._lock:
             self._done = True
-
 
 
 def check_new_localname(ctx: Context, name: str) -> None:
@@ -147,35 +142,34 @@ def check_new_localname(ctx: Context, name: str) -> None:
 async def init(ctx: Context, package: str, filename: str) -> None:
     check_package(package)
     check_new_localname(ctx, filename)
-    if await ctx.catalog.create(meta_key(package), dump({"localname": filename,
-                                                         "latest": None})) is None:
+    if await ctx.catalog.create(meta_key(package), PackageMeta.new(filename).dump()) is None:
         raise AlreadyExists(f"package {package!r} already exists")
 
 
 async def promote(ctx: Context, package: str, version: str) -> None:
     check_package(package)
     check_version(version)
-    state = await ctx.catalog.state(package, version)
-    if state == "missing":
+    state, pkg = await ctx.catalog.state(package, version)
+    if pkg is None:
         raise NotFound(f"{package} {version} does not exist; nothing to promote")
-    if state == PENDING:
+    if state in (VersionState.RECORDING, VersionState.UPLOADED):
         raise cut_short(package, version)
-    if state == DELETING:
+    if state is VersionState.DELETING:
         raise being_deleted(package, version)
 
-    def set_latest(meta: dict[str, Any]) -> None:
-        if state_of(records_in(meta).get(version)) == DELETING:  # in the same write
+    def set_latest(meta: PackageMeta) -> None:
+        copy = meta.records.get(version)
+        if copy is not None and copy.deleting:  # in the same write
             raise being_deleted(package, version)
-        meta["latest"] = version
+        meta.latest = version
 
     await ctx.catalog.update_meta(package, set_latest)
 
 
 async def record_version(ctx: Context, package: str, version: str, result: UploadResult,
-                         localname: str, *, promote: bool,
-                         record: dict[str, Any] | None = None,
-                         extra: dict[str, Any] | None = None,
-                         lost: dict[str, dict[str, Any]] | None = None) -> bool:
+                         localname: str, *, promote: bool, record: Record | None = None,
+                         extra: Mapping[str, object] | None = None,
+                         lost: Mapping[str, Record] | None = None) -> bool:
     """Write the full record (unless ``record`` is the one already written) and its
     copy in tycho.json (creating tycho.json for a new package); True when tycho.json
     was created. ``lost``: complete records of other versions whose copy is missing
@@ -183,41 +177,40 @@ async def record_version(ctx: Context, package: str, version: str, result: Uploa
     lost = lost or {}
     written = record
     if written is None:
-        written = {"sha256": result.sha256, "size": result.size, "pushed_at": now(),
-                   "tool": f"tychoreg {__version__}", "localname": localname,
-                   **(extra or {})}
-        await ctx.engine.put_bytes(record_key(package, version), dump(written))
+        written = Record.complete(result.sha256, result.size, pushed_at=now(),
+                                  tool=f"tychoreg {__version__}", localname=localname,
+                                  extra=extra)
+        await ctx.engine.put_bytes(record_key(package, version), written.dump())
 
-    def publish(meta: dict[str, Any]) -> None:
-        records = records_in(meta, create=True)
-        records[version] = written
+    def publish(meta: PackageMeta) -> None:
+        meta.records[version] = written
         for other, copy in lost.items():
-            records.setdefault(other, copy)
+            meta.records.setdefault(other, copy)
         if promote:
-            meta["latest"] = version
+            meta.latest = version
 
     try:
         await ctx.catalog.update_meta(package, publish)
         return False
     except NotFound:
-        fresh: dict[str, Any] = {"localname": localname, "latest": None}
+        fresh = PackageMeta.new(localname)
         publish(fresh)
-        if await ctx.catalog.create(meta_key(package), dump(fresh)) is not None:
+        if await ctx.catalog.create(meta_key(package), fresh.dump()) is not None:
             return True
     await ctx.catalog.update_meta(package, publish)
     return False
 
 
-async def complete(ctx: Context, package: str, version: str,
-                   pending: dict[str, Any]) -> VerifyResult:
+async def complete(ctx: Context, package: str, version: str, pending: Record
+                   ) -> VerifyResult:
     """A push cut short after its upload: the stored bytes are measured (a checked
     download) and recorded, keeping the pushed format (not a directory's tree hash)."""
     result = await ctx.catalog.check(
         ctx.fs, package, version, None, "completed a push that was cut short after its "
         "upload (recorded the SHA-256 of the stored bytes)")
-    fmt = format_of(pending)
+    fmt = pending.format
     await record_version(ctx, package, version, UploadResult(result.size, result.sha256, "", 0),
-                         check_remote_localname(package, pending.get("localname")),
+                         check_remote_localname(package, pending.localname),
                          promote=False, extra={} if fmt == FILE else {"format": fmt})
     return result
 
@@ -231,45 +224,95 @@ async def clear(ctx: Context, package: str, version: str) -> NotFound:
 
 
 async def repair(ctx: Context, package: str, version: str,
-                 meta: dict[str, Any] | None) -> VerifyResult:
+                 meta: PackageMeta | None) -> VerifyResult:
     """Finish what a crash left of one version, as ``verify --repair`` does (and prune,
-    for a push that died): a push gone after its upload is completed, one gone before
-    it cleared (NotFound), a live one refused; a complete version is verified, and the
-    copy of its record restored in tycho.json if a push lost it."""
-    pkg, found = await ctx.catalog.look(package, version)  # one round trip for both
-    record = load_record(package, version, found[0]) if found is not None else None
-    if record is None or not is_pending(record):
-        copy = records_in(meta).get(version) if meta is not None else None
+    for a push that died), by the step its state names: a push gone after its upload is
+    completed, one gone before it cleared (NotFound), a live one refused; a complete
+    version is verified, and the copy of its record restored in tycho.json if a push
+    lost it. A version that is not pending (by its record object) is verified as it
+    is: a copy that says pending, or a deletion's mark, is refused by its record."""
+    pkg, record, etag = await ctx.catalog.lookup(package, version)  # one round trip
+    if record is None or not record.pending:
+        copy = meta.records.get(version) if meta is not None else None
         source = copy if copy is not None else record  # what verify would read
-        expected = parse_record(package, version, source) if source is not None else None
+        expected = source.expected(package, version) if source is not None else None
         result = await ctx.catalog.check(ctx.fs, package, version, expected)
         if record is not None and copy is None:
             # a push cut short after its record: copy it where pulls look (and create
             # tycho.json for a new package, named by the record's localname)
             await record_version(ctx, package, version,
                                  UploadResult(result.size, result.sha256, "", 0),
-                                 check_remote_localname(package, record.get("localname")),
+                                 check_remote_localname(package, record.localname),
                                  promote=False, record=record)
             result = dataclasses.replace(
                 result, repaired="restored the copy of its record in tycho.json")
         return result
-    if not await ctx.catalog.abandoned(package, version, record,
-                                       found[1] if found is not None else None):
+    step = next_step(await ctx.catalog.observe(package, version, pkg, record, etag))
+    if step is Step.WAIT:
         raise AlreadyExists(f"{package} {version} is being pushed right now (started "
-                            f"{record.get('started_at')}); try again later")
-    if pkg is None:
+                            f"{record.fields.get('started_at')}); try again later")
+    if step is Step.CLEAR:
         raise await clear(ctx, package, version)
     return await complete(ctx, package, version, record)
 
 
+def localname_for(ctx: Context, package: str, meta: PackageMeta | None, source: Source,
+                  given: str | None) -> str:
+    """The package's localname: tycho.json's for an existing package (``given`` must
+    agree), else ``given``, else the file's name, or ``NAME.tar.zst`` for a directory
+    (NAME: its resolved base name, so ``.`` works)."""
+    current = meta.localname if meta is not None else None
+    if current is not None:
+        name = check_remote_localname(package, current)
+        if given is not None and given != name:
+            raise UsageError(f"package {package!r} already names its file {name!r}; "
+                             f"--localname {given!r} can only name a new package")
+    elif given is not None:
+        name = given
+    elif source.tree is not None:
+        base = source.tree.root.resolve().name
+        if not base:
+            raise UsageError(f"{source.tree.root} has no name to give the package's "
+                             "file; pass --localname NAME.tar.zst")
+        name = base + TAR_ZSTD_SUFFIX
+    elif source.path is not None:
+        name = source.path.name
+    else:
+        raise UsageError(f"package {package!r} is new: a push from standard input needs "
+                         "--localname NAME to name its file")
+    if current is None:
+        check_new_localname(ctx, name)
+    if source.tree is None and meta is not None and any(
+            copy.format == TAR_ZSTD for copy in meta.records.values()):
+        raise UsageError(f"package {package!r} holds directories (tar+zstd): push a "
+                         "directory to it, or the file to a package of files")
+    if source.tree is not None and dir_name(name) is None:
+        raise UsageError(f"package {package!r} names its file {name!r}, not NAME"
+                         f"{TAR_ZSTD_SUFFIX}: a directory can only be pushed to a package "
+                         "of directories")
+    return name
+
+
 class Push:
-    """One push: its checks, the reservation, the upload with the hold kept alive beside
-    it, the shielded recording, and the release when nothing was published."""
+    """One push, as one object whose steps are methods (as rclone's copy): ``run`` checks
+    the request and reads tycho.json, ``_claim`` skips the push or reserves the version,
+    ``_upload`` sends the bytes with the hold kept alive beside it, ``_record`` writes
+    the full record and its copy, shielded, and ``_release`` frees the version when
+    nothing was published. One instance serves one push."""
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.catalog = ctx.catalog
         self.skips = Skips(ctx)
+        self.package = self.version = self.name = ""
+        self.fmt = FILE
+        self.meta: PackageMeta | None = None
+        self.packer: Packer | None = None
+        self.published: list[UploadResult] = []
+        self.initialized = False
+        self.warnings: list[str] = []
+        self.lost: dict[str, Record] = {}
+        self.looked = anyio.Event()
 
     async def run(self, package: str, version: str, source: Path | BinaryIO, *,
                   promote: bool, localname: str | None = None, level: int | None = None,
@@ -301,115 +344,133 @@ class Push:
         if level is not None and source_.tree is None:
             raise UsageError("--level applies to a directory (files and streams are "
                              "uploaded as they are)")
-        packer = None
         if source_.tree is not None:
             from ..archive import pack  # loaded only for directories: pulls of files start faster
 
-            packer = pack.Packer(source_.tree, level if level is not None
-                                    else pack.DEFAULT_LEVEL)
+            self.packer = pack.Packer(source_.tree, level if level is not None
+                                      else pack.DEFAULT_LEVEL)
+        self.package, self.version = package, version
         try:  # not read_meta: a push may create the (local) registry itself
             data, _ = await self.ctx.engine.get_bytes(meta_key(package))
-            meta: dict[str, Any] | None = parse_meta(package, data)
+            self.meta = PackageMeta.parse(package, data)
         except NotFound:
-            meta = None
-        name = self._localname_for(package, meta, source_, localname)
+            self.meta = None
+        self.name = localname_for(self.ctx, package, self.meta, source_, localname)
         store = self.ctx.engine.store
         created_registry = None
         if store.creates_root and not await self.ctx.engine.root_exists():
             created_registry = store.location
-        fmt = TAR_ZSTD if source_.tree else FILE
+        self.fmt = TAR_ZSTD if source_.tree else FILE
+        claimed = await self._claim(source_, skip_existing=skip_existing,
+                                    skip_identical=skip_identical)
+        if isinstance(claimed, PushResult):
+            return await self._promote_skipped(claimed, promote)
+        await self._upload(claimed, source_, promote=promote)
+        result = self.published[0]
+        return PushResult(package, version, result.size, result.sha256, self.initialized,
+                          promote, created_registry, format=self.fmt,
+                          tree_sha256=self.packer.tree_sha256 if self.packer else None,
+                          warnings=tuple(self.warnings))
+
+    async def _claim(self, source: Source, *, skip_existing: bool, skip_identical: bool
+                     ) -> Hold | PushResult:
+        """The hold on the version (its pending record), or the result of a push that
+        uploads nothing (skipped: the version is there, or a rival holds it)."""
+        package, version = self.package, self.version
         for attempt in range(2):  # a second time only after a rival push died meanwhile
             there = None
             if skip_existing:
-                there = await self.skips.skipped(package, version, meta, source_, fmt)
+                there = await self.skips.skipped(package, version, self.meta, source,
+                                                 self.fmt)
             elif skip_identical:
-                there = await self.skips.when_settled(package, version, meta, source_)
+                there = await self.skips.when_settled(package, version, self.meta, source)
             if there is not None:
-                return await self._promote_skipped(there, promote)
+                return there
             try:
-                hold = await self._reserve(package, version, name, fmt)
-                break
+                return await self._reserve()
             except AlreadyExists:
                 if skip_existing:  # a rival got there between the look and the reservation
-                    return await self._promote_skipped(
-                        skip(package, version, fmt, None, None, None), promote)
+                    return skip(package, version, self.fmt, None, None, None)
                 if not skip_identical or attempt:
                     raise
-                meta = await self.catalog.read_meta_or_none(package)
-        published: list[UploadResult] = []
-        initialized: list[bool] = []
-        warnings: list[str] = []
-        lost: dict[str, dict[str, Any]] = {}
-        looked = anyio.Event()
+                self.meta = await self.catalog.read_meta_or_none(package)
+        raise AssertionError("unreachable")
 
-        async def look_for_lost_copies() -> None:
-            """While the bytes upload: versions whose copy in tycho.json a push that lost
-            every race for it left missing; the publication writes them too."""
-            try:
-                with contextlib.suppress(TychoError):  # a repair on the side: never a failure
-                    if meta is not None:
-                        lost.update(await self.catalog.lost_copies(package, meta, version))
-            finally:  # cancelled too: the shielded recording must not wait for it
-                looked.set()
+    async def _upload(self, hold: Hold, source: Source, *, promote: bool) -> None:
+        """The object (If-None-Match), the hold renewed and the lost copies looked for
+        beside it; once the bytes are in, ``_record``. A push that published nothing
+        releases the version."""
+        package, version = self.package, self.version
 
         async def record(result: UploadResult) -> None:
-            published.append(result)
-            await hold.stop()
-            with anyio.move_on_after(SHIELD_SECONDS / 4):
-                await looked.wait()
-            extra = {} if packer is None else {"format": TAR_ZSTD,
-                                               "tree_sha256": packer.tree_sha256,
-                                               "tree_size": packer.tar_size}
-            try:
-                initialized.append(await record_version(self.ctx, package, version, result,
-                                                            name, promote=promote,
-                                                            extra=extra, lost=lost))
-            except Contended as exc:
-                if promote:
-                    raise TransferError(
-                        f"{package} {version} was published, but it could not be promoted: "
-                        f"{exc.message.removesuffix('; try again')}; run 'tychoreg promote "
-                        f"{package} {version}'") from exc
-                initialized.append(False)
-                warnings.append(
-                    f"{package} {version} is published, but tycho.json kept changing, so "
-                    "the copy of its record there is missing for now; the next push, pull "
-                    f"or prune of {package} writes it")
-            except TychoError as exc:
-                raise TransferError(
-                    f"{package} {version} was uploaded, but recording it failed ({exc}); "
-                    f"run 'tychoreg verify {package} --version {version} --repair'") from exc
+            await self._record(hold, result, promote=promote)
 
         key, label = version_key(package, version), f"{package} {version}"
         try:
             async with task_group() as tg:
                 tg.start_soon(hold.keep)
-                tg.start_soon(look_for_lost_copies)
-                if meta is not None and RECORDS_KEY not in meta:
+                tg.start_soon(self._look_for_lost_copies)
+                if self.meta is not None and not self.meta.marked:
                     # Mark the package as one tychoreg pushes to: a pull of any of its
                     # versions without a copy of the record then looks for the record object.
-                    await self.catalog.update_meta(package, mark)
-                if source_.path is not None and source_.tree is None:
-                    await self.ctx.engine.upload_file(source_.path, key, label=label, then=record)
+                    await self.catalog.update_meta(package, PackageMeta.mark)
+                if source.path is not None and source.tree is None:
+                    await self.ctx.engine.upload_file(source.path, key, label=label,
+                                                      then=record)
                 else:
-                    chunks = iter(packer) if packer is not None else \
-                        read_stream(source_.stream)
+                    chunks = iter(self.packer) if self.packer is not None else \
+                        read_stream(source.stream)
                     await self.ctx.engine.upload_stream(chunks, key, label=label, then=record)
                 tg.cancel_scope.cancel()
         except BaseException as exc:
-            if not published:  # nothing was published: the version is free again
+            if not self.published:  # nothing was published: the version is free again
                 with anyio.CancelScope(shield=True):
-                    await self._release(package, version, hold)
+                    await self._release(hold)
             if isinstance(exc, PreconditionFailed):
                 raise AlreadyExists(f"{package} {version} already exists (pushed by another "
                                     "client meanwhile)") from None
             raise
-        result = published[0]
-        return PushResult(package, version, result.size, result.sha256, initialized[0],
-                          promote, created_registry,
-                          format=TAR_ZSTD if packer else FILE,
-                          tree_sha256=packer.tree_sha256 if packer else None,
-                          warnings=tuple(warnings))
+
+    async def _look_for_lost_copies(self) -> None:
+        """While the bytes upload: versions whose copy in tycho.json a push that lost
+        every race for it left missing; the publication writes them too."""
+        try:
+            with contextlib.suppress(TychoError):  # a repair on the side: never a failure
+                if self.meta is not None:
+                    self.lost.update(await self.catalog.lost_copies(
+                        self.package, self.meta, self.version))
+        finally:  # cancelled too: the shielded recording must not wait for it
+            self.looked.set()
+
+    async def _record(self, hold: Hold, result: UploadResult, *, promote: bool) -> None:
+        """The object is published: the full record and its copy in tycho.json (run by
+        the engine shielded from signals)."""
+        package, version = self.package, self.version
+        self.published.append(result)
+        await hold.stop()
+        with anyio.move_on_after(SHIELD_SECONDS / 4):
+            await self.looked.wait()
+        extra = {} if self.packer is None else {"format": TAR_ZSTD,
+                                                "tree_sha256": self.packer.tree_sha256,
+                                                "tree_size": self.packer.tar_size}
+        try:
+            self.initialized = await record_version(
+                self.ctx, package, version, result, self.name, promote=promote, extra=extra,
+                lost=self.lost)
+        except Contended as exc:
+            if promote:
+                raise TransferError(
+                    f"{package} {version} was published, but it could not be promoted: "
+                    f"{exc.message.removesuffix('; try again')}; run 'tychoreg promote "
+                    f"{package} {version}'") from exc
+            self.warnings.append(
+                f"{package} {version} is published, but tycho.json kept changing, so "
+                "the copy of its record there is missing for now; the next push, pull "
+                f"or prune of {package} writes it")
+        except TychoError as exc:
+            raise TransferError(
+                f"{package} {version} was uploaded, but recording it failed ({exc}); "
+                f"run 'tychoreg verify {package} --version {version} --repair'") from exc
 
     async def _promote_skipped(self, result: PushResult, asked: bool) -> PushResult:
         """A skipped push still promotes the version there, if asked; one that is not
@@ -423,118 +484,77 @@ class Push:
                 *result.warnings, f"not promoted: {exc.message}"))
         return dataclasses.replace(result, promoted=True)
 
-    def _localname_for(self, package: str, meta: dict[str, Any] | None, source: Source,
-                       given: str | None) -> str:
-        """The package's localname: tycho.json's for an existing package (``given`` must
-        agree), else ``given``, else the file's name, or ``NAME.tar.zst`` for a directory
-        (NAME: its resolved base name, so ``.`` works)."""
-        current = meta.get("localname") if meta is not None else None
-        if isinstance(current, str):
-            name = check_remote_localname(package, current)
-            if given is not None and given != name:
-                raise UsageError(f"package {package!r} already names its file {name!r}; "
-                                 f"--localname {given!r} can only name a new package")
-        elif given is not None:
-            name = given
-        elif source.tree is not None:
-            base = source.tree.root.resolve().name
-            if not base:
-                raise UsageError(f"{source.tree.root} has no name to give the package's "
-                                 "file; pass --localname NAME.tar.zst")
-            name = base + TAR_ZSTD_SUFFIX
-        elif source.path is not None:
-            name = source.path.name
-        else:
-            raise UsageError(f"package {package!r} is new: a push from standard input needs "
-                             "--localname NAME to name its file")
-        if not isinstance(current, str):
-            check_new_localname(self.ctx, name)
-        if source.tree is None and any(format_of(copy) == TAR_ZSTD
-                                       for copy in records_in(meta or {}).values()):
-            raise UsageError(f"package {package!r} holds directories (tar+zstd): push a "
-                             "directory to it, or the file to a package of files")
-        if source.tree is not None and dir_name(name) is None:
-            raise UsageError(f"package {package!r} names its file {name!r}, not NAME"
-                             f"{TAR_ZSTD_SUFFIX}: a directory can only be pushed to a package "
-                             "of directories")
-        return name
-
-    async def _reserve(self, package: str, version: str, localname: str,
-                       fmt: str = FILE) -> Hold:
-        """Create the version's pending record and hold it. Refused while the version
-        exists or another push of it is alive. Only a pending record with no object
-        beside it is ever taken over, and only once its push is gone (lifecycle)."""
+    async def _reserve(self) -> Hold:
+        """Create the version's pending record and hold it, as the version's state
+        allows: refused while the version exists or another push of it is alive. Only a
+        pending record with no object beside it is ever taken over, and only once its
+        push is gone (ABANDONED)."""
+        package, version = self.package, self.version
         rkey = record_key(package, version)
-        pkg, old = await self.catalog.look(package, version)
-        loaded = load_record(package, version, old[0]) if old is not None else None
-        if pkg is not None:
-            if is_pending(loaded):
-                if await self.catalog.alive(package, version, loaded, old):
-                    raise Busy(f"{package} {version} is being recorded by another push "
-                                "right now; published versions are immutable, push a new "
-                                "version")
-                raise AlreadyExists(
-                    f"{package} {version} exists, but the push that uploaded it was cut "
-                    f"short; run 'tychoreg verify {package} --version {version} --repair'")
+        pkg, old, etag = await self.catalog.lookup(package, version)
+        state = await self.catalog.observe(package, version, pkg, old, etag)
+        if state is VersionState.RECORDING:
+            raise Busy(f"{package} {version} is being recorded by another push right now; "
+                        "published versions are immutable, push a new version")
+        if state is VersionState.UPLOADED:
+            raise AlreadyExists(
+                f"{package} {version} exists, but the push that uploaded it was cut "
+                f"short; run 'tychoreg verify {package} --version {version} --repair'")
+        if pkg is not None or state is VersionState.ORPHANED:
+            # (ORPHANED: a complete record whose object appeared after our HEAD, the
+            # HEAD and the read of the record running at once; never taken over)
             raise AlreadyExists(f"{package} {version} already exists; published versions "
                                 "are immutable, push a new version")
+        if state is VersionState.DELETING:
+            raise AlreadyExists(f"{package} {version} is being deleted (a deletion was "
+                                f"cut short); 'tychoreg delete {package} {version}' "
+                                "finishes it")
         busy = Busy(f"{package} {version} is being pushed by another client right "
                      "now; published versions are immutable, push a new version")
-        conditions: dict[str, Any] = {"if_none_match": True}
-        if old is not None and loaded is not None:
-            if state_of(loaded) == DELETING:
-                raise AlreadyExists(f"{package} {version} is being deleted (a deletion was "
-                                    f"cut short); 'tychoreg delete {package} {version}' "
-                                    "finishes it")
-            if not is_pending(loaded):
-                # A complete record: its object appeared after our HEAD (the HEAD and the
-                # read of the record run at once). Never taken over.
-                raise AlreadyExists(f"{package} {version} already exists; published "
-                                    "versions are immutable, push a new version")
-            if not await self.catalog.abandoned(package, version, loaded, old[1]):
-                raise busy
-            if await self.ctx.engine.head(version_key(package, version)) is not None:
-                # looked again after reading: its push was alive after all, and uploaded
-                raise busy
-            conditions = {"if_match": old[1]}
+        if state is VersionState.PENDING:
+            raise busy
+        takeover = state is VersionState.ABANDONED and etag is not None
+        if takeover and await self.ctx.engine.head(version_key(package, version)) is not None:
+            raise busy  # looked again after reading: its push was alive after all, and uploaded
         holder = processes.this_process()
         push_id = uuid.uuid4().hex
-        body: dict[str, Any] = {
-            "state": PENDING, "tool": f"tychoreg {__version__}", "started_at": now(),
-            "localname": localname, "push_id": push_id,
-            **({} if fmt == FILE else {"format": fmt}),
-            **({} if holder is None else {"holder": holder.to_json()})}
+        body = Record.reservation(tool=f"tychoreg {__version__}", started_at=now(),
+                                  localname=self.name, push_id=push_id, fmt=self.fmt,
+                                  holder=None if holder is None else holder.to_json())
         try:
-            etag = await self.ctx.engine.put_bytes(rkey, dump(body), **conditions)
+            if takeover:
+                written = await self.ctx.engine.put_bytes(rkey, body.dump(), if_match=etag)
+            else:
+                written = await self.ctx.engine.put_bytes(rkey, body.dump(),
+                                                          if_none_match=True)
         except PreconditionFailed:
             # A retried write whose first answer was lost finds its own record: ours if
             # it carries our push id.
             mine = await _own_record(self.ctx.engine.get_bytes, rkey, push_id)
             if mine is None:
                 raise busy from None
-            etag = mine
-        if "if_match" in conditions:  # taken over: the dead push's upload goes too
+            written = mine
+        if takeover:  # the dead push's upload goes too
             key = version_key(package, version)
             with contextlib.suppress(TychoError):
                 for upload in await self.ctx.engine.list_uploads(key):
                     if upload.key == key:
                         await self.ctx.engine.abort_upload(key, upload.upload_id)
-        return Hold(self.ctx.engine, rkey, body, etag, self.catalog.liveness.interval)
+        return Hold(self.ctx.engine, rkey, body, written, self.catalog.liveness.interval)
 
-    async def _release(self, package: str, version: str, hold: Hold) -> None:
+    async def _release(self, hold: Hold) -> None:
         """Remove our pending record after a push that published nothing, unless another
         push took it over meanwhile, or the object is there after all (an answer lost to
         a signal or a timeout): then the record stays pending, so no pull trusts the
         object until ``verify --repair`` records it. Bounded: it runs while a signal
         waits."""
-        rkey = record_key(package, version)
+        package, version = self.package, self.version
         with anyio.move_on_after(CLEANUP_SECONDS):
             try:
-                pkg, record = await self.catalog.look(package, version)
-                if pkg is None and record is not None and (
-                        record[1] == hold.etag or
-                        load_record(package, version, record[0]).get("push_id") ==
-                        hold.push_id):
-                    await self.ctx.engine.delete(rkey)
+                pkg, found = await self.catalog.look(package, version)
+                if pkg is None and found is not None and (
+                        found[1] == hold.etag or
+                        Record.load(package, version, found[0]).push_id == hold.push_id):
+                    await self.ctx.engine.delete(record_key(package, version))
             except TychoError:
                 return  # a pending record left behind is taken over later, never trusted

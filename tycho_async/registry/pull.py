@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import BinaryIO, Protocol
 
 import anyio
 import anyio.to_thread
@@ -31,18 +31,16 @@ from ..errors import (
     UsageError,
 )
 from ..layout import (
+    FILE,
     PROOF,
-    RECORDS_KEY,
     TAR_ZSTD,
     TAR_ZSTD_SUFFIX,
+    PackageMeta,
+    Record,
     dir_name,
     etag_sidecar,
-    format_of,
     is_current,
     localname_clash,
-    parse_record,
-    records_in,
-    state_of,
     version_key,
 )
 from ..localfs import Target, fits, is_terminal, same_as_stdout
@@ -66,7 +64,7 @@ class PullOne(Protocol):
 
     async def __call__(self, request: PullRequest, *, outdir: Path, force: bool,
                        claim: Claim | None, max_unpacked: int | None,
-                       meta: dict[str, Any] | None) -> PullResult: ...
+                       meta: PackageMeta | None) -> PullResult: ...
 
 
 def check_localname(package: str, localname: str, reserved: frozenset[str]) -> None:
@@ -102,7 +100,7 @@ class Wanted:
     package: str
     version: str
     exact: bool
-    record: dict[str, Any] | None
+    record: Record | None
     expected: Expected | None
     localname: str
     outfile: Path | BinaryIO | None
@@ -115,7 +113,7 @@ class Wanted:
     _target: Target | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
-        self.fmt = format_of(self.record)
+        self.fmt = self.record.format if self.record is not None else FILE
 
     def target(self, ctx: Context) -> Target:
         """The file (or FIFO, or device) a file pull writes, looked at before a byte
@@ -229,7 +227,7 @@ class ToTree(Destination):
             from .trees import TreeInstall  # loaded only for directories
 
             return await TreeInstall(self.ctx, want.outdir).run(
-                package, want.version, want.expected, want.record or {}, dest,
+                package, want.version, want.expected, want.record or Record({}), dest,
                 force=want.force, exact=want.exact, max_unpacked=want.max_unpacked)
         except (UsageError, UnsafeRemoteData):
             await self.op.must_exist(want)
@@ -344,7 +342,7 @@ class Pull:
         self, request: PullRequest, *, outdir: Path, force: bool = False,
         outfile: Path | BinaryIO | None = None, raw: bool = False,
         fallback: Sequence[str] = (), claim: Claim | None = None,
-        max_unpacked: int | None = None, meta: dict[str, Any] | None = None,
+        max_unpacked: int | None = None, meta: PackageMeta | None = None,
     ) -> PullResult:
         """Download one version; ``claim`` lets a batch refuse two items with one target,
         ``meta`` hands over the package's tycho.json when the batch has read it already.
@@ -368,12 +366,12 @@ class Pull:
             meta, _ = await self.catalog.read_meta(package)
         version, exact = await self._pick(request, meta, fallback)
         record = await self.catalog.raw_record(package, version, meta)
-        expected = None if record is None else parse_record(package, version, record)
-        if record is not None and RECORDS_KEY in meta and \
-                version not in records_in(meta):  # a push lost every race for tycho.json
+        expected = None if record is None else record.expected(package, version)
+        if record is not None and meta.marked and \
+                version not in meta.records:  # a push lost every race for tycho.json
             with contextlib.suppress(TychoError):  # best effort: a pull may not write
                 await self.catalog.restore_copies(package, {version: record})
-        localname = check_remote_localname(package, meta.get("localname"))
+        localname = check_remote_localname(package, meta.localname)
         if isinstance(outfile, Path) and same_as_stdout(outfile):
             outfile = Path("-")
         want = Wanted(package, version, exact, record, expected, localname, outfile, outdir,
@@ -394,7 +392,7 @@ class Pull:
             await self.catalog.require_root()
             raise NotFound(f"{want.package} {want.version} does not exist") from None
 
-    async def _pick(self, request: PullRequest, meta: dict[str, Any],
+    async def _pick(self, request: PullRequest, meta: PackageMeta,
                     fallback: Sequence[str]) -> tuple[str, bool]:
         """The version to pull and whether it is the one asked for (not a fallback)."""
         if fallback and request.version is None:
@@ -402,18 +400,18 @@ class Pull:
         if any(not prefix for prefix in fallback):
             raise UsageError("--fallback needs a non-empty prefix")
         version = resolve(request, meta)
-        if not fallback or await self.catalog.state(request.package, version, meta) == "ok":
+        if not fallback or (await self.catalog.state(request.package, version,
+                                                     meta))[0].trusted:
             return version, True
         pushed = await self.catalog.pushed(request.package)
-        copies = records_in(meta)
         for candidate, _ in retention.fallback_order(
                 [p for p in pushed if p.version != version], fallback):
-            copy = copies.get(candidate)
+            copy = meta.records.get(candidate)
             if copy is not None:
-                if state_of(copy) == "ok":
+                if not (copy.pending or copy.deleting):
                     return candidate, False
-            elif RECORDS_KEY not in meta or \
-                    await self.catalog.state(request.package, candidate, meta) == "ok":
+            elif not meta.marked or \
+                    (await self.catalog.state(request.package, candidate, meta))[0].trusted:
                 return candidate, False  # (a cut-short push or deletion is passed over)
         raise NotFound(f"{request.package} {version} does not exist, and no complete version "
                        f"starts with {', '.join(repr(p) for p in fallback)}")

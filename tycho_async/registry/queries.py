@@ -13,20 +13,20 @@ import anyio
 
 from .. import retention
 from ..errors import NotFound, PreconditionFailed, StoreError, UnsafeRemoteData
-from ..layout import LATEST, format_of, records_in, state_of
+from ..layout import LATEST, PackageMeta, Record
 from ..names import check_package, check_version, is_valid_segment, sort_versions
 from ..results import PackageSummary, ProbeResult, PullRequest, ShowResult, VersionInfo
 from ..transfer.groups import task_group
 from .catalog import Context, resolve
 
 
-def _version_info(pushed: retention.Pushed, record: object, latest: object) -> VersionInfo:
-    fields = record if isinstance(record, dict) else {}
-    sha256, pushed_at = fields.get("sha256"), fields.get("pushed_at")
-    return VersionInfo(pushed.version, pushed.size,
-                       sha256 if isinstance(sha256, str) else None,
-                       pushed_at if isinstance(pushed_at, str) else None,
-                       format_of(record), latest == pushed.version, state_of(record),
+def _version_info(pushed: retention.Pushed, record: Record | None, latest: str | None
+                  ) -> VersionInfo:
+    """One version as list-versions shows it, by its record (none: tycho-station's,
+    read as an empty record is: complete, a file); its state is the record's."""
+    record = record if record is not None else Record({})
+    return VersionInfo(pushed.version, pushed.size, record.sha256, record.pushed_at,
+                       record.format, latest == pushed.version, record.state,
                        pushed.modified)
 
 
@@ -44,11 +44,11 @@ class Queries:
         check_version(version)
         if version == LATEST:
             meta = await self.catalog.read_meta_or_none(package)
-            if meta is None or meta.get("latest") is None:
+            if meta is None or meta.latest is None:
                 return False
             version = resolve(PullRequest(package, version), meta)
-            return await self.catalog.state(package, version, meta) == "ok"
-        return await self.catalog.state(package, version) == "ok"
+            return (await self.catalog.state(package, version, meta))[0].trusted
+        return (await self.catalog.state(package, version))[0].trusted
 
     async def list_packages(self) -> list[PackageSummary]:
         names = [n for n in await self.ctx.engine.list_dirs("") if is_valid_segment(n)]
@@ -67,7 +67,7 @@ class Queries:
             except UnsafeRemoteData as exc:
                 summaries[name] = PackageSummary(name, None, None, exc.message)
                 return
-            summaries[name] = PackageSummary(name, meta.get("latest"), meta.get("localname"))
+            summaries[name] = PackageSummary(name, meta.latest, meta.localname)
 
         async with task_group() as tg:
             for name in names:
@@ -79,28 +79,30 @@ class Queries:
         say of it (asked beside the listing: one round trip, no request per version)."""
         return (await self._versions(package))[0]
 
-    async def _versions(self, package: str) -> tuple[list[VersionInfo], dict[str, Any]]:
-        """The versions (as ``list_versions``) and tycho.json ({} if there is none)."""
+    async def _versions(self, package: str
+                        ) -> tuple[list[VersionInfo], PackageMeta | None]:
+        """The versions (as ``list_versions``) and tycho.json (None if there is none)."""
         check_package(package)
-        found: dict[str, Any] = {}
+        metas: list[PackageMeta] = []
+        pushed: list[retention.Pushed] = []
 
         async def meta() -> None:
             with contextlib.suppress(NotFound):
-                found["meta"] = (await self.catalog.read_meta(package))[0]
+                metas.append((await self.catalog.read_meta(package))[0])
 
         async def listing() -> None:
-            found["pushed"] = await self.catalog.pushed(package)
+            pushed.extend(await self.catalog.pushed(package))
 
         async with task_group() as tg:
             tg.start_soon(meta)
             tg.start_soon(listing)
-        pushed: list[retention.Pushed] = found["pushed"]
-        if "meta" not in found and not pushed:
+        if not metas and not pushed:
             raise NotFound(f"package {package!r} does not exist (no tycho.json)")
-        meta_: dict[str, Any] = found.get("meta") or {}
-        copies = records_in(meta_)
+        meta_ = metas[0] if metas else None
+        copies = meta_.records if meta_ is not None else {}
+        latest = meta_.latest if meta_ is not None else None
         by_version = {p.version: p for p in pushed}
-        return [_version_info(by_version[v], copies.get(v), meta_.get("latest"))
+        return [_version_info(by_version[v], copies.get(v), latest)
                 for v in sort_versions(list(by_version))], meta_
 
     async def show(self, package: str, version: str | None = None) -> ShowResult:
@@ -109,11 +111,9 @@ class Queries:
         if version is not None and version != LATEST:
             check_version(version)
         versions, meta = await self._versions(package)
-        latest = meta.get("latest")
-        localname = meta.get("localname")
-        result = ShowResult(package, localname if isinstance(localname, str) else None,
-                            latest if isinstance(latest, str) else None, len(versions),
-                            sum(v.size for v in versions))
+        latest = meta.latest if meta is not None else None
+        result = ShowResult(package, meta.localname if meta is not None else None, latest,
+                            len(versions), sum(v.size for v in versions))
         if version is None:
             return result
         name = resolve(PullRequest(package, version), meta)
@@ -121,15 +121,13 @@ class Queries:
         record = await self.catalog.raw_record(package, name, meta, authoritative=True)
         if info is None:
             raise NotFound(f"{package} {name} does not exist")
-        fields = record or {}
         if info.sha256 is None and record is not None:  # the record object, not a copy
             info = _version_info(retention.Pushed(name, info.modified or 0.0, info.size),
                                  record, latest)
-        tool, tree = fields.get("tool"), fields.get("tree_sha256")
-        return dataclasses.replace(
-            result, version=info, tool=tool if isinstance(tool, str) else
-            ("tycho-station" if record is None else None),
-            tree_sha256=tree if isinstance(tree, str) else None)
+        if record is None:
+            return dataclasses.replace(result, version=info, tool="tycho-station")
+        return dataclasses.replace(result, version=info, tool=record.tool,
+                                   tree_sha256=record.tree_sha256)
 
     async def probe(self) -> ProbeResult:
         """Whether the store honours conditional writes: write a probe object under the

@@ -13,24 +13,15 @@ import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import anyio
 import anyio.to_thread
 
 from ..digests import file_digests
 from ..errors import AlreadyExists, UnsafeRemoteData, UsageError
-from ..layout import (
-    FILE,
-    PENDING,
-    TAR_ZSTD,
-    format_of,
-    is_pending,
-    load_record,
-    parse_record,
-    records_in,
-    state_of,
-)
+from ..layout import FILE, TAR_ZSTD, PackageMeta, Record
+from ..lifecycle import VersionState
 from ..localio import failure
 from ..results import PushResult
 from ..storage import ObjectInfo
@@ -84,15 +75,13 @@ def read_stream(stream: BinaryIO | None) -> Iterator[bytes]:
 
 
 def skip(package: str, version: str, fmt: str, pkg: ObjectInfo | None,
-         record: object, same: bool | None) -> PushResult:
+         record: Record | None, same: bool | None) -> PushResult:
     """The result of a push that uploaded nothing: what is there, by its record."""
-    fields = record if isinstance(record, dict) else {}
-    sha256, tree = fields.get("sha256"), fields.get("tree_sha256")
     return PushResult(package, version, pkg.size if pkg is not None else 0,
-                      sha256 if isinstance(sha256, str) else "",
+                      (record.sha256 if record is not None else None) or "",
                       initialized=False, promoted=False, skipped=True,
-                      format=format_of(record) if record is not None else fmt,
-                      tree_sha256=tree if isinstance(tree, str) else None,
+                      format=record.format if record is not None else fmt,
+                      tree_sha256=record.tree_sha256 if record is not None else None,
                       same_content=same)
 
 
@@ -103,7 +92,7 @@ class Skips:
         self.ctx = ctx
         self.catalog = ctx.catalog
 
-    async def when_settled(self, package: str, version: str, meta: dict[str, Any] | None,
+    async def when_settled(self, package: str, version: str, meta: PackageMeta | None,
                            source: Source) -> PushResult | None:
         """``already_there``, once no other push of the version is under way: parallel
         jobs publishing one version wait for the first to finish, then compare (at most
@@ -122,24 +111,25 @@ class Skips:
             meta = await self.catalog.read_meta_or_none(package)
         raise AssertionError("unreachable")
 
-    async def already_there(self, package: str, version: str, meta: dict[str, Any] | None,
+    async def already_there(self, package: str, version: str, meta: PackageMeta | None,
                             source: Source) -> PushResult | None:
         """For ``--skip-identical``: None when the version does not exist; a result when
         it holds the same content; AlreadyExists (exit 1) when it holds other content or
-        sameness cannot be proven; Busy while another push of it is alive."""
-        pkg, found = await self.catalog.look(package, version)
-        loaded = load_record(package, version, found[0]) if found is not None else None
+        sameness cannot be proven; Busy while another push of it is alive. The record
+        read is the copy in tycho.json, else the record object."""
+        pkg, loaded, etag = await self.catalog.lookup(package, version)
         if pkg is None:
-            if await self.catalog.alive(package, version, loaded, found):
+            if await self.catalog.alive(package, version, loaded, etag):
                 raise Busy(f"{package} {version} is being pushed by another client")
             return None
-        copy = records_in(meta).get(version) if meta is not None else None
+        copy = meta.records.get(version) if meta is not None else None
         record = copy if copy is not None else loaded
-        if is_pending(record) and await self.catalog.alive(package, version, loaded, found):
+        if record is not None and record.pending and \
+                await self.catalog.alive(package, version, loaded, etag):
             raise Busy(f"{package} {version} is being recorded by another push")
-        if state_of(record) != "ok":
+        if record is not None and (record.pending or record.deleting):
             raise AlreadyExists(f"{package} {version} exists, but its "
-                                f"{'push' if state_of(record) == PENDING else 'deletion'} "
+                                f"{'push' if record.pending else 'deletion'} "
                                 "was cut short, so it cannot be told whether it holds the "
                                 f"same content; see 'tychoreg show {package} --version "
                                 f"{version}'")
@@ -151,48 +141,48 @@ class Skips:
         if not same:
             raise AlreadyExists(f"{package} {version} already exists with other content; "
                                 "published versions are immutable, push a new version")
-        return skip(package, version, format_of(record), pkg, record, True)
+        return skip(package, version, record.format if record is not None else FILE, pkg,
+                    record, True)
 
-    async def skipped(self, package: str, version: str, meta: dict[str, Any] | None,
+    async def skipped(self, package: str, version: str, meta: PackageMeta | None,
                       source: Source, fmt: str) -> PushResult | None:
         """For ``--skip-existing``: None when the version is free (no object, and no live
-        push of it); else the result of a push that uploads nothing, at once, with
-        ``same_content`` where the local source can be compared to a complete record."""
-        pkg, found = await self.catalog.look(package, version)
-        loaded = load_record(package, version, found[0]) if found is not None else None
+        push of it: ABSENT or ABANDONED); else the result of a push that uploads nothing,
+        at once, with ``same_content`` where the local source can be compared to a
+        complete record."""
+        pkg, loaded, etag = await self.catalog.lookup(package, version)
         if pkg is None:
-            if found is None or loaded is None or (
-                    is_pending(loaded) and
-                    await self.catalog.abandoned(package, version, loaded, found[1])):
+            state = await self.catalog.observe(package, version, pkg, loaded, etag)
+            if state in (VersionState.ABSENT, VersionState.ABANDONED):
                 return None
             return skip(package, version, fmt, None, None, None)  # a live push
-        copy = records_in(meta).get(version) if meta is not None else None
+        copy = meta.records.get(version) if meta is not None else None
         record = copy if copy is not None else loaded
         same = None
-        if state_of(record) == "ok":
+        if record is None or not (record.pending or record.deleting):
             with contextlib.suppress(UnsafeRemoteData):
                 same = await self.compare(package, version, pkg, record, source)
-        return skip(package, version, format_of(record), pkg,
+        return skip(package, version, record.format if record is not None else FILE, pkg,
                     record if same is not None else None, same)
 
-    async def compare(self, package: str, version: str, pkg: ObjectInfo, record: object,
-                      source: Source) -> bool | None:
+    async def compare(self, package: str, version: str, pkg: ObjectInfo,
+                      record: Record | None, source: Source) -> bool | None:
         """Whether a complete version holds the source's content, computed from the
         local source only (a directory's tree hash without compressing, a file's
         digests); None when it cannot be told (a stream, an unknown ETag scheme)."""
-        fmt = format_of(record)
+        fmt = record.format if record is not None else FILE
         if source.tree is not None:
-            if fmt != TAR_ZSTD or not isinstance(record, dict):
+            if fmt != TAR_ZSTD or record is None or not isinstance(record.to_json(), dict):
                 return False if record is not None else None
             from ..archive.pack import tree_sha256
 
             digest = await anyio.to_thread.run_sync(tree_sha256, source.tree)
-            return bool(digest == record.get("tree_sha256"))
+            return bool(digest == record.tree_sha256)
         if source.path is None:
             return None
         digests = await anyio.to_thread.run_sync(file_digests, self.ctx.fs, source.path)
         if record is not None:
-            return fmt == FILE and parse_record(package, version, record) == Expected(
+            return fmt == FILE and record.expected(package, version) == Expected(
                 digests.size, sha256=digests.sha256)
         if digests.size != pkg.size:
             return False

@@ -16,7 +16,7 @@ import anyio.to_thread
 from ..archive.extract import ChunkPipe, Extracted, Limit, extract
 from ..archive.proof import describe_edits, local_edits, read_proof, write_proof
 from ..errors import IntegrityError, NotFound, UnsafeRemoteData, UsageError
-from ..layout import PROOF, TAR_ZSTD, default_max_unpacked, etag_sidecar, version_key
+from ..layout import PROOF, TAR_ZSTD, Record, default_max_unpacked, etag_sidecar, version_key
 from ..localfs import dir_target
 from ..results import PullResult
 from ..storage import ObjectInfo
@@ -27,11 +27,11 @@ from .catalog import Context
 
 
 def _unpack_limit(package: str, version: str, expected: Expected | None,
-                  record: dict[str, Any], max_unpacked: int | None) -> Limit:
+                  record: Record, max_unpacked: int | None) -> Limit:
     """How far a directory package's tar may expand: its recorded ``tree_size`` exactly;
     without one (pushed before tree_size was recorded), ``max_unpacked`` or the default
     bound of its compressed size."""
-    tree_size = record.get("tree_size")
+    tree_size = record.fields.get("tree_size")
     if tree_size is not None:
         if not isinstance(tree_size, int) or isinstance(tree_size, bool) or tree_size < 0:
             raise UnsafeRemoteData(f"{package} {version}: its record's tree_size is malformed")
@@ -78,7 +78,7 @@ class TreeInstall:
         self.outdir = outdir
 
     async def run(self, package: str, version: str, expected: Expected | None,
-                  record: dict[str, Any], dest: Path, *, force: bool,
+                  record: Record, dest: Path, *, force: bool,
                   exact: bool, max_unpacked: int | None) -> PullResult:
         """Extract a directory package at ``dest``, atomically: into a temporary
         directory beside it while the stream is hashed, with the proof written into it;
@@ -111,8 +111,8 @@ class TreeInstall:
             try:
                 info, extracted = await self._extract(package, version, expected, temp,
                                                       limit)
-                want = record.get("tree_sha256")
-                if isinstance(want, str) and extracted.tree_sha256 != want:
+                want = record.tree_sha256
+                if want is not None and extracted.tree_sha256 != want:
                     raise IntegrityError(f"{package} {version}: the extracted tree does not "
                                          "match the recorded tree_sha256")
                 await anyio.to_thread.run_sync(write_proof, temp, package, version,

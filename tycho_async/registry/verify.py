@@ -26,7 +26,7 @@ class Verify:
         meta = await catalog.read_meta_or_none(package) if repair and request.version \
             else (await catalog.read_meta(package))[0]
         version = request.version if meta is None and request.version else \
-            resolve(request, meta or {})
+            resolve(request, meta)
         if repair:
             return await finish(self.ctx, package, version, meta)
         record = await catalog.record(package, version, meta, authoritative=True)
