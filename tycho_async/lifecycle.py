@@ -1,5 +1,7 @@
-"""Liveness of a push under way, decided without I/O (the clock and what is known of the
-holder's process are passed in), so the rule is one small function tests can drive.
+"""The version lifecycle, pure: the states a version can be in, the step each calls for,
+and the liveness of a push under way, all decided without I/O (the clock and what is
+known of the holder's process are passed in), so the rules are small functions tests
+can drive.
 
 A push holds its version through its pending record. It renews the record (a heartbeat,
 written If-Match its own ETag) every ``Liveness.interval`` seconds while it runs, however
