@@ -257,19 +257,24 @@ def _transfer_settings(tycho: Mapping[str, Any], overrides: Mapping[str, Any],
                    multipart_threshold=part_size)
 
 
-@dataclass
 class _Common:
     """What every backend's Settings share, gathered before the backend's own section is
     read: where the config came from, the warnings so far, which env-indirected values
-    stayed unset, the dotenv file, the outdir and the transfer settings."""
+    stayed unset, the dotenv file, the outdir and the transfer settings. (A plain class:
+    a dataclass costs about a millisecond at import, on every command's start-up.)"""
 
-    path: Path
-    config_path: Path | None
-    dotenv: Path | None
-    warnings: list[str]
-    unset: list[str]
-    outdir: Path
-    transfer: TransferSettings
+    __slots__ = ("config_path", "dotenv", "outdir", "path", "transfer", "unset", "warnings")
+
+    def __init__(self, path: Path, config_path: Path | None, dotenv: Path | None,
+                 warnings: list[str], unset: list[str], outdir: Path,
+                 transfer: TransferSettings) -> None:
+        self.path = path
+        self.config_path = config_path
+        self.dotenv = dotenv
+        self.warnings = warnings
+        self.unset = unset
+        self.outdir = outdir
+        self.transfer = transfer
 
     def settings(self, store: StoreOptions, *, default_registry: bool = False) -> Settings:
         return Settings(store=store, outdir=self.outdir, transfer=self.transfer,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -386,17 +385,21 @@ def expects(record: Expected | None) -> ExpectedSource:
     return expected
 
 
-@dataclass(frozen=True)
 class Context:
     """What every operation shares: the engine that moves the bytes, the catalog, the
     local file system, and tychoreg's own file names (no localname may name them).
     ``clock`` is the catalog's: the one wall clock of the registry's decisions (a push
-    gone, a version's age), injected so tests can drive it."""
+    gone, a version's age), injected so tests can drive it. (A plain class: a dataclass
+    costs about a millisecond at import, on every command's start-up.)"""
 
-    engine: Engine
-    catalog: Catalog
-    fs: LocalFS
-    reserved: frozenset[str]
+    __slots__ = ("catalog", "engine", "fs", "reserved")
+
+    def __init__(self, engine: Engine, catalog: Catalog, fs: LocalFS,
+                 reserved: frozenset[str]) -> None:
+        self.engine = engine
+        self.catalog = catalog
+        self.fs = fs
+        self.reserved = reserved
 
     @property
     def clock(self) -> Callable[[], float]:

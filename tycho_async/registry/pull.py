@@ -13,7 +13,6 @@ import contextlib
 import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -92,28 +91,46 @@ def _binary_to_terminal(package: str, version: str, what: str) -> UsageError:
                       "--raw to write it anyway")
 
 
-@dataclass
 class Wanted:
     """One pull, resolved: the version and its record, the package's localname, and
-    where and how it goes. ``target`` looks at a local file destination once."""
+    where and how it goes. ``target`` looks at a local file destination once. (A plain
+    class: a dataclass costs about a millisecond at import, on every pull's start-up.)"""
 
-    package: str
-    version: str
-    exact: bool
-    record: Record | None
-    expected: Expected | None
-    localname: str
-    outfile: Path | BinaryIO | None
-    outdir: Path
-    force: bool
-    raw: bool
-    claim: Claim | None
-    max_unpacked: int | None
-    fmt: str = field(init=False)
-    _target: Target | None = field(default=None, init=False)
+    __slots__ = (
+        "_target",
+        "claim",
+        "exact",
+        "expected",
+        "fmt",
+        "force",
+        "localname",
+        "max_unpacked",
+        "outdir",
+        "outfile",
+        "package",
+        "raw",
+        "record",
+        "version",
+    )
 
-    def __post_init__(self) -> None:
-        self.fmt = self.record.format if self.record is not None else FILE
+    def __init__(self, package: str, version: str, exact: bool, record: Record | None,
+                 expected: Expected | None, localname: str, outfile: Path | BinaryIO | None,
+                 outdir: Path, force: bool, raw: bool, claim: Claim | None,
+                 max_unpacked: int | None) -> None:
+        self.package = package
+        self.version = version
+        self.exact = exact
+        self.record = record
+        self.expected = expected
+        self.localname = localname
+        self.outfile = outfile
+        self.outdir = outdir
+        self.force = force
+        self.raw = raw
+        self.claim = claim
+        self.max_unpacked = max_unpacked
+        self.fmt = record.format if record is not None else FILE
+        self._target: Target | None = None
 
     def target(self, ctx: Context) -> Target:
         """The file (or FIFO, or device) a file pull writes, looked at before a byte
