@@ -19,7 +19,7 @@ import pytest
 import typer.main
 from typer.testing import CliRunner
 
-from tycho_async.cli import app, commands
+from tycho_async.cli import GROUPS, app, command_name, group_commands
 from tycho_async.defaults import default_local_root
 
 from .support import REGION, make_bucket, write_file
@@ -172,11 +172,33 @@ def test_help_lists_every_command_and_says_where_the_default_registry_is() -> No
 def test_command_annotations_are_evaluated_once_at_import() -> None:
     """typer reads every command's type hints on every run; string annotations (``from
     __future__ import annotations``) would be evaluated again each time."""
-    for info in commands.registered_commands:
+    for info in (info for group in GROUPS for info in group_commands(group)):
+        assert info.callback is not None
         hints = info.callback.__annotations__
         assert hints, info.name
         assert [name for name, hint in hints.items() if isinstance(hint, str)] == [], \
             info.name
+
+
+def test_the_command_table_names_every_command_of_every_group_in_order() -> None:
+    """The root lists and finds commands by GROUPS without importing the groups: the
+    table must say exactly what each group module registers, and name every module that
+    registers commands."""
+    assert {group: tuple(command_name(info) for info in group_commands(group))
+            for group in GROUPS} == GROUPS
+    package = Path(__file__).resolve().parent.parent / "tycho_async" / "cli"
+    registering = {path.stem for path in package.glob("*.py")
+                   if "group = typer.Typer()" in path.read_text(encoding="utf-8")}
+    assert registering == set(GROUPS)
+
+
+def test_a_run_imports_only_the_group_of_its_command(tmp_path: Path) -> None:
+    done, modules = _traced("exists", "--registry", str(tmp_path), "pkg", "1.0")
+    assert done.returncode == 1, done.stderr
+    assert {m for m in modules if m.startswith("tycho_async.cli.")} >= {
+        "tycho_async.cli.queries", "tycho_async.cli.run"}
+    assert _loaded(modules, tuple(f"tycho_async.cli.{group}" for group in GROUPS
+                                  if group != "queries")) == []
 
 
 def test_a_run_builds_only_the_command_it_runs(monkeypatch: pytest.MonkeyPatch,

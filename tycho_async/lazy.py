@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-import importlib
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -15,6 +15,8 @@ def lazy_names(package: str, where: Mapping[str, str]) -> Callable[[str], Any]:
     def __getattr__(name: str) -> Any:
         if name not in where:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        return getattr(importlib.import_module(f".{where[name]}", package), name)
+        module = f"{package}.{where[name]}"
+        __import__(module)  # the import statement's path, which -X importtime traces
+        return getattr(sys.modules[module], name)
 
     return __getattr__

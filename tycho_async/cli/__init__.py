@@ -18,10 +18,10 @@ from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
+from typer.models import CommandInfo
 
 from .. import __version__
 from ..defaults import DEFAULT_CONFIG
-from . import delete, info, publish, pull, queries
 from .options import ConfigOpt, DebugOpt, RegistryOpt
 from .render import SafeStream
 from .run import ROOT_OPTIONS, given, turn_on_debug
@@ -43,32 +43,58 @@ nothing to pull), 2 bad usage or config, 3 transfer failed, 128+N ended by signa
 (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP: uploads aborted, temp files removed), 141
 standard output closed."""
 
-# Every command, in the order the root help lists them; the root (``app``) turns each
-# into a click command when it is first looked up (see LazyCommands).
-commands = typer.Typer()
-for _group in (publish, pull, queries, delete, info):
-    commands.registered_commands.extend(_group.group.registered_commands)
+# Every command, in the order the root help lists them, by the module (group) that
+# defines it: a run imports the group of the command it runs, the root help every group
+# (tests/test_startup.py holds this table to the groups' registrations).
+GROUPS = {
+    "publish": ("init", "push", "promote"),
+    "pull": ("pull", "pull-list", "verify"),
+    "queries": ("list", "list-versions", "exists", "show"),
+    "delete": ("delete", "prune"),
+    "info": ("info",),
+}
+
+
+def group_commands(group: str) -> list[CommandInfo]:
+    """The commands the module ``group`` registers, in its order (importing it, by the
+    import statement's own path, which ``-X importtime`` traces; importlib's is not)."""
+    name = f"{__name__}.{group}"
+    __import__(name)
+    registered: list[CommandInfo] = sys.modules[name].group.registered_commands
+    return registered
+
+
+def command_name(info: CommandInfo) -> str:
+    from typer.main import get_command_name
+
+    return info.name or get_command_name(info.callback.__name__ if info.callback else "")
 
 
 class LazyCommands(MutableMapping[str, Any]):
     """The root's commands by name (click's ``Group.commands``), each built from its
     function when first looked up: typer reads the signature and makes the options, about
-    0.6 ms a command, so a run builds the one it runs (the root help lists summaries)."""
+    0.6 ms a command, so a run builds the one it runs (the root help lists summaries), and
+    imports only that command's group."""
 
-    def __init__(self, source: typer.Typer, like: typer.Typer) -> None:
-        from typer.main import get_command_name
-
+    def __init__(self, like: typer.Typer) -> None:
         self._like = like  # the Typer whose settings the commands take
-        self._infos = {info.name or get_command_name(info.callback.__name__): info
-                       for info in source.registered_commands if info.callback}
+        self._where = {name: group for group, names in GROUPS.items() for name in names}
+        self._infos: dict[str, CommandInfo] = {}
         self._built: dict[str, Any] = {}
+
+    def _info(self, name: str) -> CommandInfo:
+        """The registration of ``name`` (KeyError for no such command)."""
+        if name not in self._infos:
+            for info in group_commands(self._where[name]):
+                self._infos[command_name(info)] = info
+        return self._infos[name]
 
     def __getitem__(self, name: str) -> Any:
         if name not in self._built:
             from typer.main import get_command_from_info
 
             self._built[name] = get_command_from_info(
-                self._infos[name], pretty_exceptions_short=self._like.pretty_exceptions_short,
+                self._info(name), pretty_exceptions_short=self._like.pretty_exceptions_short,
                 rich_markup_mode=self._like.rich_markup_mode)
         return self._built[name]
 
@@ -78,23 +104,24 @@ class LazyCommands(MutableMapping[str, Any]):
     def __delitem__(self, name: str) -> None:
         if name not in self:
             raise KeyError(name)
+        self._where.pop(name, None)
         self._infos.pop(name, None)
         self._built.pop(name, None)
 
-    def __contains__(self, name: object) -> bool:  # without building it
-        return name in self._infos or name in self._built
+    def __contains__(self, name: object) -> bool:  # without importing or building it
+        return name in self._where or name in self._built
 
     def __iter__(self) -> Iterator[str]:
-        return iter(dict.fromkeys([*self._infos, *self._built]))
+        return iter(dict.fromkeys([*self._where, *self._built]))
 
     def __len__(self) -> int:
-        return len(set(self._infos) | set(self._built))
+        return len(set(self._where) | set(self._built))
 
     def summaries(self) -> list[tuple[str, str]]:
         """Each visible command's name and summary, read from its registration (built
         only for a command registered without one, which click derives)."""
         return [(name, info.short_help or self[name].get_short_help_str())
-                for name, info in self._infos.items() if not info.hidden]
+                for name in self._where if not (info := self._info(name)).hidden]
 
 
 class Root(TyperGroup):
@@ -102,7 +129,7 @@ class Root(TyperGroup):
 
     def __init__(self, **attrs: Any) -> None:
         super().__init__(**attrs)
-        self.lazy = self.commands = LazyCommands(commands, app)
+        self.lazy = self.commands = LazyCommands(app)
 
     def list_commands(self, ctx: Any) -> list[str]:  # a click Context
         return list(self.commands)  # the names, in order, without building the commands
