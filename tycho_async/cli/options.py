@@ -29,6 +29,9 @@ MaxUnpackedOpt = Annotated[str | None, typer.Option(
     help="The most a directory package without a recorded tree_size may unpack to, e.g. "
          "20GiB (default: 64 times its compressed size, at least 8GiB). A recorded "
          "tree_size is always the exact bound.")]
+OutdirOpt = Annotated[str | None, typer.Option(
+    "--outdir", metavar="DIR", envvar="TYCHOREG_OUTDIR", show_default=False,
+    help="Directory for pulls (default: tycho.outdir, else tycho_packages).")]
 QuietOpt = Annotated[bool, typer.Option(
     "--quiet", "-q", help="Print nothing but errors.")]
 ProgressOpt = Annotated[bool | None, typer.Option(

@@ -14,6 +14,7 @@ from .options import (
     ConfigOpt,
     JsonOpt,
     MaxUnpackedOpt,
+    OutdirOpt,
     PackageArg,
     PartSizeOpt,
     ProgressOpt,
@@ -47,9 +48,7 @@ def pull(
         "--fallback", metavar="PREFIX", show_default=False,
         help="If --version does not exist, pull the most recently pushed version starting "
              "with PREFIX; repeat to try several prefixes in order.")] = None,
-    outdir: Annotated[str | None, typer.Option(
-        "--outdir", metavar="DIR", envvar="TYCHOREG_OUTDIR", show_default=False,
-        help="Directory for pulls (default: tycho.outdir, else tycho_packages).")] = None,
+    outdir: OutdirOpt = None,
     max_unpacked: MaxUnpackedOpt = None,
     as_json: JsonOpt = False,
     config: ConfigOpt = None, registry: RegistryOpt = None,
@@ -134,9 +133,7 @@ def pull_list(
              "standard input.")] = None,
     force: Annotated[bool, typer.Option(
         "--force", "-f", help="Download even when local copies are current.")] = False,
-    outdir: Annotated[str | None, typer.Option(
-        "--outdir", metavar="DIR", envvar="TYCHOREG_OUTDIR", show_default=False,
-        help="Directory for pulls (default: tycho.outdir, else tycho_packages).")] = None,
+    outdir: OutdirOpt = None,
     max_unpacked: MaxUnpackedOpt = None,
     as_json: JsonOpt = False,
     config: ConfigOpt = None, registry: RegistryOpt = None,

@@ -23,7 +23,15 @@ from typing import Any
 from ..errors import NotFound, StoreError
 from . import ObjectInfo, Part, PartReceipt, RangeBody, S3Options, UploadInfo
 from .s3botoclient import COMPLETE_TIMEOUT, BotoClient
-from .s3errors import Silence, check_span, no_bytes, not_s3, past_the_end, range_header
+from .s3errors import (
+    Silence,
+    check_span,
+    no_bytes,
+    not_s3,
+    past_the_end,
+    range_header,
+    root_found,
+)
 
 
 def _http_date(value: str | None) -> float | None:
@@ -120,16 +128,11 @@ class BotoS3:
                           _epoch(resp.get("LastModified")), _http_date(headers.get("date")))
 
     async def root_exists(self) -> bool:
-        try:
+        async def look() -> None:
             with self.conn.translated(f"look up the bucket {self.bucket}"):
                 await self._client.head_bucket(Bucket=self.bucket)
-        except NotFound:
-            return False
-        except StoreError as exc:
-            if exc.code in {"403", "AccessDenied"}:
-                return True  # it exists, we may not look at it: the real call will say
-            raise
-        return True
+
+        return await root_found(look)
 
     async def delete(self, key: str) -> None:
         with self.conn.translated(f"delete {key}"):

@@ -27,6 +27,7 @@ from .s3errors import (
     not_s3,
     range_header,
     read_timeout,
+    root_found,
     tls_failed,
 )
 from .s3lean import Element, LeanS3, NotS3Answer, S3ErrorAnswer, encoded_query, listed_key
@@ -171,17 +172,12 @@ class LeanCalls:
                           http_date(headers.get("date")))
 
     async def root_exists(self, client: LeanS3) -> bool:
-        try:
+        async def look() -> None:
             with self.translated(f"look up the bucket {self.bucket}"):
                 resp = await client.send("HEAD", "", operation="HeadBucket", bucket=True)
                 await resp.read()
-        except NotFound:
-            return False
-        except StoreError as exc:
-            if exc.code in {"403", "AccessDenied"}:
-                return True  # it exists, we may not look at it: the real call will say
-            raise
-        return True
+
+        return await root_found(look)
 
     async def delete(self, client: LeanS3, key: str) -> None:
         with self.translated(f"delete {key}"):

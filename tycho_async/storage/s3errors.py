@@ -5,7 +5,7 @@ imports botocore."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from ..errors import MissingRegistry, NotFound, NotS3, PreconditionFailed, StoreError, TychoError
 from . import ObjectInfo
@@ -118,3 +118,18 @@ async def no_bytes() -> AsyncIterator[bytes]:
     """The body of a range past the end."""
     return
     yield
+
+
+async def root_found(look: Callable[[], Awaitable[object]]) -> bool:
+    """Whether the bucket exists, by ``look`` (a HEAD of it, its errors translated): a
+    403 means it exists and we may not look at it, so the real call will say what is
+    wrong; a 404 means no bucket. One reading for both of the S3 store's paths."""
+    try:
+        await look()
+    except NotFound:
+        return False
+    except StoreError as exc:
+        if exc.code in {"403", "AccessDenied"}:
+            return True
+        raise
+    return True
