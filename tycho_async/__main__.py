@@ -1,3 +1,5 @@
+"""``python -m tycho_async``: the command line (``cli.main``)."""
+
 from .cli import main
 
 main()

@@ -21,13 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from .errors import IncompleteVersion, UnsafeRemoteData
+from .lifecycle import DELETING, PENDING
 from .storage import ObjectInfo
 from .transfer.engine import Expected
 
 RECORDS_KEY = "tychoreg"
 LATEST = "latest"  # tycho-station's word for "the latest version", never a version name
-PENDING = "pending"  # a push under way: the version is not trusted yet
-DELETING = "deleting"  # a deletion under way: the version is not trusted any more
 FILE = "file"  # the format of a version pushed from a file or a stream
 TAR_ZSTD = "tar+zstd"  # the format of a directory: a tar stream compressed with zstd
 TAR_ZSTD_SUFFIX = ".tar.zst"  # a directory package's localname ends so
@@ -317,7 +316,6 @@ def _records_in(meta: dict[str, Any], *, create: bool = False) -> dict[str, Any]
     return records
 
 
-
 def dir_name(localname: str) -> str | None:
     """The directory a directory package extracts to: its localname without
     ``.tar.zst``; None when that leaves no usable name ("", ".", "..")."""
@@ -325,8 +323,6 @@ def dir_name(localname: str) -> str | None:
         return None
     name = localname[:-len(TAR_ZSTD_SUFFIX)]
     return name if name not in ("", ".", "..") else None
-
-
 
 
 def being_deleted(package: str, version: str) -> IncompleteVersion:
@@ -340,7 +336,6 @@ def cut_short(package: str, version: str) -> IncompleteVersion:
         f"{package} {version}: its push was cut short after it started and the version "
         f"is not trusted; run 'tychoreg verify {package} --version {version} --repair' "
         "to complete or clear it")
-
 
 
 def expectation(record: Expected | None, info: ObjectInfo) -> Expected:
@@ -368,7 +363,6 @@ def load_record(package: str, version: str, data: bytes) -> dict[str, Any]:
     if not isinstance(record, dict):
         raise UnsafeRemoteData(f"{package} {version}: its checksum record is malformed")
     return record
-
 
 
 def dump(data: object) -> bytes:

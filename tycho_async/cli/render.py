@@ -80,7 +80,6 @@ def fail(exc: TychoError) -> typer.Exit:
     return typer.Exit(exc.exit_code)
 
 
-
 def echo_json(data: object) -> None:
     import json  # not loaded by --help
 
@@ -91,7 +90,6 @@ def reports() -> Any:
     from .. import report
 
     return report
-
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:

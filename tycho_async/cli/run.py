@@ -42,7 +42,6 @@ def turn_on_debug() -> None:
         enable_debug()
 
 
-
 def settings_for(config: str | None, registry: str | None, *, strict: bool = True,
                  **overrides: Any) -> "Settings":
     from ..config import SECRET_KEYS, load_settings

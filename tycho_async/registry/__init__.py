@@ -1,4 +1,6 @@
-"""The registry rules: packages, versions, tycho.json, latest, and what to move where.
+"""Registry: the composition of the operation modules (catalog, publish, pull, verify,
+delete, queries), one short method per operation; the format is layout's, the publish
+protocol publish's. In short:
 
 Layout (shared with tycho-station, which must keep working on the same bucket)::
 

@@ -2,9 +2,9 @@
 push, promote; a push's steps (reserve: a pending record; the hold that renews it while
 the bytes upload; the object, If-None-Match; the full record and its copy in tycho.json,
 shielded from signals; the pending record released when nothing was published); and
-what a crash left of a push, finished by ``repair`` (for ``verify --repair`` and prune)
-through ``complete`` (the object is there: its bytes measured and recorded) and
-``clear`` (it is not: the pending record removed).
+what a crash left of a push: ``complete`` (the object is there: its bytes measured and
+recorded) and ``clear`` (it is not: the pending record removed), which prune calls
+directly and ``repair`` (for ``verify --repair``) by the step the state names.
 """
 
 from __future__ import annotations
@@ -225,8 +225,8 @@ async def clear(ctx: Context, package: str, version: str) -> NotFound:
 
 async def repair(ctx: Context, package: str, version: str,
                  meta: PackageMeta | None) -> VerifyResult:
-    """Finish what a crash left of one version, as ``verify --repair`` does (and prune,
-    for a push that died), by the step its state names: a push gone after its upload is
+    """Finish what a crash left of one version, for ``verify --repair``, by the step its
+    state names: a push gone after its upload is
     completed, one gone before it cleared (NotFound), a live one refused; a complete
     version is verified, and the copy of its record restored in tycho.json if a push
     lost it. A version that is not pending (by its record object) is verified as it

@@ -1,4 +1,6 @@
-"""A registry in an S3 bucket (or any S3-compatible store).
+"""A registry in an S3 bucket (or any S3-compatible store). ``S3Store`` only routes: each
+Store call goes to the lean calls (``s3calls`` for objects and listings, ``s3uploads`` for
+multipart) or, once botocore must decide, to ``s3boto``; it sends no request itself.
 
 Every request goes through the lean client (``s3lean``: our own SigV4 and HTTP/1.1 pool),
 which costs a fraction of botocore's per-request pipeline and, with static keys and no

@@ -96,7 +96,6 @@ _FOREIGN = (BotoCoreError, ClientError, aiohttp.ClientError, asyncio.TimeoutErro
             ResponseParserError)
 
 
-
 class BotoClient:
     """One aiobotocore client for one bucket, with its failures translated (counted toward
     the ``Silence`` the lean path shares) and its twin for completing uploads."""
