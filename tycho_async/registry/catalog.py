@@ -192,8 +192,7 @@ class Catalog:
                 if pkg is not None:
                     raise
         copy = meta.records.get(version) if meta is not None else None
-        return observe(pkg, None if record is None else record.fields,
-                       None if copy is None else copy.to_json()), pkg
+        return _observed(pkg, record, copy), pkg
 
     async def _look_all(self, package: str, version: str) -> tuple[
             ObjectInfo | None, tuple[bytes, str] | None, PackageMeta | None]:
@@ -252,8 +251,7 @@ class Catalog:
         alive = None
         if record is not None and record.pending:
             alive = not await self.abandoned(package, version, record, etag)
-        return observe(pkg, None if record is None else record.fields,
-                       None if copy is None else copy.to_json(), alive=alive)
+        return _observed(pkg, record, copy, alive)
 
     async def abandoned(self, package: str, version: str, record: Record,
                         etag: str | None) -> bool:
@@ -370,6 +368,13 @@ class Catalog:
         finally:
             await anyio.to_thread.run_sync(fs.drop_scratch_dir, scratch)
         return VerifyResult(package, version, info.size, sha256, checked(used[-1]), repaired)
+
+
+def _observed(pkg: ObjectInfo | None, record: Record | None, copy: Record | None,
+              alive: bool | None = None) -> VersionState:
+    """``lifecycle.observe`` of the typed records (it reads their JSON, as stored)."""
+    return observe(pkg, None if record is None else record.fields,
+                   None if copy is None else copy.to_json(), alive=alive)
 
 
 def expects(record: Expected | None) -> ExpectedSource:
