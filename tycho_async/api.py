@@ -71,7 +71,8 @@ async def open_settings(settings: Settings, progress: ProgressSink | None = None
         yield AsyncRegistry(Registry(
             Engine(store, settings.transfer, progress), settings.outdir,
             missing_root_ok=settings.default_registry,
-            own_files=[settings.dotenv.name] if settings.dotenv else [], liveness=liveness))
+            own_files=[settings.dotenv.name] if settings.dotenv else [], liveness=liveness,
+            identity=settings.location))
 
 
 def _size_or_none(value: int | str | None) -> int | None:

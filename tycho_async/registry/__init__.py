@@ -70,18 +70,22 @@ class Registry:
     which no localname may name at push or at pull; ``missing_root_ok``: the default
     local registry, simply empty before its first push (any other registry that does
     not exist is a typo, exit 2); ``liveness``: when a silent push counts as gone;
-    ``clock``: the wall clock of every decision on time (a push gone, prune's ages)."""
+    ``clock``: the wall clock of every decision on time (a push gone, prune's ages);
+    ``identity``: the registry as a lock file names it (``s3://BUCKET/PREFIX`` or the
+    configured path; by default the store's location)."""
 
     def __init__(self, engine: Engine, outdir: Path, *, missing_root_ok: bool = False,
                  fs: LocalFS | None = None, own_files: Sequence[str] = (),
                  liveness: Liveness | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 identity: str | None = None) -> None:
         self.engine = engine
         self.outdir = outdir
         self.catalog = Catalog(engine, liveness or Liveness(),
                                missing_root_ok=missing_root_ok, clock=clock)
         self.ctx = Context(engine, self.catalog, fs or engine.fs,
-                           frozenset({DEFAULT_CONFIG, *own_files}))
+                           frozenset({DEFAULT_CONFIG, *own_files}),
+                           identity or engine.store.location)
 
     async def init(self, package: str, filename: str) -> None:
         from .publish import init

@@ -392,19 +392,21 @@ def expects(record: Expected | None) -> ExpectedSource:
 
 class Context:
     """What every operation shares: the engine that moves the bytes, the catalog, the
-    local file system, and tychoreg's own file names (no localname may name them).
+    local file system, tychoreg's own file names (no localname may name them), and the
+    registry's identity as a lock file names it (``s3://BUCKET/PREFIX`` or the path).
     ``clock`` is the catalog's: the one wall clock of the registry's decisions (a push
     gone, a version's age), injected so tests can drive it. (A plain class: a dataclass
     costs about a millisecond at import, on every command's start-up.)"""
 
-    __slots__ = ("catalog", "engine", "fs", "reserved")
+    __slots__ = ("catalog", "engine", "fs", "identity", "reserved")
 
     def __init__(self, engine: Engine, catalog: Catalog, fs: LocalFS,
-                 reserved: frozenset[str]) -> None:
+                 reserved: frozenset[str], identity: str) -> None:
         self.engine = engine
         self.catalog = catalog
         self.fs = fs
         self.reserved = reserved
+        self.identity = identity
 
     @property
     def clock(self) -> Callable[[], float]:
