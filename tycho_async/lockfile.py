@@ -1,6 +1,6 @@
 """The lock file (``tychoreg.lock``): what ``tychoreg lock`` resolved, so that a pull of
 it gets exactly those bytes, with no tycho.json request. Pure: TOML text in, checked
-values out, and back; no I/O, no registry.
+values out, and back (``read`` the one I/O: a file's bytes); no registry.
 
 Version 1 (TOML, read with tomllib, or tomli on Python 3.10; written with tomli-w)::
 
@@ -30,6 +30,7 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
@@ -142,6 +143,18 @@ def dump(lock: Lock) -> bytes:
     document = {"version": FORMAT_VERSION, "lock": {"registry": lock.registry},
                 "package": [entry.to_table() for entry in lock.packages]}
     return HEADER + b"\n" + tomli_w.dumps(document).encode("utf-8")
+
+
+def read(path: Path) -> Lock:
+    """The lock file at ``path``, checked (LockfileError, exit 2, when it cannot be
+    read or used); at most ``MAX_BYTES`` are read, whatever the file holds."""
+    try:
+        with path.open("rb") as file:
+            data = file.read(MAX_BYTES + 1)
+    except OSError as exc:
+        raise LockfileError(f"cannot read the lock file {path}: {exc.strerror or exc}"
+                            " (tychoreg lock writes one)") from None
+    return parse(data, str(path))
 
 
 def parse(data: bytes, source: str = DEFAULT_LOCKFILE) -> Lock:
