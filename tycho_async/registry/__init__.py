@@ -29,6 +29,8 @@ nothing), ``pull`` (resolve, the destination chain, pull_many; ``trees`` install
 directory package), ``verify``, ``delete`` (delete, prune) and ``queries``. Operation
 modules import ``catalog`` and ``publish`` at most from one another (and pull its
 ``trees``); ``Registry`` here composes them, loading each on first use.
+
+``batch`` (push_many) runs a list of pushes, each through ``Registry.push``.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
         PruneResult,
         PullRequest,
         PullResult,
+        PushRequest,
         PushResult,
         ShowResult,
         VerifyResult,
@@ -102,6 +105,17 @@ class Registry:
                                         localname=localname, level=level,
                                         skip_existing=skip_existing,
                                         skip_identical=skip_identical)
+
+    async def push_many(self, requests: Sequence[PushRequest], *, promote: bool,
+                        skip_existing: bool = False, skip_identical: bool = False,
+                        level: int | None = None) -> list[PushResult]:
+        """See ``batch.PushMany.run``. Each item goes through ``push`` here, the one
+        entry point of a push."""
+        from .batch import PushMany
+
+        return await PushMany(self.ctx, self.push).run(
+            requests, promote=promote, skip_existing=skip_existing,
+            skip_identical=skip_identical, level=level)
 
     async def promote(self, package: str, version: str) -> None:
         from .publish import promote
