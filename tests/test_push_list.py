@@ -108,6 +108,24 @@ def test_skip_existing_leaves_existing_versions_and_pushes_the_others(
     assert registry.get("b/tycho_1.0.pkg") == blob
 
 
+def test_level_applies_to_the_directories_skip_identical_and_quiet(
+        registry: Registry) -> None:
+    blob = write_file(Path("f.bin"), 5000, seed=14)
+    tree = _tree(Path("d"), 15)
+    quiet = registry.cli("push-list", "f 1.0 f.bin", "d 1.0 d", "--level", "19", "--quiet",
+                         "--promote-latest")
+    assert ok(quiet).stdout == ""
+    again = registry.cli("push-list", "f 1.0 f.bin", "d 1.0 d", "--skip-identical")
+    assert "f 1.0 is already there with the same content" in ok(again).stdout
+    write_file(Path("f.bin"), 5000, seed=16)
+    other = registry.cli("push-list", "f 1.0 f.bin", "d 1.0 d", "--skip-identical")
+    assert other.exit_code == 1 and "f==1.0:" in other.stderr, other.stderr
+    assert "1 of 2 items failed (1 pushed)" in other.stderr
+    ok(registry.cli("pull-list", "f", "d", "--outdir", "out"))
+    assert Path("out/f.bin").read_bytes() == blob
+    assert contents(Path("out/d")) == tree
+
+
 def test_the_list_from_standard_input_with_quoted_paths_holding_spaces(
         registry: Registry) -> None:
     Path("my build").mkdir()

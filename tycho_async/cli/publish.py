@@ -153,7 +153,8 @@ def push_list(
     quiet: QuietOpt = False, progress: ProgressOpt = None,
 ) -> None:
     """Push many files and directories in one process and one request budget: packages
-    at once, the items of one package one after another in list order. Every line is
+    at once (at most --concurrency), the items of one package one after another in list
+    order. Every line is
     checked first (a bad one is exit 2 naming it, and nothing is pushed); a failing item
     never stops the others, every failure is reported at the end, and the exit code is
     the worst of theirs."""
