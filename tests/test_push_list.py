@@ -131,13 +131,16 @@ def test_the_list_from_standard_input_with_quoted_paths_holding_spaces(
     Path("my build").mkdir()
     blob = write_file(Path("my build/the tool.tgz"), 300, seed=11)
     tree = _tree(Path("my build/a site"), 12)
+    odd = write_file(Path("odd\u2028name\x85.bin"), 30, seed=17)  # not line ends here
     text = ("tool 1.0 'my build/the tool.tgz' --localname 'tool file.tgz'\n"
-            'site 1.0 "my build/a site"\n')
+            'site 1.0 "my build/a site"\n'
+            "odd 1.0 'odd\u2028name\x85.bin'\r\n")
     done = registry.runner.invoke(app, ["push-list", "--from-file", "-", "--promote-latest"],
                                   input=text, catch_exceptions=False)
     ok(done)
-    ok(registry.cli("pull-list", "tool", "site", "--outdir", "out"))
+    ok(registry.cli("pull-list", "tool", "site", "odd", "--outdir", "out"))
     assert Path("out/tool file.tgz").read_bytes() == blob
+    assert Path("out/odd\u2028name\x85.bin").read_bytes() == odd
     assert contents(Path("out/a site")) == tree
 
 

@@ -162,14 +162,17 @@ def push_list(
     settings = settings_for(config, registry, concurrency=concurrency, part_size=part_size)
     from ..progress import make_progress
 
+    async def work(reg: Any) -> list[Any]:  # PartialFailure unless every item was pushed
+        return await reg.push_many(requests, promote=promote_latest,
+                                   skip_existing=skip_existing,
+                                   skip_identical=skip_identical, level=level)
+
     failure: PartialFailure | None = None
     display = make_progress(progress, quiet or as_json, "pushed", files=len(requests),
                             summary_last=True)
     with display as sink:
         try:
-            results = execute(settings, lambda reg: reg.push_many(
-                requests, promote=promote_latest, skip_existing=skip_existing,
-                skip_identical=skip_identical, level=level), sink)
+            results = execute(settings, work, sink)
         except PartialFailure as exc:
             failure, results = exc, exc.results
     for created in dict.fromkeys(r.created_registry for r in results if r.created_registry):
@@ -202,7 +205,7 @@ def _push_requests(items: list[str], from_file: str | None) -> list[Any]:
             raise UsageError(f"cannot read {from_file}: {why}") from exc
         name = "standard input" if from_file == "-" else from_file
         lines += [(f"{name} line {n}", f"line {n}", line)
-                  for n, line in enumerate(text.splitlines(), 1)]
+                  for n, line in enumerate(text.split("\n"), 1)]  # only \n ends a line
     requests: list[Any] = []
     first: dict[tuple[str, str], str] = {}
     for where, short, line in lines:
