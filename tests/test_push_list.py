@@ -51,12 +51,14 @@ def test_items_as_arguments_and_the_api_push_many(registry: Registry) -> None:
     write_file(Path("x.bin"), 40, seed=5)
     with tycho_async.Client(config=str(registry.workdir / ".tychoreg.json")) as client:
         results = client.push_many([PushRequest("tool", "1.1", Path("tool.tgz")),
-                                    PushRequest("x", "1", Path("x.bin"))], promote=True)
+                                    PushRequest("x", "1", "x.bin")],  # type: ignore[arg-type]
+                                   promote=True)
         with pytest.raises(tycho_async.PartialFailure) as failed:
             client.push_many([PushRequest("x", "1", Path("x.bin")),
                               PushRequest("x", "2", Path("x.bin"))])
     assert [(r.package, r.version, r.promoted) for r in results] == [
         ("tool", "1.1", True), ("x", "1", True)]
+    assert registry.meta("x")["localname"] == "x.bin"  # a string source is a path
     assert failed.value.exit_code == 1
     assert [item for item, _ in failed.value.failures] == ["x==1"]
     assert [r.version for r in failed.value.results] == ["2"]

@@ -116,9 +116,11 @@ class AsyncRegistry:
         one budget: packages concurrently, the items of one package in order (with
         ``promote``, the last one pushed is its latest). A version listed twice is
         UsageError before any push; a partial failure raises ``PartialFailure``, whose
-        ``results`` hold what was pushed. ``level`` applies to the directories."""
+        ``results`` hold what was pushed. ``level`` applies to the directories. A
+        ``source`` given as a string is a path, as for ``push``."""
+        requests = [dataclasses.replace(item, source=Path(item.source)) for item in items]
         return await self._registry.push_many(
-            list(items), promote=promote, skip_existing=skip_existing,
+            requests, promote=promote, skip_existing=skip_existing,
             skip_identical=skip_identical, level=level)
 
     async def pull(self, package: str, version: str | None = None, *,
