@@ -14,7 +14,7 @@ import pytest
 import tycho_async
 from tycho_async.lockfile import Lock, parse
 
-from .support import Registry, ok, put_station, put_version, write_file
+from .support import Registry, make_tree, ok, put_station, put_version, write_file
 
 LOCKFILE = Path("tychoreg.lock")
 
@@ -42,6 +42,18 @@ def test_a_lock_pins_what_the_items_resolve_to_and_twice_is_byte_identical(
     second = ok(registry.cli("lock", "other==3.1", "tool"))
     assert LOCKFILE.read_bytes() == data
     assert "unchanged" in second.stderr
+
+
+def test_a_directory_package_is_locked_with_its_tree_digest_and_size(
+        registry: Registry) -> None:
+    make_tree(Path("tree"))
+    pushed = json.loads(ok(registry.cli("push", "cache", "1", "tree", "--json")).stdout)
+    ok(registry.cli("lock", "cache==1"))
+    entry = read_lock().packages[0]
+    assert (entry.format, entry.localname, entry.tree_sha256) == (
+        "tar+zstd", "tree.tar.zst", pushed["tree_sha256"])
+    assert entry.sha256 == pushed["sha256"] and entry.size == pushed["size"]
+    assert entry.tree_size is not None and entry.tree_size > 0
 
 
 def test_a_promote_after_the_lock_changes_nothing_and_check_reports_latest_moved(
@@ -133,7 +145,8 @@ def test_versions_a_pull_would_refuse_are_not_locked_and_no_file_is_written(
     assert missing.exit_code == 1 and "pkg 7 does not exist" in missing.stderr
 
 
-def test_a_lock_of_another_registry_is_checked_only_when_named(registry: Registry) -> None:
+def test_a_lock_of_another_registry_is_checked_only_when_named(
+        registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
     put_version(registry, "pkg", "1.0", b"one", latest=True)
     ok(registry.cli("lock", "pkg"))
     here = read_lock().registry
@@ -145,6 +158,9 @@ def test_a_lock_of_another_registry_is_checked_only_when_named(registry: Registr
     named = registry.root if registry.kind == "local" else f"s3://{registry.root}"
     ok(registry.cli("lock", "--check", "--lockfile", "other.lock", "--registry", named))
     ok(registry.cli("--registry", named, "lock", "--check", "--lockfile", "other.lock"))
+    monkeypatch.setenv("TYCHOREG_REGISTRY", named)  # not named on the command line
+    from_env = registry.cli("lock", "--check", "--lockfile", "other.lock")
+    assert from_env.exit_code == 2 and "--registry" in from_env.stderr
     update = registry.cli("lock", "--update", "--lockfile", "other.lock")
     assert update.exit_code == 2
 
