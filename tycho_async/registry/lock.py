@@ -40,6 +40,7 @@ from ..lifecycle import VersionState
 from ..lockfile import Lock, Locked, LockfileError, dump, parse
 from ..names import check_package, check_remote_localname
 from ..results import LockChange, LockCheck, LockStatus, PullRequest
+from ..storage import ObjectInfo
 from ..transfer.groups import task_group
 from ..units import plural
 from .catalog import Context, resolve
@@ -150,9 +151,21 @@ class Locking:
         return LockCheck(lock.registry, self.ctx.identity, tuple(statuses), latest)
 
     async def _status(self, entry: Locked) -> LockStatus:
+        """One entry's state, from tycho.json and a HEAD of the object, asked at once."""
         package, version = entry.name, entry.version
-        meta = await self.catalog.read_meta_or_none(package)
-        info = await self.ctx.engine.head(version_key(package, version))
+        metas: list[PackageMeta | None] = []
+        infos: list[ObjectInfo | None] = []
+
+        async def read() -> None:
+            metas.append(await self.catalog.read_meta_or_none(package))
+
+        async def head() -> None:
+            infos.append(await self.ctx.engine.head(version_key(package, version)))
+
+        async with task_group() as tg:
+            tg.start_soon(read)
+            tg.start_soon(head)
+        meta, info = metas[0], infos[0]
         if meta is None or info is None:
             return LockStatus(package, version, DELETED, None,
                               "no tycho.json" if meta is None else "no object")
