@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 import tycho_async
-from tycho_async.lockfile import Lock, parse
+from tycho_async.cli.lock import LOCKFILE as CLI_DEFAULT
+from tycho_async.lockfile import DEFAULT_LOCKFILE, Lock, parse
 
 from .support import Registry, make_tree, ok, put_station, put_version, write_file
 
@@ -211,6 +212,7 @@ def test_the_api_locks_and_checks(registry: Registry) -> None:
 
 
 def test_help_explains_every_option(registry: Registry) -> None:
+    assert CLI_DEFAULT == DEFAULT_LOCKFILE
     shown = ok(registry.cli("lock", "--help")).stdout
     for option in ("--from-file", "--lockfile", "--require-sha256", "--check", "--latest",
                    "--update", "--json", "--config", "--registry", "--concurrency",

@@ -140,6 +140,9 @@ class LockResult:
     changes: tuple[LockChange, ...] = ()  # ``lock --update``: per package re-resolved
 
 
+LOCK_OK, LOCK_DELETED, LOCK_CHANGED, LOCK_MOVED = "ok", "deleted", "changed", "latest moved"
+
+
 @dataclass(frozen=True)
 class LockStatus:
     """One locked version as ``lock --check`` found it: ``state`` is "ok", "deleted",
@@ -153,8 +156,8 @@ class LockStatus:
     detail: str | None = None  # what is gone or changed, in words
 
     def failed(self, latest: bool) -> bool:
-        return self.state in ("deleted", "changed") or (latest and
-                                                          self.state == "latest moved")
+        return self.state in (LOCK_DELETED, LOCK_CHANGED) or (latest and
+                                                               self.state == LOCK_MOVED)
 
 
 @dataclass(frozen=True)

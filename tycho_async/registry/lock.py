@@ -39,7 +39,16 @@ from ..layout import (
 from ..lifecycle import VersionState
 from ..lockfile import Lock, Locked, LockfileError, dump, parse
 from ..names import check_package, check_remote_localname
-from ..results import LockChange, LockCheck, LockStatus, PullRequest
+from ..results import (
+    LOCK_CHANGED,
+    LOCK_DELETED,
+    LOCK_MOVED,
+    LOCK_OK,
+    LockChange,
+    LockCheck,
+    LockStatus,
+    PullRequest,
+)
 from ..storage import ObjectInfo
 from ..transfer.groups import task_group
 from ..units import plural
@@ -47,9 +56,6 @@ from .catalog import Context, resolve
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-DELETED, CHANGED, MOVED, OK = "deleted", "changed", "latest moved", "ok"
-
 
 class Locking:
     """``lock``, ``check`` and ``update`` of one registry (``ctx``)."""
@@ -167,21 +173,21 @@ class Locking:
             tg.start_soon(head)
         meta, info = metas[0], infos[0]
         if meta is None or info is None:
-            return LockStatus(package, version, DELETED, None,
+            return LockStatus(package, version, LOCK_DELETED, None,
                               "no tycho.json" if meta is None else "no object")
         record = None
         with contextlib.suppress(TychoError):  # unreadable: judged by size and ETag alone
             record = await self.catalog.raw_record(package, version, meta)
         if record is not None and record.deleting:
-            return LockStatus(package, version, DELETED, meta.latest, "being deleted")
+            return LockStatus(package, version, LOCK_DELETED, meta.latest, "being deleted")
         found = record.sha256 if record is not None and not record.pending else None
         if info.size != entry.size or info.etag != entry.etag or \
                 (entry.sha256 is not None and found not in (None, entry.sha256)):
-            return LockStatus(package, version, CHANGED, meta.latest, _change(entry, info.size,
-                                                                              info.etag, found))
+            return LockStatus(package, version, LOCK_CHANGED, meta.latest,
+                              _change(entry, info.size, info.etag, found))
         if meta.latest is not None and meta.latest != version:
-            return LockStatus(package, version, MOVED, meta.latest, None)
-        return LockStatus(package, version, OK, meta.latest, None)
+            return LockStatus(package, version, LOCK_MOVED, meta.latest, None)
+        return LockStatus(package, version, LOCK_OK, meta.latest, None)
 
     async def update(self, lock: Lock, packages: Sequence[str] = (), *,
                      require_sha256: bool = False) -> tuple[Lock, list[LockChange]]:
