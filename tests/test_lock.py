@@ -108,6 +108,11 @@ def test_update_re_resolves_to_latest_and_prints_old_to_new(registry: Registry) 
                                "changed": False}]
     assert one["written"] is False  # nothing changed: the file is left as it was
     assert read_lock().get("other").version == "3.0"  # type: ignore[union-attr]
+    before = LOCKFILE.read_bytes()
+    registry.put("pkg/tycho.json", b"{not json")
+    broken = registry.cli("lock", "--update")
+    assert broken.exit_code == 3 and "pkg" in broken.stderr
+    assert LOCKFILE.read_bytes() == before  # a failed update leaves the lock as it was
 
 
 def test_a_tycho_station_version_is_locked_by_size_and_etag_unless_sha256_is_required(
