@@ -22,8 +22,8 @@ from tycho_async.cli import run as cli
 
 from .support import TYCHOREG, MiB, Registry, _env, make_bucket, s3_client, write_file
 
-COMMANDS = ["init", "push", "push-list", "promote", "pull", "pull-list", "verify", "list",
-            "list-versions", "exists", "show", "delete", "prune", "info"]
+COMMANDS = ["init", "push", "push-list", "promote", "pull", "pull-list", "verify", "lock",
+            "list", "list-versions", "exists", "show", "delete", "prune", "info"]
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> Any:
