@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 import tycho_async
 from tycho_async.cli import app
 from tycho_async.errors import UsageError
+from tycho_async.lockfile import read as read_lock
 from tycho_async.results import PushRequest
 
 from .support import Registry, contents, ok, versions_stored, write_file
@@ -237,3 +238,40 @@ def test_a_line_without_three_fields_is_refused(fields: list[str]) -> None:
     with pytest.raises(UsageError, match="PKG VERSION PATH"):
         PushRequest.parse(" ".join(fields))
 
+
+
+def test_lock_writes_the_lock_of_exactly_what_was_pushed(registry: Registry) -> None:
+    write_file(Path("a.bin"), 900, seed=11)
+    tree = _tree(Path("site"), 12)
+    write_file(Path("old.bin"), 50, seed=13)
+    ok(registry.cli("push", "kept", "0.9", "old.bin", "--promote-latest"))
+    Path("list.txt").write_text("a 1.0 a.bin\nsite 2.0 site\nkept 0.9 old.bin\n")
+    pushed = ok(registry.cli("push-list", "--from-file", "list.txt", "--skip-existing",
+                             "--lock", "build.lock"))
+    assert "wrote build.lock (3 packages locked)" in pushed.stderr
+    made = Path("build.lock").read_bytes()
+    ok(registry.cli("lock", "a==1.0", "site==2.0", "kept==0.9", "--lockfile", "again.lock"))
+    assert Path("again.lock").read_bytes() == made  # as `tychoreg lock` pins them
+    lock = read_lock(Path("build.lock"))
+    assert [(e.name, e.version, e.tree_sha256 is not None) for e in lock.packages] == [
+        ("a", "1.0", False), ("kept", "0.9", False), ("site", "2.0", True)]
+    assert contents(Path("site")) == tree
+    again = json.loads(ok(registry.cli("push-list", "--from-file", "list.txt",
+                                       "--skip-existing", "--lock", "build.lock",
+                                       "--json")).stdout)
+    assert again["lockfile"] == "build.lock" and Path("build.lock").read_bytes() == made
+
+
+def test_lock_is_not_written_when_an_item_fails_or_a_package_is_named_twice(
+        registry: Registry) -> None:
+    write_file(Path("a.bin"), 100, seed=14)
+    failed = registry.cli("push-list", "a 1.0 a.bin", "b 1.0 nowhere.bin",
+                          "--lock", "build.lock")
+    assert failed.exit_code == 2, failed.stderr
+    assert "no lock written to build.lock" in failed.stderr
+    assert not Path("build.lock").exists()
+    assert versions_stored(registry, "a") == ["1.0"]
+    twice = registry.cli("push-list", "c 1.0 a.bin", "c 2.0 a.bin", "--lock", "build.lock")
+    assert twice.exit_code == 2 and "a lock holds one version of each package" in \
+        twice.stderr, twice.stderr
+    assert versions_stored(registry, "c") == [] and not Path("build.lock").exists()

@@ -62,14 +62,16 @@ def push_failed(request: PushRequest, error: TychoError) -> dict[str, Any]:
 
 
 def push_list(requests: list[PushRequest], results: list[PushResult],
-              failure: PartialFailure | None) -> dict[str, Any]:
-    """One entry per item, in the order given, failures included."""
+              failure: PartialFailure | None, lockfile: str | None = None
+              ) -> dict[str, Any]:
+    """One entry per item, in the order given, failures included; ``lockfile``: the lock
+    file --lock wrote (None: none was asked for, or an item failed)."""
     errors = dict(failure.failures) if failure else {}
     done = iter(results)
     items = [push_failed(r, errors[str(r)]) if str(r) in errors else pushed(r, next(done))
              for r in requests]
     return document("push-list", items=items, pushed=len(results), failed=len(errors),
-                    exit_code=failure.exit_code if failure else 0)
+                    lockfile=lockfile, exit_code=failure.exit_code if failure else 0)
 
 
 def pulled(result: PullResult, item: str | None = None) -> dict[str, Any]:

@@ -6,8 +6,8 @@ from typing import Annotated, Any
 
 import typer
 
-from ..errors import PartialFailure, UsageError
-from ..units import human_size
+from ..errors import PartialFailure, TychoError, UsageError
+from ..units import human_size, plural
 from .options import (
     Command,
     ConcurrencyOpt,
@@ -147,6 +147,13 @@ def push_list(
         "--level", metavar="N", min=1, max=22, show_default=False,
         help="zstd level for the directories of the list, 1 to 22 (default 3; files are "
              "uploaded as they are).")] = None,
+    lock: Annotated[Path | None, typer.Option(
+        "--lock", metavar="PATH", show_default=False,
+        help="Once every item is pushed (or skipped), write the lock file of exactly those "
+             "versions to PATH, as `tychoreg lock PKG==VERSION...` would, for a later job's "
+             "`pull-list --locked`; nothing is written when an item fails. A lock holds one "
+             "version of each package, so the list may then name each package once.")
+    ] = None,
     as_json: JsonOpt = False,
     config: ConfigOpt = None, registry: RegistryOpt = None,
     concurrency: ConcurrencyOpt = None, part_size: PartSizeOpt = None,
@@ -159,13 +166,24 @@ def push_list(
     never stops the others, every failure is reported at the end, and the exit code is
     the worst of theirs."""
     requests = _push_requests(items or [], from_file)
+    if lock is not None:
+        _one_version_each(requests)
     settings = settings_for(config, registry, concurrency=concurrency, part_size=part_size)
     from ..progress import make_progress
 
+    locked: list[Any] = []  # the LockResult, or the error that kept the lock from being made
+
     async def work(reg: Any) -> list[Any]:  # PartialFailure unless every item was pushed
-        return await reg.push_many(requests, promote=promote_latest,
-                                   skip_existing=skip_existing,
-                                   skip_identical=skip_identical, level=level)
+        results = await reg.push_many(requests, promote=promote_latest,
+                                      skip_existing=skip_existing,
+                                      skip_identical=skip_identical, level=level)
+        if lock is not None:
+            try:
+                locked.append(await reg.lock([f"{r.package}=={r.version}" for r in results],
+                                             lockfile=lock))
+            except TychoError as exc:  # the pushes stand; reported after them
+                locked.append(exc)
+        return list(results)
 
     failure: PartialFailure | None = None
     display = make_progress(progress, quiet or as_json, "pushed", files=len(requests),
@@ -180,14 +198,37 @@ def push_list(
     for result in results:
         for warning in result.warnings:
             say(f"warning: {result.package} {result.version}: {warning}")
+    written = locked[0] if locked and not isinstance(locked[0], TychoError) else None
     if as_json:
-        echo_json(reports().push_list(requests, results, failure))
+        echo_json(reports().push_list(requests, results, failure,
+                                      None if written is None else str(written.path)))
     elif not quiet:
         for result in results:
             _echo_push(result)
     display.summarize()
+    if written is not None and not as_json:
+        say(f"{'wrote' if written.written else 'unchanged:'} {written.path} "
+            f"({plural(len(written.lock.packages), 'package')} locked)")
     if failure is not None:
+        if lock is not None:
+            say(f"no lock written to {lock}: not every item was pushed")
         raise failure
+    if locked and isinstance(locked[0], TychoError):
+        say(f"every item was pushed, but no lock was written to {lock}")
+        raise locked[0]
+
+
+def _one_version_each(requests: list[Any]) -> None:
+    """--lock: a lock pins one version of each package, so each is named once."""
+    first: dict[str, Any] = {}
+    for request in requests:
+        if request.package in first:
+            raise UsageError(f"--lock: {first[request.package].version} and "
+                             f"{request.version} are both versions of {request.package!r}, "
+                             "and a lock holds one version of each package; push them "
+                             "without --lock, or lock the one to pin afterwards with "
+                             "tychoreg lock")
+        first[request.package] = request
 
 
 def _push_requests(items: list[str], from_file: str | None) -> list[Any]:
