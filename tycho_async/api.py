@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from anyio.from_thread import BlockingPortal
 
     from .lifecycle import Liveness
+    from .lockfile import Lock
     from .registry import Registry
     from .results import (
         DeleteResult,
@@ -143,6 +144,24 @@ class AsyncRegistry:
         return await self._registry.pull_many(
             requests, outdir=None if outdir is None else Path(outdir), force=force,
             max_unpacked=_size_or_none(max_unpacked))
+
+    async def pull_locked(self, lockfile: str | Path | Lock | None = None, *,
+                          outdir: str | Path | None = None, force: bool = False,
+                          other_registry: bool = False,
+                          max_unpacked: int | str | None = None) -> list[PullResult]:
+        """Pull exactly what the lock file says (a path, by default ``tychoreg.lock``,
+        or a ``lockfile.Lock`` already read), with no tycho.json request: a current
+        local copy costs no request, any other one GET, checked against the locked
+        SHA-256 (size and ETag for tycho-station versions).
+        A lock resolved against another registry is a UsageError unless
+        ``other_registry``; a partial failure raises ``PartialFailure`` as pull_many."""
+        from .lockfile import DEFAULT_LOCKFILE, Lock, read
+
+        lock = lockfile if isinstance(lockfile, Lock) else \
+            read(Path(DEFAULT_LOCKFILE if lockfile is None else lockfile))
+        return await self._registry.pull_locked(
+            lock, outdir=None if outdir is None else Path(outdir), force=force,
+            other_registry=other_registry, max_unpacked=_size_or_none(max_unpacked))
 
     async def delete(self, package: str, *versions: str, force: bool = False,
                      dry_run: bool = False, everything: bool = False) -> DeleteResult:
@@ -295,6 +314,13 @@ class Client:
                   max_unpacked: int | str | None = None) -> list[PullResult]:
         return self._call("pull_many", list(items), outdir=outdir, force=force,
                           max_unpacked=max_unpacked)
+
+    def pull_locked(self, lockfile: str | Path | Lock | None = None, *,
+                    outdir: str | Path | None = None, force: bool = False,
+                    other_registry: bool = False,
+                    max_unpacked: int | str | None = None) -> list[PullResult]:
+        return self._call("pull_locked", lockfile, outdir=outdir, force=force,
+                          other_registry=other_registry, max_unpacked=max_unpacked)
 
     def delete(self, package: str, *versions: str, force: bool = False,
                dry_run: bool = False, everything: bool = False) -> DeleteResult:

@@ -1,6 +1,7 @@
 """Downloading: pull, pull-list, and verify (a download that keeps no file)."""
 
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,7 +24,7 @@ from .options import (
     VersionOpt,
 )
 from .render import echo_json, out, reports, say
-from .run import cli_command, execute, execute_transfer, settings_for
+from .run import ROOT_OPTIONS, cli_command, execute, execute_transfer, given, settings_for
 
 group = typer.Typer()  # these commands; the root (cli/__init__.py) lists every group in order
 
@@ -131,6 +132,16 @@ def pull_list(
         "--from-file", metavar="FILE", show_default=False,
         help="Read more items from FILE, one a line ('#' starts a comment); - reads "
              "standard input.")] = None,
+    locked: Annotated[bool, typer.Option(
+        "--locked", help="Pull exactly the versions and bytes the lock file says, with no "
+        "tycho.json request (no PACKAGE or --from-file beside it): a local copy that is "
+        "current costs no request, any other one GET, checked against the lock (exit 3 on "
+        "a mismatch, nothing replaced). A lock resolved against another registry is "
+        "refused (exit 2) unless --registry is given on the command line.")] = False,
+    lockfile: Annotated[Path | None, typer.Option(
+        "--lockfile", metavar="PATH", show_default=False,
+        help="With --locked: the lock file to pull (default: tychoreg.lock in the "
+             "current directory).")] = None,
     force: Annotated[bool, typer.Option(
         "--force", "-f", help="Download even when local copies are current.")] = False,
     outdir: OutdirOpt = None,
@@ -139,24 +150,25 @@ def pull_list(
     config: ConfigOpt = None, registry: RegistryOpt = None,
     concurrency: ConcurrencyOpt = None, part_size: PartSizeOpt = None,
     quiet: QuietOpt = False, progress: ProgressOpt = None,
+    *, ctx: typer.Context,
 ) -> None:
     """Pull many packages at once; every failure is reported at the end (what was
-    pulled is still listed)."""
-    from ..results import PullRequest
+    pulled is still listed). With --locked, what a lock file (tychoreg lock) says."""
 
-    items = list(packages or [])
-    if from_file is not None:
-        try:
-            lines = (sys.stdin.read() if str(from_file) == "-" else
-                     from_file.read_text(encoding="utf-8")).splitlines()
-        except OSError as exc:
-            raise UsageError(f"cannot read {from_file}: {exc.strerror or exc}") from exc
-        items += [line.split("#", 1)[0].strip() for line in lines]
-        items = [item for item in items if item]
-    if not items:
-        raise UsageError("name at least one package (or --from-file FILE)")
-    requests = [PullRequest.parse(item) for item in items]
     limit = _max_unpacked(max_unpacked)
+    if locked or lockfile is not None:
+        if not locked:
+            raise UsageError("--lockfile names the lock file of --locked; pass --locked too")
+        if packages or from_file is not None:
+            raise UsageError("--locked pulls what the lock file says: name no package and "
+                             "no --from-file beside it")
+        requests, work = _locked(ctx, lockfile, force=force, limit=limit)
+    else:
+        requests = _pull_list_requests(packages, from_file)
+        items = [str(request) for request in requests]
+
+        async def work(reg: Any) -> list[Any]:
+            return await reg.pull_many(items, force=force, max_unpacked=limit)
     settings = settings_for(config, registry, concurrency=concurrency, part_size=part_size,
                             outdir=outdir)
     from ..progress import make_progress
@@ -167,8 +179,7 @@ def pull_list(
                             summary_last=True)
     with display as sink:
         try:
-            results = execute(settings, lambda reg: reg.pull_many(items, force=force,
-                                                                  max_unpacked=limit), sink)
+            results = execute(settings, work, sink)
         except PartialFailure as exc:
             failure, results = exc, exc.results
     for result in results:
@@ -182,6 +193,47 @@ def pull_list(
     display.summarize()
     if failure is not None:
         raise failure
+
+
+def _locked(ctx: typer.Context, lockfile: Path | None, *, force: bool, limit: int | None
+            ) -> tuple[list[Any], Callable[[Any], Awaitable[list[Any]]]]:
+    """The items of the lock file (read and checked whole before any request: exit 2)
+    and the work that pulls them."""
+    from ..lockfile import DEFAULT_LOCKFILE, read
+    from ..results import PullRequest
+
+    lock = read(lockfile if lockfile is not None else Path(DEFAULT_LOCKFILE))
+    other = _registry_given(ctx)
+
+    async def work(reg: Any) -> list[Any]:
+        return await reg.pull_locked(lock, force=force, other_registry=other,
+                                     max_unpacked=limit)
+
+    return [PullRequest(entry.name, entry.version) for entry in lock.packages], work
+
+
+def _registry_given(ctx: typer.Context) -> bool:
+    """Whether --registry was typed on the command line, before or after the command
+    name (not taken from TYCHOREG_REGISTRY or the config)."""
+    return given(ctx, "registry") or "registry" in ctx.meta.get(ROOT_OPTIONS, {})
+
+
+def _pull_list_requests(packages: list[str] | None, from_file: Path | None) -> list[Any]:
+    """The items of a plain pull-list: its arguments, then --from-file's lines."""
+    from ..results import PullRequest
+
+    items = list(packages or [])
+    if from_file is not None:
+        try:
+            lines = (sys.stdin.read() if str(from_file) == "-" else
+                     from_file.read_text(encoding="utf-8")).splitlines()
+        except OSError as exc:
+            raise UsageError(f"cannot read {from_file}: {exc.strerror or exc}") from exc
+        items += [line.split("#", 1)[0].strip() for line in lines]
+        items = [item for item in items if item]
+    if not items:
+        raise UsageError("name at least one package (or --from-file FILE, or --locked)")
+    return [PullRequest.parse(item) for item in items]
 
 
 @group.command(cls=Command, short_help="Re-check a stored version against its SHA-256 record.")

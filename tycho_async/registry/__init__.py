@@ -26,9 +26,10 @@ sharing a ``catalog.Context`` (engine, catalog, local file system, reserved name
 ``catalog`` (the bucket as operations see it), ``publish`` (init, push, promote, and
 finishing a push a crash cut short; ``skips`` is its part for pushes that upload
 nothing), ``pull`` (resolve, the destination chain, pull_many; ``trees`` installs a
-directory package), ``verify``, ``delete`` (delete, prune) and ``queries``. Operation
-modules import ``catalog`` and ``publish`` at most from one another (and pull its
-``trees``); ``Registry`` here composes them, loading each on first use.
+directory package; ``locked`` pulls a lock file through them), ``verify``,
+``delete`` (delete, prune) and ``queries``. Operation modules import ``catalog`` and
+``publish`` at most from one another (pull its ``trees``; ``locked`` imports
+``pull``); ``Registry`` here composes them, loading each on first use.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from .catalog import Catalog, Context
 if TYPE_CHECKING:
     from ..layout import PackageMeta
     from ..localfs import LocalFS
+    from ..lockfile import Lock
     from ..results import (
         DeleteResult,
         PackageSummary,
@@ -132,6 +134,16 @@ class Registry:
         return await Pull(self.ctx).pull_many(
             requests, outdir=self.outdir if outdir is None else outdir, force=force,
             max_unpacked=max_unpacked, each=self.pull)
+
+    async def pull_locked(self, lock: Lock, *, outdir: Path | None = None,
+                          force: bool = False, other_registry: bool = False,
+                          max_unpacked: int | None = None) -> list[PullResult]:
+        """See ``locked.LockedPull.run``; ``outdir`` as for ``pull``."""
+        from .locked import LockedPull
+
+        return await LockedPull(self.ctx).run(
+            lock, outdir=self.outdir if outdir is None else outdir, force=force,
+            other_registry=other_registry, max_unpacked=max_unpacked)
 
     async def verify(self, request: PullRequest, *, repair: bool = False) -> VerifyResult:
         """See ``verify.Verify.run``."""
