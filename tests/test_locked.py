@@ -24,6 +24,7 @@ from .support import (
     contents,
     make_tree,
     ok,
+    put_station,
     remove_object,
     write_file,
 )
@@ -37,7 +38,8 @@ def _settings(registry: Registry) -> Any:
 
 def lock_of(registry: Registry, *items: tuple[str, str]) -> Lock:
     """The lock `tychoreg lock` would write for ``items``, built from what the pushes
-    recorded (tycho.json's copies) and a HEAD of each object (its ETag)."""
+    recorded (tycho.json's copies; a tycho-station version has none) and a HEAD of each
+    object (its ETag)."""
     settings = _settings(registry)
 
     async def heads() -> list[Any]:
@@ -48,9 +50,10 @@ def lock_of(registry: Registry, *items: tuple[str, str]) -> Lock:
     entries = []
     for (package, version), info in zip(items, infos, strict=True):
         meta = registry.meta(package)
-        record = meta["tychoreg"]["records"][version]
+        record = meta.get("tychoreg", {}).get("records", {}).get(version, {})  # none: station
         entries.append(Locked(package, version, meta["localname"], info.size, info.etag,
-                              sha256=record["sha256"], format=record.get("format", "file"),
+                              sha256=record.get("sha256"),
+                              format=record.get("format", "file"),
                               tree_sha256=record.get("tree_sha256"),
                               tree_size=record.get("tree_size")))
     return Lock(settings.location, entries)
@@ -123,6 +126,22 @@ def test_a_deleted_locked_version_is_exit_1_naming_it(registry: Registry) -> Non
     assert "a 1.0 does not exist" in result.stderr
     assert Path(OUT, "b.bin").read_bytes() == b
     assert not Path(OUT, "a.bin").exists()
+
+
+def test_a_station_version_is_checked_by_size_and_etag(registry: Registry) -> None:
+    blob = b"pushed by tycho-station\n" * 100
+    put_station(registry, "s", {"1.0": blob}, latest="1.0")
+    lock = lock_of(registry, ("s", "1.0"))
+    assert lock.packages[0].station
+    write_lock(lock)
+    ok(registry.cli("pull-list", "--locked"))
+    assert Path(OUT, "s.bin").read_bytes() == blob
+    assert "is up to date" in ok(registry.cli("pull-list", "--locked")).stdout
+    registry.put("s/tycho_1.0.pkg", bytes(reversed(blob)))  # same size, another ETag
+    result = registry.cli("pull-list", "--locked", "--outdir", "fresh")
+    assert result.exit_code == 3, result.output
+    assert "s==1.0" in result.stderr and "not the locked one" in result.stderr
+    assert not Path("fresh", "s.bin").exists()
 
 
 def test_a_warm_rerun_needs_no_store(registry: Registry) -> None:
