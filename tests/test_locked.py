@@ -5,6 +5,8 @@ replaced), and a hostile lock file refused before any request."""
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import socket
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ from typing import Any
 import anyio
 import pytest
 
+import tycho_async
 from tycho_async.api import resolve_settings
 from tycho_async.errors import PartialFailure, UsageError
 from tycho_async.layout import version_key
@@ -170,6 +173,38 @@ def test_a_warm_rerun_makes_zero_requests(proxy: FaultProxy, s3_registry: Regist
     proxy.clear()
     ok(s3_registry.cli("pull-list", "--locked"))
     assert proxy.requests == []
+    with tycho_async.Client(config=str(s3_registry.workdir / ".tychoreg.json")) as client:
+        assert all(r.skipped for r in client.pull_locked())  # the API's own pass
+    assert proxy.requests == []
+
+
+def test_a_warm_rerun_resolves_no_credentials(s3_registry: Registry, tmp_path: Path) -> None:
+    """Credentials from a credential_process (as SSO, a vault or an instance role give
+    them: each costs a process or a request): a warm run never asks for them."""
+    marker = tmp_path / "credentials-asked"
+    answer = json.dumps({"Version": 1, "AccessKeyId": "testing",
+                         "SecretAccessKey": "testing"})
+    process = tmp_path / "credentials.sh"
+    process.write_text(f"#!/bin/sh\ntouch {shlex.quote(str(marker))}\n"
+                       f"echo {shlex.quote(answer)}\n")
+    process.chmod(0o755)
+    Path(os.environ["AWS_CONFIG_FILE"]).write_text(
+        f"[default]\ncredential_process = {process}\n")
+    config = json.loads((s3_registry.workdir / ".tychoreg.json").read_text())
+    for key in ("aws_access_key_id", "aws_secret_access_key"):
+        del config["s3"][key]
+    (s3_registry.workdir / ".tychoreg.json").write_text(json.dumps(config))
+    blob = push(s3_registry, "a", "1.0", 3000, 1)
+    write_lock(lock_of(s3_registry, ("a", "1.0")))
+    assert marker.exists()  # the chain is the one in use
+    marker.unlink()
+    ok(s3_registry.cli("pull-list", "--locked"))
+    assert marker.exists()
+    marker.unlink()
+    unreachable(s3_registry)
+    assert "a 1.0 is up to date" in ok(s3_registry.cli("pull-list", "--locked")).stdout
+    assert not marker.exists()
+    assert Path(OUT, "a.bin").read_bytes() == blob
 
 
 def test_a_directory_package_is_restored_by_its_tree_sha256(registry: Registry) -> None:
@@ -287,8 +322,6 @@ def test_locked_refuses_items_beside_it(registry: Registry) -> None:
 
 
 def test_the_api_pulls_a_lock(registry: Registry) -> None:
-    import tycho_async
-
     blob = push(registry, "a", "1.0", 3000, 1)
     push(registry, "b", "1.0", 3000, 2)
     write_lock(lock_of(registry, ("a", "1.0"), ("b", "1.0")))

@@ -71,9 +71,27 @@ async def open_settings(settings: Settings, progress: ProgressSink | None = None
     async with open_store(settings.store) as store:
         yield AsyncRegistry(Registry(
             Engine(store, settings.transfer, progress), settings.outdir,
-            missing_root_ok=settings.default_registry,
-            own_files=[settings.dotenv.name] if settings.dotenv else [], liveness=liveness,
-            identity=settings.location))
+            missing_root_ok=settings.default_registry, own_files=_own_files(settings),
+            liveness=liveness, identity=settings.location))
+
+
+def _own_files(settings: Settings) -> list[str]:
+    return [settings.dotenv.name] if settings.dotenv else []
+
+
+def locked_current(settings: Settings, lock: Lock, *,
+                   other_registry: bool = False) -> list[PullResult] | None:
+    """A pull of ``lock`` that needs no store: the lock checked as ``pull_locked``
+    checks it first (UsageError), then, when every entry's local copy is current, their
+    results; None when any entry needs the store (then ``pull_locked`` it). Nothing is
+    opened: no connection, no credentials resolved (a CI run with everything in place)."""
+    from .localfs import LocalFS
+    from .registry import reserved
+    from .registry.locked import check_lock, offline
+
+    check_lock(lock, settings.location, reserved(_own_files(settings)),
+               other_registry=other_registry)
+    return offline(lock, LocalFS(), settings.outdir)
 
 
 def _size_or_none(value: int | str | None) -> int | None:

@@ -1,7 +1,6 @@
 """Downloading: pull, pull-list, and verify (a download that keeps no file)."""
 
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -154,23 +153,28 @@ def pull_list(
 ) -> None:
     """Pull many packages at once; every failure is reported at the end (what was
     pulled is still listed). With --locked, what a lock file (tychoreg lock) says."""
+    from ..results import PullRequest
 
     limit = _max_unpacked(max_unpacked)
-    if locked or lockfile is not None:
-        if not locked:
-            raise UsageError("--lockfile names the lock file of --locked; pass --locked too")
-        if packages or from_file is not None:
-            raise UsageError("--locked pulls what the lock file says: name no package and "
-                             "no --from-file beside it")
-        requests, work = _locked(ctx, lockfile, force=force, limit=limit)
-    else:
-        requests = _pull_list_requests(packages, from_file)
-        items = [str(request) for request in requests]
-
-        async def work(reg: Any) -> list[Any]:
-            return await reg.pull_many(items, force=force, max_unpacked=limit)
+    lock = _lock(locked, lockfile, packages, from_file)  # None: a plain pull-list
+    requests = _pull_list_requests(packages, from_file) if lock is None else \
+        [PullRequest(entry.name, entry.version) for entry in lock.packages]
     settings = settings_for(config, registry, concurrency=concurrency, part_size=part_size,
                             outdir=outdir)
+    other = _registry_given(ctx)
+
+    async def work(reg: Any) -> list[Any]:
+        if lock is None:
+            return await reg.pull_many([str(r) for r in requests], force=force,
+                                       max_unpacked=limit)
+        return await reg.pull_locked(lock, force=force, other_registry=other,
+                                     max_unpacked=limit)
+
+    current = None
+    if lock is not None and not force:  # everything current: no store opened at all
+        from ..api import locked_current
+
+        current = locked_current(settings, lock, other_registry=other)
     from ..progress import make_progress
 
     failure: PartialFailure | None = None
@@ -179,7 +183,7 @@ def pull_list(
                             summary_last=True)
     with display as sink:
         try:
-            results = execute(settings, work, sink)
+            results = current if current is not None else execute(settings, work, sink)
         except PartialFailure as exc:
             failure, results = exc, exc.results
     for result in results:
@@ -195,21 +199,20 @@ def pull_list(
         raise failure
 
 
-def _locked(ctx: typer.Context, lockfile: Path | None, *, force: bool, limit: int | None
-            ) -> tuple[list[Any], Callable[[Any], Awaitable[list[Any]]]]:
-    """The items of the lock file (read and checked whole before any request: exit 2)
-    and the work that pulls them."""
+def _lock(locked: bool, lockfile: Path | None, packages: list[str] | None,
+          from_file: Path | None) -> Any:
+    """The lock file of --locked, read and checked whole before anything else (exit
+    2); None without --locked."""
+    if not locked:
+        if lockfile is not None:
+            raise UsageError("--lockfile names the lock file of --locked; pass --locked too")
+        return None
+    if packages or from_file is not None:
+        raise UsageError("--locked pulls what the lock file says: name no package and no "
+                         "--from-file beside it")
     from ..lockfile import DEFAULT_LOCKFILE, read
-    from ..results import PullRequest
 
-    lock = read(lockfile if lockfile is not None else Path(DEFAULT_LOCKFILE))
-    other = _registry_given(ctx)
-
-    async def work(reg: Any) -> list[Any]:
-        return await reg.pull_locked(lock, force=force, other_registry=other,
-                                     max_unpacked=limit)
-
-    return [PullRequest(entry.name, entry.version) for entry in lock.packages], work
+    return read(lockfile if lockfile is not None else Path(DEFAULT_LOCKFILE))
 
 
 def _registry_given(ctx: typer.Context) -> bool:

@@ -63,6 +63,11 @@ if TYPE_CHECKING:
     from .pull import Claim
 
 
+def reserved(own_files: Sequence[str]) -> frozenset[str]:
+    """The names no localname may take: the config's, and ``own_files``."""
+    return frozenset({DEFAULT_CONFIG, *own_files})
+
+
 class Registry:
     """One registry's operations, composed: the engine that moves bytes, the catalog
     that reads and writes the bucket's metadata, and one object per operation (each
@@ -85,8 +90,7 @@ class Registry:
         self.outdir = outdir
         self.catalog = Catalog(engine, liveness or Liveness(),
                                missing_root_ok=missing_root_ok, clock=clock)
-        self.ctx = Context(engine, self.catalog, fs or engine.fs,
-                           frozenset({DEFAULT_CONFIG, *own_files}),
+        self.ctx = Context(engine, self.catalog, fs or engine.fs, reserved(own_files),
                            identity or engine.store.location)
 
     async def init(self, package: str, filename: str) -> None:
