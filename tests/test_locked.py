@@ -279,7 +279,7 @@ def test_a_reserved_localname_is_exit_2_naming_the_entry(registry: Registry) -> 
 
 
 def test_a_lock_of_another_registry_needs_registry_on_the_command_line(
-        registry: Registry) -> None:
+        registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
     blob = push(registry, "a", "1.0", 3000, 1)
     lock = lock_of(registry, ("a", "1.0"))
     write_lock(Lock("s3://elsewhere/prefix", lock.packages))
@@ -289,6 +289,10 @@ def test_a_lock_of_another_registry_needs_registry_on_the_command_line(
     assert _settings(registry).location in refused.stderr
     here = _settings(registry).location if registry.kind == "local" else \
         f"s3://{registry.root}"
+    monkeypatch.setenv("TYCHOREG_REGISTRY", here)  # not the command line: still refused
+    from_env = registry.cli("pull-list", "--locked")
+    assert from_env.exit_code == 2 and "s3://elsewhere/prefix" in from_env.stderr
+    monkeypatch.delenv("TYCHOREG_REGISTRY")
     ok(registry.cli("pull-list", "--locked", "--registry", here))
     assert Path(OUT, "a.bin").read_bytes() == blob
     Path(OUT, "a.bin").unlink()

@@ -116,7 +116,7 @@ def test_an_s3_push_pull_and_pull_list_with_static_keys_load_no_sdk(
 def test_a_locked_pull_list_loads_only_what_a_pull_list_does(
         seaweed_endpoint: str, isolated_env: Path) -> None:
     """pull-list --locked, cold (one GET) and warm (no request), with static keys: no
-    SDK, no HTTP framework, no upload code, no tycho.json wave's extras."""
+    SDK, no HTTP framework, no upload code; warm, not even an event loop or a store."""
     import anyio
 
     from tycho_async.layout import version_key
@@ -142,12 +142,16 @@ def test_a_locked_pull_list_loads_only_what_a_pull_list_does(
     sha256 = hashlib.sha256((isolated_env / "data.bin").read_bytes()).hexdigest()
     (isolated_env / "tychoreg.lock").write_bytes(dump(Lock(f"s3://{bucket}/", [
         Locked("pkg", "1.0", "data.bin", info.size, info.etag, sha256=sha256)])))
-    for _ in ("cold", "warm"):
+    for run in ("cold", "warm"):
         done, modules = _traced("pull-list", *reg, "--locked", env=env)
         assert done.returncode == 0, done.stderr
-        assert "tycho_async.registry.locked" in modules
+        assert "tycho_async.pinned" in modules
         assert _loaded(modules, (*NOT_FOR_LOCAL_TRANSFERS, "tycho_async.transfer.upload")) \
             == []
+        # warm: the local files tell everything; no event loop, no store, no registry
+        store = _loaded(modules, ("asyncio", "tycho_async.registry", "tycho_async.storage.s3"))
+        assert store == ([] if run == "warm" else
+                         ["asyncio", "tycho_async.registry", "tycho_async.storage.s3"])
     assert "up to date" in done.stdout
 
 

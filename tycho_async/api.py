@@ -85,11 +85,11 @@ def locked_current(settings: Settings, lock: Lock, *,
     checks it first (UsageError), then, when every entry's local copy is current, their
     results; None when any entry needs the store (then ``pull_locked`` it). Nothing is
     opened: no connection, no credentials resolved (a CI run with everything in place)."""
+    from .layout import reserved_names
     from .localfs import LocalFS
-    from .registry import reserved
-    from .registry.locked import check_lock, offline
+    from .pinned import check_lock, offline
 
-    check_lock(lock, settings.location, reserved(_own_files(settings)),
+    check_lock(lock, settings.location, reserved_names(_own_files(settings)),
                other_registry=other_registry)
     return offline(lock, LocalFS(), settings.outdir)
 

@@ -39,7 +39,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from ..config import DEFAULT_CONFIG
+from ..layout import reserved_names
 from ..lifecycle import Liveness
 from ..transfer import Engine
 from .catalog import Catalog, Context
@@ -61,11 +61,6 @@ if TYPE_CHECKING:
         VersionInfo,
     )
     from .pull import Claim
-
-
-def reserved(own_files: Sequence[str]) -> frozenset[str]:
-    """The names no localname may take: the config's, and ``own_files``."""
-    return frozenset({DEFAULT_CONFIG, *own_files})
 
 
 class Registry:
@@ -90,7 +85,7 @@ class Registry:
         self.outdir = outdir
         self.catalog = Catalog(engine, liveness or Liveness(),
                                missing_root_ok=missing_root_ok, clock=clock)
-        self.ctx = Context(engine, self.catalog, fs or engine.fs, reserved(own_files),
+        self.ctx = Context(engine, self.catalog, fs or engine.fs, reserved_names(own_files),
                            identity or engine.store.location)
 
     async def init(self, package: str, filename: str) -> None:
