@@ -341,3 +341,25 @@ def test_the_api_pulls_a_lock(registry: Registry) -> None:
             client.pull_locked("other.lock", outdir="api")
         assert client.pull_locked("other.lock", outdir="api", other_registry=True)[0] \
             .skipped
+
+
+def test_a_station_directory_entry_is_exit_2(registry: Registry) -> None:
+    write_lock(Lock(_settings(registry).location, [
+        Locked("d", "1.0", "d.tar.zst", 3, '"e"', sha256=None, format="tar+zstd")]))
+    unreachable(registry)
+    result = registry.cli("pull-list", "--locked")
+    assert result.exit_code == 2, result.output
+    assert "d==1.0" in result.stderr and "sha256" in result.stderr
+
+
+def test_two_entries_writing_one_file_are_refused(registry: Registry) -> None:
+    for package, seed in (("a", 1), ("b", 2)):
+        write_file(Path(f"{package}.src"), 3000, seed)
+        ok(registry.cli("push", package, "1.0", f"{package}.src", "--localname", "same.bin",
+                        "--promote-latest"))
+    write_lock(lock_of(registry, ("a", "1.0"), ("b", "1.0")))
+    result = registry.cli("pull-list", "--locked")
+    assert result.exit_code == 2, result.output
+    assert "both write" in result.stderr
+    assert Path(OUT, "same.bin").read_bytes() == Path("a.src").read_bytes()
+    assert "1 of 2 packages failed" in result.stderr
