@@ -365,3 +365,19 @@ def test_two_entries_writing_one_file_are_refused(registry: Registry) -> None:
     assert "both write" in result.stderr
     assert Path(OUT, "same.bin").read_bytes() == Path("a.src").read_bytes()
     assert "1 of 2 packages failed" in result.stderr
+
+
+def test_what_tychoreg_lock_wrote_is_pulled_exactly(registry: Registry) -> None:
+    a = push(registry, "a", "1.0", 3000, 1)
+    tree = make_tree(Path("venv"))
+    ok(registry.cli("push", "deps", "1.0", str(tree), "--promote-latest"))
+    ok(registry.cli("lock", "a", "deps"))
+    push(registry, "a", "2.0", 3000, 2)
+    result = ok(registry.cli("pull-list", "--locked", "--json"))
+    assert [item["item"] for item in json.loads(result.stdout)["items"]] == \
+        ["a==1.0", "deps==1.0"]
+    assert Path(OUT, "a.bin").read_bytes() == a
+    assert contents(Path(OUT, "venv")) == contents(tree)
+    unreachable(registry)
+    document = json.loads(ok(registry.cli("pull-list", "--locked", "--json")).stdout)
+    assert [item["skipped"] for item in document["items"]] == [True, True]

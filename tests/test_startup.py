@@ -37,8 +37,9 @@ S3_STACK = ("aiobotocore", "aiohttp", "botocore", "boto3", "s3transfer", "urllib
 # and of the registry's operations only those that push and pull (catalog, publish, pull).
 NOT_FOR_LOCAL_TRANSFERS = (*S3_STACK, "rich", "zstandard", "tycho_async.archive",
                            "platformdirs", "dotenv", "tempfile",
-                           *(f"tycho_async.registry.{name}"
-                             for name in ("trees", "verify", "delete", "queries")))
+                           "tycho_async.lockfile", "tycho_async.pinned",
+                           *(f"tycho_async.registry.{name}" for name in
+                             ("trees", "verify", "delete", "queries", "lock", "locked")))
 # Never loaded by --help (of the root or of a command): no event loop, no settings,
 # no registry and nothing a transfer needs.
 NOT_FOR_HELP = (*NOT_FOR_LOCAL_TRANSFERS, "asyncio", "anyio", "json", "dataclasses",
@@ -147,7 +148,8 @@ def test_a_locked_pull_list_loads_only_what_a_pull_list_does(
         assert done.returncode == 0, done.stderr
         assert "tycho_async.pinned" in modules
         assert _loaded(modules, (*NOT_FOR_LOCAL_TRANSFERS, "tycho_async.transfer.upload")) \
-            == []
+            == ["tycho_async.lockfile", "tycho_async.pinned",
+                *(["tycho_async.registry.locked"] if run == "cold" else [])]
         # warm: the local files tell everything; no event loop, no store, no registry
         store = _loaded(modules, ("asyncio", "tycho_async.registry", "tycho_async.storage.s3"))
         assert store == ([] if run == "warm" else

@@ -25,10 +25,13 @@ if TYPE_CHECKING:
     from .registry import Registry
     from .results import (
         DeleteResult,
+        LockCheck,
+        LockResult,
         PackageSummary,
         ProbeResult,
         PruneResult,
         PullResult,
+        PushRequest,
         PushResult,
         ShowResult,
         VerifyResult,
@@ -94,6 +97,12 @@ def locked_current(settings: Settings, lock: Lock, *,
     return offline(lock, LocalFS(), settings.outdir)
 
 
+def _lock_path(lockfile: str | Path | None) -> Path:
+    from .lockfile import DEFAULT_LOCKFILE
+
+    return Path(DEFAULT_LOCKFILE if lockfile is None else lockfile)
+
+
 def _size_or_none(value: int | str | None) -> int | None:
     from .config import parse_size
 
@@ -126,6 +135,20 @@ class AsyncRegistry:
             package, version, source if not isinstance(source, str | Path) else Path(source),
             promote=promote, localname=localname, level=level, skip_existing=skip_existing,
             skip_identical=skip_identical)
+
+    async def push_many(self, items: Iterable[PushRequest], *, promote: bool = False,
+                        skip_existing: bool = False, skip_identical: bool = False,
+                        level: int | None = None) -> list[PushResult]:
+        """Push every item (``PushRequest(package, version, source, localname)``) through
+        one budget: packages concurrently, the items of one package in order (with
+        ``promote``, the last one pushed is its latest). A version listed twice is
+        UsageError before any push; a partial failure raises ``PartialFailure``, whose
+        ``results`` hold what was pushed. ``level`` applies to the directories. A
+        ``source`` given as a string is a path, as for ``push``."""
+        requests = [dataclasses.replace(item, source=Path(item.source)) for item in items]
+        return await self._registry.push_many(
+            requests, promote=promote, skip_existing=skip_existing,
+            skip_identical=skip_identical, level=level)
 
     async def pull(self, package: str, version: str | None = None, *,
                    outdir: str | Path | None = None,
@@ -225,6 +248,51 @@ class AsyncRegistry:
         by writing and removing a probe object under the registry root."""
         return await self._registry.probe()
 
+    async def lock(self, items: Iterable[str], *, lockfile: str | Path | None = None,
+                   require_sha256: bool = False) -> LockResult:
+        """Resolve ``items`` (``PKG``: its latest now, or ``PKG==VERSION``) and write the
+        lock file (default ``tychoreg.lock`` in the current directory) atomically; a
+        failed item raises ``PartialFailure`` and writes nothing. ``require_sha256``:
+        refuse versions pushed by tycho-station (locked by size and ETag alone)."""
+        from .results import LockResult, PullRequest
+
+        requests = [PullRequest.parse(item) for item in items]
+        if not requests:
+            from .errors import UsageError
+
+            raise UsageError("name at least one package to lock")
+        path = _lock_path(lockfile)
+        lock = await self._registry.lock(requests, require_sha256=require_sha256)
+        return LockResult(path, lock, await self._registry.write_lock(path, lock))
+
+    async def lock_check(self, lockfile: str | Path | None = None, *, latest: bool = False,
+                         other_registry: bool = False) -> LockCheck:
+        """Every locked version against the registry (``LockCheck.exit_code`` 1 when one
+        is deleted or changed, or with ``latest``, when a package's latest moved on).
+        A lock resolved against another registry is ``UsageError`` unless
+        ``other_registry``; an unusable lock file is ``LockfileError``."""
+        from .lockfile import read
+
+        lock = read(_lock_path(lockfile))
+        return await self._registry.lock_check(lock, latest=latest,
+                                               other_registry=other_registry)
+
+    async def lock_update(self, lockfile: str | Path | None = None,
+                          packages: Iterable[str] = (), *,
+                          require_sha256: bool = False) -> LockResult:
+        """Re-resolve ``packages`` (all when none) to their latest and rewrite the lock
+        file (``LockResult.changes``: old -> new per package)."""
+        from .lockfile import read
+        from .names import check_package
+        from .results import LockResult
+
+        path = _lock_path(lockfile)
+        names = [check_package(name) for name in packages]
+        lock, changes = await self._registry.lock_update(read(path), names,
+                                                         require_sha256=require_sha256)
+        return LockResult(path, lock, await self._registry.write_lock(path, lock),
+                          tuple(changes))
+
 
 @asynccontextmanager
 async def open_registry(*, registry: str | None = None, config: str | None = None,
@@ -319,6 +387,13 @@ class Client:
                           localname=localname, level=level, skip_existing=skip_existing,
                           skip_identical=skip_identical)
 
+    def push_many(self, items: Iterable[PushRequest], *, promote: bool = False,
+                  skip_existing: bool = False, skip_identical: bool = False,
+                  level: int | None = None) -> list[PushResult]:
+        return self._call("push_many", list(items), promote=promote,
+                          skip_existing=skip_existing, skip_identical=skip_identical,
+                          level=level)
+
     def pull(self, package: str, version: str | None = None, *,
              outdir: str | Path | None = None, outfile: str | Path | BinaryIO | None = None,
              force: bool = False, raw: bool = False,
@@ -371,3 +446,18 @@ class Client:
 
     def probe(self) -> ProbeResult:
         return self._call("probe")
+
+    def lock(self, items: Iterable[str], *, lockfile: str | Path | None = None,
+             require_sha256: bool = False) -> LockResult:
+        return self._call("lock", list(items), lockfile=lockfile,
+                          require_sha256=require_sha256)
+
+    def lock_check(self, lockfile: str | Path | None = None, *, latest: bool = False,
+                   other_registry: bool = False) -> LockCheck:
+        return self._call("lock_check", lockfile, latest=latest,
+                          other_registry=other_registry)
+
+    def lock_update(self, lockfile: str | Path | None = None, packages: Iterable[str] = (),
+                    *, require_sha256: bool = False) -> LockResult:
+        return self._call("lock_update", lockfile, list(packages),
+                          require_sha256=require_sha256)

@@ -4,20 +4,26 @@ renamed or removed without a new schema number)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import PartialFailure, TychoError
 from .results import (
     DeleteResult,
+    LockCheck,
+    LockResult,
     PackageSummary,
     PruneResult,
     PullRequest,
     PullResult,
+    PushRequest,
     PushResult,
     ShowResult,
     VerifyResult,
     VersionInfo,
 )
+
+if TYPE_CHECKING:
+    from .lockfile import Locked
 
 SCHEMA = 1
 
@@ -32,6 +38,40 @@ def push(result: PushResult) -> dict[str, Any]:
                     tree_sha256=result.tree_sha256, skipped=result.skipped,
                     same_content=result.same_content, initialized=result.initialized,
                     promoted=result.promoted, warnings=list(result.warnings))
+
+
+def _push_item(request: PushRequest) -> dict[str, Any]:
+    return {"item": str(request), "package": request.package, "version": request.version,
+            "source": str(request.source)}
+
+
+def pushed(request: PushRequest, result: PushResult) -> dict[str, Any]:
+    """One item of a push-list, as ``push`` reports it."""
+    fields = push(result)
+    return {**_push_item(request), **{key: fields[key] for key in (
+        "size", "sha256", "format", "tree_sha256", "skipped", "same_content", "initialized",
+        "promoted", "warnings")}, "error": None, "exit_code": 0}
+
+
+def push_failed(request: PushRequest, error: TychoError) -> dict[str, Any]:
+    """A failed item of a push-list: the same keys, its error and exit code."""
+    return {**_push_item(request), "size": None, "sha256": None, "format": None,
+            "tree_sha256": None, "skipped": False, "same_content": None,
+            "initialized": False, "promoted": False, "warnings": [], "error": error.message,
+            "exit_code": error.exit_code}
+
+
+def push_list(requests: list[PushRequest], results: list[PushResult],
+              failure: PartialFailure | None, lockfile: str | None = None
+              ) -> dict[str, Any]:
+    """One entry per item, in the order given, failures included; ``lockfile``: the lock
+    file --lock wrote (None: none was asked for, or an item failed)."""
+    errors = dict(failure.failures) if failure else {}
+    done = iter(results)
+    items = [push_failed(r, errors[str(r)]) if str(r) in errors else pushed(r, next(done))
+             for r in requests]
+    return document("push-list", items=items, pushed=len(results), failed=len(errors),
+                    lockfile=lockfile, exit_code=failure.exit_code if failure else 0)
 
 
 def pulled(result: PullResult, item: str | None = None) -> dict[str, Any]:
@@ -111,3 +151,41 @@ def show(result: ShowResult) -> dict[str, Any]:
         data["version"] = {**version(result.version), "tool": result.tool,
                            "tree_sha256": result.tree_sha256}
     return data
+
+
+def locked(entry: Locked) -> dict[str, Any]:
+    """A lock file's entry; ``station``: pushed by tycho-station, locked by size and
+    ETag (``sha256`` null)."""
+    return {"package": entry.name, "version": entry.version, "localname": entry.localname,
+            "format": entry.format, "size": entry.size, "sha256": entry.sha256,
+            "etag": entry.etag, "tree_sha256": entry.tree_sha256,
+            "tree_size": entry.tree_size, "station": entry.station}
+
+
+def lock(result: LockResult | None, path: str, failure: PartialFailure | None = None,
+         command: str = "lock") -> dict[str, Any]:
+    """``lock`` and ``lock --update`` (command "lock-update", with ``changes``): the
+    packages locked, or on failure every failed item and no lock written."""
+    errors = [{"item": item, "error": error.message, "exit_code": error.exit_code}
+              for item, error in (failure.failures if failure else [])]
+    data = document(command, lockfile=path,
+                    registry=result.lock.registry if result else None,
+                    written=result.written if result else False,
+                    packages=[locked(e) for e in result.lock.packages] if result else [],
+                    failures=errors, exit_code=failure.exit_code if failure else 0)
+    if command == "lock-update":
+        data["changes"] = [{"package": c.package, "old": c.old, "new": c.new,
+                            "changed": c.changed}
+                           for c in (result.changes if result else ())]
+    return data
+
+
+def lock_check(result: LockCheck, path: str) -> dict[str, Any]:
+    """``lock --check``: each locked version's state ("ok", "deleted", "changed",
+    "latest moved"), and ``failed`` where it counts as drift."""
+    return document("lock-check", lockfile=path, registry=result.registry,
+                    checked_against=result.checked_against, latest=result.latest,
+                    packages=[{"package": s.package, "version": s.version, "state": s.state,
+                               "latest": s.latest, "detail": s.detail,
+                               "failed": s.failed(result.latest)} for s in result.packages],
+                    drifted=len(result.drifted), exit_code=result.exit_code)

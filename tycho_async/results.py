@@ -1,6 +1,7 @@
 """The public values of the API and the CLI: what each operation returns
-(``PushResult`` ... ``ShowResult``, ``VersionInfo``) and what a pull asks for
-(``PullRequest``).
+(``PushResult`` ... ``ShowResult``, ``VersionInfo``, the lock commands' ``LockResult``,
+``LockCheck``) and what a pull or a push of a list asks for (``PullRequest``,
+``PushRequest``).
 
 Plain frozen dataclasses, built by the registry and read by the API, the CLI and the JSON
 report; they import none of the registry, so that a caller can name them without it.
@@ -10,9 +11,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from .errors import UsageError
 from .layout import FILE, LATEST
-from .names import check_package, check_version
+from .names import check_localname_arg, check_package, check_version
+
+PUSH_LINE = "PKG VERSION PATH [--localname NAME]"
+
+if TYPE_CHECKING:  # a lock's type only: a plain pull does not load the lock file code
+    from .lockfile import Lock
 
 
 @dataclass(frozen=True)
@@ -117,6 +125,66 @@ class ProbeResult:
 
 
 @dataclass(frozen=True)
+class LockChange:
+    """One package of ``lock --update``: the version locked before and now."""
+
+    package: str
+    old: str
+    new: str
+    changed: bool  # False: the lock's entry is the same as before (version, bytes, ETag)
+
+
+@dataclass(frozen=True)
+class LockResult:
+    """A lock made or updated, and the file that holds it."""
+
+    path: Path
+    lock: Lock
+    written: bool  # False: the file already held exactly these bytes (left untouched)
+    changes: tuple[LockChange, ...] = ()  # ``lock --update``: per package re-resolved
+
+
+LOCK_OK, LOCK_DELETED, LOCK_CHANGED, LOCK_MOVED = "ok", "deleted", "changed", "latest moved"
+
+
+@dataclass(frozen=True)
+class LockStatus:
+    """One locked version as ``lock --check`` found it: ``state`` is "ok", "deleted",
+    "changed" (other bytes: size, ETag or SHA-256) or "latest moved" (still there, as
+    locked, but the package's latest is another version now)."""
+
+    package: str
+    version: str
+    state: str
+    latest: str | None  # the package's latest now (None: none, or no tycho.json)
+    detail: str | None = None  # what is gone or changed, in words
+
+    def failed(self, latest: bool) -> bool:
+        return self.state in (LOCK_DELETED, LOCK_CHANGED) or (latest and
+                                                               self.state == LOCK_MOVED)
+
+
+@dataclass(frozen=True)
+class LockCheck:
+    """``lock --check``: every locked version's status; ``latest``: whether a moved
+    latest counts as drift (``--check --latest``)."""
+
+    registry: str  # the one the lock names
+    checked_against: str  # the one it was checked against (another with --registry)
+    packages: tuple[LockStatus, ...]
+    latest: bool = False
+
+    @property
+    def drifted(self) -> list[LockStatus]:
+        return [status for status in self.packages if status.failed(self.latest)]
+
+    @property
+    def exit_code(self) -> int:
+        """0 when the lock still holds, 1 when any locked version drifted."""
+        return 1 if self.drifted else 0
+
+
+@dataclass(frozen=True)
 class PullRequest:
     package: str
     version: str | None = None  # None: latest
@@ -133,3 +201,55 @@ class PullRequest:
 
     def __str__(self) -> str:
         return f"{self.package}=={self.version}" if self.version else self.package
+
+
+@dataclass(frozen=True)
+class PushRequest:
+    """One item of a push of a list: ``source`` a file or a directory, ``localname`` the
+    name pulls save a new package as (None: the source's name)."""
+
+    package: str
+    version: str
+    source: Path
+    localname: str | None = None
+
+    @classmethod
+    def parse(cls, line: str) -> PushRequest:
+        """A line ``PKG VERSION PATH [--localname NAME]``, split as a POSIX shell does
+        (quotes, backslashes; ``#`` outside quotes starts a comment), every field checked
+        here, so that a bad line is refused before anything is pushed (UsageError)."""
+        import shlex  # only push-list parses lines: not loaded by a plain push or pull
+
+        try:
+            words = shlex.split(line, comments=True)
+        except ValueError as exc:  # "No closing quotation", "No escaped character"
+            raise UsageError(f"cannot split {line.strip()!r}: {str(exc).lower()}") from None
+        fields: list[str] = []
+        localname = None
+        while words:
+            word = words.pop(0)
+            if word == "--localname" or word.startswith("--localname="):
+                if localname is not None:
+                    raise UsageError("--localname given twice")
+                name = word.partition("=")[2] if "=" in word else \
+                    (words.pop(0) if words else None)
+                if name is None:
+                    raise UsageError("--localname needs a NAME")
+                localname = check_localname_arg(name)
+            elif word.startswith("-") and word != "-":
+                raise UsageError(f"unknown option {word!r}: a line is {PUSH_LINE}")
+            else:
+                fields.append(word)
+        if len(fields) != 3:
+            raise UsageError(f"expected {PUSH_LINE}, got {len(fields)} field(s)")
+        package, version, source = fields
+        check_package(package)
+        check_version(version)
+        if version == LATEST:
+            raise UsageError(f"{LATEST!r} means the latest version; it cannot name a version")
+        if source == "-":
+            raise UsageError("PATH - (standard input) cannot be an item of a list")
+        return cls(package, version, Path(source), localname)
+
+    def __str__(self) -> str:
+        return f"{self.package}=={self.version}"

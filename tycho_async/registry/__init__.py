@@ -27,9 +27,12 @@ sharing a ``catalog.Context`` (engine, catalog, local file system, reserved name
 finishing a push a crash cut short; ``skips`` is its part for pushes that upload
 nothing), ``pull`` (resolve, the destination chain, pull_many; ``trees`` installs a
 directory package; ``locked`` pulls a lock file through them), ``verify``,
-``delete`` (delete, prune) and ``queries``. Operation modules import ``catalog`` and
-``publish`` at most from one another (pull its ``trees``; ``locked`` imports
-``pull``); ``Registry`` here composes them, loading each on first use.
+``delete`` (delete, prune), ``queries`` and ``lock`` (lock files made, checked and
+updated). Operation modules import ``catalog`` and ``publish`` at most from one another
+(pull its ``trees``; ``locked`` imports ``pull``); ``Registry`` here composes them,
+loading each on first use.
+
+``batch`` (push_many) runs a list of pushes, each through ``Registry.push``.
 """
 
 from __future__ import annotations
@@ -50,11 +53,14 @@ if TYPE_CHECKING:
     from ..lockfile import Lock
     from ..results import (
         DeleteResult,
+        LockChange,
+        LockCheck,
         PackageSummary,
         ProbeResult,
         PruneResult,
         PullRequest,
         PullResult,
+        PushRequest,
         PushResult,
         ShowResult,
         VerifyResult,
@@ -103,6 +109,17 @@ class Registry:
                                         localname=localname, level=level,
                                         skip_existing=skip_existing,
                                         skip_identical=skip_identical)
+
+    async def push_many(self, requests: Sequence[PushRequest], *, promote: bool,
+                        skip_existing: bool = False, skip_identical: bool = False,
+                        level: int | None = None) -> list[PushResult]:
+        """See ``batch.PushMany.run``. Each item goes through ``push`` here, the one
+        entry point of a push."""
+        from .batch import PushMany
+
+        return await PushMany(self.ctx, self.push).run(
+            requests, promote=promote, skip_existing=skip_existing,
+            skip_identical=skip_identical, level=level)
 
     async def promote(self, package: str, version: str) -> None:
         from .publish import promote
@@ -185,6 +202,35 @@ class Registry:
         from .queries import Queries
 
         return await Queries(self.ctx).show(package, version)
+
+    async def lock(self, requests: Sequence[PullRequest], *,
+                   require_sha256: bool = False) -> Lock:
+        """See ``lock.Locking.lock``."""
+        from .lock import Locking
+
+        return await Locking(self.ctx).lock(requests, require_sha256=require_sha256)
+
+    async def lock_check(self, lock: Lock, *, latest: bool = False,
+                         other_registry: bool = False) -> LockCheck:
+        """See ``lock.Locking.check``."""
+        from .lock import Locking
+
+        return await Locking(self.ctx).check(lock, latest=latest,
+                                             other_registry=other_registry)
+
+    async def lock_update(self, lock: Lock, packages: Sequence[str] = (), *,
+                          require_sha256: bool = False) -> tuple[Lock, list[LockChange]]:
+        """See ``lock.Locking.update``."""
+        from .lock import Locking
+
+        return await Locking(self.ctx).update(lock, packages, require_sha256=require_sha256)
+
+    async def write_lock(self, path: Path, lock: Lock) -> bool:
+        """Write ``lock`` to ``path`` atomically (temp file beside it, renamed); a file
+        that holds these bytes already is left as it is. Whether it was written."""
+        from .lock import write
+
+        return await write(self.ctx, path, lock)
 
     async def probe(self) -> ProbeResult:
         from .queries import Queries
