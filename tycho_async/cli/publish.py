@@ -1,6 +1,7 @@
 """Publishing: init, push, push-list and promote (the registry's publish operations)."""
 
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -172,19 +173,8 @@ def push_list(
     from ..progress import make_progress
 
     locked: list[Any] = []  # the LockResult, or the error that kept the lock from being made
-
-    async def work(reg: Any) -> list[Any]:  # PartialFailure unless every item was pushed
-        results = await reg.push_many(requests, promote=promote_latest,
-                                      skip_existing=skip_existing,
-                                      skip_identical=skip_identical, level=level)
-        if lock is not None:
-            try:
-                locked.append(await reg.lock([f"{r.package}=={r.version}" for r in results],
-                                             lockfile=lock))
-            except TychoError as exc:  # the pushes stand; reported after them
-                locked.append(exc)
-        return list(results)
-
+    work = _push_many(requests, lock, locked, promote=promote_latest,
+                      skip_existing=skip_existing, skip_identical=skip_identical, level=level)
     failure: PartialFailure | None = None
     display = make_progress(progress, quiet or as_json, "pushed", files=len(requests),
                             summary_last=True)
@@ -193,22 +183,8 @@ def push_list(
             results = execute(settings, work, sink)
         except PartialFailure as exc:
             failure, results = exc, exc.results
-    for created in dict.fromkeys(r.created_registry for r in results if r.created_registry):
-        say(f"created a new local registry at {created}")
-    for result in results:
-        for warning in result.warnings:
-            say(f"warning: {result.package} {result.version}: {warning}")
-    written = locked[0] if locked and not isinstance(locked[0], TychoError) else None
-    if as_json:
-        echo_json(reports().push_list(requests, results, failure,
-                                      None if written is None else str(written.path)))
-    elif not quiet:
-        for result in results:
-            _echo_push(result)
+    _report_push_list(requests, results, failure, locked, as_json=as_json, quiet=quiet)
     display.summarize()
-    if written is not None and not as_json:
-        say(f"{'wrote' if written.written else 'unchanged:'} {written.path} "
-            f"({plural(len(written.lock.packages), 'package')} locked)")
     if failure is not None:
         if lock is not None:
             say(f"no lock written to {lock}: not every item was pushed")
@@ -216,6 +192,45 @@ def push_list(
     if locked and isinstance(locked[0], TychoError):
         say(f"every item was pushed, but no lock was written to {lock}")
         raise locked[0]
+    if locked and not as_json:
+        say(f"{'wrote' if locked[0].written else 'unchanged:'} {locked[0].path} "
+            f"({plural(len(locked[0].lock.packages), 'package')} locked)")
+
+
+def _push_many(requests: list[Any], lock: Path | None, locked: list[Any],
+               **options: Any) -> Callable[[Any], Awaitable[list[Any]]]:
+    """The run of push-list: every item pushed (PartialFailure unless all were), then,
+    with ``lock``, the lock of what was pushed made, its result (or the error that kept
+    it from being made: the pushes stand) appended to ``locked``."""
+    async def work(reg: Any) -> list[Any]:
+        results = await reg.push_many(requests, **options)
+        if lock is not None:
+            try:
+                locked.append(await reg.lock([f"{r.package}=={r.version}" for r in results],
+                                             lockfile=lock))
+            except TychoError as exc:  # reported after the pushes
+                locked.append(exc)
+        return list(results)
+
+    return work
+
+
+def _report_push_list(requests: list[Any], results: list[Any],
+                      failure: PartialFailure | None, locked: list[Any], *, as_json: bool,
+                      quiet: bool) -> None:
+    """What push-list did, item by item: on standard output (JSON, or a line each)."""
+    for created in dict.fromkeys(r.created_registry for r in results if r.created_registry):
+        say(f"created a new local registry at {created}")
+    for result in results:
+        for warning in result.warnings:
+            say(f"warning: {result.package} {result.version}: {warning}")
+    if as_json:
+        written = locked[0] if locked and not isinstance(locked[0], TychoError) else None
+        echo_json(reports().push_list(requests, results, failure,
+                                      None if written is None else str(written.path)))
+    elif not quiet:
+        for result in results:
+            _echo_push(result)
 
 
 def _one_version_each(requests: list[Any]) -> None:
