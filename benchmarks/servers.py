@@ -13,7 +13,9 @@ while throughput stays. Runs at 0 ms bypass the proxy. The proxy runs in a threa
 harness, so the harness's own CPU time during a run is the proxy's.
 
 Requests (the api scenario's CPU per request): SeaweedFS's own counters, served on a
-loopback metrics port, per bucket; no proxy on the path, so nothing slows the client.
+loopback metrics port, per bucket; no proxy on the path, so nothing slows the client. The
+lock group counts at the delay proxy instead (``DelayProxy.seen``): every request the
+client sends, whatever the server.
 """
 
 from __future__ import annotations
@@ -228,6 +230,11 @@ class DelayProxy:
     def clear(self) -> None:
         """Forget the requests it recorded (it keeps every one), so memory stays bounded."""
         self._proxy.clear()
+
+    def seen(self) -> int:
+        """The requests it received since the last ``clear`` (the lock group counts them:
+        the request is recorded as its head arrives, before any answer)."""
+        return len(self._proxy.requests)
 
     def errors(self) -> list[str]:
         return self._proxy.errors
