@@ -50,6 +50,7 @@ class Run:
     work_cpu: float | None = None  # api: CPU seconds of the call alone, start-up excluded
     # api: the requests the server got during the run; lock: those the delay proxy saw
     requests: int | None = None
+    tycho_json: int | None = None  # lock: how many of those requests were for a tycho.json
 
     @property
     def ok(self) -> bool:
@@ -101,6 +102,10 @@ class Row:
 
     def requests(self) -> int | None:
         found = median(run.requests for run in self.good if run.requests is not None)
+        return None if found is None else int(found)
+
+    def tycho_json(self) -> int | None:
+        found = median(run.tycho_json for run in self.good if run.tycho_json is not None)
         return None if found is None else int(found)
 
     def most_requests(self) -> int | None:
@@ -258,6 +263,14 @@ def s3_requests(metrics: str, bucket: str) -> int:
     label = f'bucket="{bucket}"'
     return sum(int(float(line.rsplit(" ", 1)[1])) for line in metrics.splitlines()
                if line.startswith(S3_REQUESTS) and label in line.split("}", 1)[0])
+
+
+def requests_for(targets: Iterable[str], name: str = "") -> int:
+    """How many of these request targets (path and query string, as sent) are for a key
+    named ``name`` (any key when ``name`` is empty): ``/b/p1/tycho.json?x-id=GetObject``
+    is one for ``tycho.json``."""
+    return sum(1 for target in targets
+               if not name or target.split("?", 1)[0].endswith(f"/{name}"))
 
 
 def harness_cpu() -> float:

@@ -707,7 +707,9 @@ def locked_verdict(results: Results) -> LockVerdict:
         return LockVerdict(target, f"requests not counted (no delay proxy); {walls}", "-",
                            bound, runs, None)
     vs = ratio(mine, theirs)
-    return LockVerdict(target, f"requests {fewer:,} vs {other:,}; {walls}",
+    metadata = f" ({locked.tycho_json()} vs {plain.tycho_json()} tycho.json)" \
+        if locked.tycho_json() is not None and plain.tycho_json() is not None else ""
+    return LockVerdict(target, f"requests {fewer:,} vs {other:,}{metadata}; {walls}",
                        f"{other - fewer:,} fewer, {num(vs, '.2f')}x", bound, runs,
                        other - fewer == count and vs is not None and vs < 1.0)
 

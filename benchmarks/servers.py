@@ -35,7 +35,7 @@ from urllib.request import urlopen
 
 import psutil
 
-from benchmarks.measure import s3_requests
+from benchmarks.measure import requests_for, s3_requests
 from benchmarks.units import MiB
 from tests.httpproxy import FaultProxy
 from tests.seaweed import SeaweedServer, weed_binary
@@ -231,10 +231,11 @@ class DelayProxy:
         """Forget the requests it recorded (it keeps every one), so memory stays bounded."""
         self._proxy.clear()
 
-    def seen(self) -> int:
+    def seen(self, name: str = "") -> int:
         """The requests it received since the last ``clear`` (the lock group counts them:
-        the request is recorded as its head arrives, before any answer)."""
-        return len(self._proxy.requests)
+        a request is recorded as its head arrives, before any answer); with ``name``, only
+        those for a key of that name (``tycho.json``)."""
+        return requests_for((request.path for request in self._proxy.requests), name)
 
     def errors(self) -> list[str]:
         return self._proxy.errors

@@ -43,6 +43,7 @@ from benchmarks.measure import (
     TreeSummary,
     files_of_size,
     rate_mib_s,
+    requests_for,
     s3_requests,
     summarize_tree,
     tree_difference,
@@ -1152,13 +1153,14 @@ def test_lock_command_lines(tmp_path: Path) -> None:
 
 
 def lock_row(action: Action, side: int, *walls: float, requests: int | None = None,
-             error: str = "") -> Row:
+             error: str = "", tycho_json: int | None = None) -> Row:
     """A row of one side of a lock scenario of the FULL plan, each run with ``requests``."""
     scenario = next(s for s in build_scenarios(FULL)
                     if s.group is Group.LOCK and s.action is action)
     client, command, label = LOCK_SIDES[action][side]
     return Row(scenario, client, label, None, [
-        Run(w, 50.0, w / 2, error=error, requests=requests) for w in walls], side=command)
+        Run(w, 50.0, w / 2, error=error, requests=requests, tycho_json=tycho_json)
+        for w in walls], side=command)
 
 
 def lock_verdicts(*rows: Row) -> list[LockVerdict]:
@@ -1166,12 +1168,12 @@ def lock_verdicts(*rows: Row) -> list[LockVerdict]:
 
 
 def test_locked_pull_has_exactly_the_tycho_json_requests_fewer_and_is_faster() -> None:
-    plain = lock_row(Action.PULL_LOCKED, 1, 3.0, 3.2, 3.1,
-                     requests=200)
+    plain = lock_row(Action.PULL_LOCKED, 1, 3.0, 3.2, 3.1, requests=200, tycho_json=100)
     locked, _, _ = lock_verdicts(lock_row(Action.PULL_LOCKED, 0, 2.0, 2.1, 1.9,
-                                          requests=100), plain)
+                                          requests=100, tycho_json=0), plain)
     assert (locked.state, locked.shown, locked.runs) == ("PASS", "100 fewer, 0.65x", "3/3")
-    assert "requests 100 vs 200" in locked.measured and "100 fewer requests" in locked.bound
+    assert "requests 100 vs 200 (0 vs 100 tycho.json)" in locked.measured
+    assert "100 fewer requests" in locked.bound
     for mine, walls, why in ((101, (2.0,), "one request too many"),
                              (100, (3.2,), "slower"), (100, (3.1,), "as fast, not faster")):
         verdict = lock_verdicts(lock_row(Action.PULL_LOCKED, 0, *walls, requests=mine),
@@ -1230,3 +1232,12 @@ def test_issue18_table_and_json() -> None:
     whole = summary(Results(rows, FULL), {}, [], [])
     assert whole["rows"][0]["side"] == "push-list" and whole["rows"][1]["side"] == "push-each"
     assert whole["options"]["lock_push"] == [10, 5, 64 * KiB]
+
+
+def test_requests_for_counts_the_keys_of_a_name() -> None:
+    targets = ["/b/p1/tycho.json", "/b/p1/tycho_1.0.pkg?x-id=GetObject",
+               "/b/p2/tycho.json?versionId=3", "/b/tycho.json.bak", "/b/p3/old-tycho.json"]
+    assert requests_for(targets) == 5
+    assert requests_for(targets, "tycho.json") == 2
+    assert requests_for(targets, "tycho_1.0.pkg") == 1
+    assert requests_for([], "tycho.json") == 0
