@@ -154,7 +154,8 @@ RIGHT = frozenset(range(3, len(HEADER) + len(STORED_HEADER)))
 
 def rate_cell(row: Row) -> str:
     median = row.median()
-    if median is None or row.scenario.group is Group.STARTUP:
+    if median is None or row.scenario.group is Group.STARTUP or \
+            row.client is ClientName.PYTHON:  # the bare interpreter moves nothing
         return ""
     if is_transfer(row.scenario) and row.scenario.group is not Group.STARTUP:
         return f"{num(rate_mib_s(row.scenario.total_bytes, median), '.1f')} MiB/s"

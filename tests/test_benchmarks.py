@@ -1241,3 +1241,11 @@ def test_requests_for_counts_the_keys_of_a_name() -> None:
     assert requests_for(targets, "tycho.json") == 2
     assert requests_for(targets, "tycho_1.0.pkg") == 1
     assert requests_for([], "tycho.json") == 0
+
+
+def test_lock_rows_in_the_table() -> None:
+    rows = [lock_row(Action.PULL_CURRENT, 0, 0.1, requests=0),
+            lock_row(Action.PULL_CURRENT, 1, 0.02, requests=0)]
+    lines = table(Results(rows, FULL)).splitlines()
+    assert "tychoreg --locked" in lines[2] and "1000.0 pkg/s" in lines[2]
+    assert "python -c pass" in lines[3] and "pkg/s" not in lines[3]  # it moves nothing
