@@ -36,8 +36,9 @@ S3_STACK = ("aiobotocore", "aiohttp", "botocore", "boto3", "s3transfer", "urllib
 # and of the registry's operations only those that push and pull (catalog, publish, pull).
 NOT_FOR_LOCAL_TRANSFERS = (*S3_STACK, "rich", "zstandard", "tycho_async.archive",
                            "platformdirs", "dotenv", "tempfile",
+                           "tycho_async.lockfile",
                            *(f"tycho_async.registry.{name}"
-                             for name in ("trees", "verify", "delete", "queries")))
+                             for name in ("trees", "verify", "delete", "queries", "lock")))
 # Never loaded by --help (of the root or of a command): no event loop, no settings,
 # no registry and nothing a transfer needs.
 NOT_FOR_HELP = (*NOT_FOR_LOCAL_TRANSFERS, "asyncio", "anyio", "json", "dataclasses",

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from .registry import Registry
     from .results import (
         DeleteResult,
+        LockCheck,
+        LockResult,
         PackageSummary,
         ProbeResult,
         PruneResult,
@@ -73,6 +75,12 @@ async def open_settings(settings: Settings, progress: ProgressSink | None = None
             missing_root_ok=settings.default_registry,
             own_files=[settings.dotenv.name] if settings.dotenv else [], liveness=liveness,
             identity=settings.location))
+
+
+def _lock_path(lockfile: str | Path | None) -> Path:
+    from .lockfile import DEFAULT_LOCKFILE
+
+    return Path(DEFAULT_LOCKFILE if lockfile is None else lockfile)
 
 
 def _size_or_none(value: int | str | None) -> int | None:
@@ -187,6 +195,51 @@ class AsyncRegistry:
         """Whether the store honours conditional writes (If-None-Match, If-Match), found
         by writing and removing a probe object under the registry root."""
         return await self._registry.probe()
+
+    async def lock(self, items: Iterable[str], *, lockfile: str | Path | None = None,
+                   require_sha256: bool = False) -> LockResult:
+        """Resolve ``items`` (``PKG``: its latest now, or ``PKG==VERSION``) and write the
+        lock file (default ``tychoreg.lock`` in the current directory) atomically; a
+        failed item raises ``PartialFailure`` and writes nothing. ``require_sha256``:
+        refuse versions pushed by tycho-station (locked by size and ETag alone)."""
+        from .results import LockResult, PullRequest
+
+        requests = [PullRequest.parse(item) for item in items]
+        if not requests:
+            from .errors import UsageError
+
+            raise UsageError("name at least one package to lock")
+        path = _lock_path(lockfile)
+        lock = await self._registry.lock(requests, require_sha256=require_sha256)
+        return LockResult(path, lock, await self._registry.write_lock(path, lock))
+
+    async def lock_check(self, lockfile: str | Path | None = None, *, latest: bool = False,
+                         other_registry: bool = False) -> LockCheck:
+        """Every locked version against the registry (``LockCheck.exit_code`` 1 when one
+        is deleted or changed, or with ``latest``, when a package's latest moved on).
+        A lock resolved against another registry is ``UsageError`` unless
+        ``other_registry``; an unusable lock file is ``LockfileError``."""
+        from .lockfile import read
+
+        lock = read(_lock_path(lockfile))
+        return await self._registry.lock_check(lock, latest=latest,
+                                               other_registry=other_registry)
+
+    async def lock_update(self, lockfile: str | Path | None = None,
+                          packages: Iterable[str] = (), *,
+                          require_sha256: bool = False) -> LockResult:
+        """Re-resolve ``packages`` (all when none) to their latest and rewrite the lock
+        file (``LockResult.changes``: old -> new per package)."""
+        from .lockfile import read
+        from .names import check_package
+        from .results import LockResult
+
+        path = _lock_path(lockfile)
+        names = [check_package(name) for name in packages]
+        lock, changes = await self._registry.lock_update(read(path), names,
+                                                         require_sha256=require_sha256)
+        return LockResult(path, lock, await self._registry.write_lock(path, lock),
+                          tuple(changes))
 
 
 @asynccontextmanager
@@ -327,3 +380,18 @@ class Client:
 
     def probe(self) -> ProbeResult:
         return self._call("probe")
+
+    def lock(self, items: Iterable[str], *, lockfile: str | Path | None = None,
+             require_sha256: bool = False) -> LockResult:
+        return self._call("lock", list(items), lockfile=lockfile,
+                          require_sha256=require_sha256)
+
+    def lock_check(self, lockfile: str | Path | None = None, *, latest: bool = False,
+                   other_registry: bool = False) -> LockCheck:
+        return self._call("lock_check", lockfile, latest=latest,
+                          other_registry=other_registry)
+
+    def lock_update(self, lockfile: str | Path | None = None, packages: Iterable[str] = (),
+                    *, require_sha256: bool = False) -> LockResult:
+        return self._call("lock_update", lockfile, list(packages),
+                          require_sha256=require_sha256)

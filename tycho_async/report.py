@@ -4,11 +4,13 @@ renamed or removed without a new schema number)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import PartialFailure, TychoError
 from .results import (
     DeleteResult,
+    LockCheck,
+    LockResult,
     PackageSummary,
     PruneResult,
     PullRequest,
@@ -18,6 +20,9 @@ from .results import (
     VerifyResult,
     VersionInfo,
 )
+
+if TYPE_CHECKING:
+    from .lockfile import Locked
 
 SCHEMA = 1
 
@@ -111,3 +116,41 @@ def show(result: ShowResult) -> dict[str, Any]:
         data["version"] = {**version(result.version), "tool": result.tool,
                            "tree_sha256": result.tree_sha256}
     return data
+
+
+def locked(entry: Locked) -> dict[str, Any]:
+    """A lock file's entry; ``station``: pushed by tycho-station, locked by size and
+    ETag (``sha256`` null)."""
+    return {"package": entry.name, "version": entry.version, "localname": entry.localname,
+            "format": entry.format, "size": entry.size, "sha256": entry.sha256,
+            "etag": entry.etag, "tree_sha256": entry.tree_sha256,
+            "tree_size": entry.tree_size, "station": entry.station}
+
+
+def lock(result: LockResult | None, path: str, failure: PartialFailure | None = None,
+         command: str = "lock") -> dict[str, Any]:
+    """``lock`` and ``lock --update`` (command "lock-update", with ``changes``): the
+    packages locked, or on failure every failed item and no lock written."""
+    errors = [{"item": item, "error": error.message, "exit_code": error.exit_code}
+              for item, error in (failure.failures if failure else [])]
+    data = document(command, lockfile=path,
+                    registry=result.lock.registry if result else None,
+                    written=result.written if result else False,
+                    packages=[locked(e) for e in result.lock.packages] if result else [],
+                    failures=errors, exit_code=failure.exit_code if failure else 0)
+    if command == "lock-update":
+        data["changes"] = [{"package": c.package, "old": c.old, "new": c.new,
+                            "changed": c.changed}
+                           for c in (result.changes if result else ())]
+    return data
+
+
+def lock_check(result: LockCheck, path: str) -> dict[str, Any]:
+    """``lock --check``: each locked version's state ("ok", "deleted", "changed",
+    "latest moved"), and ``failed`` where it counts as drift."""
+    return document("lock-check", lockfile=path, registry=result.registry,
+                    checked_against=result.checked_against, latest=result.latest,
+                    packages=[{"package": s.package, "version": s.version, "state": s.state,
+                               "latest": s.latest, "detail": s.detail,
+                               "failed": s.failed(result.latest)} for s in result.packages],
+                    drifted=len(result.drifted), exit_code=result.exit_code)

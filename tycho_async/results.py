@@ -1,6 +1,6 @@
 """The public values of the API and the CLI: what each operation returns
-(``PushResult`` ... ``ShowResult``, ``VersionInfo``) and what a pull asks for
-(``PullRequest``).
+(``PushResult`` ... ``ShowResult``, ``VersionInfo``, the lock commands' ``LockResult``,
+``LockCheck``) and what a pull asks for (``PullRequest``).
 
 Plain frozen dataclasses, built by the registry and read by the API, the CLI and the JSON
 report; they import none of the registry, so that a caller can name them without it.
@@ -10,9 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .layout import FILE, LATEST
 from .names import check_package, check_version
+
+if TYPE_CHECKING:  # a lock's type only: a plain pull does not load the lock file code
+    from .lockfile import Lock
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,66 @@ class VerifyResult:
 class ProbeResult:
     if_none_match: bool
     if_match: bool
+
+
+@dataclass(frozen=True)
+class LockChange:
+    """One package of ``lock --update``: the version locked before and now."""
+
+    package: str
+    old: str
+    new: str
+    changed: bool  # False: the lock's entry is the same as before (version, bytes, ETag)
+
+
+@dataclass(frozen=True)
+class LockResult:
+    """A lock made or updated, and the file that holds it."""
+
+    path: Path
+    lock: Lock
+    written: bool  # False: the file already held exactly these bytes (left untouched)
+    changes: tuple[LockChange, ...] = ()  # ``lock --update``: per package re-resolved
+
+
+LOCK_OK, LOCK_DELETED, LOCK_CHANGED, LOCK_MOVED = "ok", "deleted", "changed", "latest moved"
+
+
+@dataclass(frozen=True)
+class LockStatus:
+    """One locked version as ``lock --check`` found it: ``state`` is "ok", "deleted",
+    "changed" (other bytes: size, ETag or SHA-256) or "latest moved" (still there, as
+    locked, but the package's latest is another version now)."""
+
+    package: str
+    version: str
+    state: str
+    latest: str | None  # the package's latest now (None: none, or no tycho.json)
+    detail: str | None = None  # what is gone or changed, in words
+
+    def failed(self, latest: bool) -> bool:
+        return self.state in (LOCK_DELETED, LOCK_CHANGED) or (latest and
+                                                               self.state == LOCK_MOVED)
+
+
+@dataclass(frozen=True)
+class LockCheck:
+    """``lock --check``: every locked version's status; ``latest``: whether a moved
+    latest counts as drift (``--check --latest``)."""
+
+    registry: str  # the one the lock names
+    checked_against: str  # the one it was checked against (another with --registry)
+    packages: tuple[LockStatus, ...]
+    latest: bool = False
+
+    @property
+    def drifted(self) -> list[LockStatus]:
+        return [status for status in self.packages if status.failed(self.latest)]
+
+    @property
+    def exit_code(self) -> int:
+        """0 when the lock still holds, 1 when any locked version drifted."""
+        return 1 if self.drifted else 0
 
 
 @dataclass(frozen=True)

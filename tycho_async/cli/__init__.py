@@ -1,8 +1,8 @@
 """The command line: the ``tychoreg`` app, its root options and ``main``; the commands
-live in one module per group (``publish``, ``pull``, ``queries``, ``delete``, ``info``),
-beside what they share: ``options`` (the command-line options), ``run`` (settings, one
-coroutine on one event loop, signals, errors into messages and exit codes) and
-``render`` (standard output and error, tables, JSON).
+live in one module per group (``publish``, ``pull``, ``lock``, ``queries``, ``delete``,
+``info``), beside what they share: ``options`` (the command-line options), ``run``
+(settings, one coroutine on one event loop, signals, errors into messages and exit
+codes) and ``render`` (standard output and error, tables, JSON).
 
 Start-up is part of the product (tests/test_startup.py keeps it so): anything beyond
 typer is imported inside the command that needs it. ``--help`` loads no settings, no
@@ -49,6 +49,7 @@ standard output closed."""
 GROUPS = {
     "publish": ("init", "push", "promote"),
     "pull": ("pull", "pull-list", "verify"),
+    "lock": ("lock",),
     "queries": ("list", "list-versions", "exists", "show"),
     "delete": ("delete", "prune"),
     "info": ("info",),

@@ -26,7 +26,8 @@ sharing a ``catalog.Context`` (engine, catalog, local file system, reserved name
 ``catalog`` (the bucket as operations see it), ``publish`` (init, push, promote, and
 finishing a push a crash cut short; ``skips`` is its part for pushes that upload
 nothing), ``pull`` (resolve, the destination chain, pull_many; ``trees`` installs a
-directory package), ``verify``, ``delete`` (delete, prune) and ``queries``. Operation
+directory package), ``verify``, ``delete`` (delete, prune), ``queries`` and ``lock``
+(lock files made, checked and updated). Operation
 modules import ``catalog`` and ``publish`` at most from one another (and pull its
 ``trees``); ``Registry`` here composes them, loading each on first use.
 """
@@ -46,8 +47,11 @@ from .catalog import Catalog, Context
 if TYPE_CHECKING:
     from ..layout import PackageMeta
     from ..localfs import LocalFS
+    from ..lockfile import Lock
     from ..results import (
         DeleteResult,
+        LockChange,
+        LockCheck,
         PackageSummary,
         ProbeResult,
         PruneResult,
@@ -174,6 +178,35 @@ class Registry:
         from .queries import Queries
 
         return await Queries(self.ctx).show(package, version)
+
+    async def lock(self, requests: Sequence[PullRequest], *,
+                   require_sha256: bool = False) -> Lock:
+        """See ``lock.Locking.lock``."""
+        from .lock import Locking
+
+        return await Locking(self.ctx).lock(requests, require_sha256=require_sha256)
+
+    async def lock_check(self, lock: Lock, *, latest: bool = False,
+                         other_registry: bool = False) -> LockCheck:
+        """See ``lock.Locking.check``."""
+        from .lock import Locking
+
+        return await Locking(self.ctx).check(lock, latest=latest,
+                                             other_registry=other_registry)
+
+    async def lock_update(self, lock: Lock, packages: Sequence[str] = (), *,
+                          require_sha256: bool = False) -> tuple[Lock, list[LockChange]]:
+        """See ``lock.Locking.update``."""
+        from .lock import Locking
+
+        return await Locking(self.ctx).update(lock, packages, require_sha256=require_sha256)
+
+    async def write_lock(self, path: Path, lock: Lock) -> bool:
+        """Write ``lock`` to ``path`` atomically (temp file beside it, renamed); a file
+        that holds these bytes already is left as it is. Whether it was written."""
+        from .lock import write
+
+        return await write(self.ctx, path, lock)
 
     async def probe(self) -> ProbeResult:
         from .queries import Queries
