@@ -22,8 +22,8 @@ from tycho_async.cli import run as cli
 
 from .support import TYCHOREG, MiB, Registry, _env, make_bucket, s3_client, write_file
 
-COMMANDS = ["init", "push", "promote", "pull", "pull-list", "verify", "lock", "list",
-            "list-versions", "exists", "show", "delete", "prune", "info"]
+COMMANDS = ["init", "push", "push-list", "promote", "pull", "pull-list", "verify", "lock",
+            "list", "list-versions", "exists", "show", "delete", "prune", "info"]
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> Any:
@@ -184,7 +184,7 @@ def test_completion_completes_commands_and_options() -> None:
     commands = subprocess.run([tychoreg], env={**env, "COMP_WORDS": "tychoreg pu",
                                                "COMP_CWORD": "1"},
                               capture_output=True, text=True, timeout=60, check=True)
-    assert commands.stdout.split() == ["push", "pull", "pull-list"]
+    assert commands.stdout.split() == ["push", "push-list", "pull", "pull-list"]
     options = subprocess.run([tychoreg], env={**env, "COMP_WORDS": "tychoreg pull --ve",
                                               "COMP_CWORD": "2"},
                              capture_output=True, text=True, timeout=60, check=True)

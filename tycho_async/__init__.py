@@ -44,6 +44,7 @@ if TYPE_CHECKING:
         PackageSummary,
         PruneResult,
         PullResult,
+        PushRequest,
         PushResult,
         ShowResult,
         VerifyResult,
@@ -54,15 +55,15 @@ __version__ = "0.1.0"
 
 _LAZY = {"Client": "api", "open_registry": "api", "AsyncRegistry": "api",
          "PushResult": "results", "PullResult": "results", "VersionInfo": "results",
-         "PackageSummary": "results", "VerifyResult": "results",
+         "PushRequest": "results", "PackageSummary": "results", "VerifyResult": "results",
          "DeleteResult": "results", "PruneResult": "results", "ShowResult": "results"}
 
 __all__ = ["AlreadyExists", "AsyncRegistry", "Client", "ConfigError", "DeleteResult",
            "IncompleteVersion", "IntegrityError", "Interrupted", "MissingRegistry", "NotFound",
            "NotS3", "NothingToPull", "OutputClosed", "PackageSummary", "PartialFailure",
-           "PruneResult", "PullResult", "PushResult", "Refused", "ShowResult", "StoreError",
-           "TransferError", "TychoError", "UnsafeRemoteData", "UsageError", "VerifyResult",
-           "VersionInfo", "__version__", "open_registry"]
+           "PruneResult", "PullResult", "PushRequest", "PushResult", "Refused", "ShowResult",
+           "StoreError", "TransferError", "TychoError", "UnsafeRemoteData", "UsageError",
+           "VerifyResult", "VersionInfo", "__version__", "open_registry"]
 
 __getattr__ = lazy_names(__name__, _LAZY)
 

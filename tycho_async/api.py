@@ -30,6 +30,7 @@ if TYPE_CHECKING:
         ProbeResult,
         PruneResult,
         PullResult,
+        PushRequest,
         PushResult,
         ShowResult,
         VerifyResult,
@@ -115,6 +116,20 @@ class AsyncRegistry:
             package, version, source if not isinstance(source, str | Path) else Path(source),
             promote=promote, localname=localname, level=level, skip_existing=skip_existing,
             skip_identical=skip_identical)
+
+    async def push_many(self, items: Iterable[PushRequest], *, promote: bool = False,
+                        skip_existing: bool = False, skip_identical: bool = False,
+                        level: int | None = None) -> list[PushResult]:
+        """Push every item (``PushRequest(package, version, source, localname)``) through
+        one budget: packages concurrently, the items of one package in order (with
+        ``promote``, the last one pushed is its latest). A version listed twice is
+        UsageError before any push; a partial failure raises ``PartialFailure``, whose
+        ``results`` hold what was pushed. ``level`` applies to the directories. A
+        ``source`` given as a string is a path, as for ``push``."""
+        requests = [dataclasses.replace(item, source=Path(item.source)) for item in items]
+        return await self._registry.push_many(
+            requests, promote=promote, skip_existing=skip_existing,
+            skip_identical=skip_identical, level=level)
 
     async def pull(self, package: str, version: str | None = None, *,
                    outdir: str | Path | None = None,
@@ -334,6 +349,13 @@ class Client:
         return self._call("push", package, version, source, promote=promote,
                           localname=localname, level=level, skip_existing=skip_existing,
                           skip_identical=skip_identical)
+
+    def push_many(self, items: Iterable[PushRequest], *, promote: bool = False,
+                  skip_existing: bool = False, skip_identical: bool = False,
+                  level: int | None = None) -> list[PushResult]:
+        return self._call("push_many", list(items), promote=promote,
+                          skip_existing=skip_existing, skip_identical=skip_identical,
+                          level=level)
 
     def pull(self, package: str, version: str | None = None, *,
              outdir: str | Path | None = None, outfile: str | Path | BinaryIO | None = None,

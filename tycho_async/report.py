@@ -15,6 +15,7 @@ from .results import (
     PruneResult,
     PullRequest,
     PullResult,
+    PushRequest,
     PushResult,
     ShowResult,
     VerifyResult,
@@ -37,6 +38,40 @@ def push(result: PushResult) -> dict[str, Any]:
                     tree_sha256=result.tree_sha256, skipped=result.skipped,
                     same_content=result.same_content, initialized=result.initialized,
                     promoted=result.promoted, warnings=list(result.warnings))
+
+
+def _push_item(request: PushRequest) -> dict[str, Any]:
+    return {"item": str(request), "package": request.package, "version": request.version,
+            "source": str(request.source)}
+
+
+def pushed(request: PushRequest, result: PushResult) -> dict[str, Any]:
+    """One item of a push-list, as ``push`` reports it."""
+    fields = push(result)
+    return {**_push_item(request), **{key: fields[key] for key in (
+        "size", "sha256", "format", "tree_sha256", "skipped", "same_content", "initialized",
+        "promoted", "warnings")}, "error": None, "exit_code": 0}
+
+
+def push_failed(request: PushRequest, error: TychoError) -> dict[str, Any]:
+    """A failed item of a push-list: the same keys, its error and exit code."""
+    return {**_push_item(request), "size": None, "sha256": None, "format": None,
+            "tree_sha256": None, "skipped": False, "same_content": None,
+            "initialized": False, "promoted": False, "warnings": [], "error": error.message,
+            "exit_code": error.exit_code}
+
+
+def push_list(requests: list[PushRequest], results: list[PushResult],
+              failure: PartialFailure | None, lockfile: str | None = None
+              ) -> dict[str, Any]:
+    """One entry per item, in the order given, failures included; ``lockfile``: the lock
+    file --lock wrote (None: none was asked for, or an item failed)."""
+    errors = dict(failure.failures) if failure else {}
+    done = iter(results)
+    items = [push_failed(r, errors[str(r)]) if str(r) in errors else pushed(r, next(done))
+             for r in requests]
+    return document("push-list", items=items, pushed=len(results), failed=len(errors),
+                    lockfile=lockfile, exit_code=failure.exit_code if failure else 0)
 
 
 def pulled(result: PullResult, item: str | None = None) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """The public values of the API and the CLI: what each operation returns
 (``PushResult`` ... ``ShowResult``, ``VersionInfo``, the lock commands' ``LockResult``,
-``LockCheck``) and what a pull asks for (``PullRequest``).
+``LockCheck``) and what a pull or a push of a list asks for (``PullRequest``,
+``PushRequest``).
 
 Plain frozen dataclasses, built by the registry and read by the API, the CLI and the JSON
 report; they import none of the registry, so that a caller can name them without it.
@@ -12,8 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .errors import UsageError
 from .layout import FILE, LATEST
-from .names import check_package, check_version
+from .names import check_localname_arg, check_package, check_version
+
+PUSH_LINE = "PKG VERSION PATH [--localname NAME]"
 
 if TYPE_CHECKING:  # a lock's type only: a plain pull does not load the lock file code
     from .lockfile import Lock
@@ -197,3 +201,55 @@ class PullRequest:
 
     def __str__(self) -> str:
         return f"{self.package}=={self.version}" if self.version else self.package
+
+
+@dataclass(frozen=True)
+class PushRequest:
+    """One item of a push of a list: ``source`` a file or a directory, ``localname`` the
+    name pulls save a new package as (None: the source's name)."""
+
+    package: str
+    version: str
+    source: Path
+    localname: str | None = None
+
+    @classmethod
+    def parse(cls, line: str) -> PushRequest:
+        """A line ``PKG VERSION PATH [--localname NAME]``, split as a POSIX shell does
+        (quotes, backslashes; ``#`` outside quotes starts a comment), every field checked
+        here, so that a bad line is refused before anything is pushed (UsageError)."""
+        import shlex  # only push-list parses lines: not loaded by a plain push or pull
+
+        try:
+            words = shlex.split(line, comments=True)
+        except ValueError as exc:  # "No closing quotation", "No escaped character"
+            raise UsageError(f"cannot split {line.strip()!r}: {str(exc).lower()}") from None
+        fields: list[str] = []
+        localname = None
+        while words:
+            word = words.pop(0)
+            if word == "--localname" or word.startswith("--localname="):
+                if localname is not None:
+                    raise UsageError("--localname given twice")
+                name = word.partition("=")[2] if "=" in word else \
+                    (words.pop(0) if words else None)
+                if name is None:
+                    raise UsageError("--localname needs a NAME")
+                localname = check_localname_arg(name)
+            elif word.startswith("-") and word != "-":
+                raise UsageError(f"unknown option {word!r}: a line is {PUSH_LINE}")
+            else:
+                fields.append(word)
+        if len(fields) != 3:
+            raise UsageError(f"expected {PUSH_LINE}, got {len(fields)} field(s)")
+        package, version, source = fields
+        check_package(package)
+        check_version(version)
+        if version == LATEST:
+            raise UsageError(f"{LATEST!r} means the latest version; it cannot name a version")
+        if source == "-":
+            raise UsageError("PATH - (standard input) cannot be an item of a list")
+        return cls(package, version, Path(source), localname)
+
+    def __str__(self) -> str:
+        return f"{self.package}=={self.version}"

@@ -1,4 +1,4 @@
-"""Publishing: init, push and promote (the registry's publish operations)."""
+"""Publishing: init, push, push-list and promote (the registry's publish operations)."""
 
 import sys
 from pathlib import Path
@@ -6,7 +6,8 @@ from typing import Annotated, Any
 
 import typer
 
-from ..units import human_size
+from ..errors import PartialFailure, TychoError, UsageError
+from ..units import human_size, plural
 from .options import (
     Command,
     ConcurrencyOpt,
@@ -92,9 +93,13 @@ def push(
         say(f"warning: {warning}")
     if as_json:
         echo_json(reports().push(result))
-        return
-    if quiet:
-        return
+    elif not quiet:
+        _echo_push(result)
+
+
+def _echo_push(result: Any) -> None:
+    """What a push did, on standard output: one line, two when it promoted."""
+    package, version = result.package, result.version
     if result.initialized:
         out(f"initialized {package}")
     if result.skipped:
@@ -109,6 +114,157 @@ def push(
              f"sha256 {result.sha256})")
     if result.promoted:
         out(f"promoted {package} {version} to latest")
+
+
+LINE_HELP = "PKG VERSION PATH [--localname NAME]"
+
+
+@group.command("push-list", cls=Command,
+               short_help="Push many files and directories at once; failures at the end.")
+@cli_command
+def push_list(
+    items: Annotated[list[str] | None, typer.Argument(
+        metavar="ITEM...", show_default=False,
+        help=f"One item per argument, as one line of FILE: '{LINE_HELP}' (quoted as a "
+             "whole, e.g. 'tool 1.0 dist/tool.tgz').")] = None,
+    from_file: Annotated[str | None, typer.Option(
+        "--from-file", metavar="FILE", show_default=False,
+        help=f"Read items from FILE, one a line: {LINE_HELP}, split as a shell does "
+             "(quote a path with spaces; '#' outside quotes starts a comment; blank lines "
+             "are skipped); PATH is a file or a directory, relative to the current "
+             "directory; - reads standard input.")] = None,
+    promote_latest: Annotated[bool, typer.Option(
+        "--promote-latest", help="Make each pushed version the latest of its package; the "
+        "items of a package are pushed in list order, so its last line that is pushed "
+        "wins.")] = False,
+    skip_existing: Annotated[bool, typer.Option(
+        "--skip-existing", help="As for push: an item whose VERSION exists, or is being "
+        "pushed, uploads nothing and counts as done.")] = False,
+    skip_identical: Annotated[bool, typer.Option(
+        "--skip-identical", help="As for push: an item whose VERSION holds the same "
+        "content counts as done; other content fails that item (exit 1).")] = False,
+    level: Annotated[int | None, typer.Option(
+        "--level", metavar="N", min=1, max=22, show_default=False,
+        help="zstd level for the directories of the list, 1 to 22 (default 3; files are "
+             "uploaded as they are).")] = None,
+    lock: Annotated[Path | None, typer.Option(
+        "--lock", metavar="PATH", show_default=False,
+        help="Once every item is pushed (or skipped), write the lock file of exactly those "
+             "versions to PATH, as `tychoreg lock PKG==VERSION...` would, for a later job's "
+             "`pull-list --locked`; nothing is written when an item fails. A lock holds one "
+             "version of each package, so the list may then name each package once.")
+    ] = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None, registry: RegistryOpt = None,
+    concurrency: ConcurrencyOpt = None, part_size: PartSizeOpt = None,
+    quiet: QuietOpt = False, progress: ProgressOpt = None,
+) -> None:
+    """Push many files and directories in one process and one request budget: packages
+    at once (at most --concurrency), the items of one package one after another in list
+    order. Every line is
+    checked first (a bad one is exit 2 naming it, and nothing is pushed); a failing item
+    never stops the others, every failure is reported at the end, and the exit code is
+    the worst of theirs."""
+    requests = _push_requests(items or [], from_file)
+    if lock is not None:
+        _one_version_each(requests)
+    settings = settings_for(config, registry, concurrency=concurrency, part_size=part_size)
+    from ..progress import make_progress
+
+    locked: list[Any] = []  # the LockResult, or the error that kept the lock from being made
+
+    async def work(reg: Any) -> list[Any]:  # PartialFailure unless every item was pushed
+        results = await reg.push_many(requests, promote=promote_latest,
+                                      skip_existing=skip_existing,
+                                      skip_identical=skip_identical, level=level)
+        if lock is not None:
+            try:
+                locked.append(await reg.lock([f"{r.package}=={r.version}" for r in results],
+                                             lockfile=lock))
+            except TychoError as exc:  # the pushes stand; reported after them
+                locked.append(exc)
+        return list(results)
+
+    failure: PartialFailure | None = None
+    display = make_progress(progress, quiet or as_json, "pushed", files=len(requests),
+                            summary_last=True)
+    with display as sink:
+        try:
+            results = execute(settings, work, sink)
+        except PartialFailure as exc:
+            failure, results = exc, exc.results
+    for created in dict.fromkeys(r.created_registry for r in results if r.created_registry):
+        say(f"created a new local registry at {created}")
+    for result in results:
+        for warning in result.warnings:
+            say(f"warning: {result.package} {result.version}: {warning}")
+    written = locked[0] if locked and not isinstance(locked[0], TychoError) else None
+    if as_json:
+        echo_json(reports().push_list(requests, results, failure,
+                                      None if written is None else str(written.path)))
+    elif not quiet:
+        for result in results:
+            _echo_push(result)
+    display.summarize()
+    if written is not None and not as_json:
+        say(f"{'wrote' if written.written else 'unchanged:'} {written.path} "
+            f"({plural(len(written.lock.packages), 'package')} locked)")
+    if failure is not None:
+        if lock is not None:
+            say(f"no lock written to {lock}: not every item was pushed")
+        raise failure
+    if locked and isinstance(locked[0], TychoError):
+        say(f"every item was pushed, but no lock was written to {lock}")
+        raise locked[0]
+
+
+def _one_version_each(requests: list[Any]) -> None:
+    """--lock: a lock pins one version of each package, so each is named once."""
+    first: dict[str, Any] = {}
+    for request in requests:
+        if request.package in first:
+            raise UsageError(f"--lock: {first[request.package].version} and "
+                             f"{request.version} are both versions of {request.package!r}, "
+                             "and a lock holds one version of each package; push them "
+                             "without --lock, or lock the one to pin afterwards with "
+                             "tychoreg lock")
+        first[request.package] = request
+
+
+def _push_requests(items: list[str], from_file: str | None) -> list[Any]:
+    """Every item parsed and checked, before anything is pushed: a bad line or a version
+    listed twice is UsageError naming its line (``FILE line N``, ``item N``)."""
+    from ..results import PushRequest
+
+    lines = [(f"item {n}", f"item {n}", item) for n, item in enumerate(items, 1)]
+    if from_file is not None:
+        try:
+            text = (sys.stdin.read() if from_file == "-" else
+                    Path(from_file).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise UsageError(f"cannot read {from_file}: {why}") from exc
+        name = "standard input" if from_file == "-" else from_file
+        lines += [(f"{name} line {n}", f"line {n}", line)
+                  for n, line in enumerate(text.split("\n"), 1)]  # only \n ends a line
+    requests: list[Any] = []
+    first: dict[tuple[str, str], str] = {}
+    for where, short, line in lines:
+        if not line.split("#", 1)[0].strip():
+            continue  # blank, or only a comment
+        try:
+            request = PushRequest.parse(line)
+        except UsageError as exc:
+            raise UsageError(f"{where}: {exc.message}") from None
+        key = (request.package, request.version)
+        if key in first:
+            raise UsageError(f"{where}: {request.package} {request.version} is on "
+                             f"{first[key]} too")
+        first[key] = short
+        requests.append(request)
+    if not requests:
+        raise UsageError(f"name at least one item ({LINE_HELP}) or --from-file FILE")
+    return requests
 
 
 @group.command(cls=Command, short_help="Make an existing VERSION the latest of PACKAGE.")

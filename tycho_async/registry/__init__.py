@@ -30,6 +30,8 @@ directory package), ``verify``, ``delete`` (delete, prune), ``queries`` and ``lo
 (lock files made, checked and updated). Operation
 modules import ``catalog`` and ``publish`` at most from one another (and pull its
 ``trees``); ``Registry`` here composes them, loading each on first use.
+
+``batch`` (push_many) runs a list of pushes, each through ``Registry.push``.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ if TYPE_CHECKING:
         PruneResult,
         PullRequest,
         PullResult,
+        PushRequest,
         PushResult,
         ShowResult,
         VerifyResult,
@@ -106,6 +109,17 @@ class Registry:
                                         localname=localname, level=level,
                                         skip_existing=skip_existing,
                                         skip_identical=skip_identical)
+
+    async def push_many(self, requests: Sequence[PushRequest], *, promote: bool,
+                        skip_existing: bool = False, skip_identical: bool = False,
+                        level: int | None = None) -> list[PushResult]:
+        """See ``batch.PushMany.run``. Each item goes through ``push`` here, the one
+        entry point of a push."""
+        from .batch import PushMany
+
+        return await PushMany(self.ctx, self.push).run(
+            requests, promote=promote, skip_existing=skip_existing,
+            skip_identical=skip_identical, level=level)
 
     async def promote(self, package: str, version: str) -> None:
         from .publish import promote
