@@ -663,6 +663,17 @@ class LockVerdict:
     def state(self) -> str:
         return {True: "PASS", False: "MISS", None: NOT_RUN}[self.passed]
 
+    @property
+    def few_runs(self) -> bool:
+        """Whether a PASS or MISS rests on fewer runs on a side than the medians of issue
+        16's targets take (then it is only indicative, as there)."""
+        return self.passed is not None and min(
+            (int(n) for n in self.runs.split("/") if n), default=0) < TARGET_MIN_RUNS
+
+    @property
+    def result(self) -> str:
+        return f"{self.state}*" if self.few_runs else self.state
+
 
 def lock_rows(results: Results, action: Action) -> tuple[Row | None, Row | None]:
     """The two sides' rows of the lock scenario of ``action`` (None: not in the run)."""
@@ -770,15 +781,21 @@ LOCK_HEADER = ("target (issue 18)", "measured", "value", "bound", "runs", "resul
 
 
 def issue18_table(verdicts: Sequence[LockVerdict]) -> str:
-    """Issue 18's targets, one a row, as issue 16's table shows its own."""
-    return render([LOCK_HEADER, *((v.target, v.measured, v.shown, v.bound, v.runs, v.state)
+    """Issue 18's targets, one a row, as issue 16's table shows its own (a verdict on
+    fewer runs than its medians take starred, and the star explained)."""
+    text = render([LOCK_HEADER, *((v.target, v.measured, v.shown, v.bound, v.runs, v.result)
                                   for v in verdicts)], frozenset({4}))
+    if any(v.few_runs for v in verdicts):
+        text += (f"\n* fewer than {TARGET_MIN_RUNS} runs on a side (--repeat): indicative "
+                 "only")
+    return text
 
 
 def lock_summary(verdict: LockVerdict) -> dict[str, Any]:
     """One target of issue 18, as JSON-ready data."""
     return {"target": verdict.target, "measured": verdict.measured, "value": verdict.shown,
-            "bound": verdict.bound, "runs": verdict.runs, "result": verdict.state}
+            "bound": verdict.bound, "runs": verdict.runs, "result": verdict.state,
+            "few_runs": verdict.few_runs}
 
 
 # -- the README's results block ------------------------------------------------------------

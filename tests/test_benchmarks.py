@@ -1222,12 +1222,17 @@ def test_issue18_table_and_json() -> None:
     rows = [lock_row(Action.PUSH_LIST, 0, 5.0), lock_row(Action.PUSH_LIST, 1, 40.0)]
     verdicts = lock_verdicts(*rows)
     lines = issue18_table(verdicts).splitlines()
-    assert lines[0].split()[:3] == ["target", "(issue", "18)"] and len(lines) == 5
+    assert lines[0].split()[:3] == ["target", "(issue", "18)"] and len(lines) == 6
     assert lines[4].startswith("push-list 50 x 64 KiB vs 50 pushes") and lines[4].endswith(
-        "MISS") and "8.0x" in lines[4]
+        "MISS*") and "8.0x" in lines[4]  # one run a side: indicative only
     assert [line.endswith("not run") for line in lines[2:4]] == [True, True]
+    assert lines[5].startswith("* fewer than 5 runs on a side")
     data = [lock_summary(v) for v in verdicts]
-    assert [d["result"] for d in data] == ["not run", "not run", "MISS"]
+    assert [(d["result"], d["few_runs"]) for d in data] == [
+        ("not run", False), ("not run", False), ("MISS", True)]
+    for row in rows:
+        row.runs *= 5
+    assert issue18_table(lock_verdicts(*rows)).splitlines()[-1].endswith(" MISS")
     json.dumps(data)
     whole = summary(Results(rows, FULL), {}, [], [])
     assert whole["rows"][0]["side"] == "push-list" and whole["rows"][1]["side"] == "push-each"
