@@ -6,7 +6,8 @@ imported, so a lazy or TYPE_CHECKING-only import counts as much as any other):
 - the registry uses the engine's public names only, and never a concrete store; it
   leaves file mechanics (``os``, ``shutil``, ``tempfile``) to ``localfs.py``; its
   operation modules import ``catalog`` and ``publish`` at most from one another (and
-  their own parts: publish its ``skips``, pull its ``trees``);
+  their own parts: publish its ``skips``, pull its ``trees``; ``locked``, a lock
+  file's pull, is made of pull's machinery and imports ``pull``);
 - transfer imports nothing of the registry, the API, the CLI, config or the display;
 - only the CLI imports typer; rich only in the CLI and the progress display
   (``progress.py``, which loads ``bars.py`` on a terminal); bars imports nothing of
@@ -43,7 +44,8 @@ CONCRETE_STORES = tuple(f"{STORAGE}.{name}" for name in (
     "sigv4", "local"))
 REGISTRY_SHARED = (f"{REGISTRY}.catalog", f"{REGISTRY}.publish")
 REGISTRY_PARTS = {f"{REGISTRY}.publish": (f"{REGISTRY}.skips",),
-                  f"{REGISTRY}.pull": (f"{REGISTRY}.trees",)}
+                  f"{REGISTRY}.pull": (f"{REGISTRY}.trees",),
+                  f"{REGISTRY}.locked": (f"{REGISTRY}.pull",)}
 FILE_MECHANICS = ("os", "shutil", "tempfile")
 RESULTS = f"{ROOT}.results"
 NOT_BELOW_RESULTS = tuple(f"{ROOT}.{name}" for name in ("registry", "api", "cli"))

@@ -8,6 +8,7 @@ their own (with static credentials and an http endpoint, no SDK either).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import subprocess
@@ -36,9 +37,9 @@ S3_STACK = ("aiobotocore", "aiohttp", "botocore", "boto3", "s3transfer", "urllib
 # and of the registry's operations only those that push and pull (catalog, publish, pull).
 NOT_FOR_LOCAL_TRANSFERS = (*S3_STACK, "rich", "zstandard", "tycho_async.archive",
                            "platformdirs", "dotenv", "tempfile",
-                           "tycho_async.lockfile",
-                           *(f"tycho_async.registry.{name}"
-                             for name in ("trees", "verify", "delete", "queries", "lock")))
+                           "tycho_async.lockfile", "tycho_async.pinned",
+                           *(f"tycho_async.registry.{name}" for name in
+                             ("trees", "verify", "delete", "queries", "lock", "locked")))
 # Never loaded by --help (of the root or of a command): no event loop, no settings,
 # no registry and nothing a transfer needs.
 NOT_FOR_HELP = (*NOT_FOR_LOCAL_TRANSFERS, "asyncio", "anyio", "json", "dataclasses",
@@ -111,6 +112,49 @@ def test_an_s3_push_pull_and_pull_list_with_static_keys_load_no_sdk(
            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION}
     check_transfers(["--registry", f"s3://{bucket}"], NOT_FOR_LOCAL_TRANSFERS, isolated_env,
                     env)
+
+
+def test_a_locked_pull_list_loads_only_what_a_pull_list_does(
+        seaweed_endpoint: str, isolated_env: Path) -> None:
+    """pull-list --locked, cold (one GET) and warm (no request), with static keys: no
+    SDK, no HTTP framework, no upload code; warm, not even an event loop or a store."""
+    import anyio
+
+    from tycho_async.layout import version_key
+    from tycho_async.lockfile import Lock, Locked, dump
+    from tycho_async.storage import S3Options, open_store
+
+    bucket = make_bucket(seaweed_endpoint)
+    env = {**os.environ, "AWS_ENDPOINT_URL": seaweed_endpoint, "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION}
+    reg = ["--registry", f"s3://{bucket}"]
+    write_file(isolated_env / "data.bin", 1024)
+    done, _ = _traced("push", *reg, "pkg", "1.0", "data.bin", env=env)
+    assert done.returncode == 0, done.stderr
+    options = S3Options(bucket, "", {"endpoint_url": seaweed_endpoint, "region_name": REGION,
+                                     "aws_access_key_id": "testing",
+                                     "aws_secret_access_key": "testing"})
+
+    async def head() -> Any:
+        async with open_store(options) as store:
+            return await store.head(version_key("pkg", "1.0"))
+
+    info = anyio.run(head)
+    sha256 = hashlib.sha256((isolated_env / "data.bin").read_bytes()).hexdigest()
+    (isolated_env / "tychoreg.lock").write_bytes(dump(Lock(f"s3://{bucket}/", [
+        Locked("pkg", "1.0", "data.bin", info.size, info.etag, sha256=sha256)])))
+    for run in ("cold", "warm"):
+        done, modules = _traced("pull-list", *reg, "--locked", env=env)
+        assert done.returncode == 0, done.stderr
+        assert "tycho_async.pinned" in modules
+        assert _loaded(modules, (*NOT_FOR_LOCAL_TRANSFERS, "tycho_async.transfer.upload")) \
+            == ["tycho_async.lockfile", "tycho_async.pinned",
+                *(["tycho_async.registry.locked"] if run == "cold" else [])]
+        # warm: the local files tell everything; no event loop, no store, no registry
+        store = _loaded(modules, ("asyncio", "tycho_async.registry", "tycho_async.storage.s3"))
+        assert store == ([] if run == "warm" else
+                         ["asyncio", "tycho_async.registry", "tycho_async.storage.s3"])
+    assert "up to date" in done.stdout
 
 
 def test_bars_and_directories_still_load_what_they_need(

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from anyio.from_thread import BlockingPortal
 
     from .lifecycle import Liveness
+    from .lockfile import Lock
     from .registry import Registry
     from .results import (
         DeleteResult,
@@ -73,9 +74,27 @@ async def open_settings(settings: Settings, progress: ProgressSink | None = None
     async with open_store(settings.store) as store:
         yield AsyncRegistry(Registry(
             Engine(store, settings.transfer, progress), settings.outdir,
-            missing_root_ok=settings.default_registry,
-            own_files=[settings.dotenv.name] if settings.dotenv else [], liveness=liveness,
-            identity=settings.location))
+            missing_root_ok=settings.default_registry, own_files=_own_files(settings),
+            liveness=liveness, identity=settings.location))
+
+
+def _own_files(settings: Settings) -> list[str]:
+    return [settings.dotenv.name] if settings.dotenv else []
+
+
+def locked_current(settings: Settings, lock: Lock, *,
+                   other_registry: bool = False) -> list[PullResult] | None:
+    """A pull of ``lock`` that needs no store: the lock checked as ``pull_locked``
+    checks it first (UsageError), then, when every entry's local copy is current, their
+    results; None when any entry needs the store (then ``pull_locked`` it). Nothing is
+    opened: no connection, no credentials resolved (a CI run with everything in place)."""
+    from .layout import reserved_names
+    from .localfs import LocalFS
+    from .pinned import check_lock, offline
+
+    check_lock(lock, settings.location, reserved_names(_own_files(settings)),
+               other_registry=other_registry)
+    return offline(lock, LocalFS(), settings.outdir)
 
 
 def _lock_path(lockfile: str | Path | None) -> Path:
@@ -166,6 +185,24 @@ class AsyncRegistry:
         return await self._registry.pull_many(
             requests, outdir=None if outdir is None else Path(outdir), force=force,
             max_unpacked=_size_or_none(max_unpacked))
+
+    async def pull_locked(self, lockfile: str | Path | Lock | None = None, *,
+                          outdir: str | Path | None = None, force: bool = False,
+                          other_registry: bool = False,
+                          max_unpacked: int | str | None = None) -> list[PullResult]:
+        """Pull exactly what the lock file says (a path, by default ``tychoreg.lock``,
+        or a ``lockfile.Lock`` already read), with no tycho.json request: a current
+        local copy costs no request, any other one GET, checked against the locked
+        SHA-256 (size and ETag for tycho-station versions).
+        A lock resolved against another registry is a UsageError unless
+        ``other_registry``; a partial failure raises ``PartialFailure`` as pull_many."""
+        from .lockfile import DEFAULT_LOCKFILE, Lock, read
+
+        lock = lockfile if isinstance(lockfile, Lock) else \
+            read(Path(DEFAULT_LOCKFILE if lockfile is None else lockfile))
+        return await self._registry.pull_locked(
+            lock, outdir=None if outdir is None else Path(outdir), force=force,
+            other_registry=other_registry, max_unpacked=_size_or_none(max_unpacked))
 
     async def delete(self, package: str, *versions: str, force: bool = False,
                      dry_run: bool = False, everything: bool = False) -> DeleteResult:
@@ -370,6 +407,13 @@ class Client:
                   max_unpacked: int | str | None = None) -> list[PullResult]:
         return self._call("pull_many", list(items), outdir=outdir, force=force,
                           max_unpacked=max_unpacked)
+
+    def pull_locked(self, lockfile: str | Path | Lock | None = None, *,
+                    outdir: str | Path | None = None, force: bool = False,
+                    other_registry: bool = False,
+                    max_unpacked: int | str | None = None) -> list[PullResult]:
+        return self._call("pull_locked", lockfile, outdir=outdir, force=force,
+                          other_registry=other_registry, max_unpacked=max_unpacked)
 
     def delete(self, package: str, *versions: str, force: bool = False,
                dry_run: bool = False, everything: bool = False) -> DeleteResult:

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .defaults import DEFAULT_CONFIG
 from .errors import IncompleteVersion, UnsafeRemoteData
 from .lifecycle import DELETING, PENDING
 from .storage import ObjectInfo
@@ -57,6 +58,12 @@ def record_key(package: str, version: str) -> str:
 
 def etag_sidecar(path: Path) -> Path:
     return path.with_name(path.name + SIDECAR_SUFFIX)
+
+
+def reserved_names(own_files: Iterable[str]) -> frozenset[str]:
+    """What no localname may name: the config file's name, and ``own_files`` (the
+    dotenv file the config names)."""
+    return frozenset({DEFAULT_CONFIG, *own_files})
 
 
 def localname_clash(name: str, reserved: frozenset[str]) -> str | None:

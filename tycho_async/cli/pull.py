@@ -23,7 +23,7 @@ from .options import (
     VersionOpt,
 )
 from .render import echo_json, out, reports, say
-from .run import cli_command, execute, execute_transfer, settings_for
+from .run import ROOT_OPTIONS, cli_command, execute, execute_transfer, given, settings_for
 
 group = typer.Typer()  # these commands; the root (cli/__init__.py) lists every group in order
 
@@ -131,6 +131,16 @@ def pull_list(
         "--from-file", metavar="FILE", show_default=False,
         help="Read more items from FILE, one a line ('#' starts a comment); - reads "
              "standard input.")] = None,
+    locked: Annotated[bool, typer.Option(
+        "--locked", help="Pull exactly the versions and bytes the lock file says, with no "
+        "tycho.json request (no PACKAGE or --from-file beside it): a local copy that is "
+        "current costs no request, any other one GET, checked against the lock (exit 3 on "
+        "a mismatch, nothing replaced). A lock resolved against another registry is "
+        "refused (exit 2) unless --registry is given on the command line.")] = False,
+    lockfile: Annotated[Path | None, typer.Option(
+        "--lockfile", metavar="PATH", show_default=False,
+        help="With --locked: the lock file to pull (default: tychoreg.lock in the "
+             "current directory).")] = None,
     force: Annotated[bool, typer.Option(
         "--force", "-f", help="Download even when local copies are current.")] = False,
     outdir: OutdirOpt = None,
@@ -139,26 +149,32 @@ def pull_list(
     config: ConfigOpt = None, registry: RegistryOpt = None,
     concurrency: ConcurrencyOpt = None, part_size: PartSizeOpt = None,
     quiet: QuietOpt = False, progress: ProgressOpt = None,
+    *, ctx: typer.Context,
 ) -> None:
     """Pull many packages at once; every failure is reported at the end (what was
-    pulled is still listed)."""
+    pulled is still listed). With --locked, what a lock file (tychoreg lock) says."""
     from ..results import PullRequest
 
-    items = list(packages or [])
-    if from_file is not None:
-        try:
-            lines = (sys.stdin.read() if str(from_file) == "-" else
-                     from_file.read_text(encoding="utf-8")).splitlines()
-        except OSError as exc:
-            raise UsageError(f"cannot read {from_file}: {exc.strerror or exc}") from exc
-        items += [line.split("#", 1)[0].strip() for line in lines]
-        items = [item for item in items if item]
-    if not items:
-        raise UsageError("name at least one package (or --from-file FILE)")
-    requests = [PullRequest.parse(item) for item in items]
     limit = _max_unpacked(max_unpacked)
+    lock = _lock(locked, lockfile, packages, from_file)  # None: a plain pull-list
+    requests = _pull_list_requests(packages, from_file) if lock is None else \
+        [PullRequest(entry.name, entry.version) for entry in lock.packages]
     settings = settings_for(config, registry, concurrency=concurrency, part_size=part_size,
                             outdir=outdir)
+    other = _registry_given(ctx)
+
+    async def work(reg: Any) -> list[Any]:
+        if lock is None:
+            return await reg.pull_many([str(r) for r in requests], force=force,
+                                       max_unpacked=limit)
+        return await reg.pull_locked(lock, force=force, other_registry=other,
+                                     max_unpacked=limit)
+
+    current = None
+    if lock is not None and not force:  # everything current: no store opened at all
+        from ..api import locked_current
+
+        current = locked_current(settings, lock, other_registry=other)
     from ..progress import make_progress
 
     failure: PartialFailure | None = None
@@ -167,8 +183,7 @@ def pull_list(
                             summary_last=True)
     with display as sink:
         try:
-            results = execute(settings, lambda reg: reg.pull_many(items, force=force,
-                                                                  max_unpacked=limit), sink)
+            results = current if current is not None else execute(settings, work, sink)
         except PartialFailure as exc:
             failure, results = exc, exc.results
     for result in results:
@@ -182,6 +197,46 @@ def pull_list(
     display.summarize()
     if failure is not None:
         raise failure
+
+
+def _lock(locked: bool, lockfile: Path | None, packages: list[str] | None,
+          from_file: Path | None) -> Any:
+    """The lock file of --locked, read and checked whole before anything else (exit
+    2); None without --locked."""
+    if not locked:
+        if lockfile is not None:
+            raise UsageError("--lockfile names the lock file of --locked; pass --locked too")
+        return None
+    if packages or from_file is not None:
+        raise UsageError("--locked pulls what the lock file says: name no package and no "
+                         "--from-file beside it")
+    from ..lockfile import DEFAULT_LOCKFILE, read
+
+    return read(lockfile if lockfile is not None else Path(DEFAULT_LOCKFILE))
+
+
+def _registry_given(ctx: typer.Context) -> bool:
+    """Whether --registry was typed on the command line, before or after the command
+    name (not taken from TYCHOREG_REGISTRY or the config)."""
+    return given(ctx, "registry") or "registry" in ctx.meta.get(ROOT_OPTIONS, {})
+
+
+def _pull_list_requests(packages: list[str] | None, from_file: Path | None) -> list[Any]:
+    """The items of a plain pull-list: its arguments, then --from-file's lines."""
+    from ..results import PullRequest
+
+    items = list(packages or [])
+    if from_file is not None:
+        try:
+            lines = (sys.stdin.read() if str(from_file) == "-" else
+                     from_file.read_text(encoding="utf-8")).splitlines()
+        except OSError as exc:
+            raise UsageError(f"cannot read {from_file}: {exc.strerror or exc}") from exc
+        items += [line.split("#", 1)[0].strip() for line in lines]
+        items = [item for item in items if item]
+    if not items:
+        raise UsageError("name at least one package (or --from-file FILE, or --locked)")
+    return [PullRequest.parse(item) for item in items]
 
 
 @group.command(cls=Command, short_help="Re-check a stored version against its SHA-256 record.")

@@ -118,12 +118,14 @@ def cli_command(fn: Callable[..., None]) -> Callable[..., None]:
     one too (exit 3), with its traceback, redacted, only under --debug.
 
     Every command also takes --debug, and its --config and --registry fall back to the
-    ones given before the command name (``tychoreg --registry URL list``)."""
+    ones given before the command name (``tychoreg --registry URL list``). A command
+    that declares ``ctx`` gets the click context too."""
     signature = inspect.signature(fn, eval_str=True)
+    wants_ctx = "ctx" in signature.parameters
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> None:
-        ctx: typer.Context = kwargs.pop("ctx")
+        ctx: typer.Context = kwargs["ctx"] if wants_ctx else kwargs.pop("ctx")
         if kwargs.pop("debug"):
             turn_on_debug()
         root = ctx.meta.get(ROOT_OPTIONS, {})
@@ -150,6 +152,7 @@ def cli_command(fn: Callable[..., None]) -> Callable[..., None]:
     wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
         parameters=[*signature.parameters.values(),
                     inspect.Parameter("debug", keyword, default=False, annotation=DebugOpt),
-                    inspect.Parameter("ctx", keyword, annotation=typer.Context)])
+                    *([] if wants_ctx else
+                      [inspect.Parameter("ctx", keyword, annotation=typer.Context)])])
     return wrapper
 

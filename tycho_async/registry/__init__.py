@@ -26,10 +26,11 @@ sharing a ``catalog.Context`` (engine, catalog, local file system, reserved name
 ``catalog`` (the bucket as operations see it), ``publish`` (init, push, promote, and
 finishing a push a crash cut short; ``skips`` is its part for pushes that upload
 nothing), ``pull`` (resolve, the destination chain, pull_many; ``trees`` installs a
-directory package), ``verify``, ``delete`` (delete, prune), ``queries`` and ``lock``
-(lock files made, checked and updated). Operation
-modules import ``catalog`` and ``publish`` at most from one another (and pull its
-``trees``); ``Registry`` here composes them, loading each on first use.
+directory package; ``locked`` pulls a lock file through them), ``verify``,
+``delete`` (delete, prune), ``queries`` and ``lock`` (lock files made, checked and
+updated). Operation modules import ``catalog`` and ``publish`` at most from one another
+(pull its ``trees``; ``locked`` imports ``pull``); ``Registry`` here composes them,
+loading each on first use.
 
 ``batch`` (push_many) runs a list of pushes, each through ``Registry.push``.
 """
@@ -41,7 +42,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from ..config import DEFAULT_CONFIG
+from ..layout import reserved_names
 from ..lifecycle import Liveness
 from ..transfer import Engine
 from .catalog import Catalog, Context
@@ -90,8 +91,7 @@ class Registry:
         self.outdir = outdir
         self.catalog = Catalog(engine, liveness or Liveness(),
                                missing_root_ok=missing_root_ok, clock=clock)
-        self.ctx = Context(engine, self.catalog, fs or engine.fs,
-                           frozenset({DEFAULT_CONFIG, *own_files}),
+        self.ctx = Context(engine, self.catalog, fs or engine.fs, reserved_names(own_files),
                            identity or engine.store.location)
 
     async def init(self, package: str, filename: str) -> None:
@@ -150,6 +150,16 @@ class Registry:
         return await Pull(self.ctx).pull_many(
             requests, outdir=self.outdir if outdir is None else outdir, force=force,
             max_unpacked=max_unpacked, each=self.pull)
+
+    async def pull_locked(self, lock: Lock, *, outdir: Path | None = None,
+                          force: bool = False, other_registry: bool = False,
+                          max_unpacked: int | None = None) -> list[PullResult]:
+        """See ``locked.LockedPull.run``; ``outdir`` as for ``pull``."""
+        from .locked import LockedPull
+
+        return await LockedPull(self.ctx).run(
+            lock, outdir=self.outdir if outdir is None else outdir, force=force,
+            other_registry=other_registry, max_unpacked=max_unpacked)
 
     async def verify(self, request: PullRequest, *, repair: bool = False) -> VerifyResult:
         """See ``verify.Verify.run``."""

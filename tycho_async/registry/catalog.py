@@ -341,7 +341,7 @@ class Catalog:
         except NotFound:
             raise NotFound(f"{package} {version} does not exist") from None
 
-    async def stream(self, package: str, version: str, record: Expected | None,
+    async def stream(self, package: str, version: str, record: ExpectedSource | None,
                      sink: Callable[[bytes], None]) -> ObjectInfo:
         try:
             info, _ = await self.engine.download_stream(
@@ -377,10 +377,10 @@ def _observed(pkg: ObjectInfo | None, record: Record | None, copy: Record | None
                    None if copy is None else copy.to_json(), alive=alive)
 
 
-def expects(record: Expected | None) -> ExpectedSource:
+def expects(record: ExpectedSource | None) -> ExpectedSource:
     """What a pull checks: the record itself when there is one (its size known before
-    the first request, so a small object is asked with a plain GET), else layout's
-    policy, asked on the first answer's headers."""
+    the first request, so a small object is asked with a plain GET), or a lock file's
+    own check of the first answer; else layout's policy, asked on its headers."""
     if record is not None:
         return record
 

@@ -48,6 +48,7 @@ from ..names import check_package, check_remote_localname
 from ..results import PullRequest, PullResult
 from ..storage import ObjectInfo
 from ..transfer import Expected
+from ..transfer.engine import ExpectedSource
 from ..transfer.groups import task_group
 from ..units import plural
 from .catalog import WAVE_PER_SLOT, Context, MetaWave, expects, resolve
@@ -93,8 +94,10 @@ def _binary_to_terminal(package: str, version: str, what: str) -> UsageError:
 
 class Wanted:
     """One pull, resolved: the version and its record, the package's localname, and
-    where and how it goes. ``target`` looks at a local file destination once. (A plain
-    class: a dataclass costs about a millisecond at import, on every pull's start-up.)"""
+    where and how it goes. ``target`` looks at a local file destination once.
+    ``pinned``: the object as a lock file describes it, so a local copy is found current
+    without a HEAD. (A plain class: a dataclass costs about a millisecond at import, on
+    every pull's start-up.)"""
 
     __slots__ = (
         "_target",
@@ -108,15 +111,17 @@ class Wanted:
         "outdir",
         "outfile",
         "package",
+        "pinned",
         "raw",
         "record",
         "version",
     )
 
     def __init__(self, package: str, version: str, exact: bool, record: Record | None,
-                 expected: Expected | None, localname: str, outfile: Path | BinaryIO | None,
-                 outdir: Path, force: bool, raw: bool, claim: Claim | None,
-                 max_unpacked: int | None) -> None:
+                 expected: ExpectedSource | None, localname: str,
+                 outfile: Path | BinaryIO | None, outdir: Path, force: bool, raw: bool,
+                 claim: Claim | None, max_unpacked: int | None,
+                 pinned: ObjectInfo | None = None) -> None:
         self.package = package
         self.version = version
         self.exact = exact
@@ -129,6 +134,7 @@ class Wanted:
         self.raw = raw
         self.claim = claim
         self.max_unpacked = max_unpacked
+        self.pinned = pinned
         self.fmt = record.format if record is not None else FILE
         self._target: Target | None = None
 
@@ -243,9 +249,12 @@ class ToTree(Destination):
                 await want.claim(dest.absolute())
             from .trees import TreeInstall  # loaded only for directories
 
+            expected = want.expected  # a callable only for tycho-station's files
+            assert expected is None or isinstance(expected, Expected)
             return await TreeInstall(self.ctx, want.outdir).run(
-                package, want.version, want.expected, want.record or Record({}), dest,
-                force=want.force, exact=want.exact, max_unpacked=want.max_unpacked)
+                package, want.version, expected, want.record or Record({}), dest,
+                force=want.force, exact=want.exact, max_unpacked=want.max_unpacked,
+                pinned=want.pinned)
         except (UsageError, UnsafeRemoteData):
             await self.op.must_exist(want)
             raise
@@ -324,11 +333,13 @@ class ToFile(ToLocalFile):
         sidecar = etag_sidecar(target.named)
         if has_sidecar:
             if not want.force:
-                known = await engine.head(version_key(package, version))
-                if known is None:
+                current = want.pinned  # a lock's object: no HEAD, and one GET if stale
+                if current is None:
+                    current = known = await engine.head(version_key(package, version))
+                if current is None:
                     raise NotFound(f"{package} {version} does not exist")
-                if is_current(target.named, known):
-                    return PullResult(package, version, target.named, known.size,
+                if is_current(target.named, current):
+                    return PullResult(package, version, target.named, current.size,
                                       skipped=True)
             # Drop the old sidecar first: a file whose sidecar is gone is never taken as
             # current, whatever happens to this process before the new one is written.
@@ -436,6 +447,7 @@ class Pull:
     async def pull_many(
         self, requests: Sequence[PullRequest], *, outdir: Path, force: bool = False,
         max_unpacked: int | None = None, each: PullOne | None = None,
+        tycho_json: bool = True,
     ) -> list[PullResult]:
         """Pull every item concurrently (an item listed twice, once); report every failure
         together at the end. Two items that would write one path collide only if both
@@ -446,14 +458,17 @@ class Pull:
         Every package's tycho.json is read once, however many items name it, in one wave
         ahead of the objects (``MetaWave``): the reads go out at once, at the head of the
         budget's queue, and an item whose tycho.json is in starts its object's GET without
-        a round trip of its own. ``each`` pulls one item (by default ``pull``)."""
+        a round trip of its own. ``each`` pulls one item (by default ``pull``);
+        ``tycho_json`` False: no wave, each item gets ``meta`` None (a lock file's items
+        need no tycho.json)."""
         with self.ctx.fs.batch():  # the folders written to are looked at once, not per file
             return await self._pull_many(list(dict.fromkeys(requests)), outdir=outdir,
                                          force=force, max_unpacked=max_unpacked,
-                                         each=each or self.pull)
+                                         each=each or self.pull, tycho_json=tycho_json)
 
     async def _pull_many(self, requests: list[PullRequest], *, outdir: Path, force: bool,
-                         max_unpacked: int | None, each: PullOne) -> list[PullResult]:
+                         max_unpacked: int | None, each: PullOne,
+                         tycho_json: bool) -> list[PullResult]:
         results: dict[int, PullResult] = {}
         failures: list[tuple[str, TychoError]] = []
         claimed: dict[Path, tuple[str, anyio.Event]] = {}
@@ -461,7 +476,7 @@ class Pull:
         created = await anyio.to_thread.run_sync(fs.make_dirs, outdir)
         concurrency = self.ctx.engine.settings.concurrency
         wave = MetaWave(self.catalog, [r.package for r in requests],
-                        WAVE_PER_SLOT * concurrency)
+                        WAVE_PER_SLOT * concurrency) if tycho_json else None
 
         async def one(index: int, request: PullRequest) -> None:
             ended = anyio.Event()
@@ -477,7 +492,7 @@ class Pull:
                 mine.append(key)
 
             try:
-                meta = await wave.meta(request.package)
+                meta = await wave.meta(request.package) if wave is not None else None
                 results[index] = await each(request, outdir=outdir, force=force,
                                             claim=claim, max_unpacked=max_unpacked,
                                             meta=meta)
@@ -486,7 +501,8 @@ class Pull:
                 for key in mine:  # a failed item writes nothing: its paths are free
                     del claimed[key]
             finally:
-                wave.done(request.package)
+                if wave is not None:
+                    wave.done(request.package)
                 ended.set()
 
         # A fixed pool of workers, not a task per item: memory stays flat in the length of
@@ -500,7 +516,8 @@ class Pull:
 
         try:
             async with task_group() as tg:
-                wave.start(tg, concurrency)
+                if wave is not None:
+                    wave.start(tg, concurrency)
                 for _ in range(min(len(requests), 2 * concurrency)):
                     tg.start_soon(worker)
         finally:

@@ -79,14 +79,16 @@ class TreeInstall:
 
     async def run(self, package: str, version: str, expected: Expected | None,
                   record: Record, dest: Path, *, force: bool,
-                  exact: bool, max_unpacked: int | None) -> PullResult:
+                  exact: bool, max_unpacked: int | None,
+                  pinned: ObjectInfo | None = None) -> PullResult:
         """Extract a directory package at ``dest``, atomically: into a temporary
         directory beside it while the stream is hashed, with the proof written into it;
         ``dest`` is replaced (the old one renamed aside, the new one into place) only
         once the SHA-256 matches. An existing ``dest`` is replaced only if its proof
         says a pull of this package made it, and skipped while that proof names this
-        version's object and its manifest still matches the tree. Replacing a tree with
-        local edits proceeds, with a warning naming them."""
+        version's object and its manifest still matches the tree (``pinned``: the object
+        as a lock file describes it, compared with no HEAD). Replacing a tree with local
+        edits proceeds, with a warning naming them."""
         if dest.name in ("", ".", ".."):
             raise UsageError(f"{dest} names no directory; pull a directory package to a "
                              "path such as ./deps")
@@ -98,7 +100,7 @@ class TreeInstall:
             if proof is not None:
                 edits = await anyio.to_thread.run_sync(local_edits, dest, proof)
                 if not force and not edits and proof.get("version") == version:
-                    known = await self.ctx.engine.head(key)
+                    known = pinned or await self.ctx.engine.head(key)
                     if known is None:
                         raise NotFound(f"{package} {version} does not exist")
                     if proof.get("etag") == known.etag:

@@ -216,7 +216,7 @@ class _Download:
                 try:
                     await self.learned.admit(body.info)  # before a byte is read
                 except IntegrityError:
-                    if whole or self.learned.value.size:
+                    if whole or not self.learned.expects_empty:
                         raise
                     self.malformed = True  # an empty object: the quirk below
                     raise _TransientCut(f"{self.key}: a ranged GET of an empty object "
@@ -449,6 +449,12 @@ class _Learned:
     def value(self) -> Expected:
         assert self._value is not None
         return self._value
+
+    @property
+    def expects_empty(self) -> bool:
+        """The caller expects an empty object (False too when its policy refused the
+        answer before saying what it expects)."""
+        return self._value is not None and not self._value.size
 
     @property
     def known_size(self) -> int | None:

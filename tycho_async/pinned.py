@@ -1,0 +1,90 @@
+"""A lock file's entries as they stand locally, before any store is opened: the checks
+a lock must pass before any request (``check_lock``: the registry it names, the local
+names it would write), and whether every entry's local copy is already current
+(``offline``), so that a warm ``pull-list --locked`` opens no connection and resolves
+no credentials. No store, no event loop: only the local files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import TychoError, UsageError
+from .layout import (
+    TAR_ZSTD,
+    dir_name,
+    etag_sidecar,
+    is_current,
+    localname_clash,
+    version_key,
+)
+from .localfs import LocalFS, dir_target, fits
+from .lockfile import Lock, Locked, LockfileError
+from .results import PullResult
+from .storage import ObjectInfo
+
+
+def check_lock(lock: Lock, identity: str, reserved: frozenset[str], *,
+               other_registry: bool) -> None:
+    """Everything a lock must satisfy before any request (UsageError, exit 2): the
+    registry it was resolved against is this one, ``identity`` (unless
+    ``other_registry``), and no entry's localname (or a directory's NAME) passes for
+    one of tychoreg's own files (``reserved``)."""
+    if lock.registry != identity and not other_registry:
+        raise UsageError(f"the lock file was resolved against {lock.registry}, not "
+                         f"{identity} (the registry in use); pass --registry on the "
+                         "command line to pull it from this one anyway")
+    for entry in lock.packages:
+        if entry.station and entry.format == TAR_ZSTD:
+            raise LockfileError(f"package {entry}: a directory package is locked by its "
+                                "sha256, and this entry has none")
+        names = [entry.localname]
+        if entry.format == TAR_ZSTD:
+            names.append(dir_name(entry.localname) or entry.localname)
+        for name in names:
+            problem = localname_clash(name, reserved)
+            if problem:
+                raise LockfileError(f"package {entry}: the lock names the local file "
+                                    f"{name!r}, and {problem}")
+
+
+def offline(lock: Lock, fs: LocalFS, outdir: Path) -> list[PullResult] | None:
+    """What a pull of ``lock`` into ``outdir`` finds when every entry is current, told
+    from the local files alone (so a warm run needs no store at all: no connection, no
+    credentials); None as soon as one entry needs the store, or a destination needs
+    the full pull's checks and messages. ``check_lock`` comes first."""
+    results: list[PullResult] = []
+    seen: set[Path] = set()
+    for entry in lock.packages:
+        try:
+            result = _current(entry, fs, outdir)
+        except TychoError:
+            return None
+        if result is None or result.path.absolute() in seen:
+            return None
+        seen.add(result.path.absolute())
+        results.append(result)
+    return results
+
+
+def _current(entry: Locked, fs: LocalFS, outdir: Path) -> PullResult | None:
+    """The skipped result of a current entry, as the destination chain would give it."""
+    if entry.format == TAR_ZSTD:
+        from .archive.proof import local_edits, read_proof
+
+        dest = outdir / (dir_name(entry.localname) or entry.localname)
+        if not dir_target(dest, keep=(outdir,)):
+            return None
+        proof = read_proof(dest)
+        if proof is None or (proof.get("package"), proof.get("version"), proof.get("etag")) \
+                != (entry.name, entry.version, entry.etag) or local_edits(dest, proof):
+            return None
+    else:
+        target = fs.target(outdir / entry.localname, within=outdir)
+        dest = target.named
+        pinned = ObjectInfo(version_key(entry.name, entry.version), entry.size, entry.etag)
+        if target.is_stream or not target.sidecar or not fits(etag_sidecar(dest)) or \
+                not is_current(dest, pinned):
+            return None
+    return PullResult(entry.name, entry.version, dest, entry.size, skipped=True, exact=True,
+                      format=entry.format)
