@@ -89,10 +89,13 @@ class Job:
     presign: Callable[[str, str], str] | None = None  # raw-http: (method, key) -> URL
     tree: Path | None = None  # directory: the source tree (its name is the pulled one's)
     level: int = 0  # directory: the zstd level
+    lockfile: Path | None = None  # lock: the lock file of the packages
+    kept_outdir: Path | None = None  # lock, all current: the outdir kept between runs
+    items: tuple[tuple[str, str, Path], ...] = ()  # push-list: (package, version, file)
 
     @property
     def outdir(self) -> Path:
-        return self.workdir / "out"
+        return self.kept_outdir or self.workdir / "out"
 
     @property
     def outtree(self) -> Path:
@@ -112,6 +115,13 @@ class Job:
     def write_list(self) -> Path:
         self.listfile.write_text("".join(f"{p}\n" for p in self.packages))
         return self.listfile
+
+    def write_items(self) -> Path:
+        """push-list's file: one ``PKG VERSION PATH`` line per item, shell-quoted."""
+        path = self.workdir / "items.txt"
+        path.write_text("".join(f"{shlex.join([package, version, str(file)])}\n"
+                                for package, version, file in self.items))
+        return path
 
 
 class Client:
@@ -137,6 +147,12 @@ class Client:
             return self.pull_dir(job)
         if action is Action.PULL_MANY:
             return self.pull_many(job)
+        if action in (Action.PULL_LOCKED, Action.PULL_CURRENT):
+            return self.pull_locked(job)
+        if action is Action.PUSH_LIST:
+            return self.push_list(job)
+        if action is Action.PUSH_EACH:
+            return self.push_each(job)
         raise ValueError(f"{action} has no job; see help()")
 
     def push(self, job: Job) -> list[str]:
@@ -156,6 +172,15 @@ class Client:
 
     def pull_many(self, job: Job) -> list[str]:
         raise NotImplementedError(f"{self.name.value} has no Python API")
+
+    def pull_locked(self, job: Job) -> list[str]:
+        raise NotImplementedError(f"{self.name.value} has no lock file")
+
+    def push_list(self, job: Job) -> list[str]:
+        raise NotImplementedError(f"{self.name.value} has no push-list")
+
+    def push_each(self, job: Job) -> list[str]:
+        raise NotImplementedError(f"{self.name.value} has no push")
 
     def label(self, action: Action) -> str:
         """What the table calls this client's rows of ``action``."""
@@ -200,6 +225,29 @@ class Tychoreg(Client):
                 f"s3://{job.bucket}", "--endpoint-url", job.endpoint, "--from-file",
                 str(job.write_list()), "--outdir", str(job.outdir), "--report",
                 str(job.api_report)]
+
+    def lock(self, job: Job) -> list[str]:
+        """The lock group's set-up (unmeasured): lock the list's packages at their latest."""
+        assert job.lockfile is not None
+        return [self.exe, "lock", "--from-file", str(job.write_list()), "--lockfile",
+                str(job.lockfile)]
+
+    def pull_locked(self, job: Job) -> list[str]:
+        assert job.lockfile is not None
+        return [self.exe, "pull-list", "--locked", "--lockfile", str(job.lockfile),
+                "--outdir", str(job.outdir), "--quiet"]
+
+    def push_list(self, job: Job) -> list[str]:
+        return [self.exe, "push-list", "--from-file", str(job.write_items()), "--quiet"]
+
+    def push_each(self, job: Job) -> list[str]:
+        """One ``tychoreg push`` process per item, one after the other, as a shell script
+        that stops at the first failure (so a failing push fails the run)."""
+        script = job.workdir / "pushes.sh"
+        script.write_text("".join(
+            f"{shlex.join([self.exe, 'push', package, version, str(file), '--quiet'])}\n"
+            for package, version, file in job.items))
+        return [BASH, "-e", str(script)]
 
     def help(self) -> tuple[str, list[str]]:
         return "tychoreg --help", [self.exe, "--help"]

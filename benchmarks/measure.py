@@ -48,7 +48,9 @@ class Run:
     error: str = ""  # why the run does not count ("" when it does)
     stored_bytes: int | None = None  # directory: the size of the compressed object
     work_cpu: float | None = None  # api: CPU seconds of the call alone, start-up excluded
-    requests: int | None = None  # api: the requests the server got during the run
+    # api: the requests the server got during the run; lock: those the delay proxy saw
+    requests: int | None = None
+    tycho_json: int | None = None  # lock: how many of those requests were for a tycho.json
 
     @property
     def ok(self) -> bool:
@@ -64,6 +66,7 @@ class Row:
     label: str  # what the table shows: the client, or its command for start-up rows
     layout: Layout | None = None
     runs: list[Run] = field(default_factory=list)
+    side: Action | None = None  # lock: which of the scenario's commands (LOCK_SIDES) it runs
 
     @property
     def good(self) -> list[Run]:
@@ -101,6 +104,15 @@ class Row:
         found = median(run.requests for run in self.good if run.requests is not None)
         return None if found is None else int(found)
 
+    def tycho_json(self) -> int | None:
+        found = median(run.tycho_json for run in self.good if run.tycho_json is not None)
+        return None if found is None else int(found)
+
+    def most_requests(self) -> int | None:
+        """The most requests any good run made (the lock group's "zero in every run")."""
+        return max((run.requests for run in self.good if run.requests is not None),
+                   default=None)
+
     def server_load(self) -> float | None:
         """The server's CPU seconds per second of the run (median over the runs)."""
         return median(run.server_cpu / run.wall for run in self.good
@@ -126,6 +138,7 @@ class Row:
                 "proxy_load": self.proxy_load(), "stored_bytes": self.stored(),
                 "cpu_per_request_s": self.cpu_per_request(), "requests": self.requests(),
                 "files": self.scenario.files or None, "level": self.scenario.level or None,
+                "side": self.side.value if self.side else None,
                 "runs": [asdict(run) for run in self.runs]}
 
 
@@ -250,6 +263,14 @@ def s3_requests(metrics: str, bucket: str) -> int:
     label = f'bucket="{bucket}"'
     return sum(int(float(line.rsplit(" ", 1)[1])) for line in metrics.splitlines()
                if line.startswith(S3_REQUESTS) and label in line.split("}", 1)[0])
+
+
+def requests_for(targets: Iterable[str], name: str = "") -> int:
+    """How many of these request targets (path and query string, as sent) are for a key
+    named ``name`` (any key when ``name`` is empty): ``/b/p1/tycho.json?x-id=GetObject``
+    is one for ``tycho.json``."""
+    return sum(1 for target in targets
+               if not name or target.split("?", 1)[0].endswith(f"/{name}"))
 
 
 def harness_cpu() -> float:

@@ -23,6 +23,7 @@ from typing import Any
 
 from benchmarks.measure import Row, is_transfer, rate_mib_s
 from benchmarks.scenarios import (
+    LOCK_SIDES,
     Action,
     ClientName,
     Group,
@@ -153,7 +154,8 @@ RIGHT = frozenset(range(3, len(HEADER) + len(STORED_HEADER)))
 
 def rate_cell(row: Row) -> str:
     median = row.median()
-    if median is None or row.scenario.group is Group.STARTUP:
+    if median is None or row.scenario.group is Group.STARTUP or \
+            row.client is ClientName.PYTHON:  # the bare interpreter moves nothing
         return ""
     if is_transfer(row.scenario) and row.scenario.group is not Group.STARTUP:
         return f"{num(rate_mib_s(row.scenario.total_bytes, median), '.1f')} MiB/s"
@@ -639,6 +641,163 @@ def verdict_summary(verdict: Verdict) -> dict[str, Any]:
             "runs": verdict.runs, "result": verdict.state, "few_runs": verdict.few_runs}
 
 
+# -- the targets of issue 18 (the lock group) -----------------------------------------------
+
+CURRENT_VS_PYTHON = 6.0  # a warm pull-list --locked's median wall / python -c pass's
+PUSH_LIST_SPEEDUP = 10.0  # one tychoreg push after another's median wall / push-list's
+
+
+@dataclass(frozen=True)
+class LockVerdict:
+    """A target of issue 18 against one run: the figures, the value and its bound, the
+    runs behind the medians (the first side's/the second's), PASS / MISS / not run."""
+
+    target: str
+    measured: str
+    shown: str
+    bound: str
+    runs: str
+    passed: bool | None  # None: not run in this invocation (never a PASS)
+
+    @property
+    def state(self) -> str:
+        return {True: "PASS", False: "MISS", None: NOT_RUN}[self.passed]
+
+    @property
+    def few_runs(self) -> bool:
+        """Whether a PASS or MISS rests on fewer runs on a side than the medians of issue
+        16's targets take (then it is only indicative, as there)."""
+        return self.passed is not None and min(
+            (int(n) for n in self.runs.split("/") if n), default=0) < TARGET_MIN_RUNS
+
+    @property
+    def result(self) -> str:
+        return f"{self.state}*" if self.few_runs else self.state
+
+
+def lock_rows(results: Results, action: Action) -> tuple[Row | None, Row | None]:
+    """The two sides' rows of the lock scenario of ``action`` (None: not in the run)."""
+    found = {row.side: row for row in results.rows
+             if row.scenario.group is Group.LOCK and row.scenario.action is action}
+    first, second = (side for _, side, _ in LOCK_SIDES[action])
+    return found.get(first), found.get(second)
+
+
+def _unmeasured(target: str, bound: str, rows: tuple[Row | None, Row | None],
+                ) -> LockVerdict | None:
+    """The verdict when a side has no good run: MISS when a tychoreg side ran and every
+    run failed, else not run; None when both sides have good runs."""
+    runs = "/".join(str(len(row.good)) if row else "0" for row in rows)
+    for row in rows:
+        if row is None:
+            return LockVerdict(target, NOT_RUN, "-", bound, "", None)
+        if not row.good:
+            failed = bool(row.runs) and row.client.is_tychoreg
+            return LockVerdict(target, f"{row.label}: "
+                               f"{'every run failed' if failed else NOT_RUN}", "-", bound,
+                               runs, False if failed else None)
+    return None
+
+
+def locked_verdict(results: Results) -> LockVerdict:
+    """pull-list --locked against pull-list --from-file of the same packages: fewer
+    requests by exactly one per package (its tycho.json), and a lower median wall."""
+    count, size = results.options.lock_list
+    target = f"pull-list --locked {fmt_count(count)} x {fmt_size(size)} vs --from-file"
+    bound = f"{count} fewer requests, < 1.00x"
+    rows = lock_rows(results, Action.PULL_LOCKED)
+    missing = _unmeasured(target, bound, rows)
+    if missing is not None:
+        return missing
+    locked, plain = rows
+    assert locked is not None and plain is not None
+    runs = f"{len(locked.good)}/{len(plain.good)}"
+    mine, theirs = locked.median(), plain.median()
+    walls = f"wall {mine:.3f} s vs {theirs:.3f} s" if mine and theirs else "no time"
+    fewer, other = locked.requests(), plain.requests()
+    if fewer is None or other is None:
+        return LockVerdict(target, f"requests not counted (no delay proxy); {walls}", "-",
+                           bound, runs, None)
+    vs = ratio(mine, theirs)
+    metadata = f" ({locked.tycho_json()} vs {plain.tycho_json()} tycho.json)" \
+        if locked.tycho_json() is not None and plain.tycho_json() is not None else ""
+    return LockVerdict(target, f"requests {fewer:,} vs {other:,}{metadata}; {walls}",
+                       f"{other - fewer:,} fewer, {num(vs, '.2f')}x", bound, runs,
+                       other - fewer == count and vs is not None and vs < 1.0)
+
+
+def current_verdict(results: Results) -> LockVerdict:
+    """A warm pull-list --locked (every package current): no request in any run, and a
+    median wall within CURRENT_VS_PYTHON of a bare interpreter's."""
+    count, _ = results.options.lock_list
+    target = f"pull-list --locked {fmt_count(count)} packages, all current"
+    bound = f"0 requests, <= {CURRENT_VS_PYTHON:.1f}x python -c pass"
+    rows = lock_rows(results, Action.PULL_CURRENT)
+    missing = _unmeasured(target, bound, rows)
+    if missing is not None:
+        return missing
+    warm, python = rows
+    assert warm is not None and python is not None
+    runs = f"{len(warm.good)}/{len(python.good)}"
+    mine, theirs = warm.median(), python.median()
+    vs = ratio(mine, theirs)
+    walls = f"wall {mine:.3f} s vs python {theirs:.3f} s" if mine and theirs else "no time"
+    most = warm.most_requests()
+    if most is None or vs is None:
+        return LockVerdict(target, f"requests not counted (no delay proxy); {walls}", "-",
+                           bound, runs, None)
+    return LockVerdict(target, f"at most {most:,} requests a run; {walls}",
+                       f"{most:,} requests, {vs:.2f}x", bound, runs,
+                       most == 0 and vs <= CURRENT_VS_PYTHON)
+
+
+def push_list_verdict(results: Results) -> LockVerdict:
+    """push-list of N versions in one process against N tychoreg push processes run one
+    after the other: at least PUSH_LIST_SPEEDUP times faster (median walls)."""
+    packages, versions, size = results.options.lock_push
+    count = packages * versions
+    target = f"push-list {fmt_count(count)} x {fmt_size(size)} vs {count} pushes"
+    bound = f">= {PUSH_LIST_SPEEDUP:.1f}x"
+    rows = lock_rows(results, Action.PUSH_LIST)
+    missing = _unmeasured(target, bound, rows)
+    if missing is not None:
+        return missing
+    listed, each = rows
+    assert listed is not None and each is not None
+    runs = f"{len(listed.good)}/{len(each.good)}"
+    mine, theirs = listed.median(), each.median()
+    speedup = ratio(theirs, mine)
+    if speedup is None or mine is None or theirs is None:
+        return LockVerdict(target, "no time", "-", bound, runs, None)
+    return LockVerdict(target, f"push-list {mine:.3f} s, pushes {theirs:.3f} s",
+                       f"{speedup:.1f}x", bound, runs, speedup >= PUSH_LIST_SPEEDUP)
+
+
+def issue18_verdicts(results: Results) -> list[LockVerdict]:
+    return [locked_verdict(results), current_verdict(results), push_list_verdict(results)]
+
+
+LOCK_HEADER = ("target (issue 18)", "measured", "value", "bound", "runs", "result")
+
+
+def issue18_table(verdicts: Sequence[LockVerdict]) -> str:
+    """Issue 18's targets, one a row, as issue 16's table shows its own (a verdict on
+    fewer runs than its medians take starred, and the star explained)."""
+    text = render([LOCK_HEADER, *((v.target, v.measured, v.shown, v.bound, v.runs, v.result)
+                                  for v in verdicts)], frozenset({4}))
+    if any(v.few_runs for v in verdicts):
+        text += (f"\n* fewer than {TARGET_MIN_RUNS} runs on a side (--repeat): indicative "
+                 "only")
+    return text
+
+
+def lock_summary(verdict: LockVerdict) -> dict[str, Any]:
+    """One target of issue 18, as JSON-ready data."""
+    return {"target": verdict.target, "measured": verdict.measured, "value": verdict.shown,
+            "bound": verdict.bound, "runs": verdict.runs, "result": verdict.state,
+            "few_runs": verdict.few_runs}
+
+
 # -- the README's results block ------------------------------------------------------------
 
 RESULTS_START = "<!-- results: written by benchmarks/run.py --readme; edits here are lost -->"
@@ -756,7 +915,9 @@ def summary(results: Results, info: dict[str, Any], found: Sequence[Target],
                     "repeat": options.repeat, "startup_repeat": options.startup_repeat,
                     "groups": sorted(g.value for g in options.groups),
                     "dir_size": options.dir_size, "dir_files": options.dir_files,
-                    "dir_level": options.dir_level, "dir_seed": options.dir_seed},
+                    "dir_level": options.dir_level, "dir_seed": options.dir_seed,
+                    "lock_list": list(options.lock_list), "lock_push": list(options.lock_push),
+                    "lock_latency": options.lock_latency},
         "directory_tree": tree.summary() if tree is not None else None,
         "rows": [{**row.summary(), "net_rate_mib_s": results.row_net_rate(row),
                   "rate_mib_s": rate_mib_s(row.scenario.total_bytes, row.median())

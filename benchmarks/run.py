@@ -41,14 +41,16 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` and `tests` 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.clients import (
+    BarePython,
     Client,
     Job,
     Tychoreg,
     locate,
     make_clients,
     missing_pipeline_tools,
+    tychoreg_python,
 )
-from benchmarks.fixtures import Admin, Fixtures, PackageSet, SourceTree, pkg_key
+from benchmarks.fixtures import Admin, Fixtures, PackageSet, SourceTree, make_file, pkg_key
 from benchmarks.measure import Budget, Row, Run, Runner, files_of_size, harness_cpu, tree_mismatch
 from benchmarks.report import (
     DIRECTORY_LEGEND,
@@ -60,6 +62,9 @@ from benchmarks.report import (
     directory_tree,
     header,
     issue16_verdicts,
+    issue18_table,
+    issue18_verdicts,
+    lock_summary,
     machine_info,
     marginal_lines,
     readme_with_results,
@@ -72,6 +77,7 @@ from benchmarks.report import (
 from benchmarks.scenarios import (
     DEFAULT_CLIENTS,
     FULL,
+    LOCK_SIDES,
     QUICK,
     Action,
     ClientName,
@@ -83,6 +89,7 @@ from benchmarks.scenarios import (
     directory_spec,
     latencies_used,
     parse_lists,
+    push_list_items,
     repeat_for,
     scaling_lengths,
     with_directory,
@@ -213,7 +220,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     if args.endpoint and not can_delay(args.endpoint) and max(options.latencies) > 0:
         print("--endpoint over https: the delay proxy speaks plain HTTP; running at 0 ms only",
               file=sys.stderr)
-        options = replace(options, latencies=(0,))
+        options = replace(options, latencies=(0,), lock_latency=0)
     if args.readme is not None:  # said now, not after the run
         try:
             readme_with_results(args.readme.read_text(), "", "", "")
@@ -323,6 +330,9 @@ class Bench:
         return chosen
 
     def run_scenario(self, scenario: Scenario) -> None:
+        if scenario.group is Group.LOCK:
+            self.run_lock(scenario)
+            return
         pairs = scenario.runs(self.clients_for(scenario))
         if not pairs:
             return
@@ -421,6 +431,120 @@ class Bench:
                 check=partial(tree_mismatch, self.tree().summary, job.outtree),
                 stored=lambda: size)
 
+    # -- the lock group (issue 18) --------------------------------------------------------
+
+    def run_lock(self, scenario: Scenario) -> None:
+        """The scenario's two commands (LOCK_SIDES), interleaved, on the set-up made once:
+        the lock file of the fixture's packages and, for "all current", an outdir one
+        unmeasured locked pull filled; push-list gets a fresh bucket per run."""
+        tychoreg = self.clients.get(ClientName.TYCHOREG)
+        if not isinstance(tychoreg, Tychoreg):  # not installed, or not in --clients
+            return
+        python = self.clients.get(ClientName.PYTHON) or BarePython(tychoreg_python())
+        print(f"{scenario.name}", file=sys.stderr, flush=True)
+        rows = []
+        for client, action, label in LOCK_SIDES[scenario.action]:
+            rows.append(Row(scenario, client, label, scenario.layouts[0] if
+                            scenario.layouts and client.is_tychoreg else None, side=action))
+        self.rows += rows
+        sides: dict[ClientName, Client] = {ClientName.TYCHOREG: tychoreg,
+                                           ClientName.PYTHON: python}
+        place = self.tmp / "lock" / scenario.action.value
+        place.mkdir(parents=True)
+        try:
+            job = self.lock_setup(scenario, tychoreg, place)
+        except Exception as exc:
+            rows[0].runs.append(Run(0.0, 0.0, 0.0, error=f"the set-up (unmeasured) failed: "
+                                                         f"{exc}"))
+            print(f"  {scenario.name}: set-up failed; no runs", file=sys.stderr, flush=True)
+            return
+        repeat = repeat_for(scenario, self.options)
+        try:
+            for _ in range(repeat):
+                for row in rows:
+                    if self.budget.due(row, repeat):
+                        self.run_lock_once(row, sides[row.client], job)
+        finally:
+            shutil.rmtree(place, ignore_errors=True)
+
+    def lock_setup(self, scenario: Scenario, tychoreg: Tychoreg, place: Path) -> Job:
+        """What every run of the scenario shares (a Job whose workdir each run replaces):
+        the push-list's files, or the packages, their lock file (``tychoreg lock``,
+        at 0 ms) and for "all current" the outdir a first locked pull filled."""
+        if scenario.action is Action.PUSH_LIST:
+            packages, versions, _ = self.options.lock_push
+            items = tuple((package, version, make_file(place / f"{package}-{version}.bin",
+                                                       scenario.size))
+                          for package, version in push_list_items(packages, versions))
+            return Job("", "", place, items=items)
+        fixture = self.fixtures.for_scenario(scenario, Layout.TYCHOREG)
+        job = Job(self.endpoints.backend.endpoint, fixture.bucket, place, fixture.names[0],
+                  packages=fixture.names[:scenario.count], lockfile=place / "tychoreg.lock")
+        env = self.client_env(fixture.bucket)
+        steps = [tychoreg.lock(job)]
+        if scenario.action is Action.PULL_CURRENT:
+            job.kept_outdir = place / "current"
+            steps.append(tychoreg.pull_locked(job))
+        for argv in steps:
+            done = run_setup(argv, place, env)
+            if done.returncode != 0:
+                raise RuntimeError(f"{shlex.join(argv[1:3])}: exit {done.returncode}: "
+                                   f"{(done.stderr or done.stdout)[-2000:].strip()}")
+        return job
+
+    def run_lock_once(self, row: Row, client: Client, shared: Job) -> None:
+        """One run of one side, its requests counted at the delay proxy (cleared first)."""
+        scenario = row.scenario
+        assert row.side is not None
+        proxy = self.endpoints.proxy(scenario.latency_ms)
+        workdir = self.runner.workdir()
+        job = replace(shared, endpoint=self.endpoints.url(scenario.latency_ms),
+                      workdir=workdir)
+        if proxy is not None:
+            proxy.clear()
+
+        def seen() -> tuple[float | None, int | None]:
+            return None, proxy.seen() if proxy is not None else None
+
+        measure = partial(self.runner.measure, through_proxy=proxy is not None, work=seen)
+        try:
+            if row.side is Action.HELP:
+                measure(row, client.help()[1], workdir, self.client_env(None))
+            elif row.side in (Action.PUSH_LIST, Action.PUSH_EACH):
+                self.run_push_items(row, client, job, measure)
+            else:
+                measure(row, client.command(row.side, job), workdir,
+                        self.client_env(job.bucket, scenario.latency_ms),
+                        check=partial(files_of_size, job.outdir, scenario.size,
+                                      len(job.packages)))
+            if proxy is not None and row.runs[-1].ok:  # what the difference is made of
+                row.runs[-1] = replace(row.runs[-1], tycho_json=proxy.seen("tycho.json"))
+        finally:
+            if proxy is not None:
+                proxy.clear()
+
+    def run_push_items(self, row: Row, client: Client, job: Job,
+                       measure: Callable[..., object]) -> None:
+        """A fresh bucket per run (dropped after it); every item's object must be there,
+        of its size."""
+        bucket = self.admin.new_bucket()
+        job = replace(job, bucket=bucket)
+
+        def check() -> str:
+            for package, version, _ in job.items:
+                found = self.admin.object_size(bucket, pkg_key(package, version))
+                if found != row.scenario.size:
+                    return (f"{pkg_key(package, version)} is {found} bytes, "
+                            f"{row.scenario.size} expected")
+            return ""
+
+        try:
+            assert row.side is not None
+            measure(row, client.command(row.side, job), job.workdir,
+                    self.client_env(bucket, row.scenario.latency_ms), check=check)
+        finally:
+            self.admin.drop_bucket(bucket)
+
     # -- one run -------------------------------------------------------------------------
 
     def run_once(self, row: Row, fixture: PackageSet | None) -> None:
@@ -513,6 +637,7 @@ def report_text(bench: Bench, config: Config, info: dict[str, object],
     results = Results(bench.rows, config.options)
     found = targets(results)
     verdicts = issue16_verdicts(results)
+    lock_verdicts = issue18_verdicts(results)
     latencies = latencies_used(row.scenario for row in bench.rows) or (0,)
     out = [header(info, config.options, latencies)]
     if interrupted:
@@ -530,7 +655,11 @@ def report_text(bench: Bench, config: Config, info: dict[str, object],
         out += ["", "A/B: tychoreg against tychoreg-base (--baseline), medians of interleaved "
                 "runs:", versus_base]
     out += ["", "targets of issue 16 (medians of interleaved runs; shown, not asserted):",
-            target_table(verdicts), "", "targets of issues 9 and 10 (shown, not asserted):"]
+            target_table(verdicts), "",
+            "targets of issue 18 (the lock group at "
+            f"{config.options.lock_latency} ms; medians of interleaved runs; shown, not "
+            "asserted):", issue18_table(lock_verdicts), "",
+            "targets of issues 9 and 10 (shown, not asserted):"]
     out += [f"  {target.state}  {target.name}: {target.measured}" for target in found]
     failures = [(row, run.error) for row in bench.rows for run in row.runs if not run.ok]
     if bench.notes or failures:
@@ -625,6 +754,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if config.json is not None:
             data = summary(Results(bench.rows, config.options), info, found, bench.notes)
             data["issue16"] = [verdict_summary(v) for v in verdicts]
+            data["issue18"] = [lock_summary(v) for v in
+                               issue18_verdicts(Results(bench.rows, config.options))]
             data["report"] = report
             config.json.parent.mkdir(parents=True, exist_ok=True)
             config.json.write_text(json.dumps(data, indent=2, default=str))

@@ -77,6 +77,7 @@ class Group(Enum):
     SCALING = "scaling"
     API = "api"  # pull_many through the Python API, in one process: CPU per request
     DIRECTORY = "directory"  # a tree pushed and pulled: tychoreg vs tar | zstd | s5cmd
+    LOCK = "lock"  # issue 18: pull-list --locked and push-list, each against its other form
 
     @classmethod
     def parse(cls, text: str) -> frozenset[Group]:
@@ -99,6 +100,11 @@ class Action(Enum):
     PULL_MANY = "pull-many"  # the same through the Python API (tycho_async.api.pull_many)
     PUSH_DIR = "push-dir"  # pack a directory (tar + zstd) and upload it
     PULL_DIR = "pull-dir"  # download a packed directory and extract it
+    # issue 18 (the lock group): each scenario runs two commands, interleaved (LOCK_SIDES)
+    PULL_LOCKED = "pull-locked"  # pull-list --locked into an empty outdir
+    PULL_CURRENT = "pull-current"  # pull-list --locked again, into an outdir already current
+    PUSH_LIST = "push-list"  # many package versions in one push-list process
+    PUSH_EACH = "push-each"  # the same versions, one tychoreg push process after another
 
 
 @dataclass(frozen=True)
@@ -131,6 +137,11 @@ class Scenario:
             what = f"pull-list {fmt_count(self.count)} x {fmt_size(self.size)}"
         if self.action is Action.PULL_MANY:
             return f"api pull_many {fmt_count(self.count)} x {fmt_size(self.size)}"
+        if self.group is Group.LOCK:
+            verb = "push-list" if self.action is Action.PUSH_LIST else "pull-list"
+            current = ", all current" if self.action is Action.PULL_CURRENT else ""
+            return (f"lock {verb} {fmt_count(self.count)} x {fmt_size(self.size)} "
+                    f"@{self.latency_ms}ms{current}")
         prefix = {Group.STARTUP: "start-up ", Group.SCALING: "scaling "}.get(self.group, "")
         # latency shown where it varies (or is not 0)
         at = f" @{self.latency_ms}ms" if self.group is Group.PULL_LIST or self.latency_ms else ""
@@ -143,7 +154,7 @@ class Scenario:
     @property
     def reads(self) -> bool:
         return self.action in (Action.PULL, Action.PULL_LIST, Action.PULL_MANY,
-                               Action.PULL_DIR)
+                               Action.PULL_DIR, Action.PULL_LOCKED, Action.PULL_CURRENT)
 
     def takes(self, client: ClientName) -> bool:
         if client is ClientName.BASELINE:
@@ -172,6 +183,19 @@ class Scenario:
 
 DIRECTORY_CLIENTS = (ClientName.TYCHOREG, ClientName.S5CMD)  # s5cmd: the shell pipeline
 
+# The lock group's scenarios: the commands of each, interleaved, the first the one its
+# target is about, each (client, action, the table's label): tychoreg runs two command
+# lines in one scenario, or tychoreg and the bare interpreter.
+LockSide = tuple[ClientName, Action, str]
+LOCK_SIDES: dict[Action, tuple[LockSide, ...]] = {
+    Action.PULL_LOCKED: ((ClientName.TYCHOREG, Action.PULL_LOCKED, "tychoreg --locked"),
+                         (ClientName.TYCHOREG, Action.PULL_LIST, "tychoreg --from-file")),
+    Action.PULL_CURRENT: ((ClientName.TYCHOREG, Action.PULL_CURRENT, "tychoreg --locked"),
+                          (ClientName.PYTHON, Action.HELP, "python -c pass")),
+    Action.PUSH_LIST: ((ClientName.TYCHOREG, Action.PUSH_LIST, "tychoreg push-list"),
+                       (ClientName.TYCHOREG, Action.PUSH_EACH, "tychoreg push, each")),
+}
+
 
 def supports(client: ClientName, action: Action) -> bool:
     """raw-http moves one object and has nothing to start up that is worth a row; a
@@ -179,7 +203,8 @@ def supports(client: ClientName, action: Action) -> bool:
     only tychoreg has a Python API."""
     if action in (Action.PUSH_DIR, Action.PULL_DIR):
         return client in DIRECTORY_CLIENTS or client is ClientName.BASELINE
-    if action is Action.PULL_MANY:
+    if action in (Action.PULL_MANY, Action.PULL_LOCKED, Action.PULL_CURRENT,
+                  Action.PUSH_LIST, Action.PUSH_EACH):
         return client.is_tychoreg
     if client is ClientName.RAW_HTTP:
         return action in (Action.PUSH, Action.PULL)
@@ -205,13 +230,17 @@ class Options:
     dir_files: int = 20_000  # directory: its small files (three large ones come on top)
     dir_level: int = 3  # directory: the zstd level given to both sides
     dir_seed: int = 10  # directory: the tree's layout and bytes follow from it
+    lock_list: tuple[int, int] = (100, 1 * MiB)  # lock: the pulls' (count, size)
+    lock_push: tuple[int, int, int] = (10, 5, 64 * KiB)  # lock: (packages, versions, size)
+    lock_latency: int = 20  # lock: the round trip added (ms); 0 where no proxy can run
 
 
 FULL = Options()
 QUICK = Options(size=16 * MiB, lists=((20, 1 * MiB), (100, 16 * KiB)),
                 list_lengths=(50, 200, 500), s5cmd_length=300, api=(100, 16 * KiB), repeat=1,
                 startup_repeat=1,
-                dir_size=40 * MiB, dir_files=2_000)
+                dir_size=40 * MiB, dir_files=2_000, lock_list=(20, 1 * MiB),
+                lock_push=(4, 5, 64 * KiB))
 LARGE_FILES = 3  # the tree's large files (benchmarks/tree.py), besides its small ones
 MAX_LEVEL = 19  # zstd's highest level without --ultra
 
@@ -311,7 +340,22 @@ def build_scenarios(options: Options) -> list[Scenario]:
                                 clients=DIRECTORY_CLIENTS,
                                 files=options.dir_files + LARGE_FILES,
                                 level=options.dir_level))
+    if Group.LOCK in groups:
+        count, size = options.lock_list
+        packages, versions, push_size = options.lock_push
+        for action in (Action.PULL_LOCKED, Action.PULL_CURRENT):
+            out.append(Scenario(Group.LOCK, action, size, count, options.lock_latency,
+                                layouts=(Layout.TYCHOREG,), clients=(ClientName.TYCHOREG,)))
+        out.append(Scenario(Group.LOCK, Action.PUSH_LIST, push_size, packages * versions,
+                            options.lock_latency, clients=(ClientName.TYCHOREG,)))
     return out
+
+
+def push_list_items(packages: int, versions: int) -> list[tuple[str, str]]:
+    """The lock group's push-list: (package, version) for ``packages`` packages of
+    ``versions`` versions each, package by package (``q000 1.0``, ``q000 1.1``, ...), so
+    that the one-process and the one-push-per-item runs push the same versions."""
+    return [(f"q{n:03d}", f"1.{v}") for n in range(packages) for v in range(versions)]
 
 
 def repeat_for(scenario: Scenario, options: Options) -> int:

@@ -13,7 +13,9 @@ while throughput stays. Runs at 0 ms bypass the proxy. The proxy runs in a threa
 harness, so the harness's own CPU time during a run is the proxy's.
 
 Requests (the api scenario's CPU per request): SeaweedFS's own counters, served on a
-loopback metrics port, per bucket; no proxy on the path, so nothing slows the client.
+loopback metrics port, per bucket; no proxy on the path, so nothing slows the client. The
+lock group counts at the delay proxy instead (``DelayProxy.seen``): every request the
+client sends, whatever the server.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from urllib.request import urlopen
 
 import psutil
 
-from benchmarks.measure import s3_requests
+from benchmarks.measure import requests_for, s3_requests
 from benchmarks.units import MiB
 from tests.httpproxy import FaultProxy
 from tests.seaweed import SeaweedServer, weed_binary
@@ -228,6 +230,12 @@ class DelayProxy:
     def clear(self) -> None:
         """Forget the requests it recorded (it keeps every one), so memory stays bounded."""
         self._proxy.clear()
+
+    def seen(self, name: str = "") -> int:
+        """The requests it received since the last ``clear`` (the lock group counts them:
+        a request is recorded as its head arrives, before any answer); with ``name``, only
+        those for a key of that name (``tycho.json``)."""
+        return requests_for((request.path for request in self._proxy.requests), name)
 
     def errors(self) -> list[str]:
         return self._proxy.errors

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import zlib
 from pathlib import Path
@@ -42,6 +43,7 @@ from benchmarks.measure import (
     TreeSummary,
     files_of_size,
     rate_mib_s,
+    requests_for,
     s3_requests,
     summarize_tree,
     tree_difference,
@@ -52,11 +54,15 @@ from benchmarks.report import (
     ISSUE16,
     RESULTS_END,
     RESULTS_START,
+    LockVerdict,
     Results,
     Target,
     Verdict,
     ab_table,
     issue16_verdicts,
+    issue18_table,
+    issue18_verdicts,
+    lock_summary,
     marginal_cost,
     marginal_lines,
     net_rate,
@@ -71,6 +77,7 @@ from benchmarks.report import (
 )
 from benchmarks.scenarios import (
     FULL,
+    LOCK_SIDES,
     QUICK,
     Action,
     ClientName,
@@ -82,6 +89,7 @@ from benchmarks.scenarios import (
     directory_spec,
     parse_level,
     parse_lists,
+    push_list_items,
     repeat_for,
     scaling_lengths,
     with_directory,
@@ -181,6 +189,8 @@ def test_full_plan_has_the_issue_scenarios() -> None:
         "api pull_many 500 x 16 KiB",
         "directory push 500 MiB, 20,003 files, zstd -3",
         "directory pull 500 MiB, 20,003 files, zstd -3",
+        "lock pull-list 100 x 1 MiB @20ms", "lock pull-list 100 x 1 MiB @20ms, all current",
+        "lock push-list 50 x 64 KiB @20ms",
     ]
     assert scaling_lengths(FULL) == (100, 1000, 5000, 10000)
     assert Group.parse(",".join(g.value for g in Group)) == FULL.groups  # --scenarios' default
@@ -1053,8 +1063,8 @@ def test_baseline_runs_where_tychoreg_runs_with_its_commands(tmp_path: Path) -> 
         (ClientName.TYCHOREG, Layout.STATION), (ClientName.TYCHOREG, Layout.TYCHOREG),
         (ClientName.BASELINE, Layout.STATION), (ClientName.BASELINE, Layout.TYCHOREG),
         (ClientName.S5CMD, Layout.STATION)]
-    only_tychoreg = [s for s in build_scenarios(FULL)
-                     if s.clients == (ClientName.TYCHOREG,)]
+    only_tychoreg = [s for s in build_scenarios(FULL)  # the lock group runs its own sides
+                     if s.clients == (ClientName.TYCHOREG,) and s.group is not Group.LOCK]
     assert only_tychoreg and all(
         [c for c, _ in s.runs(clients)] == [ClientName.TYCHOREG, ClientName.BASELINE]
         for s in only_tychoreg)
@@ -1078,3 +1088,169 @@ def test_ab_table_compares_tychoreg_with_its_baseline() -> None:
     assert len(lines) == 3 and lines[2].split()[-6:] == ["2.000", "4.000", "0.50", "0.50",
                                                           "40", "80"]
     assert ab_table(Results(rows[:1] + rows[2:], FULL)) == ""
+
+
+# -- the lock group (issue 18) ---------------------------------------------------------------
+
+
+def test_lock_group_alone_and_its_scenarios() -> None:
+    scenarios = build_scenarios(Options(groups=Group.parse("lock")))
+    assert [(s.action, s.count, s.size, s.latency_ms) for s in scenarios] == [
+        (Action.PULL_LOCKED, 100, MiB, 20), (Action.PULL_CURRENT, 100, MiB, 20),
+        (Action.PUSH_LIST, 50, 64 * KiB, 20)]
+    assert [s.reads for s in scenarios] == [True, True, False]
+    # each scenario runs two commands, the target's first; only the warm one has python
+    assert [[(c, a) for c, a, _ in LOCK_SIDES[s.action]] for s in scenarios] == [
+        [(ClientName.TYCHOREG, Action.PULL_LOCKED), (ClientName.TYCHOREG, Action.PULL_LIST)],
+        [(ClientName.TYCHOREG, Action.PULL_CURRENT), (ClientName.PYTHON, Action.HELP)],
+        [(ClientName.TYCHOREG, Action.PUSH_LIST), (ClientName.TYCHOREG, Action.PUSH_EACH)]]
+    quick = [s for s in build_scenarios(QUICK) if s.group is Group.LOCK]
+    assert [s.name for s in quick] == [
+        "lock pull-list 20 x 1 MiB @20ms", "lock pull-list 20 x 1 MiB @20ms, all current",
+        "lock push-list 20 x 64 KiB @20ms"]
+    assert not any(s.group is Group.LOCK
+                   for s in build_scenarios(Options(groups=Group.parse("pull-list"))))
+
+
+def test_push_list_items_are_every_version_of_every_package_once() -> None:
+    items = push_list_items(10, 5)
+    assert len(items) == len(set(items)) == 50
+    assert items[:6] == [("q000", "1.0"), ("q000", "1.1"), ("q000", "1.2"), ("q000", "1.3"),
+                         ("q000", "1.4"), ("q001", "1.0")]
+    assert {package for package, _ in items} == {f"q{n:03d}" for n in range(10)}
+
+
+def test_lock_command_lines(tmp_path: Path) -> None:
+    lock = tmp_path / "tychoreg.lock"
+    job = Job("http://127.0.0.1:9", "bkt", tmp_path, "p1", packages=("p1", "p2"),
+              lockfile=lock)
+    tychoreg = Tychoreg("tychoreg")
+    argv = tychoreg.lock(job)
+    assert argv[:3] == ["tychoreg", "lock", "--from-file"] and argv[4:] == [
+        "--lockfile", str(lock)]
+    assert Path(argv[3]).read_text() == "p1\np2\n"
+    locked = ["tychoreg", "pull-list", "--locked", "--lockfile", str(lock), "--outdir",
+              str(tmp_path / "out"), "--quiet"]
+    assert tychoreg.command(Action.PULL_LOCKED, job) == locked
+    job.kept_outdir = tmp_path / "kept"  # all current: the outdir a first pull filled
+    assert tychoreg.command(Action.PULL_CURRENT, job)[6] == str(tmp_path / "kept")
+    spaced = tmp_path / "a file.bin"
+    push = Job("u", "b", tmp_path, items=(("q000", "1.0", spaced), ("q001", "1.1", spaced)))
+    argv = tychoreg.command(Action.PUSH_LIST, push)
+    assert argv[:3] == ["tychoreg", "push-list", "--from-file"] and argv[4:] == ["--quiet"]
+    lines = Path(argv[3]).read_text().splitlines()
+    assert [shlex.split(line) for line in lines] == [["q000", "1.0", str(spaced)],
+                                                     ["q001", "1.1", str(spaced)]]
+    argv = tychoreg.command(Action.PUSH_EACH, push)
+    assert argv[0].endswith("bash") and argv[1] == "-e"  # a failing push fails the run
+    assert [shlex.split(line) for line in Path(argv[2]).read_text().splitlines()] == [
+        ["tychoreg", "push", "q000", "1.0", str(spaced), "--quiet"],
+        ["tychoreg", "push", "q001", "1.1", str(spaced), "--quiet"]]
+    for other in (S5cmd("s5cmd"), Station("ts.py"), AwsCli("aws")):
+        for action in (Action.PULL_LOCKED, Action.PUSH_LIST, Action.PUSH_EACH):
+            with pytest.raises(NotImplementedError):
+                other.command(action, push)
+
+
+def lock_row(action: Action, side: int, *walls: float, requests: int | None = None,
+             error: str = "", tycho_json: int | None = None) -> Row:
+    """A row of one side of a lock scenario of the FULL plan, each run with ``requests``."""
+    scenario = next(s for s in build_scenarios(FULL)
+                    if s.group is Group.LOCK and s.action is action)
+    client, command, label = LOCK_SIDES[action][side]
+    return Row(scenario, client, label, None, [
+        Run(w, 50.0, w / 2, error=error, requests=requests, tycho_json=tycho_json)
+        for w in walls], side=command)
+
+
+def lock_verdicts(*rows: Row) -> list[LockVerdict]:
+    return issue18_verdicts(Results(list(rows), FULL))
+
+
+def test_locked_pull_has_exactly_the_tycho_json_requests_fewer_and_is_faster() -> None:
+    plain = lock_row(Action.PULL_LOCKED, 1, 3.0, 3.2, 3.1, requests=200, tycho_json=100)
+    locked, _, _ = lock_verdicts(lock_row(Action.PULL_LOCKED, 0, 2.0, 2.1, 1.9,
+                                          requests=100, tycho_json=0), plain)
+    assert (locked.state, locked.shown, locked.runs) == ("PASS", "100 fewer, 0.65x", "3/3")
+    assert "requests 100 vs 200 (0 vs 100 tycho.json)" in locked.measured
+    assert "100 fewer requests" in locked.bound
+    for mine, walls, why in ((101, (2.0,), "one request too many"),
+                             (100, (3.2,), "slower"), (100, (3.1,), "as fast, not faster")):
+        verdict = lock_verdicts(lock_row(Action.PULL_LOCKED, 0, *walls, requests=mine),
+                                plain)[0]
+        assert verdict.state == "MISS", why
+    uncounted = lock_verdicts(lock_row(Action.PULL_LOCKED, 0, 2.0),
+                              lock_row(Action.PULL_LOCKED, 1, 3.0))[0]
+    assert uncounted.state == "not run" and "not counted" in uncounted.measured
+
+
+def test_warm_locked_pull_makes_no_request_in_any_run() -> None:
+    python = lock_row(Action.PULL_CURRENT, 1, 0.02, 0.02, 0.02, requests=0)
+    current = lock_verdicts(lock_row(Action.PULL_CURRENT, 0, 0.11, 0.12, 0.1, requests=0),
+                            python)[1]
+    assert (current.state, current.shown) == ("PASS", "0 requests, 5.50x")
+    assert "<= 6.0x python -c pass" in current.bound
+    # two runs of three without a request: the median is 0, one request is still a miss
+    rows = lock_row(Action.PULL_CURRENT, 0, 0.1, 0.1, requests=0)
+    rows.runs.append(Run(0.1, 50.0, 0.05, requests=1))
+    assert rows.requests() == 0 and lock_verdicts(rows, python)[1].state == "MISS"
+    slow = lock_row(Action.PULL_CURRENT, 0, 0.13, requests=0)
+    assert lock_verdicts(slow, python)[1].state == "MISS"  # 6.5x
+
+
+def test_push_list_is_ten_times_faster_than_one_push_per_process() -> None:
+    each = lock_row(Action.PUSH_LIST, 1, 50.0, 50.0)
+    found = lock_verdicts(lock_row(Action.PUSH_LIST, 0, 5.0, 5.0), each)[2]
+    assert (found.state, found.shown, found.bound) == ("PASS", "10.0x", ">= 10.0x")
+    assert lock_verdicts(lock_row(Action.PUSH_LIST, 0, 5.1), each)[2].state == "MISS"
+
+
+def test_lock_targets_not_run_or_failed() -> None:
+    assert [v.state for v in lock_verdicts()] == ["not run"] * 3
+    failed = lock_row(Action.PUSH_LIST, 0, 1.0, error="exit 2")
+    each = lock_row(Action.PUSH_LIST, 1, 50.0)
+    assert lock_verdicts(failed, each)[2].state == "MISS"  # tychoreg failed: not a pass
+    assert "every run failed" in lock_verdicts(failed, each)[2].measured
+    alone = lock_verdicts(lock_row(Action.PUSH_LIST, 0, 1.0))[2]
+    assert alone.state == "not run"  # the other side never ran
+    python_failed = lock_row(Action.PULL_CURRENT, 1, 0.02, error="exit 1")
+    assert lock_verdicts(lock_row(Action.PULL_CURRENT, 0, 0.1, requests=0),
+                         python_failed)[1].state == "not run"
+
+
+def test_issue18_table_and_json() -> None:
+    rows = [lock_row(Action.PUSH_LIST, 0, 5.0), lock_row(Action.PUSH_LIST, 1, 40.0)]
+    verdicts = lock_verdicts(*rows)
+    lines = issue18_table(verdicts).splitlines()
+    assert lines[0].split()[:3] == ["target", "(issue", "18)"] and len(lines) == 6
+    assert lines[4].startswith("push-list 50 x 64 KiB vs 50 pushes") and lines[4].endswith(
+        "MISS*") and "8.0x" in lines[4]  # one run a side: indicative only
+    assert [line.endswith("not run") for line in lines[2:4]] == [True, True]
+    assert lines[5].startswith("* fewer than 5 runs on a side")
+    data = [lock_summary(v) for v in verdicts]
+    assert [(d["result"], d["few_runs"]) for d in data] == [
+        ("not run", False), ("not run", False), ("MISS", True)]
+    for row in rows:
+        row.runs *= 5
+    assert issue18_table(lock_verdicts(*rows)).splitlines()[-1].endswith(" MISS")
+    json.dumps(data)
+    whole = summary(Results(rows, FULL), {}, [], [])
+    assert whole["rows"][0]["side"] == "push-list" and whole["rows"][1]["side"] == "push-each"
+    assert whole["options"]["lock_push"] == [10, 5, 64 * KiB]
+
+
+def test_requests_for_counts_the_keys_of_a_name() -> None:
+    targets = ["/b/p1/tycho.json", "/b/p1/tycho_1.0.pkg?x-id=GetObject",
+               "/b/p2/tycho.json?versionId=3", "/b/tycho.json.bak", "/b/p3/old-tycho.json"]
+    assert requests_for(targets) == 5
+    assert requests_for(targets, "tycho.json") == 2
+    assert requests_for(targets, "tycho_1.0.pkg") == 1
+    assert requests_for([], "tycho.json") == 0
+
+
+def test_lock_rows_in_the_table() -> None:
+    rows = [lock_row(Action.PULL_CURRENT, 0, 0.1, requests=0),
+            lock_row(Action.PULL_CURRENT, 1, 0.02, requests=0)]
+    lines = table(Results(rows, FULL)).splitlines()
+    assert "tychoreg --locked" in lines[2] and "1000.0 pkg/s" in lines[2]
+    assert "python -c pass" in lines[3] and "pkg/s" not in lines[3]  # it moves nothing
