@@ -856,7 +856,7 @@ def test_remove_tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
             raise PermissionError(13, "Permission denied")
         real_rmtree(path, *args, **kwargs)
 
-    monkeypatch.setattr(localfs.shutil, "rmtree", rmtree_once_denied)
+    monkeypatch.setattr(shutil, "rmtree", rmtree_once_denied)  # localfs imports it lazily
     fs.remove_tree(tree)
     assert not tree.exists() and len(calls) == 2
     assert stat.S_IMODE(outside.stat().st_mode) == 0o555  # never followed
