@@ -22,13 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 from .defaults import DEFAULT_CONFIG
 from .errors import IncompleteVersion, UnsafeRemoteData
-from .lifecycle import DELETING, PENDING
 
 if TYPE_CHECKING:  # loaded only when bytes move: a warm locked pull reads local files
     from .storage import ObjectInfo
     from .transfer.engine import Expected
 
 RECORDS_KEY = "tychoreg"
+PENDING = "pending"  # a record's state while a push is under way: not trusted yet
+DELETING = "deleting"  # a record's (or copy's) state while a deletion is under way
 LATEST = "latest"  # tycho-station's word for "the latest version", never a version name
 FILE = "file"  # the format of a version pushed from a file or a stream
 TAR_ZSTD = "tar+zstd"  # the format of a directory: a tar stream compressed with zstd
