@@ -792,7 +792,7 @@ def test_temp_dir_is_swept_once_its_process_is_gone(tmp_path: Path) -> None:
     temp = LocalFS().create_temp_dir(tmp_path / "pkg")
     assert temp.parent == tmp_path and temp.is_dir() and not any(temp.iterdir())
     assert temp.name.startswith(".pkg.tychoreg-") and temp.name.endswith(".part")
-    stale = tmp_path / f".pkg{localfs.TEMP_MARK}{localfs._HOST}-{dead_pid()}-abcd.part"
+    stale = tmp_path / f".pkg{localfs.TEMP_MARK}{localfs._host()}-{dead_pid()}-abcd.part"
     (stale / "d").mkdir(parents=True)
     (stale / "d" / "f").write_text("x")
     os.chmod(stale / "d", 0o555)
@@ -819,15 +819,15 @@ def test_replace_dir_swaps_and_removes_the_old_one(box: Path) -> None:
 
 def test_a_crash_between_the_renames_is_recovered(box: Path) -> None:
     dest = box / "pkg"
-    old = box / f".pkg.old-{localfs._HOST}-{dead_pid()}-00000001"
-    older = box / f".pkg.old-{localfs._HOST}-{dead_pid()}-00000002"
+    old = box / f".pkg.old-{localfs._host()}-{dead_pid()}-00000001"
+    older = box / f".pkg.old-{localfs._host()}-{dead_pid()}-00000002"
     users = box / ".pkg.old-backup"  # not of our making: never touched
     users.mkdir()
     older.mkdir()
     time.sleep(0.01)
     old.mkdir()
     (old / "f").write_text("previous")
-    live = box / f".pkg.old-{localfs._HOST}-{os.getpid()}-00000003"  # a replace under way
+    live = box / f".pkg.old-{localfs._host()}-{os.getpid()}-00000003"  # a replace under way
     live.mkdir()
     assert LocalFS().recover_dir(dest) is True
     assert (dest / "f").read_text() == "previous"
@@ -856,7 +856,7 @@ def test_remove_tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
             raise PermissionError(13, "Permission denied")
         real_rmtree(path, *args, **kwargs)
 
-    monkeypatch.setattr(localfs.shutil, "rmtree", rmtree_once_denied)
+    monkeypatch.setattr(shutil, "rmtree", rmtree_once_denied)  # localfs imports it lazily
     fs.remove_tree(tree)
     assert not tree.exists() and len(calls) == 2
     assert stat.S_IMODE(outside.stat().st_mode) == 0o555  # never followed

@@ -302,12 +302,12 @@ def test_the_next_pull_recovers_from_a_crash(registry: Registry, when: str) -> N
 
     outdir = Path("tycho_packages")
     pid = dead_pid()
-    temp = outdir / f".cache{localfs.TEMP_MARK}{localfs._HOST}-{pid}-0badc0de" \
+    temp = outdir / f".cache{localfs.TEMP_MARK}{localfs._host()}-{pid}-0badc0de" \
                     f"{localfs.TEMP_SUFFIX}"
     (temp / "a").mkdir(parents=True)
     (temp / "a" / "text.txt").write_text("half")
     if when == "between the renames":
-        (outdir / "cache").rename(outdir / f".cache.old-{localfs._HOST}-{pid}-0badc0de")
+        (outdir / "cache").rename(outdir / f".cache.old-{localfs._host()}-{pid}-0badc0de")
 
     result = registry.cli("pull", "cache")
     assert result.exit_code == 0, (result.stdout, result.stderr)

@@ -157,6 +157,24 @@ def test_a_locked_pull_list_loads_only_what_a_pull_list_does(
     assert "up to date" in done.stdout
 
 
+def test_a_warm_locked_pull_loads_no_cli_framework_event_loop_or_store(
+        isolated_env: Path) -> None:
+    """A warm pull-list --locked (everything current) is answered by the lean entry:
+    no typer or click, no event loop, no store, no SDK; the same answer as before."""
+    reg = ["--registry", str(isolated_env / "registry")]
+    write_file(isolated_env / "data.bin", 1024)
+    for argv in (["push", *reg, "pkg", "1.0", "data.bin", "--promote-latest"],
+                 ["lock", *reg, "pkg"], ["pull-list", *reg, "--locked"]):
+        done, _ = _traced(*argv)
+        assert done.returncode == 0, done.stderr
+    done, modules = _traced("pull-list", "--locked", *reg)
+    assert done.returncode == 0, done.stderr
+    assert "pkg 1.0 is up to date" in done.stdout
+    assert _loaded(modules, ("typer", "click", "anyio", "asyncio", "botocore", "aiohttp",
+                             "tycho_async.transfer.engine", "tycho_async.storage.local",
+                             "tycho_async.registry", "tycho_async.cli")) == []
+
+
 def test_bars_and_directories_still_load_what_they_need(
         local_registry: Path, isolated_env: Path) -> None:
     """The sets above are not vacuous: forced bars load rich, a directory zstandard,

@@ -1,5 +1,6 @@
-"""``python -m tycho_async``: the command line (``cli.main``)."""
+"""``python -m tycho_async``: the command line (``entry.main``: a warm locked pull, else
+the full CLI)."""
 
-from .cli import main
+from .entry import main
 
 main()

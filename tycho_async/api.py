@@ -91,10 +91,14 @@ def locked_current(settings: Settings, lock: Lock, *,
     from .layout import reserved_names
     from .localfs import LocalFS
     from .pinned import check_lock, offline
+    from .results import PullResult
 
     check_lock(lock, settings.location, reserved_names(_own_files(settings)),
                other_registry=other_registry)
-    return offline(lock, LocalFS(), settings.outdir)
+    found = offline(lock, LocalFS(), settings.outdir)
+    return None if found is None else [
+        PullResult(entry.name, entry.version, dest, entry.size, skipped=True, exact=True,
+                   format=entry.format) for entry, dest in found]
 
 
 def _lock_path(lockfile: str | Path | None) -> Path:

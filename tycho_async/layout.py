@@ -18,15 +18,18 @@ import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .defaults import DEFAULT_CONFIG
 from .errors import IncompleteVersion, UnsafeRemoteData
-from .lifecycle import DELETING, PENDING
-from .storage import ObjectInfo
-from .transfer.engine import Expected
+
+if TYPE_CHECKING:  # loaded only when bytes move: a warm locked pull reads local files
+    from .storage import ObjectInfo
+    from .transfer.engine import Expected
 
 RECORDS_KEY = "tychoreg"
+PENDING = "pending"  # a record's state while a push is under way: not trusted yet
+DELETING = "deleting"  # a record's (or copy's) state while a deletion is under way
 LATEST = "latest"  # tycho-station's word for "the latest version", never a version name
 FILE = "file"  # the format of a version pushed from a file or a stream
 TAR_ZSTD = "tar+zstd"  # the format of a directory: a tar stream compressed with zstd
@@ -215,6 +218,8 @@ class Record:
         if not (isinstance(sha256, str) and _SHA256.fullmatch(sha256) and
                 isinstance(size, int) and not isinstance(size, bool)):
             raise UnsafeRemoteData(f"{package} {version}: its checksum record is malformed")
+        from .transfer.engine import Expected
+
         return Expected(size, sha256=sha256)
 
     def __eq__(self, other: object) -> bool:
@@ -349,6 +354,8 @@ def expectation(record: Expected | None, info: ObjectInfo) -> Expected:
     """The integrity policy: what a record says (size and SHA-256) when there is one;
     else, for a version pushed by tycho-station, the size and, where the ETag is a plain
     MD5 (a single-PUT object), the MD5."""
+    from .transfer.engine import Expected
+
     return record if record is not None else Expected(info.size, md5=info.md5)
 
 
@@ -391,7 +398,12 @@ def sidecar_says(path: Path, etag: str) -> bool:
 
 def is_current(path: Path, info: ObjectInfo) -> bool:
     """tycho-station's rule: the sidecar holds the remote ETag and the size matches."""
+    return holds(path, info.etag, info.size)
+
+
+def holds(path: Path, etag: str, size: int) -> bool:
+    """``is_current`` for an ETag and a size known without a store (a lock's)."""
     try:
-        return sidecar_says(path, info.etag) and path.stat().st_size == info.size
+        return sidecar_says(path, etag) and path.stat().st_size == size
     except OSError:
         return False

@@ -25,8 +25,8 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
-PENDING = "pending"  # a record's state while a push is under way: not trusted yet
-DELETING = "deleting"  # a record's (or copy's) state while a deletion is under way
+from .layout import DELETING, PENDING  # the record's words, defined beside its format
+
 TAKEOVER_ENV = "TYCHOREG_TAKEOVER_SECONDS"
 TAKEOVER_SECONDS = 60.0  # a pending record unrenewed for this long is abandoned
 BEATS_PER_BOUND = 6  # heartbeats per bound: one lost or late beat never loses the version

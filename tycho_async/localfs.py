@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
+import functools
 import itertools
 import os
 import re
-import shutil
-import socket
 import stat
 import zlib
 from collections.abc import Iterator
@@ -32,9 +30,16 @@ _OLD_TAIL = re.compile(r"h[0-9a-f]{8}-[0-9]+-[0-9a-f]{8}")
 _OLD_PREFIX = ".{}.old-"  # a replaced directory package, until removed
 _OLD_ROOM = 40  # what an old tree's name adds at most: dot, ".old-", host, pid, random
 _HASH_TAIL = 9  # "~" and 8 hex digits: what a shortened name ends with
-# Which machine a temp file's process id belongs to: a short tag of the host name.
-_HOST = f"h{zlib.crc32(socket.gethostname().encode()):08x}"
 _NOT_HERE = {errno.ENOENT, errno.EROFS, errno.EPERM, errno.EACCES, errno.EINVAL}
+
+
+@functools.cache
+def _host() -> str:
+    """Which machine a temp file's process id belongs to: a short tag of the host name
+    (asked when first needed: a warm locked pull writes nothing and loads no socket)."""
+    import socket
+
+    return f"h{zlib.crc32(socket.gethostname().encode()):08x}"
 
 
 def _under(path: str, top: str) -> bool:
@@ -109,6 +114,8 @@ def fitted(name: str, room: int) -> str:
     raw = os.fsencode(name)
     if len(raw) + room <= NAME_MAX:
         return name
+    import hashlib
+
     digest = hashlib.sha256(raw).hexdigest()[:_HASH_TAIL - 1]
     return os.fsdecode(raw[:NAME_MAX - room - _HASH_TAIL]) + "~" + digest
 
@@ -132,7 +139,7 @@ def _unique() -> str:
 def _temp_name(dest: Path) -> Path:
     """A hidden temp name beside ``dest``: its name (shortened to fit) and a tail that
     says which process made it, which :meth:`LocalFS.sweep_stale` reads."""
-    tail = f"{TEMP_MARK}{_HOST}-{os.getpid()}-{_unique()}{TEMP_SUFFIX}"
+    tail = f"{TEMP_MARK}{_host()}-{os.getpid()}-{_unique()}{TEMP_SUFFIX}"
     return dest.with_name(f".{fitted(dest.name, len(os.fsencode(tail)) + 1)}{tail}")
 
 
@@ -286,10 +293,10 @@ class LocalFS(FileIO):
             if not (name.startswith(".") and TEMP_MARK in name and name.endswith(TEMP_SUFFIX)):
                 continue
             fields = name.rpartition(TEMP_MARK)[2].split("-")
-            host, pid_text = (fields[0], fields[1]) if len(fields) == 3 else (_HOST, fields[0])
+            host, pid_text = (fields[0], fields[1]) if len(fields) == 3 else (_host(), fields[0])
             # Another machine's (or container's) temp file: its process ids are not ours
             # to judge, in a folder shared over NFS or a CI cache volume.
-            if host == _HOST and pid_text.isdigit() and not _pid_alive(int(pid_text)):
+            if host == _host() and pid_text.isdigit() and not _pid_alive(int(pid_text)):
                 if entry.is_dir(follow_symlinks=False):  # a directory package's extraction
                     with contextlib.suppress(TransferError):
                         self.remove_tree(Path(entry.path))
@@ -366,7 +373,7 @@ class LocalFS(FileIO):
         renamed into place. Returns the old one (None if there was none), for the caller
         to remove once it has recorded the new one. A crash between the two renames
         leaves ``.NAME.old-*``, which :meth:`recover_dir` puts back."""
-        old = dest.with_name(f"{_old_prefix(dest.name)}{_HOST}-{os.getpid()}-"
+        old = dest.with_name(f"{_old_prefix(dest.name)}{_host()}-{os.getpid()}-"
                              f"{os.urandom(4).hex()}")
         try:
             os.rename(dest, old)
@@ -401,7 +408,7 @@ class LocalFS(FileIO):
         olds: list[tuple[int, Path]] = []
         for name in names:
             host, pid_text, _ = name[len(prefix):].split("-")
-            if host == _HOST and _pid_alive(int(pid_text)):
+            if host == _host() and _pid_alive(int(pid_text)):
                 continue
             path = dest.parent / name
             with contextlib.suppress(OSError):  # the rename bumps ctime, not mtime
@@ -428,12 +435,16 @@ class LocalFS(FileIO):
     def drop_scratch_dir(self, path: Path) -> None:
         """Remove a scratch directory and everything in it; what cannot be removed is
         left to the system's temporary folder."""
+        import shutil
+
         shutil.rmtree(path, ignore_errors=True)
 
     def remove_tree(self, path: Path) -> None:
         """Remove a directory and everything in it (a file or symlink: just that), if it
         exists. Read-only directories in it (a Go module cache) are made writable first,
         never following a symlink."""
+        import shutil
+
         try:
             if not stat.S_ISDIR(os.lstat(path).st_mode):
                 os.unlink(path)

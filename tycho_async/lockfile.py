@@ -31,12 +31,14 @@ import re
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import UsageError
 from .layout import FILE, PROOF, SIDECAR_SUFFIX, TAR_ZSTD, TAR_ZSTD_SUFFIX
 from .names import is_valid_segment, localname_problem
-from .transfer.engine import Expected
+
+if TYPE_CHECKING:  # the engine loads only for a pull that downloads
+    from .transfer.engine import Expected
 
 FORMAT_VERSION = 1
 DEFAULT_LOCKFILE = "tychoreg.lock"
@@ -91,6 +93,8 @@ class Locked:
     def expected(self) -> Expected:
         """What the downloaded bytes must be (the ETag is checked by the caller on the
         first answer: a station version's only mark besides its size)."""
+        from .transfer.engine import Expected
+
         return Expected(self.size, sha256=self.sha256)
 
     def to_table(self) -> dict[str, Any]:

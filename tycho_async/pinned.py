@@ -14,14 +14,11 @@ from .layout import (
     TAR_ZSTD,
     dir_name,
     etag_sidecar,
-    is_current,
+    holds,
     localname_clash,
-    version_key,
 )
 from .localfs import LocalFS, dir_target, fits
 from .lockfile import Lock, Locked, LockfileError
-from .results import PullResult
-from .storage import ObjectInfo
 
 
 def check_lock(lock: Lock, identity: str, reserved: frozenset[str], *,
@@ -48,27 +45,28 @@ def check_lock(lock: Lock, identity: str, reserved: frozenset[str], *,
                                     f"{name!r}, and {problem}")
 
 
-def offline(lock: Lock, fs: LocalFS, outdir: Path) -> list[PullResult] | None:
-    """What a pull of ``lock`` into ``outdir`` finds when every entry is current, told
+def offline(lock: Lock, fs: LocalFS, outdir: Path) -> list[tuple[Locked, Path]] | None:
+    """Each entry and where its current copy is, when every entry is current, told
     from the local files alone (so a warm run needs no store at all: no connection, no
     credentials); None as soon as one entry needs the store, or a destination needs
-    the full pull's checks and messages. ``check_lock`` comes first."""
-    results: list[PullResult] = []
+    the full pull's checks and messages. ``check_lock`` comes first. Plain pairs, no
+    results: the warm path of ``entry.py`` renders them without loading ``results``."""
+    found: list[tuple[Locked, Path]] = []
     seen: set[Path] = set()
     for entry in lock.packages:
         try:
-            result = _current(entry, fs, outdir)
+            dest = _current(entry, fs, outdir)
         except TychoError:
             return None
-        if result is None or result.path.absolute() in seen:
+        if dest is None or dest.absolute() in seen:
             return None
-        seen.add(result.path.absolute())
-        results.append(result)
-    return results
+        seen.add(dest.absolute())
+        found.append((entry, dest))
+    return found
 
 
-def _current(entry: Locked, fs: LocalFS, outdir: Path) -> PullResult | None:
-    """The skipped result of a current entry, as the destination chain would give it."""
+def _current(entry: Locked, fs: LocalFS, outdir: Path) -> Path | None:
+    """Where a current entry's copy is, as the destination chain would find it."""
     if entry.format == TAR_ZSTD:
         from .archive.proof import local_edits, read_proof
 
@@ -82,9 +80,7 @@ def _current(entry: Locked, fs: LocalFS, outdir: Path) -> PullResult | None:
     else:
         target = fs.target(outdir / entry.localname, within=outdir)
         dest = target.named
-        pinned = ObjectInfo(version_key(entry.name, entry.version), entry.size, entry.etag)
         if target.is_stream or not target.sidecar or not fits(etag_sidecar(dest)) or \
-                not is_current(dest, pinned):
+                not holds(dest, entry.etag, entry.size):
             return None
-    return PullResult(entry.name, entry.version, dest, entry.size, skipped=True, exact=True,
-                      format=entry.format)
+    return dest
