@@ -240,6 +240,16 @@ def test_pull_list_needs_items(registry: Registry) -> None:
     assert result.exit_code == 2 and "at least one package" in result.stderr
 
 
+@pytest.mark.parametrize("command", ["pull-list", "lock"])
+def test_an_unreadable_item_list_is_a_usage_error(registry: Registry, command: str) -> None:
+    Path("items.txt").write_bytes(b"pkg\n\xff\xfe not text\n")
+    binary = registry.cli(command, "--from-file", "items.txt")
+    assert binary.exit_code == 2 and "cannot read items.txt: not UTF-8 text" in \
+        binary.stderr, binary.stderr
+    absent = registry.cli(command, "--from-file", "absent.txt")
+    assert absent.exit_code == 2 and "cannot read absent.txt" in absent.stderr
+
+
 def test_plain_progress_is_short(registry: Registry) -> None:
     for i in range(5):
         write_file(Path(f"f{i}.bin"), 10)

@@ -1,7 +1,6 @@
 """Lock files: ``lock`` makes one (the exact versions items resolve to now), checks one
 against the registry (``--check``) and updates one (``--update``)."""
 
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -9,7 +8,7 @@ import typer
 
 from ..errors import PartialFailure, UsageError
 from ..units import plural
-from .options import Command, ConcurrencyOpt, ConfigOpt, JsonOpt, QuietOpt
+from .options import Command, ConcurrencyOpt, ConfigOpt, JsonOpt, QuietOpt, list_items
 from .render import echo_json, out, reports, say
 from .run import cli_command, execute, settings_for
 
@@ -72,7 +71,7 @@ def lock(
     locked by size and ETag, and marked so. A lock names the registry it was resolved
     against; --check refuses a lock of another registry unless --registry is given on
     the command line."""
-    names = _items(items or [], from_file)
+    names = list_items(items or [], from_file)
     if latest and not check:
         raise UsageError("--latest goes with --check")
     if check and (update or names or require_sha256):
@@ -102,20 +101,6 @@ def lock(
             raise failure
     elif not quiet:
         _echo(result, update)
-
-
-def _items(items: list[str], from_file: Path | None) -> list[str]:
-    """The items, those of ``from_file`` after (blank lines and # comments dropped)."""
-    if from_file is not None:
-        try:
-            lines = (sys.stdin.read() if str(from_file) == "-" else
-                     from_file.read_text(encoding="utf-8")).splitlines()
-        except OSError as exc:
-            raise UsageError(f"cannot read {from_file}: {exc.strerror or exc}") from exc
-        except UnicodeDecodeError:
-            raise UsageError(f"cannot read {from_file}: not UTF-8 text") from None
-        items = [*items, *(line.split("#", 1)[0].strip() for line in lines)]
-    return [item for item in items if item.strip()]
 
 
 def _check(settings: Any, lockfile: Path, latest: bool, *, other_registry: bool,

@@ -1,6 +1,8 @@
 """What the commands share on their command lines: the options and arguments (as
 ``Annotated`` hints, one definition each) and the command class that writes usage lines."""
 
+import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -57,3 +59,20 @@ class Command(TyperCommand):
         return [piece[1:-1] if piece.startswith("{") and piece.endswith("}") else piece
                 for piece in super().collect_usage_pieces(ctx)]
 
+
+
+def list_items(items: list[str], from_file: Path | None) -> list[str]:
+    """The items of pull-list and lock: the arguments, then the lines of ``from_file``
+    (``-``: standard input), blank lines and ``#`` comments dropped."""
+    from ..errors import UsageError
+
+    if from_file is not None:
+        try:
+            lines = (sys.stdin.read() if str(from_file) == "-" else
+                     from_file.read_text(encoding="utf-8")).splitlines()
+        except OSError as exc:
+            raise UsageError(f"cannot read {from_file}: {exc.strerror or exc}") from exc
+        except UnicodeDecodeError:
+            raise UsageError(f"cannot read {from_file}: not UTF-8 text") from None
+        items = [*items, *(line.split("#", 1)[0].strip() for line in lines)]
+    return [item for item in items if item.strip()]

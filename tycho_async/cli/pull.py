@@ -21,6 +21,7 @@ from .options import (
     QuietOpt,
     RegistryOpt,
     VersionOpt,
+    list_items,
 )
 from .render import echo_json, out, reports, say
 from .run import ROOT_OPTIONS, cli_command, execute, execute_transfer, given, settings_for
@@ -225,15 +226,7 @@ def _pull_list_requests(packages: list[str] | None, from_file: Path | None) -> l
     """The items of a plain pull-list: its arguments, then --from-file's lines."""
     from ..results import PullRequest
 
-    items = list(packages or [])
-    if from_file is not None:
-        try:
-            lines = (sys.stdin.read() if str(from_file) == "-" else
-                     from_file.read_text(encoding="utf-8")).splitlines()
-        except OSError as exc:
-            raise UsageError(f"cannot read {from_file}: {exc.strerror or exc}") from exc
-        items += [line.split("#", 1)[0].strip() for line in lines]
-        items = [item for item in items if item]
+    items = list_items(list(packages or []), from_file)
     if not items:
         raise UsageError("name at least one package (or --from-file FILE, or --locked)")
     return [PullRequest.parse(item) for item in items]
