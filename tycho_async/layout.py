@@ -190,6 +190,15 @@ class Record:
     def tree_sha256(self) -> str | None:
         return self._text("tree_sha256")
 
+    def tree_size(self, package: str, version: str) -> int | None:
+        """A directory's recorded unpacked size, the bound of its extraction (None:
+        pushed before it was recorded); one that is not a size is refused."""
+        value = self.fields.get("tree_size")
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or
+                                  value < 0):
+            raise UnsafeRemoteData(f"{package} {version}: its record's tree_size is malformed")
+        return value
+
     @property
     def pushed_at(self) -> str | None:
         return self._text("pushed_at")

@@ -31,10 +31,13 @@ from ..errors import (
 )
 from ..layout import (
     LATEST,
+    TAR_ZSTD_SUFFIX,
     PackageMeta,
     Record,
     checked,
+    dir_name,
     expectation,
+    localname_clash,
     meta_key,
     record_key,
     version_key,
@@ -76,6 +79,26 @@ def resolve(request: PullRequest, meta: PackageMeta | None) -> str:
         raise UnsafeRemoteData(f"package {package!r}: tycho.json names an invalid latest "
                                f"version {version!r}")
     return version
+
+
+def check_localname(package: str, localname: str, reserved: frozenset[str],
+                    hint: str = "") -> None:
+    """A localname that decides where a pull writes must not pass for a sidecar, a
+    proof or one of tychoreg's own files (``hint``: what the caller can do instead)."""
+    problem = localname_clash(localname, reserved)
+    if problem:
+        raise UnsafeRemoteData(f"refusing package {package!r}: its tycho.json names the "
+                               f"local file {localname!r}, and {problem}{hint}")
+
+
+def tree_name(package: str, localname: str, hint: str = "") -> str:
+    """The directory a directory package's ``NAME.tar.zst`` localname extracts to."""
+    name = dir_name(localname)
+    if name is None:
+        raise UnsafeRemoteData(f"package {package!r}: its localname {localname!r} is not "
+                               f"NAME{TAR_ZSTD_SUFFIX}, so it names no directory to "
+                               f"extract to{hint}")
+    return name
 
 
 class Catalog:

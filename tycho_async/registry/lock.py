@@ -27,13 +27,10 @@ from ..errors import (
 from ..layout import (
     FILE,
     TAR_ZSTD,
-    TAR_ZSTD_SUFFIX,
     PackageMeta,
     Record,
     being_deleted,
     cut_short,
-    dir_name,
-    localname_clash,
     version_key,
 )
 from ..lifecycle import VersionState
@@ -52,7 +49,7 @@ from ..results import (
 from ..storage import ObjectInfo
 from ..transfer.groups import task_group
 from ..units import plural
-from .catalog import Context, resolve
+from .catalog import Context, check_localname, resolve, tree_name
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -116,7 +113,7 @@ class Locking:
                 raise IntegrityError(f"{package} {version}: its record says "
                                      f"{expected.size} bytes, the object holds {pkg.size}")
             sha256, fmt, tree_sha256 = expected.sha256, trusted.format, trusted.tree_sha256
-            tree_size = _tree_size(package, version, trusted)
+            tree_size = trusted.tree_size(package, version) if fmt == TAR_ZSTD else None
         elif require_sha256:
             raise UnsafeRemoteData(f"{package} {version} was pushed by tycho-station: it has "
                                    "no SHA-256 to lock (only its size and ETag); "
@@ -128,19 +125,9 @@ class Locking:
     def _localname(self, package: str, meta: PackageMeta, fmt: str) -> str:
         """tycho.json's localname, checked as a pull checks it before writing there."""
         localname = check_remote_localname(package, meta.localname)
-        names = [localname]
+        check_localname(package, localname, self.ctx.reserved)
         if fmt == TAR_ZSTD:
-            name = dir_name(localname)
-            if name is None:
-                raise UnsafeRemoteData(f"package {package!r}: its localname {localname!r} "
-                                       f"is not NAME{TAR_ZSTD_SUFFIX}, so it names no "
-                                       "directory to extract to")
-            names.append(name)
-        for name in names:
-            problem = localname_clash(name, self.ctx.reserved)
-            if problem:
-                raise UnsafeRemoteData(f"refusing package {package!r}: its tycho.json names "
-                                       f"the local file {name!r}, and {problem}")
+            check_localname(package, tree_name(package, localname), self.ctx.reserved)
         return localname
 
     async def check(self, lock: Lock, *, latest: bool = False,
@@ -215,15 +202,6 @@ class Locking:
                                       old != fresh[name]))
         entries = [fresh.get(entry.name, entry) for entry in lock.packages]
         return Lock(lock.registry, entries), changes
-
-
-def _tree_size(package: str, version: str, record: Record) -> int | None:
-    value = record.fields.get("tree_size")
-    if value is None or record.format != TAR_ZSTD:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise UnsafeRemoteData(f"{package} {version}: its record's tree_size is malformed")
-    return value
 
 
 def _change(entry: Locked, size: int, etag: str, sha256: str | None) -> str:

@@ -33,13 +33,10 @@ from ..layout import (
     FILE,
     PROOF,
     TAR_ZSTD,
-    TAR_ZSTD_SUFFIX,
     PackageMeta,
     Record,
-    dir_name,
     etag_sidecar,
     is_current,
-    localname_clash,
     version_key,
 )
 from ..localfs import Target, fits, is_terminal, same_as_stdout
@@ -51,9 +48,18 @@ from ..transfer import Expected
 from ..transfer.engine import ExpectedSource
 from ..transfer.groups import task_group
 from ..units import plural
-from .catalog import WAVE_PER_SLOT, Context, MetaWave, expects, resolve
+from .catalog import (
+    WAVE_PER_SLOT,
+    Context,
+    MetaWave,
+    check_localname,
+    expects,
+    resolve,
+    tree_name,
+)
 
 STDOUT = 1
+OUTFILE_HINT = "; pull it with --outfile PATH"  # what a refused localname leaves open
 
 Claim = Callable[[Path], Awaitable[None]]
 
@@ -65,16 +71,6 @@ class PullOne(Protocol):
     async def __call__(self, request: PullRequest, *, outdir: Path, force: bool,
                        claim: Claim | None, max_unpacked: int | None,
                        meta: PackageMeta | None) -> PullResult: ...
-
-
-def check_localname(package: str, localname: str, reserved: frozenset[str]) -> None:
-    """A localname that decides where a pull writes must not pass for a sidecar, a
-    proof or one of tychoreg's own files."""
-    problem = localname_clash(localname, reserved)
-    if problem:
-        raise UnsafeRemoteData(f"refusing package {package!r}: its tycho.json names the "
-                               f"local file {localname!r}, and {problem}; pull it with "
-                               "--outfile PATH")
 
 
 def _flush(stream: BinaryIO) -> None:
@@ -145,7 +141,7 @@ class Wanted:
             outfile = self.outfile
             assert outfile is None or isinstance(outfile, Path)
             if outfile is None:
-                check_localname(self.package, self.localname, ctx.reserved)
+                check_localname(self.package, self.localname, ctx.reserved, OUTFILE_HINT)
             if outfile is not None and outfile.is_dir():
                 raise UsageError(f"{outfile} is a directory: --outfile names the file to "
                                  f"write; to save {self.localname} into it, pass --outdir "
@@ -236,14 +232,10 @@ class ToTree(Destination):
         assert outfile is None or isinstance(outfile, Path)
         try:
             if outfile is None:
-                check_localname(package, localname, self.ctx.reserved)
-            name = dir_name(localname)
-            if name is None:
-                raise UnsafeRemoteData(f"package {package!r}: its localname {localname!r} "
-                                       f"is not NAME{TAR_ZSTD_SUFFIX}, so it names no "
-                                       "directory to extract to (--raw keeps the archive)")
+                check_localname(package, localname, self.ctx.reserved, OUTFILE_HINT)
+            name = tree_name(package, localname, " (--raw keeps the archive)")
             if outfile is None:
-                check_localname(package, name, self.ctx.reserved)
+                check_localname(package, name, self.ctx.reserved, OUTFILE_HINT)
             dest = outfile if outfile is not None else want.outdir / name
             if want.claim is not None:
                 await want.claim(dest.absolute())

@@ -31,10 +31,8 @@ def _unpack_limit(package: str, version: str, expected: Expected | None,
     """How far a directory package's tar may expand: its recorded ``tree_size`` exactly;
     without one (pushed before tree_size was recorded), ``max_unpacked`` or the default
     bound of its compressed size."""
-    tree_size = record.fields.get("tree_size")
+    tree_size = record.tree_size(package, version)
     if tree_size is not None:
-        if not isinstance(tree_size, int) or isinstance(tree_size, bool) or tree_size < 0:
-            raise UnsafeRemoteData(f"{package} {version}: its record's tree_size is malformed")
         return Limit(tree_size, IntegrityError(
             f"{package} {version}: the archive expands beyond its recorded tree_size of "
             f"{tree_size} bytes"))
