@@ -74,12 +74,8 @@ async def open_settings(settings: Settings, progress: ProgressSink | None = None
     async with open_store(settings.store) as store:
         yield AsyncRegistry(Registry(
             Engine(store, settings.transfer, progress), settings.outdir,
-            missing_root_ok=settings.default_registry, own_files=_own_files(settings),
+            missing_root_ok=settings.default_registry, own_files=settings.own_files,
             liveness=liveness, identity=settings.location))
-
-
-def _own_files(settings: Settings) -> list[str]:
-    return [settings.dotenv.name] if settings.dotenv else []
 
 
 def locked_current(settings: Settings, lock: Lock, *,
@@ -88,14 +84,10 @@ def locked_current(settings: Settings, lock: Lock, *,
     checks it first (UsageError), then, when every entry's local copy is current, their
     results; None when any entry needs the store (then ``pull_locked`` it). Nothing is
     opened: no connection, no credentials resolved (a CI run with everything in place)."""
-    from .layout import reserved_names
-    from .localfs import LocalFS
-    from .pinned import check_lock, offline
+    from .pinned import current
     from .results import PullResult
 
-    check_lock(lock, settings.location, reserved_names(_own_files(settings)),
-               other_registry=other_registry)
-    found = offline(lock, LocalFS(), settings.outdir)
+    found = current(lock, settings, other_registry=other_registry)
     return None if found is None else [
         PullResult(entry.name, entry.version, dest, entry.size, skipped=True, exact=True,
                    format=entry.format) for entry, dest in found]

@@ -60,6 +60,12 @@ class Settings:
     def location(self) -> str:
         return self.store.location
 
+    @property
+    def own_files(self) -> tuple[str, ...]:
+        """tychoreg's files besides the config that no localname may name: the dotenv
+        file the config names."""
+        return (self.dotenv.name,) if self.dotenv else ()
+
 
 def parse_size(value: object, what: str) -> int:
     """Accept 8388608, "8388608", "8MiB", "8M", "512k"."""

@@ -101,14 +101,13 @@ def _option(root: dict[str, Any], command: dict[str, Any], name: str) -> str | N
 def _answer(root: dict[str, Any], command: dict[str, Any]
             ) -> tuple[list[str], list[tuple[Any, Any]]] | None:
     """The config's warnings and every entry with its current copy, as
-    ``api.locked_current`` decides; None when anything needs the full pull."""
+    ``pinned.current`` decides (for api.locked_current too); None when anything needs
+    the full pull."""
     from pathlib import Path
 
     from .config import SECRET_KEYS, load_settings
-    from .layout import reserved_names
-    from .localfs import LocalFS
     from .lockfile import DEFAULT_LOCKFILE, read
-    from .pinned import check_lock, offline
+    from .pinned import current
     from .storage import S3Options
 
     lock = read(Path(command.get("lockfile", DEFAULT_LOCKFILE)))
@@ -119,10 +118,8 @@ def _answer(root: dict[str, Any], command: dict[str, Any]
         from .logs import register_secrets
 
         register_secrets(settings.store.client_kwargs.get(key) for key in SECRET_KEYS)
-    own = [settings.dotenv.name] if settings.dotenv else []
-    check_lock(lock, settings.location, reserved_names(own),
-               other_registry="registry" in root or "registry" in command)
-    found = offline(lock, LocalFS(), settings.outdir)
+    found = current(lock, settings,
+                    other_registry="registry" in root or "registry" in command)
     return None if found is None else (list(settings.warnings), found)
 
 

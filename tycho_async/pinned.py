@@ -8,6 +8,7 @@ no credentials. No store, no event loop: only the local files.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import TychoError, UsageError
 from .layout import (
@@ -16,9 +17,13 @@ from .layout import (
     etag_sidecar,
     holds,
     localname_clash,
+    reserved_names,
 )
 from .localfs import LocalFS, dir_target, fits
 from .lockfile import Lock, Locked, LockfileError
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 
 def check_lock(lock: Lock, identity: str, reserved: frozenset[str], *,
@@ -43,6 +48,15 @@ def check_lock(lock: Lock, identity: str, reserved: frozenset[str], *,
             if problem:
                 raise LockfileError(f"package {entry}: the lock names the local file "
                                     f"{name!r}, and {problem}")
+
+
+def current(lock: Lock, settings: Settings, *, other_registry: bool
+            ) -> list[tuple[Locked, Path]] | None:
+    """A pull of ``lock`` by ``settings`` that needs no store: ``check_lock`` by the
+    settings' registry and own files, then ``offline`` into their download folder."""
+    check_lock(lock, settings.location, reserved_names(settings.own_files),
+               other_registry=other_registry)
+    return offline(lock, LocalFS(), settings.outdir)
 
 
 def offline(lock: Lock, fs: LocalFS, outdir: Path) -> list[tuple[Locked, Path]] | None:
