@@ -8,7 +8,15 @@ import typer
 
 from ..errors import PartialFailure, UsageError
 from ..units import plural
-from .options import Command, ConcurrencyOpt, ConfigOpt, JsonOpt, QuietOpt, list_items
+from .options import (
+    Command,
+    ConcurrencyOpt,
+    ConfigOpt,
+    ItemsFileOpt,
+    JsonOpt,
+    QuietOpt,
+    list_items,
+)
 from .render import echo_json, out, reports, say
 from .run import cli_command, execute, settings_for
 
@@ -40,10 +48,7 @@ def lock(
         metavar="ITEM...", show_default=False,
         help="What to lock: PKG (its latest now) or PKG==VERSION. With --update: the "
              "packages to re-resolve (all when none).")] = None,
-    from_file: Annotated[Path | None, typer.Option(
-        "--from-file", metavar="FILE", show_default=False,
-        help="Read more items from FILE, one a line ('#' starts a comment), as pull-list "
-             "reads it; - reads standard input.")] = None,
+    from_file: ItemsFileOpt = None,
     lockfile: Annotated[Path, typer.Option(
         "--lockfile", metavar="PATH",
         help="The lock file to write, check or update.")] = Path(LOCKFILE),

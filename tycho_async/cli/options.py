@@ -60,6 +60,11 @@ class Command(TyperCommand):
                 for piece in super().collect_usage_pieces(ctx)]
 
 
+ItemsFileOpt = Annotated[Path | None, typer.Option(
+    "--from-file", metavar="FILE", show_default=False,
+    help="Read more items from FILE, one a line ('#' starts a comment); - reads "
+         "standard input.")]
+
 
 def list_items(items: list[str], from_file: Path | None) -> list[str]:
     """The items of pull-list and lock: the arguments, then the lines of ``from_file``

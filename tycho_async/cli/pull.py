@@ -12,6 +12,7 @@ from .options import (
     Command,
     ConcurrencyOpt,
     ConfigOpt,
+    ItemsFileOpt,
     JsonOpt,
     MaxUnpackedOpt,
     OutdirOpt,
@@ -128,10 +129,7 @@ def pull_list(
     packages: Annotated[list[str] | None, typer.Argument(
         metavar="PACKAGE...", help="Packages to pull: PKG (its latest) or PKG==VERSION.",
         show_default=False)] = None,
-    from_file: Annotated[Path | None, typer.Option(
-        "--from-file", metavar="FILE", show_default=False,
-        help="Read more items from FILE, one a line ('#' starts a comment); - reads "
-             "standard input.")] = None,
+    from_file: ItemsFileOpt = None,
     locked: Annotated[bool, typer.Option(
         "--locked", help="Pull exactly the versions and bytes the lock file says, with no "
         "tycho.json request (no PACKAGE or --from-file beside it): a local copy that is "
