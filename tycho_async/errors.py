@@ -8,13 +8,17 @@
     ├── UsageError                  2  bad name, bad option value, special file in the way
     │   ├── ConfigError             2  unreadable or invalid config
     │   │   └── NotS3               2  the endpoint answers, but not as an S3 store does
-    │   └── MissingRegistry         2  the bucket or registry directory does not exist
+    │   ├── MissingRegistry         2  the bucket or registry directory does not exist
+    │   ├── SignersFileError        2  a malformed (or unsupported) allowed_signers file
+    │   └── SigningKeyError         2  a signing key that cannot be read or used
+    │       └── PassphraseNeeded    2  an encrypted key, and no passphrase given
     ├── TransferError               3  the bytes did not arrive (network, permission, disk)
     │   ├── StoreError              3  a backend call failed; ``transient`` says if a retry may help
     │   │   └── PreconditionFailed  3  a conditional write lost a race (callers translate it)
     │   ├── IntegrityError          3  bytes arrived but do not match what was pushed
     │   ├── IncompleteVersion       3  a push or deletion of it was cut short
-    │   └── UnsafeRemoteData        3  the bucket holds data we refuse to act on
+    │   ├── UnsafeRemoteData        3  the bucket holds data we refuse to act on
+    │   └── SignatureError          3  no valid signature from an allowed signer
     ├── PartialFailure              3 or 1: some items of a batch failed
     ├── Interrupted                 128+N: ended by signal N (130 SIGINT, 143 SIGTERM, 129 SIGHUP)
     └── OutputClosed                141: standard output was closed (``tychoreg list | head``)
@@ -77,6 +81,19 @@ class MissingRegistry(UsageError):
     exit_code = 2
 
 
+class SignersFileError(UsageError):
+    """An allowed_signers file that cannot be read as ssh-keygen reads it, or that uses
+    what we do not support (``cert-authority``): a policy must never be half applied."""
+
+
+class SigningKeyError(UsageError):
+    """A signing key that cannot be read or used (its path, type or passphrase)."""
+
+
+class PassphraseNeeded(SigningKeyError):
+    """An encrypted key and no passphrase: the caller may ask for one and try again."""
+
+
 class TransferError(TychoError):
     exit_code = 3
 
@@ -106,6 +123,11 @@ class UnsafeRemoteData(TransferError):
 
 class IncompleteVersion(TransferError):
     """A version whose push (or deletion) was cut short: never trusted by a pull."""
+
+
+class SignatureError(TransferError):
+    """A version without a valid signature from an allowed signer (or a signature that
+    does not verify): refused before any byte reaches the destination."""
 
 
 _NAMED = 3  # failed items named by str(PartialFailure)
