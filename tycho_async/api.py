@@ -9,7 +9,7 @@ exactly as the CLI does. The AWS credential chain applies in every case.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager
 from pathlib import Path
 from types import TracebackType
@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 def resolve_settings(*, registry: str | None = None, config: str | None = None,
                      endpoint_url: str | None = None, outdir: str | Path | None = None,
                      concurrency: int | None = None, part_size: int | str | None = None,
+                     signing_key: str | Path | None = None,
+                     allowed_signers: str | Path | None = None,
                      from_environment: bool = False) -> Settings:
     """Settings from keyword arguments, with the CLI's precedence when
     ``from_environment``: arguments, ``TYCHOREG_*`` variables, the config file
@@ -50,7 +52,9 @@ def resolve_settings(*, registry: str | None = None, config: str | None = None,
     from .storage import S3Options
 
     overrides = {k: v for k, v in (("outdir", None if outdir is None else str(outdir)),
-                                   ("concurrency", concurrency), ("part_size", part_size))
+                                   ("concurrency", concurrency), ("part_size", part_size),
+                                   ("signing_key", signing_key),
+                                   ("allowed_signers", allowed_signers))
                  if v is not None}
     settings = load_settings(config, registry, overrides, environment=from_environment)
     if endpoint_url is not None and isinstance(settings.store, S3Options):
@@ -62,20 +66,39 @@ def resolve_settings(*, registry: str | None = None, config: str | None = None,
 
 @asynccontextmanager
 async def open_settings(settings: Settings, progress: ProgressSink | None = None, *,
-                        liveness: Liveness | None = None) -> AsyncIterator[AsyncRegistry]:
+                        liveness: Liveness | None = None,
+                        ask_passphrase: Callable[[Path], bytes] | None = None,
+                        ) -> AsyncIterator[AsyncRegistry]:
     """What ``open_registry`` yields, for settings already resolved (the CLI resolves its
     own, with its options and warnings): the registry the settings name, with its store
     open for the block's lifetime. ``liveness``: when a silent push counts as gone (the
-    default: 60 s)."""
+    default: 60 s). The allowed signers are read here (a malformed file is refused
+    before anything moves); the signing key on the first signature, with the
+    passphrase in TYCHOREG_SIGNING_KEY_PASSPHRASE, else ``ask_passphrase``'s."""
     from .registry import Registry
     from .storage import open_store
     from .transfer.engine import Engine
 
+    signers = signer = None
+    if settings.allowed_signers is not None:
+        from .sshsig import AllowedSigners
+
+        signers = AllowedSigners.load(settings.allowed_signers)
+    if settings.signing_key is not None:
+        import os
+
+        from .config import PASSPHRASE_ENV
+        from .registry.signing import Signer
+
+        passphrase = os.environ.get(PASSPHRASE_ENV)
+        signer = Signer(settings.signing_key,
+                        None if passphrase is None else passphrase.encode(), ask_passphrase)
     async with open_store(settings.store) as store:
         yield AsyncRegistry(Registry(
             Engine(store, settings.transfer, progress), settings.outdir,
             missing_root_ok=settings.default_registry, own_files=settings.own_files,
-            liveness=liveness, identity=settings.location))
+            liveness=liveness, identity=settings.location, signer=signer,
+            signers=signers))
 
 
 def locked_current(settings: Settings, lock: Lock, *,
@@ -295,11 +318,16 @@ async def open_registry(*, registry: str | None = None, config: str | None = Non
                         endpoint_url: str | None = None, outdir: str | Path | None = None,
                         concurrency: int | None = None, part_size: int | str | None = None,
                         progress: bool | ProgressSink = False,
+                        signing_key: str | Path | None = None,
+                        allowed_signers: str | Path | None = None,
                         from_environment: bool = False) -> AsyncIterator[AsyncRegistry]:
     """``async with open_registry(registry="s3://bucket/prefix") as reg: await reg.push(...)``.
+    ``signing_key``: the SSH key every push signs with; ``allowed_signers``: the
+    ssh-keygen allowed_signers file every pull and verify requires a signature from.
     Unknown keywords are a TypeError; settings errors are ``ConfigError``."""
     settings = resolve_settings(registry=registry, config=config, endpoint_url=endpoint_url,
                                 outdir=outdir, concurrency=concurrency, part_size=part_size,
+                                signing_key=signing_key, allowed_signers=allowed_signers,
                                 from_environment=from_environment)
     liveness = None
     if from_environment:
@@ -331,6 +359,8 @@ class Client:
                  endpoint_url: str | None = None, outdir: str | Path | None = None,
                  concurrency: int | None = None, part_size: int | str | None = None,
                  progress: bool | ProgressSink = False,
+                 signing_key: str | Path | None = None,
+                 allowed_signers: str | Path | None = None,
                  from_environment: bool = False) -> None:
         from anyio.from_thread import start_blocking_portal
 
@@ -339,7 +369,9 @@ class Client:
         try:
             cm = open_registry(registry=registry, config=config, endpoint_url=endpoint_url,
                                outdir=outdir, concurrency=concurrency, part_size=part_size,
-                               progress=progress, from_environment=from_environment)
+                               progress=progress, signing_key=signing_key,
+                               allowed_signers=allowed_signers,
+                               from_environment=from_environment)
             self._registry_cm = self._portal.wrap_async_context_manager(cm)
             self._registry = self._registry_cm.__enter__()
         except BaseException:

@@ -31,7 +31,11 @@ S3_OWN_KEYS = ("bucket", "prefix", "checksums", "addressing_style", "connect_tim
 # Config, which is ours (a test keeps this list in step with aiobotocore).
 S3_CLIENT_KEYS = ("endpoint_url", "region_name", "aws_access_key_id", "aws_secret_access_key",
                   "aws_session_token", "aws_account_id", "verify", "use_ssl", "api_version")
-TYCHO_KEYS = ("backend", "outdir", "dotenv", "concurrency", "part_size")
+TYCHO_KEYS = ("backend", "outdir", "dotenv", "concurrency", "part_size", "signing_key",
+              "allowed_signers")
+SIGNING_KEY_ENV = "TYCHOREG_SIGNING_KEY"
+ALLOWED_SIGNERS_ENV = "TYCHOREG_ALLOWED_SIGNERS"
+PASSPHRASE_ENV = "TYCHOREG_SIGNING_KEY_PASSPHRASE"  # read when the key is, never stored
 LOCAL_KEYS = ("path",)
 SECTIONS = ("tycho", "s3", "local")
 TIMEOUT_ENV = {"connect_timeout": "TYCHOREG_CONNECT_TIMEOUT",
@@ -50,6 +54,8 @@ class Settings:
     default_registry: bool = False  # the local registry in the data folder, none chosen
     unset: tuple[str, ...] = ()  # env-indirected values left unresolved (info only)
     dotenv: Path | None = None  # the dotenv file tycho.dotenv names (no localname may)
+    signing_key: Path | None = None  # the SSH key a push signs with (None: unsigned)
+    allowed_signers: Path | None = None  # the policy pulls check (None: none)
 
     @property
     def backend(self) -> str:
@@ -269,11 +275,13 @@ class _Common:
     stayed unset, the dotenv file, the outdir and the transfer settings. (A plain class:
     a dataclass costs about a millisecond at import, on every command's start-up.)"""
 
-    __slots__ = ("config_path", "dotenv", "outdir", "path", "transfer", "unset", "warnings")
+    __slots__ = ("config_path", "dotenv", "outdir", "path", "signing", "transfer", "unset",
+                 "warnings")
 
     def __init__(self, path: Path, config_path: Path | None, dotenv: Path | None,
                  warnings: list[str], unset: list[str], outdir: Path,
-                 transfer: TransferSettings) -> None:
+                 transfer: TransferSettings,
+                 signing: tuple[Path | None, Path | None] = (None, None)) -> None:
         self.path = path
         self.config_path = config_path
         self.dotenv = dotenv
@@ -281,12 +289,14 @@ class _Common:
         self.unset = unset
         self.outdir = outdir
         self.transfer = transfer
+        self.signing = signing
 
     def settings(self, store: StoreOptions, *, default_registry: bool = False) -> Settings:
         return Settings(store=store, outdir=self.outdir, transfer=self.transfer,
                         config_path=self.config_path, warnings=tuple(self.warnings),
                         default_registry=default_registry, unset=tuple(self.unset),
-                        dotenv=self.dotenv)
+                        dotenv=self.dotenv, signing_key=self.signing[0],
+                        allowed_signers=self.signing[1])
 
 
 def load_settings(
@@ -334,7 +344,10 @@ def load_settings(
         if warning:
             warnings.append(warning)
     common = _Common(path, config_path, dotenv, warnings, unset, outdir,
-                     _transfer_settings(tycho, overrides, env))
+                     _transfer_settings(tycho, overrides, env),
+                     (_path_setting("signing_key", SIGNING_KEY_ENV, overrides, env, tycho, path),
+                      _path_setting("allowed_signers", ALLOWED_SIGNERS_ENV, overrides, env,
+                                    tycho, path)))
     if kind == "local":
         root = _local_root(section, backend_name == "local" and not registry, common,
                            local_typos, strict=strict)
@@ -412,6 +425,18 @@ def _outdir(overrides: Mapping[str, Any], env: Mapping[str, str], tycho: Mapping
     if not isinstance(outdir, str) or not outdir:
         raise ConfigError(f"config {path}: tycho.outdir must be a directory name")
     return Path(outdir).expanduser()
+
+
+def _path_setting(key: str, env_name: str, overrides: Mapping[str, Any],
+                  env: Mapping[str, str], tycho: Mapping[str, Any], path: Path) -> Path | None:
+    """A file setting of signing: the option, else its TYCHOREG_ variable, else
+    tycho.KEY; None when none names one (an empty value names none)."""
+    value = overrides.get(key) or env.get(env_name) or tycho.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, (str, Path)):
+        raise ConfigError(f"config {path}: tycho.{key} must be a file path")
+    return Path(value).expanduser()
 
 
 def _local_root(section: Mapping[str, Any], needs_path: bool, common: _Common,

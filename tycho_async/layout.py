@@ -59,6 +59,11 @@ def record_key(package: str, version: str) -> str:
     return f"{package}/tycho_{version}.meta.json"
 
 
+def signature_key(package: str, version: str) -> str:
+    """A version's signatures (statement.SigFile); not .pkg: tycho-station never sees it."""
+    return f"{package}/tycho_{version}.sig"
+
+
 def etag_sidecar(path: Path) -> Path:
     return path.with_name(path.name + SIDECAR_SUFFIX)
 

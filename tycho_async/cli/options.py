@@ -48,6 +48,18 @@ DebugOpt = Annotated[bool, typer.Option(
     "--debug", envvar="TYCHOREG_DEBUG",
     help="Log every request and retry (ours and botocore's) to stderr, secrets "
          "redacted; show tracebacks of internal errors.")]
+SignKeyOpt = Annotated[Path | None, typer.Option(
+    "--sign-key", metavar="PATH", show_default=False,
+    help="Sign with this SSH private key (ssh-keygen's; ed25519, ecdsa or rsa): the "
+         "version's .sig names it as the signer (default: TYCHOREG_SIGNING_KEY, else "
+         "config key tycho.signing_key; an encrypted key's passphrase comes from "
+         "TYCHOREG_SIGNING_KEY_PASSPHRASE, else a prompt on a terminal).")]
+AllowedSignersOpt = Annotated[Path | None, typer.Option(
+    "--allowed-signers", metavar="FILE", show_default=False,
+    help="Require a valid signature from a signer this ssh-keygen allowed_signers file "
+         "allows (namespace tychoreg): any other version is refused (exit 3) before a "
+         "byte is written (default: TYCHOREG_ALLOWED_SIGNERS, else config key "
+         "tycho.allowed_signers; none: signatures are not checked).")]
 PackageArg = Annotated[str, typer.Argument(metavar="PACKAGE", help="Package name.")]
 
 

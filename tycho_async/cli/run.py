@@ -4,6 +4,7 @@ its errors into one message and an exit code; --debug, wherever it was given."""
 
 import functools
 import inspect
+import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -14,6 +15,8 @@ from .options import DebugOpt
 from .render import fail, say
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from ..api import AsyncRegistry
     from ..config import Settings
     from ..transfer import ProgressSink
@@ -91,8 +94,11 @@ def execute(settings: "Settings", work: Callable[["AsyncRegistry"], Awaitable[T]
 
                 tg.start_soon(watch)
                 with work_scope:
-                    async with open_settings(settings, progress, liveness=Liveness
-                                             .from_environment(os.environ)) as registry:
+                    async with open_settings(
+                            settings, progress,
+                            liveness=Liveness.from_environment(os.environ),
+                            ask_passphrase=_ask_passphrase if sys.stdin.isatty() else None,
+                    ) as registry:
                         result.append(await work(registry))
                 tg.cancel_scope.cancel()
 
@@ -102,6 +108,13 @@ def execute(settings: "Settings", work: Callable[["AsyncRegistry"], Awaitable[T]
     signum = received[0] if received else signal.SIGINT
     raise Interrupted(f"interrupted by {signal.Signals(signum).name}; nothing half-written "
                       "was left behind", signum)
+
+
+def _ask_passphrase(path: "Path") -> bytes:
+    """An encrypted signing key's passphrase, asked on the terminal (never echoed)."""
+    import getpass
+
+    return getpass.getpass(f"Passphrase for {path}: ").encode()
 
 
 def execute_transfer(settings: "Settings", work: Callable[["AsyncRegistry"], Awaitable[T]], *,

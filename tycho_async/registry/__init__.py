@@ -66,7 +66,9 @@ if TYPE_CHECKING:
         VerifyResult,
         VersionInfo,
     )
+    from ..sshsig import AllowedSigners
     from .pull import Claim
+    from .signing import Signer
 
 
 class Registry:
@@ -80,19 +82,23 @@ class Registry:
     not exist is a typo, exit 2); ``liveness``: when a silent push counts as gone;
     ``clock``: the wall clock of every decision on time (a push gone, prune's ages);
     ``identity``: the registry as a lock file names it (``s3://BUCKET/PREFIX`` or the
-    configured path; by default the store's location)."""
+    configured path; by default the store's location); ``signer``: the key every push
+    signs with (None: unsigned); ``signers``: the allowed signers every pull, verify
+    and lock requires a signature from (None: no policy, and no ``.sig`` is read)."""
 
     def __init__(self, engine: Engine, outdir: Path, *, missing_root_ok: bool = False,
                  fs: LocalFS | None = None, own_files: Sequence[str] = (),
                  liveness: Liveness | None = None,
                  clock: Callable[[], float] = time.time,
-                 identity: str | None = None) -> None:
+                 identity: str | None = None, signer: Signer | None = None,
+                 signers: AllowedSigners | None = None) -> None:
         self.engine = engine
         self.outdir = outdir
         self.catalog = Catalog(engine, liveness or Liveness(),
                                missing_root_ok=missing_root_ok, clock=clock)
         self.ctx = Context(engine, self.catalog, fs or engine.fs, reserved_names(own_files),
-                           identity or engine.store.location)
+                           identity or engine.store.location, signer=signer,
+                           signers=signers)
 
     async def init(self, package: str, filename: str) -> None:
         from .publish import init

@@ -54,6 +54,8 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
     from ..localfs import LocalFS
+    from ..sshsig import AllowedSigners
+    from .signing import Signer
 
 META_ATTEMPTS = 20
 WAVE_PER_SLOT = 16  # tycho.json read ahead of the items, per slot of the request budget
@@ -416,20 +418,25 @@ def expects(record: ExpectedSource | None) -> ExpectedSource:
 class Context:
     """What every operation shares: the engine that moves the bytes, the catalog, the
     local file system, tychoreg's own file names (no localname may name them), and the
-    registry's identity as a lock file names it (``s3://BUCKET/PREFIX`` or the path).
+    registry's identity as a lock file names it (``s3://BUCKET/PREFIX`` or the path),
+    the key pushes sign with (``signer``, None: unsigned) and the policy pulls apply
+    (``signers``, the allowed signers; None: none, and no ``.sig`` is ever read).
     ``clock`` is the catalog's: the one wall clock of the registry's decisions (a push
     gone, a version's age), injected so tests can drive it. (A plain class: a dataclass
     costs about a millisecond at import, on every command's start-up.)"""
 
-    __slots__ = ("catalog", "engine", "fs", "identity", "reserved")
+    __slots__ = ("catalog", "engine", "fs", "identity", "reserved", "signer", "signers")
 
     def __init__(self, engine: Engine, catalog: Catalog, fs: LocalFS,
-                 reserved: frozenset[str], identity: str) -> None:
+                 reserved: frozenset[str], identity: str, *, signer: Signer | None = None,
+                 signers: AllowedSigners | None = None) -> None:
         self.engine = engine
         self.catalog = catalog
         self.fs = fs
         self.reserved = reserved
         self.identity = identity
+        self.signer = signer
+        self.signers = signers
 
     @property
     def clock(self) -> Callable[[], float]:
