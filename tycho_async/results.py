@@ -43,6 +43,8 @@ class VersionInfo:
     latest: bool = False
     state: str = "ok"  # "pending" or "deleting" while a push or deletion is cut short
     modified: float | None = None  # the object's Last-Modified, seconds since the epoch
+    signed: bool = False  # a .sig is beside it (listed; checked by verify, show, pull)
+    signed_by: str | None = None  # under allowed signers: the principal that signed
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ class ShowResult:
     version: VersionInfo | None = None
     tool: str | None = None  # what pushed the version
     tree_sha256: str | None = None
+    signatures: tuple[SignatureInfo, ...] = ()  # the version's, checked (show PKG VERSION)
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,7 @@ class PushResult:
     # stream or a push of it still under way); None when not skipped.
     same_content: bool | None = None
     warnings: tuple[str, ...] = ()  # what went wrong without failing the push
+    signed_by: str | None = None  # the signature's principal hint (--sign-key), if signed
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,7 @@ class PullResult:
     exact: bool = True  # False: a --fallback prefix chose the version
     format: str = FILE
     warnings: tuple[str, ...] = ()  # e.g. local edits of a tree this pull replaced
+    signed_by: str | None = None  # under allowed signers: the principal that signed
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,30 @@ class VerifyResult:
     sha256: str
     checked: str  # what the bytes were checked against
     repaired: str | None = None  # what --repair did, if anything
+    signatures: tuple[SignatureInfo, ...] = ()  # every signature of the version, checked
+    signed_by: str | None = None  # under allowed signers: the principal that signed
+
+
+@dataclass(frozen=True)
+class SignatureInfo:
+    """One signature of a version, as ``verify`` and ``show`` report it: who it says
+    signed (a hint), the key that made it, whether it verifies for this version, and,
+    under allowed signers, the principal the file gives that key (None: not allowed)."""
+
+    principal_hint: str
+    fingerprint: str | None  # None: the signature could not be read
+    valid: bool  # it verifies (namespace tychoreg) over this version's statement
+    principal: str | None = None
+    problem: str | None = None  # why it does not count, in words
+
+
+@dataclass(frozen=True)
+class SignResult:
+    package: str
+    version: str
+    signed_by: str  # the new signature's principal hint
+    fingerprint: str  # the key that signed
+    signatures: int  # how many the version's .sig holds now
 
 
 @dataclass(frozen=True)
