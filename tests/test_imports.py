@@ -5,7 +5,7 @@ imported, so a lazy or TYPE_CHECKING-only import counts as much as any other):
   the CLI, the package format or the progress display;
 - the registry uses the engine's public names only, and never a concrete store; it
   leaves file mechanics (``os``, ``shutil``, ``tempfile``) to ``localfs.py``; its
-  operation modules import ``catalog`` and ``publish`` at most from one another (and
+  operation modules import ``catalog``, ``publish`` and ``signing`` at most from one another (and
   their own parts: publish its ``skips``, pull its ``trees``; ``locked``, a lock
   file's pull, is made of pull's machinery and imports ``pull``);
 - transfer imports nothing of the registry, the API, the CLI, config or the display;
@@ -42,7 +42,7 @@ NOT_BELOW_TRANSFER = tuple(f"{ROOT}.{name}" for name in (
 CONCRETE_STORES = tuple(f"{STORAGE}.{name}" for name in (
     "s3", "s3calls", "s3uploads", "s3lean", "s3boto", "s3botoclient", "s3errors", "http",
     "sigv4", "local"))
-REGISTRY_SHARED = (f"{REGISTRY}.catalog", f"{REGISTRY}.publish")
+REGISTRY_SHARED = (f"{REGISTRY}.catalog", f"{REGISTRY}.publish", f"{REGISTRY}.signing")
 REGISTRY_PARTS = {f"{REGISTRY}.publish": (f"{REGISTRY}.skips",),
                   f"{REGISTRY}.pull": (f"{REGISTRY}.trees",),
                   f"{REGISTRY}.locked": (f"{REGISTRY}.pull",)}
@@ -203,7 +203,8 @@ def problems(source: str, module: str, *, is_package: bool = False) -> list[str]
                 else imp.module
             if module != REGISTRY and within(target, (REGISTRY,)) and target not in (
                     module, *REGISTRY_SHARED, *REGISTRY_PARTS.get(module, ())):
-                say(imp, "an operation imports catalog and publish at most (and its parts)")
+                say(imp, "an operation imports catalog, publish and signing at most "
+                         "(and its parts)")
         if module == RESULTS and any(within(t, NOT_BELOW_RESULTS) for t in targets):
             say(imp, "results are plain values: nothing of the registry, API or CLI")
         if module == BARS and any(within(t, (PROGRESS,)) for t in targets):

@@ -28,7 +28,11 @@ from .errors import (
     NotS3,
     OutputClosed,
     PartialFailure,
+    PassphraseNeeded,
     Refused,
+    SignatureError,
+    SignersFileError,
+    SigningKeyError,
     StoreError,
     TransferError,
     TychoError,
@@ -41,12 +45,16 @@ if TYPE_CHECKING:
     from .api import AsyncRegistry, Client, open_registry
     from .results import (
         DeleteResult,
+        LockCheck,
+        LockResult,
         PackageSummary,
         PruneResult,
         PullResult,
         PushRequest,
         PushResult,
         ShowResult,
+        SignatureInfo,
+        SignResult,
         VerifyResult,
         VersionInfo,
     )
@@ -56,14 +64,19 @@ __version__ = "0.1.0"
 _LAZY = {"Client": "api", "open_registry": "api", "AsyncRegistry": "api",
          "PushResult": "results", "PullResult": "results", "VersionInfo": "results",
          "PushRequest": "results", "PackageSummary": "results", "VerifyResult": "results",
-         "DeleteResult": "results", "PruneResult": "results", "ShowResult": "results"}
+         "DeleteResult": "results", "PruneResult": "results", "ShowResult": "results",
+         "LockResult": "results", "LockCheck": "results", "SignResult": "results",
+         "SignatureInfo": "results"}
 
 __all__ = ["AlreadyExists", "AsyncRegistry", "Client", "ConfigError", "DeleteResult",
-           "IncompleteVersion", "IntegrityError", "Interrupted", "MissingRegistry", "NotFound",
-           "NotS3", "NothingToPull", "OutputClosed", "PackageSummary", "PartialFailure",
-           "PruneResult", "PullResult", "PushRequest", "PushResult", "Refused", "ShowResult",
-           "StoreError", "TransferError", "TychoError", "UnsafeRemoteData", "UsageError",
-           "VerifyResult", "VersionInfo", "__version__", "open_registry"]
+           "IncompleteVersion", "IntegrityError", "Interrupted", "LockCheck", "LockResult",
+           "MissingRegistry", "NotFound", "NotS3", "NothingToPull", "OutputClosed",
+           "PackageSummary", "PartialFailure", "PassphraseNeeded", "PruneResult",
+           "PullResult", "PushRequest", "PushResult", "Refused", "ShowResult",
+           "SignResult", "SignatureError", "SignatureInfo", "SignersFileError",
+           "SigningKeyError", "StoreError", "TransferError", "TychoError",
+           "UnsafeRemoteData", "UsageError", "VerifyResult", "VersionInfo", "__version__",
+           "open_registry"]
 
 __getattr__ = lazy_names(__name__, _LAZY)
 

@@ -28,7 +28,8 @@ finishing a push a crash cut short; ``skips`` is its part for pushes that upload
 nothing), ``pull`` (resolve, the destination chain, pull_many; ``trees`` installs a
 directory package; ``locked`` pulls a lock file through them), ``verify``,
 ``delete`` (delete, prune), ``queries`` and ``lock`` (lock files made, checked and
-updated). Operation modules import ``catalog`` and ``publish`` at most from one another
+updated); ``signing`` (a version's signatures, read, checked and written) serves
+them all. Operation modules import ``catalog``, ``publish`` and ``signing`` at most from one another
 (pull its ``trees``; ``locked`` imports ``pull``); ``Registry`` here composes them,
 loading each on first use.
 
