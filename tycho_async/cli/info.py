@@ -39,6 +39,9 @@ def info(
         "outdir": str(settings.outdir),
         "concurrency": settings.transfer.concurrency,
         "part_size": human_size(settings.transfer.part_size),
+        "signing_key": str(settings.signing_key) if settings.signing_key else None,
+        "allowed_signers": (str(settings.allowed_signers) if settings.allowed_signers
+                            else None),
     }
     for unset in settings.unset:
         data.setdefault("unset", []).append(unset)
