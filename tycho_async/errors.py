@@ -7,6 +7,9 @@
     ├── Refused                     1  a deletion that would remove what must stay (latest)
     ├── UsageError                  2  bad name, bad option value, special file in the way
     │   ├── ConfigError             2  unreadable or invalid config
+    │   ├── SignersFileError        2  a malformed allowed_signers file
+    │   ├── SigningKeyError         2  a key that cannot be read or used
+    │   │   └── PassphraseNeeded    2  an encrypted key and no passphrase given
     │   │   └── NotS3               2  the endpoint answers, but not as an S3 store does
     │   └── MissingRegistry         2  the bucket or registry directory does not exist
     ├── TransferError               3  the bytes did not arrive (network, permission, disk)
@@ -14,7 +17,8 @@
     │   │   └── PreconditionFailed  3  a conditional write lost a race (callers translate it)
     │   ├── IntegrityError          3  bytes arrived but do not match what was pushed
     │   ├── IncompleteVersion       3  a push or deletion of it was cut short
-    │   └── UnsafeRemoteData        3  the bucket holds data we refuse to act on
+    │   ├── UnsafeRemoteData        3  the bucket holds data we refuse to act on
+    │   └── SignatureError          3  a signature that does not verify or is malformed
     ├── PartialFailure              3 or 1: some items of a batch failed
     ├── Interrupted                 128+N: ended by signal N (130 SIGINT, 143 SIGTERM, 129 SIGHUP)
     └── OutputClosed                141: standard output was closed (``tychoreg list | head``)
@@ -102,6 +106,22 @@ class IntegrityError(TransferError):
 
 class UnsafeRemoteData(TransferError):
     pass
+
+
+class SignatureError(TransferError):
+    """A signature that does not verify or is malformed: the bytes are not what was signed."""
+
+
+class SignersFileError(UsageError):
+    """A malformed allowed_signers file: the user's trust list, fixed by the user."""
+
+
+class SigningKeyError(UsageError):
+    """A signing key that cannot be read or used (file, type, passphrase)."""
+
+
+class PassphraseNeeded(SigningKeyError):
+    """An encrypted key and no passphrase given: the caller may ask for one and retry."""
 
 
 class IncompleteVersion(TransferError):
