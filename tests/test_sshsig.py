@@ -67,6 +67,11 @@ def test_we_verify_ssh_keygen(keydir: Path, name: str, tmp_path: Path) -> None:
         verify(armored, MESSAGE + b"x")
     with pytest.raises(SignatureError, match="wrong namespace 'tychoreg'"):
         verify(armored, MESSAGE, namespace="git")
+    (tmp_path / "msg.sig").unlink()
+    made = keygen("-Y", "sign", "-O", "hashalg=sha256", "-f", str(keydir / name), "-n",
+                  "tychoreg", str(msg))
+    assert made.returncode == 0, made.stderr
+    assert verify((tmp_path / "msg.sig").read_text(), MESSAGE) == key
 
 
 @needs_ssh_keygen
