@@ -158,7 +158,7 @@ def test_allowed_signers_options(keydir: Path, tmp_path: Path) -> None:
     ("a@x", "missing key"),
     ("a@x ssh-ed25519 AAAA", "not a usable"),
     ('a@x namespaces=git {pub}', "invalid option"),
-    ('a@x colour="red" {pub}', "invalid option"),
+    ('a@x colour="red" {pub}', "unknown option 'colour'"),
     ('a@x valid-after="2026" {pub}', "invalid time"),
     ('a@x valid-after="20270101",valid-before="20260101" {pub}', "not after"),
     ('a@x namespaces="a",namespaces="b" {pub}', "twice"),

@@ -294,8 +294,10 @@ def _parse_line(line: str) -> _Signer:
             name = m[1].lower()
             if name == "cert-authority":
                 raise ValueError("cert-authority is not supported (list signer keys instead)")
-            if name not in ("namespaces", "valid-after", "valid-before") or m[2] is None:
-                raise ValueError(f"invalid option {m[0]!r}")
+            if name not in ("namespaces", "valid-after", "valid-before"):
+                raise ValueError(f"unknown option {m[1]!r}")
+            if m[2] is None:
+                raise ValueError(f'invalid option: {name} needs a quoted value ({name}="...")')
             if name in options:
                 raise ValueError(f"option {name} given twice")
             options[name] = m[2].replace('\\"', '"')
