@@ -274,7 +274,7 @@ class _Signer:
             return f"is not allowed for namespace {namespace}"
         if self.valid_after is not None and now < self.valid_after:
             return f"is not valid before {_show(self.valid_after)}"
-        if self.valid_before is not None and now >= self.valid_before:
+        if self.valid_before is not None and now > self.valid_before:
             return f"has expired (valid-before {_show(self.valid_before)})"
         return None
 
