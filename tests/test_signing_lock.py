@@ -49,6 +49,9 @@ def test_lock_under_a_policy_records_the_signer(s3_registry: Registry, keys: Key
         assert entry["signed_by"] == "alice@example.com"
         assert entry["statement_sha256"] == statement_of(s3_registry, name, "1.0").digest()
     ok(s3_registry.cli("lock", "--check", "--allowed-signers", str(keys.allowed)))
+    drift = s3_registry.cli("lock", "--check", "--lockfile", "plain.lock",
+                            "--allowed-signers", str(keys.allowed))
+    assert drift.exit_code == 1 and "the lock records no signer" in drift.stdout
     ok(s3_registry.cli("lock", "--update", "--lockfile", "plain.lock",
                        "--allowed-signers", str(keys.allowed)))
     assert packages("plain.lock") == packages()
@@ -88,6 +91,12 @@ def test_a_signed_lock_is_pulled_cold_with_one_sig_each_and_warm_with_none(
     proxy.clear()
     result = ok(s3_registry.cli("pull-list", "--locked", *policy))
     assert proxy.requests == [] and result.stdout.count("is up to date") == 3
+    Path(OUT, "a.bin").write_bytes(b"edited")  # only a is stale: only a's .sig is read
+    ok(s3_registry.cli("pull-list", "--locked", *policy))
+    assert sorted(r.path.rsplit("/", 1)[-1] for r in proxy.requests) == \
+        ["tycho_1.0.pkg", "tycho_1.0.sig"]
+    assert all("/a/" in r.path for r in proxy.requests)
+    proxy.clear()
     unreachable(s3_registry)  # the lean entry: no store, no typer, the same check
     done = subprocess.run([sys.executable, "-X", "importtime", TYCHOREG, "pull-list",
                            "--locked", *policy], capture_output=True, text=True, timeout=60,

@@ -55,7 +55,7 @@ from ..storage import ObjectInfo
 from ..transfer.groups import task_group
 from ..units import plural
 from .catalog import Context, check_localname, resolve, tree_name
-from .signing import Signed, check, read
+from .signing import check, read
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -221,13 +221,13 @@ class Locking:
         if entry.station:
             raise SignatureError(f"{entry}: pushed by tycho-station (no sha256), it cannot "
                                  "be signed, and the allowed signers require a signature")
-        signed: Signed = check(self.ctx.signers, entry.name, entry.version, found,
-                               entry.statement())
+        signed = check(self.ctx.signers, entry.name, entry.version, found, entry.statement())
         if entry.signed_by is None:
             return f"signed by {signed.principal}, the lock records no signer"
-        if (signed.principal, signed.statement_sha256) != \
-                (entry.signed_by, entry.statement_sha256):
+        if signed.principal != entry.signed_by:
             return f"signed by {signed.principal}, locked as signed by {entry.signed_by}"
+        if signed.statement_sha256 != entry.statement_sha256:
+            return "its statement_sha256 is not the digest of what it locks (edited?)"
         return None
 
     async def update(self, lock: Lock, packages: Sequence[str] = (), *,
