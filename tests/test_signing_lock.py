@@ -6,6 +6,7 @@ lean entry too), and reads the ``.sig`` of a version it downloads."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -103,6 +104,11 @@ def test_a_signed_lock_is_pulled_cold_with_one_sig_each_and_warm_with_none(
                           check=False, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stderr
     assert "a 1.0 is up to date" in done.stdout and " typer" not in done.stderr
+    bob_only = allowed_signers(Path("bob-only"), ("bob@example.com", keys.bob, ""))
+    done = subprocess.run([TYCHOREG, "pull-list", "--locked"], capture_output=True,
+                          text=True, timeout=60, check=False, stdin=subprocess.DEVNULL,
+                          env={**os.environ, "TYCHOREG_ALLOWED_SIGNERS": str(bob_only)})
+    assert done.returncode == 3 and "do not allow" in done.stderr, done.stderr
 
 
 @pytest.mark.parametrize("change", ["no signer", "tampered digest", "signer removed",
