@@ -186,7 +186,7 @@ def test_json_documents_of_lock_and_check(registry: Registry) -> None:
                                            ("pkg", "1.0", False, False)]
     assert set(made["packages"][0]) == {"package", "version", "localname", "format", "size",
                                         "sha256", "etag", "tree_sha256", "tree_size",
-                                        "station"}
+                                        "station", "signed_by", "statement_sha256"}
     check = json.loads(ok(registry.cli("lock", "--check", "--json", "--lockfile",
                                        "ci.lock")).stdout)
     assert check["command"] == "lock-check" and check["exit_code"] == 0

@@ -111,9 +111,11 @@ def locked_current(settings: Settings, lock: Lock, *,
     from .results import PullResult
 
     found = current(lock, settings, other_registry=other_registry)
+    signed = settings.allowed_signers is not None  # then the lock's signer was checked
     return None if found is None else [
         PullResult(entry.name, entry.version, dest, entry.size, skipped=True, exact=True,
-                   format=entry.format) for entry, dest in found]
+                   format=entry.format, signed_by=entry.signed_by if signed else None)
+        for entry, dest in found]
 
 
 def _lock_path(lockfile: str | Path | None) -> Path:

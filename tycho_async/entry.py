@@ -7,7 +7,10 @@ its own output, messages and exit codes.
 The lean path accepts exactly the spellings the typer command accepts for its few
 options (long and short, ``--opt=value``, --config and --registry before or after the
 command name) and gives byte-identical output (tests/test_entry.py holds it to the full
-CLI). Anything it does not know, it hands over untouched.
+CLI). Anything it does not know, it hands over untouched. Under allowed signers (the
+option, TYCHOREG_ALLOWED_SIGNERS or tycho.allowed_signers) it applies the same check
+with no request (``pinned.check_signed``: the lock's signer allowed, its statement
+digest the entry's own); any refusal goes to the full CLI, which says why (exit 3).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ ROOT = {"--config": ("config", True), "-c": ("config", True),
         "--registry": ("registry", True), "-r": ("registry", True)}
 AFTER = {**ROOT, "--locked": ("locked", False), "--lockfile": ("lockfile", True),
          "--outdir": ("outdir", True), "--quiet": ("quiet", False), "-q": ("quiet", False),
-         "--json": ("json", False)}
+         "--json": ("json", False), "--allowed-signers": ("allowed_signers", True)}
 # variables that feed the command's other options (validated by click) or --debug
 FULL_CLI_VARIABLES = ("TYCHOREG_CONCURRENCY", "TYCHOREG_PART_SIZE", "TYCHOREG_DEBUG")
 
@@ -80,11 +83,11 @@ def _warm(argv: list[str]) -> bool:
         return False
     if answer is None:
         return False
-    warnings, found = answer
+    warnings, found, signed = answer
     for warning in warnings:
         _say(f"warning: {warning}")
     if as_json:
-        _out(_document(found))
+        _out(_document(found, signed))
     elif not quiet:
         for entry, dest in found:
             _out(f"{entry.name} {entry.version} is up to date: {dest}")
@@ -99,10 +102,10 @@ def _option(root: dict[str, Any], command: dict[str, Any], name: str) -> str | N
 
 
 def _answer(root: dict[str, Any], command: dict[str, Any]
-            ) -> tuple[list[str], list[tuple[Any, Any]]] | None:
-    """The config's warnings and every entry with its current copy, as
-    ``pinned.current`` decides (for api.locked_current too); None when anything needs
-    the full pull."""
+            ) -> tuple[list[str], list[tuple[Any, Any]], bool] | None:
+    """The config's warnings, every entry with its current copy, as ``pinned.current``
+    decides (for api.locked_current too), and whether a signer policy checked them;
+    None when anything needs the full pull."""
     from pathlib import Path
 
     from .config import SECRET_KEYS, load_settings
@@ -112,19 +115,23 @@ def _answer(root: dict[str, Any], command: dict[str, Any]
 
     lock = read(Path(command.get("lockfile", DEFAULT_LOCKFILE)))
     outdir = command.get("outdir") or os.environ.get("TYCHOREG_OUTDIR") or None
+    overrides = {key: value for key, value in (("outdir", outdir), ("allowed_signers",
+                 command.get("allowed_signers"))) if value is not None}
     settings = load_settings(_option(root, command, "config"), _option(root, command,
-                             "registry"), {} if outdir is None else {"outdir": outdir})
+                             "registry"), overrides)
     if isinstance(settings.store, S3Options):  # secrets only matter to a warning's text
         from .logs import register_secrets
 
         register_secrets(settings.store.client_kwargs.get(key) for key in SECRET_KEYS)
     found = current(lock, settings,
                     other_registry="registry" in root or "registry" in command)
-    return None if found is None else (list(settings.warnings), found)
+    return None if found is None else (list(settings.warnings), found,
+                                       settings.allowed_signers is not None)
 
 
-def _document(found: list[tuple[Any, Any]]) -> str:
-    """The JSON document of ``pull-list --json``, by the report's own functions."""
+def _document(found: list[tuple[Any, Any]], signed: bool) -> str:
+    """The JSON document of ``pull-list --json``, by the report's own functions (the
+    results as ``api.locked_current`` makes them)."""
     import json
 
     from .report import pull_list
@@ -132,7 +139,9 @@ def _document(found: list[tuple[Any, Any]]) -> str:
 
     requests = [PullRequest(entry.name, entry.version) for entry, _ in found]
     results = [PullResult(entry.name, entry.version, dest, entry.size, skipped=True,
-                          exact=True, format=entry.format) for entry, dest in found]
+                          exact=True, format=entry.format,
+                          signed_by=entry.signed_by if signed else None)
+               for entry, dest in found]
     return json.dumps(pull_list(requests, results, None), indent=2)
 
 

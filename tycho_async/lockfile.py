@@ -38,6 +38,7 @@ from .layout import FILE, PROOF, SIDECAR_SUFFIX, TAR_ZSTD, TAR_ZSTD_SUFFIX
 from .names import is_valid_segment, localname_problem
 
 if TYPE_CHECKING:  # the engine loads only for a pull that downloads
+    from .statement import Statement
     from .transfer.engine import Expected
 
 FORMAT_VERSION = 1
@@ -96,6 +97,20 @@ class Locked:
         from .transfer.engine import Expected
 
         return Expected(self.size, sha256=self.sha256)
+
+    def statement(self) -> Statement:
+        """The statement this entry's own fields make (as ``Statement.of`` orders them):
+        what ``statement_sha256`` must be the digest of, so that a lock edited by hand
+        cannot keep a signer's name over other bytes."""
+        from .statement import Statement
+
+        fields = {"package": self.name, "version": self.version, "localname": self.localname,
+                  "sha256": str(self.sha256), "size": str(self.size), "format": self.format}
+        if self.tree_sha256 is not None:
+            fields["tree_sha256"] = self.tree_sha256
+        if self.tree_size is not None:
+            fields["tree_size"] = str(self.tree_size)
+        return Statement(fields)
 
     def to_table(self) -> dict[str, Any]:
         """The TOML table, keys in the fixed order, absent values left out."""

@@ -155,11 +155,13 @@ def show(result: ShowResult) -> dict[str, Any]:
 
 def locked(entry: Locked) -> dict[str, Any]:
     """A lock file's entry; ``station``: pushed by tycho-station, locked by size and
-    ETag (``sha256`` null)."""
+    ETag (``sha256`` null); ``signed_by``: the principal it was locked as signed by
+    under allowed signers (null: locked without a policy)."""
     return {"package": entry.name, "version": entry.version, "localname": entry.localname,
             "format": entry.format, "size": entry.size, "sha256": entry.sha256,
             "etag": entry.etag, "tree_sha256": entry.tree_sha256,
-            "tree_size": entry.tree_size, "station": entry.station}
+            "tree_size": entry.tree_size, "station": entry.station,
+            "signed_by": entry.signed_by, "statement_sha256": entry.statement_sha256}
 
 
 def lock(result: LockResult | None, path: str, failure: PartialFailure | None = None,

@@ -9,6 +9,7 @@ import typer
 from ..errors import PartialFailure, UsageError
 from ..units import plural
 from .options import (
+    AllowedSignersOpt,
     Command,
     ConcurrencyOpt,
     ConfigOpt,
@@ -36,8 +37,8 @@ LOCKFILE = "tychoreg.lock"  # lockfile.DEFAULT_LOCKFILE, spelled here so --help 
 EXIT_CODES = """Exit codes: 0 locked (--check: every locked version is still there, as locked);
 1 a package or version does not exist, or --check found drift; 2 bad usage or an
 unusable lock file, or a lock of another registry; 3 a version that cannot be trusted
-(cut short, being deleted, its record and object disagree, or with --require-sha256,
-pushed by tycho-station)."""
+(cut short, being deleted, its record and object disagree, with --require-sha256 pushed
+by tycho-station, or under --allowed-signers not signed by an allowed signer)."""
 
 
 @group.command(cls=Command, short_help="Pin exact versions in a lock file; check or update it.",
@@ -66,6 +67,7 @@ def lock(
     update: Annotated[bool, typer.Option(
         "--update", help="Re-resolve the packages named as ITEMs (all without names) to "
         "their latest and rewrite the lock, printing old -> new.")] = False,
+    allowed_signers: AllowedSignersOpt = None,
     as_json: JsonOpt = False,
     config: ConfigOpt = None, registry: TypedRegistryOpt = None,
     concurrency: ConcurrencyOpt = None, quiet: QuietOpt = False,
@@ -75,14 +77,17 @@ def lock(
     bytes and no others. Versions pushed by tycho-station have no SHA-256: they are
     locked by size and ETag, and marked so. A lock names the registry it was resolved
     against; --check refuses a lock of another registry unless --registry is given on
-    the command line."""
+    the command line. Under allowed signers every version must be signed by one of
+    them, and its entry records who (signed_by) and what (statement_sha256), so that
+    `pull-list --locked` checks a current copy with no request."""
     names = list_items(items or [], from_file)
     if latest and not check:
         raise UsageError("--latest goes with --check")
     if check and (update or names or require_sha256):
         raise UsageError("--check takes no ITEM, --from-file, --update or "
                          "--require-sha256: it checks the lock file as it is")
-    settings = settings_for(config, registry, concurrency=concurrency)
+    settings = settings_for(config, registry, concurrency=concurrency,
+                            allowed_signers=allowed_signers)
     if check:
         _check(settings, lockfile, latest, other_registry=registry is not None,
                as_json=as_json, quiet=quiet)
@@ -144,6 +149,7 @@ def _echo(result: Any, update: bool) -> None:
         for entry in result.lock.packages:
             how = f"sha256 {entry.sha256[:12]}…" if entry.sha256 else \
                 "pushed by tycho-station: by size and ETag"
+            how += f", signed by {entry.signed_by}" if entry.signed_by else ""
             out(f"locked {entry.name} {entry.version} ({how})")
     what = "wrote" if result.written else "unchanged:"
     say(f"{what} {result.path} ({plural(len(result.lock.packages), 'package')})")

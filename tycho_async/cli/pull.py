@@ -9,6 +9,7 @@ import typer
 from ..errors import PartialFailure, UsageError
 from ..units import human_size
 from .options import (
+    AllowedSignersOpt,
     Command,
     ConcurrencyOpt,
     ConfigOpt,
@@ -135,7 +136,9 @@ def pull_list(
         "tycho.json request (no PACKAGE or --from-file beside it): a local copy that is "
         "current costs no request, any other one GET, checked against the lock (exit 3 on "
         "a mismatch, nothing replaced). A lock resolved against another registry is "
-        "refused (exit 2) unless --registry is given on the command line.")] = False,
+        "refused (exit 2) unless --registry is given on the command line. Under "
+        "--allowed-signers every entry must be locked with an allowed signer (exit 3).")
+        ] = False,
     lockfile: Annotated[Path | None, typer.Option(
         "--lockfile", metavar="PATH", show_default=False,
         help="With --locked: the lock file to pull (default: tychoreg.lock in the "
@@ -144,6 +147,7 @@ def pull_list(
         "--force", "-f", help="Download even when local copies are current.")] = False,
     outdir: OutdirOpt = None,
     max_unpacked: MaxUnpackedOpt = None,
+    allowed_signers: AllowedSignersOpt = None,
     as_json: JsonOpt = False,
     config: ConfigOpt = None, registry: RegistryOpt = None,
     concurrency: ConcurrencyOpt = None, part_size: PartSizeOpt = None,
@@ -159,7 +163,7 @@ def pull_list(
     requests = _pull_list_requests(packages, from_file) if lock is None else \
         [PullRequest(entry.name, entry.version) for entry in lock.packages]
     settings = settings_for(config, registry, concurrency=concurrency, part_size=part_size,
-                            outdir=outdir)
+                            outdir=outdir, allowed_signers=allowed_signers)
     other = _registry_given(ctx)
 
     async def work(reg: Any) -> list[Any]:

@@ -3,7 +3,10 @@ each by what a pull would trust (the version's state, its record, the object's E
 size, the package's localname), and a lock checked and updated against the registry.
 Every package's tycho.json is read once; the packages run concurrently through one
 pool, within the engine's budget; nothing is decided on a failure: every failed item
-is reported together (``PartialFailure``) and no lock is made.
+is reported together (``PartialFailure``) and no lock is made. Under allowed signers
+every version's ``.sig`` is read too (one GET, beside the version's other requests) and
+must hold an allowed signature: the entry records the principal and the statement's
+SHA-256, so that a pull of the lock checks a current copy with no request.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from ..errors import (
     IntegrityError,
     NotFound,
     PartialFailure,
+    SignatureError,
     TychoError,
     UnsafeRemoteData,
     UsageError,
@@ -46,10 +50,12 @@ from ..results import (
     LockStatus,
     PullRequest,
 )
+from ..statement import SigFile, Statement
 from ..storage import ObjectInfo
 from ..transfer.groups import task_group
 from ..units import plural
 from .catalog import Context, check_localname, resolve, tree_name
+from .signing import check, read
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -94,7 +100,16 @@ class Locking:
         package = request.package
         meta, _ = await self.catalog.read_meta(package)
         version = resolve(request, meta)
-        pkg, found = await self.catalog.look(package, version)
+        sigs: list[SigFile | None] = []
+
+        async def signature() -> None:
+            found = await read(self.ctx, package, version)
+            sigs.append(None if found is None else found[0])
+
+        async with task_group() as tg:
+            if self.ctx.signers is not None:  # no policy: no .sig is read
+                tg.start_soon(signature)
+            pkg, found = await self.catalog.look(package, version)
         if pkg is None:
             await self.catalog.require_root()
             raise NotFound(f"{package} {version} does not exist")
@@ -119,8 +134,18 @@ class Locking:
                                    "no SHA-256 to lock (only its size and ETag); "
                                    "--require-sha256 refuses it")
         localname = self._localname(package, meta, fmt)
+        signed = None
+        if self.ctx.signers is not None:
+            if trusted is None:
+                raise SignatureError(f"{package} {version} has no checksum record (pushed "
+                                     "by tycho-station): it cannot be signed, and the "
+                                     "allowed signers require a signature")
+            signed = check(self.ctx.signers, package, version, sigs[0],
+                           Statement.of(package, version, localname, trusted))
         return Locked(package, version, localname, pkg.size, pkg.etag, sha256=sha256,
-                      format=fmt, tree_sha256=tree_sha256, tree_size=tree_size)
+                      format=fmt, tree_sha256=tree_sha256, tree_size=tree_size,
+                      signed_by=None if signed is None else signed.principal,
+                      statement_sha256=None if signed is None else signed.statement_sha256)
 
     def _localname(self, package: str, meta: PackageMeta, fmt: str) -> str:
         """tycho.json's localname, checked as a pull checks it before writing there."""
@@ -144,20 +169,28 @@ class Locking:
         return LockCheck(lock.registry, self.ctx.identity, tuple(statuses), latest)
 
     async def _status(self, entry: Locked) -> LockStatus:
-        """One entry's state, from tycho.json and a HEAD of the object, asked at once."""
+        """One entry's state, from tycho.json and a HEAD of the object (and, under
+        allowed signers, its ``.sig``), asked at once."""
         package, version = entry.name, entry.version
         metas: list[PackageMeta | None] = []
         infos: list[ObjectInfo | None] = []
+        sigs: list[SigFile | None] = []
 
-        async def read() -> None:
+        async def signature() -> None:
+            found = await read(self.ctx, package, version)
+            sigs.append(None if found is None else found[0])
+
+        async def read_meta() -> None:
             metas.append(await self.catalog.read_meta_or_none(package))
 
         async def head() -> None:
             infos.append(await self.ctx.engine.head(version_key(package, version)))
 
         async with task_group() as tg:
-            tg.start_soon(read)
+            tg.start_soon(read_meta)
             tg.start_soon(head)
+            if self.ctx.signers is not None:
+                tg.start_soon(signature)
         meta, info = metas[0], infos[0]
         if meta is None or info is None:
             return LockStatus(package, version, LOCK_DELETED, None,
@@ -172,9 +205,30 @@ class Locking:
                 (entry.sha256 is not None and found not in (None, entry.sha256)):
             return LockStatus(package, version, LOCK_CHANGED, meta.latest,
                               _change(entry, info.size, info.etag, found))
+        if self.ctx.signers is not None:
+            drift = self._signer_drift(entry, sigs[0])
+            if drift is not None:
+                return LockStatus(package, version, LOCK_CHANGED, meta.latest, drift)
         if meta.latest is not None and meta.latest != version:
             return LockStatus(package, version, LOCK_MOVED, meta.latest, None)
         return LockStatus(package, version, LOCK_OK, meta.latest, None)
+
+    def _signer_drift(self, entry: Locked, found: SigFile | None) -> str | None:
+        """Under allowed signers: the locked version still signed by an allowed signer
+        (else SignatureError, exit 3), and by the one the lock records (else drift, in
+        words: ``lock --update`` records the signer now)."""
+        assert self.ctx.signers is not None
+        if entry.station:
+            raise SignatureError(f"{entry}: pushed by tycho-station (no sha256), it cannot "
+                                 "be signed, and the allowed signers require a signature")
+        signed = check(self.ctx.signers, entry.name, entry.version, found, entry.statement())
+        if entry.signed_by is None:
+            return f"signed by {signed.principal}, the lock records no signer"
+        if signed.principal != entry.signed_by:
+            return f"signed by {signed.principal}, locked as signed by {entry.signed_by}"
+        if signed.statement_sha256 != entry.statement_sha256:
+            return "its statement_sha256 is not the digest of what it locks (edited?)"
+        return None
 
     async def update(self, lock: Lock, packages: Sequence[str] = (), *,
                      require_sha256: bool = False) -> tuple[Lock, list[LockChange]]:

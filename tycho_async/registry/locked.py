@@ -3,24 +3,28 @@ folder, in one batch, with no tycho.json request at all. The lock says the objec
 localname and the bytes, so each entry becomes pull's own ``Wanted`` (a record made
 from the entry, the object pinned to the locked size and ETag) and goes down pull's
 destination chain and pull_many's batch: a current local copy costs no request, a stale
-one one GET, checked against the lock before it appears.
+one one GET, checked against the lock before it appears. Under allowed signers the lock
+must vouch for every entry first (``pinned.check_signed``, no request), and an entry
+that is downloaded has its ``.sig`` read (one GET) and checked before its object is.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
-from ..errors import IntegrityError
+from ..errors import IntegrityError, SignatureError, TychoError
 from ..layout import TAR_ZSTD, PackageMeta, Record, version_key
 from ..lockfile import Lock, Locked
-from ..pinned import check_lock
+from ..pinned import check_lock, current_copy
 from ..results import PullRequest, PullResult
 from ..storage import ObjectInfo
 from ..transfer import Expected
 from ..transfer.engine import ExpectedSource
 from .catalog import Context
 from .pull import DESTINATIONS, Claim, Pull, Wanted
+from .signing import check, read
 
 
 def _record(entry: Locked) -> Record:
@@ -67,7 +71,8 @@ class LockedPull:
         read: checked by ``check_lock`` first, then each entry by the lock's bytes (a
         mismatch is IntegrityError, exit 3, the destination untouched; a version
         deleted since is NotFound, exit 1)."""
-        check_lock(lock, self.ctx.identity, self.ctx.reserved, other_registry=other_registry)
+        check_lock(lock, self.ctx.identity, self.ctx.reserved, other_registry=other_registry,
+                   signers=self.ctx.signers)
         entries = {entry.name: entry for entry in lock.packages}
 
         async def each(request: PullRequest, *, outdir: Path, force: bool,
@@ -83,10 +88,34 @@ class LockedPull:
 
     async def pull(self, entry: Locked, *, outdir: Path, force: bool, claim: Claim | None,
                    max_unpacked: int | None) -> PullResult:
-        """One locked entry, down the destination chain (a FIFO, a tree, a file)."""
+        """One locked entry, down the destination chain (a FIFO, a tree, a file); under
+        allowed signers, one to download is checked by its ``.sig`` first."""
+        signed = self.ctx.signers is not None
+        if signed and (force or not self._current(entry, outdir)):
+            await self._require(entry)
         pinned = ObjectInfo(version_key(entry.name, entry.version), entry.size, entry.etag)
         want = Wanted(entry.name, entry.version, True, _record(entry), _expected(entry),
                       entry.localname, None, outdir, force, False, claim, max_unpacked,
                       pinned=pinned)
         kind = next(kind for kind in DESTINATIONS if kind.fits(want, self.ctx))
-        return await kind(self.op, want).write()
+        result = await kind(self.op, want).write()
+        return dataclasses.replace(result, signed_by=entry.signed_by) if signed else result
+
+    def _current(self, entry: Locked, outdir: Path) -> bool:
+        """Whether the entry's local copy is current, as the destination chain will find
+        it: then the lock's signer vouches for it, and no ``.sig`` is read."""
+        try:
+            return current_copy(entry, self.ctx.fs, outdir) is not None
+        except TychoError:
+            return False
+
+    async def _require(self, entry: Locked) -> None:
+        """The entry's ``.sig`` (one GET): an allowed signer's signature of the very
+        statement the lock recorded (SignatureError, exit 3, before a byte moves)."""
+        assert self.ctx.signers is not None
+        found = await read(self.ctx, entry.name, entry.version)
+        signed = check(self.ctx.signers, entry.name, entry.version,
+                       None if found is None else found[0], entry.statement())
+        if signed.statement_sha256 != entry.statement_sha256:
+            raise SignatureError(f"{entry}: the signed statement is not the one the lock "
+                                 "recorded")
