@@ -219,11 +219,12 @@ async def complete(ctx: Context, package: str, version: str, pending: Record
     download) and recorded, keeping the pushed format (not a directory's tree hash).
     With the context's signer the version is signed first (as a push signs); without
     one, a push that was asked to sign is completed unsigned, and the answer says so."""
-    signer = ctx.signer
+    fmt = pending.format
+    # a directory's tree hash is not known after a crash, and a statement needs it
+    signer = ctx.signer if fmt == FILE else None
     if signer is not None:
         signer.key()  # a bad key or passphrase: refused before anything is written
     result = await ctx.catalog.check(ctx.fs, package, version, None)
-    fmt = pending.format
     localname = check_remote_localname(package, pending.localname)
     await record_version(ctx, package, version, UploadResult(result.size, result.sha256, "", 0),
                          localname, promote=False,
@@ -232,6 +233,10 @@ async def complete(ctx: Context, package: str, version: str, pending: Record
         "of the stored bytes"
     if signer is not None:
         what += f", signed by {signer.hint}"
+    elif fmt != FILE and (pending.asks_signature or ctx.signer is not None):
+        what += "); it is unsigned: a directory completed after a crash has no tree " \
+            "hash to sign (push it again as a new version to sign it)"
+        return dataclasses.replace(result, repaired=what)
     elif pending.asks_signature and not await _signed_before(ctx, package, version,
                                                              localname):
         what += f"); its push asked for a signature: it is unsigned, run 'tychoreg sign " \
