@@ -122,6 +122,8 @@ def test_encrypted_key_needs_its_passphrase(registry: Registry, keys: Keys,
     key = str(keys.locked)
     missing = registry.cli("push", "pkg", "1.0", "f.bin", "--sign-key", key)
     assert missing.exit_code == 2 and "passphrase" in missing.stderr
+    listed = registry.cli("push-list", "pkg 1.0 f.bin", "other 1.0 f.bin", "--sign-key", key)
+    assert listed.exit_code == 2 and listed.stderr.count("passphrase") == 1
     monkeypatch.setenv("TYCHOREG_SIGNING_KEY_PASSPHRASE", "wrong")
     wrong = registry.cli("push", "pkg", "1.0", "f.bin", "--sign-key", key)
     assert wrong.exit_code == 2 and "passphrase" in wrong.stderr
