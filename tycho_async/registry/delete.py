@@ -61,7 +61,7 @@ async def delete_versions(ctx: Context, package: str, versions: Sequence[str], *
     too), 5. delete the record object; only once the last object is gone, 6. drop the
     marks from tycho.json.
     A crash anywhere leaves the marks, which the next delete or prune finishes.
-    ``marks`` False: the package has no tycho.json (steps 1 and 5 are skipped)."""
+    ``marks`` False: the package has no tycho.json (steps 1 and 6 are skipped)."""
     engine = ctx.engine
     olds: dict[str, Record | None] = {}
 

@@ -217,8 +217,9 @@ async def complete(ctx: Context, package: str, version: str, pending: Record
                    ) -> VerifyResult:
     """A push cut short after its upload: the stored bytes are measured (a checked
     download) and recorded, keeping the pushed format (not a directory's tree hash).
-    With the context's signer the version is signed first (as a push signs); without
-    one, a push that was asked to sign is completed unsigned, and the answer says so."""
+    With the context's signer a file is signed before its record, as a push signs it;
+    a version left unsigned that its push (or this repair) wanted signed is completed
+    all the same, and the answer says so and why."""
     fmt = pending.format
     # a directory's tree hash is not known after a crash, and a statement needs it
     signer = ctx.signer if fmt == FILE else None
@@ -229,20 +230,20 @@ async def complete(ctx: Context, package: str, version: str, pending: Record
     await record_version(ctx, package, version, UploadResult(result.size, result.sha256, "", 0),
                          localname, promote=False,
                          extra={} if fmt == FILE else {"format": fmt}, signer=signer)
-    what = "completed a push that was cut short after its upload (recorded the SHA-256 " \
-        "of the stored bytes"
     if signer is not None:
-        what += f", signed by {signer.hint}"
+        note = f", signed by {signer.hint})"
     elif fmt != FILE and (pending.asks_signature or ctx.signer is not None):
-        what += "); it is unsigned: a directory completed after a crash has no tree " \
-            "hash to sign (push it again as a new version to sign it)"
-        return dataclasses.replace(result, repaired=what)
+        note = ("); it is unsigned: a directory completed after a crash has no tree hash "
+                "to sign (push it again as a new version to sign it)")
     elif pending.asks_signature and not await _signed_before(ctx, package, version,
                                                              localname):
-        what += f"); its push asked for a signature: it is unsigned, run 'tychoreg sign " \
-            f"{package} {version} --sign-key PATH'"
-        return dataclasses.replace(result, repaired=what)
-    return dataclasses.replace(result, repaired=what + ")")
+        note = (f"); its push asked for a signature: it is unsigned, run 'tychoreg sign "
+                f"{package} {version} --sign-key PATH'")
+    else:
+        note = ")"
+    return dataclasses.replace(result, repaired="completed a push that was cut short "
+                               "after its upload (recorded the SHA-256 of the stored "
+                               "bytes" + note)
 
 
 async def _signed_before(ctx: Context, package: str, version: str, localname: str) -> bool:
