@@ -22,7 +22,7 @@ from tycho_async.cli import run as cli
 
 from .support import TYCHOREG, MiB, Registry, _env, make_bucket, s3_client, write_file
 
-COMMANDS = ["init", "push", "push-list", "promote", "pull", "pull-list", "verify", "lock",
+COMMANDS = ["init", "push", "push-list", "promote", "sign", "pull", "pull-list", "verify", "lock",
             "list", "list-versions", "exists", "show", "delete", "prune", "info"]
 
 

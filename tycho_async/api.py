@@ -34,6 +34,7 @@ if TYPE_CHECKING:
         PushRequest,
         PushResult,
         ShowResult,
+        SignResult,
         VerifyResult,
         VersionInfo,
     )
@@ -224,6 +225,12 @@ class AsyncRegistry:
         return await self._registry.pull_locked(
             lock, outdir=None if outdir is None else Path(outdir), force=force,
             other_registry=other_registry, max_unpacked=_size_or_none(max_unpacked))
+
+    async def sign(self, package: str, version: str) -> SignResult:
+        """Add a signature (the registry's signing key: ``signing_key``) to a complete
+        version, its stored bytes checked against its record first; another signer's
+        signature is kept beside it. UsageError without a key."""
+        return await self._registry.sign(package, version)
 
     async def delete(self, package: str, *versions: str, force: bool = False,
                      dry_run: bool = False, everything: bool = False) -> DeleteResult:
@@ -444,6 +451,9 @@ class Client:
                     max_unpacked: int | str | None = None) -> list[PullResult]:
         return self._call("pull_locked", lockfile, outdir=outdir, force=force,
                           other_registry=other_registry, max_unpacked=max_unpacked)
+
+    def sign(self, package: str, version: str) -> SignResult:
+        return self._call("sign", package, version)
 
     def delete(self, package: str, *versions: str, force: bool = False,
                dry_run: bool = False, everything: bool = False) -> DeleteResult:

@@ -131,12 +131,16 @@ class Record:
 
     @classmethod
     def reservation(cls, *, tool: str, started_at: str, localname: str, push_id: str,
-                fmt: str = FILE, holder: Mapping[str, Any] | None = None) -> Record:
-        """The record a push holds its version with while it uploads."""
+                    fmt: str = FILE, holder: Mapping[str, Any] | None = None,
+                    sign: bool = False) -> Record:
+        """The record a push holds its version with while it uploads; ``sign``: the
+        push was asked to sign (``"sign": true``), so a repair without a key says the
+        completed version is unsigned."""
         return cls({"state": PENDING, "tool": tool, "started_at": started_at,
                     "localname": localname, "push_id": push_id,
                     **({} if fmt == FILE else {"format": fmt}),
-                    **({} if holder is None else {"holder": dict(holder)})})
+                    **({} if holder is None else {"holder": dict(holder)}),
+                    **({"sign": True} if sign else {})})
 
     def renewed(self, at: str) -> Record:
         """A pending record's heartbeat: the same record, written again at ``at``."""
@@ -220,6 +224,11 @@ class Record:
     @property
     def push_id(self) -> str | None:
         return self._text("push_id")
+
+    @property
+    def asks_signature(self) -> bool:
+        """A pending record whose push was asked to sign."""
+        return self.fields.get("sign") is True
 
     def expected(self, package: str, version: str) -> Expected:
         """What the bytes must be; a record of a push or deletion cut short, or one

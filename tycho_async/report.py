@@ -18,6 +18,7 @@ from .results import (
     PushRequest,
     PushResult,
     ShowResult,
+    SignResult,
     VerifyResult,
     VersionInfo,
 )
@@ -37,7 +38,14 @@ def push(result: PushResult) -> dict[str, Any]:
                     size=result.size, sha256=result.sha256, format=result.format,
                     tree_sha256=result.tree_sha256, skipped=result.skipped,
                     same_content=result.same_content, initialized=result.initialized,
-                    promoted=result.promoted, warnings=list(result.warnings))
+                    promoted=result.promoted, warnings=list(result.warnings),
+                    signed_by=result.signed_by)
+
+
+def sign(result: SignResult) -> dict[str, Any]:
+    return document("sign", package=result.package, version=result.version,
+                    signed_by=result.signed_by, fingerprint=result.fingerprint,
+                    signatures=result.signatures)
 
 
 def _push_item(request: PushRequest) -> dict[str, Any]:
@@ -50,14 +58,15 @@ def pushed(request: PushRequest, result: PushResult) -> dict[str, Any]:
     fields = push(result)
     return {**_push_item(request), **{key: fields[key] for key in (
         "size", "sha256", "format", "tree_sha256", "skipped", "same_content", "initialized",
-        "promoted", "warnings")}, "error": None, "exit_code": 0}
+        "promoted", "warnings", "signed_by")}, "error": None, "exit_code": 0}
 
 
 def push_failed(request: PushRequest, error: TychoError) -> dict[str, Any]:
     """A failed item of a push-list: the same keys, its error and exit code."""
     return {**_push_item(request), "size": None, "sha256": None, "format": None,
             "tree_sha256": None, "skipped": False, "same_content": None,
-            "initialized": False, "promoted": False, "warnings": [], "error": error.message,
+            "initialized": False, "promoted": False, "warnings": [], "signed_by": None,
+            "error": error.message,
             "exit_code": error.exit_code}
 
 

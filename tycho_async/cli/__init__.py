@@ -47,7 +47,7 @@ standard output closed."""
 # defines it: a run imports the group of the command it runs, the root help every group
 # (tests/test_startup.py holds this table to the groups' registrations).
 GROUPS = {
-    "publish": ("init", "push", "push-list", "promote"),
+    "publish": ("init", "push", "push-list", "promote", "sign"),
     "pull": ("pull", "pull-list", "verify"),
     "lock": ("lock",),
     "queries": ("list", "list-versions", "exists", "show"),

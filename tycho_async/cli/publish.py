@@ -1,4 +1,5 @@
-"""Publishing: init, push, push-list and promote (the registry's publish operations)."""
+"""Publishing: init, push, push-list, promote and sign (the registry's publish
+operations, and a signature added to a version)."""
 
 import sys
 from collections.abc import Awaitable, Callable
@@ -19,6 +20,7 @@ from .options import (
     ProgressOpt,
     QuietOpt,
     RegistryOpt,
+    SignKeyOpt,
 )
 from .render import echo_json, out, reports, say
 from .run import cli_command, execute, execute_transfer, settings_for
@@ -75,6 +77,7 @@ def push(
         "--level", metavar="N", show_default=False,
         help="zstd level for a directory, 1 (fastest) to 22 (smallest); default 3, "
              "chosen by measuring (see the README).")] = None,
+    sign_key: SignKeyOpt = None,
     as_json: JsonOpt = False,
     config: ConfigOpt = None, registry: RegistryOpt = None,
     concurrency: ConcurrencyOpt = None, part_size: PartSizeOpt = None,
@@ -82,7 +85,8 @@ def push(
 ) -> None:
     """Upload FILE, DIR or standard input (-) as a new VERSION of PACKAGE. A new package
     takes FILE's name (DIR's name + .tar.zst; --localname for stdin)."""
-    settings = settings_for(config, registry, concurrency=concurrency, part_size=part_size)
+    settings = settings_for(config, registry, concurrency=concurrency, part_size=part_size,
+                            signing_key=sign_key)
     what: Any = sys.stdin.buffer if source == "-" else Path(source)
     result = execute_transfer(settings, lambda reg: reg.push(
         package, version, what, promote=promote_latest, localname=localname, level=level,
@@ -111,8 +115,9 @@ def _echo_push(result: Any) -> None:
         out(f"{package} {version} {how}; nothing uploaded")
     else:
         kind = " (a directory, tar+zstd)" if result.tree_sha256 else ""
+        signed = "" if result.signed_by is None else f", signed by {result.signed_by}"
         out(f"pushed {package} {version}{kind} ({human_size(result.size)}, "
-             f"sha256 {result.sha256})")
+             f"sha256 {result.sha256}{signed})")
     if result.promoted:
         out(f"promoted {package} {version} to latest")
 
@@ -155,6 +160,7 @@ def push_list(
              "`pull-list --locked`; nothing is written when an item fails. A lock holds one "
              "version of each package, so the list may then name each package once.")
     ] = None,
+    sign_key: SignKeyOpt = None,
     as_json: JsonOpt = False,
     config: ConfigOpt = None, registry: RegistryOpt = None,
     concurrency: ConcurrencyOpt = None, part_size: PartSizeOpt = None,
@@ -169,7 +175,8 @@ def push_list(
     requests = _push_requests(items or [], from_file)
     if lock is not None:
         _one_version_each(requests)
-    settings = settings_for(config, registry, concurrency=concurrency, part_size=part_size)
+    settings = settings_for(config, registry, concurrency=concurrency, part_size=part_size,
+                            signing_key=sign_key)
     from ..progress import make_progress
 
     locked: list[Any] = []  # the LockResult, or the error that kept the lock from being made
@@ -298,3 +305,28 @@ def promote(
     else:
         out(f"promoted {package} {version} to latest")
 
+
+
+@group.command(cls=Command, short_help="Add a signature to an existing VERSION.")
+@cli_command
+def sign(
+    package: PackageArg,
+    version: Annotated[str, typer.Argument(
+        metavar="VERSION", help="Existing, complete version to sign.")],
+    sign_key: SignKeyOpt = None,
+    as_json: JsonOpt = False, config: ConfigOpt = None, registry: RegistryOpt = None,
+) -> None:
+    """Sign an existing VERSION of PACKAGE (one pushed before signing, or a second
+    signer's signature beside the first): its stored bytes are checked against its
+    record first (a checked download), then the signature is added to its .sig. Exit 2
+    without a key; a version tycho-station pushed has no record to sign (exit 1)."""
+    settings = settings_for(config, registry, signing_key=sign_key)
+    if settings.signing_key is None:
+        raise UsageError("no signing key: pass --sign-key PATH (or set "
+                         "TYCHOREG_SIGNING_KEY, or tycho.signing_key in the config)")
+    result = execute(settings, lambda reg: reg.sign(package, version))
+    if as_json:
+        echo_json(reports().sign(result))
+    else:
+        out(f"signed {package} {version} (signed by {result.signed_by}, "
+            f"{result.fingerprint}; {plural(result.signatures, 'signature')} now)")

@@ -22,6 +22,7 @@ from .options import (
     ProgressOpt,
     QuietOpt,
     RegistryOpt,
+    SignKeyOpt,
     VersionOpt,
     list_items,
 )
@@ -243,6 +244,7 @@ def verify(
         "--repair", help="Finish what an interrupted push left: record a version whose "
         "upload completed (from the stored bytes' SHA-256), clear one whose upload did "
         "not, restore a lost copy of the record in tycho.json.")] = False,
+    sign_key: SignKeyOpt = None,
     as_json: JsonOpt = False, config: ConfigOpt = None, registry: RegistryOpt = None,
     concurrency: ConcurrencyOpt = None, part_size: PartSizeOpt = None,
     quiet: QuietOpt = False, progress: ProgressOpt = None,
@@ -250,7 +252,8 @@ def verify(
     """Re-check a stored version against its SHA-256 record (size and MD5 for versions
     pushed by tycho-station) without keeping a file; exit 3 if it does not match."""
     request = _pull_request(package, version)
-    settings = settings_for(config, registry, concurrency=concurrency, part_size=part_size)
+    settings = settings_for(config, registry, concurrency=concurrency, part_size=part_size,
+                            signing_key=sign_key)
     result = execute_transfer(settings, lambda reg: reg.verify(
         request.package, request.version, repair=repair),
                        verb="verified", files=1, quiet=quiet or as_json, progress=progress)

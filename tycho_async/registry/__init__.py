@@ -64,6 +64,7 @@ if TYPE_CHECKING:
         PushRequest,
         PushResult,
         ShowResult,
+        SignResult,
         VerifyResult,
         VersionInfo,
     )
@@ -173,6 +174,12 @@ class Registry:
         from .verify import Verify
 
         return await Verify(self.ctx).run(request, repair=repair)
+
+    async def sign(self, package: str, version: str) -> SignResult:
+        """See ``signing.sign_version``."""
+        from .signing import sign_version
+
+        return await sign_version(self.ctx, package, version)
 
     async def delete(self, package: str, versions: Sequence[str], *, force: bool = False,
                      dry_run: bool = False, everything: bool = False) -> DeleteResult:

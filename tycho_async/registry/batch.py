@@ -55,10 +55,13 @@ class PushMany:
         so its tycho.json is not fought over and, with ``promote``, the last item of a
         package that was pushed is its latest, whatever the timing. At most the engine's
         concurrency of packages are pushed at once. ``level`` applies to directories
-        (files are uploaded as they are)."""
+        (files are uploaded as they are). The signing key, if any, is loaded first: a bad
+        key or passphrase fails the list before anything is pushed, not item by item."""
         if skip_existing and skip_identical:
             raise UsageError("--skip-existing and --skip-identical exclude each other")
         groups = by_package(requests)
+        if self.ctx.signer is not None:
+            self.ctx.signer.key()
         results: dict[int, PushResult] = {}
         failures: dict[int, TychoError] = {}
 

@@ -17,7 +17,16 @@ import anyio
 
 from .. import __version__, retention
 from ..errors import NotFound, PartialFailure, Refused, TransferError, TychoError, UsageError
-from ..layout import LATEST, PackageMeta, Record, meta_key, now, record_key, version_key
+from ..layout import (
+    LATEST,
+    PackageMeta,
+    Record,
+    meta_key,
+    now,
+    record_key,
+    signature_key,
+    version_key,
+)
 from ..lifecycle import Step, VersionState, next_step
 from ..names import check_package, check_version, is_valid_segment
 from ..names import version_key as natural
@@ -47,10 +56,12 @@ async def delete_versions(ctx: Context, package: str, versions: Sequence[str], *
     write that re-checks latest (from here no pull trusts any of them, and the same
     command run again knows them: a mark is "deleted by a run cut short", not a
     typo); then, version by version, 2. mark its record object too (for a reader
-    whose tycho.json lost our copy), 3. delete the object, 4. delete the record
-    object; only once the last object is gone, 5. drop the marks from tycho.json.
+    whose tycho.json lost our copy), 3. delete the object, 4. its signature file
+    (before the record, so the run that finishes a deletion cut short removes it
+    too), 5. delete the record object; only once the last object is gone, 6. drop the
+    marks from tycho.json.
     A crash anywhere leaves the marks, which the next delete or prune finishes.
-    ``marks`` False: the package has no tycho.json (steps 1 and 5 are skipped)."""
+    ``marks`` False: the package has no tycho.json (steps 1 and 6 are skipped)."""
     engine = ctx.engine
     olds: dict[str, Record | None] = {}
 
@@ -92,6 +103,7 @@ async def delete_versions(ctx: Context, package: str, versions: Sequence[str], *
                 if olds[version] is not None:
                     await engine.put_bytes(rkey, marked[version].dump())
                 await engine.delete(version_key(package, version))
+                await engine.delete(signature_key(package, version))
                 await engine.delete(rkey)
         if marks:
             with anyio.CancelScope(shield=True), anyio.fail_after(SHIELD_SECONDS):
@@ -129,9 +141,13 @@ class Delete:
                              "name the version to delete")
         meta, _ = await self.catalog.read_meta(package)
         looked: dict[str, tuple[ObjectInfo | None, VersionState]] = {}
+        signed_only: set[str] = set()  # a .sig left without its version: deleted too
 
         async def look(version: str) -> None:
-            looked[version] = await _observe(self.ctx, package, version, meta)
+            looked[version] = pkg, state = await _observe(self.ctx, package, version, meta)
+            if pkg is None and state is not VersionState.DELETING and \
+                    await self.ctx.engine.head(signature_key(package, version)) is not None:
+                signed_only.add(version)
 
         async with task_group() as tg:
             for version in versions:
@@ -145,7 +161,8 @@ class Delete:
                 problems.append((version, Busy(
                     f"{package} {version} is being pushed by another client right now; "
                     "nothing deleted (try again once it is done)")))
-            elif pkg is None and state is not VersionState.DELETING:
+            elif pkg is None and state is not VersionState.DELETING and \
+                    version not in signed_only:
                 problems.append((version, NotFound(f"{package} {version} does not exist")))
             elif meta.latest == version and not force:
                 problems.append((version, Refused(
@@ -194,6 +211,9 @@ class Delete:
         if left := sorted(set(objects) | records, key=natural):
             raise TransferError(f"{package}: {', '.join(left)} pushed meanwhile; tycho.json "
                                 f"kept (run delete {package} --all again)")
+        for info in await self.ctx.engine.list_keys(f"{package}/tycho_"):
+            if info.key.endswith(".sig"):  # signatures of versions gone before
+                await self.ctx.engine.delete(info.key)
         if meta is not None:
             await self.ctx.engine.delete(meta_key(package))
         return DeleteResult(package, versions, cleared, False, package_removed=True)

@@ -24,6 +24,7 @@ from ..errors import (
     IncompleteVersion,
     NotFound,
     PreconditionFailed,
+    SignatureError,
     TransferError,
     TychoError,
     UnsafeRemoteData,
@@ -56,6 +57,7 @@ from .skips import Skips, Source, read_stream, skip, source_of
 
 if TYPE_CHECKING:
     from ..archive.pack import Packer
+    from .signing import Signer
 
 # A pending record (a push under way) is taken over by a later push, or cleared by
 # verify --repair or prune, only once lifecycle.abandoned says its push is gone.
@@ -169,17 +171,27 @@ async def promote(ctx: Context, package: str, version: str) -> None:
 async def record_version(ctx: Context, package: str, version: str, result: UploadResult,
                          localname: str, *, promote: bool, record: Record | None = None,
                          extra: Mapping[str, object] | None = None,
-                         lost: Mapping[str, Record] | None = None) -> bool:
+                         lost: Mapping[str, Record] | None = None,
+                         signer: Signer | None = None) -> bool:
     """Write the full record (unless ``record`` is the one already written) and its
     copy in tycho.json (creating tycho.json for a new package); True when tycho.json
     was created. ``lost``: complete records of other versions whose copy is missing
-    (left so by a push that lost every race for tycho.json), copied in the same write."""
+    (left so by a push that lost every race for tycho.json), copied in the same write.
+    ``signer``: the version's ``.sig`` is written before the full record, so a version
+    is never complete without the signature its push was asked for (a crash between
+    the two leaves it pending)."""
     lost = lost or {}
     written = record
     if written is None:
         written = Record.complete(result.sha256, result.size, pushed_at=now(),
                                   tool=f"tychoreg {__version__}", localname=localname,
                                   extra=extra)
+        if signer is not None:
+            from ..statement import Statement
+            from .signing import add
+
+            await add(ctx, signer, package, version,
+                      Statement.of(package, version, localname, written))
         await ctx.engine.put_bytes(record_key(package, version), written.dump())
 
     def publish(meta: PackageMeta) -> None:
@@ -204,15 +216,50 @@ async def record_version(ctx: Context, package: str, version: str, result: Uploa
 async def complete(ctx: Context, package: str, version: str, pending: Record
                    ) -> VerifyResult:
     """A push cut short after its upload: the stored bytes are measured (a checked
-    download) and recorded, keeping the pushed format (not a directory's tree hash)."""
-    result = await ctx.catalog.check(
-        ctx.fs, package, version, None, "completed a push that was cut short after its "
-        "upload (recorded the SHA-256 of the stored bytes)")
+    download) and recorded, keeping the pushed format (not a directory's tree hash).
+    With the context's signer a file is signed before its record, as a push signs it;
+    a version left unsigned that its push (or this repair) wanted signed is completed
+    all the same, and the answer says so and why."""
     fmt = pending.format
+    # a directory's tree hash is not known after a crash, and a statement needs it
+    signer = ctx.signer if fmt == FILE else None
+    if signer is not None:
+        signer.key()  # a bad key or passphrase: refused before anything is written
+    result = await ctx.catalog.check(ctx.fs, package, version, None)
+    localname = check_remote_localname(package, pending.localname)
     await record_version(ctx, package, version, UploadResult(result.size, result.sha256, "", 0),
-                         check_remote_localname(package, pending.localname),
-                         promote=False, extra={} if fmt == FILE else {"format": fmt})
-    return result
+                         localname, promote=False,
+                         extra={} if fmt == FILE else {"format": fmt}, signer=signer)
+    if signer is not None:
+        note = f", signed by {signer.hint})"
+    elif fmt != FILE and (pending.asks_signature or ctx.signer is not None):
+        note = ("); it is unsigned: a directory completed after a crash has no tree hash "
+                "to sign (push it again as a new version to sign it)")
+    elif pending.asks_signature and not await _signed_before(ctx, package, version,
+                                                             localname):
+        note = (f"); its push asked for a signature: it is unsigned, run 'tychoreg sign "
+                f"{package} {version} --sign-key PATH'")
+    else:
+        note = ")"
+    return dataclasses.replace(result, repaired="completed a push that was cut short "
+                               "after its upload (recorded the SHA-256 of the stored "
+                               "bytes" + note)
+
+
+async def _signed_before(ctx: Context, package: str, version: str, localname: str) -> bool:
+    """Whether the ``.sig`` a push cut short wrote before its record signs the version
+    as it is now recorded (the statement holds no time, so it stands)."""
+    from ..statement import Statement
+    from .signing import read
+
+    _, record, _ = await ctx.catalog.lookup(package, version)
+    found = await read(ctx, package, version)
+    if record is None or found is None:
+        return False
+    try:
+        return found[0].statement == Statement.of(package, version, localname, record).text()
+    except SignatureError:  # a directory completed without its tree hash: not signable
+        return False
 
 
 async def clear(ctx: Context, package: str, version: str) -> NotFound:
@@ -340,6 +387,8 @@ class Push:
             raise UsageError("--skip-existing and --skip-identical exclude each other")
         if localname is not None:
             check_localname_arg(localname)
+        if self.ctx.signer is not None:
+            self.ctx.signer.key()  # a bad key or passphrase: refused before any write
         source_ = await source_of(source)
         if level is not None and source_.tree is None:
             raise UsageError("--level applies to a directory (files and streams are "
@@ -370,7 +419,8 @@ class Push:
         return PushResult(package, version, result.size, result.sha256, self.initialized,
                           promote, created_registry, format=self.fmt,
                           tree_sha256=self.packer.tree_sha256 if self.packer else None,
-                          warnings=tuple(self.warnings))
+                          warnings=tuple(self.warnings),
+                          signed_by=None if self.ctx.signer is None else self.ctx.signer.hint)
 
     async def _claim(self, source: Source, *, skip_existing: bool, skip_identical: bool
                      ) -> Hold | PushResult:
@@ -456,7 +506,7 @@ class Push:
         try:
             self.initialized = await record_version(
                 self.ctx, package, version, result, self.name, promote=promote, extra=extra,
-                lost=self.lost)
+                lost=self.lost, signer=self.ctx.signer)
         except Contended as exc:
             if promote:
                 raise TransferError(
@@ -468,9 +518,11 @@ class Push:
                 "the copy of its record there is missing for now; the next push, pull "
                 f"or prune of {package} writes it")
         except TychoError as exc:
+            sign = "" if self.ctx.signer is None else " --sign-key PATH"
             raise TransferError(
                 f"{package} {version} was uploaded, but recording it failed ({exc}); "
-                f"run 'tychoreg verify {package} --version {version} --repair'") from exc
+                f"run 'tychoreg verify {package} --version {version} --repair{sign}'"
+            ) from exc
 
     async def _promote_skipped(self, result: PushResult, asked: bool) -> PushResult:
         """A skipped push still promotes the version there, if asked; one that is not
@@ -520,7 +572,8 @@ class Push:
         push_id = uuid.uuid4().hex
         body = Record.reservation(tool=f"tychoreg {__version__}", started_at=now(),
                                   localname=self.name, push_id=push_id, fmt=self.fmt,
-                                  holder=None if holder is None else holder.to_json())
+                                  holder=None if holder is None else holder.to_json(),
+                                  sign=self.ctx.signer is not None)
         try:
             if takeover:
                 written = await self.ctx.engine.put_bytes(rkey, body.dump(), if_match=etag)

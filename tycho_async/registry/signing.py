@@ -23,6 +23,7 @@ from .catalog import Context
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from ..results import SignResult
     from ..sshsig import AllowedSigners, SigningKey
 
 WRITE_ATTEMPTS = 5  # a signature file rewritten by another signer meanwhile: read again
@@ -167,3 +168,38 @@ async def add(ctx: Context, signer: Signer, package: str, version: str,
             continue
     raise TransferError(f"{package} {version}: its signature file kept changing while "
                         "this signature was added; try again")
+
+
+async def sign_version(ctx: Context, package: str, version: str) -> SignResult:
+    """``tychoreg sign``: a signature added to a complete version (one pushed before
+    signing, or a second signer's beside the first). The key is loaded first, and the
+    stored bytes are checked against the record (a checked download) before a
+    signature vouches for them."""
+    from ..errors import Refused, UsageError
+    from ..names import check_package, check_remote_localname, check_version
+    from ..results import SignResult
+
+    check_package(package)
+    check_version(version)
+    signer = ctx.signer
+    if signer is None:
+        raise UsageError("no signing key: pass --sign-key PATH (or set "
+                         "TYCHOREG_SIGNING_KEY, or tycho.signing_key in the config)")
+    key = signer.key()
+    meta, _ = await ctx.catalog.read_meta(package)
+    pkg, record, _ = await ctx.catalog.lookup(package, version)
+    if pkg is None and (record is None or not record.deleting):
+        raise NotFound(f"{package} {version} does not exist")
+    if record is None:
+        raise Refused(f"{package} {version} was pushed by tycho-station: it has no "
+                      "checksum record, so a signature could vouch for nothing; push it "
+                      "again with tychoreg to sign it")
+    expected = record.expected(package, version)  # a push or deletion cut short: refused
+    statement = Statement.of(package, version, check_remote_localname(package,
+                                                                      meta.localname),
+                             record)
+    await ctx.catalog.check(ctx.fs, package, version, expected)
+    await add(ctx, signer, package, version, statement)
+    found = await read(ctx, package, version)
+    return SignResult(package, version, signer.hint, key.public.fingerprint,
+                      len(found[0].signatures) if found is not None else 1)
