@@ -380,3 +380,21 @@ def test_unset_bucket_and_outdir_variables_are_shown_not_used(isolated_env: Path
     probe = runner.invoke(app, ["info", "--probe"])
     assert probe.exit_code == 2 and "REG_BUCKET" in probe.stderr
     assert runner.invoke(app, ["list"]).exit_code == 2
+
+
+def test_signing_settings_by_option_variable_and_config(isolated_env: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    config = isolated_env / "c.json"
+    config.write_text(json.dumps({"tycho": {"signing_key": "~/k", "allowed_signers": "a"}}))
+    settings = load_settings(str(config))
+    assert settings.signing_key == Path("~/k").expanduser()
+    assert settings.allowed_signers == Path("a")
+    monkeypatch.setenv("TYCHOREG_ALLOWED_SIGNERS", "b")
+    assert load_settings(str(config)).allowed_signers == Path("b")
+    assert load_settings(str(config), environment=False).allowed_signers == Path("a")
+    assert load_settings(str(config), None, {"allowed_signers": "c"}).allowed_signers == \
+        Path("c")
+    assert load_settings(None).signing_key is None
+    config.write_text(json.dumps({"tycho": {"signing_key": ["a"]}}))
+    with pytest.raises(ConfigError, match="signing_key must be a file path"):
+        load_settings(str(config))

@@ -16,7 +16,9 @@ be replayed onto another, aimed at another file name, or made to vouch for other
 
 One ``key value`` per line in exactly this order, separated by one space, each line
 ending in ``\\n`` (the last too), UTF-8; ``tree_size`` is left out for a directory pushed
-before it was recorded. ``PKG/tycho_VERSION.sig`` holds it as JSON::
+before it was recorded, and both tree lines for one whose record has no tree hash (a
+push completed by ``verify --repair``): the archive's sha256 fixes its tree all the same.
+``PKG/tycho_VERSION.sig`` holds it as JSON::
 
     {"statement": "<the statement>",
      "signatures": [{"signature": "-----BEGIN SSH SIGNATURE-----\\n...",
@@ -59,11 +61,8 @@ class Statement:
         fields = {"package": package, "version": version, "localname": localname,
                   "sha256": str(expected.sha256), "size": str(expected.size),
                   "format": record.format}
-        if record.format == TAR_ZSTD:
-            tree = record.tree_sha256
-            if tree is None:
-                raise SignatureError(f"{package} {version}: its record has no tree_sha256 "
-                                     "to sign")
+        tree = record.tree_sha256 if record.format == TAR_ZSTD else None
+        if tree is not None:  # (the archive's sha256 alone fixes the tree too)
             fields["tree_sha256"] = tree
             tree_size = record.tree_size(package, version)
             if tree_size is not None:
@@ -84,9 +83,9 @@ class Statement:
             if not sep or not value or key in fields:
                 raise _malformed(package, version)
             fields[key] = value
-        names = _FIELDS + (_TREE if fields.get("format") == TAR_ZSTD else ())
-        if tuple(fields) not in (names, names[:-1] if names[-1] == "tree_size" else names) \
-                or fields["format"] not in (FILE, TAR_ZSTD):
+        shapes = (_FIELDS, _FIELDS + _TREE[:1], _FIELDS + _TREE) \
+            if fields.get("format") == TAR_ZSTD else (_FIELDS,)
+        if tuple(fields) not in shapes or fields["format"] not in (FILE, TAR_ZSTD):
             raise _malformed(package, version)
         if any(not _VALUES.get(key, _ANY).fullmatch(value) for key, value in fields.items()):
             raise _malformed(package, version)

@@ -24,7 +24,6 @@ from ..errors import (
     IncompleteVersion,
     NotFound,
     PreconditionFailed,
-    SignatureError,
     TransferError,
     TychoError,
     UnsafeRemoteData,
@@ -217,12 +216,11 @@ async def complete(ctx: Context, package: str, version: str, pending: Record
                    ) -> VerifyResult:
     """A push cut short after its upload: the stored bytes are measured (a checked
     download) and recorded, keeping the pushed format (not a directory's tree hash).
-    With the context's signer a file is signed before its record, as a push signs it;
+    With the context's signer it is signed before its record, as a push signs it;
     a version left unsigned that its push (or this repair) wanted signed is completed
     all the same, and the answer says so and why."""
     fmt = pending.format
-    # a directory's tree hash is not known after a crash, and a statement needs it
-    signer = ctx.signer if fmt == FILE else None
+    signer = ctx.signer
     if signer is not None:
         signer.key()  # a bad key or passphrase: refused before anything is written
     result = await ctx.catalog.check(ctx.fs, package, version, None)
@@ -232,9 +230,6 @@ async def complete(ctx: Context, package: str, version: str, pending: Record
                          extra={} if fmt == FILE else {"format": fmt}, signer=signer)
     if signer is not None:
         note = f", signed by {signer.hint})"
-    elif fmt != FILE and (pending.asks_signature or ctx.signer is not None):
-        note = ("); it is unsigned: a directory completed after a crash has no tree hash "
-                "to sign (push it again as a new version to sign it)")
     elif pending.asks_signature and not await _signed_before(ctx, package, version,
                                                              localname):
         note = (f"); its push asked for a signature: it is unsigned, run 'tychoreg sign "
@@ -256,10 +251,7 @@ async def _signed_before(ctx: Context, package: str, version: str, localname: st
     found = await read(ctx, package, version)
     if record is None or found is None:
         return False
-    try:
-        return found[0].statement == Statement.of(package, version, localname, record).text()
-    except SignatureError:  # a directory completed without its tree hash: not signable
-        return False
+    return found[0].statement == Statement.of(package, version, localname, record).text()
 
 
 async def clear(ctx: Context, package: str, version: str) -> NotFound:
