@@ -287,6 +287,7 @@ class Bench:
                                  max(scaling_lengths(self.options)))
         self._dir_objects: dict[ClientName, tuple[str, int]] = {}  # client: (bucket, size)
         self._tree: SourceTree | None = None
+        self._signed: dict[str, Path] = {}  # sign group: bucket -> its allowed_signers
 
     # -- fixtures ------------------------------------------------------------------------
 
@@ -493,9 +494,13 @@ class Bench:
                   packages=fixture.names[:scenario.count], lockfile=place / "tychoreg.lock")
         env = self.client_env(fixture.bucket)
         steps = []
-        if scenario.group is Group.SIGN:
-            job.allowed_signers, key = self.signing_key(place, env)
-            steps.append(tychoreg.sign_each(job, key))
+        if scenario.group is Group.SIGN:  # the versions signed once, for both scenarios
+            job.allowed_signers = self._signed.get(fixture.bucket)
+            if job.allowed_signers is None:
+                keys = self.tmp / "sign-key" / scenario.action.value  # outlives ``place``
+                keys.mkdir(parents=True)
+                job.allowed_signers, key = self.signing_key(keys, env)
+                steps.append(tychoreg.sign_each(job, key))
         if scenario.action is not Action.SIGN_PULL:  # the cold signed pull needs no lock
             steps.append(tychoreg.lock(job))
         if scenario.action in (Action.PULL_CURRENT, Action.SIGN_CURRENT):
@@ -506,11 +511,14 @@ class Bench:
             if done.returncode != 0:
                 raise RuntimeError(f"{shlex.join(argv[1:3])}: exit {done.returncode}: "
                                    f"{(done.stderr or done.stdout)[-2000:].strip()}")
+        if job.allowed_signers is not None:
+            self._signed[fixture.bucket] = job.allowed_signers
         return job
 
     def signing_key(self, place: Path, env: dict[str, str]) -> tuple[Path, Path]:
-        """(allowed_signers, key): an ed25519 key made in ``place`` and the one-line
-        allowed_signers file that trusts it (``ci@example.com`` and the .pub's key)."""
+        """(allowed_signers, key): an ed25519 key made in ``place`` (a new folder) and the
+        one-line allowed_signers file that trusts it (``ci@example.com`` and the .pub's
+        key)."""
         key = place / "key"
         done = run_setup(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", SIGNER,
                           "-f", str(key)], place, env)
