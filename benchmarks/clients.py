@@ -92,6 +92,7 @@ class Job:
     lockfile: Path | None = None  # lock: the lock file of the packages
     kept_outdir: Path | None = None  # lock, all current: the outdir kept between runs
     items: tuple[tuple[str, str, Path], ...] = ()  # push-list: (package, version, file)
+    allowed_signers: Path | None = None  # sign: the policy the signed side pulls under
 
     @property
     def outdir(self) -> Path:
@@ -153,6 +154,8 @@ class Client:
             return self.push_list(job)
         if action is Action.PUSH_EACH:
             return self.push_each(job)
+        if action in (Action.SIGN_PULL, Action.SIGN_CURRENT):
+            return self.pull_signed(action, job)
         raise ValueError(f"{action} has no job; see help()")
 
     def push(self, job: Job) -> list[str]:
@@ -181,6 +184,9 @@ class Client:
 
     def push_each(self, job: Job) -> list[str]:
         raise NotImplementedError(f"{self.name.value} has no push")
+
+    def pull_signed(self, action: Action, job: Job) -> list[str]:
+        raise NotImplementedError(f"{self.name.value} checks no signature")
 
     def label(self, action: Action) -> str:
         """What the table calls this client's rows of ``action``."""
@@ -230,7 +236,27 @@ class Tychoreg(Client):
         """The lock group's set-up (unmeasured): lock the list's packages at their latest."""
         assert job.lockfile is not None
         return [self.exe, "lock", "--from-file", str(job.write_list()), "--lockfile",
-                str(job.lockfile)]
+                str(job.lockfile), *self.policy(job)]
+
+    def policy(self, job: Job) -> list[str]:
+        """``--allowed-signers FILE`` when the job has a policy (the sign group)."""
+        return [] if job.allowed_signers is None else \
+            ["--allowed-signers", str(job.allowed_signers)]
+
+    def pull_signed(self, action: Action, job: Job) -> list[str]:
+        """The sign group's signed side: pull-list (or --locked) under the job's policy."""
+        assert job.allowed_signers is not None
+        pull = self.pull_list(job) if action is Action.SIGN_PULL else self.pull_locked(job)
+        return [*pull, *self.policy(job)]
+
+    def sign_each(self, job: Job, key: Path) -> list[str]:
+        """The sign group's set-up (unmeasured): ``tychoreg sign`` each of the list's
+        packages at PACKAGE_VERSION, as a shell script that stops at the first failure."""
+        script = job.workdir / "signs.sh"
+        script.write_text("".join(
+            f"{shlex.join([self.exe, 'sign', package, PACKAGE_VERSION, '--sign-key', str(key)])}\n"
+            for package in job.packages))
+        return [BASH, "-e", str(script)]
 
     def pull_locked(self, job: Job) -> list[str]:
         assert job.lockfile is not None

@@ -676,9 +676,11 @@ class LockVerdict:
 
 
 def lock_rows(results: Results, action: Action) -> tuple[Row | None, Row | None]:
-    """The two sides' rows of the lock scenario of ``action`` (None: not in the run)."""
+    """The two sides' rows of the lock (or sign) scenario of ``action`` (None: not in the
+    run)."""
     found = {row.side: row for row in results.rows
-             if row.scenario.group is Group.LOCK and row.scenario.action is action}
+             if row.scenario.group in (Group.LOCK, Group.SIGN)
+             and row.scenario.action is action}
     first, second = (side for _, side, _ in LOCK_SIDES[action])
     return found.get(first), found.get(second)
 
@@ -777,14 +779,87 @@ def issue18_verdicts(results: Results) -> list[LockVerdict]:
     return [locked_verdict(results), current_verdict(results), push_list_verdict(results)]
 
 
+def sign_pull_verdict(results: Results) -> LockVerdict:
+    """pull-list under --allowed-signers against the same pull-list without: exactly one
+    more request per package (its .sig), the walls and their ratio shown, not bounded."""
+    count, size = results.options.lock_list
+    target = f"signed pull-list {fmt_count(count)} x {fmt_size(size)} vs unsigned"
+    bound = f"{count} more requests"
+    rows = lock_rows(results, Action.SIGN_PULL)
+    missing = _unmeasured(target, bound, rows)
+    if missing is not None:
+        return missing
+    signed, plain = rows
+    assert signed is not None and plain is not None
+    runs = f"{len(signed.good)}/{len(plain.good)}"
+    mine, theirs = signed.median(), plain.median()
+    walls = f"wall {mine:.3f} s vs {theirs:.3f} s" if mine and theirs else "no time"
+    more, other = signed.requests(), plain.requests()
+    if more is None or other is None:
+        return LockVerdict(target, f"requests not counted (no delay proxy); {walls}", "-",
+                           bound, runs, None)
+    return LockVerdict(target, f"requests {more:,} vs {other:,}; {walls}",
+                       f"{more - other:,} more, {num(ratio(mine, theirs), '.2f')}x", bound,
+                       runs, more - other == count)
+
+
+def sign_current_verdict(results: Results) -> LockVerdict:
+    """pull-list --locked under --allowed-signers, every package current: no request in
+    any run (the lock's signer is checked offline); the ratio to python -c pass shown."""
+    count, _ = results.options.lock_list
+    target = f"signed pull-list --locked {fmt_count(count)} packages, all current"
+    bound = "0 requests"
+    rows = lock_rows(results, Action.SIGN_CURRENT)
+    missing = _unmeasured(target, bound, rows)
+    if missing is not None:
+        return missing
+    warm, python = rows
+    assert warm is not None and python is not None
+    runs = f"{len(warm.good)}/{len(python.good)}"
+    mine, theirs = warm.median(), python.median()
+    walls = f"wall {mine:.3f} s vs python {theirs:.3f} s" if mine and theirs else "no time"
+    most = warm.most_requests()
+    if most is None:
+        return LockVerdict(target, f"requests not counted (no delay proxy); {walls}", "-",
+                           bound, runs, None)
+    return LockVerdict(target, f"at most {most:,} requests a run; {walls}",
+                       f"{most:,} requests, {num(ratio(mine, theirs), '.2f')}x", bound, runs,
+                       most == 0)
+
+
+def issue19_verdicts(results: Results) -> list[LockVerdict]:
+    return [sign_pull_verdict(results), sign_current_verdict(results)]
+
+
+SIGN_HEADER = ("scenario", "side", "runs", "median s", "requests", "vs other")
+
+
+def sign_table(results: Results) -> str:
+    """The sign group, a row per side: its median wall, its requests (median, at the
+    delay proxy) and its median's ratio to the scenario's other side (signed/unsigned,
+    or the warm locked pull / python -c pass); '' when the group did not run."""
+    lines: list[tuple[str, ...]] = [SIGN_HEADER]
+    for action in (Action.SIGN_PULL, Action.SIGN_CURRENT):
+        rows = lock_rows(results, action)
+        other = rows[1].median() if rows[1] is not None else None
+        for row in rows:
+            if row is None:
+                continue
+            lines.append((row.scenario.name, row.label, str(len(row.good)),
+                          num(row.median(), ".3f", "FAILED"), num(row.requests(), ",", "-"),
+                          f"{num(ratio(row.median(), other), '.2f')}x"))
+    return render(lines, frozenset({2, 3, 4, 5})) if len(lines) > 1 else ""
+
+
 LOCK_HEADER = ("target (issue 18)", "measured", "value", "bound", "runs", "result")
 
 
-def issue18_table(verdicts: Sequence[LockVerdict]) -> str:
-    """Issue 18's targets, one a row, as issue 16's table shows its own (a verdict on
-    fewer runs than its medians take starred, and the star explained)."""
-    text = render([LOCK_HEADER, *((v.target, v.measured, v.shown, v.bound, v.runs, v.result)
-                                  for v in verdicts)], frozenset({4}))
+def issue18_table(verdicts: Sequence[LockVerdict], issue: int = 18) -> str:
+    """Issue 18's (or 19's) targets, one a row, as issue 16's table shows its own (a
+    verdict on fewer runs than its medians take starred, and the star explained)."""
+    head = (f"target (issue {issue})", *LOCK_HEADER[1:])
+    text = render([head, *((v.target, v.measured, v.shown, v.bound, v.runs, v.result)
+                           for v in verdicts)], frozenset({4}))
     if any(v.few_runs for v in verdicts):
         text += (f"\n* fewer than {TARGET_MIN_RUNS} runs on a side (--repeat): indicative "
                  "only")

@@ -64,10 +64,12 @@ from benchmarks.report import (
     issue16_verdicts,
     issue18_table,
     issue18_verdicts,
+    issue19_verdicts,
     lock_summary,
     machine_info,
     marginal_lines,
     readme_with_results,
+    sign_table,
     summary,
     table,
     target_table,
@@ -99,6 +101,7 @@ from benchmarks.units import parse_counts, parse_latencies, parse_size
 
 SETUP_TIMEOUT = 900.0  # seconds an unmeasured set-up command (a fixture push) may take
 DIR_PACKAGE = "tree"  # the directory scenario's package
+SIGNER = "ci@example.com"  # the sign group's principal
 
 
 @dataclass(frozen=True)
@@ -284,6 +287,7 @@ class Bench:
                                  max(scaling_lengths(self.options)))
         self._dir_objects: dict[ClientName, tuple[str, int]] = {}  # client: (bucket, size)
         self._tree: SourceTree | None = None
+        self._signed: dict[str, Path] = {}  # sign group: bucket -> its allowed_signers
 
     # -- fixtures ------------------------------------------------------------------------
 
@@ -330,7 +334,7 @@ class Bench:
         return chosen
 
     def run_scenario(self, scenario: Scenario) -> None:
-        if scenario.group is Group.LOCK:
+        if scenario.group in (Group.LOCK, Group.SIGN):
             self.run_lock(scenario)
             return
         pairs = scenario.runs(self.clients_for(scenario))
@@ -441,6 +445,12 @@ class Bench:
         if not isinstance(tychoreg, Tychoreg):  # not installed, or not in --clients
             return
         python = self.clients.get(ClientName.PYTHON) or BarePython(tychoreg_python())
+        if scenario.group is Group.SIGN and shutil.which("ssh-keygen") is None:
+            note = "sign: skipped, ssh-keygen is not installed (it makes the signing key)"
+            print(f"{scenario.name}: {note}", file=sys.stderr, flush=True)
+            if note not in self.notes:
+                self.notes.append(note)
+            return
         print(f"{scenario.name}", file=sys.stderr, flush=True)
         rows = []
         for client, action, label in LOCK_SIDES[scenario.action]:
@@ -449,7 +459,7 @@ class Bench:
         self.rows += rows
         sides: dict[ClientName, Client] = {ClientName.TYCHOREG: tychoreg,
                                            ClientName.PYTHON: python}
-        place = self.tmp / "lock" / scenario.action.value
+        place = self.tmp / scenario.group.value / scenario.action.value
         place.mkdir(parents=True)
         try:
             job = self.lock_setup(scenario, tychoreg, place)
@@ -470,7 +480,9 @@ class Bench:
     def lock_setup(self, scenario: Scenario, tychoreg: Tychoreg, place: Path) -> Job:
         """What every run of the scenario shares (a Job whose workdir each run replaces):
         the push-list's files, or the packages, their lock file (``tychoreg lock``,
-        at 0 ms) and for "all current" the outdir a first locked pull filled."""
+        at 0 ms) and for "all current" the outdir a first locked pull filled; for the sign
+        group, first the key and allowed_signers file, the versions signed with it, and the
+        lock and first pull made under that policy."""
         if scenario.action is Action.PUSH_LIST:
             packages, versions, _ = self.options.lock_push
             items = tuple((package, version, make_file(place / f"{package}-{version}.bin",
@@ -481,16 +493,41 @@ class Bench:
         job = Job(self.endpoints.backend.endpoint, fixture.bucket, place, fixture.names[0],
                   packages=fixture.names[:scenario.count], lockfile=place / "tychoreg.lock")
         env = self.client_env(fixture.bucket)
-        steps = [tychoreg.lock(job)]
-        if scenario.action is Action.PULL_CURRENT:
+        steps = []
+        if scenario.group is Group.SIGN:  # the versions signed once, for both scenarios
+            job.allowed_signers = self._signed.get(fixture.bucket)
+            if job.allowed_signers is None:
+                keys = self.tmp / "sign-key" / scenario.action.value  # outlives ``place``
+                keys.mkdir(parents=True)
+                job.allowed_signers, key = self.signing_key(keys, env)
+                steps.append(tychoreg.sign_each(job, key))
+        if scenario.action is not Action.SIGN_PULL:  # the cold signed pull needs no lock
+            steps.append(tychoreg.lock(job))
+        if scenario.action in (Action.PULL_CURRENT, Action.SIGN_CURRENT):
             job.kept_outdir = place / "current"
-            steps.append(tychoreg.pull_locked(job))
+            steps.append(tychoreg.command(scenario.action, job))
         for argv in steps:
             done = run_setup(argv, place, env)
             if done.returncode != 0:
                 raise RuntimeError(f"{shlex.join(argv[1:3])}: exit {done.returncode}: "
                                    f"{(done.stderr or done.stdout)[-2000:].strip()}")
+        if job.allowed_signers is not None:
+            self._signed[fixture.bucket] = job.allowed_signers
         return job
+
+    def signing_key(self, place: Path, env: dict[str, str]) -> tuple[Path, Path]:
+        """(allowed_signers, key): an ed25519 key made in ``place`` (a new folder) and the
+        one-line allowed_signers file that trusts it (``ci@example.com`` and the .pub's
+        key)."""
+        key = place / "key"
+        done = run_setup(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", SIGNER,
+                          "-f", str(key)], place, env)
+        if done.returncode != 0:
+            raise RuntimeError(f"ssh-keygen: exit {done.returncode}: {done.stderr.strip()}")
+        kind, blob = key.with_suffix(".pub").read_text().split()[:2]
+        allowed = place / "allowed_signers"
+        allowed.write_text(f"{SIGNER} {kind} {blob}\n")
+        return allowed, key
 
     def run_lock_once(self, row: Row, client: Client, shared: Job) -> None:
         """One run of one side, its requests counted at the delay proxy (cleared first)."""
@@ -659,6 +696,10 @@ def report_text(bench: Bench, config: Config, info: dict[str, object],
             "targets of issue 18 (the lock group at "
             f"{config.options.lock_latency} ms; medians of interleaved runs; shown, not "
             "asserted):", issue18_table(lock_verdicts), "",
+            f"targets of issue 19 (the sign group at {config.options.lock_latency} ms; "
+            "medians of interleaved runs; shown, not asserted):",
+            *([signed, ""] if (signed := sign_table(results)) else []),
+            issue18_table(issue19_verdicts(results), issue=19), "",
             "targets of issues 9 and 10 (shown, not asserted):"]
     out += [f"  {target.state}  {target.name}: {target.measured}" for target in found]
     failures = [(row, run.error) for row in bench.rows for run in row.runs if not run.ok]
@@ -756,6 +797,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             data["issue16"] = [verdict_summary(v) for v in verdicts]
             data["issue18"] = [lock_summary(v) for v in
                                issue18_verdicts(Results(bench.rows, config.options))]
+            data["issue19"] = [lock_summary(v) for v in
+                               issue19_verdicts(Results(bench.rows, config.options))]
             data["report"] = report
             config.json.parent.mkdir(parents=True, exist_ok=True)
             config.json.write_text(json.dumps(data, indent=2, default=str))

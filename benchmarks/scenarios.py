@@ -78,6 +78,7 @@ class Group(Enum):
     API = "api"  # pull_many through the Python API, in one process: CPU per request
     DIRECTORY = "directory"  # a tree pushed and pulled: tychoreg vs tar | zstd | s5cmd
     LOCK = "lock"  # issue 18: pull-list --locked and push-list, each against its other form
+    SIGN = "sign"  # issue 19: pull-list under --allowed-signers against the same without
 
     @classmethod
     def parse(cls, text: str) -> frozenset[Group]:
@@ -105,6 +106,9 @@ class Action(Enum):
     PULL_CURRENT = "pull-current"  # pull-list --locked again, into an outdir already current
     PUSH_LIST = "push-list"  # many package versions in one push-list process
     PUSH_EACH = "push-each"  # the same versions, one tychoreg push process after another
+    # issue 19 (the sign group): the lock group's pattern, the fixture's versions signed
+    SIGN_PULL = "sign-pull"  # pull-list --allowed-signers into an empty outdir
+    SIGN_CURRENT = "sign-current"  # pull-list --locked --allowed-signers, all current
 
 
 @dataclass(frozen=True)
@@ -137,6 +141,11 @@ class Scenario:
             what = f"pull-list {fmt_count(self.count)} x {fmt_size(self.size)}"
         if self.action is Action.PULL_MANY:
             return f"api pull_many {fmt_count(self.count)} x {fmt_size(self.size)}"
+        if self.group is Group.SIGN:
+            locked = "--locked " if self.action is Action.SIGN_CURRENT else ""
+            current = ", all current" if self.action is Action.SIGN_CURRENT else ""
+            return (f"sign pull-list {locked}{fmt_count(self.count)} x {fmt_size(self.size)} "
+                    f"@{self.latency_ms}ms{current}")
         if self.group is Group.LOCK:
             verb = "push-list" if self.action is Action.PUSH_LIST else "pull-list"
             current = ", all current" if self.action is Action.PULL_CURRENT else ""
@@ -154,7 +163,8 @@ class Scenario:
     @property
     def reads(self) -> bool:
         return self.action in (Action.PULL, Action.PULL_LIST, Action.PULL_MANY,
-                               Action.PULL_DIR, Action.PULL_LOCKED, Action.PULL_CURRENT)
+                               Action.PULL_DIR, Action.PULL_LOCKED, Action.PULL_CURRENT,
+                               Action.SIGN_PULL, Action.SIGN_CURRENT)
 
     def takes(self, client: ClientName) -> bool:
         if client is ClientName.BASELINE:
@@ -183,9 +193,10 @@ class Scenario:
 
 DIRECTORY_CLIENTS = (ClientName.TYCHOREG, ClientName.S5CMD)  # s5cmd: the shell pipeline
 
-# The lock group's scenarios: the commands of each, interleaved, the first the one its
-# target is about, each (client, action, the table's label): tychoreg runs two command
-# lines in one scenario, or tychoreg and the bare interpreter.
+# The lock group's scenarios (and the sign group's, run the same way): the commands of
+# each, interleaved, the first the one its target is about, each (client, action, the
+# table's label): tychoreg runs two command lines in one scenario, or tychoreg and the
+# bare interpreter.
 LockSide = tuple[ClientName, Action, str]
 LOCK_SIDES: dict[Action, tuple[LockSide, ...]] = {
     Action.PULL_LOCKED: ((ClientName.TYCHOREG, Action.PULL_LOCKED, "tychoreg --locked"),
@@ -194,6 +205,10 @@ LOCK_SIDES: dict[Action, tuple[LockSide, ...]] = {
                           (ClientName.PYTHON, Action.HELP, "python -c pass")),
     Action.PUSH_LIST: ((ClientName.TYCHOREG, Action.PUSH_LIST, "tychoreg push-list"),
                        (ClientName.TYCHOREG, Action.PUSH_EACH, "tychoreg push, each")),
+    Action.SIGN_PULL: ((ClientName.TYCHOREG, Action.SIGN_PULL, "tychoreg signed"),
+                       (ClientName.TYCHOREG, Action.PULL_LIST, "tychoreg unsigned")),
+    Action.SIGN_CURRENT: ((ClientName.TYCHOREG, Action.SIGN_CURRENT, "tychoreg --locked signed"),
+                          (ClientName.PYTHON, Action.HELP, "python -c pass")),
 }
 
 
@@ -204,7 +219,7 @@ def supports(client: ClientName, action: Action) -> bool:
     if action in (Action.PUSH_DIR, Action.PULL_DIR):
         return client in DIRECTORY_CLIENTS or client is ClientName.BASELINE
     if action in (Action.PULL_MANY, Action.PULL_LOCKED, Action.PULL_CURRENT,
-                  Action.PUSH_LIST, Action.PUSH_EACH):
+                  Action.PUSH_LIST, Action.PUSH_EACH, Action.SIGN_PULL, Action.SIGN_CURRENT):
         return client.is_tychoreg
     if client is ClientName.RAW_HTTP:
         return action in (Action.PUSH, Action.PULL)
@@ -230,9 +245,9 @@ class Options:
     dir_files: int = 20_000  # directory: its small files (three large ones come on top)
     dir_level: int = 3  # directory: the zstd level given to both sides
     dir_seed: int = 10  # directory: the tree's layout and bytes follow from it
-    lock_list: tuple[int, int] = (100, 1 * MiB)  # lock: the pulls' (count, size)
+    lock_list: tuple[int, int] = (100, 1 * MiB)  # lock and sign: the pulls' (count, size)
     lock_push: tuple[int, int, int] = (10, 5, 64 * KiB)  # lock: (packages, versions, size)
-    lock_latency: int = 20  # lock: the round trip added (ms); 0 where no proxy can run
+    lock_latency: int = 20  # lock, sign: the round trip added (ms); 0 where no proxy runs
 
 
 FULL = Options()
@@ -348,6 +363,11 @@ def build_scenarios(options: Options) -> list[Scenario]:
                                 layouts=(Layout.TYCHOREG,), clients=(ClientName.TYCHOREG,)))
         out.append(Scenario(Group.LOCK, Action.PUSH_LIST, push_size, packages * versions,
                             options.lock_latency, clients=(ClientName.TYCHOREG,)))
+    if Group.SIGN in groups:
+        count, size = options.lock_list
+        for action in (Action.SIGN_PULL, Action.SIGN_CURRENT):
+            out.append(Scenario(Group.SIGN, action, size, count, options.lock_latency,
+                                layouts=(Layout.TYCHOREG,), clients=(ClientName.TYCHOREG,)))
     return out
 
 

@@ -14,6 +14,7 @@ import os
 import shlex
 import shutil
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,7 @@ from benchmarks.report import (
     issue16_verdicts,
     issue18_table,
     issue18_verdicts,
+    issue19_verdicts,
     lock_summary,
     marginal_cost,
     marginal_lines,
@@ -69,6 +71,7 @@ from benchmarks.report import (
     ratio,
     readme_with_results,
     render,
+    sign_table,
     summary,
     table,
     target_table,
@@ -190,7 +193,8 @@ def test_full_plan_has_the_issue_scenarios() -> None:
         "directory push 500 MiB, 20,003 files, zstd -3",
         "directory pull 500 MiB, 20,003 files, zstd -3",
         "lock pull-list 100 x 1 MiB @20ms", "lock pull-list 100 x 1 MiB @20ms, all current",
-        "lock push-list 50 x 64 KiB @20ms",
+        "lock push-list 50 x 64 KiB @20ms", "sign pull-list 100 x 1 MiB @20ms",
+        "sign pull-list --locked 100 x 1 MiB @20ms, all current",
     ]
     assert scaling_lengths(FULL) == (100, 1000, 5000, 10000)
     assert Group.parse(",".join(g.value for g in Group)) == FULL.groups  # --scenarios' default
@@ -1156,7 +1160,7 @@ def lock_row(action: Action, side: int, *walls: float, requests: int | None = No
              error: str = "", tycho_json: int | None = None) -> Row:
     """A row of one side of a lock scenario of the FULL plan, each run with ``requests``."""
     scenario = next(s for s in build_scenarios(FULL)
-                    if s.group is Group.LOCK and s.action is action)
+                    if s.group in (Group.LOCK, Group.SIGN) and s.action is action)
     client, command, label = LOCK_SIDES[action][side]
     return Row(scenario, client, label, None, [
         Run(w, 50.0, w / 2, error=error, requests=requests, tycho_json=tycho_json)
@@ -1254,3 +1258,67 @@ def test_lock_rows_in_the_table() -> None:
     lines = table(Results(rows, FULL)).splitlines()
     assert "tychoreg --locked" in lines[2] and "1000.0 pkg/s" in lines[2]
     assert "python -c pass" in lines[3] and "pkg/s" not in lines[3]  # it moves nothing
+
+
+# -- the sign group (issue 19) ---------------------------------------------------------------
+
+
+def test_sign_group_alone_its_scenarios_and_sides() -> None:
+    scenarios = build_scenarios(Options(groups=Group.parse("sign")))
+    assert [(s.action, s.count, s.size, s.latency_ms, s.reads) for s in scenarios] == [
+        (Action.SIGN_PULL, 100, MiB, 20, True), (Action.SIGN_CURRENT, 100, MiB, 20, True)]
+    assert [s.name for s in scenarios] == [
+        "sign pull-list 100 x 1 MiB @20ms",
+        "sign pull-list --locked 100 x 1 MiB @20ms, all current"]
+    assert [[(c, a, label) for c, a, label in LOCK_SIDES[s.action]] for s in scenarios] == [
+        [(ClientName.TYCHOREG, Action.SIGN_PULL, "tychoreg signed"),
+         (ClientName.TYCHOREG, Action.PULL_LIST, "tychoreg unsigned")],
+        [(ClientName.TYCHOREG, Action.SIGN_CURRENT, "tychoreg --locked signed"),
+         (ClientName.PYTHON, Action.HELP, "python -c pass")]]
+    assert not any(s.group is Group.SIGN for s in build_scenarios(Options(
+        groups=Group.parse("lock"))))
+
+
+def test_sign_command_lines(tmp_path: Path) -> None:
+    lock, signers, key = tmp_path / "tychoreg.lock", tmp_path / "allowed", tmp_path / "key"
+    job = Job("u", "bkt", tmp_path, "p1", packages=("p1", "p2"), lockfile=lock,
+              allowed_signers=signers)
+    tychoreg = Tychoreg("tychoreg")
+    policy = ["--allowed-signers", str(signers)]
+    assert tychoreg.command(Action.SIGN_PULL, job) == [*tychoreg.pull_list(job), *policy]
+    assert tychoreg.command(Action.PULL_LIST, job)[-1] == "--quiet"  # the unsigned side
+    assert tychoreg.command(Action.SIGN_CURRENT, job) == [*tychoreg.pull_locked(job), *policy]
+    assert tychoreg.lock(job)[-2:] == policy  # the lock is made under the policy
+    assert "--allowed-signers" not in tychoreg.lock(replace(job, allowed_signers=None))
+    argv = tychoreg.sign_each(job, key)
+    assert argv[0].endswith("bash") and argv[1] == "-e"
+    assert [shlex.split(line) for line in Path(argv[2]).read_text().splitlines()] == [
+        ["tychoreg", "sign", p, "1.0", "--sign-key", str(key)] for p in ("p1", "p2")]
+    with pytest.raises(NotImplementedError):
+        S5cmd("s5cmd").command(Action.SIGN_PULL, job)
+
+
+def test_signed_pull_has_one_more_request_per_package_and_the_table() -> None:
+    plain = lock_row(Action.SIGN_PULL, 1, 3.0, 3.0, 3.0, requests=200)
+    signed = lock_row(Action.SIGN_PULL, 0, 3.3, 3.3, 3.3, requests=300)
+    pull, current = issue19_verdicts(Results([signed, plain], FULL))
+    assert (pull.state, pull.shown, pull.bound) == ("PASS", "100 more, 1.10x",
+                                                    "100 more requests")
+    assert "requests 300 vs 200" in pull.measured and current.state == "not run"
+    extra = lock_row(Action.SIGN_PULL, 0, 3.3, requests=301)
+    assert issue19_verdicts(Results([extra, plain], FULL))[0].state == "MISS"
+    warm = lock_row(Action.SIGN_CURRENT, 0, 0.2, 0.2, 0.2, requests=0)
+    python = lock_row(Action.SIGN_CURRENT, 1, 0.02, 0.02, 0.02, requests=0)
+    rows = [signed, plain, warm, python]
+    current = issue19_verdicts(Results(rows, FULL))[1]
+    assert (current.state, current.shown) == ("PASS", "0 requests, 10.00x")
+    warm.runs.append(Run(0.2, 50.0, 0.1, requests=1))
+    assert issue19_verdicts(Results(rows, FULL))[1].state == "MISS"
+    lines = sign_table(Results(rows, FULL)).splitlines()
+    assert lines[0].split()[:2] == ["scenario", "side"] and len(lines) == 6
+    assert "tychoreg signed" in lines[2] and lines[2].split()[-3:] == ["3.300", "300", "1.10x"]
+    assert "tychoreg unsigned" in lines[3] and lines[3].split()[-2:] == ["200", "1.00x"]
+    assert "python -c pass" in lines[5]
+    assert sign_table(Results([], FULL)) == ""
+    assert issue18_table(issue19_verdicts(Results(rows, FULL)), issue=19).startswith(
+        "target (issue 19)")
