@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from . import support
 from .httpproxy import FaultProxy
 from .seaweed import SeaweedServer, weed_binary
+from .signing import keys  # noqa: F401 (the session's ssh-keygen keys, a fixture)
 from .support import CREDS, Registry, _registry_on, free_port, make_bucket
 
 

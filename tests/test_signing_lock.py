@@ -17,11 +17,9 @@ from tycho_async.layout import signature_key
 from tycho_async.lockfile import read
 
 from .httpproxy import FaultProxy
-from .signing import Keys, allowed_signers, keys, sign_by_hand, statement_of
+from .signing import Keys, allowed_signers, sign_by_hand, statement_of
 from .support import Registry, contents, make_tree, ok, put_station, remove_object
 from .test_locked import OUT, push, unreachable
-
-__all__ = ["keys"]  # the session fixture of signing.py, used here
 
 TYCHOREG = str(Path(sys.executable).with_name("tychoreg"))
 

@@ -1,4 +1,3 @@
-# ruff: noqa: F811 (the tests take the fixture `keys` imported from tests/signing.py)
 """The write side of signed versions, on every backend: push --sign-key (the signature
 written after the object and before the full record, checked by ``ssh-keygen -Y
 verify``), encrypted keys, a push cut short before its signature and its repair,
@@ -21,7 +20,7 @@ from tycho_async.storage import open_store
 from tycho_async.transfer import Engine
 
 from .faults import FaultyStore
-from .signing import Keys, keys, ssh_verify, statement_of  # noqa: F401 (keys: the fixture)
+from .signing import Keys, ssh_verify, statement_of
 from .support import Registry, dead_holder, ok, put_station, write_file
 
 

@@ -18,6 +18,7 @@ from .results import (
     PushRequest,
     PushResult,
     ShowResult,
+    SignatureInfo,
     SignResult,
     VerifyResult,
     VersionInfo,
@@ -87,8 +88,8 @@ def pulled(result: PullResult, item: str | None = None) -> dict[str, Any]:
     return {"item": item or f"{result.package}=={result.version}",
             "package": result.package, "version": result.version, "path": str(result.path),
             "size": result.size, "skipped": result.skipped, "exact": result.exact,
-            "format": result.format, "warnings": list(result.warnings), "error": None,
-            "exit_code": 0}
+            "format": result.format, "warnings": list(result.warnings),
+            "signed_by": result.signed_by, "error": None, "exit_code": 0}
 
 
 def failed(item: str, error: TychoError) -> dict[str, Any]:
@@ -100,7 +101,7 @@ def failed(item: str, error: TychoError) -> dict[str, Any]:
     return {"item": item, "package": request.package if request else None,
             "version": request.version if request else None, "path": None, "size": None,
             "skipped": False, "exact": None, "format": None, "warnings": [],
-            "error": error.message,
+            "signed_by": None, "error": error.message,
             "exit_code": error.exit_code}
 
 
@@ -122,7 +123,7 @@ def pull_list(requests: list[PullRequest], results: list[PullResult],
 def version(info: VersionInfo) -> dict[str, Any]:
     return {"version": info.version, "size": info.size, "sha256": info.sha256,
             "pushed_at": info.pushed_at, "format": info.format, "latest": info.latest,
-            "state": info.state}
+            "state": info.state, "signed": info.signed}
 
 
 def versions(package: str, infos: list[VersionInfo]) -> dict[str, Any]:
@@ -138,7 +139,13 @@ def packages(summaries: list[PackageSummary]) -> dict[str, Any]:
 def verify(result: VerifyResult) -> dict[str, Any]:
     return document("verify", package=result.package, version=result.version,
                     size=result.size, sha256=result.sha256, checked=result.checked,
-                    repaired=result.repaired)
+                    repaired=result.repaired, signed_by=result.signed_by,
+                    signatures=[signature(s) for s in result.signatures])
+
+
+def signature(info: SignatureInfo) -> dict[str, Any]:
+    return {"principal_hint": info.principal_hint, "fingerprint": info.fingerprint,
+            "valid": info.valid, "principal": info.principal, "problem": info.problem}
 
 
 def delete(result: DeleteResult) -> dict[str, Any]:
@@ -158,7 +165,9 @@ def show(result: ShowResult) -> dict[str, Any]:
                     latest=result.latest, versions=result.versions, size=result.size)
     if result.version is not None:
         data["version"] = {**version(result.version), "tool": result.tool,
-                           "tree_sha256": result.tree_sha256}
+                           "tree_sha256": result.tree_sha256,
+                           "signed_by": result.version.signed_by,
+                           "signatures": [signature(s) for s in result.signatures]}
     return data
 
 

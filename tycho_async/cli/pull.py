@@ -26,7 +26,7 @@ from .options import (
     VersionOpt,
     list_items,
 )
-from .render import echo_json, out, reports, say
+from .render import echo_json, out, reports, say, signature_lines
 from .run import ROOT_OPTIONS, cli_command, execute, execute_transfer, given, settings_for
 
 group = typer.Typer()  # these commands; the root (cli/__init__.py) lists every group in order
@@ -54,6 +54,7 @@ def pull(
              "with PREFIX; repeat to try several prefixes in order.")] = None,
     outdir: OutdirOpt = None,
     max_unpacked: MaxUnpackedOpt = None,
+    allowed_signers: AllowedSignersOpt = None,
     as_json: JsonOpt = False,
     config: ConfigOpt = None, registry: RegistryOpt = None,
     concurrency: ConcurrencyOpt = None, part_size: PartSizeOpt = None,
@@ -67,7 +68,7 @@ def pull(
     request = _pull_request(package, version)
     limit = _max_unpacked(max_unpacked)
     settings = settings_for(config, registry, concurrency=concurrency, part_size=part_size,
-                            outdir=outdir)
+                            outdir=outdir, allowed_signers=allowed_signers)
     to_stdout = outfile is not None and (str(outfile) == "-" or _is_stdout(outfile))
     if to_stdout and as_json:
         raise UsageError("--json and --outfile - both want standard output; choose one")
@@ -83,7 +84,7 @@ def pull(
     elif to_stdout:
         if not quiet:
             say(f"pulled {result.package} {result.version} to standard output "
-                 f"({human_size(result.size)}){_hit(result, fallback)}")
+                 f"({human_size(result.size)}){_hit(result, fallback)}{_signed(result)}")
     elif not quiet:
         _echo_pull(result, fallback)
 
@@ -106,6 +107,10 @@ def _hit(result: Any, fallback: list[str] | None) -> str:
     return " (exact hit)" if result.exact else " (fallback: not the exact version asked)"
 
 
+def _signed(result: Any) -> str:
+    return f", signed by {result.signed_by}" if result.signed_by else ""
+
+
 def _pull_request(package: str, version: str | None) -> Any:
     from ..names import check_package, check_version
     from ..results import PullRequest
@@ -118,10 +123,10 @@ def _pull_request(package: str, version: str | None) -> Any:
 def _echo_pull(result: Any, fallback: list[str] | None = None) -> None:
     if result.skipped:
         out(f"{result.package} {result.version} is up to date: {result.path}"
-             f"{_hit(result, fallback)}")
+             f"{_hit(result, fallback)}{_signed(result)}")
     else:
         out(f"pulled {result.package} {result.version} -> {result.path} "
-             f"({human_size(result.size)}){_hit(result, fallback)}")
+             f"({human_size(result.size)}){_hit(result, fallback)}{_signed(result)}")
 
 
 @group.command("pull-list", cls=Command,
@@ -245,6 +250,7 @@ def verify(
         "upload completed (from the stored bytes' SHA-256), clear one whose upload did "
         "not, restore a lost copy of the record in tycho.json.")] = False,
     sign_key: SignKeyOpt = None,
+    allowed_signers: AllowedSignersOpt = None,
     as_json: JsonOpt = False, config: ConfigOpt = None, registry: RegistryOpt = None,
     concurrency: ConcurrencyOpt = None, part_size: PartSizeOpt = None,
     quiet: QuietOpt = False, progress: ProgressOpt = None,
@@ -253,7 +259,7 @@ def verify(
     pushed by tycho-station) without keeping a file; exit 3 if it does not match."""
     request = _pull_request(package, version)
     settings = settings_for(config, registry, concurrency=concurrency, part_size=part_size,
-                            signing_key=sign_key)
+                            signing_key=sign_key, allowed_signers=allowed_signers)
     result = execute_transfer(settings, lambda reg: reg.verify(
         request.package, request.version, repair=repair),
                        verb="verified", files=1, quiet=quiet or as_json, progress=progress)
@@ -264,5 +270,9 @@ def verify(
         out(f"{result.package} {result.version}: {result.repaired}")
     if not quiet:
         out(f"{result.package} {result.version} is intact ({human_size(result.size)}, "
-             f"sha256 {result.sha256}; checked {result.checked})")
+             f"sha256 {result.sha256}; checked {result.checked}{_signed(result)})")
+        for line in signature_lines(result.signatures):
+            out(f"  {line}")
+        if not result.signatures and not result.repaired:
+            out("  unsigned (no .sig)")
 

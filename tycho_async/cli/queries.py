@@ -5,8 +5,8 @@ from typing import Annotated
 import typer
 
 from ..units import human_size
-from .options import Command, ConfigOpt, JsonOpt, PackageArg, RegistryOpt
-from .render import echo_json, out, reports, table
+from .options import AllowedSignersOpt, Command, ConfigOpt, JsonOpt, PackageArg, RegistryOpt
+from .render import echo_json, out, reports, signature_lines, table
 from .run import cli_command, execute, settings_for
 
 group = typer.Typer()  # these commands; the root (cli/__init__.py) lists every group in order
@@ -34,7 +34,8 @@ def list_versions(
     package: PackageArg,
     as_json: JsonOpt = False, config: ConfigOpt = None, registry: RegistryOpt = None,
 ) -> None:
-    """Every version of PACKAGE, oldest to newest (natural order: 1.9 < 1.10)."""
+    """Every version of PACKAGE, oldest to newest (natural order: 1.9 < 1.10); --json
+    says which are signed (show --version V names the signers)."""
     settings = settings_for(config, registry)
     versions = execute(settings, lambda reg: reg.versions(package))
     if as_json:
@@ -71,16 +72,18 @@ def show(
         "--version", "-v", metavar="VERSION", show_default=False,
         help="Describe this version (latest: the latest one). Without it, show describes "
              "the package.")] = None,
+    allowed_signers: AllowedSignersOpt = None,
     as_json: JsonOpt = False, config: ConfigOpt = None, registry: RegistryOpt = None,
 ) -> None:
     """What is known of PACKAGE (localname, latest, number of versions, total size), or
-    with --version of one version (size, sha256, pushed_at, pushing tool, format).
-    Downloads nothing."""
+    with --version of one version (size, sha256, pushed_at, pushing tool, format, its
+    signatures checked: under --allowed-signers, whom each is allowed as). Downloads
+    nothing."""
     from ..names import check_version
 
     if version is not None and version != "latest":
         check_version(version)
-    settings = settings_for(config, registry)
+    settings = settings_for(config, registry, allowed_signers=allowed_signers)
     result = execute(settings, lambda reg: reg.show(package, version))
     if as_json:
         echo_json(reports().show(result))
@@ -98,5 +101,7 @@ def show(
                  ("format", v.format), ("state", v.state)]
         if result.tree_sha256:
             rows.append(("tree_sha256", result.tree_sha256))
+        rows += [("signature", line) for line in signature_lines(result.signatures)] or \
+            [("signature", "- (unsigned)")]
     table(("FIELD", "VALUE"), rows)
 

@@ -106,3 +106,21 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     for row in rows:
         out("\t".join(row).rstrip())
 
+
+
+def signature_lines(signatures: Sequence[Any]) -> list[str]:
+    """One line per signature of a version (results.SignatureInfo), as verify and show
+    print them: who it says signed, its key, and whether it counts."""
+    lines = []
+    for sig in signatures:
+        who = f"signature by {sig.principal_hint or '(no hint)'}"
+        key = f" ({sig.fingerprint})" if sig.fingerprint else ""
+        if not sig.valid:
+            lines.append(f"{who}{key}: INVALID: {sig.problem}")
+        elif sig.principal:
+            lines.append(f"{who}{key}: valid, allowed as {sig.principal}")
+        elif sig.problem:
+            lines.append(f"{who}{key}: valid, but not allowed: {sig.problem}")
+        else:
+            lines.append(f"{who}{key}: valid")
+    return lines

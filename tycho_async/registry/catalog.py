@@ -305,9 +305,16 @@ class Catalog:
     async def listing(self, package: str) -> tuple[dict[str, retention.Pushed], set[str]]:
         """One listing of the package's keys: its versions' objects (``.pkg``, as
         tycho-station lists them) and the versions that have a record object."""
+        pushed, recorded, _ = await self.scan(package)
+        return pushed, recorded
+
+    async def scan(self, package: str
+                   ) -> tuple[dict[str, retention.Pushed], set[str], set[str]]:
+        """``listing``, and the versions that have a signature file (``.sig``)."""
         head = f"{package}/tycho_"
         pushed: dict[str, retention.Pushed] = {}
         recorded: set[str] = set()
+        signed: set[str] = set()
         for info in await self.engine.list_keys(head):
             name = info.key[len(head):]
             if name.endswith(".pkg") and is_valid_segment(version := name[:-len(".pkg")]):
@@ -315,7 +322,9 @@ class Catalog:
             elif name.endswith(".meta.json") and \
                     is_valid_segment(version := name[:-len(".meta.json")]):
                 recorded.add(version)
-        return pushed, recorded
+            elif name.endswith(".sig") and is_valid_segment(version := name[:-len(".sig")]):
+                signed.add(version)
+        return pushed, recorded, signed
 
     async def lost_copies(
         self, package: str, meta: PackageMeta, *exclude: str,

@@ -21,9 +21,11 @@ import anyio.to_thread
 
 from .. import retention
 from ..errors import (
+    IncompleteVersion,
     NotFound,
     OutputClosed,
     PartialFailure,
+    SignatureError,
     TransferError,
     TychoError,
     UnsafeRemoteData,
@@ -396,12 +398,29 @@ class Pull:
             outfile = Path("-")
         want = Wanted(package, version, exact, record, expected, localname, outfile, outdir,
                       force, raw, claim, max_unpacked)
+        signed = None
+        if self.ctx.signers is not None:  # before any destination is looked at
+            signed = await self.signed(want)
         try:
             kind = next(kind for kind in DESTINATIONS if kind.fits(want, self.ctx))
         except (UsageError, UnsafeRemoteData):
             await self.must_exist(want)
             raise
-        return await kind(self, want).write()
+        result = await kind(self, want).write()
+        return result if signed is None else dataclasses.replace(result, signed_by=signed)
+
+    async def signed(self, want: Wanted) -> str:
+        """The policy (the allowed signers) applied to a pull: the principal whose
+        signature vouches for the version's statement, or SignatureError (a version that
+        does not exist is NotFound first)."""
+        from .signing import require
+
+        assert self.ctx.signers is not None
+        if want.record is None:
+            await self.must_exist(want)
+        found = await require(self.ctx, self.ctx.signers, want.package, want.version,
+                              want.record, want.localname)
+        return found.principal
 
     async def must_exist(self, want: Wanted) -> None:
         """Before refusing a destination, make sure the version exists: a missing version
@@ -420,21 +439,38 @@ class Pull:
         if any(not prefix for prefix in fallback):
             raise UsageError("--fallback needs a non-empty prefix")
         version = resolve(request, meta)
-        if not fallback or (await self.catalog.state(request.package, version,
-                                                     meta))[0].trusted:
+        if not fallback or ((await self.catalog.state(request.package, version,
+                                                      meta))[0].trusted and
+                            await self._allowed(request.package, version, meta)):
             return version, True
         pushed = await self.catalog.pushed(request.package)
         for candidate, _ in retention.fallback_order(
                 [p for p in pushed if p.version != version], fallback):
             copy = meta.records.get(candidate)
             if copy is not None:
-                if not (copy.pending or copy.deleting):
-                    return candidate, False
-            elif not meta.marked or \
-                    (await self.catalog.state(request.package, candidate, meta))[0].trusted:
-                return candidate, False  # (a cut-short push or deletion is passed over)
+                trusted = not (copy.pending or copy.deleting)
+            else:  # (a cut-short push or deletion is passed over)
+                trusted = not meta.marked or \
+                    (await self.catalog.state(request.package, candidate, meta))[0].trusted
+            if trusted and await self._allowed(request.package, candidate, meta):
+                return candidate, False
         raise NotFound(f"{request.package} {version} does not exist, and no complete version "
                        f"starts with {', '.join(repr(p) for p in fallback)}")
+
+    async def _allowed(self, package: str, version: str, meta: PackageMeta) -> bool:
+        """Whether a fallback may take the version: always, without a policy; under one,
+        only with a valid signature from an allowed signer."""
+        if self.ctx.signers is None:
+            return True
+        from .signing import require
+
+        try:
+            await require(self.ctx, self.ctx.signers, package, version,
+                          await self.catalog.raw_record(package, version, meta),
+                          check_remote_localname(package, meta.localname))
+        except (SignatureError, IncompleteVersion, UnsafeRemoteData):
+            return False
+        return True
 
     async def pull_many(
         self, requests: Sequence[PullRequest], *, outdir: Path, force: bool = False,

@@ -14,20 +14,34 @@ import anyio
 from .. import retention
 from ..errors import NotFound, PreconditionFailed, StoreError, UnsafeRemoteData
 from ..layout import LATEST, PackageMeta, Record
-from ..names import check_package, check_version, is_valid_segment, sort_versions
-from ..results import PackageSummary, ProbeResult, PullRequest, ShowResult, VersionInfo
+from ..names import (
+    check_package,
+    check_remote_localname,
+    check_version,
+    is_valid_segment,
+    sort_versions,
+)
+from ..results import (
+    PackageSummary,
+    ProbeResult,
+    PullRequest,
+    ShowResult,
+    SignatureInfo,
+    VersionInfo,
+)
 from ..transfer.groups import task_group
 from .catalog import Context, resolve
 
 
-def _version_info(pushed: retention.Pushed, record: Record | None, latest: str | None
-                  ) -> VersionInfo:
+def _version_info(pushed: retention.Pushed, record: Record | None, latest: str | None,
+                  signed: bool = False) -> VersionInfo:
     """One version as list-versions shows it, by its record (none: tycho-station's,
-    read as an empty record is: complete, a file); its state is the record's."""
+    read as an empty record is: complete, a file); its state is the record's; ``signed``:
+    a ``.sig`` is beside it in the listing."""
     record = record if record is not None else Record({})
     return VersionInfo(pushed.version, pushed.size, record.sha256, record.pushed_at,
                        record.format, latest == pushed.version, record.state,
-                       pushed.modified)
+                       pushed.modified, signed)
 
 
 class Queries:
@@ -85,13 +99,16 @@ class Queries:
         check_package(package)
         metas: list[PackageMeta] = []
         pushed: list[retention.Pushed] = []
+        signed: set[str] = set()
 
         async def meta() -> None:
             with contextlib.suppress(NotFound):
                 metas.append((await self.catalog.read_meta(package))[0])
 
         async def listing() -> None:
-            pushed.extend(await self.catalog.pushed(package))
+            objects, _, sigs = await self.catalog.scan(package)
+            pushed.extend(objects.values())
+            signed.update(sigs)
 
         async with task_group() as tg:
             tg.start_soon(meta)
@@ -102,7 +119,7 @@ class Queries:
         copies = meta_.records if meta_ is not None else {}
         latest = meta_.latest if meta_ is not None else None
         by_version = {p.version: p for p in pushed}
-        return [_version_info(by_version[v], copies.get(v), latest)
+        return [_version_info(by_version[v], copies.get(v), latest, v in signed)
                 for v in sort_versions(list(by_version))], meta_
 
     async def show(self, package: str, version: str | None = None) -> ShowResult:
@@ -123,11 +140,32 @@ class Queries:
             raise NotFound(f"{package} {name} does not exist")
         if info.sha256 is None and record is not None:  # the record object, not a copy
             info = _version_info(retention.Pushed(name, info.modified or 0.0, info.size),
-                                 record, latest)
+                                 record, latest, info.signed)
         if record is None:
             return dataclasses.replace(result, version=info, tool="tycho-station")
-        return dataclasses.replace(result, version=info, tool=record.tool,
-                                   tree_sha256=record.tree_sha256)
+        signatures = await self._signatures(package, name, meta, record) if info.signed \
+            else ()
+        principal = next((s.principal for s in signatures if s.principal), None)
+        return dataclasses.replace(result, version=dataclasses.replace(
+            info, signed_by=principal), tool=record.tool, tree_sha256=record.tree_sha256,
+            signatures=signatures)
+
+    async def _signatures(self, package: str, version: str, meta: PackageMeta | None,
+                          record: Record) -> tuple[SignatureInfo, ...]:
+        """A signed version's signatures as ``show`` reports them (one GET): each
+        checked over the statement its record makes; none for a version that is not
+        complete (its record says what it is)."""
+        from ..statement import Statement
+        from .signing import describe, read
+
+        localname = meta.localname if meta is not None else None
+        if localname is None or record.state != "ok":
+            return ()
+        found = await read(self.ctx, package, version)
+        return describe(self.ctx.signers, package, version,
+                        None if found is None else found[0],
+                        Statement.of(package, version,
+                                     check_remote_localname(package, localname), record))
 
     async def probe(self) -> ProbeResult:
         """Whether the store honours conditional writes: write a probe object under the

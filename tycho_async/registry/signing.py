@@ -23,7 +23,7 @@ from .catalog import Context
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from ..results import SignResult
+    from ..results import SignatureInfo, SignResult
     from ..sshsig import AllowedSigners, SigningKey
 
 WRITE_ATTEMPTS = 5  # a signature file rewritten by another signer meanwhile: read again
@@ -92,6 +92,38 @@ async def require(ctx: Context, signers: AllowedSigners, package: str, version: 
     statement = Statement.of(package, version, localname, record)
     found = await read(ctx, package, version)
     return check(signers, package, version, None if found is None else found[0], statement)
+
+
+def describe(signers: AllowedSigners | None, package: str, version: str,
+             found: SigFile | None, statement: Statement,
+             now: datetime | None = None) -> tuple[SignatureInfo, ...]:
+    """Every signature of a version, each checked over the statement its record makes
+    (what ``verify`` and ``show`` report); under ``signers``, the principal of each key
+    the file allows."""
+    if found is None:
+        return ()
+    from ..results import SignatureInfo
+    from ..sshsig import NAMESPACE, verify
+
+    if found.statement != statement.text():
+        return tuple(SignatureInfo(s.principal_hint, None, False, problem="it signs "
+                                   "another statement than this version's")
+                     for s in found.signatures)
+    infos = []
+    for signature in found.signatures:
+        try:
+            key = verify(signature.armored, statement.data(), NAMESPACE)
+        except SignatureError as exc:
+            infos.append(SignatureInfo(signature.principal_hint, None, False,
+                                       problem=exc.message))
+            continue
+        principal = problem = None
+        if signers is not None:
+            principal = signers.principal_for(key, NAMESPACE, now)
+            problem = None if principal is not None else signers.why_not(key, NAMESPACE, now)
+        infos.append(SignatureInfo(signature.principal_hint, key.fingerprint, True,
+                                   principal, problem))
+    return tuple(infos)
 
 
 class Signer:
