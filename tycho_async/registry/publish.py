@@ -186,11 +186,9 @@ async def record_version(ctx: Context, package: str, version: str, result: Uploa
                                   tool=f"tychoreg {__version__}", localname=localname,
                                   extra=extra)
         if signer is not None:
-            from ..statement import Statement
-            from .signing import add
+            from .signing import sign_record
 
-            await add(ctx, signer, package, version,
-                      Statement.of(package, version, localname, written))
+            await sign_record(ctx, signer, package, version, localname, written)
         await ctx.engine.put_bytes(record_key(package, version), written.dump())
 
     def publish(meta: PackageMeta) -> None:
@@ -223,6 +221,8 @@ async def complete(ctx: Context, package: str, version: str, pending: Record
     signer = ctx.signer
     if signer is not None:
         signer.key()  # a bad key or passphrase: refused before anything is written
+    from .signing import signed_as_recorded
+
     result = await ctx.catalog.check(ctx.fs, package, version, None)
     localname = check_remote_localname(package, pending.localname)
     await record_version(ctx, package, version, UploadResult(result.size, result.sha256, "", 0),
@@ -230,8 +230,8 @@ async def complete(ctx: Context, package: str, version: str, pending: Record
                          extra={} if fmt == FILE else {"format": fmt}, signer=signer)
     if signer is not None:
         note = f", signed by {signer.hint})"
-    elif pending.asks_signature and not await _signed_before(ctx, package, version,
-                                                             localname):
+    elif pending.asks_signature and not await signed_as_recorded(ctx, package, version,
+                                                                 localname):
         note = (f"); its push asked for a signature: it is unsigned, run 'tychoreg sign "
                 f"{package} {version} --sign-key PATH'")
     else:
@@ -239,19 +239,6 @@ async def complete(ctx: Context, package: str, version: str, pending: Record
     return dataclasses.replace(result, repaired="completed a push that was cut short "
                                "after its upload (recorded the SHA-256 of the stored "
                                "bytes" + note)
-
-
-async def _signed_before(ctx: Context, package: str, version: str, localname: str) -> bool:
-    """Whether the ``.sig`` a push cut short wrote before its record signs the version
-    as it is now recorded (the statement holds no time, so it stands)."""
-    from ..statement import Statement
-    from .signing import read
-
-    _, record, _ = await ctx.catalog.lookup(package, version)
-    found = await read(ctx, package, version)
-    if record is None or found is None:
-        return False
-    return found[0].statement == Statement.of(package, version, localname, record).text()
 
 
 async def clear(ctx: Context, package: str, version: str) -> NotFound:

@@ -202,6 +202,24 @@ async def add(ctx: Context, signer: Signer, package: str, version: str,
                         "this signature was added; try again")
 
 
+async def sign_record(ctx: Context, signer: Signer, package: str, version: str,
+                      localname: str, record: Record) -> None:
+    """A push's signature: the statement of the full record about to be written."""
+    await add(ctx, signer, package, version, Statement.of(package, version, localname,
+                                                          record))
+
+
+async def signed_as_recorded(ctx: Context, package: str, version: str,
+                             localname: str) -> bool:
+    """Whether the ``.sig`` a push cut short wrote before its record signs the version
+    as it is now recorded (the statement holds no time, so it stands)."""
+    _, record, _ = await ctx.catalog.lookup(package, version)
+    found = await read(ctx, package, version)
+    if record is None or found is None:
+        return False
+    return found[0].statement == Statement.of(package, version, localname, record).text()
+
+
 async def sign_version(ctx: Context, package: str, version: str) -> SignResult:
     """``tychoreg sign``: a signature added to a complete version (one pushed before
     signing, or a second signer's beside the first). The key is loaded first, and the
