@@ -168,3 +168,6 @@ def test_verify_show_and_list_versions_report_the_signers(registry: Registry,
     listed = json.loads(ok(registry.cli("list-versions", "pkg", "--json")).stdout)
     assert [(v["version"], v["signed"]) for v in listed["versions"]] == [
         ("1.0", True), ("2.0", False)]
+    policed_list = json.loads(ok(registry.cli("list-versions", "pkg", "--json",
+                                              "--allowed-signers", str(keys.allowed))).stdout)
+    assert [v["signed_by"] for v in policed_list["versions"]] == ["alice@example.com", None]

@@ -123,7 +123,7 @@ def pull_list(requests: list[PullRequest], results: list[PullResult],
 def version(info: VersionInfo) -> dict[str, Any]:
     return {"version": info.version, "size": info.size, "sha256": info.sha256,
             "pushed_at": info.pushed_at, "format": info.format, "latest": info.latest,
-            "state": info.state, "signed": info.signed}
+            "state": info.state, "signed": info.signed, "signed_by": info.signed_by}
 
 
 def versions(package: str, infos: list[VersionInfo]) -> dict[str, Any]:
@@ -166,7 +166,6 @@ def show(result: ShowResult) -> dict[str, Any]:
     if result.version is not None:
         data["version"] = {**version(result.version), "tool": result.tool,
                            "tree_sha256": result.tree_sha256,
-                           "signed_by": result.version.signed_by,
                            "signatures": [signature(s) for s in result.signatures]}
     return data
 

@@ -32,11 +32,13 @@ def list_(
 @cli_command
 def list_versions(
     package: PackageArg,
+    allowed_signers: AllowedSignersOpt = None,
     as_json: JsonOpt = False, config: ConfigOpt = None, registry: RegistryOpt = None,
 ) -> None:
     """Every version of PACKAGE, oldest to newest (natural order: 1.9 < 1.10); --json
-    says which are signed (show --version V names the signers)."""
-    settings = settings_for(config, registry)
+    says which are signed, and under --allowed-signers by whom (show --version V lists
+    every signature)."""
+    settings = settings_for(config, registry, allowed_signers=allowed_signers)
     versions = execute(settings, lambda reg: reg.versions(package))
     if as_json:
         echo_json(reports().versions(package, versions))

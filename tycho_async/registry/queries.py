@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 
 from .. import retention
-from ..errors import NotFound, PreconditionFailed, StoreError, UnsafeRemoteData
+from ..errors import NotFound, PreconditionFailed, SignatureError, StoreError, UnsafeRemoteData
 from ..layout import LATEST, PackageMeta, Record
 from ..names import (
     check_package,
@@ -119,8 +119,42 @@ class Queries:
         copies = meta_.records if meta_ is not None else {}
         latest = meta_.latest if meta_ is not None else None
         by_version = {p.version: p for p in pushed}
-        return [_version_info(by_version[v], copies.get(v), latest, v in signed)
-                for v in sort_versions(list(by_version))], meta_
+        infos = [_version_info(by_version[v], copies.get(v), latest, v in signed)
+                 for v in sort_versions(list(by_version))]
+        if self.ctx.signers is not None and meta_ is not None:
+            infos = await self._signers_of(package, infos, meta_)
+        return infos, meta_
+
+    async def _signers_of(self, package: str, infos: list[VersionInfo], meta: PackageMeta
+                          ) -> list[VersionInfo]:
+        """Under the allowed signers, whom each signed version is signed by (one GET of
+        each ``.sig``, concurrently; checked over tycho.json's copy of its record): None
+        where no allowed signer vouches for it."""
+        from ..statement import Statement
+        from .signing import check, read
+
+        signers = self.ctx.signers
+        assert signers is not None
+        by: dict[str, str] = {}
+
+        async def one(info: VersionInfo) -> None:
+            record = meta.records.get(info.version)
+            if meta.localname is None or record is None or record.state != "ok":
+                return
+            found = await read(self.ctx, package, info.version)
+            with contextlib.suppress(SignatureError, UnsafeRemoteData):
+                statement = Statement.of(package, info.version,
+                                         check_remote_localname(package, meta.localname),
+                                         record)
+                by[info.version] = check(signers, package, info.version,
+                                         None if found is None else found[0],
+                                         statement).principal
+
+        async with task_group() as tg:
+            for info in infos:
+                if info.signed:
+                    tg.start_soon(one, info)
+        return [dataclasses.replace(i, signed_by=by.get(i.version)) for i in infos]
 
     async def show(self, package: str, version: str | None = None) -> ShowResult:
         """What is known of a package (and of one version): no byte is downloaded."""
