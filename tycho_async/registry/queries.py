@@ -91,7 +91,10 @@ class Queries:
     async def list_versions(self, package: str) -> list[VersionInfo]:
         """Every version, in natural order, with what tycho.json's copies of the records
         say of it (asked beside the listing: one round trip, no request per version)."""
-        return (await self._versions(package))[0]
+        infos, meta = await self._versions(package)
+        if self.ctx.signers is not None and meta is not None:
+            infos = await self._signers_of(package, infos, meta)
+        return infos
 
     async def _versions(self, package: str
                         ) -> tuple[list[VersionInfo], PackageMeta | None]:
@@ -119,11 +122,8 @@ class Queries:
         copies = meta_.records if meta_ is not None else {}
         latest = meta_.latest if meta_ is not None else None
         by_version = {p.version: p for p in pushed}
-        infos = [_version_info(by_version[v], copies.get(v), latest, v in signed)
-                 for v in sort_versions(list(by_version))]
-        if self.ctx.signers is not None and meta_ is not None:
-            infos = await self._signers_of(package, infos, meta_)
-        return infos, meta_
+        return [_version_info(by_version[v], copies.get(v), latest, v in signed)
+                for v in sort_versions(list(by_version))], meta_
 
     async def _signers_of(self, package: str, infos: list[VersionInfo], meta: PackageMeta
                           ) -> list[VersionInfo]:
