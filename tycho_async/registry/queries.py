@@ -90,7 +90,8 @@ class Queries:
 
     async def list_versions(self, package: str) -> list[VersionInfo]:
         """Every version, in natural order, with what tycho.json's copies of the records
-        say of it (asked beside the listing: one round trip, no request per version)."""
+        say of it (asked beside the listing: one round trip, no request per version;
+        under allowed signers, one GET per signed version names its signer)."""
         infos, meta = await self._versions(package)
         if self.ctx.signers is not None and meta is not None:
             infos = await self._signers_of(package, infos, meta)
