@@ -701,30 +701,53 @@ def _unmeasured(target: str, bound: str, rows: tuple[Row | None, Row | None],
     return None
 
 
+class _Pair:
+    """Two sides of a scenario measured against each other: their rows, the runs behind
+    the medians, the medians, their walls in words and the requests each made (None:
+    not counted, no delay proxy)."""
+
+    def __init__(self, first: Row, second: Row) -> None:
+        self.first, self.second = first, second
+        self.runs = f"{len(first.good)}/{len(second.good)}"
+        self.mine, self.theirs = first.median(), second.median()
+        self.walls = f"wall {self.mine:.3f} s vs {self.theirs:.3f} s" \
+            if self.mine and self.theirs else "no time"
+        self.requests = first.requests(), second.requests()
+
+
+def _pair(results: Results, action: Action, target: str, bound: str
+          ) -> _Pair | LockVerdict:
+    """The scenario's two sides, or the verdict of one not measured (or without its
+    requests counted)."""
+    rows = lock_rows(results, action)
+    missing = _unmeasured(target, bound, rows)
+    if missing is not None:
+        return missing
+    first, second = rows
+    assert first is not None and second is not None
+    pair = _Pair(first, second)
+    if None in pair.requests:
+        return LockVerdict(target, f"requests not counted (no delay proxy); {pair.walls}",
+                           "-", bound, pair.runs, None)
+    return pair
+
+
 def locked_verdict(results: Results) -> LockVerdict:
     """pull-list --locked against pull-list --from-file of the same packages: fewer
     requests by exactly one per package (its tycho.json), and a lower median wall."""
     count, size = results.options.lock_list
     target = f"pull-list --locked {fmt_count(count)} x {fmt_size(size)} vs --from-file"
     bound = f"{count} fewer requests, < 1.00x"
-    rows = lock_rows(results, Action.PULL_LOCKED)
-    missing = _unmeasured(target, bound, rows)
-    if missing is not None:
-        return missing
-    locked, plain = rows
-    assert locked is not None and plain is not None
-    runs = f"{len(locked.good)}/{len(plain.good)}"
-    mine, theirs = locked.median(), plain.median()
-    walls = f"wall {mine:.3f} s vs {theirs:.3f} s" if mine and theirs else "no time"
-    fewer, other = locked.requests(), plain.requests()
-    if fewer is None or other is None:
-        return LockVerdict(target, f"requests not counted (no delay proxy); {walls}", "-",
-                           bound, runs, None)
-    vs = ratio(mine, theirs)
+    pair = _pair(results, Action.PULL_LOCKED, target, bound)
+    if isinstance(pair, LockVerdict):
+        return pair
+    (fewer, other), locked, plain = pair.requests, pair.first, pair.second
+    assert fewer is not None and other is not None
+    vs = ratio(pair.mine, pair.theirs)
     metadata = f" ({locked.tycho_json()} vs {plain.tycho_json()} tycho.json)" \
         if locked.tycho_json() is not None and plain.tycho_json() is not None else ""
-    return LockVerdict(target, f"requests {fewer:,} vs {other:,}{metadata}; {walls}",
-                       f"{other - fewer:,} fewer, {num(vs, '.2f')}x", bound, runs,
+    return LockVerdict(target, f"requests {fewer:,} vs {other:,}{metadata}; {pair.walls}",
+                       f"{other - fewer:,} fewer, {num(vs, '.2f')}x", bound, pair.runs,
                        other - fewer == count and vs is not None and vs < 1.0)
 
 
@@ -732,9 +755,16 @@ def current_verdict(results: Results) -> LockVerdict:
     """A warm pull-list --locked (every package current): no request in any run, and a
     median wall within CURRENT_VS_PYTHON of a bare interpreter's."""
     count, _ = results.options.lock_list
-    target = f"pull-list --locked {fmt_count(count)} packages, all current"
-    bound = f"0 requests, <= {CURRENT_VS_PYTHON:.1f}x python -c pass"
-    rows = lock_rows(results, Action.PULL_CURRENT)
+    return _warm(results, Action.PULL_CURRENT,
+                 f"pull-list --locked {fmt_count(count)} packages, all current",
+                 f"0 requests, <= {CURRENT_VS_PYTHON:.1f}x python -c pass", CURRENT_VS_PYTHON)
+
+
+def _warm(results: Results, action: Action, target: str, bound: str, limit: float | None
+          ) -> LockVerdict:
+    """A warm locked pull against ``python -c pass``: no request in any run, and (when
+    ``limit`` is given) a median wall within ``limit`` times the interpreter's."""
+    rows = lock_rows(results, action)
     missing = _unmeasured(target, bound, rows)
     if missing is not None:
         return missing
@@ -745,12 +775,13 @@ def current_verdict(results: Results) -> LockVerdict:
     vs = ratio(mine, theirs)
     walls = f"wall {mine:.3f} s vs python {theirs:.3f} s" if mine and theirs else "no time"
     most = warm.most_requests()
-    if most is None or vs is None:
+    if most is None or (limit is not None and vs is None):
         return LockVerdict(target, f"requests not counted (no delay proxy); {walls}", "-",
                            bound, runs, None)
+    fast = limit is None or (vs is not None and vs <= limit)
     return LockVerdict(target, f"at most {most:,} requests a run; {walls}",
-                       f"{most:,} requests, {vs:.2f}x", bound, runs,
-                       most == 0 and vs <= CURRENT_VS_PYTHON)
+                       f"{most:,} requests, {num(vs, '.2f')}x", bound, runs,
+                       most == 0 and fast)
 
 
 def push_list_verdict(results: Results) -> LockVerdict:
@@ -785,46 +816,23 @@ def sign_pull_verdict(results: Results) -> LockVerdict:
     count, size = results.options.lock_list
     target = f"signed pull-list {fmt_count(count)} x {fmt_size(size)} vs unsigned"
     bound = f"{count} more requests"
-    rows = lock_rows(results, Action.SIGN_PULL)
-    missing = _unmeasured(target, bound, rows)
-    if missing is not None:
-        return missing
-    signed, plain = rows
-    assert signed is not None and plain is not None
-    runs = f"{len(signed.good)}/{len(plain.good)}"
-    mine, theirs = signed.median(), plain.median()
-    walls = f"wall {mine:.3f} s vs {theirs:.3f} s" if mine and theirs else "no time"
-    more, other = signed.requests(), plain.requests()
-    if more is None or other is None:
-        return LockVerdict(target, f"requests not counted (no delay proxy); {walls}", "-",
-                           bound, runs, None)
-    return LockVerdict(target, f"requests {more:,} vs {other:,}; {walls}",
-                       f"{more - other:,} more, {num(ratio(mine, theirs), '.2f')}x", bound,
-                       runs, more - other == count)
+    pair = _pair(results, Action.SIGN_PULL, target, bound)
+    if isinstance(pair, LockVerdict):
+        return pair
+    more, other = pair.requests
+    assert more is not None and other is not None
+    return LockVerdict(target, f"requests {more:,} vs {other:,}; {pair.walls}",
+                       f"{more - other:,} more, {num(ratio(pair.mine, pair.theirs), '.2f')}x",
+                       bound, pair.runs, more - other == count)
 
 
 def sign_current_verdict(results: Results) -> LockVerdict:
     """pull-list --locked under --allowed-signers, every package current: no request in
     any run (the lock's signer is checked offline); the ratio to python -c pass shown."""
     count, _ = results.options.lock_list
-    target = f"signed pull-list --locked {fmt_count(count)} packages, all current"
-    bound = "0 requests"
-    rows = lock_rows(results, Action.SIGN_CURRENT)
-    missing = _unmeasured(target, bound, rows)
-    if missing is not None:
-        return missing
-    warm, python = rows
-    assert warm is not None and python is not None
-    runs = f"{len(warm.good)}/{len(python.good)}"
-    mine, theirs = warm.median(), python.median()
-    walls = f"wall {mine:.3f} s vs python {theirs:.3f} s" if mine and theirs else "no time"
-    most = warm.most_requests()
-    if most is None:
-        return LockVerdict(target, f"requests not counted (no delay proxy); {walls}", "-",
-                           bound, runs, None)
-    return LockVerdict(target, f"at most {most:,} requests a run; {walls}",
-                       f"{most:,} requests, {num(ratio(mine, theirs), '.2f')}x", bound, runs,
-                       most == 0)
+    return _warm(results, Action.SIGN_CURRENT,
+                 f"signed pull-list --locked {fmt_count(count)} packages, all current",
+                 "0 requests", None)
 
 
 def issue19_verdicts(results: Results) -> list[LockVerdict]:
