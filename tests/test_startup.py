@@ -34,12 +34,15 @@ S3_STACK = ("aiobotocore", "aiohttp", "botocore", "boto3", "s3transfer", "urllib
 # Never loaded by a push, pull or pull-list of a plain file on the local backend named
 # by --registry, with standard error not a terminal and no dotenv file configured: no
 # bars (rich), no archive (zstandard), no user data directory (platformdirs), no dotenv,
-# and of the registry's operations only those that push and pull (catalog, publish, pull).
+# no signatures (cryptography: only with a key or allowed signers), and of the registry's
+# operations only those that push and pull (catalog, publish, pull).
 NOT_FOR_LOCAL_TRANSFERS = (*S3_STACK, "rich", "zstandard", "tycho_async.archive",
                            "platformdirs", "dotenv", "tempfile",
                            "tycho_async.lockfile", "tycho_async.pinned",
+                           "cryptography", "tycho_async.sshsig", "tycho_async.statement",
                            *(f"tycho_async.registry.{name}" for name in
-                             ("trees", "verify", "delete", "queries", "lock", "locked")))
+                             ("trees", "verify", "delete", "queries", "lock", "locked",
+                              "signing")))
 # Never loaded by --help (of the root or of a command): no event loop, no settings,
 # no registry and nothing a transfer needs.
 NOT_FOR_HELP = (*NOT_FOR_LOCAL_TRANSFERS, "asyncio", "anyio", "json", "dataclasses",

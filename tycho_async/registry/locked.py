@@ -24,7 +24,6 @@ from ..transfer import Expected
 from ..transfer.engine import ExpectedSource
 from .catalog import Context
 from .pull import DESTINATIONS, Claim, Pull, Wanted
-from .signing import check, read
 
 
 def _record(entry: Locked) -> Record:
@@ -112,6 +111,8 @@ class LockedPull:
     async def _require(self, entry: Locked) -> None:
         """The entry's ``.sig`` (one GET): an allowed signer's signature of the very
         statement the lock recorded (SignatureError, exit 3, before a byte moves)."""
+        from .signing import check, read  # loaded only under a policy
+
         assert self.ctx.signers is not None
         found = await read(self.ctx, entry.name, entry.version)
         signed = check(self.ctx.signers, entry.name, entry.version,
