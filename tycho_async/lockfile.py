@@ -104,13 +104,8 @@ class Locked:
         cannot keep a signer's name over other bytes."""
         from .statement import Statement
 
-        fields = {"package": self.name, "version": self.version, "localname": self.localname,
-                  "sha256": str(self.sha256), "size": str(self.size), "format": self.format}
-        if self.tree_sha256 is not None:
-            fields["tree_sha256"] = self.tree_sha256
-        if self.tree_size is not None:
-            fields["tree_size"] = str(self.tree_size)
-        return Statement(fields)
+        return Statement.make(self.name, self.version, self.localname, str(self.sha256),
+                              self.size, self.format, self.tree_sha256, self.tree_size)
 
     def to_table(self) -> dict[str, Any]:
         """The TOML table, keys in the fixed order, absent values left out."""

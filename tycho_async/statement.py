@@ -58,13 +58,22 @@ class Statement:
     def of(cls, package: str, version: str, localname: str, record: Record) -> Statement:
         """The statement of a complete version, by its record and its localname."""
         expected = record.expected(package, version)
-        fields = {"package": package, "version": version, "localname": localname,
-                  "sha256": str(expected.sha256), "size": str(expected.size),
-                  "format": record.format}
         tree = record.tree_sha256 if record.format == TAR_ZSTD else None
-        if tree is not None:  # (the archive's sha256 alone fixes the tree too)
-            fields["tree_sha256"] = tree
-            tree_size = record.tree_size(package, version)
+        return cls.make(package, version, localname, str(expected.sha256), expected.size,
+                        record.format, tree,
+                        None if tree is None else record.tree_size(package, version))
+
+    @classmethod
+    def make(cls, package: str, version: str, localname: str, sha256: str, size: int,
+             fmt: str, tree_sha256: str | None = None, tree_size: int | None = None
+             ) -> Statement:
+        """The statement of these values, in the one order (a record's, or a lock
+        entry's); the tree lines only with a tree hash (the archive's sha256 alone
+        fixes the tree too)."""
+        fields = {"package": package, "version": version, "localname": localname,
+                  "sha256": sha256, "size": str(size), "format": fmt}
+        if tree_sha256 is not None:
+            fields["tree_sha256"] = tree_sha256
             if tree_size is not None:
                 fields["tree_size"] = str(tree_size)
         return cls(fields)
